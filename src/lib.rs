@@ -1,0 +1,6 @@
+//! shardmq: a thread-per-core MQTT broker.
+//!
+//! Layers, from the wire inwards: `protocol` (codec), then the sans-I/O `broker` core, then `shard`
+//! (executors, mesh, timers) and `connection` (per-connection driver). See ARCHITECTURE.md.
+
+pub mod protocol;
