@@ -1,0 +1,77 @@
+//! The messages that leave a shard's core: `Action`s for the runtime and `MeshMessage`s for other shards, and
+//! the immutable application message (`Message`) that is shared, not copied, by every delivery.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::protocol::{ByteStr, Properties, QoS};
+
+/// Index of a shard (0..shard_count).
+pub type ShardId = usize;
+
+/// A connection of one shard. Unique within the shard for the life of the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// What the runtime must do next, read with `ShardCore::poll_action`.
+#[derive(Debug)]
+pub enum Action {
+    /// Frames are queued for this connection: call `take_output` and write them (one vectored write).
+    Write(ConnId),
+    /// Call `take_output` one last time, write what it returns, then close the socket. The core has already
+    /// forgotten the connection.
+    Close(ConnId),
+    /// Send `msg` to shard `to` (the runtime batches these per destination).
+    Mesh { to: ShardId, msg: MeshMessage },
+}
+
+/// What one shard's core tells another's. `Send + 'static`: the only shared data is the immutable `Message`.
+#[derive(Debug, Clone)]
+pub enum MeshMessage {
+    /// The sending shard gained its first local subscriber of `filter`.
+    InterestAdded { filter: ByteStr },
+    /// The sending shard lost its last local subscriber of `filter`.
+    InterestRemoved { filter: ByteStr },
+    /// An application message for the receiving shard's subscribers (sent once per interested shard).
+    Publish(Arc<Message>),
+    /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
+    /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
+    Retain { message: Arc<Message>, deliver: bool },
+}
+
+/// An application message as published, shared by every shard and delivery. Never mutated after creation:
+/// per-receiver fields (packet id, QoS, DUP, subscription ids, alias) are set when encoding for a receiver.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: ByteStr,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Forwarded v5 properties (payload format, content type, response topic, correlation data, user
+    /// properties). Never holds a topic alias, subscription identifiers or the expiry interval.
+    pub properties: Properties,
+    /// When the v5 Message Expiry Interval ends; the remaining interval is forwarded.
+    pub expires_at: Option<Instant>,
+    /// Where it was published, for No Local.
+    pub origin: Origin,
+}
+
+/// The publisher of a message: its shard and connection (the session's current connection on that shard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub shard: ShardId,
+    pub conn: Option<ConnId>,
+}
+
+impl Message {
+    /// Bytes a queued copy of this message accounts for in the session queue bound.
+    pub fn queued_size_bytes(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|deadline| deadline <= now)
+    }
+}

@@ -1,0 +1,91 @@
+//! `BrokerSettings`: every MQTT limit and feature switch of the broker core, deserialized from the `[mqtt]`
+//! table of the config file. Every field has a default that works with no file at all.
+
+use serde::Deserialize;
+
+/// MQTT behaviour limits and switches. Units are last in the names.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// Largest packet we accept (announced as Maximum Packet Size in a v5 CONNACK).
+    pub max_packet_size_bytes: u32,
+    /// How many incoming QoS 1/2 PUBLISHes a client may have unacknowledged (our Receive Maximum).
+    pub receive_maximum: u16,
+    /// Cap on outgoing unacknowledged QoS 1/2 PUBLISHes per session, even if the client allows more.
+    pub max_inflight: u16,
+    /// Offline/overflow queue of a session: most messages kept.
+    pub session_queue_messages_max: usize,
+    /// Offline/overflow queue of a session: most payload + topic bytes kept.
+    pub session_queue_bytes_max: usize,
+    /// Encoded frames waiting for the socket of one connection; QoS 0 deliveries beyond it are dropped.
+    pub out_queue_bytes_max: usize,
+    /// Cap on a v5 client's keep-alive (sent back as Server Keep Alive when lower than asked).
+    pub keepalive_max_secs: u16,
+    /// A connection that sends no CONNECT within this time is closed.
+    pub connect_timeout_secs: u16,
+    /// Cap on a session's expiry interval; `u32::MAX` allows sessions that never expire.
+    pub session_expiry_max_secs: u32,
+    /// Most retained messages kept (per shard replica); new topics beyond it are not retained.
+    pub retained_messages_max: usize,
+    /// Most client-to-server topic aliases per connection (v5 Topic Alias Maximum); 0 disables them.
+    pub topic_alias_max: u16,
+    /// Highest QoS the broker accepts and grants (0, 1 or 2).
+    pub max_qos: u8,
+    pub retain_available: bool,
+    pub wildcard_subscriptions_available: bool,
+    pub subscription_identifiers_available: bool,
+    pub shared_subscriptions_available: bool,
+    /// Longest client identifier accepted.
+    pub client_id_max_bytes: usize,
+    /// Most topic filters one session may hold.
+    pub subscriptions_per_session_max: usize,
+    /// Send v5 Reason Strings with error reason codes.
+    pub reason_strings: bool,
+    /// Prefix of the v5 Response Information sent when a client asks for it; none = not sent.
+    pub response_information_prefix: Option<String>,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            max_packet_size_bytes: 1024 * 1024,
+            receive_maximum: 100,
+            max_inflight: 100,
+            session_queue_messages_max: 1000,
+            session_queue_bytes_max: 8 * 1024 * 1024,
+            out_queue_bytes_max: 4 * 1024 * 1024,
+            keepalive_max_secs: u16::MAX,
+            connect_timeout_secs: 10,
+            session_expiry_max_secs: u32::MAX,
+            retained_messages_max: 100_000,
+            topic_alias_max: 10,
+            max_qos: 2,
+            retain_available: true,
+            wildcard_subscriptions_available: true,
+            subscription_identifiers_available: true,
+            shared_subscriptions_available: false,
+            client_id_max_bytes: 256,
+            subscriptions_per_session_max: 1000,
+            reason_strings: true,
+            response_information_prefix: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_table_keeps_defaults_for_missing_fields() {
+        let settings: BrokerSettings = toml::from_str("max_qos = 1\nreceive_maximum = 5").expect("valid toml");
+        assert_eq!(settings.max_qos, 1);
+        assert_eq!(settings.receive_maximum, 5);
+        assert_eq!(settings.max_inflight, BrokerSettings::default().max_inflight);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        assert!(toml::from_str::<BrokerSettings>("max_qoss = 1").is_err());
+    }
+}
