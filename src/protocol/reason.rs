@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::packet::PacketType;
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct ReasonCode(pub u8);
 
@@ -76,6 +78,66 @@ impl ReasonCode {
     /// Codes below 0x80 report success.
     pub fn is_success(self) -> bool {
         self.0 < 0x80
+    }
+
+    /// Whether MQTT 5 allows this code in a packet of `packet_type` (the table of each packet's section).
+    pub fn is_valid_in(self, packet_type: PacketType) -> bool {
+        match packet_type {
+            PacketType::ConnAck => matches!(
+                self.0,
+                0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
+            ),
+            PacketType::PubAck | PacketType::PubRec => {
+                matches!(
+                    self.0,
+                    0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+                )
+            }
+            PacketType::PubRel | PacketType::PubComp => matches!(self.0, 0x00 | 0x92),
+            PacketType::SubAck => {
+                matches!(
+                    self.0,
+                    0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+                )
+            }
+            PacketType::UnsubAck => {
+                matches!(self.0, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91)
+            }
+            PacketType::Disconnect => matches!(
+                self.0,
+                0x00 | 0x04 | 0x80..=0x83 | 0x87 | 0x89 | 0x8B | 0x8D..=0x90 | 0x93..=0xA2
+            ),
+            PacketType::Auth => matches!(self.0, 0x00 | 0x18 | 0x19),
+            _ => false,
+        }
+    }
+
+    /// The MQTT 3.1 / 3.1.1 CONNACK return code standing for this reason: 0 accepted, 1 unacceptable protocol
+    /// version, 2 identifier rejected, 3 server unavailable, 4 bad user name or password, 5 not authorized.
+    /// Failures without a 3.x counterpart become 3 (server unavailable), except Banned (5) and Bad
+    /// authentication method (4).
+    pub fn to_v3_connack_return_code(self) -> u8 {
+        match self {
+            ReasonCode::SUCCESS => 0,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => 1,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => 2,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD | ReasonCode::BAD_AUTHENTICATION_METHOD => 4,
+            ReasonCode::NOT_AUTHORIZED | ReasonCode::BANNED => 5,
+            _ => 3,
+        }
+    }
+
+    /// The reason standing for a 3.x CONNACK return code; `None` for codes above 5.
+    pub fn from_v3_connack_return_code(code: u8) -> Option<ReasonCode> {
+        Some(match code {
+            0 => ReasonCode::SUCCESS,
+            1 => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            2 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            3 => ReasonCode::SERVER_UNAVAILABLE,
+            4 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+            5 => ReasonCode::NOT_AUTHORIZED,
+            _ => return None,
+        })
     }
 }
 
