@@ -1,36 +1,46 @@
-//! `ShardCore`: the entry points the runtime calls, dispatching to the per-concern modules.
+//! `ShardCore`: the state of one shard and the entry points the runtime calls. The behaviour lives in the
+//! sibling modules (`handle/` per packet kind, `delivery`, `lifecycle`, `mesh`, `timers`, `outbound`),
+//! each an `impl ShardCore` block over the fields declared here.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::rc::Rc;
 use std::time::Instant;
 
 use ahash::AHashMap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
+use super::connection::Connection;
+use super::interest::InterestTrie;
+use super::lifecycle::CloseReason;
 use super::message::{Action, ConnId, MeshMessage, ShardId};
+use super::retain::RetainedStore;
+use super::session::Sessions;
 use super::settings::BrokerSettings;
-use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
-
-/// A packet that could not be decoded, as the core needs to know it: the reason code for the v5 DISCONNECT
-/// (or CONNACK) and a description for the log line.
-pub trait DecodeFailure: fmt::Display {
-    fn reason_code(&self) -> ReasonCode;
-}
+use super::stats::CoreStats;
+use super::subscriptions::SubscriptionTrie;
+use super::timers::TimerKey;
+use super::timer_wheel::TimerWheel;
+use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
 /// All MQTT state and behaviour of one shard.
 pub struct ShardCore {
-    shard: ShardId,
-    shard_count: usize,
-    settings: Rc<BrokerSettings>,
-    connections: AHashMap<ConnId, Connection>,
-    next_conn_id: u64,
-    actions: VecDeque<Action>,
-}
-
-struct Connection {
-    version: Option<ProtocolVersion>,
-    out_queue: VecDeque<Bytes>,
+    pub(super) shard: ShardId,
+    pub(super) shard_count: usize,
+    pub(super) settings: Rc<BrokerSettings>,
+    pub(super) connections: AHashMap<ConnId, Connection>,
+    pub(super) sessions: Sessions,
+    pub(super) subscriptions: SubscriptionTrie,
+    pub(super) interest: InterestTrie,
+    pub(super) retained: RetainedStore,
+    pub(super) timers: TimerWheel<TimerKey>,
+    pub(super) actions: VecDeque<Action>,
+    /// Final frames of connections we closed, until the runtime takes them after `Action::Close`.
+    pub(super) closing: Vec<(ConnId, Instant, VecDeque<Bytes>)>,
+    /// Scratch buffer frames are encoded into and split off from.
+    pub(super) encode_buf: BytesMut,
+    pub(super) next_conn_id: u64,
+    pub(super) next_assigned_id: u64,
+    pub(super) stats: CoreStats,
 }
 
 impl ShardCore {
@@ -38,10 +48,19 @@ impl ShardCore {
         ShardCore {
             shard,
             shard_count,
+            retained: RetainedStore::new(settings.retained_messages_max),
             settings,
             connections: AHashMap::new(),
-            next_conn_id: 0,
+            sessions: Sessions::default(),
+            subscriptions: SubscriptionTrie::default(),
+            interest: InterestTrie::default(),
+            timers: TimerWheel::default(),
             actions: VecDeque::new(),
+            closing: Vec::new(),
+            encode_buf: BytesMut::new(),
+            next_conn_id: 0,
+            next_assigned_id: 0,
+            stats: CoreStats::default(),
         }
     }
 
@@ -49,54 +68,78 @@ impl ShardCore {
         self.shard
     }
 
-    pub fn shard_count(&self) -> usize {
-        self.shard_count
-    }
-
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
     }
 
-    /// A socket was accepted on (or handed to) this shard.
-    pub fn open_connection(&mut self, _now: Instant) -> ConnId {
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Connections open on this shard (connected or still awaiting CONNECT).
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Sessions (connected or not) whose home is this shard.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A socket was accepted on (or handed to) this shard. It must send CONNECT within the connect timeout.
+    pub fn open_connection(&mut self, now: Instant) -> ConnId {
         let conn = ConnId(self.next_conn_id);
         self.next_conn_id += 1;
-        self.connections.insert(conn, Connection { version: None, out_queue: VecDeque::new() });
+        self.connections.insert(conn, Connection::new(now));
+        let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
+        self.timers.insert(now + timeout, TimerKey::ConnectTimeout(conn));
         conn
     }
 
-    /// The connection's protocol level; `None` until its CONNECT was accepted.
+    /// The connection's protocol level; `None` until it sent CONNECT.
     pub fn protocol_version(&self, conn: ConnId) -> Option<ProtocolVersion> {
         self.connections.get(&conn).and_then(|connection| connection.version)
     }
 
-    pub fn handle_packet(&mut self, _conn: ConnId, _packet: Packet, _now: Instant) {}
+    pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        connection.last_packet_at = now;
+        self.dispatch(conn, packet, now);
+    }
 
-    /// The decoder rejected the connection's input: v5 DISCONNECT with the reason, then close.
-    pub fn handle_decode_error<E: DecodeFailure + ?Sized>(&mut self, conn: ConnId, _err: &E, _now: Instant) {
-        self.close(conn);
+    /// The decoder rejected the connection's input: the v5 reason (DISCONNECT, or CONNACK while
+    /// connecting), a log line naming the rule, then close. For 3.x the connection is just closed, except
+    /// an unsupported protocol level, answered with return code 1 [MQTT-3.1.2-2].
+    pub fn handle_decode_error(&mut self, conn: ConnId, err: &DecodeError, now: Instant) {
+        self.refuse_malformed(conn, err, now);
     }
 
     /// The socket ended without us asking (EOF or error). No `Close` action follows.
-    pub fn connection_lost(&mut self, conn: ConnId, _now: Instant) {
-        self.connections.remove(&conn);
+    pub fn connection_lost(&mut self, conn: ConnId, now: Instant) {
+        self.end_connection(conn, CloseReason::SocketClosed, now);
     }
 
-    pub fn handle_mesh(&mut self, _from: ShardId, _msg: MeshMessage, _now: Instant) {}
+    pub fn handle_mesh(&mut self, from: ShardId, msg: MeshMessage, now: Instant) {
+        self.apply_mesh(from, msg, now);
+    }
 
     /// Fires due deadlines: connect timeout, keep-alive, will delay, session expiry.
-    pub fn tick(&mut self, _now: Instant) {}
+    pub fn tick(&mut self, now: Instant) {
+        self.fire_timers(now);
+        self.closing.retain(|(_, closed_at, _)| now.saturating_duration_since(*closed_at).as_secs() < 5);
+    }
 
     /// When `tick` next has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        None
+        self.timers.next_deadline()
     }
 
-    /// Server shutdown: DISCONNECT 0x8B to v5 clients, then close every connection.
-    pub fn shutdown(&mut self, _now: Instant) {
+    /// Server shutdown: DISCONNECT 0x8B to v5 clients, then close every connection. Sessions are kept
+    /// in memory (wills of still-connected clients are published, as for any server-side close).
+    pub fn shutdown(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            self.close(conn);
+            self.end_connection(conn, CloseReason::ServerShutdown, now);
         }
     }
 
@@ -104,16 +147,17 @@ impl ShardCore {
         self.actions.pop_front()
     }
 
-    /// Moves the connection's queued encoded frames into `frames`.
+    /// Moves the connection's queued encoded frames into `frames` (also the final frames after `Close`).
     pub fn take_output(&mut self, conn: ConnId, frames: &mut Vec<Bytes>) {
         if let Some(connection) = self.connections.get_mut(&conn) {
             frames.extend(connection.out_queue.drain(..));
+            connection.out_queue_bytes = 0;
+            connection.write_requested = false;
+            return;
         }
-    }
-
-    fn close(&mut self, conn: ConnId) {
-        if self.connections.remove(&conn).is_some() {
-            self.actions.push_back(Action::Close(conn));
+        if let Some(index) = self.closing.iter().position(|(closed, _, _)| *closed == conn) {
+            let (_, _, queue) = self.closing.swap_remove(index);
+            frames.extend(queue);
         }
     }
 }

@@ -6,13 +6,30 @@
 //! send this to shard N). There are no sockets, no executor and no clock in here, so every behaviour is
 //! testable by hand (see `tests/core_*.rs`).
 
+mod connection;
 mod core;
+mod delivery;
+mod handle;
+mod inflight;
+mod interest;
+mod lifecycle;
+mod mesh;
 mod message;
+mod outbound;
+mod retain;
+mod session;
 mod settings;
+mod stats;
+mod subscriptions;
+mod timer_wheel;
+mod timers;
+mod trie;
+mod will;
 
-pub use self::core::{DecodeFailure, ShardCore};
+pub use self::core::ShardCore;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::BrokerSettings;
+pub use stats::CoreStats;
 
 /// The shard that owns the session of `client_id`: the same answer on every shard and in every run
 /// (FNV-1a, not a per-process seeded hash).

@@ -1,0 +1,182 @@
+//! Routing and delivery: a message published on this shard goes to the local subscribers and once to each
+//! other interested shard; a message from another shard goes to the local subscribers only. Each matching
+//! session gets one copy (highest granted QoS of its matching subscriptions, every matching subscription
+//! identifier [MQTT-3.3.4-2] [MQTT-3.3.4-3]), sent at once if its window allows, queued otherwise.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use super::core::ShardCore;
+use super::interest::ShardSet;
+use super::message::{Action, Message, MeshMessage};
+use super::outbound::PublishRefused;
+use super::retain::RetainOutcome;
+use super::session::SessionKey;
+use super::subscriptions::Subscriber;
+use crate::protocol::QoS;
+
+/// One message on its way to one session: the shared message plus what is particular to this receiver.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 1]>,
+}
+
+impl ShardCore {
+    /// Routes a message published by a client (or a will) of this shard. Returns whether any subscriber
+    /// anywhere matched (v5 PUBACK 0x10 otherwise).
+    pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
+        let mut shards = ShardSet::default();
+        self.interest.matching_shards(&message.topic, &mut shards);
+        if message.retain && self.settings.retain_available {
+            self.apply_retained(&message);
+            for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
+                let msg = MeshMessage::Retain { message: Arc::clone(&message), deliver: shards.contains(shard) };
+                self.actions.push_back(Action::Mesh { to: shard, msg });
+            }
+        } else {
+            for shard in shards.iter().filter(|&shard| shard != self.shard) {
+                let msg = MeshMessage::Publish(Arc::clone(&message));
+                self.actions.push_back(Action::Mesh { to: shard, msg });
+            }
+        }
+        let delivered_here = self.deliver_local(&message, now);
+        delivered_here || shards.iter().any(|shard| shard != self.shard)
+    }
+
+    pub(super) fn apply_retained(&mut self, message: &Arc<Message>) {
+        if self.retained.apply(message) == RetainOutcome::Full {
+            self.stats.retained_refused += 1;
+        }
+    }
+
+    /// Delivers to this shard's matching subscribers; returns whether there were any.
+    pub(super) fn deliver_local(&mut self, message: &Arc<Message>, now: Instant) -> bool {
+        if message.is_expired(now) {
+            self.stats.dropped_expired += 1;
+            return false;
+        }
+        let mut matches: SmallVec<[Subscriber; 8]> = SmallVec::new();
+        self.subscriptions.for_each_match(&message.topic, |subscriber| matches.push(*subscriber));
+        if matches.is_empty() {
+            return false;
+        }
+        matches.sort_unstable_by_key(|subscriber| subscriber.session);
+        for group in matches.chunk_by(|a, b| a.session == b.session) {
+            if let Some(delivery) = self.delivery_for(group, message) {
+                self.deliver_to_session(group[0].session, delivery, now);
+            }
+        }
+        true
+    }
+
+    /// Merges one session's matching subscriptions into its single copy, or `None` when No Local
+    /// excludes every one of them [MQTT-3.8.3-3].
+    fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
+        let session = self.sessions.get(subscriptions[0].session)?;
+        let own_message = message.origin.shard == self.shard && message.origin.conn.is_some()
+            && message.origin.conn == session.conn;
+        let mut delivery: Option<Delivery> = None;
+        for subscription in subscriptions.iter().filter(|sub| !(sub.options.no_local && own_message)) {
+            let qos = subscription.options.qos.min(message.qos);
+            // Retain is cleared on forwarding unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+            let retain = message.retain && subscription.options.retain_as_published;
+            let entry = delivery.get_or_insert_with(|| Delivery {
+                message: Arc::clone(message),
+                qos,
+                retain,
+                subscription_ids: SmallVec::new(),
+            });
+            entry.qos = entry.qos.max(qos);
+            entry.retain |= retain;
+            if subscription.subscription_id != 0 {
+                entry.subscription_ids.push(subscription.subscription_id);
+            }
+        }
+        delivery
+    }
+
+    /// Sends now if the session is connected and its window allows, else queues QoS 1/2 (bounded) and
+    /// drops QoS 0 (counted).
+    pub(super) fn deliver_to_session(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
+        let Some(session) = self.sessions.get(key) else { return };
+        let conn = session.conn;
+        if delivery.qos == QoS::AtMostOnce {
+            match conn {
+                Some(conn) => self.count_refusal(self.send_publish(conn, &delivery, 0, false, now)),
+                None => self.stats.dropped_offline_qos0 += 1,
+            }
+            return;
+        }
+        let (messages_max, bytes_max) = (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        if !session.enqueue(delivery, messages_max, bytes_max) {
+            self.stats.dropped_queue_full += 1;
+        }
+        if conn.is_some() {
+            self.drain_queue(key, now);
+        }
+    }
+
+    /// Moves queued messages into the inflight window while the client's Receive Maximum (capped by
+    /// `max_inflight`) allows [MQTT-3.3.4-9].
+    pub(super) fn drain_queue(&mut self, key: SessionKey, now: Instant) {
+        let Some(conn) = self.sessions.get(key).and_then(|session| session.conn) else { return };
+        let Some(connection) = self.connections.get(&conn) else { return };
+        let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
+        loop {
+            let Some(session) = self.sessions.get_mut(key) else { return };
+            if session.inflight.len() >= window {
+                return;
+            }
+            let Some(delivery) = session.dequeue() else { return };
+            if delivery.message.is_expired(now) {
+                self.stats.dropped_expired += 1;
+                continue;
+            }
+            let Some(packet_id) = session.inflight.push(delivery.clone()) else { return };
+            if let Err(refused) = self.send_publish(conn, &delivery, packet_id, false, now) {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.inflight.remove_failed(packet_id);
+                }
+                self.count_refusal(Err(refused));
+            }
+        }
+    }
+
+    fn count_refusal(&mut self, outcome: Result<(), PublishRefused>) {
+        match outcome {
+            Ok(()) | Err(PublishRefused::NoConnection) => {}
+            Err(PublishRefused::TooLarge) => self.stats.dropped_too_large += 1,
+            Err(PublishRefused::OutQueueFull) => self.stats.dropped_slow_consumer += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::broker::message::Origin;
+    use crate::protocol::{ByteStr, Properties};
+    use bytes::Bytes;
+
+    pub(crate) fn message_on(topic: &str, payload: &str) -> Arc<Message> {
+        Arc::new(Message {
+            topic: ByteStr::from(topic),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: Origin { shard: 0, conn: None },
+        })
+    }
+
+    pub(crate) fn delivery(qos: QoS) -> Delivery {
+        Delivery { message: message_on("t", "payload"), qos, retain: false, subscription_ids: SmallVec::new() }
+    }
+}

@@ -1,0 +1,26 @@
+//! DISCONNECT from the client: a normal end, so the will is discarded [MQTT-3.14.4-3] unless a v5 client
+//! asks for it with 0x04; a v5 client may change the session expiry, but not from 0 [MQTT-3.14.2-2].
+
+use std::time::Instant;
+
+use super::super::core::ShardCore;
+use super::super::lifecycle::CloseReason;
+use super::super::message::ConnId;
+use super::super::session::SessionKey;
+use crate::protocol::{Disconnect, ReasonCode};
+
+impl ShardCore {
+    pub(in crate::broker) fn handle_disconnect(&mut self, conn: ConnId, key: SessionKey, disconnect: Disconnect, now: Instant) {
+        if let Some(requested) = disconnect.properties.session_expiry_interval_secs {
+            let expiry_max = self.settings.session_expiry_max_secs;
+            let Some(session) = self.sessions.get_mut(key) else { return };
+            if session.expiry_interval_secs == 0 && requested != 0 {
+                let rule = "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0";
+                return self.protocol_error(conn, rule, now);
+            }
+            session.expiry_interval_secs = requested.min(expiry_max);
+        }
+        let publish_will = disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        self.end_connection(conn, CloseReason::ClientDisconnect { publish_will }, now);
+    }
+}

@@ -1,0 +1,130 @@
+//! PUBLISH from a client: topic alias resolution, the checks a PUBLISH must pass (QoS and retain within
+//! what we announced, valid topic, UTF-8 payload when it says so), QoS 2 duplicate suppression, routing,
+//! and the acknowledgement (PUBACK / PUBREC).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::trace;
+
+use super::super::core::ShardCore;
+use super::super::message::{ConnId, Message, Origin};
+use super::super::session::SessionKey;
+use super::super::will::forwarded_properties;
+use crate::protocol::topic::validate_topic_name;
+use crate::protocol::{ByteStr, Packet, PubResponse, Publish, QoS, ReasonCode};
+
+/// A PUBLISH that must close the connection: the v5 DISCONNECT reason and the rule.
+type Violation = (ReasonCode, &'static str);
+
+impl ShardCore {
+    pub(in crate::broker) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: Publish, now: Instant) {
+        let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
+            Ok(topic) => topic,
+            Err((reason, rule)) => return self.close_for(conn, reason, rule, now),
+        };
+        let payload_is_text = publish.properties.payload_format_indicator == Some(1);
+        if payload_is_text && std::str::from_utf8(&publish.payload).is_err() {
+            return self.refuse_payload(conn, &publish, now);
+        }
+        match publish.qos {
+            QoS::AtMostOnce => {
+                self.route_published(self.message_from(conn, topic, publish, now), now);
+            }
+            QoS::AtLeastOnce => {
+                let packet_id = publish.packet_id;
+                let matched = self.route_published(self.message_from(conn, topic, publish, now), now);
+                self.acknowledge(conn, Packet::PubAck, packet_id, matched);
+            }
+            QoS::ExactlyOnce => self.publish_exactly_once(conn, key, topic, publish, now),
+        }
+    }
+
+    /// QoS 2: a packet id still awaiting PUBREL is a resend and is not routed again [MQTT-4.3.3-9]; a new
+    /// one beyond our Receive Maximum is refused with 0x93 [MQTT-3.3.4-7].
+    fn publish_exactly_once(&mut self, conn: ConnId, key: SessionKey, topic: ByteStr, publish: Publish, now: Instant) {
+        let packet_id = publish.packet_id;
+        let Some(session) = self.sessions.get(key) else { return };
+        if session.awaiting_pubrel.contains(&packet_id) {
+            return self.acknowledge(conn, Packet::PubRec, packet_id, true);
+        }
+        if session.awaiting_pubrel.len() >= usize::from(self.settings.receive_maximum) {
+            let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
+            return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
+        }
+        let matched = self.route_published(self.message_from(conn, topic, publish, now), now);
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.awaiting_pubrel.push(packet_id);
+        }
+        self.acknowledge(conn, Packet::PubRec, packet_id, matched);
+    }
+
+    fn acknowledge(&mut self, conn: ConnId, kind: fn(PubResponse) -> Packet, packet_id: u16, matched: bool) {
+        let reason = if matched { ReasonCode::SUCCESS } else { ReasonCode::NO_MATCHING_SUBSCRIBERS };
+        self.send(conn, &kind(PubResponse { packet_id, reason, ..PubResponse::default() }));
+    }
+
+    /// Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 in the PUBACK / PUBREC, or a
+    /// DISCONNECT for QoS 0 (v5 section 3.3.2.3.2). Not routed.
+    fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
+        let rule = "[MQTT-3.3.2-4] payload is not UTF-8 but Payload Format Indicator is 1";
+        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, ..PubResponse::default() };
+        match publish.qos {
+            QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
+            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
+            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(response)),
+        }
+    }
+
+    /// The topic name, through the client's topic aliases (v5 section 3.3.2.3.4).
+    fn resolve_topic(&mut self, conn: ConnId, publish: &Publish) -> Result<ByteStr, Violation> {
+        let Some(alias) = publish.properties.topic_alias else {
+            if publish.topic.is_empty() {
+                return Err((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.2-1] empty topic name without a topic alias"));
+            }
+            return Ok(publish.topic.clone());
+        };
+        let alias_max = self.settings.topic_alias_max;
+        if alias == 0 || alias > alias_max {
+            return Err((ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-8] topic alias 0 or above our Topic Alias Maximum"));
+        }
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return Err((ReasonCode::PROTOCOL_ERROR, "connection gone"));
+        };
+        let aliases = connection.topic_aliases.get_or_insert_with(|| vec![None; usize::from(alias_max)].into_boxed_slice());
+        let slot = &mut aliases[usize::from(alias - 1)];
+        if publish.topic.is_empty() {
+            return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-1] topic alias used before it was set"));
+        }
+        *slot = Some(publish.topic.clone());
+        Ok(publish.topic.clone())
+    }
+
+    fn check_publish(&self, publish: &Publish, topic: ByteStr) -> Result<ByteStr, Violation> {
+        if publish.qos as u8 > self.settings.max_qos {
+            return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
+        }
+        if publish.retain && !self.settings.retain_available {
+            return Err((ReasonCode::RETAIN_NOT_SUPPORTED, "[MQTT-3.2.2-14] PUBLISH with retain while Retain Available is 0"));
+        }
+        if validate_topic_name(&topic).is_err() {
+            return Err((ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] topic name contains a wildcard or is empty"));
+        }
+        Ok(topic)
+    }
+
+    fn message_from(&self, conn: ConnId, topic: ByteStr, publish: Publish, now: Instant) -> Arc<Message> {
+        let Publish { qos, retain, payload, properties, .. } = publish;
+        let expires_at = properties.message_expiry_interval_secs.map(|secs| now + Duration::from_secs(u64::from(secs)));
+        trace!(shard = self.shard, %topic, ?qos, retain, bytes = payload.len(), "publish");
+        Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: forwarded_properties(properties),
+            expires_at,
+            origin: Origin { shard: self.shard, conn: Some(conn) },
+        })
+    }
+}

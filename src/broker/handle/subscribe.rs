@@ -1,0 +1,89 @@
+//! SUBSCRIBE: one reason code per filter in the SUBACK [MQTT-3.8.4-6] (granted QoS, or why not), the
+//! subscription stored (replacing an existing one for the same filter [MQTT-3.8.4-3]), other shards told
+//! of new interest, then the matching retained messages per Retain Handling [MQTT-3.3.1-9]
+//! [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use smallvec::smallvec;
+
+use super::super::core::ShardCore;
+use super::super::delivery::Delivery;
+use super::super::message::{ConnId, Message, MeshMessage};
+use super::super::session::SessionKey;
+use super::super::subscriptions::Subscriber;
+use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
+use crate::protocol::{ByteStr, Packet, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
+
+impl ShardCore {
+    pub(in crate::broker) fn handle_subscribe(&mut self, conn: ConnId, key: SessionKey, subscribe: Subscribe, now: Instant) {
+        let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
+        let subscription_id = subscribe.properties.subscription_identifiers.first().copied().unwrap_or(0);
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
+        for (filter, options) in &subscribe.filters {
+            let reason = match self.subscribe_one(key, filter, *options, subscription_id) {
+                Ok((granted, send_retained)) => {
+                    if send_retained {
+                        let mut found = Vec::new();
+                        self.retained.matching(filter, now, &mut found);
+                        retained.extend(found.into_iter().map(|message| (message, granted)));
+                    }
+                    ReasonCode(granted as u8)
+                }
+                // 3.x SUBACK knows only 0x80 for a failure.
+                Err(_) if !v5 => ReasonCode::UNSPECIFIED_ERROR,
+                Err(reason) => reason,
+            };
+            reasons.push(reason);
+        }
+        let suback = SubAck { packet_id: subscribe.packet_id, reasons, ..SubAck::default() };
+        self.send(conn, &Packet::SubAck(suback));
+        for (message, granted) in retained {
+            // Retained messages are sent with RETAIN set [MQTT-3.3.1-8].
+            let subscription_ids = if subscription_id == 0 { smallvec![] } else { smallvec![subscription_id] };
+            let delivery = Delivery { qos: granted.min(message.qos), retain: true, subscription_ids, message };
+            self.deliver_to_session(key, delivery, now);
+        }
+    }
+
+    /// Stores one subscription. Ok: granted QoS and whether retained messages are due.
+    fn subscribe_one(&mut self, key: SessionKey, filter: &ByteStr, options: SubscriptionOptions, subscription_id: u32) -> Result<(QoS, bool), ReasonCode> {
+        let settings = &self.settings;
+        if validate_topic_filter(filter).is_err() {
+            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+        }
+        if matches!(parse_shared_subscription(filter), Ok(Some(_))) {
+            return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        if !settings.wildcard_subscriptions_available && filter.contains(['+', '#']) {
+            return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+        }
+        if !settings.subscription_identifiers_available && subscription_id != 0 {
+            return Err(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+        }
+        let session = self.sessions.get(key).ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        let known = session.filters.iter().any(|existing| existing == filter);
+        if !known && session.filters.len() >= settings.subscriptions_per_session_max {
+            return Err(ReasonCode::QUOTA_EXCEEDED);
+        }
+        let granted = options.qos.min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
+        let subscriber = Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
+        let outcome = self.subscriptions.subscribe(filter, subscriber);
+        if outcome.first_on_shard {
+            self.broadcast(|| MeshMessage::InterestAdded { filter: filter.clone() });
+        }
+        if outcome.new_subscription {
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.filters.push(filter.clone());
+            }
+        }
+        let send_retained = match options.retain_handling {
+            0 => true,
+            1 => outcome.new_subscription,
+            _ => false,
+        };
+        Ok((granted, send_retained))
+    }
+}

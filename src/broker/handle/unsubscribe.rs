@@ -1,0 +1,27 @@
+//! UNSUBSCRIBE: each filter removed (0x11 in the v5 UNSUBACK when there was no such subscription
+//! [MQTT-3.11.3-1]); other shards told when this shard lost its last subscriber of a filter.
+
+use super::super::core::ShardCore;
+use super::super::message::ConnId;
+use super::super::session::SessionKey;
+use crate::protocol::{Packet, ReasonCode, UnsubAck, Unsubscribe};
+
+impl ShardCore {
+    pub(in crate::broker) fn handle_unsubscribe(&mut self, conn: ConnId, key: SessionKey, unsubscribe: Unsubscribe) {
+        let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
+        let mut reasons = Vec::with_capacity(if v5 { unsubscribe.filters.len() } else { 0 });
+        for filter in &unsubscribe.filters {
+            let existed = self.remove_subscription(filter, key);
+            if existed {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.filters.retain(|existing| existing != filter);
+                }
+            }
+            if v5 {
+                reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
+            }
+        }
+        let unsuback = UnsubAck { packet_id: unsubscribe.packet_id, reasons, ..UnsubAck::default() };
+        self.send(conn, &Packet::UnsubAck(unsuback));
+    }
+}

@@ -1,0 +1,150 @@
+//! How connections and sessions end: closing a connection (with a v5 DISCONNECT when we close it after
+//! CONNACK), detaching it from its session, publishing or arming the will, and ending a session
+//! (its subscriptions leave the tries, other shards hear of lost interest, a pending will goes out).
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+
+use super::connection::Phase;
+use super::core::ShardCore;
+use super::message::{Action, ConnId, MeshMessage, Origin};
+use super::session::{SessionKey, SESSION_NEVER_EXPIRES};
+use super::timers::TimerKey;
+use crate::protocol::{ByteStr, ReasonCode};
+
+/// Why a connection ends.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// EOF or socket error seen by the runtime (it closes the socket itself).
+    SocketClosed,
+    /// The client sent DISCONNECT; v5 reason 0x04 asks for the will anyway.
+    ClientDisconnect { publish_will: bool },
+    /// The client broke a rule; v5 clients get DISCONNECT with `reason` after CONNACK.
+    ProtocolError { reason: ReasonCode, detail: Cow<'static, str> },
+    /// CONNACK with a refusal was sent.
+    ConnectRefused,
+    ConnectTimeout,
+    KeepAliveTimeout,
+    /// Another connection with the same client id connected [MQTT-3.1.4-3].
+    TakenOver,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The v5 DISCONNECT we send before closing, if any.
+    fn disconnect(&self) -> Option<(ReasonCode, Cow<'static, str>)> {
+        match self {
+            CloseReason::ProtocolError { reason, detail } => Some((*reason, detail.clone())),
+            CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
+            CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
+            _ => None,
+        }
+    }
+
+    /// Wills are for abnormal ends [MQTT-3.1.2-8]; not after a normal DISCONNECT [MQTT-3.1.2-10], and not
+    /// when the whole server stops (no subscriber would still be there to receive it).
+    fn publishes_will(&self) -> bool {
+        match self {
+            CloseReason::ClientDisconnect { publish_will } => *publish_will,
+            CloseReason::ServerShutdown | CloseReason::ConnectRefused => false,
+            _ => true,
+        }
+    }
+}
+
+impl ShardCore {
+    /// Ends the connection: final DISCONNECT (v5, after CONNACK), `Close` action (unless the socket is
+    /// already gone), and the session is detached.
+    pub(super) fn end_connection(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else { return };
+        if let (Phase::Connected(_), Some((code, detail))) = (phase, reason.disconnect()) {
+            self.send_disconnect(conn, code, &detail);
+        }
+        let client_id = phase.session_key().and_then(|key| self.sessions.get(key)).map(|session| session.client_id.clone());
+        match &reason {
+            CloseReason::ClientDisconnect { .. } | CloseReason::SocketClosed => {
+                debug!(shard = self.shard, client_id = ?client_id, ?reason, "client disconnected")
+            }
+            _ => info!(shard = self.shard, client_id = ?client_id, ?reason, "closing connection"),
+        }
+        let Some(connection) = self.connections.remove(&conn) else { return };
+        if !matches!(reason, CloseReason::SocketClosed) {
+            self.closing.push((conn, now, connection.out_queue));
+            self.actions.push_back(Action::Close(conn));
+        }
+        if let Phase::Connected(key) = phase {
+            self.detach_session(key, reason.publishes_will(), now);
+        }
+    }
+
+    /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
+    fn detach_session(&mut self, key: SessionKey, publish_will: bool, now: Instant) {
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        session.conn = None;
+        let expiry_secs = session.expiry_interval_secs;
+        if !publish_will {
+            session.will = None;
+        }
+        if let Some(will) = session.will.as_mut() {
+            if will.delay_secs == 0 || expiry_secs == 0 {
+                self.publish_will(key, now);
+            } else {
+                let publish_at = now + Duration::from_secs(u64::from(will.delay_secs));
+                will.publish_at = Some(publish_at);
+                self.timers.insert(publish_at, TimerKey::WillDelay(key));
+            }
+        }
+        match expiry_secs {
+            0 => self.end_session(key, now),
+            SESSION_NEVER_EXPIRES => {}
+            secs => {
+                let expires_at = now + Duration::from_secs(u64::from(secs));
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.expires_at = Some(expires_at);
+                }
+                self.timers.insert(expires_at, TimerKey::SessionExpiry(key));
+            }
+        }
+    }
+
+    /// Publishes the session's pending will, if any.
+    pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
+        let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else { return };
+        let message = will.into_message(Origin { shard: self.shard, conn: None }, now);
+        self.route_published(message, now);
+    }
+
+    /// Discards the session: its subscriptions leave the tries and a pending will is published
+    /// (v5: at the latest when the session ends).
+    pub(super) fn end_session(&mut self, key: SessionKey, now: Instant) {
+        self.publish_will(key, now);
+        let Some(session) = self.sessions.remove(key) else { return };
+        for filter in &session.filters {
+            self.remove_subscription(filter, key);
+        }
+        debug!(shard = self.shard, client_id = %session.client_id, "session ended");
+    }
+
+    /// Removes one subscription; tells other shards when the filter had its last subscriber here.
+    pub(super) fn remove_subscription(&mut self, filter: &ByteStr, key: SessionKey) -> bool {
+        match self.subscriptions.unsubscribe(filter, key) {
+            Some(last_on_shard) => {
+                if last_on_shard {
+                    self.broadcast(|| MeshMessage::InterestRemoved { filter: filter.clone() });
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues `make()` for every other shard.
+    pub(super) fn broadcast(&mut self, make: impl Fn() -> MeshMessage) {
+        for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
+            self.actions.push_back(Action::Mesh { to: shard, msg: make() });
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Messages from other shards: interest changes update the replicated interest trie; publishes are fanned
+//! out to this shard's subscribers; retained messages update this shard's replica of the retained store.
+
+use std::time::Instant;
+
+use super::core::ShardCore;
+use super::message::{MeshMessage, ShardId};
+
+impl ShardCore {
+    pub(super) fn apply_mesh(&mut self, from: ShardId, msg: MeshMessage, now: Instant) {
+        match msg {
+            MeshMessage::InterestAdded { filter } => self.interest.add(&filter, from),
+            MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),
+            MeshMessage::Publish(message) => {
+                self.deliver_local(&message, now);
+            }
+            MeshMessage::Retain { message, deliver } => {
+                self.apply_retained(&message);
+                if deliver {
+                    self.deliver_local(&message, now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! `CoreStats`: counters of what a shard's core did that a client cannot see (dropped messages by cause).
+
+/// Counters since start; read with `ShardCore::stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Larger than the receiving client's v5 Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// Session queue full (messages or bytes bound).
+    pub dropped_queue_full: u64,
+    /// QoS 0 to a connection whose out-queue is over its byte bound.
+    pub dropped_slow_consumer: u64,
+    /// Message Expiry Interval ran out before delivery.
+    pub dropped_expired: u64,
+    /// QoS 0 for a client that is not connected (not queued, as Mosquitto's default).
+    pub dropped_offline_qos0: u64,
+    /// Retained store full, topic not retained.
+    pub retained_refused: u64,
+}

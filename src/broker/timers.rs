@@ -1,0 +1,81 @@
+//! What the shard's timer wheel can fire, and what firing does. Every key is re-checked against current
+//! state before acting: a keep-alive entry of a connection that sent packets since is re-armed, a will or
+//! session entry whose session reconnected (or was replaced) is ignored.
+
+use std::time::Instant;
+
+use super::connection::Phase;
+use super::core::ShardCore;
+use super::lifecycle::CloseReason;
+use super::message::ConnId;
+use super::session::SessionKey;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKey {
+    /// No CONNECT within `connect_timeout_secs`.
+    ConnectTimeout(ConnId),
+    /// 1.5 x keep-alive without a packet [MQTT-3.1.2-24].
+    KeepAlive(ConnId),
+    /// A v5 Will Delay Interval ends.
+    WillDelay(SessionKey),
+    /// A disconnected session's expiry interval ends.
+    SessionExpiry(SessionKey),
+}
+
+impl ShardCore {
+    pub(super) fn fire_timers(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.timers.expire(now, &mut due);
+        for key in due {
+            match key {
+                TimerKey::ConnectTimeout(conn) => self.connect_timeout(conn, now),
+                TimerKey::KeepAlive(conn) => self.keepalive_check(conn, now),
+                TimerKey::WillDelay(session) => self.will_delay_ended(session, now),
+                TimerKey::SessionExpiry(session) => self.session_expiry_check(session, now),
+            }
+        }
+    }
+
+    /// Arms the keep-alive check of a connection that just connected.
+    pub(super) fn arm_keepalive(&mut self, conn: ConnId) {
+        if let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) {
+            self.timers.insert(deadline, TimerKey::KeepAlive(conn));
+        }
+    }
+
+    fn connect_timeout(&mut self, conn: ConnId, now: Instant) {
+        if self.connections.get(&conn).is_some_and(|connection| connection.phase == Phase::AwaitingConnect) {
+            self.end_connection(conn, CloseReason::ConnectTimeout, now);
+        }
+    }
+
+    fn keepalive_check(&mut self, conn: ConnId, now: Instant) {
+        let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) else {
+            return;
+        };
+        if deadline <= now {
+            self.end_connection(conn, CloseReason::KeepAliveTimeout, now);
+        } else {
+            self.timers.insert(deadline, TimerKey::KeepAlive(conn));
+        }
+    }
+
+    fn will_delay_ended(&mut self, key: SessionKey, now: Instant) {
+        let due = self.sessions.get(key).is_some_and(|session| {
+            session.conn.is_none()
+                && session.will.as_ref().and_then(|will| will.publish_at).is_some_and(|at| at <= now)
+        });
+        if due {
+            self.publish_will(key, now);
+        }
+    }
+
+    fn session_expiry_check(&mut self, key: SessionKey, now: Instant) {
+        let expired = self.sessions.get(key).is_some_and(|session| {
+            session.conn.is_none() && session.expires_at.is_some_and(|at| at <= now)
+        });
+        if expired {
+            self.end_session(key, now);
+        }
+    }
+}

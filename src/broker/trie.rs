@@ -1,0 +1,293 @@
+//! `TopicTrie<V>`: a trie over topic levels whose nodes live in one arena (`Vec` + indices + free list).
+//!
+//! It serves both directions of MQTT matching:
+//! - keyed by topic *filters* (local subscriptions, shard interest): `for_each_match(topic_name)` visits the
+//!   value of every filter that matches a published topic;
+//! - keyed by topic *names* (retained messages): `for_each_in_filter(filter)` visits every stored topic that
+//!   a subscription filter matches.
+//!
+//! `+` and `#` children sit in their own slots beside the map of literal children. Topics starting with `$`
+//! are not matched by a wildcard in the first level [MQTT-4.7.2-1].
+
+use ahash::AHashMap;
+use smallvec::SmallVec;
+
+/// Index of a node in the arena.
+pub type NodeIdx = u32;
+
+const NO_NODE: NodeIdx = NodeIdx::MAX;
+const ROOT: NodeIdx = 0;
+
+/// A value stored at a trie node. Nodes whose value is empty and that have no children are freed.
+pub trait TrieValue: Default {
+    fn is_empty(&self) -> bool;
+}
+
+impl<T> TrieValue for Option<T> {
+    fn is_empty(&self) -> bool {
+        self.is_none()
+    }
+}
+
+struct Node<V> {
+    parent: NodeIdx,
+    /// This node's level in its parent (`+` / `#` for the wildcard slots).
+    level: Box<str>,
+    children: AHashMap<Box<str>, NodeIdx>,
+    plus: NodeIdx,
+    hash: NodeIdx,
+    value: V,
+}
+
+impl<V: TrieValue> Node<V> {
+    fn new(parent: NodeIdx, level: &str) -> Self {
+        Node { parent, level: level.into(), children: AHashMap::new(), plus: NO_NODE, hash: NO_NODE, value: V::default() }
+    }
+
+    fn is_leaf(&self) -> bool {
+        self.children.is_empty() && self.plus == NO_NODE && self.hash == NO_NODE
+    }
+}
+
+pub struct TopicTrie<V> {
+    nodes: Vec<Node<V>>,
+    free: Vec<NodeIdx>,
+}
+
+impl<V: TrieValue> Default for TopicTrie<V> {
+    fn default() -> Self {
+        TopicTrie { nodes: vec![Node::new(NO_NODE, "")], free: Vec::new() }
+    }
+}
+
+type LevelStack<'a> = SmallVec<[&'a str; 8]>;
+
+impl<V: TrieValue> TopicTrie<V> {
+    /// The node for `key` (a filter or a topic name), created with an empty value if missing.
+    pub fn entry(&mut self, key: &str) -> NodeIdx {
+        let mut node = ROOT;
+        for level in key.split('/') {
+            node = match self.child(node, level) {
+                Some(child) => child,
+                None => self.add_child(node, level),
+            };
+        }
+        node
+    }
+
+    /// The node for exactly `key`, if present.
+    pub fn find(&self, key: &str) -> Option<NodeIdx> {
+        key.split('/').try_fold(ROOT, |node, level| self.child(node, level))
+    }
+
+    pub fn value(&self, node: NodeIdx) -> &V {
+        &self.nodes[node as usize].value
+    }
+
+    pub fn value_mut(&mut self, node: NodeIdx) -> &mut V {
+        &mut self.nodes[node as usize].value
+    }
+
+    /// Frees `node` and its ancestors for as long as they hold nothing.
+    pub fn prune(&mut self, mut node: NodeIdx) {
+        while node != ROOT && self.nodes[node as usize].is_leaf() && self.nodes[node as usize].value.is_empty() {
+            let parent = self.nodes[node as usize].parent;
+            let level = std::mem::take(&mut self.nodes[node as usize].level);
+            let parent_node = &mut self.nodes[parent as usize];
+            match &*level {
+                "+" => parent_node.plus = NO_NODE,
+                "#" => parent_node.hash = NO_NODE,
+                _ => {
+                    parent_node.children.remove(&level);
+                }
+            }
+            self.nodes[node as usize] = Node::new(NO_NODE, "");
+            self.free.push(node);
+            node = parent;
+        }
+    }
+
+    /// Live nodes, the root included (for tests and memory accounting).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    /// Visits the value of every stored filter that matches the topic name `topic`.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&V)) {
+        let levels: LevelStack = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut stack: SmallVec<[(NodeIdx, usize); 16]> = SmallVec::new();
+        stack.push((ROOT, 0));
+        while let Some((idx, depth)) = stack.pop() {
+            let node = &self.nodes[idx as usize];
+            let wildcards_allowed = !(depth == 0 && dollar);
+            if wildcards_allowed && node.hash != NO_NODE {
+                // "a/#" matches "a" as well as everything below it [MQTT-4.7.1-2].
+                visit(&self.nodes[node.hash as usize].value);
+            }
+            let Some(level) = levels.get(depth) else {
+                visit(&node.value);
+                continue;
+            };
+            if let Some(&child) = node.children.get(*level) {
+                stack.push((child, depth + 1));
+            }
+            if wildcards_allowed && node.plus != NO_NODE {
+                stack.push((node.plus, depth + 1));
+            }
+        }
+    }
+
+    /// Visits the value of every stored topic name that the filter `filter` matches.
+    pub fn for_each_in_filter(&self, filter: &str, mut visit: impl FnMut(&V)) {
+        let levels: LevelStack = filter.split('/').collect();
+        let mut stack: SmallVec<[(NodeIdx, usize); 16]> = SmallVec::new();
+        stack.push((ROOT, 0));
+        while let Some((idx, depth)) = stack.pop() {
+            let node = &self.nodes[idx as usize];
+            match levels.get(depth).copied() {
+                None => visit(&node.value),
+                Some("#") => {
+                    if depth > 0 {
+                        visit(&node.value);
+                    }
+                    self.visit_subtree(idx, depth == 0, &mut visit);
+                }
+                Some("+") => {
+                    for (level, &child) in &node.children {
+                        if !(depth == 0 && level.starts_with('$')) {
+                            stack.push((child, depth + 1));
+                        }
+                    }
+                }
+                Some(level) => {
+                    if let Some(&child) = node.children.get(level) {
+                        stack.push((child, depth + 1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every value strictly below `root` (skipping `$` first levels when `at_top`).
+    fn visit_subtree(&self, root: NodeIdx, at_top: bool, visit: &mut impl FnMut(&V)) {
+        let mut stack: SmallVec<[NodeIdx; 16]> = SmallVec::new();
+        for (level, &child) in &self.nodes[root as usize].children {
+            if !(at_top && level.starts_with('$')) {
+                stack.push(child);
+            }
+        }
+        while let Some(idx) = stack.pop() {
+            let node = &self.nodes[idx as usize];
+            visit(&node.value);
+            stack.extend(node.children.values().copied());
+        }
+    }
+
+    fn child(&self, node: NodeIdx, level: &str) -> Option<NodeIdx> {
+        let node = &self.nodes[node as usize];
+        let child = match level {
+            "+" => node.plus,
+            "#" => node.hash,
+            _ => return node.children.get(level).copied(),
+        };
+        (child != NO_NODE).then_some(child)
+    }
+
+    fn add_child(&mut self, parent: NodeIdx, level: &str) -> NodeIdx {
+        let fresh = Node::new(parent, level);
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.nodes[idx as usize] = fresh;
+                idx
+            }
+            None => {
+                self.nodes.push(fresh);
+                NodeIdx::try_from(self.nodes.len() - 1).expect("trie arena exceeds u32 nodes")
+            }
+        };
+        let parent_node = &mut self.nodes[parent as usize];
+        match level {
+            "+" => parent_node.plus = idx,
+            "#" => parent_node.hash = idx,
+            _ => {
+                parent_node.children.insert(level.into(), idx);
+            }
+        }
+        idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter_trie(filters: &[&'static str]) -> TopicTrie<Option<&'static str>> {
+        let mut trie = TopicTrie::default();
+        for filter in filters {
+            let node = trie.entry(filter);
+            *trie.value_mut(node) = Some(*filter);
+        }
+        trie
+    }
+
+    fn matches(trie: &TopicTrie<Option<&'static str>>, topic: &str) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        trie.for_each_match(topic, |value| found.extend(value.iter().copied()));
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn wildcards_match_per_mqtt_4_7() {
+        let trie = filter_trie(&["sport/#", "sport/+", "sport/tennis/+", "+/+", "#", "sport/tennis", "+"]);
+        assert_eq!(matches(&trie, "sport"), vec!["#", "+", "sport/#"]);
+        assert_eq!(matches(&trie, "sport/tennis"), vec!["#", "+/+", "sport/#", "sport/+", "sport/tennis"]);
+        assert_eq!(matches(&trie, "sport/tennis/player1"), vec!["#", "sport/#", "sport/tennis/+"]);
+        assert_eq!(matches(&trie, "/finance"), vec!["#", "+/+"]);
+        assert_eq!(matches(&trie, "sport/"), vec!["#", "+/+", "sport/#", "sport/+"]);
+    }
+
+    #[test]
+    fn dollar_topics_not_matched_by_leading_wildcard_mqtt_4_7_2_1() {
+        let trie = filter_trie(&["#", "+/monitor/Clients", "$SYS/#", "$SYS/monitor/+"]);
+        assert_eq!(matches(&trie, "$SYS/monitor/Clients"), vec!["$SYS/#", "$SYS/monitor/+"]);
+        assert_eq!(matches(&trie, "SYS/monitor/Clients"), vec!["#", "+/monitor/Clients"]);
+    }
+
+    #[test]
+    fn prune_frees_empty_branches_and_reuses_slots() {
+        let mut trie = filter_trie(&["a/b/c", "a/+"]);
+        assert_eq!(trie.node_count(), 5);
+        let leaf = trie.find("a/b/c").expect("stored");
+        *trie.value_mut(leaf) = None;
+        trie.prune(leaf);
+        assert_eq!(trie.node_count(), 3, "a/b and a/b/c freed, a kept for a/+");
+        assert!(trie.find("a/b").is_none());
+        assert_eq!(matches(&trie, "a/x"), vec!["a/+"]);
+        let before = trie.nodes.len();
+        trie.entry("a/d/e");
+        assert_eq!(trie.nodes.len(), before, "freed slots are reused");
+    }
+
+    #[test]
+    fn filter_walks_stored_topic_names() {
+        let mut trie: TopicTrie<Option<&'static str>> = TopicTrie::default();
+        for topic in ["a", "a/b", "a/b/c", "a/x", "$SYS/load", "b"] {
+            let node = trie.entry(topic);
+            *trie.value_mut(node) = Some(topic);
+        }
+        let walk = |filter: &str| {
+            let mut found = Vec::new();
+            trie.for_each_in_filter(filter, |value| found.extend(value.iter().copied()));
+            found.sort();
+            found
+        };
+        assert_eq!(walk("a/#"), vec!["a", "a/b", "a/b/c", "a/x"]);
+        assert_eq!(walk("a/+"), vec!["a/b", "a/x"]);
+        assert_eq!(walk("#"), vec!["a", "a/b", "a/b/c", "a/x", "b"]);
+        assert_eq!(walk("+"), vec!["a", "b"]);
+        assert_eq!(walk("$SYS/#"), vec!["$SYS/load"]);
+        assert_eq!(walk("a/b"), vec!["a/b"]);
+    }
+}
