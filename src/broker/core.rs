@@ -16,7 +16,7 @@ use super::message::{Action, ConnId, MeshMessage, ShardId};
 use super::retain::RetainedStore;
 use super::session::Sessions;
 use super::settings::BrokerSettings;
-use super::stats::CoreStats;
+use super::stats::{CoreGauges, CoreStats};
 use super::subscriptions::SubscriptionTrie;
 use super::timers::TimerKey;
 use super::timer_wheel::TimerWheel;
@@ -76,14 +76,17 @@ impl ShardCore {
         &self.stats
     }
 
-    /// Connections open on this shard (connected or still awaiting CONNECT).
-    pub fn connection_count(&self) -> usize {
-        self.connections.len()
-    }
-
-    /// Sessions (connected or not) whose home is this shard.
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
+    /// Sizes of this shard's state: connections (connected or awaiting CONNECT), sessions (connected or
+    /// not), retained messages, trie nodes, armed timers.
+    pub fn gauges(&self) -> CoreGauges {
+        CoreGauges {
+            connections: self.connections.len(),
+            sessions: self.sessions.len(),
+            retained_messages: self.retained.len(),
+            subscription_trie_nodes: self.subscriptions.node_count(),
+            interest_trie_nodes: self.interest.node_count(),
+            timers: self.timers.len(),
+        }
     }
 
     /// A socket was accepted on (or handed to) this shard. It must send CONNECT within the connect timeout.

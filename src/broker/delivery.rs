@@ -107,7 +107,10 @@ impl ShardCore {
         let conn = session.conn;
         if delivery.qos == QoS::AtMostOnce {
             match conn {
-                Some(conn) => self.count_refusal(self.send_publish(conn, &delivery, 0, false, now)),
+                Some(conn) => {
+                    let outcome = self.send_publish(conn, &delivery, 0, false, now);
+                    self.count_refusal(outcome);
+                }
                 None => self.stats.dropped_offline_qos0 += 1,
             }
             return;

@@ -45,10 +45,6 @@ impl Inflight {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
         self.entries.iter()
     }
@@ -136,7 +132,7 @@ mod tests {
         assert_eq!(inflight.pubrec(id), AckOutcome::UnknownPacketId, "PUBREC is for QoS 2");
         assert_eq!(inflight.puback(id), AckOutcome::Done);
         assert_eq!(inflight.puback(id), AckOutcome::UnknownPacketId);
-        assert!(inflight.is_empty());
+        assert_eq!(inflight.len(), 0);
     }
 
     #[test]

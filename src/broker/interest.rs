@@ -49,10 +49,6 @@ impl ShardSet {
         }
     }
 
-    pub fn clear(&mut self) {
-        self.words.clear();
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.words.iter().enumerate().flat_map(|(index, &word)| {
             (0..64).filter(move |bit| word & (1 << bit) != 0).map(move |bit| index * 64 + bit)

@@ -29,7 +29,7 @@ mod will;
 pub use self::core::ShardCore;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::BrokerSettings;
-pub use stats::CoreStats;
+pub use stats::{CoreGauges, CoreStats};
 
 /// The shard that owns the session of `client_id`: the same answer on every shard and in every run
 /// (FNV-1a, not a per-process seeded hash).

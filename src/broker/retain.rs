@@ -67,10 +67,6 @@ impl RetainedStore {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     fn clear(&mut self, node: NodeIdx) {
         if self.trie.value_mut(node).take().is_some() {
             self.count -= 1;
@@ -102,7 +98,7 @@ mod tests {
         store.matching("a/b", Instant::now(), &mut found);
         assert_eq!(&found[0].payload[..], b"two");
         assert_eq!(store.apply(&message_on("a/b", "")), RetainOutcome::Deleted);
-        assert!(store.is_empty());
+        assert_eq!(store.len(), 0);
         assert!(topics(&store, "#").is_empty());
     }
 

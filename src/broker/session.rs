@@ -87,7 +87,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn find(&self, client_id: &str) -> Option<SessionKey> {
+    pub fn find(&self, client_id: &ByteStr) -> Option<SessionKey> {
         self.by_client_id.get(client_id).copied()
     }
 
@@ -128,13 +128,6 @@ impl Sessions {
         self.by_client_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_client_id.is_empty()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = SessionKey> + '_ {
-        self.by_client_id.values().copied()
-    }
 }
 
 #[cfg(test)]
@@ -160,9 +153,9 @@ mod tests {
         let mut sessions = Sessions::default();
         let a = sessions.insert(Session::new(ByteStr::from("a"), ConnId(1), 0));
         let b = sessions.insert(Session::new(ByteStr::from("b"), ConnId(2), 0));
-        assert_eq!(sessions.find("b"), Some(b));
+        assert_eq!(sessions.find(&ByteStr::from("b")), Some(b));
         assert!(sessions.remove(a).is_some());
-        assert_eq!(sessions.find("a"), None);
+        assert_eq!(sessions.find(&ByteStr::from("a")), None);
         let c = sessions.insert(Session::new(ByteStr::from("c"), ConnId(3), 0));
         assert_eq!(c, a, "slot reused");
         assert_eq!(sessions.len(), 2);

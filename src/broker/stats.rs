@@ -16,3 +16,14 @@ pub struct CoreStats {
     /// Retained store full, topic not retained.
     pub retained_refused: u64,
 }
+
+/// Sizes of a shard core's state right now; read with `ShardCore::gauges`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoreGauges {
+    pub connections: usize,
+    pub sessions: usize,
+    pub retained_messages: usize,
+    pub subscription_trie_nodes: usize,
+    pub interest_trie_nodes: usize,
+    pub timers: usize,
+}

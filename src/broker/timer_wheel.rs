@@ -57,10 +57,6 @@ impl<K> TimerWheel<K> {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Moves every key due at `now` into `due`.
     pub fn expire(&mut self, now: Instant, due: &mut Vec<K>) {
         let Some(origin) = self.origin else { return };
@@ -157,7 +153,7 @@ mod tests {
         assert!(due.is_empty());
         wheel.expire(far, &mut due);
         assert_eq!(due, vec![1]);
-        assert!(wheel.is_empty());
+        assert_eq!(wheel.len(), 0);
         assert_eq!(wheel.next_deadline(), None);
     }
 
@@ -172,7 +168,7 @@ mod tests {
         wheel.expire(start + Duration::from_secs(1000), &mut due);
         due.sort();
         assert_eq!(due, (0..300).collect::<Vec<_>>());
-        assert!(wheel.is_empty());
+        assert_eq!(wheel.len(), 0);
     }
 
     #[test]

@@ -44,10 +44,10 @@ impl ShardCore {
         let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| connect.client_id.clone());
         self.configure_connection(conn, &connect, negotiated.keepalive_secs);
         let (key, session_present) = self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
+        let connack = self.connack(&connect, session_present, negotiated);
         if let Some(session) = self.sessions.get_mut(key) {
             session.will = connect.will.map(|will| Box::new(PendingWill::new(will)));
         }
-        let connack = self.connack(&connect, session_present, negotiated);
         self.send(conn, &Packet::ConnAck(connack));
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
         self.arm_keepalive(conn);
@@ -113,9 +113,9 @@ impl ShardCore {
     fn assign_client_id(&mut self) -> ByteStr {
         loop {
             self.next_assigned_id += 1;
-            let candidate = format!("shardmq-{}-{:x}", self.shard, self.next_assigned_id);
+            let candidate = ByteStr::from(format!("shardmq-{}-{:x}", self.shard, self.next_assigned_id));
             if home_shard(&candidate, self.shard_count) == self.shard && self.sessions.find(&candidate).is_none() {
-                return ByteStr::from(candidate);
+                return candidate;
             }
         }
     }
