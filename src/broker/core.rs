@@ -95,7 +95,7 @@ impl ShardCore {
         self.next_conn_id += 1;
         self.connections.insert(conn, Connection::new(now));
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
-        self.timers.insert(now + timeout, TimerKey::ConnectTimeout(conn));
+        self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn
     }
 

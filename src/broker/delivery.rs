@@ -168,15 +168,10 @@ pub(crate) mod tests {
     use bytes::Bytes;
 
     pub(crate) fn message_on(topic: &str, payload: &str) -> Arc<Message> {
-        Arc::new(Message {
-            topic: ByteStr::from(topic),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-            expires_at: None,
-            origin: Origin { shard: 0, conn: None },
-        })
+        let payload = Bytes::copy_from_slice(payload.as_bytes());
+        let origin = Origin { shard: 0, conn: None };
+        Message::new(ByteStr::from(topic), payload, QoS::AtLeastOnce, true, Properties::default(), None, origin)
+            .expect("encodable")
     }
 
     pub(crate) fn delivery(qos: QoS) -> Delivery {

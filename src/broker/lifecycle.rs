@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::connection::Phase;
 use super::core::ShardCore;
@@ -94,7 +94,7 @@ impl ShardCore {
             } else {
                 let publish_at = now + Duration::from_secs(u64::from(will.delay_secs));
                 will.publish_at = Some(publish_at);
-                self.timers.insert(publish_at, TimerKey::WillDelay(key));
+                self.timers.insert(now, publish_at, TimerKey::WillDelay(key));
             }
         }
         match expiry_secs {
@@ -105,7 +105,7 @@ impl ShardCore {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.expires_at = Some(expires_at);
                 }
-                self.timers.insert(expires_at, TimerKey::SessionExpiry(key));
+                self.timers.insert(now, expires_at, TimerKey::SessionExpiry(key));
             }
         }
     }
@@ -113,8 +113,12 @@ impl ShardCore {
     /// Publishes the session's pending will, if any.
     pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
         let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else { return };
-        let message = will.into_message(Origin { shard: self.shard, conn: None }, now);
-        self.route_published(message, now);
+        match will.into_message(Origin { shard: self.shard, conn: None }, now) {
+            Ok(message) => {
+                self.route_published(message, now);
+            }
+            Err(err) => warn!(shard = self.shard, error = %err, "will cannot be encoded, not published"),
+        }
     }
 
     /// Discards the session: its subscriptions leave the tries and a pending will is published

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::protocol::{ByteStr, Properties, QoS};
+use crate::protocol::{ByteStr, EncodeError, EncodedPublish, Properties, QoS};
 
 /// Index of a shard (0..shard_count).
 pub type ShardId = usize;
@@ -56,6 +56,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Where it was published, for No Local.
     pub origin: Origin,
+    /// Topic, message properties and payload prepared once for every receiver's PUBLISH frame.
+    pub encoded: EncodedPublish,
 }
 
 /// The publisher of a message: its shard and connection (the session's current connection on that shard).
@@ -66,6 +68,20 @@ pub struct Origin {
 }
 
 impl Message {
+    /// Builds the shared message; fails only for a topic or properties that cannot be encoded.
+    pub fn new(
+        topic: ByteStr,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: Properties,
+        expires_at: Option<Instant>,
+        origin: Origin,
+    ) -> Result<Arc<Message>, EncodeError> {
+        let encoded = EncodedPublish::new(&topic, &properties, payload.clone())?;
+        Ok(Arc::new(Message { topic, payload, qos, retain, properties, expires_at, origin, encoded }))
+    }
+
     /// Bytes a queued copy of this message accounts for in the session queue bound.
     pub fn queued_size_bytes(&self) -> usize {
         self.topic.len() + self.payload.len()

@@ -8,8 +8,10 @@ use tracing::warn;
 
 use super::core::ShardCore;
 use super::delivery::Delivery;
-use super::message::{Action, ConnId};
-use crate::protocol::{encode_packet, ByteStr, Packet, Properties, ProtocolVersion, Publish, ReasonCode};
+use super::message::{Action, ConnId, Message};
+use crate::protocol::{
+    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+};
 
 /// Why a PUBLISH was not queued for a connection.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,7 +34,8 @@ impl ShardCore {
         }
     }
 
-    /// Encodes and queues a PUBLISH of `delivery` to the connection.
+    /// Queues a PUBLISH of `delivery` to the connection: a short per-receiver header plus the shared
+    /// payload (two frames, one vectored write).
     pub(super) fn send_publish(
         &mut self,
         conn: ConnId,
@@ -44,16 +47,35 @@ impl ShardCore {
         let Some(connection) = self.connections.get(&conn) else { return Err(PublishRefused::NoConnection) };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        let over_queue_bound = connection.out_queue_bytes > self.settings.out_queue_bytes_max;
-        if delivery.qos == crate::protocol::QoS::AtMostOnce && over_queue_bound {
+        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
             return Err(PublishRefused::OutQueueFull);
         }
-        let packet = Packet::Publish(publish_packet(delivery, packet_id, dup, version, now));
-        let Some(frame) = self.encode(&packet, version) else { return Err(PublishRefused::TooLarge) };
+        let message = &delivery.message;
+        let with_remaining_expiry;
+        let encoded = match (version.is_v5(), message.expires_at) {
+            (true, Some(deadline)) => {
+                with_remaining_expiry = remaining_expiry_encoding(message, deadline, now).ok_or(PublishRefused::TooLarge)?;
+                &with_remaining_expiry
+            }
+            _ => &message.encoded,
+        };
+        let receiver = FrameDelivery {
+            qos: delivery.qos,
+            retain: delivery.retain,
+            dup,
+            packet_id,
+            subscription_identifiers: &delivery.subscription_ids,
+            topic_alias: None,
+            omit_topic: false,
+        };
+        let frame = encoded.frame(version, &receiver, &mut self.encode_buf).map_err(|_| PublishRefused::TooLarge)?;
         if frame.len() > max_packet_size {
             return Err(PublishRefused::TooLarge);
         }
-        self.queue_frame(conn, frame);
+        self.queue_frame(conn, frame.header);
+        if !frame.payload.is_empty() {
+            self.queue_frame(conn, frame.payload);
+        }
         Ok(())
     }
 
@@ -93,28 +115,12 @@ impl ShardCore {
     }
 }
 
-/// The PUBLISH a receiver gets: its QoS, retain flag and packet id, the subscription identifiers that
-/// matched, and the remaining Message Expiry Interval (v5 section 3.3.2.3.3). 3.x receivers get no
-/// properties.
-fn publish_packet(delivery: &Delivery, packet_id: u16, dup: bool, version: ProtocolVersion, now: Instant) -> Publish {
-    let message = &delivery.message;
-    let properties = if version.is_v5() {
-        let mut properties = message.properties.clone();
-        properties.subscription_identifiers = delivery.subscription_ids.clone();
-        properties.message_expiry_interval_secs = message
-            .expires_at
-            .map(|deadline| deadline.saturating_duration_since(now).as_secs().max(1) as u32);
-        properties
-    } else {
-        Properties::default()
+/// The message prepared again with the Message Expiry Interval that remains (v5 section 3.3.2.3.3).
+fn remaining_expiry_encoding(message: &Message, deadline: Instant, now: Instant) -> Option<EncodedPublish> {
+    let remaining_secs = deadline.saturating_duration_since(now).as_secs().max(1);
+    let properties = Properties {
+        message_expiry_interval_secs: Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX)),
+        ..message.properties.clone()
     };
-    Publish {
-        dup,
-        qos: delivery.qos,
-        retain: delivery.retain,
-        topic: message.topic.clone(),
-        packet_id,
-        properties,
-        payload: message.payload.clone(),
-    }
+    EncodedPublish::new(&message.topic, &properties, message.payload.clone()).ok()
 }

@@ -19,7 +19,7 @@ struct Entry<K> {
 }
 
 pub struct TimerWheel<K> {
-    /// Tick 0 starts here (the first time the wheel is used).
+    /// Tick 0 starts here: the `now` of the first insert.
     origin: Option<Instant>,
     /// Every tick before this one has been fired.
     next_tick: u64,
@@ -41,9 +41,9 @@ impl<K> Default for TimerWheel<K> {
 }
 
 impl<K> TimerWheel<K> {
-    /// Arms `key` to fire at the first tick at or after `deadline`.
-    pub fn insert(&mut self, deadline: Instant, key: K) {
-        let origin = *self.origin.get_or_insert(deadline);
+    /// Arms `key` to fire at the first tick at or after `deadline` (`now` anchors tick 0 on first use).
+    pub fn insert(&mut self, now: Instant, deadline: Instant, key: K) {
+        let origin = *self.origin.get_or_insert(now);
         let since = deadline.saturating_duration_since(origin);
         let due_tick = since.as_millis().div_ceil(TICK.as_millis()) as u64;
         let due_tick = due_tick.max(self.next_tick);
@@ -120,12 +120,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn first_deadline_far_ahead_does_not_fire_early() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::default();
+        wheel.insert(start, start + Duration::from_secs(5), "timeout");
+        let mut due = Vec::new();
+        wheel.expire(start + Duration::from_secs(4), &mut due);
+        assert!(due.is_empty());
+        wheel.expire(start + Duration::from_secs(5), &mut due);
+        assert_eq!(due, vec!["timeout"]);
+    }
+
+    #[test]
     fn fires_at_deadline_not_before() {
         let start = Instant::now();
         let mut wheel = TimerWheel::default();
-        wheel.insert(start, "anchor");
-        wheel.insert(start + Duration::from_millis(1500), "keepalive");
-        wheel.insert(start + Duration::from_secs(3), "later");
+        wheel.insert(start, start, "anchor");
+        wheel.insert(start, start + Duration::from_millis(1500), "keepalive");
+        wheel.insert(start, start + Duration::from_secs(3), "later");
         let mut due = Vec::new();
         wheel.expire(start, &mut due);
         assert_eq!(due, vec!["anchor"]);
@@ -142,9 +154,9 @@ mod tests {
     fn entries_beyond_one_revolution_wait_their_turn() {
         let start = Instant::now();
         let mut wheel = TimerWheel::default();
-        wheel.insert(start, 0u32);
+        wheel.insert(start, start, 0u32);
         let far = start + TICK * (SLOT_COUNT as u32 + 5);
-        wheel.insert(far, 1);
+        wheel.insert(start, far, 1);
         let mut due = Vec::new();
         wheel.expire(start + TICK * 5, &mut due);
         assert_eq!(due, vec![0], "same slot, next revolution: not yet due");
@@ -162,7 +174,7 @@ mod tests {
         let start = Instant::now();
         let mut wheel = TimerWheel::default();
         for secs in 0..300u64 {
-            wheel.insert(start + Duration::from_secs(secs), secs);
+            wheel.insert(start, start + Duration::from_secs(secs), secs);
         }
         let mut due = Vec::new();
         wheel.expire(start + Duration::from_secs(1000), &mut due);
@@ -175,10 +187,10 @@ mod tests {
     fn past_deadline_fires_on_next_expire() {
         let start = Instant::now();
         let mut wheel = TimerWheel::default();
-        wheel.insert(start + Duration::from_secs(2), 'a');
+        wheel.insert(start, start + Duration::from_secs(2), 'a');
         let mut due = Vec::new();
         wheel.expire(start + Duration::from_secs(5), &mut due);
-        wheel.insert(start + Duration::from_secs(1), 'b');
+        wheel.insert(start, start + Duration::from_secs(1), 'b');
         wheel.expire(start + Duration::from_secs(5), &mut due);
         assert_eq!(due, vec!['a']);
         wheel.expire(start + Duration::from_millis(5100), &mut due);

@@ -37,9 +37,9 @@ impl ShardCore {
     }
 
     /// Arms the keep-alive check of a connection that just connected.
-    pub(super) fn arm_keepalive(&mut self, conn: ConnId) {
+    pub(super) fn arm_keepalive(&mut self, conn: ConnId, now: Instant) {
         if let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) {
-            self.timers.insert(deadline, TimerKey::KeepAlive(conn));
+            self.timers.insert(now, deadline, TimerKey::KeepAlive(conn));
         }
     }
 
@@ -56,7 +56,7 @@ impl ShardCore {
         if deadline <= now {
             self.end_connection(conn, CloseReason::KeepAliveTimeout, now);
         } else {
-            self.timers.insert(deadline, TimerKey::KeepAlive(conn));
+            self.timers.insert(now, deadline, TimerKey::KeepAlive(conn));
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::message::{Message, Origin};
-use crate::protocol::{Properties, Will};
+use crate::protocol::{EncodeError, Properties, Will};
 
 #[derive(Debug)]
 pub struct PendingWill {
@@ -26,20 +26,12 @@ impl PendingWill {
     }
 
     /// The application message to route, built when it is published (its expiry counts from then).
-    pub fn into_message(self, origin: Origin, now: Instant) -> Arc<Message> {
+    pub fn into_message(self, origin: Origin, now: Instant) -> Result<Arc<Message>, EncodeError> {
         let Will { topic, payload, qos, retain, properties } = self.will;
         let expires_at = properties
             .message_expiry_interval_secs
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        Arc::new(Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties: forwarded_properties(properties),
-            expires_at,
-            origin,
-        })
+        Message::new(topic, payload, qos, retain, forwarded_properties(properties), expires_at, origin)
     }
 }
 

@@ -50,7 +50,7 @@ impl ShardCore {
         }
         self.send(conn, &Packet::ConnAck(connack));
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
-        self.arm_keepalive(conn);
+        self.arm_keepalive(conn, now);
         if session_present {
             self.resume_session(key, conn, now);
         }

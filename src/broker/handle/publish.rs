@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::trace;
+use tracing::{trace, warn};
 
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
@@ -29,11 +29,11 @@ impl ShardCore {
         }
         match publish.qos {
             QoS::AtMostOnce => {
-                self.route_published(self.message_from(conn, topic, publish, now), now);
+                self.route(self.message_from(conn, topic, publish, now), now);
             }
             QoS::AtLeastOnce => {
                 let packet_id = publish.packet_id;
-                let matched = self.route_published(self.message_from(conn, topic, publish, now), now);
+                let matched = self.route(self.message_from(conn, topic, publish, now), now);
                 self.acknowledge(conn, Packet::PubAck, packet_id, matched);
             }
             QoS::ExactlyOnce => self.publish_exactly_once(conn, key, topic, publish, now),
@@ -52,7 +52,7 @@ impl ShardCore {
             let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
             return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
         }
-        let matched = self.route_published(self.message_from(conn, topic, publish, now), now);
+        let matched = self.route(self.message_from(conn, topic, publish, now), now);
         if let Some(session) = self.sessions.get_mut(key) {
             session.awaiting_pubrel.push(packet_id);
         }
@@ -113,18 +113,19 @@ impl ShardCore {
         Ok(topic)
     }
 
-    fn message_from(&self, conn: ConnId, topic: ByteStr, publish: Publish, now: Instant) -> Arc<Message> {
+    /// The shared message of a client's PUBLISH; `None` (logged, dropped) if it cannot be re-encoded.
+    fn message_from(&self, conn: ConnId, topic: ByteStr, publish: Publish, now: Instant) -> Option<Arc<Message>> {
         let Publish { qos, retain, payload, properties, .. } = publish;
         let expires_at = properties.message_expiry_interval_secs.map(|secs| now + Duration::from_secs(u64::from(secs)));
         trace!(shard = self.shard, %topic, ?qos, retain, bytes = payload.len(), "publish");
-        Arc::new(Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties: forwarded_properties(properties),
-            expires_at,
-            origin: Origin { shard: self.shard, conn: Some(conn) },
-        })
+        let origin = Origin { shard: self.shard, conn: Some(conn) };
+        Message::new(topic, payload, qos, retain, forwarded_properties(properties), expires_at, origin)
+            .map_err(|err| warn!(shard = self.shard, error = %err, "PUBLISH cannot be re-encoded, dropped"))
+            .ok()
+    }
+
+    /// Routes the message if there is one; whether anyone subscribed.
+    fn route(&mut self, message: Option<Arc<Message>>, now: Instant) -> bool {
+        message.is_some_and(|message| self.route_published(message, now))
     }
 }
