@@ -1,0 +1,239 @@
+//! Starting and stopping the broker under test: the real shardmq binary on `127.0.0.1:0` with 2 shards, or
+//! Mosquitto when `SHARDMQ_TEST_BROKER=mosquitto`, so every test can first be validated against a broker
+//! that is known to work.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+const LISTENING_PREFIX: &str = "shardmq listening on 127.0.0.1:";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Shardmq,
+    Mosquitto,
+}
+
+impl BrokerKind {
+    /// The broker chosen by `SHARDMQ_TEST_BROKER` (`mosquitto`, or shardmq when unset).
+    pub fn from_env() -> BrokerKind {
+        match std::env::var("SHARDMQ_TEST_BROKER").as_deref() {
+            Ok("mosquitto") => BrokerKind::Mosquitto,
+            Ok("shardmq") | Err(_) => BrokerKind::Shardmq,
+            Ok(other) => panic!("SHARDMQ_TEST_BROKER={other}: expected `shardmq` or `mosquitto`"),
+        }
+    }
+}
+
+/// Limits a test needs set to something other than the default, written in each broker's own config.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerLimits {
+    pub max_packet_size_bytes: Option<u32>,
+    /// How long a connection may stay open without sending CONNECT (shardmq only: Mosquitto has no knob).
+    pub connect_timeout_secs: Option<u32>,
+    /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
+    pub shardmq_mqtt_toml: Option<String>,
+}
+
+/// A running broker on a loopback port; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Broker {
+    kind: BrokerKind,
+    port: u16,
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    config_path: Option<PathBuf>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Broker::start_with(&BrokerLimits::default())
+    }
+
+    pub fn start_with(limits: &BrokerLimits) -> Broker {
+        match BrokerKind::from_env() {
+            BrokerKind::Shardmq => start_shardmq(limits),
+            BrokerKind::Mosquitto => start_mosquitto(limits),
+        }
+    }
+
+    pub fn kind(&self) -> BrokerKind {
+        self.kind
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything the broker wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    fn stop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain kill(2) on the child we spawned and have not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("broker pid {pid} ignored SIGTERM for {SHUTDOWN_GRACE:?}; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("---- {:?} broker log (port {}) ----\n{}", self.kind, self.port, self.log());
+        }
+        if let Some(path) = &self.config_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn start_shardmq(limits: &BrokerLimits) -> Broker {
+    let binary = std::env::var("SHARDMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardmq").to_string());
+    let mut command = Command::new(&binary);
+    command.args(["--listen", "127.0.0.1:0", "--shards", "2"]);
+    let config = shardmq_config(limits);
+    let config_path = (!config.is_empty()).then(|| write_temp_file("shardmq", "toml", &config));
+    if let Some(path) = &config_path {
+        command.arg("--config").arg(path);
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "debug");
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    let stderr = capture(child.stderr.take().expect("stderr is piped"));
+    let lines = stdout_lines(child.stdout.take().expect("stdout is piped"));
+    let mut broker = Broker { kind: BrokerKind::Shardmq, port: 0, child, stderr, config_path };
+    broker.port = wait_for_listening_line(&lines, &mut broker);
+    broker
+}
+
+fn shardmq_config(limits: &BrokerLimits) -> String {
+    let mut mqtt = String::new();
+    if let Some(bytes) = limits.max_packet_size_bytes {
+        mqtt.push_str(&format!("max_packet_size_bytes = {bytes}\n"));
+    }
+    if let Some(secs) = limits.connect_timeout_secs {
+        mqtt.push_str(&format!("connect_timeout_secs = {secs}\n"));
+    }
+    if let Some(extra) = &limits.shardmq_mqtt_toml {
+        mqtt.push_str(extra);
+        mqtt.push('\n');
+    }
+    if mqtt.is_empty() {
+        return mqtt;
+    }
+    format!("[mqtt]\n{mqtt}")
+}
+
+fn wait_for_listening_line(lines: &mpsc::Receiver<String>, broker: &mut Broker) -> u16 {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(port) = line.trim_end().strip_prefix(LISTENING_PREFIX) {
+                    return port
+                        .parse()
+                        .unwrap_or_else(|_| panic!("shardmq printed a listening line with a bad port: {line:?}"));
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let status = broker.child.try_wait().ok().flatten();
+                panic!(
+                    "shardmq did not print `{LISTENING_PREFIX}PORT` on stdout within {STARTUP_TIMEOUT:?} \
+                     (exit status: {status:?}).\nstdout so far: {seen:?}\nstderr:\n{}",
+                    broker.log()
+                );
+            }
+        }
+    }
+}
+
+fn start_mosquitto(limits: &BrokerLimits) -> Broker {
+    let port = free_port();
+    let mut config = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\n");
+    if let Some(bytes) = limits.max_packet_size_bytes {
+        config.push_str(&format!("max_packet_size {bytes}\n"));
+    }
+    let config_path = write_temp_file("mosquitto", "conf", &config);
+    let mut child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start mosquitto (apt-get install mosquitto): {e}"));
+    let stderr = capture(child.stderr.take().expect("stderr is piped"));
+    let broker = Broker { kind: BrokerKind::Mosquitto, port, child, stderr, config_path: Some(config_path) };
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not listen on {port}:\n{}", broker.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    broker
+}
+
+/// A port nobody listens on right now (Mosquitto cannot bind port 0 and report it).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn write_temp_file(prefix: &str, extension: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.{extension}", super::unique(&format!("{prefix}-itest"))));
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buffer);
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
+        }
+    });
+    buffer
+}
+
+fn stdout_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        // Keep draining after the listening line so a later print never hits a closed pipe.
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}

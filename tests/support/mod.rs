@@ -1,0 +1,47 @@
+//! Shared harness of the integration tests: starts a real broker (shardmq, or Mosquitto with
+//! `SHARDMQ_TEST_BROKER=mosquitto`) on a free loopback port and drives it with clients nobody here wrote
+//! (rumqttc v4 and v5) and with raw bytes.
+//!
+//! Each test binary uses only part of this module, hence the dead-code allowance.
+#![allow(dead_code)]
+
+pub mod any_version;
+pub mod broker;
+pub mod events;
+pub mod raw;
+pub mod v4;
+pub mod v5;
+
+pub use broker::{Broker, BrokerKind};
+#[allow(unused_imports)] // not every test binary configures limits
+pub use broker::BrokerLimits;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long a test waits for something that should happen (a CONNACK, a delivered message).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a test waits to be confident something does *not* happen (a message that must not arrive).
+pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// A client id / topic suffix unique in this process, so parallel tests never share names.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `count` client ids starting with `prefix`: enough of them land on every shard of a 2-shard broker
+/// whatever the hash (the chance that 16 ids all hash to one shard is 2^-15).
+pub fn spread_client_ids(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{}-{i}", unique(prefix))).collect()
+}
+
+/// Returns true (and says so on stderr) when the test must not run against the broker in use, because
+/// Mosquitto deliberately behaves differently from what shardmq does; `why` names the difference.
+pub fn skip_on_mosquitto(broker: &Broker, why: &str) -> bool {
+    if broker.kind() == BrokerKind::Mosquitto {
+        eprintln!("skipped on Mosquitto: {why}");
+        return true;
+    }
+    false
+}
