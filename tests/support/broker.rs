@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Shards of the shardmq broker under test: 2, so every cross-shard path runs.
+pub const SHARDS: usize = 2;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const LISTENING_PREFIX: &str = "shardmq listening on 127.0.0.1:";
@@ -108,7 +110,7 @@ impl Drop for Broker {
 fn start_shardmq(limits: &BrokerLimits) -> Broker {
     let binary = std::env::var("SHARDMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardmq").to_string());
     let mut command = Command::new(&binary);
-    command.args(["--listen", "127.0.0.1:0", "--shards", "2"]);
+    command.args(["--listen", "127.0.0.1:0", "--shards", &SHARDS.to_string()]);
     let config = shardmq_config(limits);
     let config_path = (!config.is_empty()).then(|| write_temp_file("shardmq", "toml", &config));
     if let Some(path) = &config_path {

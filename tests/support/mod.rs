@@ -12,7 +12,7 @@ pub mod raw;
 pub mod v4;
 pub mod v5;
 
-pub use broker::{Broker, BrokerKind};
+pub use broker::{Broker, BrokerKind, SHARDS};
 #[allow(unused_imports)] // not every test binary configures limits
 pub use broker::BrokerLimits;
 
@@ -30,10 +30,18 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// `count` client ids starting with `prefix`: enough of them land on every shard of a 2-shard broker
-/// whatever the hash (the chance that 16 ids all hash to one shard is 2^-15).
+/// A unique client id whose home is `shard` of the 2-shard broker the tests start.
+pub fn client_id_on_shard(prefix: &str, shard: usize) -> String {
+    let base = unique(prefix);
+    (0..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|id| shardmq::broker::home_shard(id, SHARDS) == shard)
+        .expect("some suffix hashes to every shard")
+}
+
+/// `count` unique client ids alternating between the shards, so every shard gets clients.
 pub fn spread_client_ids(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{}-{i}", unique(prefix))).collect()
+    (0..count).map(|i| client_id_on_shard(prefix, i % SHARDS)).collect()
 }
 
 /// Returns true (and says so on stderr) when the test must not run against the broker in use, because

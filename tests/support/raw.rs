@@ -1,26 +1,22 @@
 //! A client that speaks raw bytes, for what well-behaved client libraries refuse to send (malformed packets,
-//! a second CONNECT, a PUBLISH before CONNECT) and for checking exact bytes the broker answers with.
+//! a second CONNECT, a PUBLISH before CONNECT) and for checking exact fields of the broker's answers.
 //!
-//! Packets are built by hand here; replies are split into packets by their fixed header only, with a few
-//! small readers for the fields the tests look at.
+//! Packets to send are built by hand here (so the tests do not trust our own encoder); replies are decoded
+//! with `shardmq::protocol::decode_packet`.
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+use shardmq::protocol::{decode_packet, Packet, ProtocolVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::EVENT_TIMEOUT;
 
-pub const CONNACK: u8 = 2;
-pub const PUBLISH: u8 = 3;
 pub const PUBACK: u8 = 4;
 pub const PUBREC: u8 = 5;
 pub const PUBREL: u8 = 6;
 pub const PUBCOMP: u8 = 7;
-pub const SUBACK: u8 = 9;
-pub const UNSUBACK: u8 = 11;
-pub const PINGRESP: u8 = 13;
-pub const DISCONNECT: u8 = 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -28,67 +24,74 @@ pub enum Level {
     V5 = 5,
 }
 
-/// One packet the broker sent: the first byte of the fixed header and everything after the length.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawPacket {
-    pub first_byte: u8,
-    pub body: Vec<u8>,
+impl Level {
+    pub fn protocol_version(self) -> ProtocolVersion {
+        match self {
+            Level::V311 => ProtocolVersion::V3_1_1,
+            Level::V5 => ProtocolVersion::V5,
+        }
+    }
 }
 
-impl RawPacket {
-    pub fn kind(&self) -> u8 {
-        self.first_byte >> 4
-    }
-
+/// The fields of the broker's packets the tests look at.
+pub trait PacketFields {
     /// CONNACK: (session present, return code / reason code).
-    pub fn connack(&self) -> (bool, u8) {
-        assert_eq!(self.kind(), CONNACK, "expected CONNACK, got {self:?}");
-        (self.body[0] & 1 == 1, self.body[1])
-    }
-
-    /// DISCONNECT reason code (0x00 when the body is empty).
-    pub fn disconnect_reason(&self) -> u8 {
-        assert_eq!(self.kind(), DISCONNECT, "expected DISCONNECT, got {self:?}");
-        self.body.first().copied().unwrap_or(0)
-    }
-
+    fn connack(&self) -> (bool, u8);
+    /// DISCONNECT reason code.
+    fn disconnect_reason(&self) -> u8;
     /// SUBACK / UNSUBACK reason codes, one per filter (empty for a 3.1.1 UNSUBACK).
-    pub fn ack_reasons(&self, level: Level) -> Vec<u8> {
-        assert!(matches!(self.kind(), SUBACK | UNSUBACK), "expected SUBACK/UNSUBACK, got {self:?}");
-        let mut at = 2;
-        if level == Level::V5 {
-            let (properties_len, used) = read_varint(&self.body[at..]);
-            at += used + properties_len;
+    fn ack_reasons(&self) -> Vec<u8>;
+    /// Packet identifier of SUBACK, UNSUBACK, PUBLISH or a PUBLISH acknowledgement.
+    fn packet_id(&self) -> u16;
+    /// PUBLISH: (topic, payload).
+    fn publish(&self) -> (String, Vec<u8>);
+}
+
+impl PacketFields for Packet {
+    fn connack(&self) -> (bool, u8) {
+        match self {
+            Packet::ConnAck(connack) => (connack.session_present, connack.reason.0),
+            other => panic!("expected CONNACK, got {other:?}"),
         }
-        self.body[at..].to_vec()
     }
 
-    /// Packet identifier of an ack, SUBACK or UNSUBACK.
-    pub fn packet_id(&self) -> u16 {
-        u16::from_be_bytes([self.body[0], self.body[1]])
+    fn disconnect_reason(&self) -> u8 {
+        match self {
+            Packet::Disconnect(disconnect) => disconnect.reason.0,
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
     }
 
-    /// PUBLISH: (topic, payload), skipping packet id and v5 properties.
-    pub fn publish(&self, level: Level) -> (String, Vec<u8>) {
-        assert_eq!(self.kind(), PUBLISH, "expected PUBLISH, got {self:?}");
-        let topic_len = u16::from_be_bytes([self.body[0], self.body[1]]) as usize;
-        let topic = String::from_utf8(self.body[2..2 + topic_len].to_vec()).expect("broker sent a UTF-8 topic");
-        let mut at = 2 + topic_len;
-        if (self.first_byte >> 1) & 3 > 0 {
-            at += 2;
+    fn ack_reasons(&self) -> Vec<u8> {
+        match self {
+            Packet::SubAck(ack) => ack.reasons.iter().map(|reason| reason.0).collect(),
+            Packet::UnsubAck(ack) => ack.reasons.iter().map(|reason| reason.0).collect(),
+            other => panic!("expected SUBACK or UNSUBACK, got {other:?}"),
         }
-        if level == Level::V5 {
-            let (properties_len, used) = read_varint(&self.body[at..]);
-            at += used + properties_len;
+    }
+
+    fn packet_id(&self) -> u16 {
+        match self {
+            Packet::SubAck(ack) => ack.packet_id,
+            Packet::UnsubAck(ack) => ack.packet_id,
+            Packet::Publish(publish) => publish.packet_id,
+            Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => ack.packet_id,
+            other => panic!("expected a packet with a packet id, got {other:?}"),
         }
-        (topic, self.body[at..].to_vec())
+    }
+
+    fn publish(&self) -> (String, Vec<u8>) {
+        match self {
+            Packet::Publish(publish) => (publish.topic.to_string(), publish.payload.to_vec()),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
     }
 }
 
 /// What reading from the broker gave.
 #[derive(Debug)]
 pub enum Received {
-    Packet(RawPacket),
+    Packet(Packet),
     /// EOF or connection reset.
     Closed,
     Timeout,
@@ -96,14 +99,16 @@ pub enum Received {
 
 pub struct RawClient {
     stream: TcpStream,
-    buffer: Vec<u8>,
+    buffer: BytesMut,
+    level: Level,
 }
 
 impl RawClient {
-    pub async fn connect(port: u16) -> RawClient {
+    /// A TCP connection whose replies are decoded as `level` packets.
+    pub async fn connect(port: u16, level: Level) -> RawClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("TCP connect to the broker");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        RawClient { stream, buffer: Vec::new() }
+        RawClient { stream, buffer: BytesMut::new(), level }
     }
 
     /// Sends bytes; errors are ignored because a test may write to a connection the broker already closed.
@@ -112,7 +117,7 @@ impl RawClient {
     }
 
     /// Sends CONNECT and asserts a CONNACK with return/reason code 0.
-    pub async fn handshake(&mut self, connect_packet: &[u8]) -> RawPacket {
+    pub async fn handshake(&mut self, connect_packet: &[u8]) -> Packet {
         self.send(connect_packet).await;
         let connack = self.expect_packet().await;
         assert_eq!(connack.connack().1, 0, "CONNECT refused: {connack:?}");
@@ -122,8 +127,11 @@ impl RawClient {
     pub async fn receive(&mut self, timeout: Duration) -> Received {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(packet) = split_packet(&mut self.buffer) {
-                return Received::Packet(packet);
+            let before = self.buffer.clone();
+            match decode_packet(&mut self.buffer, self.level.protocol_version(), u32::MAX) {
+                Ok(Some(packet)) => return Received::Packet(packet),
+                Ok(None) => {}
+                Err(error) => panic!("broker sent a packet we cannot decode ({error}): {:02X?}", &before[..]),
             }
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
@@ -134,7 +142,7 @@ impl RawClient {
         }
     }
 
-    pub async fn expect_packet(&mut self) -> RawPacket {
+    pub async fn expect_packet(&mut self) -> Packet {
         match self.receive(EVENT_TIMEOUT).await {
             Received::Packet(packet) => packet,
             other => panic!("expected a packet from the broker, got {other:?}"),
@@ -142,25 +150,42 @@ impl RawClient {
     }
 
     /// Waits up to `timeout` for the broker to close the connection; returns the packets sent before.
-    pub async fn expect_closed_within(&mut self, timeout: Duration) -> Vec<RawPacket> {
+    pub async fn expect_closed_within(&mut self, timeout: Duration) -> Vec<Packet> {
         let mut before_close = Vec::new();
         loop {
             match self.receive(timeout).await {
                 Received::Packet(packet) => before_close.push(packet),
                 Received::Closed => return before_close,
-                Received::Timeout => panic!("broker did not close the connection within {timeout:?}; got {before_close:?}"),
+                Received::Timeout => {
+                    panic!("broker did not close the connection within {timeout:?}; got {before_close:?}")
+                }
             }
         }
     }
 
-    pub async fn expect_closed(&mut self) -> Vec<RawPacket> {
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
         self.expect_closed_within(EVENT_TIMEOUT).await
+    }
+
+    /// The bytes the broker sends until it closes the connection (undecoded: for answers whose format
+    /// depends on a protocol level the broker does not know).
+    pub async fn bytes_until_closed(&mut self) -> Vec<u8> {
+        let mut received = self.buffer.split().to_vec();
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_elapsed) => panic!("broker did not close the connection; got {received:02X?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return received,
+                Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// MQTT 5: the broker must send DISCONNECT with `reason` and close [MQTT-4.13.1-1].
     pub async fn expect_disconnect_and_close(&mut self, reason: u8) {
         let packets = self.expect_closed().await;
-        let disconnect = packets.iter().find(|packet| packet.kind() == DISCONNECT);
+        let disconnect = packets.iter().find(|packet| matches!(packet, Packet::Disconnect(_)));
         match disconnect {
             Some(packet) => assert_eq!(
                 packet.disconnect_reason(),
@@ -176,45 +201,8 @@ impl RawClient {
     pub async fn expect_alive(&mut self) {
         self.send(&pingreq()).await;
         let packet = self.expect_packet().await;
-        assert_eq!(packet.kind(), PINGRESP, "expected PINGRESP, got {packet:?}");
+        assert_eq!(packet, Packet::PingResp, "expected PINGRESP");
     }
-}
-
-/// Removes one whole packet from the front of `buffer`, if there is one.
-fn split_packet(buffer: &mut Vec<u8>) -> Option<RawPacket> {
-    if buffer.len() < 2 {
-        return None;
-    }
-    let mut length = 0usize;
-    let mut at = 1;
-    loop {
-        let byte = *buffer.get(at)?;
-        length |= ((byte & 0x7F) as usize) << (7 * (at - 1));
-        at += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        assert!(at <= 4, "broker sent a remaining length over 4 bytes: {buffer:?}");
-    }
-    if buffer.len() < at + length {
-        return None;
-    }
-    let body = buffer[at..at + length].to_vec();
-    let first_byte = buffer[0];
-    buffer.drain(..at + length);
-    Some(RawPacket { first_byte, body })
-}
-
-/// (value, bytes used) of a variable byte integer.
-fn read_varint(bytes: &[u8]) -> (usize, usize) {
-    let mut value = 0usize;
-    for (i, byte) in bytes.iter().enumerate().take(4) {
-        value |= ((byte & 0x7F) as usize) << (7 * i);
-        if byte & 0x80 == 0 {
-            return (value, i + 1);
-        }
-    }
-    panic!("bad variable byte integer in {bytes:?}")
 }
 
 pub fn varint(mut value: usize) -> Vec<u8> {
