@@ -5,3 +5,5 @@
 
 pub mod broker;
 pub mod protocol;
+pub mod config;
+pub mod shard;

@@ -1,6 +1,58 @@
-//! The shardmq broker binary.
+//! The shardmq broker binary: `shardmq [--config FILE] [--shards N] [--listen ADDR:PORT]`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use shardmq::config::{CliArgs, Config, USAGE};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {}
+fn main() -> ExitCode {
+    let cli = match CliArgs::parse(std::env::args().skip(1)) {
+        Ok(cli) => cli,
+        Err(err) => return fail(&err),
+    };
+    if cli.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(err) => return fail(&err),
+    };
+    init_logging(&config.log_level);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(err) = signal_hook::flag::register(signal, stop.clone()) {
+            return fail(&err);
+        }
+    }
+    let result = shardmq::shard::run(config, stop, |bound| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "shardmq listening on {bound}");
+        let _ = stdout.flush();
+        tracing::info!(%bound, "all shards accepting");
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("shut down");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("shardmq: {err}");
+    ExitCode::FAILURE
+}
+
+/// Logs to stderr; `RUST_LOG` wins over the config's `log_level`.
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

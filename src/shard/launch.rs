@@ -1,0 +1,156 @@
+//! Starting the shards: plan (shard count, CPUs, locked-memory budget), bind the listeners, build the mesh,
+//! start one pinned glommio executor per shard on its own thread, wait until every shard is ready, and
+//! later wait for all of them to finish after a stop request.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::affinity;
+use super::io_budget::{self, IoBudget, IoBudgetError};
+use super::listener;
+use super::mesh::{build_mesh, MeshEnds};
+use super::worker::{self, ShardContext, ShardMeshItem};
+use crate::config::{Config, ConfigError};
+
+/// How long a parked executor spins before sleeping; a short spin makes a wakeup from another shard cheap
+/// when traffic is steady, without burning a core when idle.
+pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
+/// How long a shard runs tasks before it polls io_uring again. glommio's default (100 ms) means a shard
+/// that always has runnable tasks sees socket completions and mesh batches up to 100 ms late (measured:
+/// `cargo bench --bench shard_wakeup`, perf/RESULTS.md); a task queue marked `Latency::Matters` only lowers
+/// it while that queue has runnable tasks, which a waiting mesh receiver does not.
+pub const PREEMPT_TIMER: Duration = Duration::from_micros(500);
+
+/// Where and with what each shard runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardPlan {
+    /// `cpus[i]` is the CPU shard `i` is pinned to; its length is the shard count.
+    pub cpus: Vec<usize>,
+    pub budget: IoBudget,
+}
+
+/// Why the broker could not start. Printed as one line before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read the process CPU affinity mask: {0}")]
+    Affinity(std::io::Error),
+    #[error("cannot read RLIMIT_MEMLOCK: {0}")]
+    MemlockLimit(std::io::Error),
+    #[error(transparent)]
+    IoBudget(#[from] IoBudgetError),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+    #[error("shard {shard} (CPU {cpu}) could not start: {reason}")]
+    Shard { shard: usize, cpu: usize, reason: String },
+}
+
+/// Shard count and CPUs from the config and the affinity mask; io memory from RLIMIT_MEMLOCK.
+pub fn plan(config: &Config) -> Result<ShardPlan, StartError> {
+    let allowed = affinity::allowed_cpus().map_err(StartError::Affinity)?;
+    let shards = config.shards.unwrap_or(allowed.len());
+    if shards > allowed.len() {
+        tracing::warn!(shards, cpus = ?allowed, "more shards than CPUs in the affinity mask; shards share CPUs");
+    }
+    let limit = io_budget::memlock_limit_bytes().map_err(StartError::MemlockLimit)?;
+    let budget = io_budget::plan(limit, shards, config.io_memory_bytes)?;
+    Ok(ShardPlan { cpus: affinity::shard_cpus(shards, &allowed), budget })
+}
+
+/// The executor builder every shard uses (also used by the wakeup-latency bench, so it measures this).
+pub fn executor_builder(shard: usize, cpu: usize, budget: IoBudget) -> LocalExecutorBuilder {
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(&format!("shard-{shard}"))
+        .io_memory(budget.io_memory_bytes)
+        .ring_depth(budget.ring_depth)
+        .spin_before_park(SPIN_BEFORE_PARK)
+        .preempt_timer(PREEMPT_TIMER)
+}
+
+enum StartReport {
+    Ready,
+    Failed { shard: usize, reason: String },
+}
+
+/// Runs the broker until `stop` is set and every shard has shut down. `on_ready` runs once, with the bound
+/// address, after every shard is accepting.
+pub fn run(config: Config, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    let plan = plan(&config)?;
+    let shards = plan.cpus.len();
+    let listen = config.listen_addr()?;
+    let (listeners, bound) = listener::bind_reuseport(listen, shards).map_err(StartError::Listen)?;
+    tracing::info!(shards, cpus = ?plan.cpus, io_memory_bytes = plan.budget.io_memory_bytes,
+        ring_depth = plan.budget.ring_depth, "starting shards");
+    let meshes = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
+    let (report_tx, report_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for ((shard, mesh), listener) in meshes.into_iter().enumerate().zip(listeners) {
+        let context = ShardContext { shard, stop: stop.clone() };
+        let cpu = plan.cpus[shard];
+        let builder = executor_builder(shard, cpu, plan.budget);
+        let report = report_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{shard}"))
+            .spawn(move || run_shard(builder, context, mesh, listener, report))
+            .map_err(|err| StartError::Shard { shard, cpu, reason: err.to_string() })?;
+        threads.push(thread);
+    }
+    drop(report_tx);
+    let started = wait_until_ready(&report_rx, shards, &plan);
+    if started.is_ok() {
+        on_ready(bound);
+    } else {
+        stop.store(true, Ordering::SeqCst);
+    }
+    for thread in threads {
+        if thread.join().is_err() {
+            tracing::error!("a shard thread panicked");
+        }
+    }
+    started
+}
+
+fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: &ShardPlan) -> Result<(), StartError> {
+    for _ in 0..shards {
+        match reports.recv() {
+            Ok(StartReport::Ready) => {}
+            Ok(StartReport::Failed { shard, reason }) => {
+                return Err(StartError::Shard { shard, cpu: plan.cpus[shard], reason })
+            }
+            Err(_) => {
+                return Err(StartError::Shard { shard: 0, cpu: plan.cpus[0], reason: "thread ended early".into() })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_shard(
+    builder: LocalExecutorBuilder,
+    context: ShardContext,
+    mesh: MeshEnds<ShardMeshItem>,
+    listener: std::net::TcpListener,
+    report: mpsc::Sender<StartReport>,
+) {
+    let shard = context.shard;
+    let executor = match builder.make() {
+        Ok(executor) => executor,
+        Err(err) => {
+            let reason = format!("{err} (locked memory or io_uring unavailable?)");
+            let _ = report.send(StartReport::Failed { shard, reason });
+            return;
+        }
+    };
+    executor.run(async move {
+        let ready = move || {
+            let _ = report.send(StartReport::Ready);
+        };
+        worker::run(context, mesh, listener, ready).await;
+    });
+}

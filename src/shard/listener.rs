@@ -1,0 +1,64 @@
+//! The listening sockets: one per shard, all bound to the same address with SO_REUSEPORT so the kernel
+//! spreads incoming connections over the shards and each shard accepts on its own.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Pending connections the kernel keeps per listening socket.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds `shards` listening sockets on `addr`. With port 0 the first socket picks the port and the others
+/// bind that same port. Returns the sockets (element `i` for shard `i`) and the address actually bound.
+pub fn bind_reuseport(addr: SocketAddr, shards: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    let first = bind_one(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..shards {
+        listeners.push(bind_one(bound)?);
+    }
+    Ok((listeners, bound))
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into()).map_err(|err| io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_every_shard_the_same_real_port() {
+        let (listeners, bound) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_ne!(bound.port(), 0);
+        assert_eq!(listeners.len(), 3);
+        for listener in &listeners {
+            assert_eq!(listener.local_addr().unwrap(), bound);
+        }
+        // The kernel hands a connection to one of the sockets of the group.
+        let _client = std::net::TcpStream::connect(bound).unwrap();
+        for listener in &listeners {
+            listener.set_nonblocking(true).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !listeners.iter().any(|listener| listener.accept().is_ok()) {
+            assert!(std::time::Instant::now() < deadline, "no listener got the connection");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_without_reuseport_is_an_error_naming_the_address() {
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = plain.local_addr().unwrap();
+        let err = bind_reuseport(addr, 1).unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
