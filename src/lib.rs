@@ -7,3 +7,4 @@ pub mod broker;
 pub mod protocol;
 pub mod config;
 pub mod shard;
+pub mod sim;
