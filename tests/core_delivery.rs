@@ -388,3 +388,20 @@ fn v311_subscriber_gets_v5_message_without_properties() {
     assert_eq!(contents(&received), vec![("mix".into(), "hi".into())]);
     assert!(received[0].properties.is_empty());
 }
+
+#[test]
+fn qos0_fanout_with_shared_headers_decodes_for_each_protocol_family() {
+    let mut broker = Broker::new(1);
+    let mut receivers = Vec::new();
+    for (i, version) in [V311, V311, V5, V5].into_iter().enumerate() {
+        let (client, _) = broker.connect(connect(version, &format!("r{i}"), true));
+        broker.send(client, Packet::Subscribe(subscribe(1, "fan", QoS::AtMostOnce)));
+        broker.recv(client);
+        receivers.push(client);
+    }
+    let (publisher, _) = broker.connect(connect(V5, "source", true));
+    broker.send(publisher, Packet::Publish(publish("fan", QoS::AtMostOnce, 0, "shared")));
+    for client in &receivers {
+        assert_eq!(contents(&broker.recv_publishes(*client)), vec![("fan".into(), "shared".into())]);
+    }
+}

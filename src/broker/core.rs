@@ -13,6 +13,7 @@ use super::connection::Connection;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
 use super::message::{Action, ConnId, MeshMessage, ShardId};
+use super::outbound::FanoutHeaders;
 use super::retain::RetainedStore;
 use super::session::Sessions;
 use super::settings::BrokerSettings;
@@ -38,6 +39,7 @@ pub struct ShardCore {
     pub(super) closing: Vec<(ConnId, Instant, VecDeque<Bytes>)>,
     /// Scratch buffer frames are encoded into and split off from.
     pub(super) encode_buf: BytesMut,
+    pub(super) fanout_headers: FanoutHeaders,
     pub(super) next_conn_id: u64,
     pub(super) next_assigned_id: u64,
     pub(super) stats: CoreStats,
@@ -58,6 +60,7 @@ impl ShardCore {
             actions: VecDeque::new(),
             closing: Vec::new(),
             encode_buf: BytesMut::new(),
+            fanout_headers: FanoutHeaders::default(),
             next_conn_id: 0,
             next_assigned_id: 0,
             stats: CoreStats::default(),

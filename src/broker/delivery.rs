@@ -66,11 +66,13 @@ impl ShardCore {
             return false;
         }
         matches.sort_unstable_by_key(|subscriber| subscriber.session);
+        self.fanout_headers.clear();
         for group in matches.chunk_by(|a, b| a.session == b.session) {
             if let Some(delivery) = self.delivery_for(group, message) {
                 self.deliver_to_session(group[0].session, delivery, now);
             }
         }
+        self.fanout_headers.clear();
         true
     }
 

@@ -1,6 +1,7 @@
 //! Encoding packets for a connection and queueing the frames, plus the `Write` action that tells the
 //! runtime to come and take them (one per batch, not per frame).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -59,6 +60,19 @@ impl ShardCore {
             }
             _ => &message.encoded,
         };
+        let shareable = delivery.qos == QoS::AtMostOnce && delivery.subscription_ids.is_empty() && message.expires_at.is_none();
+        if shareable {
+            if let Some(header) = self.fanout_headers.get(message, version.is_v5(), delivery.retain) {
+                if header.len() + message.payload.len() > max_packet_size {
+                    return Err(PublishRefused::TooLarge);
+                }
+                self.queue_frame(conn, header);
+                if !message.payload.is_empty() {
+                    self.queue_frame(conn, message.payload.clone());
+                }
+                return Ok(());
+            }
+        }
         let receiver = FrameDelivery {
             qos: delivery.qos,
             retain: delivery.retain,
@@ -71,6 +85,9 @@ impl ShardCore {
         let frame = encoded.frame(version, &receiver, &mut self.encode_buf).map_err(|_| PublishRefused::TooLarge)?;
         if frame.len() > max_packet_size {
             return Err(PublishRefused::TooLarge);
+        }
+        if shareable {
+            self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
         }
         self.queue_frame(conn, frame.header);
         if !frame.payload.is_empty() {
@@ -123,4 +140,36 @@ fn remaining_expiry_encoding(message: &Message, deadline: Instant, now: Instant)
         ..message.properties.clone()
     };
     EncodedPublish::new(&message.topic, &properties, message.payload.clone()).ok()
+}
+
+/// The QoS 0 PUBLISH headers built during one fan-out, so receivers with the same protocol family and
+/// retain flag share one header `Bytes` as well as the payload (encode once per (version, QoS, retain)).
+/// Holding the `Arc` makes a stale match impossible; `ShardCore::deliver_local` clears it after each
+/// fan-out so the message is not kept alive.
+#[derive(Default)]
+pub struct FanoutHeaders {
+    message: Option<Arc<Message>>,
+    headers: smallvec::SmallVec<[(bool, bool, Bytes); 4]>,
+}
+
+impl FanoutHeaders {
+    pub fn clear(&mut self) {
+        self.message = None;
+        self.headers.clear();
+    }
+
+    fn get(&self, message: &Arc<Message>, v5: bool, retain: bool) -> Option<Bytes> {
+        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
+            return None;
+        }
+        self.headers.iter().find(|(is_v5, is_retain, _)| *is_v5 == v5 && *is_retain == retain).map(|(_, _, header)| header.clone())
+    }
+
+    fn insert(&mut self, message: &Arc<Message>, v5: bool, retain: bool, header: Bytes) {
+        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
+            self.clear();
+            self.message = Some(Arc::clone(message));
+        }
+        self.headers.push((v5, retain, header));
+    }
 }

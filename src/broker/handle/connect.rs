@@ -125,7 +125,6 @@ impl ShardCore {
         connection.keepalive_secs = keepalive_secs;
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
-        connection.problem_information = connect.properties.request_problem_information != Some(0);
     }
 
     /// Takes over a connected session [MQTT-3.1.4-3], resumes it unless Clean Start [MQTT-3.1.2-4]
