@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::broker::BrokerSettings;
+
 /// Default listen address: every interface, the MQTT port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1883";
 
@@ -31,6 +33,8 @@ pub struct Config {
     pub mesh_queue_batches: usize,
     /// Bytes a shard reads from one socket in one go (size of each pooled read buffer).
     pub read_buffer_bytes: usize,
+    /// MQTT limits and switches (the `[mqtt]` table).
+    pub mqtt: BrokerSettings,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             mesh_queue_batches: 1024,
             read_buffer_bytes: 16 * 1024,
+            mqtt: BrokerSettings::default(),
         }
     }
 }
@@ -205,6 +210,15 @@ mod tests {
         assert_eq!(config.max_connections, 10);
         assert_eq!(config.socket_send_buffer_bytes, Some(8192));
         assert_eq!(config.socket_recv_buffer_bytes, None);
+    }
+
+    #[test]
+    fn the_mqtt_table_fills_broker_settings() {
+        let config = Config::from_toml("[mqtt]\nmax_qos = 1\nkeepalive_max_secs = 60\n").unwrap();
+        assert_eq!(config.mqtt.max_qos, 1);
+        assert_eq!(config.mqtt.keepalive_max_secs, 60);
+        assert_eq!(config.mqtt.receive_maximum, BrokerSettings::default().receive_maximum);
+        assert!(Config::from_toml("[mqtt]\nmax_qoss = 1\n").unwrap_err().to_string().contains("max_qoss"));
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod protocol;
 pub mod config;
 pub mod shard;
 pub mod sim;
+pub mod connection;

@@ -13,8 +13,10 @@ use super::affinity;
 use super::io_budget::{self, IoBudget, IoBudgetError};
 use super::listener;
 use super::mesh::{build_mesh, MeshEnds};
-use super::worker::{self, ShardContext, ShardMeshItem};
+use super::turn::ShardMeshItem;
+use super::worker::{self, ShardContext};
 use crate::config::{Config, ConfigError};
+use crate::connection::ConnectionPermit;
 
 /// How long a parked executor spins before sleeping; a short spin makes a wakeup from another shard cheap
 /// when traffic is steady, without burning a core when idle.
@@ -87,11 +89,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAd
     let (listeners, bound) = listener::bind_reuseport(listen, shards).map_err(StartError::Listen)?;
     tracing::info!(shards, cpus = ?plan.cpus, io_memory_bytes = plan.budget.io_memory_bytes,
         ring_depth = plan.budget.ring_depth, "starting shards");
+    let config = Arc::new(config);
+    let permits = ConnectionPermit::new(config.max_connections);
     let meshes = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     for ((shard, mesh), listener) in meshes.into_iter().enumerate().zip(listeners) {
-        let context = ShardContext { shard, stop: stop.clone() };
+        let context = ShardContext { shard, shards, config: config.clone(), stop: stop.clone(), permits: permits.clone() };
         let cpu = plan.cpus[shard];
         let builder = executor_builder(shard, cpu, plan.budget);
         let report = report_tx.clone();

@@ -7,6 +7,8 @@ pub mod io_budget;
 pub mod launch;
 pub mod listener;
 pub mod mesh;
+pub mod placement;
+pub mod turn;
 mod worker;
 
 pub use launch::{run, StartError};

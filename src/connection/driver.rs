@@ -1,0 +1,367 @@
+//! One connection on its shard: the socket, at most a partial packet and the frames the socket has not
+//! taken yet (`ConnSlot`), the reader task (read -> decode -> core) and, only while the socket is full, a
+//! writer task.
+//!
+//! An idle connection holds no read buffer (buffers come from the shard's pool and go back when a read
+//! leaves no partial packet), no timer (keep-alive lives in the core's timer wheel) and empty queues.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+use super::vectored_write::write_frames;
+use super::{ConnectionPermit, PermitGuard, ReadPool};
+use crate::broker::ConnId;
+use crate::protocol::{decode_packet, ProtocolVersion};
+use crate::shard::placement::{move_target, Handoff};
+use crate::shard::turn::{Shard, ShardMeshItem};
+
+/// Free room below which a read first grows the buffer (a partial packet nearly fills it).
+const READ_ROOM_MIN_BYTES: usize = 512;
+/// How long a closing connection may take to accept its last frames before it is closed anyway.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct ConnSlot {
+    pub conn: ConnId,
+    stream: RefCell<TcpStream>,
+    partial: RefCell<Option<BytesMut>>,
+    unsent: RefCell<VecDeque<Bytes>>,
+    writer_active: Cell<bool>,
+    /// The core closed it (or the server is stopping): write what is left, then close the socket.
+    closing: Cell<bool>,
+    /// The core no longer knows this connection (lost, closed or handed off).
+    ended: Cell<bool>,
+    /// The first packet has been seen, so home-shard placement is decided.
+    placed: Cell<bool>,
+    _permit: PermitGuard,
+}
+
+/// What a read produced.
+enum Filled {
+    Data(BytesMut),
+    Eof,
+    Failed(io::Error),
+}
+
+/// Whether the reader keeps reading after feeding input to the core.
+#[derive(PartialEq, Eq)]
+enum InputStep {
+    Continue,
+    /// Malformed input or the connection moved to another shard: stop reading here.
+    Stop,
+}
+
+impl ConnSlot {
+    fn new(conn: ConnId, stream: TcpStream, permit: PermitGuard) -> Self {
+        ConnSlot {
+            conn,
+            stream: RefCell::new(stream),
+            partial: RefCell::new(None),
+            unsent: RefCell::new(VecDeque::new()),
+            writer_active: Cell::new(false),
+            closing: Cell::new(false),
+            ended: Cell::new(false),
+            placed: Cell::new(false),
+            _permit: permit,
+        }
+    }
+
+    pub fn writer_active(&self) -> bool {
+        self.writer_active.get()
+    }
+
+    pub fn mark_closing(&self) {
+        self.closing.set(true);
+        self.ended.set(true);
+    }
+
+    /// Marks the connection ended; true the first time (the core must then be told).
+    pub fn mark_ended(&self) -> bool {
+        !self.ended.replace(true)
+    }
+
+    pub fn queue_frames(&self, frames: impl Iterator<Item = Bytes>) {
+        self.unsent.borrow_mut().extend(frames);
+    }
+
+    fn fd(&self) -> i32 {
+        self.stream.borrow().as_raw_fd()
+    }
+
+    /// Writes the unsent frames now (one `sendmsg`); if the socket is full, a writer task finishes later.
+    /// A closing connection whose frames are all out is shut down, which also ends its reader.
+    pub fn write_or_wait(self: &Rc<Self>, shard: &Rc<Shard>) {
+        let result = write_frames(self.fd(), &mut self.unsent.borrow_mut());
+        match result {
+            Ok(_) if self.unsent.borrow().is_empty() => self.finish_if_closing(),
+            Ok(_) => self.spawn_writer(shard),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.spawn_writer(shard),
+            Err(err) => self.write_failed(shard, &err),
+        }
+    }
+
+    fn finish_if_closing(&self) {
+        if self.closing.get() {
+            self.unsent.borrow_mut().clear();
+            // SAFETY: plain shutdown(2) on a descriptor this slot owns; wakes the reader with EOF.
+            unsafe { libc::shutdown(self.fd(), libc::SHUT_RDWR) };
+        }
+    }
+
+    fn write_failed(&self, shard: &Shard, err: &io::Error) {
+        tracing::debug!(shard = shard.id, conn = self.conn.0, %err, "write failed");
+        shard.connection_ended(self);
+        self.closing.set(true);
+        self.finish_if_closing();
+    }
+
+    fn spawn_writer(self: &Rc<Self>, shard: &Rc<Shard>) {
+        if self.writer_active.replace(true) {
+            return;
+        }
+        let writer = drain_when_writable(shard.clone(), self.clone());
+        if shard.gate.spawn(writer).map(|task| task.detach()).is_err() {
+            self.writer_active.set(false);
+            self.closing.set(true);
+            self.finish_if_closing();
+        }
+    }
+
+    /// Reads into a pooled buffer (or the partial packet's). While the socket has nothing, the buffer
+    /// goes back to the pool (or stays as the partial packet): a waiting connection holds no buffer.
+    fn poll_fill(&self, cx: &mut Context<'_>, pool: &RefCell<ReadPool>) -> Poll<Filled> {
+        let mut buf = self.partial.borrow_mut().take().unwrap_or_else(|| pool.borrow_mut().take());
+        let filled = buf.len();
+        if buf.capacity() - filled < READ_ROOM_MIN_BYTES {
+            buf.reserve(pool.borrow().buffer_bytes());
+        }
+        let capacity = buf.capacity();
+        buf.resize(capacity, 0);
+        let result = Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut buf[filled..]);
+        match result {
+            Poll::Ready(Ok(0)) => {
+                buf.truncate(filled);
+                self.keep_or_return(buf, pool);
+                Poll::Ready(Filled::Eof)
+            }
+            Poll::Ready(Ok(read)) => {
+                buf.truncate(filled + read);
+                Poll::Ready(Filled::Data(buf))
+            }
+            Poll::Ready(Err(err)) => {
+                buf.truncate(filled);
+                self.keep_or_return(buf, pool);
+                Poll::Ready(Filled::Failed(err))
+            }
+            Poll::Pending => {
+                buf.truncate(filled);
+                self.keep_or_return(buf, pool);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Keeps `buf` while it holds a partial packet; otherwise it goes back to the pool.
+    fn keep_or_return(&self, buf: BytesMut, pool: &RefCell<ReadPool>) {
+        if buf.is_empty() {
+            pool.borrow_mut().give_back(buf);
+        } else {
+            *self.partial.borrow_mut() = Some(buf);
+        }
+    }
+
+    /// Writes part of the first unsent frame through glommio, which waits until the socket has room.
+    fn poll_write_front(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut unsent = self.unsent.borrow_mut();
+        let Some(front) = unsent.front_mut() else { return Poll::Ready(Ok(())) };
+        match Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, front) {
+            Poll::Ready(Ok(written)) => {
+                front.advance(written);
+                if front.is_empty() {
+                    unsent.pop_front();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A duplicate of the socket for a handoff; this slot's own descriptor closes when it drops.
+    fn duplicate_fd(&self) -> io::Result<OwnedFd> {
+        // SAFETY: dup(2) of a descriptor we own; the result is a new descriptor nobody else owns.
+        let fd = unsafe { libc::fcntl(self.fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// A socket accepted by this shard: open it in the core and start reading.
+pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(shard = shard.id, %err, "cannot set TCP_NODELAY");
+    }
+    let conn = shard.core.borrow_mut().open_connection(Instant::now());
+    let slot = Rc::new(ConnSlot::new(conn, stream, permit));
+    shard.conns.borrow_mut().insert(conn, slot.clone());
+    spawn_reader(shard, slot);
+}
+
+/// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
+pub fn adopt(shard: &Rc<Shard>, handoff: Handoff, permits: &ConnectionPermit) {
+    let Handoff { fd, leftover, connect } = handoff;
+    if shard.is_stopping() {
+        return; // dropping the descriptor closes the socket
+    }
+    // SAFETY: the handoff owned this descriptor; ownership passes to the stream.
+    let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+    let now = Instant::now();
+    let conn = shard.core.borrow_mut().open_connection(now);
+    let slot = Rc::new(ConnSlot::new(conn, stream, permits.adopt()));
+    slot.placed.set(true);
+    shard.conns.borrow_mut().insert(conn, slot.clone());
+    shard.core.borrow_mut().handle_packet(conn, connect, now);
+    let mut buf = leftover;
+    let step = feed_input(shard, &slot, &mut buf);
+    slot.keep_or_return(buf, &shard.read_pool);
+    shard.request_turn();
+    if step == InputStep::Continue {
+        spawn_reader(shard, slot);
+    }
+}
+
+fn spawn_reader(shard: &Rc<Shard>, slot: Rc<ConnSlot>) {
+    let reader = read_until_closed(shard.clone(), slot.clone());
+    if shard.gate.spawn(reader).map(|task| task.detach()).is_err() {
+        // The gate is closed: the shard is stopping.
+        shard.connection_ended(&slot);
+    }
+}
+
+async fn read_until_closed(shard: Rc<Shard>, slot: Rc<ConnSlot>) {
+    loop {
+        let filled = std::future::poll_fn(|cx| slot.poll_fill(cx, &shard.read_pool)).await;
+        let mut buf = match filled {
+            Filled::Data(buf) => buf,
+            Filled::Eof => break,
+            Filled::Failed(err) => {
+                tracing::debug!(shard = shard.id, conn = slot.conn.0, %err, "read failed");
+                break;
+            }
+        };
+        if slot.closing.get() {
+            slot.keep_or_return(buf, &shard.read_pool);
+            break;
+        }
+        let step = feed_input(&shard, &slot, &mut buf);
+        slot.keep_or_return(buf, &shard.read_pool);
+        shard.request_turn();
+        if step == InputStep::Stop {
+            return;
+        }
+    }
+    if let Some(buf) = slot.partial.borrow_mut().take() {
+        shard.read_pool.borrow_mut().give_back(buf);
+    }
+    shard.connection_ended(&slot);
+}
+
+/// Decodes every complete packet in `buf` and hands it to the core (or, for a CONNECT homed on another
+/// shard, hands the connection over). What remains in `buf` is a partial packet.
+fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> InputStep {
+    let now = Instant::now();
+    let max_packet_size_bytes = shard.settings.max_packet_size_bytes;
+    loop {
+        let version = shard.core.borrow().protocol_version(slot.conn).unwrap_or(ProtocolVersion::V5);
+        match decode_packet(buf, version, max_packet_size_bytes) {
+            Ok(None) => return InputStep::Continue,
+            Ok(Some(packet)) => {
+                if !slot.placed.replace(true) {
+                    if let Some(home) = move_target(&packet, shard.id, shard.shard_count) {
+                        hand_off(shard, slot, packet, std::mem::take(buf), home, now);
+                        return InputStep::Stop;
+                    }
+                }
+                shard.core.borrow_mut().handle_packet(slot.conn, packet, now);
+                if slot.ended.get() {
+                    return InputStep::Stop;
+                }
+            }
+            Err(err) => {
+                shard.core.borrow_mut().handle_decode_error(slot.conn, &err, now);
+                return InputStep::Stop;
+            }
+        }
+    }
+}
+
+/// Moves the connection to `home`: this core forgets it (it had not seen a CONNECT yet), the socket is
+/// duplicated into the handoff, and this shard's descriptor closes when the slot drops.
+fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Packet, leftover: BytesMut, home: usize, now: Instant) {
+    slot.ended.set(true);
+    shard.core.borrow_mut().connection_lost(slot.conn, now);
+    shard.conns.borrow_mut().remove(&slot.conn);
+    match slot.duplicate_fd() {
+        Ok(fd) => {
+            tracing::trace!(shard = shard.id, home, "connection moves to its home shard");
+            shard.push_mesh(home, ShardMeshItem::Handoff(Handoff { fd, leftover, connect }));
+        }
+        Err(err) => tracing::warn!(shard = shard.id, home, %err, "cannot hand connection over; closing it"),
+    }
+}
+
+/// The writer task: runs only while the socket is full. Waits for room, writes, takes more output from
+/// the core until nothing is left, then (for a closing connection) shuts the socket down.
+async fn drain_when_writable(shard: Rc<Shard>, slot: Rc<ConnSlot>) {
+    loop {
+        let wrote = if slot.closing.get() {
+            let timeout = async {
+                glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
+                Err(io::Error::from(io::ErrorKind::TimedOut))
+            };
+            futures_lite::future::or(std::future::poll_fn(|cx| slot.poll_write_front(cx)), timeout).await
+        } else {
+            std::future::poll_fn(|cx| slot.poll_write_front(cx)).await
+        };
+        if let Err(err) = wrote {
+            slot.writer_active.set(false);
+            slot.write_failed(&shard, &err);
+            return;
+        }
+        if !slot.closing.get() && slot.unsent.borrow().is_empty() {
+            shard.take_output(&slot);
+        }
+        let result = write_frames(slot.fd(), &mut slot.unsent.borrow_mut());
+        match result {
+            Ok(_) if slot.unsent.borrow().is_empty() => {
+                if !slot.closing.get() {
+                    shard.take_output(&slot);
+                    if !slot.unsent.borrow().is_empty() {
+                        continue;
+                    }
+                }
+                slot.writer_active.set(false);
+                slot.finish_if_closing();
+                return;
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => {
+                slot.writer_active.set(false);
+                slot.write_failed(&shard, &err);
+                return;
+            }
+        }
+    }
+}
