@@ -36,7 +36,7 @@ fn v5_connack_announces_limits() {
     assert_eq!(properties.retain_available, Some(0));
     assert_eq!(properties.wildcard_subscription_available, Some(1));
     assert_eq!(properties.subscription_identifier_available, Some(1));
-    assert_eq!(properties.shared_subscription_available, Some(0));
+    assert_eq!(properties.shared_subscription_available, Some(1));
     assert_eq!(properties.assigned_client_identifier, None);
 }
 

@@ -137,7 +137,7 @@ fn cross_shard_publish_delivered_once_and_stops_after_unsubscribe() {
 }
 
 #[test]
-fn unsubscribe_unknown_filter_reports_0x11_mqtt_3_11_3_1() {
+fn unsubscribe_unknown_filter_reports_0x11() {
     let mut broker = Broker::new(1);
     let (client, _) = broker.connect(connect(V5, "u", true));
     broker.send(client, Packet::Unsubscribe(unsubscribe(4, "never")));
@@ -356,7 +356,7 @@ fn message_expiry_forwards_remaining_interval_and_drops_expired_mqtt_3_3_2_5() {
 
 #[test]
 fn suback_reason_codes_per_filter() {
-    let settings = BrokerSettings { max_qos: 1, subscription_identifiers_available: true, ..BrokerSettings::default() };
+    let settings = BrokerSettings { max_qos: 1, shared_subscriptions_available: false, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings);
     let (v5, _) = broker.connect(connect(V5, "codes5", true));
     let mut request = subscribe(1, "ok", QoS::ExactlyOnce);

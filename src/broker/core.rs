@@ -42,6 +42,8 @@ pub struct ShardCore {
     pub(super) fanout_headers: FanoutHeaders,
     pub(super) next_conn_id: u64,
     pub(super) next_assigned_id: u64,
+    /// Rotates the shard chosen for a shared group with members on several other shards.
+    pub(super) shared_rotation: usize,
     pub(super) stats: CoreStats,
 }
 
@@ -63,6 +65,7 @@ impl ShardCore {
             fanout_headers: FanoutHeaders::default(),
             next_conn_id: 0,
             next_assigned_id: 0,
+            shared_rotation: 0,
             stats: CoreStats::default(),
         }
     }

@@ -15,7 +15,7 @@ use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
 use super::session::SessionKey;
 use super::subscriptions::Subscriber;
-use crate::protocol::QoS;
+use crate::protocol::{ByteStr, QoS};
 
 /// One message on its way to one session: the shared message plus what is particular to this receiver.
 #[derive(Clone, Debug)]
@@ -31,7 +31,8 @@ impl ShardCore {
     /// anywhere matched (v5 PUBACK 0x10 otherwise).
     pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
         let mut shards = ShardSet::default();
-        self.interest.matching_shards(&message.topic, &mut shards);
+        let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
+        self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push((group.share.clone(), group.shards.clone())));
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
@@ -45,7 +46,54 @@ impl ShardCore {
             }
         }
         let delivered_here = self.deliver_local(&message, now);
-        delivered_here || shards.iter().any(|shard| shard != self.shard)
+        let shared = self.route_to_shared_groups(&message, remote_groups, now);
+        delivered_here || shared || shards.iter().any(|shard| shard != self.shard)
+    }
+
+    /// Each matching shared group gets the message once (v5 section 4.8.2): a member on this shard if there is
+    /// one, else one shard holding members (rotating), which picks a member there.
+    fn route_to_shared_groups(&mut self, message: &Arc<Message>, remote: SmallVec<[(ByteStr, ShardSet); 2]>, now: Instant) -> bool {
+        let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
+        self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
+        local.sort_unstable();
+        local.dedup();
+        for share in &local {
+            self.deliver_to_share_member(message, share, now);
+        }
+        let mut routed = !local.is_empty();
+        for (share, shards) in remote {
+            if local.contains(&share) {
+                continue;
+            }
+            let candidates: SmallVec<[usize; 4]> = shards.iter().filter(|&shard| shard != self.shard).collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            self.shared_rotation = self.shared_rotation.wrapping_add(1);
+            let to = candidates[self.shared_rotation % candidates.len()];
+            let msg = MeshMessage::SharedPublish { message: Arc::clone(message), share };
+            self.actions.push_back(Action::Mesh { to, msg });
+            routed = true;
+        }
+        routed
+    }
+
+    /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose
+    /// members are all offline queues QoS 1/2 in the chosen member's session).
+    pub(super) fn deliver_to_share_member(&mut self, message: &Arc<Message>, share: &ByteStr, now: Instant) {
+        if message.is_expired(now) {
+            self.stats.dropped_expired += 1;
+            return;
+        }
+        let sessions = &self.sessions;
+        let connected = |key: SessionKey| sessions.get(key).is_some_and(|session| session.conn.is_some());
+        let Some(member) = self.subscriptions.pick_shared_member(share, connected) else {
+            self.stats.dropped_no_share_member += 1;
+            return;
+        };
+        if let Some(delivery) = self.delivery_for(&[member], message) {
+            self.deliver_to_session(member.session, delivery, now);
+        }
     }
 
     pub(super) fn apply_retained(&mut self, message: &Arc<Message>) {

@@ -2,11 +2,16 @@
 //! that filter. A shard tells every other shard when it gains its first or loses its last local subscriber
 //! of a filter (`MeshMessage::InterestAdded` / `InterestRemoved`); a PUBLISH is then sent once to each
 //! shard whose interest matches its topic, and that shard fans it out to its own subscribers.
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`) are kept per group under the inner filter's node: a
+//! message goes to one shard holding members of the group, not to all of them.
 
 use smallvec::SmallVec;
 
 use super::message::ShardId;
 use super::trie::{TopicTrie, TrieValue};
+use crate::protocol::topic::parse_shared_subscription;
+use crate::protocol::ByteStr;
 
 /// A set of shard ids as a bit set (one word covers 64 shards without allocating).
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
@@ -56,35 +61,82 @@ impl ShardSet {
     }
 }
 
-impl TrieValue for ShardSet {
+/// The shards interested in one filter: plain subscribers, and per shared-subscription group.
+#[derive(Default, Debug)]
+pub struct FilterInterest {
+    shards: ShardSet,
+    groups: SmallVec<[GroupInterest; 0]>,
+}
+
+/// The shards holding members of one shared-subscription group.
+#[derive(Debug)]
+pub struct GroupInterest {
+    /// The whole `$share/{group}/{filter}` as subscribed; names the group across shards.
+    pub share: ByteStr,
+    pub shards: ShardSet,
+}
+
+impl TrieValue for FilterInterest {
     fn is_empty(&self) -> bool {
-        self.words.is_empty()
+        self.shards.words.is_empty() && self.groups.is_empty()
     }
 }
 
 #[derive(Default)]
 pub struct InterestTrie {
-    trie: TopicTrie<ShardSet>,
+    trie: TopicTrie<FilterInterest>,
 }
 
 impl InterestTrie {
-    /// Records that `shard` has subscribers of `filter`.
-    pub fn add(&mut self, filter: &str, shard: ShardId) {
-        let node = self.trie.entry(filter);
-        self.trie.value_mut(node).insert(shard);
-    }
-
-    /// Records that `shard` has no more subscribers of `filter`.
-    pub fn remove(&mut self, filter: &str, shard: ShardId) {
-        if let Some(node) = self.trie.find(filter) {
-            self.trie.value_mut(node).remove(shard);
-            self.trie.prune(node);
+    /// Records that `shard` has subscribers of `filter` (plain or `$share/...`).
+    pub fn add(&mut self, filter: &ByteStr, shard: ShardId) {
+        match parse_shared_subscription(filter) {
+            Ok(Some(shared)) => {
+                let node = self.trie.entry(shared.filter);
+                let groups = &mut self.trie.value_mut(node).groups;
+                match groups.iter_mut().find(|group| group.share == *filter) {
+                    Some(group) => {
+                        group.shards.insert(shard);
+                    }
+                    None => {
+                        let mut shards = ShardSet::default();
+                        shards.insert(shard);
+                        groups.push(GroupInterest { share: filter.clone(), shards });
+                    }
+                }
+            }
+            _ => {
+                let node = self.trie.entry(filter);
+                self.trie.value_mut(node).shards.insert(shard);
+            }
         }
     }
 
-    /// Adds to `shards` every shard with a subscription matching `topic`.
-    pub fn matching_shards(&self, topic: &str, shards: &mut ShardSet) {
-        self.trie.for_each_match(topic, |set| shards.union_with(set));
+    /// Records that `shard` has no more subscribers of `filter`.
+    pub fn remove(&mut self, filter: &ByteStr, shard: ShardId) {
+        let shared = parse_shared_subscription(filter).ok().flatten();
+        let Some(node) = self.trie.find(shared.map_or(filter.as_str(), |shared| shared.filter)) else { return };
+        let interest = self.trie.value_mut(node);
+        if shared.is_some() {
+            if let Some(index) = interest.groups.iter().position(|group| group.share == *filter) {
+                interest.groups[index].shards.remove(shard);
+                if interest.groups[index].shards.words.is_empty() {
+                    interest.groups.swap_remove(index);
+                }
+            }
+        } else {
+            interest.shards.remove(shard);
+        }
+        self.trie.prune(node);
+    }
+
+    /// Adds to `shards` every shard with a plain subscription matching `topic`, and calls `group` for every
+    /// shared-subscription group matching it.
+    pub fn matching(&self, topic: &str, shards: &mut ShardSet, mut group: impl FnMut(&GroupInterest)) {
+        self.trie.for_each_match(topic, |interest| {
+            shards.union_with(&interest.shards);
+            interest.groups.iter().for_each(&mut group);
+        });
     }
 
     pub fn node_count(&self) -> usize {
@@ -98,16 +150,42 @@ mod tests {
 
     fn shards_for(interest: &InterestTrie, topic: &str) -> Vec<ShardId> {
         let mut shards = ShardSet::default();
-        interest.matching_shards(topic, &mut shards);
+        interest.matching(topic, &mut shards, |_| {});
         shards.iter().collect()
+    }
+
+    fn groups_for(interest: &InterestTrie, topic: &str) -> Vec<(String, Vec<ShardId>)> {
+        let mut groups = Vec::new();
+        interest.matching(topic, &mut ShardSet::default(), |group| {
+            groups.push((group.share.to_string(), group.shards.iter().collect()))
+        });
+        groups.sort();
+        groups
+    }
+
+    #[test]
+    fn shared_groups_kept_apart_from_plain_interest() {
+        let mut interest = InterestTrie::default();
+        interest.add(&"$share/g/a/+".into(), 1);
+        interest.add(&"$share/g/a/+".into(), 2);
+        interest.add(&"$share/h/a/#".into(), 2);
+        interest.add(&"a/b".into(), 3);
+        assert_eq!(shards_for(&interest, "a/b"), vec![3]);
+        assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]);
+        interest.remove(&"$share/g/a/+".into(), 1);
+        interest.remove(&"$share/h/a/#".into(), 2);
+        assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![2])]);
+        interest.remove(&"$share/g/a/+".into(), 2);
+        interest.remove(&"a/b".into(), 3);
+        assert_eq!(interest.node_count(), 1);
     }
 
     #[test]
     fn matching_unions_shards_of_every_matching_filter() {
         let mut interest = InterestTrie::default();
-        interest.add("a/+", 1);
-        interest.add("a/b", 3);
-        interest.add("#", 70);
+        interest.add(&"a/+".into(), 1);
+        interest.add(&"a/b".into(), 3);
+        interest.add(&"#".into(), 70);
         assert_eq!(shards_for(&interest, "a/b"), vec![1, 3, 70]);
         assert_eq!(shards_for(&interest, "a/c"), vec![1, 70]);
         assert_eq!(shards_for(&interest, "$SYS/x"), Vec::<ShardId>::new());
@@ -116,14 +194,14 @@ mod tests {
     #[test]
     fn removing_last_shard_prunes_the_filter() {
         let mut interest = InterestTrie::default();
-        interest.add("a/b", 1);
-        interest.add("a/b", 2);
-        interest.remove("a/b", 1);
+        interest.add(&"a/b".into(), 1);
+        interest.add(&"a/b".into(), 2);
+        interest.remove(&"a/b".into(), 1);
         assert_eq!(shards_for(&interest, "a/b"), vec![2]);
-        interest.remove("a/b", 2);
+        interest.remove(&"a/b".into(), 2);
         assert!(shards_for(&interest, "a/b").is_empty());
         assert_eq!(interest.node_count(), 1, "only the root remains");
-        interest.remove("never/added", 2);
+        interest.remove(&"never/added".into(), 2);
     }
 
     #[test]

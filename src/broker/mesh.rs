@@ -1,5 +1,5 @@
 //! Messages from other shards: interest changes update the replicated interest trie; publishes are fanned
-//! out to this shard's subscribers; retained messages update this shard's replica of the retained store.
+//! out to this shard's subscribers (shared publishes to one member of their group); retained messages update this shard's replica of the retained store.
 
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ impl ShardCore {
     pub(super) fn apply_mesh(&mut self, from: ShardId, msg: MeshMessage, now: Instant) {
         match msg {
             MeshMessage::InterestAdded { filter } => self.interest.add(&filter, from),
+            MeshMessage::SharedPublish { message, share } => self.deliver_to_share_member(&message, &share, now),
             MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),
             MeshMessage::Publish(message) => {
                 self.deliver_local(&message, now);

@@ -36,6 +36,9 @@ pub enum MeshMessage {
     InterestRemoved { filter: ByteStr },
     /// An application message for the receiving shard's subscribers (sent once per interested shard).
     Publish(Arc<Message>),
+    /// An application message for one member of the shared-subscription group `share`
+    /// (`$share/{group}/{filter}`) on the receiving shard.
+    SharedPublish { message: Arc<Message>, share: ByteStr },
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
     /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
     Retain { message: Arc<Message>, deliver: bool },

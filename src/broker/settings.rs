@@ -63,7 +63,7 @@ impl Default for BrokerSettings {
             retain_available: true,
             wildcard_subscriptions_available: true,
             subscription_identifiers_available: true,
-            shared_subscriptions_available: false,
+            shared_subscriptions_available: true,
             client_id_max_bytes: 256,
             subscriptions_per_session_max: 1000,
             reason_strings: true,

@@ -13,6 +13,8 @@ pub struct CoreStats {
     pub dropped_expired: u64,
     /// QoS 0 for a client that is not connected (not queued, as Mosquitto's default).
     pub dropped_offline_qos0: u64,
+    /// A shared publish reached a shard whose group had no member left.
+    pub dropped_no_share_member: u64,
     /// Retained store full, topic not retained.
     pub retained_refused: u64,
 }

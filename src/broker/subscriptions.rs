@@ -2,14 +2,16 @@
 //! options and v5 subscription identifier. A session holds at most one subscription per filter: a second
 //! SUBSCRIBE to the same filter replaces it [MQTT-3.8.4-3].
 //!
-//! Shared subscriptions fit beside `subscribers` as a per-filter list of groups (each a member list with a
-//! round-robin cursor); the trie and the interest replication stay as they are.
+//! Shared subscriptions `$share/{group}/{filter}` live under the inner filter's node as groups, each a
+//! member list with a round-robin cursor. They are not visited by `for_each_match` (a group gets a message
+//! once, from `pick_shared_member`, not once per member).
 
 use smallvec::SmallVec;
 
 use super::session::SessionKey;
 use super::trie::{TopicTrie, TrieValue};
-use crate::protocol::SubscriptionOptions;
+use crate::protocol::topic::parse_shared_subscription;
+use crate::protocol::{ByteStr, SubscriptionOptions};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscriber {
@@ -19,14 +21,54 @@ pub struct Subscriber {
     pub subscription_id: u32,
 }
 
+type SubscriberList = SmallVec<[Subscriber; 1]>;
+
 #[derive(Default, Debug)]
 pub struct FilterSubscribers {
-    subscribers: SmallVec<[Subscriber; 1]>,
+    subscribers: SubscriberList,
+    groups: SmallVec<[SharedGroup; 0]>,
+}
+
+/// The members of one shared-subscription group on this shard.
+#[derive(Debug)]
+struct SharedGroup {
+    /// The whole `$share/{group}/{filter}`.
+    share: ByteStr,
+    members: SubscriberList,
+    /// Round-robin position.
+    next: usize,
 }
 
 impl TrieValue for FilterSubscribers {
     fn is_empty(&self) -> bool {
-        self.subscribers.is_empty()
+        self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+impl FilterSubscribers {
+    /// The list `share` names here: the plain subscribers, or the members of that shared group.
+    fn list_mut(&mut self, share: Option<&ByteStr>) -> Option<&mut SubscriberList> {
+        match share {
+            None => Some(&mut self.subscribers),
+            Some(share) => self.groups.iter_mut().find(|group| group.share == *share).map(|group| &mut group.members),
+        }
+    }
+
+    /// Like `list_mut`, creating the shared group if needed.
+    fn list_or_create(&mut self, share: Option<&ByteStr>) -> &mut SubscriberList {
+        let Some(share) = share else { return &mut self.subscribers };
+        let index = match self.groups.iter().position(|group| group.share == *share) {
+            Some(index) => index,
+            None => {
+                self.groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0 });
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index].members
+    }
+
+    fn drop_empty_groups(&mut self) {
+        self.groups.retain(|group| !group.members.is_empty());
     }
 }
 
@@ -35,7 +77,7 @@ impl TrieValue for FilterSubscribers {
 pub struct SubscribeOutcome {
     /// The session had no subscription to this filter before (Retain Handling 1 sends retained only then).
     pub new_subscription: bool,
-    /// The filter had no subscriber on this shard before: other shards must learn of the interest.
+    /// The filter (or shared group) had no subscriber on this shard before: other shards must learn of it.
     pub first_on_shard: bool,
 }
 
@@ -44,10 +86,19 @@ pub struct SubscriptionTrie {
     trie: TopicTrie<FilterSubscribers>,
 }
 
+/// The trie key of a filter and, for `$share/{group}/{filter}`, the share it belongs to.
+fn split_share(filter: &ByteStr) -> (&str, Option<&ByteStr>) {
+    match parse_shared_subscription(filter) {
+        Ok(Some(shared)) => (shared.filter, Some(filter)),
+        _ => (filter.as_str(), None),
+    }
+}
+
 impl SubscriptionTrie {
-    pub fn subscribe(&mut self, filter: &str, subscriber: Subscriber) -> SubscribeOutcome {
-        let node = self.trie.entry(filter);
-        let list = &mut self.trie.value_mut(node).subscribers;
+    pub fn subscribe(&mut self, filter: &ByteStr, subscriber: Subscriber) -> SubscribeOutcome {
+        let (key, share) = split_share(filter);
+        let node = self.trie.entry(key);
+        let list = self.trie.value_mut(node).list_or_create(share);
         let first_on_shard = list.is_empty();
         match list.iter_mut().find(|existing| existing.session == subscriber.session) {
             Some(existing) => {
@@ -62,20 +113,44 @@ impl SubscriptionTrie {
     }
 
     /// Removes the session's subscription to `filter`. `None` if it had none; `Some(true)` if it was the
-    /// filter's last subscriber on this shard.
-    pub fn unsubscribe(&mut self, filter: &str, session: SessionKey) -> Option<bool> {
-        let node = self.trie.find(filter)?;
-        let list = &mut self.trie.value_mut(node).subscribers;
+    /// filter's (or shared group's) last subscriber on this shard.
+    pub fn unsubscribe(&mut self, filter: &ByteStr, session: SessionKey) -> Option<bool> {
+        let (key, share) = split_share(filter);
+        let node = self.trie.find(key)?;
+        let value = self.trie.value_mut(node);
+        let list = value.list_mut(share)?;
         let index = list.iter().position(|existing| existing.session == session)?;
         list.swap_remove(index);
         let last = list.is_empty();
+        value.drop_empty_groups();
         self.trie.prune(node);
         Some(last)
     }
 
-    /// Visits every subscription whose filter matches the topic name.
+    /// Visits every plain (not shared) subscription whose filter matches the topic name.
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&Subscriber)) {
         self.trie.for_each_match(topic, |value| value.subscribers.iter().for_each(&mut visit));
+    }
+
+    /// Visits the share name of every local shared group whose filter matches the topic name.
+    pub fn for_each_shared_match(&self, topic: &str, mut visit: impl FnMut(&ByteStr)) {
+        self.trie.for_each_match(topic, |value| value.groups.iter().for_each(|group| visit(&group.share)));
+    }
+
+    /// The next member of the shared group `share` in round-robin order, preferring members for which
+    /// `preferred` is true (connected ones); `None` if the group has no member here.
+    pub fn pick_shared_member(&mut self, share: &ByteStr, preferred: impl Fn(SessionKey) -> bool) -> Option<Subscriber> {
+        let (key, _) = split_share(share);
+        let node = self.trie.find(key)?;
+        let group = self.trie.value_mut(node).groups.iter_mut().find(|group| group.share == *share)?;
+        let count = group.members.len();
+        let start = group.next;
+        let offset = (0..count)
+            .find(|offset| preferred(group.members[(start + offset) % count].session))
+            .unwrap_or(0);
+        let chosen = (start + offset) % count;
+        group.next = (chosen + 1) % count;
+        Some(group.members[chosen])
     }
 
     pub fn node_count(&self) -> usize {
@@ -99,11 +174,11 @@ mod tests {
     #[test]
     fn resubscribe_replaces_options_mqtt_3_8_4_3() {
         let mut trie = SubscriptionTrie::default();
-        let first = trie.subscribe("a/+", subscriber(1, QoS::AtMostOnce));
+        let first = trie.subscribe(&"a/+".into(), subscriber(1, QoS::AtMostOnce));
         assert_eq!(first, SubscribeOutcome { new_subscription: true, first_on_shard: true });
-        let again = trie.subscribe("a/+", subscriber(1, QoS::ExactlyOnce));
+        let again = trie.subscribe(&"a/+".into(), subscriber(1, QoS::ExactlyOnce));
         assert_eq!(again, SubscribeOutcome { new_subscription: false, first_on_shard: false });
-        let other = trie.subscribe("a/+", subscriber(2, QoS::AtMostOnce));
+        let other = trie.subscribe(&"a/+".into(), subscriber(2, QoS::AtMostOnce));
         assert_eq!(other, SubscribeOutcome { new_subscription: true, first_on_shard: false });
         let mut seen = Vec::new();
         trie.for_each_match("a/b", |found| seen.push((found.session.0, found.options.qos)));
@@ -114,12 +189,40 @@ mod tests {
     #[test]
     fn unsubscribe_reports_last_subscriber_and_prunes() {
         let mut trie = SubscriptionTrie::default();
-        trie.subscribe("x/y", subscriber(1, QoS::AtMostOnce));
-        trie.subscribe("x/y", subscriber(2, QoS::AtMostOnce));
-        assert_eq!(trie.unsubscribe("x/y", SessionKey(3)), None);
-        assert_eq!(trie.unsubscribe("x/y", SessionKey(1)), Some(false));
-        assert_eq!(trie.unsubscribe("x/y", SessionKey(2)), Some(true));
-        assert_eq!(trie.unsubscribe("x/y", SessionKey(2)), None);
+        trie.subscribe(&"x/y".into(), subscriber(1, QoS::AtMostOnce));
+        trie.subscribe(&"x/y".into(), subscriber(2, QoS::AtMostOnce));
+        assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(3)), None);
+        assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(1)), Some(false));
+        assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), Some(true));
+        assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), None);
+        assert_eq!(trie.node_count(), 1);
+    }
+
+    #[test]
+    fn shared_group_members_picked_round_robin_preferring_connected() {
+        let mut trie = SubscriptionTrie::default();
+        let share: ByteStr = "$share/g/s/+".into();
+        for session in 1..=3 {
+            let outcome = trie.subscribe(&share, subscriber(session, QoS::AtMostOnce));
+            assert_eq!(outcome.first_on_shard, session == 1);
+        }
+        let mut plain = Vec::new();
+        trie.for_each_match("s/t", |found| plain.push(found.session));
+        assert!(plain.is_empty(), "group members are not plain subscribers");
+        let mut shares = Vec::new();
+        trie.for_each_shared_match("s/t", |found| shares.push(found.to_string()));
+        assert_eq!(shares, vec!["$share/g/s/+"]);
+        let picks: Vec<u32> = (0..4).filter_map(|_| trie.pick_shared_member(&share, |_| true)).map(|s| s.session.0).collect();
+        assert_eq!(picks, vec![1, 2, 3, 1]);
+        let connected_only: Vec<u32> = (0..3)
+            .filter_map(|_| trie.pick_shared_member(&share, |session| session.0 == 2))
+            .map(|s| s.session.0)
+            .collect();
+        assert_eq!(connected_only, vec![2, 2, 2]);
+        assert_eq!(trie.unsubscribe(&share, SessionKey(1)), Some(false));
+        assert_eq!(trie.unsubscribe(&share, SessionKey(2)), Some(false));
+        assert_eq!(trie.unsubscribe(&share, SessionKey(3)), Some(true));
+        assert_eq!(trie.pick_shared_member(&share, |_| true), None);
         assert_eq!(trie.node_count(), 1);
     }
 }

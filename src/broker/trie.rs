@@ -122,7 +122,7 @@ impl<V: TrieValue> TopicTrie<V> {
             let node = &self.nodes[idx as usize];
             let wildcards_allowed = !(depth == 0 && dollar);
             if wildcards_allowed && node.hash != NO_NODE {
-                // "a/#" matches "a" as well as everything below it [MQTT-4.7.1-2].
+                // "a/#" matches "a" as well as everything below it (section 4.7.1.2).
                 visit(&self.nodes[node.hash as usize].value);
             }
             let Some(level) = levels.get(depth) else {

@@ -63,7 +63,7 @@ impl ShardCore {
             return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "client identifier longer than client_id_max_bytes");
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1 {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "[MQTT-3.1 3.1.3.1] client identifier must be 1 to 23 characters");
+            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "(MQTT 3.1 section 3.1.3.1) client identifier must be 1 to 23 characters");
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1_1 && !connect.clean_start {
             return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "[MQTT-3.1.3-8] empty client identifier requires clean session");

@@ -50,7 +50,7 @@ impl ShardCore {
             Packet::Auth(_) => self.handle_auth(conn, now),
             Packet::Connect(_) => self.protocol_error(conn, "[MQTT-3.1.0-2] second CONNECT on a connection", now),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                self.protocol_error(conn, "[MQTT-2.1.2] server-to-client packet sent by a client", now)
+                self.protocol_error(conn, "(section 2.1.2) server-to-client packet sent by a client", now)
             }
         }
     }

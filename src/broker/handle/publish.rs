@@ -67,7 +67,7 @@ impl ShardCore {
     /// Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 in the PUBACK / PUBREC, or a
     /// DISCONNECT for QoS 0 (v5 section 3.3.2.3.2). Not routed.
     fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
-        let rule = "[MQTT-3.3.2-4] payload is not UTF-8 but Payload Format Indicator is 1";
+        let rule = "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1";
         let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, ..PubResponse::default() };
         match publish.qos {
             QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
@@ -94,7 +94,7 @@ impl ShardCore {
         let aliases = connection.topic_aliases.get_or_insert_with(|| vec![None; usize::from(alias_max)].into_boxed_slice());
         let slot = &mut aliases[usize::from(alias - 1)];
         if publish.topic.is_empty() {
-            return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-1] topic alias used before it was set"));
+            return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
         }
         *slot = Some(publish.topic.clone());
         Ok(publish.topic.clone())

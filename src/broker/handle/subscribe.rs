@@ -54,7 +54,8 @@ impl ShardCore {
         if validate_topic_filter(filter).is_err() {
             return Err(ReasonCode::TOPIC_FILTER_INVALID);
         }
-        if matches!(parse_shared_subscription(filter), Ok(Some(_))) {
+        let shared = matches!(parse_shared_subscription(filter), Ok(Some(_)));
+        if shared && !settings.shared_subscriptions_available {
             return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
         }
         if !settings.wildcard_subscriptions_available && filter.contains(['+', '#']) {
@@ -79,7 +80,9 @@ impl ShardCore {
                 session.filters.push(filter.clone());
             }
         }
+        // No retained messages on a shared subscription (v5 section 4.8.2): the group, not the member, subscribed.
         let send_retained = match options.retain_handling {
+            _ if shared => false,
             0 => true,
             1 => outcome.new_subscription,
             _ => false,

@@ -1,5 +1,5 @@
 //! UNSUBSCRIBE: each filter removed (0x11 in the v5 UNSUBACK when there was no such subscription
-//! [MQTT-3.11.3-1]); other shards told when this shard lost its last subscriber of a filter.
+//! (v5 section 3.11.3)); other shards told when this shard lost its last subscriber of a filter.
 
 use super::super::core::ShardCore;
 use super::super::message::ConnId;
