@@ -36,7 +36,7 @@ pub struct ShardCore {
     pub(super) timers: TimerWheel<TimerKey>,
     pub(super) actions: VecDeque<Action>,
     /// Final frames of connections we closed, until the runtime takes them after `Action::Close`.
-    pub(super) closing: Vec<(ConnId, Instant, VecDeque<Bytes>)>,
+    pub(super) closing: AHashMap<ConnId, (Instant, VecDeque<Bytes>)>,
     /// Scratch buffer frames are encoded into and split off from.
     pub(super) encode_buf: BytesMut,
     pub(super) fanout_headers: FanoutHeaders,
@@ -60,7 +60,7 @@ impl ShardCore {
             interest: InterestTrie::default(),
             timers: TimerWheel::default(),
             actions: VecDeque::new(),
-            closing: Vec::new(),
+            closing: AHashMap::new(),
             encode_buf: BytesMut::new(),
             fanout_headers: FanoutHeaders::default(),
             next_conn_id: 0,
@@ -135,7 +135,7 @@ impl ShardCore {
     /// Fires due deadlines: connect timeout, keep-alive, will delay, session expiry.
     pub fn tick(&mut self, now: Instant) {
         self.fire_timers(now);
-        self.closing.retain(|(_, closed_at, _)| now.saturating_duration_since(*closed_at).as_secs() < 5);
+        self.closing.retain(|_, (closed_at, _)| now.saturating_duration_since(*closed_at).as_secs() < 5);
     }
 
     /// When `tick` next has work to do.
@@ -164,8 +164,7 @@ impl ShardCore {
             connection.write_requested = false;
             return;
         }
-        if let Some(index) = self.closing.iter().position(|(closed, _, _)| *closed == conn) {
-            let (_, _, queue) = self.closing.swap_remove(index);
+        if let Some((_, queue)) = self.closing.remove(&conn) {
             frames.extend(queue);
         }
     }

@@ -30,6 +30,11 @@ impl ShardCore {
     /// Routes a message published by a client (or a will) of this shard. Returns whether any subscriber
     /// anywhere matched (v5 PUBACK 0x10 otherwise).
     pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
+        // A retained message is stored by every shard: one owned copy for all, not a read-buffer slice.
+        let message = match message.retain && self.settings.retain_available {
+            true => message.owned_copy().unwrap_or(message),
+            false => message,
+        };
         let mut shards = ShardSet::default();
         let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
         self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push((group.share.clone(), group.shards.clone())));

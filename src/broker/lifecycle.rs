@@ -65,14 +65,14 @@ impl ShardCore {
         }
         let client_id = phase.session_key().and_then(|key| self.sessions.get(key)).map(|session| session.client_id.clone());
         match &reason {
-            CloseReason::ClientDisconnect { .. } | CloseReason::SocketClosed => {
+            CloseReason::ClientDisconnect { .. } | CloseReason::SocketClosed | CloseReason::ServerShutdown => {
                 debug!(shard = self.shard, client_id = ?client_id, ?reason, "client disconnected")
             }
             _ => info!(shard = self.shard, client_id = ?client_id, ?reason, "closing connection"),
         }
         let Some(connection) = self.connections.remove(&conn) else { return };
         if !matches!(reason, CloseReason::SocketClosed) {
-            self.closing.push((conn, now, connection.out_queue));
+            self.closing.insert(conn, (now, connection.out_queue));
             self.actions.push_back(Action::Close(conn));
         }
         if let Phase::Connected(key) = phase {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::owned::{owned_bytes, owned_str};
 use crate::protocol::{ByteStr, EncodeError, EncodedPublish, Properties, QoS};
 
 /// Index of a shard (0..shard_count).
@@ -83,6 +84,14 @@ impl Message {
     ) -> Result<Arc<Message>, EncodeError> {
         let encoded = EncodedPublish::new(&topic, &properties, payload.clone())?;
         Ok(Arc::new(Message { topic, payload, qos, retain, properties, expires_at, origin, encoded }))
+    }
+
+    /// A copy holding its own topic and payload (not slices of a read buffer), for long-term storage.
+    /// Its properties are already owned (see `owned_forwarded_properties`).
+    pub fn owned_copy(&self) -> Result<Arc<Message>, EncodeError> {
+        let (topic, payload) = (owned_str(&self.topic), owned_bytes(&self.payload));
+        let properties = self.properties.clone();
+        Message::new(topic, payload, self.qos, self.retain, properties, self.expires_at, self.origin)
     }
 
     /// Bytes a queued copy of this message accounts for in the session queue bound.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod mesh;
 mod message;
 mod outbound;
+mod owned;
 mod retain;
 mod session;
 mod settings;

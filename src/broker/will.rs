@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::message::{Message, Origin};
+use super::owned::{owned_bytes, owned_forwarded_properties, owned_str};
 use crate::protocol::{EncodeError, Properties, Will};
 
 #[derive(Debug)]
@@ -20,8 +21,18 @@ pub struct PendingWill {
 }
 
 impl PendingWill {
-    pub fn new(will: Will) -> Self {
+    /// Keeps a copy of the CONNECT's will (not slices of the read buffer).
+    pub fn new(will: &Will) -> Self {
         let delay_secs = will.properties.will_delay_interval_secs.unwrap_or(0);
+        let mut properties = owned_forwarded_properties(&will.properties);
+        properties.message_expiry_interval_secs = will.properties.message_expiry_interval_secs;
+        let will = Will {
+            topic: owned_str(&will.topic),
+            payload: owned_bytes(&will.payload),
+            qos: will.qos,
+            retain: will.retain,
+            properties,
+        };
         PendingWill { will, delay_secs, publish_at: None }
     }
 
@@ -31,19 +42,7 @@ impl PendingWill {
         let expires_at = properties
             .message_expiry_interval_secs
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        Message::new(topic, payload, qos, retain, forwarded_properties(properties), expires_at, origin)
-    }
-}
-
-/// The properties of a published message that travel with it to subscribers (v5 section 3.3.2.3): the
-/// per-hop ones (topic alias, subscription identifiers, expiry, will delay) are dropped.
-pub fn forwarded_properties(properties: Properties) -> Properties {
-    Properties {
-        payload_format_indicator: properties.payload_format_indicator,
-        content_type: properties.content_type,
-        response_topic: properties.response_topic,
-        correlation_data: properties.correlation_data,
-        user_properties: properties.user_properties,
-        ..Properties::default()
+        let properties = Properties { message_expiry_interval_secs: None, ..properties };
+        Message::new(topic, payload, qos, retain, properties, expires_at, origin)
     }
 }

@@ -13,6 +13,7 @@ use super::super::inflight::InflightState;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
 use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
+use super::super::owned::owned_str;
 use super::super::will::PendingWill;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
@@ -41,12 +42,12 @@ impl ShardCore {
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
         let negotiated = self.negotiate(&connect);
-        let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| connect.client_id.clone());
+        let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| owned_str(&connect.client_id));
         self.configure_connection(conn, &connect, negotiated.keepalive_secs);
         let (key, session_present) = self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
         let connack = self.connack(&connect, session_present, negotiated);
         if let Some(session) = self.sessions.get_mut(key) {
-            session.will = connect.will.map(|will| Box::new(PendingWill::new(will)));
+            session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
         self.send(conn, &Packet::ConnAck(connack));
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");

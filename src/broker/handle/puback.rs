@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::trace;
 
 use super::super::core::ShardCore;
 use super::super::inflight::AckOutcome;
@@ -13,7 +13,7 @@ impl ShardCore {
     pub(in crate::broker) fn handle_puback(&mut self, key: SessionKey, ack: PubResponse, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else { return };
         if session.inflight.puback(ack.packet_id) == AckOutcome::UnknownPacketId {
-            debug!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for no inflight QoS 1 PUBLISH, ignored");
+            trace!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for no inflight QoS 1 PUBLISH, ignored");
         }
         self.drain_queue(key, now);
     }

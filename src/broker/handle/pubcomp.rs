@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::trace;
 
 use super::super::core::ShardCore;
 use super::super::inflight::AckOutcome;
@@ -13,7 +13,7 @@ impl ShardCore {
     pub(in crate::broker) fn handle_pubcomp(&mut self, key: SessionKey, comp: PubResponse, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else { return };
         if session.inflight.pubcomp(comp.packet_id) == AckOutcome::UnknownPacketId {
-            debug!(client_id = %session.client_id, packet_id = comp.packet_id, "PUBCOMP for no released QoS 2 PUBLISH, ignored");
+            trace!(client_id = %session.client_id, packet_id = comp.packet_id, "PUBCOMP for no released QoS 2 PUBLISH, ignored");
         }
         self.drain_queue(key, now);
     }

@@ -10,7 +10,7 @@ use tracing::{trace, warn};
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
 use super::super::session::SessionKey;
-use super::super::will::forwarded_properties;
+use super::super::owned::{owned_forwarded_properties, owned_str};
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, Packet, PubResponse, Publish, QoS, ReasonCode};
 
@@ -96,7 +96,7 @@ impl ShardCore {
         if publish.topic.is_empty() {
             return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
         }
-        *slot = Some(publish.topic.clone());
+        *slot = Some(owned_str(&publish.topic));
         Ok(publish.topic.clone())
     }
 
@@ -119,7 +119,7 @@ impl ShardCore {
         let expires_at = properties.message_expiry_interval_secs.map(|secs| now + Duration::from_secs(u64::from(secs)));
         trace!(shard = self.shard, %topic, ?qos, retain, bytes = payload.len(), "publish");
         let origin = Origin { shard: self.shard, conn: Some(conn) };
-        Message::new(topic, payload, qos, retain, forwarded_properties(properties), expires_at, origin)
+        Message::new(topic, payload, qos, retain, owned_forwarded_properties(&properties), expires_at, origin)
             .map_err(|err| warn!(shard = self.shard, error = %err, "PUBLISH cannot be re-encoded, dropped"))
             .ok()
     }

@@ -11,6 +11,7 @@ use smallvec::smallvec;
 use super::super::core::ShardCore;
 use super::super::delivery::Delivery;
 use super::super::message::{ConnId, Message, MeshMessage};
+use super::super::owned::owned_str;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
 use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
@@ -23,6 +24,8 @@ impl ShardCore {
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
         for (filter, options) in &subscribe.filters {
+            // Kept in the session, trie groups and mesh messages: a copy, not a slice of the read buffer.
+            let filter = &owned_str(filter);
             let reason = match self.subscribe_one(key, filter, *options, subscription_id) {
                 Ok((granted, send_retained)) => {
                     if send_retained {
