@@ -1,0 +1,173 @@
+//! Persistent sessions across reconnects without a broker restart: subscriptions kept, QoS 1/2 messages
+//! queued while offline, in-flight messages redelivered, session present flag, clean start, and the v5
+//! Session Expiry Interval.
+// Test names end in `__mqtt_<spec clause>` so a failure points at the rule broken.
+#![allow(non_snake_case)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
+use support::raw::{self, Level, RawClient};
+use support::{client_id_on_shard, unique, Broker};
+
+#[tokio::test]
+async fn persistent_session_resumes_with_session_present_and_subscriptions__mqtt_3_2_2_2() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        for shard in 0..support::SHARDS {
+            let id = client_id_on_shard("resume", shard);
+            let topic = unique("resume/topic");
+            let options = ClientOptions::persistent(version, &id);
+            let mut first = Client::connect_with(broker.port(), &options).await;
+            assert!(!first.session_present(), "{version:?}: a new session is not present");
+            first.subscribe(&topic, 1).await;
+            first.disconnect().await;
+
+            let mut second = Client::connect_with(broker.port(), &options).await;
+            assert!(second.session_present(), "{version:?}: the stored session must be reported present");
+            let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
+            publisher.publish(&topic, 1, false, "kept").await;
+            let message = second.next_message().await;
+            assert_eq!(message.payload, "kept", "{version:?}: subscription survived the reconnect");
+        }
+    }
+}
+
+#[tokio::test]
+async fn qos1_and_qos2_messages_queued_while_offline_delivered_in_order__mqtt_3_1_2_5() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        let id = unique("offline");
+        let topic = unique("offline/topic");
+        let options = ClientOptions::persistent(version, &id);
+        let mut subscriber = Client::connect_with(broker.port(), &options).await;
+        subscriber.subscribe(&topic, 2).await;
+        subscriber.disconnect().await;
+
+        let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
+        for i in 0..10 {
+            publisher.publish(&topic, 1 + i % 2, false, format!("queued {i}")).await;
+        }
+        let mut subscriber = Client::connect_with(broker.port(), &options).await;
+        assert!(subscriber.session_present());
+        let received = subscriber.next_messages(10).await;
+        for (i, message) in received.iter().enumerate() {
+            assert_eq!(message.payload, format!("queued {i}").as_bytes(), "{version:?}");
+            assert_eq!(message.qos, 1 + (i as u8) % 2, "{version:?}");
+        }
+        subscriber.expect_no_message().await;
+    }
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_redelivered_with_dup_on_reconnect__mqtt_4_4_0_1() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        let id = unique("redeliver");
+        let topic = unique("redeliver/topic");
+        let options = ClientOptions { manual_acks: true, ..ClientOptions::persistent(version, &id) };
+        let mut subscriber = Client::connect_with(broker.port(), &options).await;
+        subscriber.subscribe(&topic, 1).await;
+        let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
+        publisher.publish(&topic, 1, false, "not acked").await;
+        let first = subscriber.next_message().await;
+        assert!(!first.dup);
+        subscriber.drop_connection().await; // never sent the PUBACK
+
+        let mut subscriber = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
+        let again = subscriber.next_message().await;
+        assert_eq!(again.payload, "not acked", "{version:?}");
+        assert!(again.dup, "{version:?}: a resent PUBLISH must have DUP set [MQTT-3.3.1-1]");
+        subscriber.expect_no_message().await;
+    }
+}
+
+#[tokio::test]
+async fn clean_session_discards_stored_session__mqtt_3_1_2_6() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        let id = unique("discard");
+        let topic = unique("discard/topic");
+        let mut subscriber = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
+        subscriber.subscribe(&topic, 1).await;
+        subscriber.disconnect().await;
+        let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
+        publisher.publish(&topic, 1, false, "queued for the old session").await;
+
+        let mut clean = Client::connect_with(broker.port(), &ClientOptions::clean(version, &id)).await;
+        assert!(!clean.session_present(), "{version:?}: clean start must report no session");
+        clean.expect_no_message().await;
+        publisher.publish(&topic, 1, false, "after clean start").await;
+        clean.expect_no_message().await;
+    }
+}
+
+#[tokio::test]
+async fn v311_clean_session_connection_leaves_no_session_behind__mqtt_3_1_2_6() {
+    let broker = Broker::start();
+    let id = unique("transient");
+    let topic = unique("transient/topic");
+    let mut first = Client::connect_with(broker.port(), &ClientOptions::clean(Version::V311, &id)).await;
+    first.subscribe(&topic, 1).await;
+    first.disconnect().await;
+    let mut publisher = Client::connect(broker.port(), Version::V311, &unique("pub")).await;
+    publisher.publish(&topic, 1, false, "nobody home").await;
+    let mut second = Client::connect_with(broker.port(), &ClientOptions::persistent(Version::V311, &id)).await;
+    assert!(!second.session_present());
+    second.expect_no_message().await;
+}
+
+#[tokio::test]
+async fn v5_session_expiry_zero_ends_session_at_disconnect__mqtt_3_1_2_23() {
+    let broker = Broker::start();
+    let id = unique("expiry0");
+    let topic = unique("expiry0/topic");
+    let no_expiry = ClientOptions { session_expiry_secs: None, ..ClientOptions::persistent(Version::V5, &id) };
+    let mut first = Client::connect_with(broker.port(), &no_expiry).await;
+    first.subscribe(&topic, 1).await;
+    first.disconnect().await;
+    let mut publisher = Client::connect(broker.port(), Version::V5, &unique("pub")).await;
+    publisher.publish(&topic, 1, false, "session gone").await;
+    let mut second = Client::connect_with(broker.port(), &no_expiry).await;
+    assert!(!second.session_present(), "expiry 0: the session ended with the connection");
+    second.expect_no_message().await;
+}
+
+#[tokio::test]
+async fn v5_session_expires_after_its_interval__mqtt_3_1_2_23() {
+    let broker = Broker::start();
+    let id = unique("expiry1");
+    let one_second = ClientOptions { session_expiry_secs: Some(1), ..ClientOptions::persistent(Version::V5, &id) };
+    let mut first = Client::connect_with(broker.port(), &one_second).await;
+    first.subscribe(&unique("expiry1/topic"), 1).await;
+    first.disconnect().await;
+    // Within the interval the session is still there...
+    let resumed = Client::connect_with(broker.port(), &one_second).await;
+    assert!(resumed.session_present(), "reconnected within the expiry interval");
+    resumed.disconnect().await;
+    // ...and after it, gone. Mosquitto checks expiries about once a second, hence the margin.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let late = Client::connect_with(broker.port(), &one_second).await;
+    assert!(!late.session_present(), "session must have expired after 1 s offline");
+}
+
+#[tokio::test]
+async fn v5_disconnect_can_set_session_expiry_to_zero__mqtt_3_14_2_2() {
+    let broker = Broker::start();
+    let id = unique("disconnect-expiry");
+    // Raw bytes: rumqttc cannot put a Session Expiry Interval in DISCONNECT.
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let session_expiry_300_secs = [0x11, 0, 0, 0x01, 0x2C];
+    client.handshake(&raw::connect_with(5, &id, false, 30, None, &session_expiry_300_secs)).await;
+    client.send(&raw::subscribe(Level::V5, 1, &[("some/topic", 1)])).await;
+    client.expect_packet().await;
+    let session_expiry_zero = [0x11, 0, 0, 0, 0];
+    let mut disconnect_body = vec![0x00];
+    disconnect_body.extend(raw::properties(&session_expiry_zero));
+    client.send(&raw::packet(0xE0, &disconnect_body)).await;
+    client.expect_closed().await;
+    let again = Client::connect_with(broker.port(), &ClientOptions::persistent(Version::V5, &id)).await;
+    assert!(!again.session_present(), "DISCONNECT with Session Expiry Interval 0 ends the session");
+}
