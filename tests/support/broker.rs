@@ -119,6 +119,7 @@ fn start_shardmq(limits: &BrokerLimits) -> Broker {
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "debug");
     }
+    command.env("NO_COLOR", "1"); // plain log text when a failure prints it
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
