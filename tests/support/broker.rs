@@ -40,6 +40,8 @@ pub struct BrokerLimits {
     pub max_packet_size_bytes: Option<u32>,
     /// How long a connection may stay open without sending CONNECT (shardmq only: Mosquitto has no knob).
     pub connect_timeout_secs: Option<u32>,
+    /// Cap on keep-alive, sent to v5 clients as Server Keep Alive.
+    pub keepalive_max_secs: Option<u16>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
 }
@@ -138,6 +140,9 @@ fn shardmq_config(limits: &BrokerLimits) -> String {
     if let Some(bytes) = limits.max_packet_size_bytes {
         mqtt.push_str(&format!("max_packet_size_bytes = {bytes}\n"));
     }
+    if let Some(secs) = limits.keepalive_max_secs {
+        mqtt.push_str(&format!("keepalive_max_secs = {secs}\n"));
+    }
     if let Some(secs) = limits.connect_timeout_secs {
         mqtt.push_str(&format!("connect_timeout_secs = {secs}\n"));
     }
@@ -182,6 +187,9 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     let mut config = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\n");
     if let Some(bytes) = limits.max_packet_size_bytes {
         config.push_str(&format!("max_packet_size {bytes}\n"));
+    }
+    if let Some(secs) = limits.keepalive_max_secs {
+        config.push_str(&format!("max_keepalive {secs}\n"));
     }
     let config_path = write_temp_file("mosquitto", "conf", &config);
     let mut child = Command::new("mosquitto")
