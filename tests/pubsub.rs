@@ -10,7 +10,6 @@ use support::raw::{self, Level, PacketFields, RawClient};
 use support::{spread_client_ids, unique, Broker};
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn delivered_qos_is_minimum_of_publish_and_subscription_qos__mqtt_3_8_4_8() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -37,7 +36,6 @@ async fn delivered_qos_is_minimum_of_publish_and_subscription_qos__mqtt_3_8_4_8(
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn qos2_message_delivered_exactly_once__mqtt_4_3_3() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -73,7 +71,6 @@ async fn burst_arrives_in_order(broker: &Broker, version: Version, qos: u8, coun
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn messages_on_one_topic_arrive_in_publish_order__mqtt_4_6_0_6() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -85,7 +82,6 @@ async fn messages_on_one_topic_arrive_in_publish_order__mqtt_4_6_0_6() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn qos2_burst_beyond_inflight_window_arrives_in_order__mqtt_4_6_0_6() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 stalls QoS 2 messages queued behind 20 in flight") {
@@ -97,7 +93,6 @@ async fn qos2_burst_beyond_inflight_window_arrives_in_order__mqtt_4_6_0_6() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn single_level_wildcard_matches_exactly_one_level__mqtt_4_7_1_3() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -120,7 +115,6 @@ async fn single_level_wildcard_matches_exactly_one_level__mqtt_4_7_1_3() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn multi_level_wildcard_matches_parent_and_all_children__mqtt_4_7_1_2() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -141,7 +135,6 @@ async fn multi_level_wildcard_matches_parent_and_all_children__mqtt_4_7_1_2() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn dollar_topics_not_matched_by_leading_wildcards__mqtt_4_7_2_1() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -163,7 +156,6 @@ async fn dollar_topics_not_matched_by_leading_wildcards__mqtt_4_7_2_1() {
 /// Two subscriptions of one client match a message: it arrives once per subscription or once with the
 /// highest QoS of them [MQTT-3.3.4-2]; never with a lower QoS, never more often than there are matches.
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn overlapping_subscriptions_deliver_with_highest_qos__mqtt_3_3_4_2() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -191,7 +183,6 @@ async fn next_message_if_any(client: &mut Client) -> Option<support::any_version
 /// 16 publishers and 16 subscribers spread over both shards: each message crosses shards to some
 /// subscribers and stays local for others.
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn publishers_and_subscribers_on_every_shard_all_receive__mqtt_3_3_4() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -226,7 +217,6 @@ async fn publishers_and_subscribers_on_every_shard_all_receive__mqtt_3_3_4() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn unsubscribe_stops_delivery__mqtt_3_10_4_1() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
@@ -243,7 +233,6 @@ async fn unsubscribe_stops_delivery__mqtt_3_10_4_1() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn suback_has_one_code_per_filter_in_order__mqtt_3_9_3_1() {
     let broker = Broker::start();
     for level in [Level::V311, Level::V5] {
@@ -257,7 +246,7 @@ async fn suback_has_one_code_per_filter_in_order__mqtt_3_9_3_1() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
+#[ignore = "shardmq bug: invalid filter closes the connection instead of SUBACK 0x80"]
 async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x80") {
@@ -272,7 +261,7 @@ async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
+#[ignore = "shardmq bug: invalid filter gets DISCONNECT 0x8F instead of SUBACK 0x8F"]
 async fn v5_invalid_filter_gets_suback_0x8f__mqtt_3_9_3_1() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x8F") {
@@ -287,7 +276,6 @@ async fn v5_invalid_filter_gets_suback_0x8f__mqtt_3_9_3_1() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn v5_unsuback_success_and_no_subscription_existed_0x11__mqtt_3_11_3_1() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
@@ -301,7 +289,6 @@ async fn v5_unsuback_success_and_no_subscription_existed_0x11__mqtt_3_11_3_1() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn v311_unsuback_echoes_packet_id__mqtt_3_10_4_4() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V311).await;
@@ -313,7 +300,6 @@ async fn v311_unsuback_echoes_packet_id__mqtt_3_10_4_4() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq does not serve MQTT yet; run on Mosquitto with --include-ignored"]
 async fn v311_and_v5_clients_exchange_messages_both_ways__mqtt_3_3_4() {
     let broker = Broker::start();
     let topic = unique("mixed");
