@@ -405,3 +405,24 @@ fn qos0_fanout_with_shared_headers_decodes_for_each_protocol_family() {
         assert_eq!(contents(&broker.recv_publishes(*client)), vec![("fan".into(), "shared".into())]);
     }
 }
+
+#[test]
+fn server_sends_topic_alias_when_client_allows_and_topic_only_once() {
+    let mut broker = Broker::new(1);
+    let mut request = connect(V5, "aliased", true);
+    request.properties.topic_alias_maximum = Some(1);
+    let (subscriber, _) = broker.connect(request);
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "al/#", QoS::AtMostOnce)));
+    broker.recv(subscriber);
+    let (publisher, _) = broker.connect(connect(V5, "p", true));
+    for topic in ["al/one", "al/one", "al/two", "al/one"] {
+        broker.send(publisher, Packet::Publish(publish(topic, QoS::AtMostOnce, 0, "x")));
+    }
+    let received: Vec<(String, Option<u16>)> = broker
+        .recv_publishes(subscriber)
+        .iter()
+        .map(|publish| (publish.topic.to_string(), publish.properties.topic_alias))
+        .collect();
+    let expected = [("al/one", Some(1)), ("", Some(1)), ("al/two", Some(1)), ("al/one", Some(1))];
+    assert_eq!(received, expected.map(|(topic, alias)| (topic.to_string(), alias)).to_vec());
+}

@@ -24,6 +24,7 @@ mod stats;
 mod subscriptions;
 mod timer_wheel;
 mod timers;
+mod topic_alias;
 mod trie;
 mod will;
 

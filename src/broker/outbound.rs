@@ -10,6 +10,7 @@ use tracing::warn;
 use super::core::ShardCore;
 use super::delivery::Delivery;
 use super::message::{Action, ConnId, Message};
+use super::topic_alias::{AliasPlan, OutgoingAliases, TopicAliases};
 use crate::protocol::{
     encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
 };
@@ -60,7 +61,17 @@ impl ShardCore {
             }
             _ => &message.encoded,
         };
-        let shareable = delivery.qos == QoS::AtMostOnce && delivery.subscription_ids.is_empty() && message.expires_at.is_none();
+        let alias_plan = match connection.outgoing_alias_max {
+            0 => None,
+            alias_max => match &connection.aliases {
+                Some(aliases) => aliases.outgoing.plan(&message.topic),
+                None => OutgoingAliases::new(alias_max).plan(&message.topic),
+            },
+        };
+        let shareable = delivery.qos == QoS::AtMostOnce
+            && delivery.subscription_ids.is_empty()
+            && message.expires_at.is_none()
+            && alias_plan.is_none();
         if shareable {
             if let Some(header) = self.fanout_headers.get(message, version.is_v5(), delivery.retain) {
                 if header.len() + message.payload.len() > max_packet_size {
@@ -79,12 +90,15 @@ impl ShardCore {
             dup,
             packet_id,
             subscription_identifiers: &delivery.subscription_ids,
-            topic_alias: None,
-            omit_topic: false,
+            topic_alias: alias_plan.map(|plan| plan.alias),
+            omit_topic: alias_plan.is_some_and(|plan| plan.known),
         };
         let frame = encoded.frame(version, &receiver, &mut self.encode_buf).map_err(|_| PublishRefused::TooLarge)?;
         if frame.len() > max_packet_size {
             return Err(PublishRefused::TooLarge);
+        }
+        if let Some(plan) = alias_plan {
+            self.commit_alias(conn, &message.topic, plan);
         }
         if shareable {
             self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
@@ -94,6 +108,13 @@ impl ShardCore {
             self.queue_frame(conn, frame.payload);
         }
         Ok(())
+    }
+
+    fn commit_alias(&mut self, conn: ConnId, topic: &ByteStr, plan: AliasPlan) {
+        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let alias_max = connection.outgoing_alias_max;
+        let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
+        aliases.outgoing.commit(topic, plan);
     }
 
     /// A v5 Reason String, unless turned off in the settings.

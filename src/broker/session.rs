@@ -139,7 +139,7 @@ mod tests {
     /// Measured on x86_64: 208 bytes (client id `Bytes` 32, inflight and queue `VecDeque`s 32 each, filters
     /// `Vec` 24, expiry `Option<Instant>` 16, the rest scalars and the will `Box`), none of it allocated
     /// while the session is idle with nothing queued. Per connected idle client the core then holds about
-    /// 104 (connection + map key) + 24 (timer entry) + 208 (session slab slot) + 36 (client id index)
+    /// 96 (connection + map key) + 24 (timer entry) + 208 (session slab slot) + 36 (client id index)
     /// bytes plus the client id's own bytes: roughly 0.4 KiB.
     #[test]
     fn idle_session_state_is_small() {

@@ -10,6 +10,7 @@ use tracing::{trace, warn};
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
 use super::super::session::SessionKey;
+use super::super::topic_alias::TopicAliases;
 use super::super::owned::{owned_forwarded_properties, owned_str};
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, Packet, PubResponse, Publish, QoS, ReasonCode};
@@ -91,8 +92,12 @@ impl ShardCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return Err((ReasonCode::PROTOCOL_ERROR, "connection gone"));
         };
-        let aliases = connection.topic_aliases.get_or_insert_with(|| vec![None; usize::from(alias_max)].into_boxed_slice());
-        let slot = &mut aliases[usize::from(alias - 1)];
+        let outgoing_alias_max = connection.outgoing_alias_max;
+        let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(outgoing_alias_max)));
+        if aliases.incoming.len() < usize::from(alias) {
+            aliases.incoming.resize(usize::from(alias), None);
+        }
+        let slot = &mut aliases.incoming[usize::from(alias - 1)];
         if publish.topic.is_empty() {
             return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
         }
