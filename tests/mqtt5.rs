@@ -1,7 +1,7 @@
 //! MQTT 5 features with a real v5 client (rumqttc) and raw bytes where a client library will not misbehave:
 //! topic aliases, subscription identifiers, No Local, Retain As Published, Retain Handling, Receive
 //! Maximum, the client's Maximum Packet Size, request/response and user properties, Payload Format
-//! Indicator, message expiry, CONNACK announcements, shared subscriptions, enhanced authentication.
+//! Indicator, message expiry, CONNACK announcements, enhanced authentication.
 // Test names end in `__mqtt_<spec clause>` so a failure points at the rule broken.
 #![allow(non_snake_case)]
 
@@ -353,33 +353,7 @@ async fn retained_message_expires__mqtt_3_3_2_5() {
     subscriber.expect_no_publish().await;
 }
 
-// ---- Shared subscriptions, authentication ----
-
-#[tokio::test]
-#[ignore = "needs shared subscriptions, issue 5"]
-async fn shared_subscription_delivers_each_message_to_one_member__mqtt_4_8_2() {
-    let broker = Broker::start();
-    let topic = unique("shared");
-    let filter = format!("$share/group/{topic}");
-    let mut members = Vec::new();
-    for id in support::spread_client_ids("member", 4) {
-        let mut member = V5Client::connect(v5::options(broker.port(), &id)).await;
-        member.subscribe(&filter, QoS::AtLeastOnce).await;
-        members.push(member);
-    }
-    let mut publisher = client(&broker, "pub").await;
-    for i in 0..20 {
-        publisher.publish(&topic, QoS::AtLeastOnce, false, format!("{i}")).await;
-    }
-    let mut received = Vec::new();
-    for member in &mut members {
-        while let Ok(publish) = tokio::time::timeout(support::SILENCE, member.next_publish()).await {
-            received.push(String::from_utf8_lossy(&publish.payload).parse::<u32>().expect("numeric"));
-        }
-    }
-    received.sort();
-    assert_eq!(received, (0..20).collect::<Vec<_>>(), "each message exactly once across the group");
-}
+// ---- Enhanced authentication ----
 
 #[tokio::test]
 async fn unknown_authentication_method_refused_0x8c__mqtt_4_12_0_1() {
@@ -391,4 +365,30 @@ async fn unknown_authentication_method_refused_0x8c__mqtt_4_12_0_1() {
     let packets = client.expect_closed().await;
     assert_eq!(packets.len(), 1, "one CONNACK then close: {packets:?}");
     assert_eq!(packets[0].connack().1, 0x8C, "Bad authentication method");
+}
+
+// ---- Server capabilities from config ----
+
+#[tokio::test]
+async fn maximum_qos_1_announced_qos2_subscribe_downgraded_qos2_publish_refused_0x9b__mqtt_3_2_2_11() {
+    let broker = Broker::start_with(&BrokerLimits { max_qos: Some(1), ..Default::default() });
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
+    assert_eq!(connack.properties.maximum_qos, Some(1));
+    client.send(&raw::subscribe(Level::V5, 1, &[("a/b", 2)])).await;
+    assert_eq!(client.expect_packet().await.ack_reasons(), vec![1], "QoS 2 subscription granted QoS 1");
+    client.send(&raw::publish(Level::V5, "a/b", 2, false, 2, b"x")).await;
+    client.expect_disconnect_and_close(0x9B).await;
+}
+
+#[tokio::test]
+async fn retain_unavailable_announced_and_retained_publish_refused_0x9a__mqtt_3_2_2_14() {
+    let broker = Broker::start_with(&BrokerLimits { retain_available: Some(false), ..Default::default() });
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
+    assert_eq!(connack.properties.retain_available, Some(0));
+    client.send(&raw::publish(Level::V5, "a/b", 0, true, 0, b"x")).await;
+    client.expect_disconnect_and_close(0x9A).await;
 }

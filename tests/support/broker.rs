@@ -42,6 +42,10 @@ pub struct BrokerLimits {
     pub connect_timeout_secs: Option<u32>,
     /// Cap on keep-alive, sent to v5 clients as Server Keep Alive.
     pub keepalive_max_secs: Option<u16>,
+    /// Highest QoS granted and accepted (v5 Maximum QoS).
+    pub max_qos: Option<u8>,
+    /// v5 Retain Available: false refuses retained PUBLISHes.
+    pub retain_available: Option<bool>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
 }
@@ -80,26 +84,34 @@ impl Broker {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
-    fn stop(&mut self) {
+    /// Sends SIGTERM and waits for the broker to exit; None if it had to be killed.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: plain kill(2) on the child we spawned and have not yet reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             thread::sleep(Duration::from_millis(10));
         }
         eprintln!("broker pid {pid} ignored SIGTERM for {SHUTDOWN_GRACE:?}; killing it");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        None
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.stop();
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
         if thread::panicking() {
             eprintln!("---- {:?} broker log (port {}) ----\n{}", self.kind, self.port, self.log());
         }
@@ -142,6 +154,12 @@ fn shardmq_config(limits: &BrokerLimits) -> String {
     }
     if let Some(secs) = limits.keepalive_max_secs {
         mqtt.push_str(&format!("keepalive_max_secs = {secs}\n"));
+    }
+    if let Some(qos) = limits.max_qos {
+        mqtt.push_str(&format!("max_qos = {qos}\n"));
+    }
+    if let Some(available) = limits.retain_available {
+        mqtt.push_str(&format!("retain_available = {available}\n"));
     }
     if let Some(secs) = limits.connect_timeout_secs {
         mqtt.push_str(&format!("connect_timeout_secs = {secs}\n"));
@@ -190,6 +208,12 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     }
     if let Some(secs) = limits.keepalive_max_secs {
         config.push_str(&format!("max_keepalive {secs}\n"));
+    }
+    if let Some(qos) = limits.max_qos {
+        config.push_str(&format!("max_qos {qos}\n"));
+    }
+    if let Some(available) = limits.retain_available {
+        config.push_str(&format!("retain_available {available}\n"));
     }
     let config_path = write_temp_file("mosquitto", "conf", &config);
     let mut child = Command::new("mosquitto")
