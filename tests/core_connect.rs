@@ -233,3 +233,40 @@ fn publish_qos_above_maximum_disconnects_0x9b_mqtt_3_2_2_11() {
         other => panic!("expected DISCONNECT 0x9B, got {other:?}"),
     }
 }
+
+#[test]
+fn configured_server_reference_redirects_v5_0x9c_and_refuses_v3() {
+    let settings = BrokerSettings { server_reference: Some("other.example:1883".into()), ..BrokerSettings::default() };
+    let mut broker = Broker::with_settings(1, settings);
+    let (v5, connack) = broker.connect(connect(V5, "moved5", true));
+    assert_eq!(connack.reason, ReasonCode::USE_ANOTHER_SERVER);
+    assert_eq!(connack.properties.server_reference.as_deref(), Some("other.example:1883"));
+    assert!(broker.is_closed(v5));
+    let (v3, connack) = broker.connect(connect(V311, "moved3", true));
+    assert_eq!(connack.reason, ReasonCode::SERVER_UNAVAILABLE, "return code 3");
+    assert!(broker.is_closed(v3));
+}
+
+#[test]
+fn session_limit_refuses_new_sessions_with_server_busy_but_not_resumes() {
+    let mut broker = Broker::with_settings(1, BrokerSettings { sessions_per_shard_max: 1, ..BrokerSettings::default() });
+    let (first, _) = broker.connect(connect(V311, "only", false));
+    let (busy, connack) = broker.connect(connect(V5, "another", true));
+    assert_eq!(connack.reason, ReasonCode::SERVER_BUSY);
+    assert!(broker.is_closed(busy));
+    broker.lose(first);
+    let (_, connack) = broker.connect(connect(V311, "only", false));
+    assert_eq!(connack.reason, ReasonCode::SUCCESS, "resuming needs no new session");
+    assert!(connack.session_present);
+}
+
+#[test]
+fn v5_keepalive_zero_gets_server_keep_alive_when_capped() {
+    let mut broker = Broker::with_settings(1, BrokerSettings { keepalive_max_secs: 60, ..BrokerSettings::default() });
+    let (_, connack) = broker.connect(connect(V5, "forever", true));
+    assert_eq!(connack.properties.server_keep_alive_secs, Some(60));
+    let (v3, connack) = broker.connect(connect(V311, "forever3", true));
+    assert!(connack.properties.is_empty());
+    broker.advance(Duration::from_secs(600));
+    assert!(!broker.is_closed(v3), "a 3.1.1 client cannot be told: its keep-alive 0 stands");
+}

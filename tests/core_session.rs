@@ -305,3 +305,12 @@ fn shutdown_sends_0x8b_to_v5_and_closes_all() {
     assert!(broker.recv(v3).is_empty());
     assert!(broker.is_closed(v5) && broker.is_closed(v3));
 }
+
+#[test]
+fn v5_disconnect_with_error_reason_publishes_will() {
+    let mut broker = Broker::new(2);
+    let (watcher, client) = will_setup(&mut broker, with_will(V5, "failing", None));
+    let disconnect = Disconnect { reason: ReasonCode::UNSPECIFIED_ERROR, ..Disconnect::default() };
+    broker.send(client, Packet::Disconnect(disconnect));
+    assert_eq!(broker.recv_publishes(watcher).len(), 1, "only 0x00 discards the will");
+}

@@ -19,7 +19,7 @@ use crate::protocol::{ByteStr, ReasonCode};
 pub enum CloseReason {
     /// EOF or socket error seen by the runtime (it closes the socket itself).
     SocketClosed,
-    /// The client sent DISCONNECT; v5 reason 0x04 asks for the will anyway.
+    /// The client sent DISCONNECT; any v5 reason but 0x00 keeps the will.
     ClientDisconnect { publish_will: bool },
     /// The client broke a rule; v5 clients get DISCONNECT with `reason` after CONNACK.
     ProtocolError { reason: ReasonCode, detail: Cow<'static, str> },

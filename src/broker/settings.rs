@@ -35,6 +35,12 @@ pub struct BrokerSettings {
     pub wildcard_subscriptions_available: bool,
     pub subscription_identifiers_available: bool,
     pub shared_subscriptions_available: bool,
+    /// Most sessions (connected or not) one shard keeps; a CONNECT needing a new one beyond it is refused
+    /// with Server Busy (3.x: return code 3).
+    pub sessions_per_shard_max: usize,
+    /// When set, every v5 client is refused with 0x9C Use Another Server and this Server Reference, and
+    /// 3.x clients with return code 3 (a configured redirect, v5 section 4.11).
+    pub server_reference: Option<String>,
     /// Longest client identifier accepted.
     pub client_id_max_bytes: usize,
     /// Most topic filters one session may hold.
@@ -64,6 +70,8 @@ impl Default for BrokerSettings {
             wildcard_subscriptions_available: true,
             subscription_identifiers_available: true,
             shared_subscriptions_available: true,
+            sessions_per_shard_max: 1_000_000,
+            server_reference: None,
             client_id_max_bytes: 256,
             subscriptions_per_session_max: 1000,
             reason_strings: true,

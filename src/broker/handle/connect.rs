@@ -38,7 +38,7 @@ impl ShardCore {
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.version = Some(connect.version);
         }
-        if let Err(refusal) = self.check_connect(&connect) {
+        if let Err(refusal) = self.check_connect(&connect).and_then(|()| self.check_capacity(&connect)) {
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
         let negotiated = self.negotiate(&connect);
@@ -86,9 +86,25 @@ impl ShardCore {
         Ok(())
     }
 
+    /// Refusals that are about this server, not the client: a configured redirect, or no room for a session.
+    fn check_capacity(&self, connect: &Connect) -> Result<(), Refusal> {
+        if self.settings.server_reference.is_some() {
+            return Err(Refusal { reason: ReasonCode::USE_ANOTHER_SERVER, rule: "clients are redirected (server_reference)" });
+        }
+        let existing = self.sessions.find(&connect.client_id).is_some();
+        if !existing && self.sessions.len() >= self.settings.sessions_per_shard_max {
+            return Err(Refusal { reason: ReasonCode::SERVER_BUSY, rule: "sessions_per_shard_max reached" });
+        }
+        Ok(())
+    }
+
     fn refuse_connect(&mut self, conn: ConnId, client_id: &ByteStr, refusal: Refusal, now: Instant) {
         warn!(shard = self.shard, %client_id, reason = %refusal.reason, "{}, CONNECT refused", refusal.rule);
-        let properties = Properties { reason_string: self.reason_string(refusal.rule), ..Properties::default() };
+        let properties = Properties {
+            reason_string: self.reason_string(refusal.rule),
+            server_reference: self.settings.server_reference.as_deref().map(ByteStr::from),
+            ..Properties::default()
+        };
         let connack = ConnAck { session_present: false, reason: refusal.reason, properties };
         self.send(conn, &Packet::ConnAck(connack));
         self.end_connection(conn, CloseReason::ConnectRefused, now);
@@ -97,8 +113,10 @@ impl ShardCore {
     fn negotiate(&mut self, connect: &Connect) -> Negotiated {
         let v5 = connect.version.is_v5();
         let keepalive_max = self.settings.keepalive_max_secs;
-        // A 3.x client cannot be told a shorter keep-alive, so only v5 gets the cap (Server Keep Alive).
-        let server_keep_alive = v5 && connect.keep_alive_secs > keepalive_max;
+        // A 3.x client cannot be told a shorter keep-alive, so only v5 gets the cap (Server Keep Alive),
+        // also when it asked for none.
+        let uncapped = connect.keep_alive_secs == 0 && keepalive_max < u16::MAX;
+        let server_keep_alive = v5 && (connect.keep_alive_secs > keepalive_max || uncapped);
         let keepalive_secs = if server_keep_alive { keepalive_max } else { connect.keep_alive_secs };
         let requested_expiry = match (v5, connect.clean_start) {
             (true, _) => connect.properties.session_expiry_interval_secs.unwrap_or(0),

@@ -1,5 +1,6 @@
-//! DISCONNECT from the client: a normal end, so the will is discarded [MQTT-3.14.4-3] unless a v5 client
-//! asks for it with 0x04; a v5 client may change the session expiry, but not from 0 [MQTT-3.14.2-2].
+//! DISCONNECT from the client: with reason 0x00 (always so in 3.x) the will is discarded [MQTT-3.14.4-3];
+//! any other v5 reason (0x04 Disconnect with Will Message, or an error) leaves it to be published
+//! (v5 section 3.1.2.5). A v5 client may change the session expiry, but not from 0 [MQTT-3.14.2-2].
 
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ impl ShardCore {
             }
             session.expiry_interval_secs = requested.min(expiry_max);
         }
-        let publish_will = disconnect.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        let publish_will = disconnect.reason != ReasonCode::NORMAL_DISCONNECTION;
         self.end_connection(conn, CloseReason::ClientDisconnect { publish_will }, now);
     }
 }
