@@ -48,6 +48,15 @@ pub fn decode_packet(
     let mut packet_bytes = buf.split_to(size_bytes);
     packet_bytes.advance(1 + len_bytes);
     let mut reader = Reader::new(packet_bytes.freeze(), packet_type);
+    if packet_type == PacketType::Publish {
+        // The hot path: fill the packet where it is returned rather than moving a large `Publish` around.
+        let mut decoded = Ok(Some(Packet::Publish(Publish::default())));
+        if let Ok(Some(Packet::Publish(publish))) = &mut decoded {
+            decode_publish(&mut reader, flags, version, publish)?;
+            reader.finish()?;
+        }
+        return decoded;
+    }
     let packet = decode_body(&mut reader, packet_type, flags, version)?;
     reader.finish()?;
     Ok(Some(packet))
@@ -96,7 +105,11 @@ fn decode_body(
     Ok(match packet_type {
         PacketType::Connect => Packet::Connect(Box::new(decode_connect(r)?)),
         PacketType::ConnAck => Packet::ConnAck(decode_connack(r, version)?),
-        PacketType::Publish => Packet::Publish(decode_publish(r, flags, version)?),
+        PacketType::Publish => {
+            let mut publish = Publish::default();
+            decode_publish(r, flags, version, &mut publish)?;
+            Packet::Publish(publish)
+        }
         PacketType::PubAck => Packet::PubAck(decode_pub_response(r, version)?),
         PacketType::PubRec => Packet::PubRec(decode_pub_response(r, version)?),
         PacketType::PubRel => Packet::PubRel(decode_pub_response(r, version)?),
@@ -262,36 +275,33 @@ fn decode_publish(
     r: &mut Reader,
     flags: u8,
     version: ProtocolVersion,
-) -> Result<Publish, DecodeError> {
+    publish: &mut Publish,
+) -> Result<(), DecodeError> {
     let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::PublishQosInvalid)?;
     let dup = flags & 0b1000 != 0;
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::DupOnQos0);
     }
-    let topic = r.string()?;
-    let packet_id = if qos == QoS::AtMostOnce {
-        0
-    } else {
-        packet_id(r)?
-    };
-    let properties = properties_if_v5(r, version, PropertyScope::Publish)?;
-    if topic.is_empty() {
+    publish.topic = r.string()?;
+    if qos != QoS::AtMostOnce {
+        publish.packet_id = packet_id(r)?;
+    }
+    if version.is_v5() {
+        publish.properties.decode_into(r, PropertyScope::Publish)?;
+    }
+    if publish.topic.is_empty() {
         // A zero-length Topic Name is allowed only with a Topic Alias (section 3.3.2.3.4).
-        if properties.topic_alias.is_none() {
+        if publish.properties.topic_alias.is_none() {
             return Err(DecodeError::TopicNameInvalid(TopicError::Empty));
         }
     } else {
-        validate_topic_name(&topic).map_err(DecodeError::TopicNameInvalid)?;
+        validate_topic_name(&publish.topic).map_err(DecodeError::TopicNameInvalid)?;
     }
-    Ok(Publish {
-        dup,
-        qos,
-        retain: flags & 1 != 0,
-        topic,
-        packet_id,
-        properties,
-        payload: r.rest(),
-    })
+    publish.dup = dup;
+    publish.qos = qos;
+    publish.retain = flags & 1 != 0;
+    publish.payload = r.take_rest();
+    Ok(())
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In MQTT 5 the reason code and properties may be left out.

@@ -233,28 +233,37 @@ impl Properties {
         reader: &mut Reader,
         scope: PropertyScope,
     ) -> Result<Properties, DecodeError> {
+        let mut properties = Properties::default();
+        properties.decode_into(reader, scope)?;
+        Ok(properties)
+    }
+
+    /// Like [`Properties::decode`], filling `self` (which starts empty) in place: `Properties` is large, and
+    /// the hot PUBLISH path avoids moving it through return values.
+    pub(crate) fn decode_into(
+        &mut self,
+        reader: &mut Reader,
+        scope: PropertyScope,
+    ) -> Result<(), DecodeError> {
         let len = reader.variable_byte_integer()? as usize;
         if len > reader.remaining() {
             return Err(DecodeError::PropertyLengthOverrun);
         }
-        let mut properties = Properties::default();
         if len == 0 {
-            return Ok(properties);
+            return Ok(());
         }
         let outer_end = reader.limit_to(len);
         while reader.remaining() > 0 {
-            properties
-                .decode_one(reader, scope)
-                .map_err(|err| match err {
-                    DecodeError::UnexpectedEndOfPacket { .. } => DecodeError::PropertyLengthOverrun,
-                    other => other,
-                })?;
+            self.decode_one(reader, scope).map_err(|err| match err {
+                DecodeError::UnexpectedEndOfPacket { .. } => DecodeError::PropertyLengthOverrun,
+                other => other,
+            })?;
         }
         reader.restore_end(outer_end);
-        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+        if self.authentication_data.is_some() && self.authentication_method.is_none() {
             return Err(DecodeError::AuthDataWithoutMethod);
         }
-        Ok(properties)
+        Ok(())
     }
 
     fn decode_one(&mut self, r: &mut Reader, scope: PropertyScope) -> Result<(), DecodeError> {

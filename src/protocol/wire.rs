@@ -1,7 +1,7 @@
 //! The MQTT data representations (section 1.5): a bounds-checked `Reader` over one packet's body that
 //! hands out zero-copy `Bytes` slices, and the matching writers into a `BytesMut`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use super::packet::PacketType;
@@ -147,11 +147,16 @@ impl Reader {
         ByteStr::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
     }
 
-    /// Everything up to the end of the packet (the PUBLISH payload, the Will-less remainder).
-    pub(crate) fn rest(&mut self) -> Bytes {
-        let start = self.pos;
-        self.pos = self.end;
-        self.bytes.slice(start..self.end)
+    /// Everything up to the end of the packet (the PUBLISH payload). Hands over the reader's own reference to
+    /// the packet rather than taking a new one (saving a reference-count round trip); the reader is empty
+    /// afterwards.
+    pub(crate) fn take_rest(&mut self) -> Bytes {
+        let mut rest = std::mem::take(&mut self.bytes);
+        rest.truncate(self.end);
+        rest.advance(self.pos);
+        self.pos = 0;
+        self.end = 0;
+        rest
     }
 
     /// Fails when bytes remain after the last field.
