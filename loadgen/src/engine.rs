@@ -1,0 +1,787 @@
+//! One load thread: an epoll loop (mio) over non-blocking sockets that connects its share of the clients,
+//! publishes on an open-loop schedule, receives and accounts deliveries, and answers the QoS handshakes.
+//!
+//! Reads go into one large per-thread buffer and every complete frame in it is handled before the next
+//! read, so a busy subscriber costs about one syscall per socket buffer rather than one per message.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ns;
+use crate::histogram::{new_latency_histogram, record_us};
+use crate::progress::Progress;
+use crate::sequence::{Arrival, SequenceTracker};
+use crate::stamp::Stamp;
+use crate::timer::TimerFd;
+use crate::wire::{self, Frame, MqttVersion};
+
+/// Value of the start signal that tells a waiting engine to disconnect and give up.
+pub const GO_ABORT: u64 = u64::MAX;
+const TIMER_TOKEN: Token = Token(usize::MAX);
+const READ_BUFFER_BYTES: usize = 512 * 1024;
+/// A publisher stops generating (and catches up later, keeping the intended times) above this backlog.
+const OUT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Packet ids cycle through 1..=65535, so never more than this many QoS>0 publishes in flight.
+const INFLIGHT_MAX: u32 = 65_000;
+
+/// What every connection of a run shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineSettings {
+    pub broker: SocketAddr,
+    pub source_ip: Option<IpAddr>,
+    pub version: MqttVersion,
+    pub qos: u8,
+    pub payload_bytes: usize,
+    pub keepalive_secs: u16,
+    pub clean_start: bool,
+    pub session_expiry_secs: u32,
+    pub connect_concurrency: usize,
+    pub connect_timeout_ns: u64,
+    pub warmup_ns: u64,
+    pub duration_ns: u64,
+    /// Longest wait for in-flight deliveries after the last scheduled send.
+    pub drain_max_ns: u64,
+    /// The drain ends early once nothing arrived for this long and nothing is left to send.
+    pub drain_quiet_ns: u64,
+}
+
+/// What one connection does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Role {
+    /// Sends to `topic` every `period_ns`, the first at t0 + `offset_ns`.
+    Publisher { publisher: u32, topic: String, period_ns: f64, offset_ns: u64 },
+    /// Subscribes to `filter` and accounts what arrives.
+    Subscriber { filter: String },
+    /// Connects, optionally subscribes, and only pings.
+    Idle { filter: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnSpec {
+    pub client_id: String,
+    pub role: Role,
+}
+
+/// Counters of one thread (summed over threads and workers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    pub sent: u64,
+    pub sent_measure: u64,
+    pub acked: u64,
+    /// Distinct deliveries of our messages.
+    pub delivered: u64,
+    pub delivered_measure: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Messages from before this run (retained or queued in a persistent session) or not ours.
+    pub stale: u64,
+    pub pings: u64,
+    pub pongs: u64,
+    pub connections: u64,
+    pub sessions_present: u64,
+    pub connections_lost: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        self.sent += other.sent;
+        self.sent_measure += other.sent_measure;
+        self.acked += other.acked;
+        self.delivered += other.delivered;
+        self.delivered_measure += other.delivered_measure;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.stale += other.stale;
+        self.pings += other.pings;
+        self.pongs += other.pongs;
+        self.connections += other.connections;
+        self.sessions_present += other.sessions_present;
+        self.connections_lost += other.connections_lost;
+    }
+}
+
+/// Everything a thread measured.
+pub struct ThreadReport {
+    pub counters: Counters,
+    pub sent_by_publisher: Vec<(u32, u64)>,
+    pub warmup: Histogram<u64>,
+    pub measure: Histogram<u64>,
+    pub connack: Histogram<u64>,
+    pub ping: Histogram<u64>,
+    pub first_connect_ns: u64,
+    pub last_connack_ns: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    TcpConnecting,
+    AwaitConnAck,
+    AwaitSubAck,
+    Ready,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Publish,
+    Ping,
+}
+
+struct Conn {
+    spec: ConnSpec,
+    stream: Option<TcpStream>,
+    state: State,
+    partial: Vec<u8>,
+    out: Vec<u8>,
+    out_at: usize,
+    connect_started_ns: u64,
+    ping_sent_ns: u64,
+    next_sequence: u64,
+    next_packet_id: u16,
+    inflight: u32,
+    inflight_max: u32,
+    waiting_for_room: bool,
+    trackers: Vec<SequenceTracker>,
+}
+
+impl Conn {
+    fn new(spec: ConnSpec) -> Conn {
+        Conn {
+            spec,
+            stream: None,
+            state: State::NotStarted,
+            partial: Vec::new(),
+            out: Vec::new(),
+            out_at: 0,
+            connect_started_ns: 0,
+            ping_sent_ns: 0,
+            next_sequence: 0,
+            next_packet_id: 0,
+            inflight: 0,
+            inflight_max: INFLIGHT_MAX,
+            waiting_for_room: false,
+            trackers: Vec::new(),
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.out.len() - self.out_at
+    }
+}
+
+/// Phase boundaries, absolute CLOCK_MONOTONIC ns; all u64::MAX until the coordinator picks t0.
+#[derive(Clone, Copy)]
+struct Timeline {
+    t0_ns: u64,
+    measure_start_ns: u64,
+    publish_end_ns: u64,
+}
+
+pub struct Engine {
+    settings: EngineSettings,
+    poll: Poll,
+    events: Events,
+    timer: TimerFd,
+    conns: Vec<Conn>,
+    due: BinaryHeap<Reverse<(u64, Due, usize)>>,
+    read_buffer: Vec<u8>,
+    timeline: Timeline,
+    counters: Counters,
+    warmup: Histogram<u64>,
+    measure: Histogram<u64>,
+    connack: Histogram<u64>,
+    ping: Histogram<u64>,
+    first_connect_ns: u64,
+    last_connack_ns: u64,
+    last_receive_ns: u64,
+    first_error: Option<String>,
+    progress: Arc<Progress>,
+    progress_published_ns: u64,
+}
+
+impl Engine {
+    pub fn new(settings: EngineSettings, specs: Vec<ConnSpec>, progress: Arc<Progress>) -> io::Result<Engine> {
+        let poll = Poll::new()?;
+        let timer = TimerFd::new(poll.registry(), TIMER_TOKEN)?;
+        Ok(Engine {
+            settings,
+            poll,
+            events: Events::with_capacity(1024),
+            timer,
+            conns: specs.into_iter().map(Conn::new).collect(),
+            due: BinaryHeap::new(),
+            read_buffer: vec![0; READ_BUFFER_BYTES],
+            timeline: Timeline { t0_ns: u64::MAX, measure_start_ns: u64::MAX, publish_end_ns: u64::MAX },
+            counters: Counters::default(),
+            warmup: new_latency_histogram(),
+            measure: new_latency_histogram(),
+            connack: new_latency_histogram(),
+            ping: new_latency_histogram(),
+            first_connect_ns: u64::MAX,
+            last_connack_ns: 0,
+            last_receive_ns: 0,
+            first_error: None,
+            progress,
+            progress_published_ns: 0,
+        })
+    }
+
+    /// Connects every client (at most `connect_concurrency` handshakes at once) and waits for its CONNACK
+    /// and SUBACK. Any refusal or socket error here fails the run with a message naming the cause.
+    pub fn establish(&mut self) -> Result<(), String> {
+        let deadline_ns = now_ns() + self.settings.connect_timeout_ns;
+        let mut next_to_start = 0;
+        loop {
+            let mut in_progress = 0;
+            let mut ready = 0;
+            for conn in &self.conns {
+                match conn.state {
+                    State::TcpConnecting | State::AwaitConnAck | State::AwaitSubAck => in_progress += 1,
+                    State::Ready => ready += 1,
+                    _ => {}
+                }
+            }
+            if ready == self.conns.len() {
+                return Ok(());
+            }
+            if let Some(error) = self.first_error.take() {
+                return Err(error);
+            }
+            while in_progress < self.settings.connect_concurrency && next_to_start < self.conns.len() {
+                self.start_connect(next_to_start)?;
+                next_to_start += 1;
+                in_progress += 1;
+            }
+            if now_ns() > deadline_ns {
+                return Err(format!(
+                    "only {ready} of {} connections to {} completed CONNECT/SUBSCRIBE within {} s",
+                    self.conns.len(),
+                    self.settings.broker,
+                    self.settings.connect_timeout_ns / 1_000_000_000
+                ));
+            }
+            self.turn(deadline_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+    }
+
+    /// Keeps the connections alive (pings) until `go` holds t0 (0 = wait, `GO_ABORT` = give up), then runs
+    /// the scheduled phases and the drain, disconnects, and returns what was measured.
+    pub fn run(mut self, go: &AtomicU64) -> Result<ThreadReport, String> {
+        let t0_ns = loop {
+            match go.load(Ordering::Acquire) {
+                0 => self.turn(now_ns() + 5_000_000).map_err(|err| format!("event loop: {err}"))?,
+                GO_ABORT => {
+                    self.disconnect_all();
+                    return Err("run aborted".into());
+                }
+                t0_ns => break t0_ns,
+            }
+        };
+        let measure_start_ns = t0_ns + self.settings.warmup_ns;
+        let publish_end_ns = measure_start_ns + self.settings.duration_ns;
+        self.timeline = Timeline { t0_ns, measure_start_ns, publish_end_ns };
+        self.schedule_publishers();
+        while now_ns() < publish_end_ns {
+            self.turn(publish_end_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+        self.drain()?;
+        self.disconnect_all();
+        self.publish_progress(true);
+        Ok(self.into_report())
+    }
+
+    fn drain(&mut self) -> Result<(), String> {
+        let drain_end_ns = self.timeline.publish_end_ns + self.settings.drain_max_ns;
+        self.last_receive_ns = self.last_receive_ns.max(self.timeline.publish_end_ns);
+        loop {
+            let now = now_ns();
+            let quiet = now.saturating_sub(self.last_receive_ns) >= self.settings.drain_quiet_ns;
+            if now >= drain_end_ns || (quiet && self.nothing_left_to_send()) {
+                return Ok(());
+            }
+            let wake_ns = (now + self.settings.drain_quiet_ns / 4).min(drain_end_ns);
+            self.turn(wake_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+    }
+
+    fn nothing_left_to_send(&self) -> bool {
+        self.conns.iter().all(|conn| {
+            conn.state != State::Ready || (conn.queued_bytes() == 0 && conn.inflight == 0 && !conn.waiting_for_room)
+        })
+    }
+
+    fn schedule_publishers(&mut self) {
+        for (index, conn) in self.conns.iter().enumerate() {
+            if let Role::Publisher { offset_ns, .. } = conn.spec.role {
+                self.due.push(Reverse((self.timeline.t0_ns + offset_ns, Due::Publish, index)));
+            }
+        }
+    }
+
+    /// One pass of the loop: fire what is due, then wait (at most until `wake_ns`) for socket events.
+    fn turn(&mut self, wake_ns: u64) -> io::Result<()> {
+        let now = now_ns();
+        self.fire_due(now);
+        let next_due_ns = self.due.peek().map_or(u64::MAX, |Reverse((at, _, _))| *at);
+        let wake_ns = wake_ns.min(next_due_ns).min(now + 100_000_000);
+        self.timer.arm_at(wake_ns.max(now + 1));
+        let timeout = Duration::from_nanos(wake_ns.saturating_sub(now)) + Duration::from_millis(1);
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            other => other?,
+        }
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|event| (event.token().0, event.is_readable() || event.is_read_closed() || event.is_error(), event.is_writable()))
+            .collect();
+        for (token, readable, writable) in ready {
+            if token == TIMER_TOKEN.0 {
+                self.timer.acknowledge();
+                continue;
+            }
+            if let Err(error) = self.on_socket_event(token, readable, writable) {
+                self.lose_connection(token, error);
+            }
+        }
+        self.publish_progress(false);
+        Ok(())
+    }
+
+    fn fire_due(&mut self, now: u64) {
+        while let Some(&Reverse((at, due, index))) = self.due.peek() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            if self.conns[index].state != State::Ready {
+                continue;
+            }
+            match due {
+                Due::Publish => self.publish_due(index, now),
+                Due::Ping => self.send_ping(index, now),
+            }
+            if let Err(error) = self.flush(index) {
+                self.lose_connection(index, error);
+            }
+        }
+    }
+
+    fn start_connect(&mut self, index: usize) -> Result<(), String> {
+        let broker = self.settings.broker;
+        let stream = open_socket(broker, self.settings.source_ip).map_err(|err| connect_error_text(broker, &err))?;
+        let conn = &mut self.conns[index];
+        conn.stream = Some(stream);
+        conn.state = State::TcpConnecting;
+        conn.connect_started_ns = now_ns();
+        self.first_connect_ns = self.first_connect_ns.min(conn.connect_started_ns);
+        let stream = conn.stream.as_mut().expect("just set");
+        self.poll
+            .registry()
+            .register(stream, Token(index), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|err| format!("epoll register: {err}"))
+    }
+
+    fn on_socket_event(&mut self, index: usize, readable: bool, writable: bool) -> Result<(), String> {
+        if self.conns[index].state == State::TcpConnecting {
+            if !self.check_tcp_connected(index)? {
+                return Ok(());
+            }
+            self.send_connect(index);
+        }
+        if readable {
+            self.read_ready(index)?;
+        }
+        if writable || self.conns[index].queued_bytes() > 0 {
+            self.flush(index)?;
+        }
+        Ok(())
+    }
+
+    fn check_tcp_connected(&mut self, index: usize) -> Result<bool, String> {
+        let broker = self.settings.broker;
+        let Some(stream) = self.conns[index].stream.as_ref() else { return Ok(false) };
+        if let Ok(Some(err)) | Err(err) = stream.take_error() {
+            return Err(connect_error_text(broker, &err));
+        }
+        match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(err) => Err(connect_error_text(broker, &err)),
+        }
+    }
+
+    fn send_connect(&mut self, index: usize) {
+        let settings = &self.settings;
+        let conn = &mut self.conns[index];
+        let options = wire::ConnectOptions {
+            version: settings.version,
+            client_id: &conn.spec.client_id,
+            clean_start: settings.clean_start,
+            keepalive_secs: settings.keepalive_secs,
+            session_expiry_secs: settings.session_expiry_secs,
+        };
+        wire::encode_connect(&mut conn.out, &options);
+        conn.state = State::AwaitConnAck;
+    }
+
+    /// Reads until the socket is empty (edge-triggered), handling every complete frame as it goes.
+    fn read_ready(&mut self, index: usize) -> Result<(), String> {
+        let mut buffer = std::mem::take(&mut self.read_buffer);
+        let result = self.read_loop(index, &mut buffer);
+        self.read_buffer = buffer;
+        result
+    }
+
+    fn read_loop(&mut self, index: usize, buffer: &mut [u8]) -> Result<(), String> {
+        loop {
+            let Some(stream) = self.conns[index].stream.as_mut() else { return Ok(()) };
+            let read = match stream.read(buffer) {
+                Ok(0) => return Err(format!("broker closed the connection of {}", self.conns[index].spec.client_id)),
+                Ok(read) => read,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(format!("read from broker: {err}")),
+            };
+            let received_ns = now_ns();
+            self.last_receive_ns = received_ns;
+            if self.conns[index].partial.is_empty() {
+                let used = self.handle_frames(index, &buffer[..read], received_ns)?;
+                self.conns[index].partial.extend_from_slice(&buffer[used..read]);
+            } else {
+                let mut joined = std::mem::take(&mut self.conns[index].partial);
+                joined.extend_from_slice(&buffer[..read]);
+                let used = self.handle_frames(index, &joined, received_ns)?;
+                joined.drain(..used);
+                self.conns[index].partial = joined;
+            }
+        }
+    }
+
+    /// Handles every complete frame at the front of `bytes`; returns how many bytes they used.
+    fn handle_frames(&mut self, index: usize, bytes: &[u8], received_ns: u64) -> Result<usize, String> {
+        let mut used = 0;
+        while let Some((frame, length)) = wire::next_frame(&bytes[used..]).map_err(|err| err.to_string())? {
+            self.handle_frame(index, &frame, received_ns)?;
+            used += length;
+        }
+        Ok(used)
+    }
+
+    fn handle_frame(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
+        let version = self.settings.version;
+        match frame.kind {
+            wire::PUBLISH => self.on_publish(index, frame, received_ns),
+            wire::CONNACK => self.on_connack(index, frame, received_ns),
+            wire::SUBACK => self.on_suback(index, frame),
+            wire::PUBACK | wire::PUBCOMP => {
+                wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
+                self.on_publish_completed(index, received_ns);
+                Ok(())
+            }
+            wire::PUBREC => {
+                let packet_id = wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
+                wire::encode_ack(&mut self.conns[index].out, wire::PUBREL, packet_id);
+                Ok(())
+            }
+            wire::PUBREL => {
+                let packet_id = wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
+                wire::encode_ack(&mut self.conns[index].out, wire::PUBCOMP, packet_id);
+                Ok(())
+            }
+            wire::PINGRESP => {
+                self.counters.pongs += 1;
+                let sent_ns = std::mem::take(&mut self.conns[index].ping_sent_ns);
+                if sent_ns > 0 {
+                    record_us(&mut self.ping, received_ns.saturating_sub(sent_ns) / 1000);
+                }
+                Ok(())
+            }
+            wire::DISCONNECT => {
+                let reason = frame.body.first().copied().unwrap_or(0);
+                Err(format!("broker sent DISCONNECT (reason 0x{reason:02x}, {version:?}) to {}", self.conns[index].spec.client_id))
+            }
+            other => Err(format!("unexpected packet type {other} from broker")),
+        }
+    }
+
+    fn on_connack(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
+        let version = self.settings.version;
+        let (session_present, code, receive_maximum) = wire::parse_connack(frame, version).map_err(|err| err.to_string())?;
+        let conn = &mut self.conns[index];
+        if code != 0 {
+            return Err(format!(
+                "broker refused CONNECT of {}: code 0x{code:02x} ({})",
+                conn.spec.client_id,
+                wire::connack_refusal_text(version, code)
+            ));
+        }
+        record_us(&mut self.connack, received_ns.saturating_sub(conn.connect_started_ns) / 1000);
+        self.last_connack_ns = self.last_connack_ns.max(received_ns);
+        self.counters.connections += 1;
+        self.counters.sessions_present += u64::from(session_present);
+        conn.inflight_max = receive_maximum.map_or(INFLIGHT_MAX, |max| u32::from(max).min(INFLIGHT_MAX));
+        let filter = match &conn.spec.role {
+            Role::Subscriber { filter } => Some(filter.clone()),
+            Role::Idle { filter } => filter.clone(),
+            Role::Publisher { .. } => None,
+        };
+        match filter {
+            Some(filter) => {
+                wire::encode_subscribe(&mut conn.out, version, 1, &filter, self.settings.qos);
+                conn.state = State::AwaitSubAck;
+            }
+            None => conn.state = State::Ready,
+        }
+        self.schedule_ping(index, received_ns);
+        Ok(())
+    }
+
+    fn on_suback(&mut self, index: usize, frame: &Frame<'_>) -> Result<(), String> {
+        let codes = wire::parse_suback_codes(frame, self.settings.version).map_err(|err| err.to_string())?;
+        let conn = &mut self.conns[index];
+        if let Some(code) = codes.iter().find(|code| **code >= 0x80) {
+            let filter = match &conn.spec.role {
+                Role::Subscriber { filter } => filter.as_str(),
+                Role::Idle { filter } => filter.as_deref().unwrap_or(""),
+                Role::Publisher { .. } => "",
+            };
+            return Err(format!("broker refused SUBSCRIBE of {} to {filter:?}: code 0x{code:02x}", conn.spec.client_id));
+        }
+        conn.state = State::Ready;
+        Ok(())
+    }
+
+    fn on_publish(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
+        let publish = wire::parse_publish(frame, self.settings.version).map_err(|err| err.to_string())?;
+        let conn = &mut self.conns[index];
+        match publish.qos {
+            1 => wire::encode_ack(&mut conn.out, wire::PUBACK, publish.packet_id),
+            2 => wire::encode_ack(&mut conn.out, wire::PUBREC, publish.packet_id),
+            _ => {}
+        }
+        let Some(stamp) = Stamp::from_payload(publish.payload) else {
+            self.counters.stale += 1;
+            return Ok(());
+        };
+        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns {
+            self.counters.stale += 1;
+            return Ok(());
+        }
+        let publisher = stamp.publisher as usize;
+        if conn.trackers.len() <= publisher {
+            conn.trackers.resize(publisher + 1, SequenceTracker::default());
+        }
+        match conn.trackers[publisher].record(stamp.sequence) {
+            Arrival::Duplicate => {
+                self.counters.duplicates += 1;
+                return Ok(());
+            }
+            Arrival::Late => self.counters.out_of_order += 1,
+            Arrival::InOrder | Arrival::Gap => {}
+        }
+        self.counters.delivered += 1;
+        let latency_us = received_ns.saturating_sub(stamp.intended_ns) / 1000;
+        if stamp.intended_ns >= self.timeline.measure_start_ns {
+            self.counters.delivered_measure += 1;
+            record_us(&mut self.measure, latency_us);
+        } else {
+            record_us(&mut self.warmup, latency_us);
+        }
+        Ok(())
+    }
+
+    fn on_publish_completed(&mut self, index: usize, now: u64) {
+        self.counters.acked += 1;
+        let conn = &mut self.conns[index];
+        conn.inflight = conn.inflight.saturating_sub(1);
+        if conn.waiting_for_room {
+            self.publish_due(index, now);
+        }
+    }
+
+    /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
+    /// is full; then it waits for room and catches up later with the original intended times.
+    fn publish_due(&mut self, index: usize, now: u64) {
+        let qos = self.settings.qos;
+        let payload_bytes = self.settings.payload_bytes;
+        let version = self.settings.version;
+        let Timeline { t0_ns, measure_start_ns, publish_end_ns } = self.timeline;
+        let conn = &mut self.conns[index];
+        let Role::Publisher { publisher, ref topic, period_ns, offset_ns } = conn.spec.role else { return };
+        conn.waiting_for_room = false;
+        loop {
+            let intended_ns = t0_ns + offset_ns + (conn.next_sequence as f64 * period_ns) as u64;
+            if intended_ns >= publish_end_ns {
+                return;
+            }
+            if intended_ns > now {
+                self.due.push(Reverse((intended_ns, Due::Publish, index)));
+                return;
+            }
+            if conn.queued_bytes() >= OUT_BYTES_MAX || (qos > 0 && conn.inflight >= conn.inflight_max) {
+                conn.waiting_for_room = true;
+                return;
+            }
+            let mut packet_id = 0;
+            if qos > 0 {
+                conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
+                packet_id = conn.next_packet_id;
+                conn.inflight += 1;
+            }
+            let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
+            let publish = wire::OutgoingPublish { topic, qos, packet_id, stamp: &stamp, payload_bytes };
+            wire::encode_publish(&mut conn.out, version, &publish);
+            conn.next_sequence += 1;
+            self.counters.sent += 1;
+            self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns);
+        }
+    }
+
+    fn schedule_ping(&mut self, index: usize, now: u64) {
+        if self.settings.keepalive_secs > 0 {
+            let interval_ns = u64::from(self.settings.keepalive_secs) * 1_000_000_000;
+            self.due.push(Reverse((now + interval_ns, Due::Ping, index)));
+        }
+    }
+
+    fn send_ping(&mut self, index: usize, now: u64) {
+        let conn = &mut self.conns[index];
+        wire::encode_pingreq(&mut conn.out);
+        conn.ping_sent_ns = now;
+        self.counters.pings += 1;
+        self.schedule_ping(index, now);
+    }
+
+    fn flush(&mut self, index: usize) -> Result<(), String> {
+        let conn = &mut self.conns[index];
+        let Some(stream) = conn.stream.as_mut() else { return Ok(()) };
+        while conn.out_at < conn.out.len() {
+            match stream.write(&conn.out[conn.out_at..]) {
+                Ok(written) => conn.out_at += written,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(format!("write to broker: {err}")),
+            }
+        }
+        if conn.out_at == conn.out.len() {
+            conn.out.clear();
+            conn.out_at = 0;
+        } else if conn.out_at > OUT_BYTES_MAX {
+            conn.out.drain(..conn.out_at);
+            conn.out_at = 0;
+        }
+        if conn.waiting_for_room && conn.queued_bytes() < OUT_BYTES_MAX / 2 && conn.state == State::Ready {
+            self.publish_due(index, now_ns());
+        }
+        Ok(())
+    }
+
+    fn lose_connection(&mut self, index: usize, error: String) {
+        let conn = &mut self.conns[index];
+        if conn.state == State::Closed {
+            return;
+        }
+        if conn.state == State::Ready {
+            self.counters.connections_lost += 1;
+        }
+        conn.state = State::Closed;
+        if let Some(mut stream) = conn.stream.take() {
+            let _ = self.poll.registry().deregister(&mut stream);
+        }
+        if self.first_error.is_none() {
+            self.first_error = Some(error);
+        }
+    }
+
+    fn disconnect_all(&mut self) {
+        for conn in &mut self.conns {
+            if let Some(mut stream) = conn.stream.take() {
+                if conn.state == State::Ready {
+                    let mut bytes = Vec::with_capacity(2);
+                    wire::encode_disconnect(&mut bytes);
+                    let _ = stream.write(&bytes);
+                }
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+            conn.state = State::Closed;
+        }
+    }
+
+    fn publish_progress(&mut self, force: bool) {
+        let now = now_ns();
+        if !force && now < self.progress_published_ns + 200_000_000 {
+            return;
+        }
+        self.progress_published_ns = now;
+        self.progress.sent.store(self.counters.sent, Ordering::Relaxed);
+        self.progress.delivered.store(self.counters.delivered, Ordering::Relaxed);
+        let p99 = if self.measure.is_empty() { self.warmup.value_at_quantile(0.99) } else { self.measure.value_at_quantile(0.99) };
+        self.progress.p99_us.store(p99, Ordering::Relaxed);
+    }
+
+    fn into_report(self) -> ThreadReport {
+        let sent_by_publisher = self
+            .conns
+            .iter()
+            .filter_map(|conn| match conn.spec.role {
+                Role::Publisher { publisher, .. } => Some((publisher, conn.next_sequence)),
+                _ => None,
+            })
+            .collect();
+        ThreadReport {
+            counters: self.counters,
+            sent_by_publisher,
+            warmup: self.warmup,
+            measure: self.measure,
+            connack: self.connack,
+            ping: self.ping,
+            first_connect_ns: self.first_connect_ns,
+            last_connack_ns: self.last_connack_ns,
+            first_error: self.first_error,
+        }
+    }
+}
+
+fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(broker), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source_ip {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&broker.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) || err.kind() == io::ErrorKind::WouldBlock => {}
+        Err(err) => return Err(err),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+fn connect_error_text(broker: SocketAddr, err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to {broker}: connection refused (is the broker running and listening there?)")
+        }
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => {
+            format!("cannot connect to {broker}: {err} (out of local ports? use --workers to spread over 127.0.0.x)")
+        }
+        _ if err.raw_os_error() == Some(libc::EMFILE) => {
+            format!("cannot open a socket to {broker}: too many open files (ulimit -n); use --workers N")
+        }
+        _ => format!("cannot connect to {broker}: {err}"),
+    }
+}
