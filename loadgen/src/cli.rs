@@ -8,7 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::EngineSettings;
 use crate::plan::{PlanOptions, Scenario};
 use crate::stamp::STAMP_BYTES;
-use crate::wire::MqttVersion;
 
 #[derive(Parser)]
 #[command(name = "loadgen", version, about = "Open-loop MQTT load generator with HdrHistogram latency")]
@@ -164,7 +163,7 @@ impl RunArgs {
         if self.payload_bytes < STAMP_BYTES {
             return Err(format!("--payload-bytes must be at least {STAMP_BYTES} (the send stamp)"));
         }
-        if MqttVersion::from_number(self.mqtt_version).is_none() {
+        if !matches!(self.mqtt_version, 3 | 4 | 5) {
             return Err("--mqtt-version must be 3 (3.1.1) or 5".into());
         }
         if self.threads == 0 || self.workers == 0 || self.workers > 250 {
@@ -195,14 +194,13 @@ impl RunArgs {
 
     pub fn engine_settings(&self, scenario: Scenario, broker: SocketAddr, worker: usize) -> EngineSettings {
         let (warmup_secs, duration_secs) = self.phases_secs(scenario);
-        let version = MqttVersion::from_number(self.mqtt_version).unwrap_or(MqttVersion::V311);
         let source_ip = (self.workers > 1 && broker.ip().is_loopback())
             .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + worker as u8)));
         let has_traffic = !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
         EngineSettings {
             broker,
             source_ip,
-            version,
+            mqtt_level: if self.mqtt_version == 5 { 5 } else { 4 },
             qos: self.qos,
             payload_bytes: self.payload_bytes,
             keepalive_secs: self.keepalive,

@@ -12,18 +12,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
+use shardmq::protocol::{decode_packet, ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, Publish, QoS, SubAck};
 
 use crate::clock::now_ns;
 use crate::histogram::{new_latency_histogram, record_us};
+use crate::packets::{self, PACKET_BYTES_MAX};
 use crate::progress::Progress;
 use crate::sequence::{Arrival, SequenceTracker};
 use crate::stamp::Stamp;
 use crate::timer::TimerFd;
-use crate::wire::{self, Frame, MqttVersion};
 
 /// Value of the start signal that tells a waiting engine to disconnect and give up.
 pub const GO_ABORT: u64 = u64::MAX;
@@ -39,7 +41,8 @@ const INFLIGHT_MAX: u32 = 65_000;
 pub struct EngineSettings {
     pub broker: SocketAddr,
     pub source_ip: Option<IpAddr>,
-    pub version: MqttVersion,
+    /// 4 (MQTT 3.1.1) or 5.
+    pub mqtt_level: u8,
     pub qos: u8,
     pub payload_bytes: usize,
     pub keepalive_secs: u16,
@@ -143,9 +146,11 @@ struct Conn {
     spec: ConnSpec,
     stream: Option<TcpStream>,
     state: State,
-    partial: Vec<u8>,
-    out: Vec<u8>,
-    out_at: usize,
+    /// Bytes of a packet not yet complete.
+    partial: BytesMut,
+    out: BytesMut,
+    /// Publishers: the topic, shared by every PUBLISH they build.
+    topic: ByteStr,
     connect_started_ns: u64,
     ping_sent_ns: u64,
     next_sequence: u64,
@@ -158,13 +163,17 @@ struct Conn {
 
 impl Conn {
     fn new(spec: ConnSpec) -> Conn {
+        let topic = match &spec.role {
+            Role::Publisher { topic, .. } => ByteStr::from(topic.as_str()),
+            _ => ByteStr::from(""),
+        };
         Conn {
             spec,
             stream: None,
             state: State::NotStarted,
-            partial: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
+            partial: BytesMut::new(),
+            out: BytesMut::new(),
+            topic,
             connect_started_ns: 0,
             ping_sent_ns: 0,
             next_sequence: 0,
@@ -177,7 +186,7 @@ impl Conn {
     }
 
     fn queued_bytes(&self) -> usize {
-        self.out.len() - self.out_at
+        self.out.len()
     }
 }
 
@@ -191,6 +200,8 @@ struct Timeline {
 
 pub struct Engine {
     settings: EngineSettings,
+    version: ProtocolVersion,
+    qos: QoS,
     poll: Poll,
     events: Events,
     timer: TimerFd,
@@ -216,6 +227,8 @@ impl Engine {
         let poll = Poll::new()?;
         let timer = TimerFd::new(poll.registry(), TIMER_TOKEN)?;
         Ok(Engine {
+            version: packets::protocol_version(settings.mqtt_level),
+            qos: packets::qos(settings.qos),
             settings,
             poll,
             events: Events::with_capacity(1024),
@@ -369,11 +382,11 @@ impl Engine {
             if self.conns[index].state != State::Ready {
                 continue;
             }
-            match due {
+            let queued = match due {
                 Due::Publish => self.publish_due(index, now),
                 Due::Ping => self.send_ping(index, now),
-            }
-            if let Err(error) = self.flush(index) {
+            };
+            if let Err(error) = queued.and_then(|()| self.flush(index)) {
                 self.lose_connection(index, error);
             }
         }
@@ -399,7 +412,7 @@ impl Engine {
             if !self.check_tcp_connected(index)? {
                 return Ok(());
             }
-            self.send_connect(index);
+            self.send_connect(index)?;
         }
         if readable {
             self.read_ready(index)?;
@@ -423,21 +436,22 @@ impl Engine {
         }
     }
 
-    fn send_connect(&mut self, index: usize) {
+    fn send_connect(&mut self, index: usize) -> Result<(), String> {
         let settings = &self.settings;
         let conn = &mut self.conns[index];
-        let options = wire::ConnectOptions {
-            version: settings.version,
-            client_id: &conn.spec.client_id,
-            clean_start: settings.clean_start,
-            keepalive_secs: settings.keepalive_secs,
-            session_expiry_secs: settings.session_expiry_secs,
-        };
-        wire::encode_connect(&mut conn.out, &options);
+        let connect = packets::connect(
+            self.version,
+            &conn.spec.client_id,
+            settings.clean_start,
+            settings.keepalive_secs,
+            settings.session_expiry_secs,
+        );
+        packets::encode(&connect, self.version, &mut conn.out)?;
         conn.state = State::AwaitConnAck;
+        Ok(())
     }
 
-    /// Reads until the socket is empty (edge-triggered), handling every complete frame as it goes.
+    /// Reads until the socket is empty (edge-triggered), handling every complete packet as it goes.
     fn read_ready(&mut self, index: usize) -> Result<(), String> {
         let mut buffer = std::mem::take(&mut self.read_buffer);
         let result = self.read_loop(index, &mut buffer);
@@ -457,90 +471,77 @@ impl Engine {
             };
             let received_ns = now_ns();
             self.last_receive_ns = received_ns;
-            if self.conns[index].partial.is_empty() {
-                let used = self.handle_frames(index, &buffer[..read], received_ns)?;
-                self.conns[index].partial.extend_from_slice(&buffer[used..read]);
-            } else {
-                let mut joined = std::mem::take(&mut self.conns[index].partial);
-                joined.extend_from_slice(&buffer[..read]);
-                let used = self.handle_frames(index, &joined, received_ns)?;
-                joined.drain(..used);
-                self.conns[index].partial = joined;
+            let mut bytes = std::mem::take(&mut self.conns[index].partial);
+            bytes.extend_from_slice(&buffer[..read]);
+            let handled = self.handle_packets(index, &mut bytes, received_ns);
+            self.conns[index].partial = bytes;
+            handled?;
+        }
+    }
+
+    /// Decodes and handles every complete packet at the front of `bytes`, leaving a partial one there.
+    fn handle_packets(&mut self, index: usize, bytes: &mut BytesMut, received_ns: u64) -> Result<(), String> {
+        loop {
+            match decode_packet(bytes, self.version, PACKET_BYTES_MAX) {
+                Ok(Some(packet)) => self.handle_packet(index, packet, received_ns)?,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(format!("malformed packet from broker: {err}")),
             }
         }
     }
 
-    /// Handles every complete frame at the front of `bytes`; returns how many bytes they used.
-    fn handle_frames(&mut self, index: usize, bytes: &[u8], received_ns: u64) -> Result<usize, String> {
-        let mut used = 0;
-        while let Some((frame, length)) = wire::next_frame(&bytes[used..]).map_err(|err| err.to_string())? {
-            self.handle_frame(index, &frame, received_ns)?;
-            used += length;
-        }
-        Ok(used)
-    }
-
-    fn handle_frame(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
-        let version = self.settings.version;
-        match frame.kind {
-            wire::PUBLISH => self.on_publish(index, frame, received_ns),
-            wire::CONNACK => self.on_connack(index, frame, received_ns),
-            wire::SUBACK => self.on_suback(index, frame),
-            wire::PUBACK | wire::PUBCOMP => {
-                wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
-                self.on_publish_completed(index, received_ns);
-                Ok(())
+    fn handle_packet(&mut self, index: usize, packet: Packet, received_ns: u64) -> Result<(), String> {
+        let conn = &mut self.conns[index];
+        match packet {
+            Packet::Publish(publish) => self.on_publish(index, &publish, received_ns)?,
+            Packet::ConnAck(connack) => self.on_connack(index, &connack, received_ns)?,
+            Packet::SubAck(suback) => self.on_suback(index, &suback)?,
+            Packet::PubAck(_) | Packet::PubComp(_) => self.on_publish_completed(index, received_ns)?,
+            Packet::PubRec(pubrec) => {
+                packets::encode(&Packet::PubRel(packets::response(pubrec.packet_id)), self.version, &mut conn.out)?
             }
-            wire::PUBREC => {
-                let packet_id = wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
-                wire::encode_ack(&mut self.conns[index].out, wire::PUBREL, packet_id);
-                Ok(())
+            Packet::PubRel(pubrel) => {
+                packets::encode(&Packet::PubComp(packets::response(pubrel.packet_id)), self.version, &mut conn.out)?
             }
-            wire::PUBREL => {
-                let packet_id = wire::parse_packet_id(frame).map_err(|err| err.to_string())?;
-                wire::encode_ack(&mut self.conns[index].out, wire::PUBCOMP, packet_id);
-                Ok(())
-            }
-            wire::PINGRESP => {
+            Packet::PingResp => {
                 self.counters.pongs += 1;
-                let sent_ns = std::mem::take(&mut self.conns[index].ping_sent_ns);
+                let sent_ns = std::mem::take(&mut conn.ping_sent_ns);
                 if sent_ns > 0 {
                     record_us(&mut self.ping, received_ns.saturating_sub(sent_ns) / 1000);
                 }
-                Ok(())
             }
-            wire::DISCONNECT => {
-                let reason = frame.body.first().copied().unwrap_or(0);
-                Err(format!("broker sent DISCONNECT (reason 0x{reason:02x}, {version:?}) to {}", self.conns[index].spec.client_id))
+            Packet::Disconnect(Disconnect { reason, .. }) => {
+                return Err(format!("broker sent DISCONNECT to {}: {} (0x{:02x})", conn.spec.client_id, reason.name(), reason.0))
             }
-            other => Err(format!("unexpected packet type {other} from broker")),
+            other => return Err(format!("unexpected {:?} from broker", other.packet_type())),
         }
+        Ok(())
     }
 
-    fn on_connack(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
-        let version = self.settings.version;
-        let (session_present, code, receive_maximum) = wire::parse_connack(frame, version).map_err(|err| err.to_string())?;
+    fn on_connack(&mut self, index: usize, connack: &ConnAck, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        if code != 0 {
+        if !connack.reason.is_success() {
             return Err(format!(
-                "broker refused CONNECT of {}: code 0x{code:02x} ({})",
+                "broker refused CONNECT of {}: {} (0x{:02x})",
                 conn.spec.client_id,
-                wire::connack_refusal_text(version, code)
+                connack.reason.name(),
+                connack.reason.0
             ));
         }
         record_us(&mut self.connack, received_ns.saturating_sub(conn.connect_started_ns) / 1000);
         self.last_connack_ns = self.last_connack_ns.max(received_ns);
         self.counters.connections += 1;
-        self.counters.sessions_present += u64::from(session_present);
+        self.counters.sessions_present += u64::from(connack.session_present);
+        let receive_maximum = connack.properties.receive_maximum;
         conn.inflight_max = receive_maximum.map_or(INFLIGHT_MAX, |max| u32::from(max).min(INFLIGHT_MAX));
         let filter = match &conn.spec.role {
-            Role::Subscriber { filter } => Some(filter.clone()),
-            Role::Idle { filter } => filter.clone(),
+            Role::Subscriber { filter } => Some(filter.as_str()),
+            Role::Idle { filter } => filter.as_deref(),
             Role::Publisher { .. } => None,
         };
         match filter {
             Some(filter) => {
-                wire::encode_subscribe(&mut conn.out, version, 1, &filter, self.settings.qos);
+                packets::encode(&packets::subscribe(filter, self.qos), self.version, &mut conn.out)?;
                 conn.state = State::AwaitSubAck;
             }
             None => conn.state = State::Ready,
@@ -549,30 +550,33 @@ impl Engine {
         Ok(())
     }
 
-    fn on_suback(&mut self, index: usize, frame: &Frame<'_>) -> Result<(), String> {
-        let codes = wire::parse_suback_codes(frame, self.settings.version).map_err(|err| err.to_string())?;
+    fn on_suback(&mut self, index: usize, suback: &SubAck) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        if let Some(code) = codes.iter().find(|code| **code >= 0x80) {
+        if let Some(reason) = suback.reasons.iter().find(|reason| !reason.is_success() && reason.0 >= 0x80) {
             let filter = match &conn.spec.role {
                 Role::Subscriber { filter } => filter.as_str(),
                 Role::Idle { filter } => filter.as_deref().unwrap_or(""),
                 Role::Publisher { .. } => "",
             };
-            return Err(format!("broker refused SUBSCRIBE of {} to {filter:?}: code 0x{code:02x}", conn.spec.client_id));
+            return Err(format!(
+                "broker refused SUBSCRIBE of {} to {filter:?}: {} (0x{:02x})",
+                conn.spec.client_id,
+                reason.name(),
+                reason.0
+            ));
         }
         conn.state = State::Ready;
         Ok(())
     }
 
-    fn on_publish(&mut self, index: usize, frame: &Frame<'_>, received_ns: u64) -> Result<(), String> {
-        let publish = wire::parse_publish(frame, self.settings.version).map_err(|err| err.to_string())?;
+    fn on_publish(&mut self, index: usize, publish: &Publish, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
         match publish.qos {
-            1 => wire::encode_ack(&mut conn.out, wire::PUBACK, publish.packet_id),
-            2 => wire::encode_ack(&mut conn.out, wire::PUBREC, publish.packet_id),
-            _ => {}
+            QoS::AtLeastOnce => packets::encode(&Packet::PubAck(packets::response(publish.packet_id)), self.version, &mut conn.out)?,
+            QoS::ExactlyOnce => packets::encode(&Packet::PubRec(packets::response(publish.packet_id)), self.version, &mut conn.out)?,
+            QoS::AtMostOnce => {}
         }
-        let Some(stamp) = Stamp::from_payload(publish.payload) else {
+        let Some(stamp) = Stamp::from_payload(&publish.payload) else {
             self.counters.stale += 1;
             return Ok(());
         };
@@ -603,47 +607,45 @@ impl Engine {
         Ok(())
     }
 
-    fn on_publish_completed(&mut self, index: usize, now: u64) {
+    fn on_publish_completed(&mut self, index: usize, now: u64) -> Result<(), String> {
         self.counters.acked += 1;
         let conn = &mut self.conns[index];
         conn.inflight = conn.inflight.saturating_sub(1);
         if conn.waiting_for_room {
-            self.publish_due(index, now);
+            self.publish_due(index, now)?;
         }
+        Ok(())
     }
 
     /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
     /// is full; then it waits for room and catches up later with the original intended times.
-    fn publish_due(&mut self, index: usize, now: u64) {
-        let qos = self.settings.qos;
-        let payload_bytes = self.settings.payload_bytes;
-        let version = self.settings.version;
+    fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
+        let (qos, version, payload_bytes) = (self.qos, self.version, self.settings.payload_bytes);
         let Timeline { t0_ns, measure_start_ns, publish_end_ns } = self.timeline;
         let conn = &mut self.conns[index];
-        let Role::Publisher { publisher, ref topic, period_ns, offset_ns } = conn.spec.role else { return };
+        let Role::Publisher { publisher, period_ns, offset_ns, .. } = conn.spec.role else { return Ok(()) };
         conn.waiting_for_room = false;
         loop {
             let intended_ns = t0_ns + offset_ns + (conn.next_sequence as f64 * period_ns) as u64;
             if intended_ns >= publish_end_ns {
-                return;
+                return Ok(());
             }
             if intended_ns > now {
                 self.due.push(Reverse((intended_ns, Due::Publish, index)));
-                return;
+                return Ok(());
             }
-            if conn.queued_bytes() >= OUT_BYTES_MAX || (qos > 0 && conn.inflight >= conn.inflight_max) {
+            if conn.queued_bytes() >= OUT_BYTES_MAX || (qos != QoS::AtMostOnce && conn.inflight >= conn.inflight_max) {
                 conn.waiting_for_room = true;
-                return;
+                return Ok(());
             }
             let mut packet_id = 0;
-            if qos > 0 {
+            if qos != QoS::AtMostOnce {
                 conn.next_packet_id = conn.next_packet_id.checked_add(1).unwrap_or(1);
                 packet_id = conn.next_packet_id;
                 conn.inflight += 1;
             }
             let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
-            let publish = wire::OutgoingPublish { topic, qos, packet_id, stamp: &stamp, payload_bytes };
-            wire::encode_publish(&mut conn.out, version, &publish);
+            packets::encode(&packets::publish(&conn.topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
             conn.next_sequence += 1;
             self.counters.sent += 1;
             self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns);
@@ -657,34 +659,28 @@ impl Engine {
         }
     }
 
-    fn send_ping(&mut self, index: usize, now: u64) {
+    fn send_ping(&mut self, index: usize, now: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        wire::encode_pingreq(&mut conn.out);
+        packets::encode(&Packet::PingReq, self.version, &mut conn.out)?;
         conn.ping_sent_ns = now;
         self.counters.pings += 1;
         self.schedule_ping(index, now);
+        Ok(())
     }
 
     fn flush(&mut self, index: usize) -> Result<(), String> {
         let conn = &mut self.conns[index];
         let Some(stream) = conn.stream.as_mut() else { return Ok(()) };
-        while conn.out_at < conn.out.len() {
-            match stream.write(&conn.out[conn.out_at..]) {
-                Ok(written) => conn.out_at += written,
+        while !conn.out.is_empty() {
+            match stream.write(&conn.out) {
+                Ok(written) => conn.out.advance(written),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(format!("write to broker: {err}")),
             }
         }
-        if conn.out_at == conn.out.len() {
-            conn.out.clear();
-            conn.out_at = 0;
-        } else if conn.out_at > OUT_BYTES_MAX {
-            conn.out.drain(..conn.out_at);
-            conn.out_at = 0;
-        }
         if conn.waiting_for_room && conn.queued_bytes() < OUT_BYTES_MAX / 2 && conn.state == State::Ready {
-            self.publish_due(index, now_ns());
+            self.publish_due(index, now_ns())?;
         }
         Ok(())
     }
@@ -709,9 +705,9 @@ impl Engine {
     fn disconnect_all(&mut self) {
         for conn in &mut self.conns {
             if let Some(mut stream) = conn.stream.take() {
-                if conn.state == State::Ready {
-                    let mut bytes = Vec::with_capacity(2);
-                    wire::encode_disconnect(&mut bytes);
+                let mut bytes = BytesMut::new();
+                let disconnect = Packet::Disconnect(Disconnect::default());
+                if conn.state == State::Ready && packets::encode(&disconnect, self.version, &mut bytes).is_ok() {
                     let _ = stream.write(&bytes);
                 }
                 let _ = self.poll.registry().deregister(&mut stream);

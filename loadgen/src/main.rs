@@ -9,13 +9,13 @@ mod engine;
 mod histogram;
 mod plan;
 mod plot;
+mod packets;
 mod progress;
 mod run;
 mod sequence;
 mod stamp;
 mod summary;
 mod timer;
-mod wire;
 
 use clap::Parser;
 
