@@ -98,6 +98,13 @@ impl RunSummary {
             );
             print_latency("latency", &self.latency_us);
         }
+        if counters.loadgen_cpu_us_measure > 0 && counters.delivered_measure > 0 {
+            let cpu_secs = counters.loadgen_cpu_us_measure as f64 / 1e6;
+            println!(
+                "  loadgen cpu {cpu_secs:.2} s measured: {:.0} deliveries per loadgen cpu-second",
+                counters.delivered_measure as f64 / cpu_secs
+            );
+        }
         println!("  connects/s {:.0}", self.connects_per_sec);
         print_latency("connack", &self.connack_us);
         if self.ping_rtt_us.count > 0 {
