@@ -7,7 +7,7 @@ mod support;
 
 use support::any_version::{Client, Version};
 use support::raw::{self, Level, RawClient};
-use support::{unique, Broker, BrokerLimits};
+use support::{client_id_on_shard, unique, Broker, BrokerLimits};
 
 const MALFORMED_PACKET: u8 = 0x81;
 const PROTOCOL_ERROR: u8 = 0x82;
@@ -86,20 +86,24 @@ async fn packet_over_maximum_packet_size_is_refused_0x95__mqtt_3_1_2_24() {
 }
 
 #[tokio::test]
-async fn packet_just_under_maximum_packet_size_is_accepted__mqtt_3_1_2_24() {
+async fn packet_of_exactly_maximum_packet_size_is_accepted_and_delivered__mqtt_3_1_2_24() {
     let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
-    let topic = unique("fits");
-    let mut subscriber = Client::connect(broker.port(), Version::V311, &unique("sub")).await;
-    subscriber.subscribe(&topic, 0).await;
-    let mut publisher = RawClient::connect(broker.port(), Level::V311).await;
-    publisher.handshake(&raw::connect(Level::V311, &unique("pub"), true, 30, None)).await;
-    // 1 + 3 (remaining length 1020 needs 2 bytes, so 1 + 2) ... sized to exactly 1024 bytes in total.
-    let payload_len = 1024 - 1 - 2 - (2 + topic.len());
-    let packet = raw::publish(Level::V311, &topic, 0, false, 0, &vec![1u8; payload_len]);
-    assert_eq!(packet.len(), 1024);
-    publisher.send(&packet).await;
-    assert_eq!(subscriber.next_message().await.payload.len(), payload_len);
-    publisher.expect_alive().await;
+    for (publisher_shard, subscriber_shard) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        let topic = unique("fits");
+        let mut subscriber = Client::connect(broker.port(), Version::V311, &client_id_on_shard("sub", subscriber_shard)).await;
+        subscriber.subscribe(&topic, 0).await;
+        let mut publisher = RawClient::connect(broker.port(), Level::V311).await;
+        let publisher_id = client_id_on_shard("pub", publisher_shard);
+        publisher.handshake(&raw::connect(Level::V311, &publisher_id, true, 30, None)).await;
+        // Fixed header 1 + 2 (remaining length 1021 takes two bytes), topic 2 + len, payload the rest.
+        let payload_len = 1024 - 1 - 2 - (2 + topic.len());
+        let packet = raw::publish(Level::V311, &topic, 0, false, 0, &vec![1u8; payload_len]);
+        assert_eq!(packet.len(), 1024);
+        publisher.send(&packet).await;
+        let message = subscriber.next_message().await;
+        assert_eq!(message.payload.len(), payload_len, "publisher on shard {publisher_shard}, subscriber on {subscriber_shard}");
+        publisher.expect_alive().await;
+    }
 }
 
 #[tokio::test]

@@ -202,7 +202,7 @@ async fn publishers_and_subscribers_on_every_shard_all_receive__mqtt_3_3_4() {
         // publisher's is delivered locally), so compare sets.
         let mut expected: Vec<_> = (0..16).map(|i| format!("from {i}")).collect();
         expected.sort();
-        for subscriber in &mut subscribers {
+        for (i, subscriber) in subscribers.iter_mut().enumerate() {
             let mut payloads: Vec<_> = subscriber
                 .next_messages(16)
                 .await
@@ -211,7 +211,10 @@ async fn publishers_and_subscribers_on_every_shard_all_receive__mqtt_3_3_4() {
                 .collect();
             payloads.sort();
             assert_eq!(payloads, expected, "{version:?}");
-            subscriber.expect_no_message().await;
+            if i < 2 {
+                // One subscriber per shard is enough to catch duplicates (each wait costs the silence).
+                subscriber.expect_no_message().await;
+            }
         }
     }
 }
@@ -312,5 +315,28 @@ async fn v311_and_v5_clients_exchange_messages_both_ways__mqtt_3_3_4() {
     for client in [&mut old, &mut new] {
         let payloads: Vec<_> = client.next_messages(2).await.into_iter().map(|m| (m.payload, m.qos)).collect();
         assert_eq!(payloads, vec![("from 3.1.1".into(), 2), ("from 5".into(), 1)]);
+    }
+}
+
+/// Once SUBACK is back, a message published on another shard must reach the new subscription: the
+/// subscription must not depend on a cross-shard interest update that is still on its way.
+#[tokio::test]
+#[ignore = "shardmq bug: SUBACK precedes the interest update to other shards; a message published there right after is lost"]
+async fn subscription_covers_other_shards_as_soon_as_suback_arrives__mqtt_3_8_4() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        for (publisher_shard, subscriber_shard) in [(0, 1), (1, 0)] {
+            let mut subscriber =
+                Client::connect(broker.port(), version, &support::client_id_on_shard("sub", subscriber_shard)).await;
+            let mut publisher =
+                Client::connect(broker.port(), version, &support::client_id_on_shard("pub", publisher_shard)).await;
+            for round in 0..50 {
+                let topic = unique("fresh");
+                subscriber.subscribe(&topic, 1).await;
+                publisher.publish(&topic, 1, false, format!("{round}")).await;
+                let message = subscriber.next_message().await;
+                assert_eq!(message.payload, format!("{round}").as_bytes(), "{version:?} round {round}");
+            }
+        }
     }
 }

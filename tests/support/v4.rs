@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
+    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, Publish, QoS,
     SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
@@ -21,6 +21,13 @@ pub fn options(port: u16, client_id: &str) -> MqttOptions {
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     options
+}
+
+/// TCP_NODELAY, so small packets are not held back by Nagle's algorithm (tens of ms per exchange).
+pub fn no_delay() -> NetworkOptions {
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network
 }
 
 pub fn will(topic: &str, payload: &str, qos: QoS, retain: bool) -> LastWill {
@@ -45,6 +52,7 @@ impl V4Client {
     /// Connects; a refusal comes back as `ConnectionError::ConnectionRefused(code)`.
     pub async fn try_connect(options: MqttOptions) -> Result<V4Client, ConnectionError> {
         let (client, mut event_loop) = AsyncClient::new(options, 64);
+        event_loop.set_network_options(no_delay());
         let (sender, receiver) = mpsc::unbounded_channel();
         let poller = tokio::spawn(async move {
             loop {

@@ -23,6 +23,7 @@ pub fn options(port: u16, client_id: &str) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(Some(1 << 20));
+    options.set_network_options(super::v4::no_delay());
     options
 }
 
