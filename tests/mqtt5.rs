@@ -98,7 +98,6 @@ async fn no_server_topic_alias_when_client_allows_none__mqtt_3_3_2_10() {
 }
 
 #[tokio::test]
-#[ignore = "needs server-to-client topic aliases, issue 5"]
 async fn server_uses_topic_alias_when_client_allows__mqtt_3_3_2_11() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto never sends topic aliases") {
