@@ -93,8 +93,8 @@ pub struct Counters {
     pub connections: u64,
     pub sessions_present: u64,
     pub connections_lost: u64,
-    /// CPU time the load threads themselves spent in the measured phase.
-    pub loadgen_cpu_us_measure: u64,
+    /// CPU time the load threads themselves spent from t0 to the end of the drain (connecting excluded).
+    pub loadgen_cpu_us: u64,
 }
 
 impl Counters {
@@ -112,7 +112,7 @@ impl Counters {
         self.connections += other.connections;
         self.sessions_present += other.sessions_present;
         self.connections_lost += other.connections_lost;
-        self.loadgen_cpu_us_measure += other.loadgen_cpu_us_measure;
+        self.loadgen_cpu_us += other.loadgen_cpu_us;
     }
 }
 
@@ -309,21 +309,12 @@ impl Engine {
         let publish_end_ns = measure_start_ns + self.settings.duration_ns;
         self.timeline = Timeline { t0_ns, measure_start_ns, publish_end_ns };
         self.schedule_publishers();
-        let mut cpu_at_measure_start_ns = None;
-        loop {
-            let now = now_ns();
-            if now >= publish_end_ns {
-                break;
-            }
-            if now >= measure_start_ns && cpu_at_measure_start_ns.is_none() {
-                cpu_at_measure_start_ns = Some(thread_cpu_ns());
-            }
-            let wake_ns = if cpu_at_measure_start_ns.is_none() { measure_start_ns } else { publish_end_ns };
-            self.turn(wake_ns).map_err(|err| format!("event loop: {err}"))?;
+        let cpu_start_ns = thread_cpu_ns();
+        while now_ns() < publish_end_ns {
+            self.turn(publish_end_ns).map_err(|err| format!("event loop: {err}"))?;
         }
-        let cpu_start_ns = cpu_at_measure_start_ns.unwrap_or_else(thread_cpu_ns);
-        self.counters.loadgen_cpu_us_measure = thread_cpu_ns().saturating_sub(cpu_start_ns) / 1000;
         self.drain()?;
+        self.counters.loadgen_cpu_us = thread_cpu_ns().saturating_sub(cpu_start_ns) / 1000;
         self.disconnect_all();
         self.publish_progress(true);
         Ok(self.into_report())
@@ -490,6 +481,10 @@ impl Engine {
             let handled = self.handle_packets(index, &mut bytes, received_ns);
             self.conns[index].partial = bytes;
             handled?;
+            if read < buffer.len() {
+                // A short read emptied the socket; new data raises a new edge, so skip the WouldBlock read.
+                return Ok(());
+            }
         }
     }
 
