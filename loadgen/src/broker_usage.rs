@@ -63,7 +63,8 @@ pub struct Samples {
 }
 
 impl Samples {
-    pub fn usage(&self, pid: u32, connections: u64, delivered_measure: u64) -> BrokerUsage {
+    /// `delivered_in_window`: deliveries received while `measure_start..measure_end` CPU was spent.
+    pub fn usage(&self, pid: u32, connections: u64, delivered_in_window: u64) -> BrokerUsage {
         let cpu_secs_measure = (self.measure_end.cpu_secs - self.measure_start.cpu_secs).max(0.0);
         let rss_growth_kib = self.connected.rss_kib.max(self.measure_end.rss_kib).saturating_sub(self.baseline.rss_kib);
         BrokerUsage {
@@ -73,8 +74,8 @@ impl Samples {
             rss_loaded_kib: self.measure_end.rss_kib,
             cpu_secs_connect: (self.connected.cpu_secs - self.baseline.cpu_secs).max(0.0),
             cpu_secs_measure,
-            cpu_secs_per_million_deliveries: (delivered_measure > 0)
-                .then(|| cpu_secs_measure * 1e6 / delivered_measure as f64),
+            cpu_secs_per_million_deliveries: (delivered_in_window > 0)
+                .then(|| cpu_secs_measure * 1e6 / delivered_in_window as f64),
             rss_per_connection_bytes: (connections > 0).then(|| rss_growth_kib as f64 * 1024.0 / connections as f64),
         }
     }

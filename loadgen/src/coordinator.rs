@@ -113,7 +113,7 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
     summary.absorb(&report, plan.deliveries_per_message);
     if let (Some(pid), Some(sampler)) = (pid, sampler) {
         (samples.measure_start, samples.measure_end) = sampler.join().map_err(|_| "broker sampler panicked")?;
-        summary.broker = Some(samples.usage(pid, report.counters.connections, report.counters.delivered_measure));
+        summary.broker = Some(samples.usage(pid, report.counters.connections, report.counters.received_in_window));
     }
     Ok((summary, report))
 }

@@ -84,6 +84,9 @@ pub struct Counters {
     /// Distinct deliveries of our messages.
     pub delivered: u64,
     pub delivered_measure: u64,
+    /// Distinct deliveries *received* during the measured phase, whenever sent: the broker's throughput
+    /// over the same window its CPU time is sampled in.
+    pub received_in_window: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
     /// Messages from before this run (retained or queued in a persistent session) or not ours.
@@ -104,6 +107,7 @@ impl Counters {
         self.acked += other.acked;
         self.delivered += other.delivered;
         self.delivered_measure += other.delivered_measure;
+        self.received_in_window += other.received_in_window;
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.stale += other.stale;
@@ -606,6 +610,8 @@ impl Engine {
             Arrival::InOrder | Arrival::Gap => {}
         }
         self.counters.delivered += 1;
+        let in_window = received_ns >= self.timeline.measure_start_ns && received_ns < self.timeline.publish_end_ns;
+        self.counters.received_in_window += u64::from(in_window);
         let latency_us = received_ns.saturating_sub(stamp.intended_ns) / 1000;
         if stamp.intended_ns >= self.timeline.measure_start_ns {
             self.counters.delivered_measure += 1;

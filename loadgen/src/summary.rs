@@ -32,8 +32,9 @@ pub struct RunSummary {
     pub expected: u64,
     /// expected - delivered, after the drain.
     pub lost: u64,
-    /// Rates over the measured phase (messages whose intended send time falls in it).
+    /// Sends per second scheduled in the measured phase.
     pub sent_per_sec: f64,
+    /// Deliveries received per second during the measured phase (throughput, also when the broker lags).
     pub delivered_per_sec: f64,
     /// Delivery latency (receive time - intended send time) in the measured phase.
     pub latency_us: LatencySummary,
@@ -68,7 +69,7 @@ impl RunSummary {
         self.lost = self.expected.saturating_sub(report.counters.delivered);
         if self.duration_secs > 0.0 {
             self.sent_per_sec = report.counters.sent_measure as f64 / self.duration_secs;
-            self.delivered_per_sec = report.counters.delivered_measure as f64 / self.duration_secs;
+            self.delivered_per_sec = report.counters.received_in_window as f64 / self.duration_secs;
         }
         self.latency_us = LatencySummary::of(&report.measure);
         self.warmup_latency_us = LatencySummary::of(&report.warmup);
@@ -86,7 +87,7 @@ impl RunSummary {
         println!("{} {} ({}): {} connections", self.label, self.scenario, self.command, counters.connections);
         if counters.sent > 0 {
             println!(
-                "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s measured)  expected {}  lost {}  duplicates {}  out-of-order {}",
+                "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s received in the measured phase)  expected {}  lost {}  duplicates {}  out-of-order {}",
                 counters.sent,
                 self.sent_per_sec,
                 counters.delivered,
