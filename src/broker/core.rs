@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ahash::AHashMap;
@@ -12,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::connection::Connection;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
-use super::message::{Action, ConnId, MeshMessage, ShardId};
+use super::message::{Action, ConnId, MeshMessage, Message, ShardId};
 use super::outbound::FanoutHeaders;
 use super::retain::RetainedStore;
 use super::session::Sessions;
@@ -40,6 +41,8 @@ pub struct ShardCore {
     /// Scratch buffer frames are encoded into and split off from.
     pub(super) encode_buf: BytesMut,
     pub(super) fanout_headers: FanoutHeaders,
+    /// The owned copy of the message being fanned out, shared by the offline sessions that queue it.
+    pub(super) offline_copy: Option<(Arc<Message>, Arc<Message>)>,
     pub(super) next_conn_id: u64,
     pub(super) next_assigned_id: u64,
     /// Rotates the shard chosen for a shared group with members on several other shards.
@@ -63,6 +66,7 @@ impl ShardCore {
             closing: AHashMap::new(),
             encode_buf: BytesMut::new(),
             fanout_headers: FanoutHeaders::default(),
+            offline_copy: None,
             next_conn_id: 0,
             next_assigned_id: 0,
             shared_rotation: 0,

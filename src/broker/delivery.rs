@@ -31,7 +31,7 @@ impl ShardCore {
     /// anywhere matched (v5 PUBACK 0x10 otherwise).
     pub(super) fn route_published(&mut self, message: Arc<Message>, now: Instant) -> bool {
         // A retained message is stored by every shard: one owned copy for all, not a read-buffer slice.
-        let message = match message.retain && self.settings.retain_available {
+        let message = match message.retain && self.settings.retain_available && !message.owned {
             true => message.owned_copy().unwrap_or(message),
             false => message,
         };
@@ -52,6 +52,7 @@ impl ShardCore {
         }
         let delivered_here = self.deliver_local(&message, now);
         let shared = self.route_to_shared_groups(&message, remote_groups, now);
+        self.offline_copy = None;
         delivered_here || shared || shards.iter().any(|shard| shard != self.shard)
     }
 
@@ -126,6 +127,7 @@ impl ShardCore {
             }
         }
         self.fanout_headers.clear();
+        self.offline_copy = None;
         true
     }
 
@@ -170,6 +172,10 @@ impl ShardCore {
             }
             return;
         }
+        let delivery = match conn {
+            Some(_) => delivery,
+            None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
+        };
         let (messages_max, bytes_max) = (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
         let Some(session) = self.sessions.get_mut(key) else { return };
         if !session.enqueue(delivery, messages_max, bytes_max) {
@@ -178,6 +184,22 @@ impl ShardCore {
         if conn.is_some() {
             self.drain_queue(key, now);
         }
+    }
+
+    /// The message as kept in an offline session's queue: an owned copy (made once per fan-out and shared
+    /// by every offline session) so a long wait does not pin the read buffer it arrived in.
+    fn offline_message(&mut self, message: &Arc<Message>) -> Arc<Message> {
+        if message.owned {
+            return Arc::clone(message);
+        }
+        if let Some((original, copy)) = &self.offline_copy {
+            if Arc::ptr_eq(original, message) {
+                return Arc::clone(copy);
+            }
+        }
+        let Ok(copy) = message.owned_copy() else { return Arc::clone(message) };
+        self.offline_copy = Some((Arc::clone(message), Arc::clone(&copy)));
+        copy
     }
 
     /// Moves queued messages into the inflight window while the client's Receive Maximum (capped by
@@ -231,5 +253,46 @@ pub(crate) mod tests {
 
     pub(crate) fn delivery(qos: QoS) -> Delivery {
         Delivery { message: message_on("t", "payload"), qos, retain: false, subscription_ids: SmallVec::new() }
+    }
+
+    #[test]
+    fn offline_queue_keeps_an_owned_copy_not_the_read_buffer() {
+        use crate::broker::{BrokerSettings, ShardCore};
+        use crate::protocol::{Connect, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
+        use std::time::Instant;
+
+        let now = Instant::now();
+        let mut core = ShardCore::new(0, 1, std::rc::Rc::new(BrokerSettings::default()));
+        let connect = |client_id: &str| {
+            Packet::Connect(Box::new(Connect {
+                version: ProtocolVersion::V3_1_1,
+                clean_start: false,
+                keep_alive_secs: 0,
+                client_id: ByteStr::from(client_id),
+                will: None,
+                username: None,
+                password: None,
+                properties: Properties::default(),
+            }))
+        };
+        let subscriber = core.open_connection(now);
+        core.handle_packet(subscriber, connect("sleeper"), now);
+        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
+        let subscribe = Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
+        core.handle_packet(subscriber, Packet::Subscribe(subscribe), now);
+        core.connection_lost(subscriber, now);
+
+        let read_buffer = Bytes::from(vec![b'x'; 16 * 1024]);
+        let publisher = core.open_connection(now);
+        core.handle_packet(publisher, connect("writer"), now);
+        let publish = Publish { qos: QoS::AtLeastOnce, topic: ByteStr::from("t"), packet_id: 1, payload: read_buffer.slice(100..200), ..Publish::default() };
+        core.handle_packet(publisher, Packet::Publish(publish), now);
+
+        let key = core.sessions.find(&ByteStr::from("sleeper")).expect("session kept");
+        let queued = &core.sessions.get(key).expect("session").queue[0].message;
+        assert!(queued.owned);
+        let buffer_range = read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
+        assert!(!buffer_range.contains(&(queued.payload.as_ptr() as usize)));
+        assert_eq!(&queued.payload[..], &read_buffer[100..200]);
     }
 }

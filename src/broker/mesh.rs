@@ -10,10 +10,13 @@ impl ShardCore {
     pub(super) fn apply_mesh(&mut self, from: ShardId, msg: MeshMessage, now: Instant) {
         match msg {
             MeshMessage::InterestAdded { filter } => self.interest.add(&filter, from),
-            MeshMessage::SharedPublish { message, share } => self.deliver_to_share_member(&message, &share, now),
             MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),
             MeshMessage::Publish(message) => {
                 self.deliver_local(&message, now);
+            }
+            MeshMessage::SharedPublish { message, share } => {
+                self.deliver_to_share_member(&message, &share, now);
+                self.offline_copy = None;
             }
             MeshMessage::Retain { message, deliver } => {
                 self.apply_retained(&message);

@@ -62,6 +62,8 @@ pub struct Message {
     pub origin: Origin,
     /// Topic, message properties and payload prepared once for every receiver's PUBLISH frame.
     pub encoded: EncodedPublish,
+    /// Topic and payload are this message's own memory, not slices of a read buffer (`owned_copy`).
+    pub owned: bool,
 }
 
 /// The publisher of a message: its shard and connection (the session's current connection on that shard).
@@ -83,15 +85,25 @@ impl Message {
         origin: Origin,
     ) -> Result<Arc<Message>, EncodeError> {
         let encoded = EncodedPublish::new(&topic, &properties, payload.clone())?;
-        Ok(Arc::new(Message { topic, payload, qos, retain, properties, expires_at, origin, encoded }))
+        Ok(Arc::new(Message { topic, payload, qos, retain, properties, expires_at, origin, encoded, owned: false }))
     }
 
     /// A copy holding its own topic and payload (not slices of a read buffer), for long-term storage.
     /// Its properties are already owned (see `owned_forwarded_properties`).
     pub fn owned_copy(&self) -> Result<Arc<Message>, EncodeError> {
         let (topic, payload) = (owned_str(&self.topic), owned_bytes(&self.payload));
-        let properties = self.properties.clone();
-        Message::new(topic, payload, self.qos, self.retain, properties, self.expires_at, self.origin)
+        let encoded = EncodedPublish::new(&topic, &self.properties, payload.clone())?;
+        Ok(Arc::new(Message {
+            topic,
+            payload,
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self.expires_at,
+            origin: self.origin,
+            encoded,
+            owned: true,
+        }))
     }
 
     /// Bytes a queued copy of this message accounts for in the session queue bound.
