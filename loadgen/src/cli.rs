@@ -133,6 +133,10 @@ pub struct RunArgs {
     pub max_step: f64,
     #[arg(long, default_value_t = 10)]
     pub max_steps: usize,
+    /// idle: after the hold, drop every connection at once (no DISCONNECT) and reconnect them all,
+    /// measuring reconnects/s, CONNACK latency and how many sessions survived (with --persistent).
+    #[arg(long)]
+    pub reconnect: bool,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -212,6 +216,7 @@ impl RunArgs {
             duration_ns: (duration_secs * 1e9) as u64,
             drain_max_ns: if has_traffic { (self.drain * 1e9) as u64 } else { 0 },
             drain_quiet_ns: 300_000_000,
+            reconnect: self.reconnect && scenario == Scenario::Idle,
         }
     }
 }

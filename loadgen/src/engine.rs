@@ -56,6 +56,9 @@ pub struct EngineSettings {
     pub drain_max_ns: u64,
     /// The drain ends early once nothing arrived for this long and nothing is left to send.
     pub drain_quiet_ns: u64,
+    /// After the run, drop every connection without DISCONNECT and connect them all again (reconnect storm).
+    #[serde(default)]
+    pub reconnect: bool,
 }
 
 /// What one connection does.
@@ -96,6 +99,9 @@ pub struct Counters {
     pub connections: u64,
     pub sessions_present: u64,
     pub connections_lost: u64,
+    /// Reconnect storm: connections re-established, and how many found their session (CONNACK session present).
+    pub reconnections: u64,
+    pub reconnect_sessions_present: u64,
     /// CPU time the load threads themselves spent from t0 to the end of the drain (connecting excluded).
     pub loadgen_cpu_us: u64,
 }
@@ -116,6 +122,8 @@ impl Counters {
         self.connections += other.connections;
         self.sessions_present += other.sessions_present;
         self.connections_lost += other.connections_lost;
+        self.reconnections += other.reconnections;
+        self.reconnect_sessions_present += other.reconnect_sessions_present;
         self.loadgen_cpu_us += other.loadgen_cpu_us;
     }
 }
@@ -130,6 +138,10 @@ pub struct ThreadReport {
     pub ping: Histogram<u64>,
     pub first_connect_ns: u64,
     pub last_connack_ns: u64,
+    /// The reconnect storm's CONNACK latencies and window (empty / 0 without `--reconnect`).
+    pub reconnect_connack: Histogram<u64>,
+    pub reconnect_first_connect_ns: u64,
+    pub reconnect_last_connack_ns: u64,
     pub first_error: Option<String>,
 }
 
@@ -319,9 +331,41 @@ impl Engine {
         }
         self.drain()?;
         self.counters.loadgen_cpu_us = thread_cpu_ns().saturating_sub(cpu_start_ns) / 1000;
+        let reconnect = if self.settings.reconnect { Some(self.reconnect_storm()?) } else { None };
         self.disconnect_all();
         self.publish_progress(true);
-        Ok(self.into_report())
+        let mut report = self.into_report();
+        if let Some((connack, first_connect_ns, last_connack_ns)) = reconnect {
+            (report.reconnect_connack, report.reconnect_first_connect_ns, report.reconnect_last_connack_ns) =
+                (connack, first_connect_ns, last_connack_ns);
+        }
+        Ok(report)
+    }
+
+    /// Drops every connection at once (no DISCONNECT, like a network outage) and establishes them all again.
+    /// Returns the storm's CONNACK histogram and connect window; the first connect's figures stay as they were.
+    fn reconnect_storm(&mut self) -> Result<(Histogram<u64>, u64, u64), String> {
+        for conn in &mut self.conns {
+            if let Some(mut stream) = conn.stream.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+            conn.state = State::NotStarted;
+            conn.partial.clear();
+            conn.out.clear();
+            conn.inflight = 0;
+            conn.waiting_for_room = false;
+        }
+        self.due.clear();
+        let saved_connack = std::mem::replace(&mut self.connack, new_latency_histogram());
+        let saved = (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
+        self.first_connect_ns = u64::MAX;
+        self.last_connack_ns = 0;
+        self.establish()?;
+        self.counters.reconnections = self.counters.connections - saved.2;
+        self.counters.reconnect_sessions_present = self.counters.sessions_present - saved.3;
+        let storm = (std::mem::replace(&mut self.connack, saved_connack), self.first_connect_ns, self.last_connack_ns);
+        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) = saved;
+        Ok(storm)
     }
 
     fn drain(&mut self) -> Result<(), String> {
@@ -761,6 +805,9 @@ impl Engine {
             ping: self.ping,
             first_connect_ns: self.first_connect_ns,
             last_connack_ns: self.last_connack_ns,
+            reconnect_connack: new_latency_histogram(),
+            reconnect_first_connect_ns: u64::MAX,
+            reconnect_last_connack_ns: 0,
             first_error: self.first_error,
         }
     }

@@ -82,6 +82,9 @@ pub fn merge_reports(reports: Vec<ThreadReport>) -> ThreadReport {
         ping: new_latency_histogram(),
         first_connect_ns: u64::MAX,
         last_connack_ns: 0,
+        reconnect_connack: new_latency_histogram(),
+        reconnect_first_connect_ns: u64::MAX,
+        reconnect_last_connack_ns: 0,
         first_error: None,
     };
     for report in reports {
@@ -93,6 +96,9 @@ pub fn merge_reports(reports: Vec<ThreadReport>) -> ThreadReport {
         merge(&mut merged.ping, &report.ping);
         merged.first_connect_ns = merged.first_connect_ns.min(report.first_connect_ns);
         merged.last_connack_ns = merged.last_connack_ns.max(report.last_connack_ns);
+        merge(&mut merged.reconnect_connack, &report.reconnect_connack);
+        merged.reconnect_first_connect_ns = merged.reconnect_first_connect_ns.min(report.reconnect_first_connect_ns);
+        merged.reconnect_last_connack_ns = merged.reconnect_last_connack_ns.max(report.reconnect_last_connack_ns);
         merged.first_error = merged.first_error.or(report.first_error);
     }
     merged.sent_by_publisher.sort_unstable();
@@ -110,6 +116,9 @@ pub struct PortableReport {
     ping: String,
     first_connect_ns: u64,
     last_connack_ns: u64,
+    reconnect_connack: String,
+    reconnect_first_connect_ns: u64,
+    reconnect_last_connack_ns: u64,
     first_error: Option<String>,
 }
 
@@ -124,6 +133,9 @@ impl PortableReport {
             ping: to_hex(&report.ping),
             first_connect_ns: report.first_connect_ns,
             last_connack_ns: report.last_connack_ns,
+            reconnect_connack: to_hex(&report.reconnect_connack),
+            reconnect_first_connect_ns: report.reconnect_first_connect_ns,
+            reconnect_last_connack_ns: report.reconnect_last_connack_ns,
             first_error: report.first_error.clone(),
         }
     }
@@ -138,6 +150,9 @@ impl PortableReport {
             ping: from_hex(&self.ping)?,
             first_connect_ns: self.first_connect_ns,
             last_connack_ns: self.last_connack_ns,
+            reconnect_connack: from_hex(&self.reconnect_connack)?,
+            reconnect_first_connect_ns: self.reconnect_first_connect_ns,
+            reconnect_last_connack_ns: self.reconnect_last_connack_ns,
             first_error: self.first_error,
         })
     }

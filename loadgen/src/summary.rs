@@ -44,6 +44,11 @@ pub struct RunSummary {
     /// Connections divided by the time from the first connect to the last CONNACK.
     pub connects_per_sec: f64,
     pub ping_rtt_us: LatencySummary,
+    /// `--reconnect`: CONNACK latency and rate of the storm that reconnects every client at once.
+    #[serde(default)]
+    pub reconnect_connack_us: LatencySummary,
+    #[serde(default)]
+    pub reconnects_per_sec: f64,
     pub broker: Option<BrokerUsage>,
     /// First connection error seen during the run (connections lost), if any.
     pub first_error: Option<String>,
@@ -79,6 +84,11 @@ impl RunSummary {
         if report.counters.connections > 0 && connect_window_ns > 0 {
             self.connects_per_sec = report.counters.connections as f64 * 1e9 / connect_window_ns as f64;
         }
+        self.reconnect_connack_us = LatencySummary::of(&report.reconnect_connack);
+        let storm_window_ns = report.reconnect_last_connack_ns.saturating_sub(report.reconnect_first_connect_ns);
+        if report.counters.reconnections > 0 && storm_window_ns > 0 && report.reconnect_first_connect_ns != u64::MAX {
+            self.reconnects_per_sec = report.counters.reconnections as f64 * 1e9 / storm_window_ns as f64;
+        }
         self.first_error = report.first_error.clone();
     }
 
@@ -108,6 +118,13 @@ impl RunSummary {
         }
         println!("  connects/s {:.0}", self.connects_per_sec);
         print_latency("connack", &self.connack_us);
+        if counters.reconnections > 0 {
+            println!(
+                "  reconnect storm: {} reconnected at {:.0}/s, {} found their session",
+                counters.reconnections, self.reconnects_per_sec, counters.reconnect_sessions_present
+            );
+            print_latency("reconnect connack", &self.reconnect_connack_us);
+        }
         if self.ping_rtt_us.count > 0 {
             print_latency("ping rtt", &self.ping_rtt_us);
         }
@@ -137,7 +154,13 @@ impl RunSummary {
         let json_path = dir.join(format!("{name}.json"));
         let json = serde_json::to_string_pretty(self).map_err(|err| err.to_string())?;
         std::fs::write(&json_path, json).map_err(|err| format!("write {}: {err}", json_path.display()))?;
-        let phases = [("measure", &report.measure), ("warmup", &report.warmup), ("connack", &report.connack), ("ping", &report.ping)];
+        let phases = [
+            ("measure", &report.measure),
+            ("warmup", &report.warmup),
+            ("connack", &report.connack),
+            ("ping", &report.ping),
+            ("reconnect-connack", &report.reconnect_connack),
+        ];
         for (phase, histogram) in phases {
             if !histogram.is_empty() {
                 let path = dir.join(format!("{name}.{phase}.hgrm"));

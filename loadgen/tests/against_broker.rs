@@ -171,3 +171,15 @@ fn refused_connection_is_reported_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connection refused"), "{stderr}");
 }
+
+#[test]
+fn reconnect_storm_finds_every_persistent_session_again() {
+    let Some(broker) = start_broker("reconnect") else { return };
+    let args = ["--connections", "200", "--duration", "0.5", "--reconnect", "--persistent", "--mqtt-version", "5"];
+    let summary = run_loadgen(&broker, "idle", &args);
+    assert_eq!(count(&summary, "connections"), 200);
+    assert_eq!(count(&summary, "sessions_present"), 0, "first connect starts fresh sessions");
+    assert_eq!(count(&summary, "reconnections"), 200);
+    assert_eq!(count(&summary, "reconnect_sessions_present"), 200);
+    assert_eq!(summary["reconnect_connack_us"]["count"], 200);
+}
