@@ -5,6 +5,16 @@
 //! other shards and the current time; it answers with `Action`s (write these frames, close that connection,
 //! send this to shard N). There are no sockets, no executor and no clock in here, so every behaviour is
 //! testable by hand (see `tests/core_*.rs`).
+//!
+//! Where things are:
+//! - `core`: the `ShardCore` struct and the runtime's entry points; `handle/`: one file per packet kind.
+//! - `connection` (per-socket protocol state, kept small), `session` (what outlives a connection),
+//!   `inflight` (outgoing QoS 1/2 window and packet ids), `will`, `topic_alias`, `lifecycle` (how
+//!   connections and sessions end), `timers` + `timer_wheel` (every deadline of the shard in one wheel).
+//! - `trie` (arena topic trie), `subscriptions` (local filter -> sessions, shared groups), `interest`
+//!   (replicated filter -> shards), `retain` (full per-shard replica of the retained store), `delivery`
+//!   (routing and fan-out), `mesh` (messages from other shards), `outbound` (encoding and out-queues),
+//!   `owned` (copies that must not pin read buffers), `stats`, `settings`.
 
 mod connection;
 mod core;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::connection::Connection;
 use super::core::ShardCore;
 use super::delivery::Delivery;
 use super::message::{Action, ConnId, Message};
@@ -61,13 +62,7 @@ impl ShardCore {
             }
             _ => &message.encoded,
         };
-        let alias_plan = match connection.outgoing_alias_max {
-            0 => None,
-            alias_max => match &connection.aliases {
-                Some(aliases) => aliases.outgoing.plan(&message.topic),
-                None => OutgoingAliases::new(alias_max).plan(&message.topic),
-            },
-        };
+        let alias_plan = plan_alias(connection, &message.topic);
         let shareable = delivery.qos == QoS::AtMostOnce
             && delivery.subscription_ids.is_empty()
             && message.expires_at.is_none()
@@ -77,10 +72,7 @@ impl ShardCore {
                 if header.len() + message.payload.len() > max_packet_size {
                     return Err(PublishRefused::TooLarge);
                 }
-                self.queue_frame(conn, header);
-                if !message.payload.is_empty() {
-                    self.queue_frame(conn, message.payload.clone());
-                }
+                self.queue_publish_frames(conn, header, message.payload.clone());
                 return Ok(());
             }
         }
@@ -103,11 +95,15 @@ impl ShardCore {
         if shareable {
             self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
         }
-        self.queue_frame(conn, frame.header);
-        if !frame.payload.is_empty() {
-            self.queue_frame(conn, frame.payload);
-        }
+        self.queue_publish_frames(conn, frame.header, frame.payload);
         Ok(())
+    }
+
+    fn queue_publish_frames(&mut self, conn: ConnId, header: Bytes, payload: Bytes) {
+        self.queue_frame(conn, header);
+        if !payload.is_empty() {
+            self.queue_frame(conn, payload);
+        }
     }
 
     fn commit_alias(&mut self, conn: ConnId, topic: &ByteStr, plan: AliasPlan) {
@@ -150,6 +146,15 @@ impl ShardCore {
             connection.write_requested = true;
             self.actions.push_back(Action::Write(conn));
         }
+    }
+}
+
+/// The server-to-client alias this PUBLISH would use, if the client accepts aliases.
+fn plan_alias(connection: &Connection, topic: &ByteStr) -> Option<AliasPlan> {
+    match (connection.outgoing_alias_max, &connection.aliases) {
+        (0, _) => None,
+        (_, Some(aliases)) => aliases.outgoing.plan(topic),
+        (alias_max, None) => OutgoingAliases::new(alias_max).plan(topic),
     }
 }
 
