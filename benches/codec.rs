@@ -2,9 +2,13 @@
 //! and a CONNECT, and the encode-once fan-out path. Decoding runs over a read buffer holding many packets
 //! back to back, as a connection's buffer does, so per-packet figures include splitting the packet off.
 //!
+//! Every benchmark runs twice: `wall/...` measures elapsed time (criterion's default) and `cpu/...` the
+//! thread's CPU time, which stays meaningful when other processes share the cores.
+//!
 //! Run: `cargo bench --bench codec -- --warm-up-time 1 --measurement-time 3`
 
 use bytes::{Bytes, BytesMut};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shardmq::protocol::{
     decode_packet, encode_packet, Connect, Delivery, EncodedPublish, Packet, Properties,
@@ -91,13 +95,58 @@ fn decode_all(buf: &mut BytesMut, version: ProtocolVersion) {
     }
 }
 
-fn bench_packet(c: &mut Criterion, name: &str, packet: &Packet, version: ProtocolVersion) {
+/// The calling thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
+struct ThreadCpuTime;
+
+fn thread_cpu_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant the kernel supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_nanos()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_nanos() - start
+    }
+    fn add(&self, v1: &u64, v2: &u64) -> u64 {
+        v1 + v2
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, as for wall time, so its formatter applies.
+        WallTime.formatter()
+    }
+}
+
+fn bench_packet<M: Measurement>(
+    c: &mut Criterion<M>,
+    clock: &str,
+    name: &str,
+    packet: &Packet,
+    version: ProtocolVersion,
+) {
     let frame = encoded(packet, version);
     let mut buffer = BytesMut::with_capacity(frame.len() * PACKETS_PER_BUFFER);
     for _ in 0..PACKETS_PER_BUFFER {
         buffer.extend_from_slice(&frame);
     }
-    let mut group = c.benchmark_group(format!("decode/{name}"));
+    let mut group = c.benchmark_group(format!("{clock}/decode/{name}"));
     group.throughput(Throughput::Elements(PACKETS_PER_BUFFER as u64));
     group.bench_function("packets", |b| {
         b.iter_batched_ref(
@@ -116,7 +165,7 @@ fn bench_packet(c: &mut Criterion, name: &str, packet: &Packet, version: Protoco
     });
     group.finish();
 
-    let mut group = c.benchmark_group(format!("encode/{name}"));
+    let mut group = c.benchmark_group(format!("{clock}/encode/{name}"));
     let mut out = BytesMut::with_capacity(frame.len() * 2);
     group.throughput(Throughput::Elements(1));
     group.bench_function("packets", |b| {
@@ -135,31 +184,33 @@ fn bench_packet(c: &mut Criterion, name: &str, packet: &Packet, version: Protoco
     group.finish();
 }
 
-fn codec(c: &mut Criterion) {
+fn codec<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let publish = publish_qos0_64_bytes();
     assert_eq!(encoded(&publish, ProtocolVersion::V3_1_1).len(), 64);
     bench_packet(
         c,
+        clock,
         "publish_qos0_64B_v3.1.1",
         &publish,
         ProtocolVersion::V3_1_1,
     );
     bench_packet(
         c,
+        clock,
         "publish_qos1_props_v5",
         &publish_qos1_with_properties(),
         ProtocolVersion::V5,
     );
-    bench_packet(c, "connect_v5", &connect_v5(), ProtocolVersion::V5);
+    bench_packet(c, clock, "connect_v5", &connect_v5(), ProtocolVersion::V5);
 }
 
 /// One message to many receivers: each gets its own packet id and subscription identifier; the payload is
 /// shared. Measured per receiver (header written into a reused scratch buffer, frame split off).
-fn fan_out(c: &mut Criterion) {
+fn fan_out<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let Packet::Publish(publish) = publish_qos1_with_properties() else {
         unreachable!("a PUBLISH")
     };
-    let mut group = c.benchmark_group("fan_out/publish_qos1_props_v5");
+    let mut group = c.benchmark_group(format!("{clock}/fan_out/publish_qos1_props_v5"));
     group.throughput(Throughput::Elements(FAN_OUT_RECEIVERS as u64));
     let mut scratch = BytesMut::with_capacity(64 * 1024);
     group.bench_function("encode_once_per_receiver", |b| {
@@ -200,5 +251,20 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec, fan_out);
-criterion_main!(benches);
+fn wall(c: &mut Criterion) {
+    codec(c, "wall");
+    fan_out(c, "wall");
+}
+
+fn cpu(c: &mut Criterion<ThreadCpuTime>) {
+    codec(c, "cpu");
+    fan_out(c, "cpu");
+}
+
+criterion_group!(wall_time, wall);
+criterion_group! {
+    name = cpu_time;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = cpu
+}
+criterion_main!(wall_time, cpu_time);
