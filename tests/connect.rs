@@ -210,3 +210,23 @@ async fn pingreq_gets_pingresp_and_keeps_connection_alive__mqtt_3_12_4_1() {
         }
     }
 }
+
+#[tokio::test]
+async fn v31_mqisdp_connect_accepted_and_served__mqtt_3_1() {
+    let broker = Broker::start();
+    let topic = unique("v31");
+    let mut client = RawClient::connect(broker.port(), Level::V311).await;
+    let mut connect = raw::string("MQIsdp");
+    connect.extend([3, 0x02, 0, 30]);
+    connect.extend(raw::string(&unique("old")));
+    client.send(&raw::packet(0x10, &connect)).await;
+    // A 3.1 CONNACK has the same shape as 3.1.1's.
+    assert_eq!(client.expect_packet().await.connack(), (false, 0x00));
+    client.send(&raw::subscribe(Level::V311, 1, &[(&topic, 1)])).await;
+    assert_eq!(client.expect_packet().await.ack_reasons(), vec![1]);
+    client.send(&raw::publish(Level::V311, &topic, 1, false, 2, b"3.1 works")).await;
+    let mut packets = vec![client.expect_packet().await, client.expect_packet().await];
+    packets.sort_by_key(|packet| matches!(packet, shardmq::protocol::Packet::Publish(_)));
+    assert_eq!(packets[0].packet_id(), 2, "PUBACK for our PUBLISH: {packets:?}");
+    assert_eq!(packets[1].publish(), (topic, b"3.1 works".to_vec()));
+}

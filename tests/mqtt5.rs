@@ -391,3 +391,26 @@ async fn retain_unavailable_announced_and_retained_publish_refused_0x9a__mqtt_3_
     client.send(&raw::publish(Level::V5, "a/b", 0, true, 0, b"x")).await;
     client.expect_disconnect_and_close(0x9A).await;
 }
+
+#[tokio::test]
+async fn more_unacknowledged_qos2_than_server_receive_maximum_refused_0x93__mqtt_3_3_4_8() {
+    let broker = Broker::start_with(&BrokerLimits {
+        shardmq_mqtt_toml: Some("receive_maximum = 4".into()),
+        ..Default::default()
+    });
+    if support::skip_on_mosquitto(&broker, "Mosquitto answers PUBREC 0x97 Quota exceeded instead of DISCONNECT 0x93") {
+        return;
+    }
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
+    let receive_maximum = connack.properties.receive_maximum.unwrap_or(u16::MAX);
+    assert!(receive_maximum <= 100, "test needs a small Receive Maximum, broker announced {receive_maximum}");
+    // QoS 2 PUBLISHes stay unacknowledged until PUBREL, which we never send.
+    for packet_id in 1..=receive_maximum {
+        client.send(&raw::publish(Level::V5, "flood", 2, false, packet_id, b"x")).await;
+        assert_eq!(client.expect_packet().await.packet_id(), packet_id, "PUBREC");
+    }
+    client.send(&raw::publish(Level::V5, "flood", 2, false, receive_maximum + 1, b"x")).await;
+    client.expect_disconnect_and_close(0x93).await;
+}

@@ -7,6 +7,7 @@ mod support;
 
 use support::any_version::{Client, Version, BOTH_VERSIONS};
 use support::raw::{self, Level, PacketFields, RawClient};
+
 use support::{spread_client_ids, unique, Broker};
 
 #[tokio::test]
@@ -338,5 +339,29 @@ async fn subscription_covers_other_shards_as_soon_as_suback_arrives__mqtt_3_8_4(
                 assert_eq!(message.payload, format!("{round}").as_bytes(), "{version:?} round {round}");
             }
         }
+    }
+}
+
+/// A publisher resends a QoS 2 PUBLISH (DUP) before PUBREL, as after a lost PUBREC: one delivery only.
+#[tokio::test]
+async fn qos2_publish_resent_before_pubrel_delivered_once__mqtt_4_3_3_10() {
+    let broker = Broker::start();
+    for level in [Level::V311, Level::V5] {
+        let topic = unique("qos2-dup");
+        let mut subscriber = Client::connect(broker.port(), Version::V311, &unique("sub")).await;
+        subscriber.subscribe(&topic, 2).await;
+        let mut publisher = RawClient::connect(broker.port(), level).await;
+        publisher.handshake(&raw::connect(level, &unique("pub"), true, 30, None)).await;
+        let publish = raw::publish(level, &topic, 2, false, 7, b"once");
+        publisher.send(&publish).await;
+        assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBREC");
+        let mut resent = publish.clone();
+        resent[0] |= 0x08; // DUP
+        publisher.send(&resent).await;
+        assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBREC again");
+        publisher.send(&raw::publish_ack(raw::PUBREL, 7)).await;
+        assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBCOMP");
+        assert_eq!(subscriber.next_message().await.payload, "once");
+        subscriber.expect_no_message().await;
     }
 }

@@ -9,8 +9,9 @@ mod support;
 use std::time::Duration;
 
 use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
-use support::raw::{self, Level, RawClient};
-use support::{client_id_on_shard, unique, Broker};
+use shardmq::protocol::Packet;
+use support::raw::{self, Level, PacketFields, RawClient, Received};
+use support::{client_id_on_shard, unique, Broker, BrokerLimits};
 
 #[tokio::test]
 async fn persistent_session_resumes_with_session_present_and_subscriptions__mqtt_3_2_2_2() {
@@ -170,4 +171,68 @@ async fn v5_disconnect_can_set_session_expiry_to_zero__mqtt_3_14_2_2() {
     client.expect_closed().await;
     let again = Client::connect_with(broker.port(), &ClientOptions::persistent(Version::V5, &id)).await;
     assert!(!again.session_present(), "DISCONNECT with Session Expiry Interval 0 ends the session");
+}
+
+/// QoS 2 to a persistent raw 3.1.1 subscriber that stops after PUBREC: on reconnect the broker resends
+/// PUBREL, not the PUBLISH; with no PUBREC at all it resends the PUBLISH with DUP.
+#[tokio::test]
+async fn qos2_flow_resumed_at_the_right_step_on_reconnect__mqtt_4_4_0_1() {
+    let broker = Broker::start();
+    let id = unique("qos2-resume");
+    let topic = unique("qos2-resume/topic");
+    let connect = raw::connect(Level::V311, &id, false, 30, None);
+    let mut subscriber = RawClient::connect(broker.port(), Level::V311).await;
+    subscriber.handshake(&connect).await;
+    subscriber.send(&raw::subscribe(Level::V311, 1, &[(&topic, 2)])).await;
+    subscriber.expect_packet().await;
+    let mut publisher = Client::connect(broker.port(), Version::V311, &unique("pub")).await;
+    publisher.publish(&topic, 2, false, "exactly once").await;
+
+    let Packet::Publish(first) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+    subscriber.send(&raw::publish_ack(raw::PUBREC, first.packet_id)).await;
+    assert_eq!(subscriber.expect_packet().await, Packet::PubRel(pub_response(first.packet_id)));
+    drop(subscriber); // no PUBCOMP
+
+    let mut subscriber = RawClient::connect(broker.port(), Level::V311).await;
+    assert_eq!(subscriber.handshake(&connect).await.connack(), (true, 0));
+    assert_eq!(subscriber.expect_packet().await, Packet::PubRel(pub_response(first.packet_id)), "PUBREL resent");
+    subscriber.send(&raw::publish_ack(raw::PUBCOMP, first.packet_id)).await;
+
+    publisher.publish(&topic, 2, false, "second").await;
+    let Packet::Publish(second) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+    drop(subscriber); // not even PUBREC
+    let mut subscriber = RawClient::connect(broker.port(), Level::V311).await;
+    subscriber.handshake(&connect).await;
+    let Packet::Publish(again) = subscriber.expect_packet().await else { panic!("expected the PUBLISH again") };
+    assert_eq!((again.packet_id, again.dup, &again.payload[..]), (second.packet_id, true, &b"second"[..]));
+    assert!(matches!(subscriber.receive(support::SILENCE).await, Received::Timeout), "nothing else is resent");
+}
+
+fn pub_response(packet_id: u16) -> shardmq::protocol::PubResponse {
+    shardmq::protocol::PubResponse { packet_id, ..Default::default() }
+}
+
+#[tokio::test]
+async fn offline_queue_bounded_by_configured_message_count__mqtt_3_1_2_5() {
+    let broker = Broker::start_with(&BrokerLimits { session_queue_messages_max: Some(5), ..Default::default() });
+    let id = unique("bounded");
+    let topic = unique("bounded/topic");
+    let options = ClientOptions::persistent(Version::V311, &id);
+    let mut subscriber = Client::connect_with(broker.port(), &options).await;
+    subscriber.subscribe(&topic, 1).await;
+    subscriber.disconnect().await;
+    let mut publisher = Client::connect(broker.port(), Version::V311, &unique("pub")).await;
+    for i in 0..12 {
+        publisher.publish(&topic, 1, false, format!("{i}")).await;
+    }
+    let mut subscriber = Client::connect_with(broker.port(), &options).await;
+    let kept: Vec<u32> = subscriber
+        .next_messages(5)
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).parse().expect("numeric"))
+        .collect();
+    subscriber.expect_no_message().await;
+    // Which end is dropped is the broker's choice; the kept ones stay in order.
+    assert!(kept == [0, 1, 2, 3, 4] || kept == [7, 8, 9, 10, 11], "kept {kept:?}");
 }

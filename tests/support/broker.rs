@@ -46,6 +46,8 @@ pub struct BrokerLimits {
     pub max_qos: Option<u8>,
     /// v5 Retain Available: false refuses retained PUBLISHes.
     pub retain_available: Option<bool>,
+    /// Most messages queued for an offline session.
+    pub session_queue_messages_max: Option<usize>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
 }
@@ -155,6 +157,9 @@ fn shardmq_config(limits: &BrokerLimits) -> String {
     if let Some(secs) = limits.keepalive_max_secs {
         mqtt.push_str(&format!("keepalive_max_secs = {secs}\n"));
     }
+    if let Some(count) = limits.session_queue_messages_max {
+        mqtt.push_str(&format!("session_queue_messages_max = {count}\n"));
+    }
     if let Some(qos) = limits.max_qos {
         mqtt.push_str(&format!("max_qos = {qos}\n"));
     }
@@ -208,6 +213,9 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     }
     if let Some(secs) = limits.keepalive_max_secs {
         config.push_str(&format!("max_keepalive {secs}\n"));
+    }
+    if let Some(count) = limits.session_queue_messages_max {
+        config.push_str(&format!("max_queued_messages {count}\n"));
     }
     if let Some(qos) = limits.max_qos {
         config.push_str(&format!("max_qos {qos}\n"));
