@@ -183,3 +183,15 @@ fn reconnect_storm_finds_every_persistent_session_again() {
     assert_eq!(count(&summary, "reconnect_sessions_present"), 200);
     assert_eq!(summary["reconnect_connack_us"]["count"], 200);
 }
+
+#[test]
+fn worker_processes_merge_their_counts_and_histograms() {
+    let Some(broker) = start_broker("workers") else { return };
+    let args = ["--subscribers", "6", "--workers", "2", "--threads", "2", "--rate", "200", "--warmup", "0.5", "--duration", "1"];
+    let summary = run_loadgen(&broker, "fan-out", &args);
+    assert_eq!(count(&summary, "sent"), 300);
+    assert_eq!(count(&summary, "connections"), 7);
+    assert_eq!(count(&summary, "delivered"), 1800);
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["latency_us"]["count"], 1200, "both workers' measured histograms merged");
+}
