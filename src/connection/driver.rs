@@ -216,6 +216,8 @@ pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) 
     let slot = Rc::new(ConnSlot::new(conn, stream, permit));
     shard.conns.borrow_mut().insert(conn, slot.clone());
     spawn_reader(shard, slot);
+    // The core armed the connect timeout: the turn task must look at the new deadline.
+    shard.request_turn();
 }
 
 /// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
