@@ -2,8 +2,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use shardmq::config::{CliArgs, Config, USAGE};
 
@@ -24,13 +22,7 @@ fn main() -> ExitCode {
         Err(err) => return fail(&err),
     };
     init_logging(&config.log_level);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(err) = signal_hook::flag::register(signal, stop.clone()) {
-            return fail(&err);
-        }
-    }
-    let result = shardmq::shard::run(config, stop, |bound| {
+    let result = shardmq::shard::run(config, |bound| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "shardmq listening on {bound}");
         let _ = stdout.flush();

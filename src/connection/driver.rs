@@ -1,9 +1,9 @@
 //! One connection on its shard: the socket, at most a partial packet and the frames the socket has not
-//! taken yet (`ConnSlot`), the reader task (read -> decode -> core) and, only while the socket is full, a
-//! writer task.
+//! taken yet (`ConnSlot`); the shard's read pump (read -> decode -> core for every ready connection) and,
+//! only while a socket is full, a writer task for it.
 //!
-//! An idle connection holds no read buffer (buffers come from the shard's pool and go back when a read
-//! leaves no partial packet), no timer (keep-alive lives in the core's timer wheel) and empty queues.
+//! An idle connection holds no read buffer (reads land in the shard's buffer), no task (see
+//! `readiness`), no timer (keep-alive lives in the core's timer wheel) and empty queues.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -18,15 +18,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use super::readiness;
 use super::vectored_write::write_frames;
-use super::{ConnectionPermit, PermitGuard, ReadPool};
+use super::{ConnectionPermit, PermitGuard, ShardReadBuffer};
 use crate::broker::ConnId;
 use crate::protocol::{decode_packet, ProtocolVersion};
 use crate::shard::placement::{move_target, Handoff};
 use crate::shard::turn::{Shard, ShardMeshItem};
 
-/// Free room below which a read first grows the buffer (a partial packet nearly fills it).
-const READ_ROOM_MIN_BYTES: usize = 512;
+/// Reads one ready connection gets before the pump moves on to the next.
+const READS_PER_WAKE: usize = 4;
 /// How long a closing connection may take to accept its last frames before it is closed anyway.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,6 +43,8 @@ pub struct ConnSlot {
     ended: Cell<bool>,
     /// The first packet has been seen, so home-shard placement is decided.
     placed: Cell<bool>,
+    /// Input was malformed or the connection moved: nothing more is read here.
+    reading_stopped: Cell<bool>,
     _permit: PermitGuard,
 }
 
@@ -71,6 +74,7 @@ impl ConnSlot {
             closing: Cell::new(false),
             ended: Cell::new(false),
             placed: Cell::new(false),
+            reading_stopped: Cell::new(false),
             _permit: permit,
         }
     }
@@ -136,47 +140,24 @@ impl ConnSlot {
         }
     }
 
-    /// Reads into a pooled buffer (or the partial packet's). While the socket has nothing, the buffer
-    /// goes back to the pool (or stays as the partial packet): a waiting connection holds no buffer.
-    fn poll_fill(&self, cx: &mut Context<'_>, pool: &RefCell<ReadPool>) -> Poll<Filled> {
-        let mut buf = self.partial.borrow_mut().take().unwrap_or_else(|| pool.borrow_mut().take());
-        let filled = buf.len();
-        if buf.capacity() - filled < READ_ROOM_MIN_BYTES {
-            buf.reserve(pool.borrow().buffer_bytes());
-        }
-        let capacity = buf.capacity();
-        buf.resize(capacity, 0);
-        let result = Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut buf[filled..]);
-        match result {
-            Poll::Ready(Ok(0)) => {
-                buf.truncate(filled);
-                self.keep_or_return(buf, pool);
-                Poll::Ready(Filled::Eof)
-            }
+    /// Reads into the shard's buffer; the bytes come back as this connection's input (its partial packet
+    /// plus the new bytes). While waiting, the connection holds no buffer.
+    fn poll_fill(&self, cx: &mut Context<'_>, reads: &RefCell<ShardReadBuffer>) -> Poll<Filled> {
+        let mut reads = reads.borrow_mut();
+        match Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, reads.scratch()) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Filled::Eof),
             Poll::Ready(Ok(read)) => {
-                buf.truncate(filled + read);
-                Poll::Ready(Filled::Data(buf))
+                let partial = self.partial.borrow_mut().take();
+                Poll::Ready(Filled::Data(reads.take_input(read, partial)))
             }
-            Poll::Ready(Err(err)) => {
-                buf.truncate(filled);
-                self.keep_or_return(buf, pool);
-                Poll::Ready(Filled::Failed(err))
-            }
-            Poll::Pending => {
-                buf.truncate(filled);
-                self.keep_or_return(buf, pool);
-                Poll::Pending
-            }
+            Poll::Ready(Err(err)) => Poll::Ready(Filled::Failed(err)),
+            Poll::Pending => Poll::Pending,
         }
     }
 
-    /// Keeps `buf` while it holds a partial packet; otherwise it goes back to the pool.
-    fn keep_or_return(&self, buf: BytesMut, pool: &RefCell<ReadPool>) {
-        if buf.is_empty() {
-            pool.borrow_mut().give_back(buf);
-        } else {
-            *self.partial.borrow_mut() = Some(buf);
-        }
+    /// Keeps what is left of the input as the partial packet; nothing is kept when it was all decoded.
+    fn keep_partial(&self, input: BytesMut) {
+        *self.partial.borrow_mut() = (!input.is_empty()).then_some(input);
     }
 
     /// Writes part of the first unsent frame through glommio, which waits until the socket has room.
@@ -214,8 +195,8 @@ pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) 
     }
     let conn = shard.core.borrow_mut().open_connection(Instant::now());
     let slot = Rc::new(ConnSlot::new(conn, stream, permit));
-    shard.conns.borrow_mut().insert(conn, slot.clone());
-    spawn_reader(shard, slot);
+    shard.conns.borrow_mut().insert(conn, slot);
+    readiness::mark_ready(conn);
     // The core armed the connect timeout: the turn task must look at the new deadline.
     shard.request_turn();
 }
@@ -236,47 +217,58 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff, permits: &ConnectionPermit) {
     shard.core.borrow_mut().handle_packet(conn, connect, now);
     let mut buf = leftover;
     let step = feed_input(shard, &slot, &mut buf);
-    slot.keep_or_return(buf, &shard.read_pool);
+    slot.keep_partial(buf);
     shard.request_turn();
     if step == InputStep::Continue {
-        spawn_reader(shard, slot);
+        readiness::mark_ready(conn);
+    } else {
+        slot.reading_stopped.set(true);
     }
 }
 
-fn spawn_reader(shard: &Rc<Shard>, slot: Rc<ConnSlot>) {
-    let reader = read_until_closed(shard.clone(), slot.clone());
-    if shard.gate.spawn(reader).map(|task| task.detach()).is_err() {
-        // The gate is closed: the shard is stopping.
-        shard.connection_ended(&slot);
-    }
-}
-
-async fn read_until_closed(shard: Rc<Shard>, slot: Rc<ConnSlot>) {
+/// The shard's read pump: for every connection whose socket became readable, read and feed the core.
+pub async fn pump_reads(shard: Rc<Shard>) {
+    let mut batch = Vec::new();
     loop {
-        let filled = std::future::poll_fn(|cx| slot.poll_fill(cx, &shard.read_pool)).await;
-        let mut buf = match filled {
-            Filled::Data(buf) => buf,
-            Filled::Eof => break,
-            Filled::Failed(err) => {
-                tracing::debug!(shard = shard.id, conn = slot.conn.0, %err, "read failed");
-                break;
+        std::future::poll_fn(|cx| readiness::poll_ready(cx, &mut batch)).await;
+        for conn in batch.drain(..) {
+            let slot = shard.conns.borrow().get(&conn).cloned();
+            if let Some(slot) = slot {
+                read_available(&shard, &slot);
             }
-        };
-        if slot.closing.get() {
-            slot.keep_or_return(buf, &shard.read_pool);
-            break;
         }
-        let step = feed_input(&shard, &slot, &mut buf);
-        slot.keep_or_return(buf, &shard.read_pool);
         shard.request_turn();
-        if step == InputStep::Stop {
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Reads what the socket has (a few reads at most, then the connection goes to the back of the ready
+/// list so one busy client cannot starve the others) and feeds it to the core.
+fn read_available(shard: &Rc<Shard>, slot: &Rc<ConnSlot>) {
+    let waker = readiness::conn_waker(slot.conn);
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..READS_PER_WAKE {
+        if slot.reading_stopped.get() || slot.ended.get() {
             return;
         }
+        match slot.poll_fill(&mut cx, &shard.read_buffer) {
+            Poll::Pending => return,
+            Poll::Ready(Filled::Data(mut input)) => {
+                let step = feed_input(shard, slot, &mut input);
+                slot.keep_partial(input);
+                if step == InputStep::Stop {
+                    slot.reading_stopped.set(true);
+                    return;
+                }
+            }
+            Poll::Ready(Filled::Eof) => return shard.connection_ended(slot),
+            Poll::Ready(Filled::Failed(err)) => {
+                tracing::debug!(shard = shard.id, conn = slot.conn.0, %err, "read failed");
+                return shard.connection_ended(slot);
+            }
+        }
     }
-    if let Some(buf) = slot.partial.borrow_mut().take() {
-        shard.read_pool.borrow_mut().give_back(buf);
-    }
-    shard.connection_ended(&slot);
+    readiness::mark_ready(slot.conn);
 }
 
 /// Decodes every complete packet in `buf` and hands it to the core (or, for a CONNECT homed on another

@@ -1,15 +1,16 @@
 //! The per-connection driver: read -> decode -> `ShardCore::handle_packet`, and the vectored writes of the
-//! frames the core queued. Owns the shard's read-buffer pool and the process-wide connection limit.
+//! frames the core queued. Owns the shard's read buffer and the process-wide connection limit.
 
 mod driver;
-pub mod read_pool;
+pub mod read_buffer;
+pub mod readiness;
 pub mod vectored_write;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use driver::{adopt, open_accepted, ConnSlot};
-pub use read_pool::ReadPool;
+pub use driver::{adopt, open_accepted, pump_reads, ConnSlot};
+pub use read_buffer::ShardReadBuffer;
 
 /// The process-wide count of open connections against `max_connections`. Shared by all shards; touched
 /// once per accept and once per close, never per packet.

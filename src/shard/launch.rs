@@ -3,7 +3,6 @@
 //! later wait for all of them to finish after a stop request.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use super::affinity;
 use super::io_budget::{self, IoBudget, IoBudgetError};
 use super::listener;
 use super::mesh::{build_mesh, MeshEnds};
+use super::stop::stop_channels;
 use super::turn::ShardMeshItem;
 use super::worker::{self, ShardContext};
 use crate::config::{Config, ConfigError};
@@ -47,6 +47,8 @@ pub enum StartError {
     MemlockLimit(std::io::Error),
     #[error(transparent)]
     IoBudget(#[from] IoBudgetError),
+    #[error("cannot set up the stop signal handling: {0}")]
+    Signals(std::io::Error),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
     #[error("shard {shard} (CPU {cpu}) could not start: {reason}")]
@@ -80,9 +82,9 @@ enum StartReport {
     Failed { shard: usize, reason: String },
 }
 
-/// Runs the broker until `stop` is set and every shard has shut down. `on_ready` runs once, with the bound
-/// address, after every shard is accepting.
-pub fn run(config: Config, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+/// Runs the broker until SIGINT/SIGTERM and every shard has shut down. `on_ready` runs once, with the
+/// bound address, after every shard is accepting.
+pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
     let plan = plan(&config)?;
     let shards = plan.cpus.len();
     let listen = config.listen_addr()?;
@@ -92,10 +94,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAd
     let config = Arc::new(config);
     let permits = ConnectionPermit::new(config.max_connections);
     let meshes = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
+    let (stop, stop_receivers) = stop_channels(shards).map_err(StartError::Signals)?;
+    let stop = Arc::new(stop);
+    stop.on_signals().map_err(StartError::Signals)?;
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
-    for ((shard, mesh), listener) in meshes.into_iter().enumerate().zip(listeners) {
-        let context = ShardContext { shard, shards, config: config.clone(), stop: stop.clone(), permits: permits.clone() };
+    let per_shard = meshes.into_iter().zip(listeners).zip(stop_receivers);
+    for (shard, ((mesh, listener), stop)) in per_shard.enumerate() {
+        let context = ShardContext { shard, shards, config: config.clone(), stop, permits: permits.clone() };
         let cpu = plan.cpus[shard];
         let builder = executor_builder(shard, cpu, plan.budget);
         let report = report_tx.clone();
@@ -110,7 +116,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>, on_ready: impl FnOnce(SocketAd
     if started.is_ok() {
         on_ready(bound);
     } else {
-        stop.store(true, Ordering::SeqCst);
+        stop.stop_all();
     }
     for thread in threads {
         if thread.join().is_err() {

@@ -8,6 +8,7 @@ pub mod launch;
 pub mod listener;
 pub mod mesh;
 pub mod placement;
+pub mod stop;
 pub mod turn;
 mod worker;
 

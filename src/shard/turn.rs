@@ -1,4 +1,4 @@
-//! `Shard`: the state one executor owns (its broker core, its connections, read-buffer pool and mesh
+//! `Shard`: the state one executor owns (its broker core, its connections, read buffer and mesh
 //! outbox) and the end-of-turn step that carries out what the core asked for: one vectored write per
 //! connection with output, closes, and one mesh batch per destination shard.
 //!
@@ -21,7 +21,7 @@ use super::mesh::{MeshOutbox, MeshSenders};
 use super::placement::Handoff;
 use crate::broker::{Action, BrokerSettings, ConnId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
-use crate::connection::{ConnSlot, ConnectionPermit, ReadPool};
+use crate::connection::{ConnSlot, ConnectionPermit, ShardReadBuffer};
 
 /// What travels between shards: the core's messages and connections moving to their home shard.
 pub enum ShardMeshItem {
@@ -33,8 +33,6 @@ pub enum ShardMeshItem {
 pub const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
 /// Shortest sleep of the turn task when a timer deadline is already due (guards against a busy loop).
 const MIN_TIMER_SLEEP: Duration = Duration::from_micros(200);
-/// Read buffers a shard keeps free for reuse.
-const POOLED_READ_BUFFERS_MAX: usize = 64;
 
 pub struct Shard {
     pub id: ShardId,
@@ -43,7 +41,7 @@ pub struct Shard {
     pub settings: Rc<BrokerSettings>,
     pub core: RefCell<ShardCore>,
     pub conns: RefCell<AHashMap<ConnId, Rc<ConnSlot>>>,
-    pub read_pool: RefCell<ReadPool>,
+    pub read_buffer: RefCell<ShardReadBuffer>,
     /// Connection tasks (readers, writers); shutdown waits for them.
     pub gate: Gate,
     pub permits: ConnectionPermit,
@@ -69,7 +67,7 @@ impl Shard {
             shard_count,
             core: RefCell::new(ShardCore::new(id, shard_count, settings.clone())),
             settings,
-            read_pool: RefCell::new(ReadPool::new(config.read_buffer_bytes, POOLED_READ_BUFFERS_MAX)),
+            read_buffer: RefCell::new(ShardReadBuffer::new(config.read_buffer_bytes)),
             config,
             conns: RefCell::new(AHashMap::new()),
             gate: Gate::new(),

@@ -1,22 +1,20 @@
 //! What one shard runs inside its pinned executor: connect the mesh, take over its listening socket,
-//! report ready, accept and serve until the stop flag is set, then shut down through a gate that waits
+//! report ready, accept and serve until a stop arrives, then shut down through a gate that waits
 //! for every connection task to flush and finish.
 
 use std::os::fd::IntoRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::mesh::MeshEnds;
+use super::stop::StopReceiver;
 use super::turn::{Shard, ShardMeshItem};
 use crate::config::Config;
 use crate::connection::{self, ConnectionPermit};
 
-/// How often a shard looks at the process stop flag (set by the SIGINT/SIGTERM handler).
-pub const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long shutdown waits for connections to flush their last frames.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of descriptors) before trying again.
@@ -27,7 +25,7 @@ pub struct ShardContext {
     pub shard: usize,
     pub shards: usize,
     pub config: Arc<Config>,
-    pub stop: Arc<AtomicBool>,
+    pub stop: StopReceiver,
     pub permits: ConnectionPermit,
 }
 
@@ -37,23 +35,26 @@ pub async fn run(
     listener: std::net::TcpListener,
     ready: impl FnOnce(),
 ) {
+    let ShardContext { shard: id, shards, config, stop, permits } = context;
+    let stop = stop.into_shard_stop();
     let connected = futures_lite::future::or(async { Some(mesh.connect().await) }, async {
-        wait_for_stop(&context.stop).await;
+        stop.wait().await;
         None
     })
     .await;
     let Some((senders, receivers)) = connected else { return };
-    let ShardContext { shard: id, shards, config, stop, permits } = context;
     let shard = Rc::new(Shard::new(id, shards, config, senders, permits));
     for (from, receiver) in receivers {
         glommio::spawn_local(receive_mesh(shard.clone(), from, receiver)).detach();
     }
     let turns = glommio::spawn_local(shard.clone().run_turns());
+    let reads = glommio::spawn_local(connection::pump_reads(shard.clone()));
     // SAFETY: the listener's descriptor moves into the glommio listener, which now owns it.
     let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
     ready();
-    futures_lite::future::or(accept_loop(shard.clone(), listener), wait_for_stop(&stop)).await;
+    futures_lite::future::or(accept_loop(shard.clone(), listener), stop.wait()).await;
     shut_down(&shard).await;
+    drop(reads);
     drop(turns);
 }
 
@@ -99,10 +100,4 @@ async fn shut_down(shard: &Rc<Shard>) {
     shard.close_mesh();
     let (backlog, dropped_batches) = shard.mesh_backlog();
     tracing::debug!(shard = shard.id, flushed, backlog, dropped_batches, "shard stopped");
-}
-
-async fn wait_for_stop(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(STOP_POLL_INTERVAL).await;
-    }
 }
