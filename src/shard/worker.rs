@@ -15,6 +15,8 @@ use super::turn::{Shard, ShardMeshItem};
 use crate::config::Config;
 use crate::connection::{self, ConnectionPermit};
 
+/// How often a starting shard re-polls the mesh connection.
+const MESH_CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// How long shutdown waits for connections to flush their last frames.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of descriptors) before trying again.
@@ -37,11 +39,12 @@ pub async fn run(
 ) {
     let ShardContext { shard: id, shards, config, stop, permits } = context;
     let stop = stop.into_shard_stop();
-    let connected = futures_lite::future::or(async { Some(mesh.connect().await) }, async {
+    let stopped = async {
         stop.wait().await;
         None
-    })
-    .await;
+    };
+    let connecting = futures_lite::future::or(async { Some(mesh.connect().await) }, keep_polling());
+    let connected = futures_lite::future::or(connecting, stopped).await;
     let Some((senders, receivers)) = connected else { return };
     let shard = Rc::new(Shard::new(id, shards, config, senders, permits));
     for (from, receiver) in receivers {
@@ -56,6 +59,15 @@ pub async fn run(
     shut_down(&shard).await;
     drop(reads);
     drop(turns);
+}
+
+/// glommio does not wake a parked executor when a peer connects its end of a shared channel (measured: a
+/// shard slept until unrelated I/O arrived), so a short ticker keeps the shard polling while the mesh
+/// connects. Never completes.
+async fn keep_polling<T>() -> Option<T> {
+    loop {
+        glommio::timer::sleep(MESH_CONNECT_POLL_INTERVAL).await;
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
