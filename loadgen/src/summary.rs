@@ -95,7 +95,7 @@ impl RunSummary {
     pub fn print(&self) {
         let counters = &self.counters;
         println!("{} {} ({}): {} connections", self.label, self.scenario, self.command, counters.connections);
-        if counters.sent > 0 {
+        if counters.sent > 0 || counters.delivered > 0 {
             println!(
                 "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s received in the measured phase)  expected {}  lost {}  duplicates {}  out-of-order {}",
                 counters.sent,
