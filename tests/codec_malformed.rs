@@ -353,6 +353,9 @@ fn length_cases(t: &mut Table) {
     );
 }
 
+/// Builds a packet (and the version to decode it at) that carries the given raw bytes in one string field.
+type PacketWithField = fn(&[u8]) -> (ProtocolVersion, Vec<u8>);
+
 fn string_cases(t: &mut Table) {
     let bad_utf8: [(&str, &[u8]); 5] = [
         ("ff_byte", b"a\xFFb"),
@@ -369,7 +372,7 @@ fn string_cases(t: &mut Table) {
             E::InvalidUtf8,
         );
     }
-    let cases: [(&str, fn(&[u8]) -> (ProtocolVersion, Vec<u8>)); 10] = [
+    let cases: [(&str, PacketWithField); 10] = [
         ("client_id", |x| (V3_1_1, connect_v4(0x02, &[&s(x)]))),
         ("username", |x| {
             (V3_1_1, connect_v4(0x82, &[&s(b"c"), &s(x)]))
