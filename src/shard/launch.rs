@@ -88,7 +88,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
     let plan = plan(&config)?;
     let shards = plan.cpus.len();
     let listen = config.listen_addr()?;
-    let (listeners, bound) = listener::bind_reuseport(listen, shards).map_err(StartError::Listen)?;
+    let caps = listener::SocketBufferCaps {
+        send_bytes: config.socket_send_buffer_bytes,
+        recv_bytes: config.socket_recv_buffer_bytes,
+    };
+    let (listeners, bound) = listener::bind_reuseport(listen, shards, caps).map_err(StartError::Listen)?;
     tracing::info!(shards, cpus = ?plan.cpus, io_memory_bytes = plan.budget.io_memory_bytes,
         ring_depth = plan.budget.ring_depth, "starting shards");
     let config = Arc::new(config);
