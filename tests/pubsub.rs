@@ -250,7 +250,6 @@ async fn suback_has_one_code_per_filter_in_order__mqtt_3_9_3_1() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq bug: invalid filter closes the connection instead of SUBACK 0x80"]
 async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x80") {
@@ -265,7 +264,6 @@ async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq bug: invalid filter gets DISCONNECT 0x8F instead of SUBACK 0x8F"]
 async fn v5_invalid_filter_gets_suback_0x8f__mqtt_3_9_3_1() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x8F") {

@@ -11,7 +11,7 @@ use super::packet::*;
 use super::properties::{Properties, PropertyScope};
 use super::reason::ReasonCode;
 use super::topic::{
-    parse_shared_subscription, validate_topic_filter, validate_topic_name, TopicError,
+    parse_shared_subscription, validate_topic_name, TopicError,
 };
 use super::wire::{decode_variable_byte_integer, Reader};
 
@@ -332,8 +332,8 @@ fn decode_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscrib
     }
     let mut filters = Vec::with_capacity(1);
     while r.remaining() > 0 {
+        // An invalid filter is refused per filter in the SUBACK (0x80 / 0x8F) by the broker, not here.
         let filter = r.string()?;
-        validate_topic_filter(&filter).map_err(DecodeError::TopicFilterInvalid)?;
         let options = decode_subscription_options(r.u8()?, version)?;
         if options.no_local && matches!(parse_shared_subscription(&filter), Ok(Some(_))) {
             return Err(DecodeError::NoLocalOnSharedSubscription);
@@ -413,8 +413,8 @@ fn decode_unsubscribe(
     }
     let mut filters = Vec::with_capacity(1);
     while r.remaining() > 0 {
+        // An invalid filter is answered in the UNSUBACK by the broker, not refused here.
         let filter = r.string()?;
-        validate_topic_filter(&filter).map_err(DecodeError::TopicFilterInvalid)?;
         filters.push(filter);
     }
     Ok(Unsubscribe {

@@ -85,9 +85,6 @@ pub enum DecodeError {
     /// free of wildcards [MQTT-3.3.2-2].
     #[error("invalid topic name: {0}")]
     TopicNameInvalid(TopicError),
-    /// A SUBSCRIBE or UNSUBSCRIBE topic filter follows the wildcard rules [MQTT-4.7.1-1] [MQTT-4.7.1-2].
-    #[error("invalid topic filter: {0}")]
-    TopicFilterInvalid(TopicError),
     /// SUBSCRIBE carries at least one topic filter [MQTT-3.8.3-2] (3.1.1: [MQTT-3.8.3-3]).
     #[error("SUBSCRIBE without topic filters [MQTT-3.8.3-2]")]
     SubscribeEmpty,
@@ -139,7 +136,6 @@ impl DecodeError {
             }
             TopicNameInvalid(TopicError::Empty) => ReasonCode::PROTOCOL_ERROR,
             TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
-            TopicFilterInvalid(_) => ReasonCode::TOPIC_FILTER_INVALID,
             PacketIdZero { .. }
             | SubscribeEmpty
             | UnsubscribeEmpty

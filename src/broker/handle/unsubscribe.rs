@@ -4,6 +4,7 @@
 use super::super::core::ShardCore;
 use super::super::message::ConnId;
 use super::super::session::SessionKey;
+use crate::protocol::topic::validate_topic_filter;
 use crate::protocol::{Packet, ReasonCode, UnsubAck, Unsubscribe};
 
 impl ShardCore {
@@ -11,6 +12,12 @@ impl ShardCore {
         let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
         let mut reasons = Vec::with_capacity(if v5 { unsubscribe.filters.len() } else { 0 });
         for filter in &unsubscribe.filters {
+            if validate_topic_filter(filter).is_err() {
+                if v5 {
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                }
+                continue;
+            }
             let existed = self.remove_subscription(filter, key);
             if existed {
                 if let Some(session) = self.sessions.get_mut(key) {
