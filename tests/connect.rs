@@ -142,7 +142,6 @@ async fn connect_reserved_flag_set_is_malformed_and_closed__mqtt_3_1_2_3() {
 }
 
 #[tokio::test]
-#[ignore = "shardmq bug: a connection that never sends CONNECT stays open past connect_timeout_secs"]
 async fn no_connect_within_timeout_closes_connection__mqtt_3_1_4() {
     let broker = Broker::start_with(&BrokerLimits { connect_timeout_secs: Some(1), ..Default::default() });
     if support::skip_on_mosquitto(&broker, "Mosquitto has no configurable CONNECT timeout") {

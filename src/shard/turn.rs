@@ -33,6 +33,9 @@ pub enum ShardMeshItem {
 pub const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
 /// Shortest sleep of the turn task when a timer deadline is already due (guards against a busy loop).
 const MIN_TIMER_SLEEP: Duration = Duration::from_micros(200);
+/// Longest sleep of the turn task: the core may arm an earlier deadline (a new connection's CONNECT
+/// timeout, a keep-alive) without asking for a turn, so the wheel is looked at least this often.
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 
 pub struct Shard {
     pub id: ShardId,
@@ -120,17 +123,10 @@ impl Shard {
             Poll::Pending
         });
         let now = Instant::now();
-        let mut deadline = self.core.borrow().next_deadline();
-        if self.outbox.borrow().has_overflow() {
-            deadline = Some(deadline.map_or(now + MESH_RETRY_INTERVAL, |at| at.min(now + MESH_RETRY_INTERVAL)));
-        }
-        match deadline {
-            Some(at) => {
-                let sleep = at.saturating_duration_since(now).max(MIN_TIMER_SLEEP);
-                futures_lite::future::or(requested, glommio::timer::sleep(sleep)).await
-            }
-            None => requested.await,
-        }
+        let longest = if self.outbox.borrow().has_overflow() { MESH_RETRY_INTERVAL } else { MAX_TIMER_SLEEP };
+        let deadline = self.core.borrow().next_deadline().map_or(now + longest, |at| at.min(now + longest));
+        let sleep = deadline.saturating_duration_since(now).max(MIN_TIMER_SLEEP);
+        futures_lite::future::or(requested, glommio::timer::sleep(sleep)).await
     }
 
     /// Carries out every action the core has queued: writes and closes per connection, mesh batches.
