@@ -426,3 +426,27 @@ fn server_sends_topic_alias_when_client_allows_and_topic_only_once() {
     let expected = [("al/one", Some(1)), ("", Some(1)), ("al/two", Some(1)), ("al/one", Some(1))];
     assert_eq!(received, expected.map(|(topic, alias)| (topic.to_string(), alias)).to_vec());
 }
+
+#[test]
+fn suback_waits_until_other_shards_know_the_subscription_mqtt_3_8_4() {
+    let mut broker = Broker::new(2);
+    let (subscriber, _) = broker.connect_on(1, connect(V311, "sub", true));
+    let (publisher, _) = broker.connect_on(0, connect(V311, "pub", true));
+    broker.pause_mesh(true);
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "fresh", QoS::AtLeastOnce)));
+    assert!(broker.recv(subscriber).is_empty(), "no SUBACK while shard 0 has not applied the interest");
+    broker.send(subscriber, Packet::Subscribe(subscribe(2, "local/only", QoS::AtMostOnce)));
+    assert!(broker.recv(subscriber).is_empty(), "later SUBACKs stay behind the held one");
+    broker.pause_mesh(false);
+    let packet_ids: Vec<u16> = broker
+        .recv(subscriber)
+        .iter()
+        .filter_map(|packet| match packet {
+            Packet::SubAck(suback) => Some(suback.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(packet_ids, vec![1, 2]);
+    broker.send(publisher, Packet::Publish(publish("fresh", QoS::AtLeastOnce, 1, "now")));
+    assert_eq!(broker.recv_publishes(subscriber).len(), 1);
+}

@@ -11,6 +11,7 @@ use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::Connection;
+use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
 use super::message::{Action, ConnId, MeshMessage, Message, ShardId};
@@ -48,6 +49,10 @@ pub struct ShardCore {
     /// Rotates the shard chosen for a shared group with members on several other shards.
     pub(super) shared_rotation: usize,
     pub(super) stats: CoreStats,
+    /// Last `InterestAdded` sequence number sent, and per shard the last one it acknowledged.
+    pub(super) interest_seq_sent: u64,
+    pub(super) interest_acks: Vec<u64>,
+    pub(super) held_subacks: VecDeque<HeldSubAck>,
 }
 
 impl ShardCore {
@@ -71,6 +76,9 @@ impl ShardCore {
             next_assigned_id: 0,
             shared_rotation: 0,
             stats: CoreStats::default(),
+            interest_seq_sent: 0,
+            interest_acks: vec![0; shard_count],
+            held_subacks: VecDeque::new(),
         }
     }
 

@@ -4,12 +4,16 @@
 use std::time::Instant;
 
 use super::core::ShardCore;
-use super::message::{MeshMessage, ShardId};
+use super::message::{Action, MeshMessage, ShardId};
 
 impl ShardCore {
     pub(super) fn apply_mesh(&mut self, from: ShardId, msg: MeshMessage, now: Instant) {
         match msg {
-            MeshMessage::InterestAdded { filter } => self.interest.add(&filter, from),
+            MeshMessage::InterestAdded { filter, seq } => {
+                self.interest.add(&filter, from);
+                self.actions.push_back(Action::Mesh { to: from, msg: MeshMessage::InterestAck { seq } });
+            }
+            MeshMessage::InterestAck { seq } => self.interest_acknowledged(from, seq, now),
             MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),
             MeshMessage::Publish(message) => {
                 self.deliver_local(&message, now);

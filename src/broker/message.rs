@@ -31,8 +31,11 @@ pub enum Action {
 /// What one shard's core tells another's. `Send + 'static`: the only shared data is the immutable `Message`.
 #[derive(Debug, Clone)]
 pub enum MeshMessage {
-    /// The sending shard gained its first local subscriber of `filter`.
-    InterestAdded { filter: ByteStr },
+    /// The sending shard gained its first local subscriber of `filter`; the receiver answers
+    /// `InterestAck { seq }` once applied.
+    InterestAdded { filter: ByteStr, seq: u64 },
+    /// The receiving shard's interest updates up to `seq` are applied here (its held SUBACKs may go).
+    InterestAck { seq: u64 },
     /// The sending shard lost its last local subscriber of `filter`.
     InterestRemoved { filter: ByteStr },
     /// An application message for the receiving shard's subscribers (sent once per interested shard).

@@ -20,6 +20,7 @@ mod connection;
 mod core;
 mod delivery;
 mod handle;
+mod held_suback;
 mod inflight;
 mod interest;
 mod lifecycle;

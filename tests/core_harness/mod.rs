@@ -32,6 +32,9 @@ pub struct Broker {
     pub shards: Vec<ShardCore>,
     pub now: Instant,
     clients: HashMap<Client, ClientState>,
+    /// While set, mesh messages wait here instead of reaching their shard (a slow mesh).
+    mesh_paused: bool,
+    mesh_waiting: Vec<(usize, usize, MeshMessage)>,
 }
 
 impl Broker {
@@ -42,7 +45,7 @@ impl Broker {
     pub fn with_settings(shard_count: usize, settings: BrokerSettings) -> Broker {
         let settings = Rc::new(settings);
         let shards = (0..shard_count).map(|shard| ShardCore::new(shard, shard_count, Rc::clone(&settings))).collect();
-        Broker { shards, now: Instant::now(), clients: HashMap::new() }
+        Broker { shards, now: Instant::now(), clients: HashMap::new(), mesh_paused: false, mesh_waiting: Vec::new() }
     }
 
     /// The shard a client id lives on (where the runtime would move its connection).
@@ -103,6 +106,12 @@ impl Broker {
         self.pump();
     }
 
+    /// Holds (true) or delivers (false) the messages between shards.
+    pub fn pause_mesh(&mut self, paused: bool) {
+        self.mesh_paused = paused;
+        self.pump();
+    }
+
     /// Every packet the client received since the last call.
     pub fn recv(&mut self, client: Client) -> Vec<Packet> {
         self.clients.get_mut(&client).map(|state| state.received.drain(..).collect()).unwrap_or_default()
@@ -138,8 +147,12 @@ impl Broker {
                     }
                 }
             }
-            for (from, to, msg) in mesh {
-                self.shards[to].handle_mesh(from, msg, self.now);
+            self.mesh_waiting.extend(mesh);
+            if !self.mesh_paused {
+                for (from, to, msg) in std::mem::take(&mut self.mesh_waiting) {
+                    moved = true;
+                    self.shards[to].handle_mesh(from, msg, self.now);
+                }
             }
             if !moved {
                 return;

@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use smallvec::smallvec;
-
 use super::super::core::ShardCore;
-use super::super::delivery::Delivery;
+use super::super::held_suback::HeldSubAck;
 use super::super::message::{ConnId, Message, MeshMessage};
 use super::super::owned::owned_str;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
 use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
-use crate::protocol::{ByteStr, Packet, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
+use crate::protocol::{ByteStr, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
 
 impl ShardCore {
     pub(in crate::broker) fn handle_subscribe(&mut self, conn: ConnId, key: SessionKey, subscribe: Subscribe, now: Instant) {
@@ -42,13 +40,9 @@ impl ShardCore {
             reasons.push(reason);
         }
         let suback = SubAck { packet_id: subscribe.packet_id, reasons, ..SubAck::default() };
-        self.send(conn, &Packet::SubAck(suback));
-        for (message, granted) in retained {
-            // Retained messages are sent with RETAIN set [MQTT-3.3.1-8].
-            let subscription_ids = if subscription_id == 0 { smallvec![] } else { smallvec![subscription_id] };
-            let delivery = Delivery { qos: granted.min(message.qos), retain: true, subscription_ids, message };
-            self.deliver_to_session(key, delivery, now);
-        }
+        let needs_seq = self.interest_seq_sent;
+        let held = HeldSubAck { conn, session: key, suback, retained, subscription_id, needs_seq };
+        self.complete_subscribe(held, now);
     }
 
     /// Stores one subscription. Ok: granted QoS and whether retained messages are due.
@@ -76,7 +70,8 @@ impl ShardCore {
         let subscriber = Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
         let outcome = self.subscriptions.subscribe(filter, subscriber);
         if outcome.first_on_shard {
-            self.broadcast(|| MeshMessage::InterestAdded { filter: filter.clone() });
+            let seq = self.next_interest_seq();
+            self.broadcast(|| MeshMessage::InterestAdded { filter: filter.clone(), seq });
         }
         if outcome.new_subscription {
             if let Some(session) = self.sessions.get_mut(key) {
