@@ -320,7 +320,6 @@ async fn v311_and_v5_clients_exchange_messages_both_ways__mqtt_3_3_4() {
 /// Once SUBACK is back, a message published on another shard must reach the new subscription: the
 /// subscription must not depend on a cross-shard interest update that is still on its way.
 #[tokio::test]
-#[ignore = "shardmq bug: SUBACK precedes the interest update to other shards; a message published there right after is lost"]
 async fn subscription_covers_other_shards_as_soon_as_suback_arrives__mqtt_3_8_4() {
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
