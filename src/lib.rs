@@ -3,6 +3,7 @@
 //! Layers, from the wire inwards: `protocol` (codec), then the sans-I/O `broker` core, then `shard`
 //! (executors, mesh, timers) and `connection` (per-connection driver). See ARCHITECTURE.md.
 
+pub mod auth;
 pub mod broker;
 pub mod protocol;
 pub mod config;
