@@ -7,6 +7,9 @@
 use std::fmt;
 use std::rc::Rc;
 
+use super::credentials::{MemoryCredentialStore, ScramUser};
+use super::scram::ScramSha256;
+
 /// One authentication method, e.g. SCRAM-SHA-256. Lives as long as the shard.
 pub trait AuthMethod {
     /// The Authentication Method name clients put in CONNECT (case-sensitive, as the spec compares strings).
@@ -84,6 +87,16 @@ pub struct AuthMethods {
 }
 
 impl AuthMethods {
+    /// The built-in methods the config enables: SCRAM-SHA-256 when `scram_users` is not empty.
+    pub fn from_config(scram_users: &[ScramUser]) -> AuthMethods {
+        let mut methods = AuthMethods::default();
+        if !scram_users.is_empty() {
+            let store = Rc::new(MemoryCredentialStore::from_users(scram_users));
+            methods.register(Rc::new(ScramSha256::new(store)));
+        }
+        methods
+    }
+
     /// Adds a method; a later method with the same name replaces the earlier one.
     pub fn register(&mut self, method: Rc<dyn AuthMethod>) {
         self.methods.retain(|known| known.name() != method.name());
@@ -148,6 +161,14 @@ mod tests {
         let mut exchange = methods.find("ECHO").map(|method| method.begin()).expect("registered");
         assert_eq!(exchange.start(b"hi"), Step::Continue(b"hi".to_vec()));
         assert_eq!(exchange.proceed(b"alice"), Step::Success(Authenticated { user: "alice".into(), server_data: None }));
+    }
+
+    #[test]
+    fn scram_is_offered_only_when_users_are_configured() {
+        assert!(AuthMethods::from_config(&[]).is_empty());
+        let users = [ScramUser { username: "alice".into(), password: "pw".into() }];
+        let methods = AuthMethods::from_config(&users);
+        assert_eq!(methods.names().collect::<Vec<_>>(), ["SCRAM-SHA-256"]);
     }
 
     #[test]

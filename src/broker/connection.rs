@@ -3,11 +3,14 @@
 //! entry. Everything that outlives the connection lives in its `Session`.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::session::SessionKey;
+use crate::auth::{AuthExchange, AuthMethod};
+use crate::protocol::Connect;
 use super::topic_alias::TopicAliases;
 use crate::protocol::ProtocolVersion;
 
@@ -40,6 +43,19 @@ pub struct Connection {
     pub outgoing_alias_max: u16,
     /// Topic aliases in both directions; allocated on first use.
     pub aliases: Option<Box<TopicAliases>>,
+}
+
+/// Enhanced authentication state of a connection whose CONNECT named an Authentication Method (v5
+/// section 4.12). Kept beside `Connection`, in `ShardCore::enhanced_auth`, so that connections without
+/// enhanced authentication pay nothing for it.
+pub struct ConnectionAuth {
+    pub method: Rc<dyn AuthMethod>,
+    /// The exchange in progress (CONNECT or re-authentication); None between exchanges.
+    pub exchange: Option<Box<dyn AuthExchange>>,
+    /// The CONNECT waiting for its exchange to succeed; None once connected.
+    pub pending_connect: Option<Box<Connect>>,
+    /// Who the last successful exchange authenticated: a re-authentication must prove the same user.
+    pub user: Option<String>,
 }
 
 impl Phase {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
-use super::connection::Connection;
+use super::connection::{Connection, ConnectionAuth};
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
@@ -23,6 +23,7 @@ use super::stats::{CoreGauges, CoreStats};
 use super::subscriptions::SubscriptionTrie;
 use super::timers::TimerKey;
 use super::timer_wheel::TimerWheel;
+use crate::auth::AuthMethods;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
 /// All MQTT state and behaviour of one shard.
@@ -53,6 +54,10 @@ pub struct ShardCore {
     pub(super) interest_seq_sent: u64,
     pub(super) interest_acks: Vec<u64>,
     pub(super) held_subacks: VecDeque<HeldSubAck>,
+    /// Enhanced authentication methods offered (from `scram_users`).
+    pub(super) auth_methods: AuthMethods,
+    /// Connections that use enhanced authentication (during and after their exchange).
+    pub(super) enhanced_auth: AHashMap<ConnId, ConnectionAuth>,
 }
 
 impl ShardCore {
@@ -61,6 +66,7 @@ impl ShardCore {
             shard,
             shard_count,
             retained: RetainedStore::new(settings.retained_messages_max),
+            auth_methods: AuthMethods::from_config(&settings.scram_users),
             settings,
             connections: AHashMap::new(),
             sessions: Sessions::default(),
@@ -79,6 +85,7 @@ impl ShardCore {
             interest_seq_sent: 0,
             interest_acks: vec![0; shard_count],
             held_subacks: VecDeque::new(),
+            enhanced_auth: AHashMap::new(),
         }
     }
 

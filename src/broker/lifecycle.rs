@@ -71,6 +71,7 @@ impl ShardCore {
             _ => info!(shard = self.shard, client_id = ?client_id, ?reason, "closing connection"),
         }
         let Some(connection) = self.connections.remove(&conn) else { return };
+        self.enhanced_auth.remove(&conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
             self.actions.push_back(Action::Close(conn));

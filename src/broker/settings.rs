@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::auth::ScramUser;
+
 /// MQTT behaviour limits and switches. Units are last in the names.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +51,9 @@ pub struct BrokerSettings {
     pub reason_strings: bool,
     /// Prefix of the v5 Response Information sent when a client asks for it; none = not sent.
     pub response_information_prefix: Option<String>,
+    /// Users of the v5 enhanced authentication method SCRAM-SHA-256 (`[[mqtt.scram_users]]` with
+    /// `username` and `password`); empty = the method is not offered (CONNECT naming it gets 0x8C).
+    pub scram_users: Vec<ScramUser>,
 }
 
 impl Default for BrokerSettings {
@@ -76,6 +81,7 @@ impl Default for BrokerSettings {
             subscriptions_per_session_max: 1000,
             reason_strings: true,
             response_information_prefix: None,
+            scram_users: Vec::new(),
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use tracing::{info, warn};
 
 use super::super::connection::Phase;
@@ -19,9 +21,9 @@ use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
 
 /// A CONNECT we refuse: the CONNACK reason and the rule for the log.
-struct Refusal {
-    reason: ReasonCode,
-    rule: &'static str,
+pub(super) struct Refusal {
+    pub(super) reason: ReasonCode,
+    pub(super) rule: &'static str,
 }
 
 /// What the connection agreed to, echoed in CONNACK where it differs from what the client asked.
@@ -38,14 +40,30 @@ impl ShardCore {
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.version = Some(connect.version);
         }
+        if self.enhanced_auth.contains_key(&conn) {
+            let refusal = Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule: "[MQTT-3.1.0-2] second CONNECT during enhanced authentication" };
+            return self.refuse_connect(conn, &connect.client_id, refusal, now);
+        }
         if let Err(refusal) = self.check_connect(&connect).and_then(|()| self.check_capacity(&connect)) {
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
+        if connect.properties.authentication_method.is_some() {
+            return self.start_connect_auth(conn, Box::new(connect), now);
+        }
+        self.accept_connect(conn, connect, None, now);
+    }
+
+    /// Attaches the (authenticated) client to its session and sends CONNACK; `auth_data` is the final
+    /// Authentication Data of an enhanced authentication.
+    pub(super) fn accept_connect(&mut self, conn: ConnId, connect: Connect, auth_data: Option<Bytes>, now: Instant) {
         let negotiated = self.negotiate(&connect);
         let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| owned_str(&connect.client_id));
         self.configure_connection(conn, &connect, negotiated.keepalive_secs);
         let (key, session_present) = self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
-        let connack = self.connack(&connect, session_present, negotiated);
+        let mut connack = self.connack(&connect, session_present, negotiated);
+        // A successful CONNACK repeats the CONNECT's Authentication Method [MQTT-4.12.0-5].
+        connack.properties.authentication_method = connect.properties.authentication_method.as_ref().map(owned_str);
+        connack.properties.authentication_data = auth_data;
         if let Some(session) = self.sessions.get_mut(key) {
             session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
@@ -68,9 +86,6 @@ impl ShardCore {
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1_1 && !connect.clean_start {
             return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "[MQTT-3.1.3-8] empty client identifier requires clean session");
-        }
-        if connect.properties.authentication_method.is_some() {
-            return refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, "[MQTT-4.12.0-1] no enhanced authentication method is supported");
         }
         if let Some(will) = &connect.will {
             if will.qos as u8 > self.settings.max_qos {
@@ -98,7 +113,7 @@ impl ShardCore {
         Ok(())
     }
 
-    fn refuse_connect(&mut self, conn: ConnId, client_id: &ByteStr, refusal: Refusal, now: Instant) {
+    pub(super) fn refuse_connect(&mut self, conn: ConnId, client_id: &ByteStr, refusal: Refusal, now: Instant) {
         warn!(shard = self.shard, %client_id, reason = %refusal.reason, "{}, CONNECT refused", refusal.rule);
         let properties = Properties {
             reason_string: self.reason_string(refusal.rule),

@@ -29,6 +29,7 @@ impl ShardCore {
         let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else { return };
         let key = match (phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => return self.handle_connect(conn, *connect, now),
+            (Phase::AwaitingConnect, Packet::Auth(auth)) => return self.handle_connect_auth(conn, auth, now),
             (Phase::AwaitingConnect, other) => {
                 warn!(shard = self.shard, packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT, closing");
                 let detail = "[MQTT-3.1.0-1] first packet must be CONNECT".into();
@@ -47,7 +48,7 @@ impl ShardCore {
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, key, unsubscribe),
             Packet::PingReq => self.handle_pingreq(conn),
             Packet::Disconnect(disconnect) => self.handle_disconnect(conn, key, disconnect, now),
-            Packet::Auth(_) => self.handle_auth(conn, now),
+            Packet::Auth(auth) => self.handle_reauth(conn, auth, now),
             Packet::Connect(_) => self.protocol_error(conn, "[MQTT-3.1.0-2] second CONNECT on a connection", now),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.protocol_error(conn, "(section 2.1.2) server-to-client packet sent by a client", now)
