@@ -9,6 +9,9 @@ use shardmq::protocol::{decode_packet, DecodeError, Packet, PacketType, Protocol
 use DecodeError as E;
 use ProtocolVersion::{V3_1, V3_1_1, V5};
 
+mod codec_support;
+use codec_support::{pkt, props, s};
+
 const MAX_PACKET_SIZE_BYTES: u32 = 1 << 20;
 
 struct Case {
@@ -17,39 +20,6 @@ struct Case {
     max_packet_size_bytes: u32,
     bytes: Vec<u8>,
     expected: DecodeError,
-}
-
-/// A packet: first byte, then the Remaining Length of the concatenated `parts`, then the parts.
-fn pkt(first_byte: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let body = parts.concat();
-    let mut out = vec![first_byte];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        out.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&body);
-    out
-}
-
-/// A length-prefixed string or binary field.
-fn s(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
-
-/// A property section: Property Length (one byte is enough here), then the properties.
-fn props(parts: &[&[u8]]) -> Vec<u8> {
-    let content = parts.concat();
-    assert!(content.len() < 128);
-    let mut out = vec![content.len() as u8];
-    out.extend_from_slice(&content);
-    out
 }
 
 /// A user property (0x26) with the given raw key and value.

@@ -12,6 +12,9 @@ use shardmq::protocol::{
 
 use ProtocolVersion::{V3_1, V3_1_1, V5};
 
+mod codec_support;
+use codec_support::{pkt, props, remaining_length, s};
+
 const MAX_PACKET_SIZE_BYTES: u32 = 4 << 20;
 
 struct Case {
@@ -19,33 +22,6 @@ struct Case {
     version: ProtocolVersion,
     bytes: Vec<u8>,
     expected: Packet,
-}
-
-fn remaining_length(mut len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        out.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            return out;
-        }
-    }
-}
-
-/// A packet: first byte, Remaining Length of the concatenated `parts`, the parts.
-fn pkt(first_byte: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let body = parts.concat();
-    [&[first_byte][..], &remaining_length(body.len()), &body].concat()
-}
-
-fn s(bytes: &[u8]) -> Vec<u8> {
-    [&(bytes.len() as u16).to_be_bytes()[..], bytes].concat()
-}
-
-fn props(parts: &[&[u8]]) -> Vec<u8> {
-    let content = parts.concat();
-    [&remaining_length(content.len())[..], &content].concat()
 }
 
 fn ack(packet_type: u8, packet: PubResponse) -> Packet {
