@@ -45,7 +45,7 @@ impl<K> TimerWheel<K> {
     pub fn insert(&mut self, now: Instant, deadline: Instant, key: K) {
         let origin = *self.origin.get_or_insert(now);
         let since = deadline.saturating_duration_since(origin);
-        let due_tick = since.as_millis().div_ceil(TICK.as_millis()) as u64;
+        let due_tick = since.as_nanos().div_ceil(TICK.as_nanos()) as u64;
         let due_tick = due_tick.max(self.next_tick);
         let slot = (due_tick % SLOT_COUNT as u64) as usize;
         self.slots[slot].push(Entry { due_tick, key });
@@ -60,7 +60,7 @@ impl<K> TimerWheel<K> {
     /// Moves every key due at `now` into `due`.
     pub fn expire(&mut self, now: Instant, due: &mut Vec<K>) {
         let Some(origin) = self.origin else { return };
-        let now_tick = (now.saturating_duration_since(origin).as_millis() / TICK.as_millis()) as u64;
+        let now_tick = (now.saturating_duration_since(origin).as_nanos() / TICK.as_nanos()) as u64;
         while self.next_tick <= now_tick && self.len > 0 {
             let slots_left = now_tick - self.next_tick + 1;
             if slots_left > SLOT_COUNT as u64 {
@@ -195,5 +195,22 @@ mod tests {
         assert_eq!(due, vec!['a']);
         wheel.expire(start + Duration::from_millis(5100), &mut due);
         assert_eq!(due, vec!['a', 'b']);
+    }
+
+    /// A deadline a fraction of a millisecond past a tick boundary belongs to the next tick: firing at the
+    /// boundary would be early (the delayed-will bug: due 0.5 ms after the wheel fired it).
+    #[test]
+    fn sub_millisecond_deadline_never_fires_early() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::default();
+        wheel.insert(start, start, "anchor");
+        let deadline = start + Duration::from_millis(2000) + Duration::from_micros(500);
+        wheel.insert(start, deadline, "will");
+        let mut due = Vec::new();
+        wheel.expire(start + Duration::from_millis(2000) + Duration::from_micros(100), &mut due);
+        assert_eq!(due, vec!["anchor"]);
+        assert!(wheel.next_deadline().is_some_and(|at| at >= deadline));
+        wheel.expire(wheel.next_deadline().unwrap(), &mut due);
+        assert_eq!(due, vec!["anchor", "will"]);
     }
 }

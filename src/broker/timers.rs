@@ -61,21 +61,20 @@ impl ShardCore {
     }
 
     fn will_delay_ended(&mut self, key: SessionKey, now: Instant) {
-        let due = self.sessions.get(key).is_some_and(|session| {
-            session.conn.is_none()
-                && session.will.as_ref().and_then(|will| will.publish_at).is_some_and(|at| at <= now)
-        });
-        if due {
-            self.publish_will(key, now);
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else { return };
+        match session.will.as_ref().and_then(|will| will.publish_at) {
+            Some(at) if at <= now => self.publish_will(key, now),
+            Some(at) => self.timers.insert(now, at, TimerKey::WillDelay(key)),
+            None => {}
         }
     }
 
     fn session_expiry_check(&mut self, key: SessionKey, now: Instant) {
-        let expired = self.sessions.get(key).is_some_and(|session| {
-            session.conn.is_none() && session.expires_at.is_some_and(|at| at <= now)
-        });
-        if expired {
-            self.end_session(key, now);
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else { return };
+        match session.expires_at {
+            Some(at) if at <= now => self.end_session(key, now),
+            Some(at) => self.timers.insert(now, at, TimerKey::SessionExpiry(key)),
+            None => {}
         }
     }
 }
