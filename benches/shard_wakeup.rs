@@ -44,7 +44,7 @@ fn run_scenario(settings: Settings, busy: bool) -> Vec<Duration> {
         let executor = sender_builder.make().expect("sender executor");
         executor.run(async move {
             let (senders, _receivers) = sender_ends.connect().await;
-            let mut outbox = mesh::MeshOutbox::new(2);
+            let mut outbox = mesh::MeshOutbox::new(2, usize::MAX, |_| mesh::Shedding::Never);
             glommio::timer::sleep(Duration::from_millis(50)).await;
             for _ in 0..SAMPLES {
                 outbox.push(1, Instant::now());

@@ -19,7 +19,8 @@ pub struct Config {
     pub listen: String,
     /// Number of shards (one pinned executor each). `None`: the CPUs in the process affinity mask.
     pub shards: Option<usize>,
-    /// Connections open at once over the whole process; more are closed right after accept.
+    /// Connections open at once over the whole process; more are closed right after accept (no CONNACK,
+    /// as Mosquitto and EMQX do; a warning says why, at most once a second per shard).
     pub max_connections: usize,
     /// Cap on each socket's kernel send buffer (SO_SNDBUF). `None` leaves the kernel default.
     pub socket_send_buffer_bytes: Option<u32>,
@@ -31,6 +32,10 @@ pub struct Config {
     pub log_level: String,
     /// Batches a shard may have queued towards one other shard before it parks batches in its overflow list.
     pub mesh_queue_batches: usize,
+    /// Messages a shard may hold for one other shard while their queue is full. Past this QoS 0 publishes
+    /// to that shard are dropped, past twice this QoS 1/2 publishes too (counted, logged); control
+    /// messages are always kept. Never blocks the shard.
+    pub mesh_overflow_messages_max: usize,
     /// Bytes a shard reads from one socket in one go (size of each pooled read buffer).
     pub read_buffer_bytes: usize,
     /// MQTT limits and switches (the `[mqtt]` table).
@@ -48,6 +53,7 @@ impl Default for Config {
             io_memory_bytes: None,
             log_level: "info".to_string(),
             mesh_queue_batches: 1024,
+            mesh_overflow_messages_max: 65_536,
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
         }
@@ -169,6 +175,9 @@ impl Config {
         }
         if self.mesh_queue_batches == 0 {
             return invalid("mesh_queue_batches", "must be at least 1");
+        }
+        if self.mesh_overflow_messages_max == 0 {
+            return invalid("mesh_overflow_messages_max", "must be at least 1");
         }
         if !(512..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");

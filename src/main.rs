@@ -1,6 +1,6 @@
 //! The shardmq broker binary: `shardmq [--config FILE] [--shards N] [--listen ADDR:PORT]`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use shardmq::config::{CliArgs, Config, USAGE};
@@ -42,9 +42,12 @@ fn fail(err: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs to stderr; `RUST_LOG` wins over the config's `log_level`.
+/// Logs to stderr; `RUST_LOG` wins over the config's `log_level`. Colour only on a terminal, and never
+/// with `NO_COLOR` set (https://no-color.org), so log files and pipes get plain text.
 fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

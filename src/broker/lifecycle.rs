@@ -3,6 +3,7 @@
 //! (its subscriptions leave the tries, other shards hear of lost interest, a pending will goes out).
 
 use std::borrow::Cow;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -55,6 +56,24 @@ impl CloseReason {
     }
 }
 
+impl fmt::Display for CloseReason {
+    /// The reason as an operator reads it in the disconnect log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::SocketClosed => f.write_str("connection closed by the client or the network"),
+            CloseReason::ClientDisconnect { publish_will: false } => f.write_str("client sent DISCONNECT"),
+            CloseReason::ClientDisconnect { publish_will: true } => f.write_str("client sent DISCONNECT with will (0x04)"),
+            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => write!(f, "protocol error ({reason})"),
+            CloseReason::ProtocolError { reason, detail } => write!(f, "protocol error ({reason}): {detail}"),
+            CloseReason::ConnectRefused => f.write_str("CONNECT refused"),
+            CloseReason::ConnectTimeout => f.write_str("no CONNECT within connect_timeout_secs"),
+            CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
+            CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
+            CloseReason::ServerShutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
 impl ShardCore {
     /// Ends the connection: final DISCONNECT (v5, after CONNACK), `Close` action (unless the socket is
     /// already gone), and the session is detached.
@@ -63,13 +82,7 @@ impl ShardCore {
         if let (Phase::Connected(_), Some((code, detail))) = (phase, reason.disconnect()) {
             self.send_disconnect(conn, code, &detail);
         }
-        let client_id = phase.session_key().and_then(|key| self.sessions.get(key)).map(|session| session.client_id.clone());
-        match &reason {
-            CloseReason::ClientDisconnect { .. } | CloseReason::SocketClosed | CloseReason::ServerShutdown => {
-                debug!(shard = self.shard, client_id = ?client_id, ?reason, "client disconnected")
-            }
-            _ => info!(shard = self.shard, client_id = ?client_id, ?reason, "closing connection"),
-        }
+        self.log_disconnect(conn, phase, &reason);
         let Some(connection) = self.connections.remove(&conn) else { return };
         self.enhanced_auth.remove(&conn);
         if !matches!(reason, CloseReason::SocketClosed) {
@@ -79,6 +92,36 @@ impl ShardCore {
         if let Phase::Connected(key) = phase {
             self.detach_session(key, reason.publishes_will(), now);
         }
+    }
+
+    /// One operator line per connection end, with the client id and the reason: info for every client
+    /// that was or tried to be connected; debug for sockets that closed before any CONNECT (probes, health
+    /// checks) and for each client at server shutdown (the shard logs one line for all). A refused CONNECT
+    /// was already logged as the refusal.
+    fn log_disconnect(&self, conn: ConnId, phase: Phase, reason: &CloseReason) {
+        let client_id = phase.session_key().and_then(|key| self.sessions.get(key)).map(|session| session.client_id.as_str());
+        let quiet = match reason {
+            CloseReason::ConnectRefused => return,
+            CloseReason::ServerShutdown => true,
+            CloseReason::SocketClosed => phase == Phase::AwaitingConnect,
+            _ => false,
+        };
+        if quiet {
+            debug!(shard = self.shard, conn = conn.0, client_id, %reason, "client disconnected");
+        } else {
+            info!(shard = self.shard, conn = conn.0, client_id, %reason, "client disconnected");
+        }
+    }
+
+    /// Drops a connection that moved to its home shard before this core saw its CONNECT: no will, no
+    /// session, no log line, no `Close` action (the runtime moved the socket). Its connect-timeout entry
+    /// stays in the timer wheel, which never removes early, and fires as a no-op for a connection that
+    /// no longer exists.
+    pub fn forget_connection(&mut self, conn: ConnId) {
+        let Some(connection) = self.connections.remove(&conn) else { return };
+        debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
+        self.enhanced_auth.remove(&conn);
+        self.closing.remove(&conn);
     }
 
     /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
@@ -151,5 +194,33 @@ impl ShardCore {
         for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
             self.actions.push_back(Action::Mesh { to: shard, msg: make() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    use super::super::{BrokerSettings, ShardCore};
+
+    #[test]
+    fn a_forgotten_connection_leaves_no_state_action_or_timeout_behind() {
+        let settings = BrokerSettings { connect_timeout_secs: 1, ..BrokerSettings::default() };
+        let mut core = ShardCore::new(0, 2, Rc::new(settings));
+        let start = Instant::now();
+        let moved = core.open_connection(start);
+        let stays = core.open_connection(start);
+        core.forget_connection(moved);
+        assert_eq!(core.gauges().connections, 1);
+        assert!(core.poll_action().is_none(), "forgetting queues nothing");
+        core.tick(start + Duration::from_secs(2));
+        let mut closed = Vec::new();
+        while let Some(action) = core.poll_action() {
+            closed.push(action);
+        }
+        // Only the connection still here times out; the moved one's stale wheel entry does nothing.
+        assert!(matches!(closed.as_slice(), [super::Action::Close(conn)] if *conn == stays), "{closed:?}");
+        assert_eq!(core.gauges().connections, 0);
     }
 }

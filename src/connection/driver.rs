@@ -283,7 +283,7 @@ fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> Inp
             Ok(Some(packet)) => {
                 if !slot.placed.replace(true) {
                     if let Some(home) = move_target(&packet, shard.id, shard.shard_count) {
-                        hand_off(shard, slot, packet, std::mem::take(buf), home, now);
+                        hand_off(shard, slot, packet, std::mem::take(buf), home);
                         return InputStep::Stop;
                     }
                 }
@@ -302,9 +302,9 @@ fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> Inp
 
 /// Moves the connection to `home`: this core forgets it (it had not seen a CONNECT yet), the socket is
 /// duplicated into the handoff, and this shard's descriptor closes when the slot drops.
-fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Packet, leftover: BytesMut, home: usize, now: Instant) {
+fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Packet, leftover: BytesMut, home: usize) {
     slot.ended.set(true);
-    shard.core.borrow_mut().connection_lost(slot.conn, now);
+    shard.core.borrow_mut().forget_connection(slot.conn);
     shard.conns.borrow_mut().remove(&slot.conn);
     match slot.duplicate_fd() {
         Ok(fd) => {

@@ -5,6 +5,9 @@
 //! A wakeup crosses threads only when the receiving shard is parked (glommio writes its eventfd only then),
 //! and one batch is sent per destination per turn. When a queue is full the batch goes to a local overflow
 //! list, kept in order, and is retried on the next flush; the shard keeps serving its own connections.
+//! The overflow list is bounded (`mesh_overflow_messages_max` per destination): past the bound QoS 0
+//! publishes are dropped, past twice the bound QoS 1/2 publishes too, each counted and warned about;
+//! control messages (interest, acks, retained updates, handoffs) are always kept, see [`Shedding`].
 
 use std::collections::VecDeque;
 
@@ -14,8 +17,31 @@ use glommio::GlommioError;
 /// Index of a shard, `0..shard_count`.
 pub type ShardIndex = usize;
 
-/// Overflowed batches towards one destination above which the outbox logs a warning (once per crossing).
-pub const OVERFLOW_WARN_BATCHES: usize = 4096;
+/// What the outbox may drop from a batch it has to park while the overflow list towards that destination
+/// is over its bound (`overflow_messages_max` messages waiting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shedding {
+    /// Dropped once the bound is reached: QoS 0 publishes (MQTT allows losing them).
+    AtBound,
+    /// Dropped once twice the bound is reached: QoS 1/2 publishes. The destination has then taken nothing
+    /// for long enough that the shard's memory is at stake, as with Mosquitto's `max_queued_messages`.
+    AtTwiceBound,
+    /// Never dropped: interest changes and acknowledgements (SUBACK barriers wait on them), retained-store
+    /// updates (replicas must agree) and connection handoffs (each holds a socket). They come one per
+    /// subscribe, retained publish or connection, not per delivered message.
+    Never,
+}
+
+/// Messages the outbox dropped, by cause, since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshDrops {
+    /// Batches whose destination shard had already stopped.
+    pub closed_batches: u64,
+    /// QoS 0 publishes shed over the overflow bound.
+    pub shed_qos0_messages: u64,
+    /// QoS 1/2 publishes shed over twice the overflow bound.
+    pub shed_reliable_messages: u64,
+}
 
 /// Unconnected channel ends for one shard, built on the main thread before the executors start.
 pub struct MeshEnds<T: Send> {
@@ -123,17 +149,27 @@ impl<T: Send> MeshSenders<T> {
 pub struct MeshOutbox<T> {
     current: Vec<Vec<T>>,
     overflow: Vec<VecDeque<Vec<T>>>,
-    overflow_warned: Vec<bool>,
-    dropped_batches: u64,
+    /// Messages in `overflow[to]`, kept beside it so the bound check does not walk the list.
+    overflow_messages: Vec<usize>,
+    overflow_messages_max: usize,
+    shedding: fn(&T) -> Shedding,
+    /// Whether shedding towards `to` was logged since its overflow list was last empty.
+    shed_warned: Vec<bool>,
+    drops: MeshDrops,
 }
 
 impl<T> MeshOutbox<T> {
-    pub fn new(shards: usize) -> Self {
+    /// An outbox for `shards` destinations whose overflow lists shed what `shedding` allows once they
+    /// hold `overflow_messages_max` messages.
+    pub fn new(shards: usize, overflow_messages_max: usize, shedding: fn(&T) -> Shedding) -> Self {
         MeshOutbox {
             current: (0..shards).map(|_| Vec::new()).collect(),
             overflow: (0..shards).map(|_| VecDeque::new()).collect(),
-            overflow_warned: vec![false; shards],
-            dropped_batches: 0,
+            overflow_messages: vec![0; shards],
+            overflow_messages_max,
+            shedding,
+            shed_warned: vec![false; shards],
+            drops: MeshDrops::default(),
         }
     }
 
@@ -158,30 +194,69 @@ impl<T> MeshOutbox<T> {
             match sink.try_send_batch(to, batch) {
                 Ok(()) => {}
                 Err(SendRefused::Full(batch)) => self.park(to, batch),
-                Err(SendRefused::Closed) => self.dropped_batches += 1,
+                Err(SendRefused::Closed) => self.drops.closed_batches += 1,
             }
         }
     }
 
     fn retry_overflow(&mut self, to: ShardIndex, sink: &impl BatchSink<T>) {
         while let Some(batch) = self.overflow[to].pop_front() {
+            let messages = batch.len();
             match sink.try_send_batch(to, batch) {
                 Ok(()) => {}
                 Err(SendRefused::Full(batch)) => {
                     self.overflow[to].push_front(batch);
                     return;
                 }
-                Err(SendRefused::Closed) => self.dropped_batches += 1,
+                Err(SendRefused::Closed) => self.drops.closed_batches += 1,
             }
+            self.overflow_messages[to] -= messages;
         }
-        self.overflow_warned[to] = false;
+        self.shed_warned[to] = false;
     }
 
-    fn park(&mut self, to: ShardIndex, batch: Vec<T>) {
+    /// Appends `batch` to the overflow list of `to`, first shedding what the bound requires.
+    fn park(&mut self, to: ShardIndex, mut batch: Vec<T>) {
+        if self.overflow_messages[to] + batch.len() > self.overflow_messages_max {
+            self.shed(to, &mut batch);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.overflow_messages[to] += batch.len();
         self.overflow[to].push_back(batch);
-        if self.overflow[to].len() >= OVERFLOW_WARN_BATCHES && !self.overflow_warned[to] {
-            self.overflow_warned[to] = true;
-            tracing::warn!(to_shard = to, batches = self.overflow[to].len(), "mesh queue full; batches waiting");
+    }
+
+    fn shed(&mut self, to: ShardIndex, batch: &mut Vec<T>) {
+        let bound = self.overflow_messages_max;
+        let mut waiting = self.overflow_messages[to];
+        let (mut qos0, mut reliable) = (0u64, 0u64);
+        let shedding = self.shedding;
+        batch.retain(|message| {
+            let class = shedding(message);
+            let limit = match class {
+                Shedding::AtBound => bound,
+                Shedding::AtTwiceBound => bound.saturating_mul(2),
+                Shedding::Never => usize::MAX,
+            };
+            if waiting < limit {
+                waiting += 1;
+                return true;
+            }
+            match class {
+                Shedding::AtBound => qos0 += 1,
+                _ => reliable += 1,
+            }
+            false
+        });
+        self.drops.shed_qos0_messages += qos0;
+        self.drops.shed_reliable_messages += reliable;
+        if qos0 + reliable > 0 && !self.shed_warned[to] {
+            self.shed_warned[to] = true;
+            tracing::warn!(to_shard = to, waiting, overflow_messages_max = bound,
+                shed_qos0_messages = self.drops.shed_qos0_messages,
+                shed_reliable_messages = self.drops.shed_reliable_messages,
+                "mesh queue full and overflow list at its bound: dropping publishes");
         }
     }
 
@@ -190,14 +265,19 @@ impl<T> MeshOutbox<T> {
         self.overflow.iter().any(|queue| !queue.is_empty())
     }
 
+    /// Messages waiting in the overflow list towards `to`.
+    pub fn overflow_messages(&self, to: ShardIndex) -> usize {
+        self.overflow_messages[to]
+    }
+
     /// True when nothing is queued for the next flush.
     pub fn is_empty(&self) -> bool {
         !self.has_overflow() && self.current.iter().all(Vec::is_empty)
     }
 
-    /// Batches thrown away because their destination shard had already stopped.
-    pub fn dropped_batches(&self) -> u64 {
-        self.dropped_batches
+    /// What was dropped so far, by cause.
+    pub fn drops(&self) -> MeshDrops {
+        self.drops
     }
 }
 
@@ -232,10 +312,70 @@ mod tests {
         }
     }
 
+    fn unbounded(shards: usize) -> MeshOutbox<u32> {
+        MeshOutbox::new(shards, usize::MAX, |_| Shedding::Never)
+    }
+
+    /// Test messages carry their class in the last digit: 0 = QoS 0, 1 = QoS 1/2, 2 = control.
+    fn class_by_last_digit(message: &u32) -> Shedding {
+        match message % 10 {
+            0 => Shedding::AtBound,
+            1 => Shedding::AtTwiceBound,
+            _ => Shedding::Never,
+        }
+    }
+
+    #[test]
+    fn a_destination_that_takes_nothing_sheds_qos0_then_reliable_publishes_but_keeps_control_messages() {
+        let bound = 10;
+        let sink = BoundedSink::new(2, 1);
+        let mut outbox = MeshOutbox::new(2, bound, class_by_last_digit);
+        let mut sent = Vec::new();
+        for turn in 0..100u32 {
+            for class in [0, 1, 2] {
+                let message = turn * 10 + class;
+                outbox.push(1, message);
+                sent.push(message);
+            }
+            outbox.flush(&sink); // never waits although nobody drains the queue
+            let controls_so_far = (turn + 1) as usize;
+            assert!(outbox.overflow_messages(1) <= 2 * bound + controls_so_far, "turn {turn}");
+        }
+        let drops = outbox.drops();
+        assert!(drops.shed_qos0_messages > 0 && drops.shed_reliable_messages > 0, "{drops:?}");
+        // Of the 300 messages: 3 went into the queue, the overflow holds at most 2 x bound publishes.
+        let publishes_waiting = outbox.overflow[1].iter().flatten().filter(|m| *m % 10 != 2).count();
+        assert!(publishes_waiting <= 2 * bound, "{publishes_waiting} publishes waiting");
+        // Once the destination drains, what was kept arrives in the order it was sent, every control
+        // message included.
+        let mut received = sink.drain(1);
+        while outbox.has_overflow() {
+            outbox.flush(&sink);
+            received.extend(sink.drain(1));
+        }
+        assert_eq!(received.len() as u64, 300 - drops.shed_qos0_messages - drops.shed_reliable_messages);
+        let kept_in_sent_order: Vec<u32> = sent.iter().copied().filter(|m| received.contains(m)).collect();
+        assert_eq!(received, kept_in_sent_order);
+        assert_eq!(received.iter().filter(|m| *m % 10 == 2).count(), 100, "a control message was dropped");
+        assert_eq!(outbox.overflow_messages(1), 0);
+    }
+
+    #[test]
+    fn under_the_bound_nothing_is_shed() {
+        let sink = BoundedSink::new(2, 1);
+        let mut outbox = MeshOutbox::new(2, 1000, class_by_last_digit);
+        for message in 0..300 {
+            outbox.push(1, message);
+            outbox.flush(&sink);
+        }
+        assert_eq!(outbox.drops(), MeshDrops::default());
+        assert_eq!(outbox.overflow_messages(1), 299);
+    }
+
     #[test]
     fn one_batch_per_destination_per_flush() {
         let sink = BoundedSink::new(3, 10);
-        let mut outbox = MeshOutbox::new(3);
+        let mut outbox = unbounded(3);
         for n in 0..5 {
             outbox.push(1, n);
         }
@@ -250,7 +390,7 @@ mod tests {
     #[test]
     fn a_full_queue_never_blocks_and_keeps_order() {
         let sink = BoundedSink::new(2, 1);
-        let mut outbox = MeshOutbox::new(2);
+        let mut outbox = unbounded(2);
         for n in 0..4 {
             outbox.push(1, n);
             outbox.flush(&sink); // returns although the queue holds only one batch
@@ -267,7 +407,7 @@ mod tests {
     #[test]
     fn new_messages_wait_behind_overflowed_batches() {
         let sink = BoundedSink::new(2, 1);
-        let mut outbox = MeshOutbox::new(2);
+        let mut outbox = unbounded(2);
         outbox.push(1, 1);
         outbox.flush(&sink);
         outbox.push(1, 2);
@@ -290,10 +430,10 @@ mod tests {
                 Err(SendRefused::Closed)
             }
         }
-        let mut outbox = MeshOutbox::new(2);
+        let mut outbox = unbounded(2);
         outbox.push(0, 1);
         outbox.flush(&ClosedSink);
-        assert_eq!(outbox.dropped_batches(), 1);
+        assert_eq!(outbox.drops().closed_batches, 1);
         assert!(outbox.is_empty());
     }
 
@@ -312,7 +452,7 @@ mod tests {
                 ex.run(async move {
                     let (senders, mut receivers) = ends.connect().await;
                     if index == 0 {
-                        let mut outbox = MeshOutbox::new(2);
+                        let mut outbox = unbounded(2);
                         for n in 0..3 {
                             outbox.push(1, n);
                             outbox.flush(&senders); // capacity 1: later batches overflow, never block

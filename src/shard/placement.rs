@@ -21,6 +21,16 @@ pub struct Handoff {
     pub connect: Packet,
 }
 
+impl Handoff {
+    /// The client id of the moving connection, for the log.
+    pub fn client_id(&self) -> &str {
+        match &self.connect {
+            Packet::Connect(connect) => connect.client_id.as_str(),
+            _ => "",
+        }
+    }
+}
+
 /// The shard `first_packet` must be handled on, when it is not `this_shard`: only a CONNECT with a
 /// non-empty client id whose home is elsewhere moves.
 pub fn move_target(first_packet: &Packet, this_shard: ShardId, shard_count: usize) -> Option<ShardId> {

@@ -17,16 +17,33 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use glommio::sync::Gate;
 
-use super::mesh::{MeshOutbox, MeshSenders};
+use super::mesh::{MeshDrops, MeshOutbox, MeshSenders, Shedding};
 use super::placement::Handoff;
 use crate::broker::{Action, BrokerSettings, ConnId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
 use crate::connection::{ConnSlot, ConnectionPermit, ShardReadBuffer};
+use crate::protocol::QoS;
 
 /// What travels between shards: the core's messages and connections moving to their home shard.
 pub enum ShardMeshItem {
     Core(MeshMessage),
     Handoff(Handoff),
+}
+
+impl ShardMeshItem {
+    /// What the mesh outbox may drop when the queue towards a shard stays full (see [`Shedding`]).
+    pub fn shedding(&self) -> Shedding {
+        match self {
+            ShardMeshItem::Core(MeshMessage::Publish(message) | MeshMessage::SharedPublish { message, .. }) => {
+                if message.qos == QoS::AtMostOnce {
+                    Shedding::AtBound
+                } else {
+                    Shedding::AtTwiceBound
+                }
+            }
+            ShardMeshItem::Core(_) | ShardMeshItem::Handoff(_) => Shedding::Never,
+        }
+    }
 }
 
 /// How soon a shard retries mesh batches that found their queue full.
@@ -65,6 +82,7 @@ impl Shard {
         permits: ConnectionPermit,
     ) -> Self {
         let settings = Rc::new(config.mqtt.clone());
+        let outbox = MeshOutbox::new(shard_count, config.mesh_overflow_messages_max, ShardMeshItem::shedding);
         Shard {
             id,
             shard_count,
@@ -75,7 +93,7 @@ impl Shard {
             conns: RefCell::new(AHashMap::new()),
             gate: Gate::new(),
             permits,
-            outbox: RefCell::new(MeshOutbox::new(shard_count)),
+            outbox: RefCell::new(outbox),
             senders,
             turn_requested: Cell::new(false),
             turn_waker: RefCell::new(None),
@@ -187,6 +205,8 @@ impl Shard {
     /// Server shutdown: stop taking new work, DISCONNECT 0x8B to v5 clients, flush and close everything.
     pub fn begin_shutdown(self: &Rc<Self>) {
         self.stopping.set(true);
+        let connections = self.core.borrow().gauges().connections;
+        tracing::info!(shard = self.id, connections, "server shutting down: closing every connection");
         self.core.borrow_mut().shutdown(Instant::now());
         self.run_actions();
         let remaining: Vec<Rc<ConnSlot>> = self.conns.borrow_mut().drain().map(|(_, slot)| slot).collect();
@@ -196,10 +216,10 @@ impl Shard {
         }
     }
 
-    /// Frames this shard's mesh outbox could not deliver yet or dropped, for the shutdown log.
-    pub fn mesh_backlog(&self) -> (bool, u64) {
+    /// Whether mesh batches still wait for room, and what the mesh outbox dropped, for the shutdown log.
+    pub fn mesh_backlog(&self) -> (bool, MeshDrops) {
         let outbox = self.outbox.borrow();
-        (outbox.has_overflow(), outbox.dropped_batches())
+        (outbox.has_overflow(), outbox.drops())
     }
 
     pub fn close_mesh(&self) {

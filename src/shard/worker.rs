@@ -21,6 +21,8 @@ const MESH_CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of descriptors) before trying again.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Least time between two log lines about connections refused at `max_connections`.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a shard knows about the process it runs in.
 pub struct ShardContext {
@@ -71,20 +73,48 @@ async fn keep_polling<T>() -> Option<T> {
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
+    let mut refusals = RefusalLog::default();
     loop {
         match listener.accept().await {
-            Ok(stream) => match shard.permits.try_acquire() {
-                Some(permit) => connection::open_accepted(&shard, stream, permit),
-                None => {
-                    tracing::warn!(shard = shard.id, max_connections = shard.permits.max_connections(),
-                        "refusing connection: max_connections reached");
+            Ok(stream) => {
+                let peer = stream.peer_addr().ok();
+                match shard.permits.try_acquire() {
+                    Some(permit) => {
+                        tracing::debug!(shard = shard.id, peer = ?peer, "connection accepted");
+                        connection::open_accepted(&shard, stream, permit);
+                    }
+                    // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
+                    None => refusals.refused(&shard, peer),
                 }
-            },
+            }
             Err(err) => {
                 tracing::warn!(shard = shard.id, %err, "accept failed");
                 glommio::timer::sleep(ACCEPT_RETRY_PAUSE).await;
             }
         }
+    }
+}
+
+/// Logs connections refused at `max_connections`: the first at once, then at most one line per
+/// `REFUSAL_LOG_INTERVAL` with the count since the last line, so a connection storm at the limit cannot
+/// flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, shard: &Shard, peer: Option<std::net::SocketAddr>) {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(shard = shard.id, peer = ?peer, max_connections = shard.permits.max_connections(),
+            refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
+        self.last_logged = Some(now);
+        self.unlogged = 0;
     }
 }
 
@@ -94,7 +124,11 @@ async fn receive_mesh(shard: Rc<Shard>, from: usize, receiver: ConnectedReceiver
         for item in batch {
             match item {
                 ShardMeshItem::Core(msg) => shard.core.borrow_mut().handle_mesh(from, msg, now),
-                ShardMeshItem::Handoff(handoff) => connection::adopt(&shard, handoff, &shard.permits),
+                ShardMeshItem::Handoff(handoff) => {
+                    tracing::debug!(shard = shard.id, from_shard = from, client_id = handoff.client_id(),
+                        "connection handed over to its home shard");
+                    connection::adopt(&shard, handoff, &shard.permits)
+                }
             }
         }
         shard.request_turn();
@@ -110,6 +144,6 @@ async fn shut_down(shard: &Rc<Shard>) {
     .await;
     shard.run_actions();
     shard.close_mesh();
-    let (backlog, dropped_batches) = shard.mesh_backlog();
-    tracing::debug!(shard = shard.id, flushed, backlog, dropped_batches, "shard stopped");
+    let (backlog, drops) = shard.mesh_backlog();
+    tracing::debug!(shard = shard.id, flushed, backlog, ?drops, "shard stopped");
 }
