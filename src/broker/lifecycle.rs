@@ -99,7 +99,10 @@ impl ShardCore {
     /// checks) and for each client at server shutdown (the shard logs one line for all). A refused CONNECT
     /// was already logged as the refusal.
     fn log_disconnect(&self, conn: ConnId, phase: Phase, reason: &CloseReason) {
-        let client_id = phase.session_key().and_then(|key| self.sessions.get(key)).map(|session| session.client_id.as_str());
+        let client_id = phase
+            .session_key()
+            .and_then(|key| self.sessions.get(key))
+            .map(|session| tracing::field::display(session.client_id.as_str()));
         let quiet = match reason {
             CloseReason::ConnectRefused => return,
             CloseReason::ServerShutdown => true,

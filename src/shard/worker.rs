@@ -80,7 +80,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
                 let peer = stream.peer_addr().ok();
                 match shard.permits.try_acquire() {
                     Some(permit) => {
-                        tracing::debug!(shard = shard.id, peer = ?peer, "connection accepted");
+                        tracing::debug!(shard = shard.id, peer = peer.map(tracing::field::display), "connection accepted");
                         connection::open_accepted(&shard, stream, permit);
                     }
                     // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
@@ -111,7 +111,7 @@ impl RefusalLog {
         if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
             return;
         }
-        tracing::warn!(shard = shard.id, peer = ?peer, max_connections = shard.permits.max_connections(),
+        tracing::warn!(shard = shard.id, peer = peer.map(tracing::field::display), max_connections = shard.permits.max_connections(),
             refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
         self.last_logged = Some(now);
         self.unlogged = 0;
@@ -125,7 +125,7 @@ async fn receive_mesh(shard: Rc<Shard>, from: usize, receiver: ConnectedReceiver
             match item {
                 ShardMeshItem::Core(msg) => shard.core.borrow_mut().handle_mesh(from, msg, now),
                 ShardMeshItem::Handoff(handoff) => {
-                    tracing::debug!(shard = shard.id, from_shard = from, client_id = handoff.client_id(),
+                    tracing::debug!(shard = shard.id, from_shard = from, client_id = %handoff.client_id(),
                         "connection handed over to its home shard");
                     connection::adopt(&shard, handoff, &shard.permits)
                 }

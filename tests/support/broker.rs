@@ -50,6 +50,12 @@ pub struct BrokerLimits {
     pub session_queue_messages_max: Option<usize>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
+    /// Connections open at once; more are refused (shardmq `max_connections`, Mosquitto's listener option).
+    pub max_connections: Option<usize>,
+    /// Extra top-level lines of shardmq's config (runtime fields such as socket buffer caps), verbatim.
+    pub shardmq_toml: Option<String>,
+    /// shardmq's log filter, used instead of `RUST_LOG` (tests that read log lines at a given level).
+    pub log_filter: Option<String>,
 }
 
 /// A running broker on a loopback port; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -86,15 +92,30 @@ impl Broker {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
-    /// Sends SIGTERM and waits for the broker to exit; None if it had to be killed.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        self.stop()
+    /// Waits up to `timeout` for a log line `wanted` accepts, and returns it.
+    pub fn wait_for_log_line(&self, timeout: Duration, mut wanted: impl FnMut(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().find(|line| wanted(line)) {
+                return Some(line.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM and waits for the broker to exit; None if it had to be killed.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) and waits for the broker to exit; None if it had to be killed.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> Option<std::process::ExitStatus> {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: plain kill(2) on the child we spawned and have not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -102,7 +123,7 @@ impl Broker {
             }
             thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("broker pid {pid} ignored SIGTERM for {SHUTDOWN_GRACE:?}; killing it");
+        eprintln!("broker pid {pid} ignored signal {signal} for {SHUTDOWN_GRACE:?}; killing it");
         let _ = self.child.kill();
         let _ = self.child.wait();
         None
@@ -112,7 +133,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            self.stop();
+            self.stop_with(libc::SIGTERM);
         }
         if thread::panicking() {
             eprintln!("---- {:?} broker log (port {}) ----\n{}", self.kind, self.port, self.log());
@@ -132,7 +153,9 @@ fn start_shardmq(limits: &BrokerLimits) -> Broker {
     if let Some(path) = &config_path {
         command.arg("--config").arg(path);
     }
-    if std::env::var_os("RUST_LOG").is_none() {
+    if let Some(filter) = &limits.log_filter {
+        command.env("RUST_LOG", filter);
+    } else if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "debug");
     }
     command.env("NO_COLOR", "1"); // plain log text when a failure prints it
@@ -173,10 +196,18 @@ fn shardmq_config(limits: &BrokerLimits) -> String {
         mqtt.push_str(extra);
         mqtt.push('\n');
     }
-    if mqtt.is_empty() {
-        return mqtt;
+    let mut top = String::new();
+    if let Some(count) = limits.max_connections {
+        top.push_str(&format!("max_connections = {count}\n"));
     }
-    format!("[mqtt]\n{mqtt}")
+    if let Some(extra) = &limits.shardmq_toml {
+        top.push_str(extra);
+        top.push('\n');
+    }
+    if mqtt.is_empty() {
+        return top;
+    }
+    format!("{top}[mqtt]\n{mqtt}")
 }
 
 fn wait_for_listening_line(lines: &mpsc::Receiver<String>, broker: &mut Broker) -> u16 {
@@ -222,6 +253,9 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     }
     if let Some(available) = limits.retain_available {
         config.push_str(&format!("retain_available {available}\n"));
+    }
+    if let Some(count) = limits.max_connections {
+        config.push_str(&format!("max_connections {count}\n"));
     }
     let config_path = write_temp_file("mosquitto", "conf", &config);
     let mut child = Command::new("mosquitto")

@@ -111,6 +111,11 @@ impl RawClient {
         RawClient { stream, buffer: BytesMut::new(), level }
     }
 
+    /// The client's own port, which the broker logs as the peer of the connection it accepted.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address of a connected socket").port()
+    }
+
     /// Sends bytes; errors are ignored because a test may write to a connection the broker already closed.
     pub async fn send(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;
