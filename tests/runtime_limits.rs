@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,25 +63,33 @@ async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slo
     }
 }
 
-/// `rb`/`tb` (receive and send buffer sizes) of every established socket on `port`'s side, from `ss`.
-fn server_socket_buffers(port: u16) -> Option<Vec<(u32, u32)>> {
+/// `rb`/`tb` (receive and send buffer sizes) of the established sockets on local port `port`, by peer
+/// port, from `ss -tm`; None when `ss` is not installed.
+fn server_socket_buffers(port: u16) -> Option<HashMap<u16, (u32, u32)>> {
     let filter = format!("( sport = :{port} )");
     let output = Command::new("ss").args(["-tmnH", "state", "established", &filter]).output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let buffers = text
-        .split("skmem:(")
-        .skip(1)
-        .map(|memory| {
-            let field = |name: &str| {
-                memory
-                    .split([',', ')'])
-                    .find_map(|part| part.strip_prefix(name))
-                    .and_then(|value| value.parse::<u32>().ok())
-                    .unwrap_or_else(|| panic!("no {name} in ss output {memory:?}"))
-            };
-            (field("rb"), field("tb"))
-        })
-        .collect();
+    let mut buffers = HashMap::new();
+    let mut peer_port = None;
+    // Each socket is a line `Recv-Q Send-Q Local:Port Peer:Port`, its `skmem:(...)` on the same line or
+    // the next, depending on the ss version.
+    for line in text.lines() {
+        let columns: Vec<&str> = line.split_whitespace().take_while(|column| !column.starts_with("skmem")).collect();
+        if columns.len() >= 4 {
+            peer_port = columns[3].rsplit(':').next().and_then(|port| port.parse::<u16>().ok());
+        }
+        let Some((_, memory)) = line.split_once("skmem:(") else { continue };
+        let field = |name: &str| {
+            memory
+                .split([',', ')'])
+                .find_map(|part| part.strip_prefix(name))
+                .and_then(|value| value.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("no {name} in ss output {line:?}"))
+        };
+        if let Some(peer) = peer_port.take() {
+            buffers.insert(peer, (field("rb"), field("tb")));
+        }
+    }
     Some(buffers)
 }
 
@@ -103,10 +112,11 @@ async fn socket_buffer_caps_apply_to_every_accepted_socket_also_after_a_handoff(
         eprintln!("skipped: `ss` (iproute2) is not installed");
         return;
     };
-    assert_eq!(buffers.len(), clients.len(), "one server-side socket per client: {buffers:?}");
-    // Linux doubles what SO_RCVBUF / SO_SNDBUF ask for and reports the doubled size.
-    for (receive, send) in buffers {
-        assert_eq!((receive, send), (2 * 4096, 2 * 8192));
+    for client in &clients {
+        let port = client.local_port();
+        let socket = buffers.get(&port).unwrap_or_else(|| panic!("no broker socket for peer port {port}: {buffers:?}"));
+        // Linux doubles what SO_RCVBUF / SO_SNDBUF ask for and reports the doubled size.
+        assert_eq!(*socket, (2 * 4096, 2 * 8192), "(rb, tb) of the broker's socket for peer port {port}");
     }
 }
 

@@ -20,7 +20,7 @@ use glommio::net::TcpStream;
 
 use super::readiness;
 use super::vectored_write::write_frames;
-use super::{ConnectionPermit, PermitGuard, ShardReadBuffer};
+use super::{PermitGuard, ShardReadBuffer};
 use crate::broker::ConnId;
 use crate::protocol::{decode_packet, ProtocolVersion};
 use crate::shard::placement::{move_target, Handoff};
@@ -202,8 +202,8 @@ pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) 
 }
 
 /// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
-pub fn adopt(shard: &Rc<Shard>, handoff: Handoff, permits: &ConnectionPermit) {
-    let Handoff { fd, leftover, connect } = handoff;
+pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
+    let Handoff { fd, leftover, connect, permit } = handoff;
     if shard.is_stopping() {
         return; // dropping the descriptor closes the socket
     }
@@ -211,7 +211,7 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff, permits: &ConnectionPermit) {
     let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
     let now = Instant::now();
     let conn = shard.core.borrow_mut().open_connection(now);
-    let slot = Rc::new(ConnSlot::new(conn, stream, permits.adopt()));
+    let slot = Rc::new(ConnSlot::new(conn, stream, permit));
     slot.placed.set(true);
     shard.conns.borrow_mut().insert(conn, slot.clone());
     shard.core.borrow_mut().handle_packet(conn, connect, now);
@@ -309,7 +309,8 @@ fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Pa
     match slot.duplicate_fd() {
         Ok(fd) => {
             tracing::trace!(shard = shard.id, home, "connection moves to its home shard");
-            shard.push_mesh(home, ShardMeshItem::Handoff(Handoff { fd, leftover, connect }));
+            let permit = shard.permits.for_handoff();
+            shard.push_mesh(home, ShardMeshItem::Handoff(Handoff { fd, leftover, connect, permit }));
         }
         Err(err) => tracing::warn!(shard = shard.id, home, %err, "cannot hand connection over; closing it"),
     }

@@ -41,9 +41,9 @@ impl ConnectionPermit {
         Some(PermitGuard { open: self.open.clone() })
     }
 
-    /// A place for a connection handed over from another shard (already counted there until it closes
-    /// its descriptor), so never refused.
-    pub fn adopt(&self) -> PermitGuard {
+    /// A second place for a connection about to move to its home shard, taken while the accepting shard
+    /// still holds the first, so never refused (the connection is already counted).
+    pub fn for_handoff(&self) -> PermitGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
         PermitGuard { open: self.open.clone() }
     }
@@ -82,7 +82,7 @@ mod tests {
     fn handed_over_connections_are_counted_but_never_refused() {
         let permits = ConnectionPermit::new(1);
         let _local = permits.try_acquire().unwrap();
-        let adopted = permits.adopt();
+        let adopted = permits.for_handoff();
         assert_eq!(permits.open_connections(), 2);
         drop(adopted);
         assert_eq!(permits.open_connections(), 1);

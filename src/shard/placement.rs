@@ -9,6 +9,7 @@ use std::os::fd::OwnedFd;
 use bytes::BytesMut;
 
 use crate::broker::{home_shard, ShardId};
+use crate::connection::PermitGuard;
 use crate::protocol::Packet;
 
 /// A connection moving to its home shard over the mesh.
@@ -19,6 +20,9 @@ pub struct Handoff {
     pub leftover: BytesMut,
     /// The parsed CONNECT, fed to the home shard's core first.
     pub connect: Packet,
+    /// The connection's place under `max_connections`, taken before the accepting shard released its
+    /// own, so the count never dips while the connection is in flight.
+    pub permit: PermitGuard,
 }
 
 impl Handoff {

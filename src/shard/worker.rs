@@ -127,7 +127,7 @@ async fn receive_mesh(shard: Rc<Shard>, from: usize, receiver: ConnectedReceiver
                 ShardMeshItem::Handoff(handoff) => {
                     tracing::debug!(shard = shard.id, from_shard = from, client_id = %handoff.client_id(),
                         "connection handed over to its home shard");
-                    connection::adopt(&shard, handoff, &shard.permits)
+                    connection::adopt(&shard, handoff)
                 }
             }
         }
