@@ -117,14 +117,16 @@ impl ShardCore {
     }
 
     /// Drops a connection that moved to its home shard before this core saw its CONNECT: no will, no
-    /// session, no log line, no `Close` action (the runtime moved the socket). Its connect-timeout entry
-    /// stays in the timer wheel, which never removes early, and fires as a no-op for a connection that
-    /// no longer exists.
+    /// session, no log line, no `Close` action (the runtime moved the socket), and its connect-timeout
+    /// entry leaves the timer wheel.
     pub fn forget_connection(&mut self, conn: ConnId) {
         let Some(connection) = self.connections.remove(&conn) else { return };
         debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
         self.enhanced_auth.remove(&conn);
         self.closing.remove(&conn);
+        // No packet was handled yet, so the last packet time is still the time it was opened.
+        let connect_deadline = connection.last_packet_at + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
+        self.timers.cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
     }
 
     /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
@@ -208,7 +210,7 @@ mod tests {
     use super::super::{BrokerSettings, ShardCore};
 
     #[test]
-    fn a_forgotten_connection_leaves_no_state_action_or_timeout_behind() {
+    fn a_forgotten_connection_leaves_no_state_action_or_timer_behind() {
         let settings = BrokerSettings { connect_timeout_secs: 1, ..BrokerSettings::default() };
         let mut core = ShardCore::new(0, 2, Rc::new(settings));
         let start = Instant::now();
@@ -216,6 +218,7 @@ mod tests {
         let stays = core.open_connection(start);
         core.forget_connection(moved);
         assert_eq!(core.gauges().connections, 1);
+        assert_eq!(core.gauges().timers, 1, "the moved connection's connect timeout is cancelled");
         assert!(core.poll_action().is_none(), "forgetting queues nothing");
         core.tick(start + Duration::from_secs(2));
         let mut closed = Vec::new();

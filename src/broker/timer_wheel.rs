@@ -3,9 +3,10 @@
 //!
 //! Slots are `TICK` wide; an entry due further than one revolution away stays in its slot until its tick
 //! comes round. A bitmap of non-empty slots finds the next deadline without scanning empty slots.
-//! Entries are never removed early: the owner re-checks an expired key against its own state (a keep-alive
-//! entry whose connection sent a packet since is simply re-armed), which keeps packet handling free of
-//! wheel updates.
+//! Entries are normally not removed early: the owner re-checks an expired key against its own state (a
+//! keep-alive entry whose connection sent a packet since is simply re-armed), which keeps packet handling
+//! free of wheel updates. `cancel` exists for the one entry that can never matter again (a connection
+//! that moved to its home shard).
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,32 @@ impl<K> TimerWheel<K> {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Removes `key` armed for `deadline` before it fires; false when it is not there (already fired, or
+    /// armed for another deadline). For the rare owner that knows the entry can never matter again (a
+    /// connection moved to another shard); everything else lets entries fire and re-checks them.
+    pub fn cancel(&mut self, deadline: Instant, key: &K) -> bool
+    where
+        K: PartialEq,
+    {
+        let Some(origin) = self.origin else { return false };
+        let due_tick = deadline.saturating_duration_since(origin).as_nanos().div_ceil(TICK.as_nanos()) as u64;
+        if due_tick < self.next_tick {
+            return false;
+        }
+        let slot = (due_tick % SLOT_COUNT as u64) as usize;
+        let entries = &mut self.slots[slot];
+        let Some(index) = entries.iter().position(|entry| entry.due_tick == due_tick && entry.key == *key) else {
+            return false;
+        };
+        entries.swap_remove(index);
+        self.len -= 1;
+        if entries.is_empty() {
+            *entries = Vec::new();
+            self.occupied[slot / 64] &= !(1 << (slot % 64));
+        }
+        true
     }
 
     /// Moves every key due at `now` into `due`.
@@ -118,6 +145,24 @@ impl<K> TimerWheel<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_entry_never_fires_and_others_in_its_slot_still_do() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::default();
+        let deadline = start + Duration::from_secs(10);
+        wheel.insert(start, deadline, "moved");
+        wheel.insert(start, deadline, "stays");
+        assert!(wheel.cancel(deadline, &"moved"));
+        assert!(!wheel.cancel(deadline, &"moved"), "only once");
+        assert!(!wheel.cancel(deadline + Duration::from_secs(1), &"stays"), "another deadline");
+        assert_eq!(wheel.len(), 1);
+        let mut due = Vec::new();
+        wheel.expire(deadline, &mut due);
+        assert_eq!(due, vec!["stays"]);
+        assert!(!wheel.cancel(deadline, &"stays"), "already fired");
+        assert_eq!(wheel.next_deadline(), None);
+    }
 
     #[test]
     fn first_deadline_far_ahead_does_not_fire_early() {
