@@ -25,7 +25,7 @@ enum Settings {
 fn builder(settings: Settings, shard: usize, cpu: usize, budget: io_budget::IoBudget) -> LocalExecutorBuilder {
     match settings {
         Settings::GlommioDefault => LocalExecutorBuilder::new(Placement::Fixed(cpu)).io_memory(budget.io_memory_bytes),
-        Settings::Broker => launch::executor_builder(shard, cpu, budget),
+        Settings::Broker => launch::executor_builder(shard, cpu, budget, Duration::ZERO),
     }
 }
 

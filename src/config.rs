@@ -28,6 +28,9 @@ pub struct Config {
     pub socket_recv_buffer_bytes: Option<u32>,
     /// Locked io_uring memory per shard. `None`: sized from RLIMIT_MEMLOCK and the shard count.
     pub io_memory_bytes: Option<usize>,
+    /// Microseconds a shard with nothing to run keeps polling before it sleeps (0: sleep at once). Trades
+    /// CPU at low message rates for a cheaper wake-up under steady load.
+    pub spin_before_park_micros: u64,
     /// Log filter used when `RUST_LOG` is not set (`error`, `warn`, `info`, `debug`, `trace`, or directives).
     pub log_level: String,
     /// Batches a shard may have queued towards one other shard before it parks batches in its overflow list.
@@ -51,6 +54,7 @@ impl Default for Config {
             socket_send_buffer_bytes: None,
             socket_recv_buffer_bytes: None,
             io_memory_bytes: None,
+            spin_before_park_micros: 0,
             log_level: "info".to_string(),
             mesh_queue_batches: 1024,
             mesh_overflow_messages_max: 65_536,
@@ -178,6 +182,9 @@ impl Config {
         }
         if self.mesh_overflow_messages_max == 0 {
             return invalid("mesh_overflow_messages_max", "must be at least 1");
+        }
+        if self.spin_before_park_micros > 10_000 {
+            return invalid("spin_before_park_micros", "at most 10000 (10 ms)");
         }
         if !(512..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");

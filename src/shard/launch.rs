@@ -18,10 +18,6 @@ use super::worker::{self, ShardContext};
 use crate::config::{Config, ConfigError};
 use crate::connection::ConnectionPermit;
 
-/// How long a parked executor spins before sleeping; a short spin makes a wakeup from another shard cheap
-/// when traffic is steady, without burning a core when idle.
-pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
-
 /// How long a shard runs tasks before it polls io_uring again. glommio's default (100 ms) means a shard
 /// that always has runnable tasks sees socket completions and mesh batches up to 100 ms late (measured:
 /// `cargo bench --bench shard_wakeup`, perf/RESULTS.md); a task queue marked `Latency::Matters` only lowers
@@ -68,13 +64,21 @@ pub fn plan(config: &Config) -> Result<ShardPlan, StartError> {
 }
 
 /// The executor builder every shard uses (also used by the wakeup-latency bench, so it measures this).
-pub fn executor_builder(shard: usize, cpu: usize, budget: IoBudget) -> LocalExecutorBuilder {
-    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+/// `spin_before_park`: how long an executor with nothing to run keeps polling before it sleeps (zero: it
+/// sleeps at once, as glommio does by default). Spinning saves a wake-up when work arrives within the spin,
+/// but at low message rates every message ends a spin: 50 µs cost 18-57% more CPU per message at 1,500
+/// msgs/s (perf/RESULTS.md "Low-rate CPU"), with no measurable gain in shard wakeup latency.
+pub fn executor_builder(shard: usize, cpu: usize, budget: IoBudget, spin_before_park: Duration) -> LocalExecutorBuilder {
+    let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("shard-{shard}"))
         .io_memory(budget.io_memory_bytes)
         .ring_depth(budget.ring_depth)
-        .spin_before_park(SPIN_BEFORE_PARK)
-        .preempt_timer(PREEMPT_TIMER)
+        .preempt_timer(PREEMPT_TIMER);
+    if spin_before_park.is_zero() {
+        builder
+    } else {
+        builder.spin_before_park(spin_before_park)
+    }
 }
 
 enum StartReport {
@@ -107,7 +111,8 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
     for (shard, ((mesh, listener), stop)) in per_shard.enumerate() {
         let context = ShardContext { shard, shards, config: config.clone(), stop, permits: permits.clone() };
         let cpu = plan.cpus[shard];
-        let builder = executor_builder(shard, cpu, plan.budget);
+        let spin = Duration::from_micros(config.spin_before_park_micros);
+        let builder = executor_builder(shard, cpu, plan.budget, spin);
         let report = report_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{shard}"))
