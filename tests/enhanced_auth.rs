@@ -43,6 +43,16 @@ fn connect_with_auth(method: &str, data: &[u8]) -> Vec<u8> {
     raw::connect_with(5, &unique("scram"), true, 30, None, &auth_properties(method, data))
 }
 
+/// CONNECT with the User Name flag and `username`, naming an Authentication Method.
+fn connect_with_auth_as(username: &str, method: &str, data: &[u8]) -> Vec<u8> {
+    let mut body = raw::string("MQTT");
+    body.extend([5, 0x80 | 0x02, 0, 30]); // level 5, user name flag + clean start, keep-alive 30
+    body.extend(raw::properties(&auth_properties(method, data)));
+    body.extend(raw::string(&unique("scram")));
+    body.extend(raw::string(username));
+    raw::packet(0x10, &body)
+}
+
 /// An AUTH from the broker: (reason, method, data as text).
 fn auth_fields(packet: &Packet) -> (u8, Option<String>, String) {
     match packet {
@@ -194,4 +204,29 @@ async fn auth_without_a_method_in_connect_is_a_protocol_error__mqtt_4_12_0_7() {
     client.handshake(&raw::connect(Level::V5, &unique("plain"), true, 30, None)).await;
     client.send(&auth_packet(AUTH_REAUTHENTICATE, SCRAM, b"n,,n=alice,r=abc")).await;
     client.expect_disconnect_and_close(0x82).await;
+}
+
+#[tokio::test]
+async fn connect_user_name_of_the_authenticated_user_accepted__mqtt_3_1_3_5() {
+    let broker = scram_broker();
+    if skip_on_mosquitto(&broker, "Mosquitto has no built-in SCRAM method") {
+        return;
+    }
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let (connack, _) = scram_exchange(&mut client, PASSWORD, |data| connect_with_auth_as(USER, SCRAM, data)).await;
+    assert_eq!(connack.connack().1, 0x00, "{connack:?}");
+    client.expect_alive().await;
+}
+
+/// A correct SCRAM proof for alice does not let the client claim to be someone else in the User Name.
+#[tokio::test]
+async fn connect_user_name_other_than_the_authenticated_user_refused_0x86__mqtt_4_12_0_4() {
+    let broker = scram_broker();
+    if skip_on_mosquitto(&broker, "Mosquitto has no built-in SCRAM method") {
+        return;
+    }
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    let (connack, _) = scram_exchange(&mut client, PASSWORD, |data| connect_with_auth_as("mallory", SCRAM, data)).await;
+    assert_eq!(connack.connack().1, 0x86, "Bad User Name or Password: {connack:?}");
+    client.expect_closed().await;
 }

@@ -122,6 +122,35 @@ async fn server_uses_topic_alias_when_client_allows__mqtt_3_3_2_11() {
     }
 }
 
+#[tokio::test]
+async fn server_topic_aliases_start_afresh_on_a_new_connection__mqtt_3_3_2_3_4() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto never sends topic aliases") {
+        return;
+    }
+    let topic = unique("alias-reset");
+    let id = unique("resumer");
+    // Clean Start 0, Session Expiry 60 s, Topic Alias Maximum 5.
+    let connect = raw::connect_with(5, &id, false, 30, None, &[0x11, 0, 0, 0, 60, 0x22, 0, 5]);
+    let mut publisher = client(&broker, "pub").await;
+    for connection in 0..2 {
+        let mut subscriber = RawClient::connect(broker.port(), Level::V5).await;
+        subscriber.handshake(&connect).await;
+        if connection == 0 {
+            subscriber.send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)])).await;
+            subscriber.expect_packet().await;
+        }
+        for i in 0..2 {
+            publisher.publish(&topic, QoS::AtLeastOnce, false, "x").await;
+            let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+            assert!(publish.properties.topic_alias.is_some(), "connection {connection}: aliases allowed");
+            assert_eq!(publish.topic.is_empty(), i > 0, "connection {connection}, message {i}: the first carries the topic");
+        }
+        subscriber.send(&raw::disconnect(Level::V5, 0)).await;
+        subscriber.expect_closed().await;
+    }
+}
+
 // ---- Subscription options and identifiers ----
 
 #[tokio::test]
@@ -179,6 +208,54 @@ async fn retain_as_published_keeps_retain_flag_on_live_messages__mqtt_3_3_1_12()
     assert!(!clears.next_publish().await.retain, "Retain As Published 0");
 }
 
+#[tokio::test]
+async fn subscription_identifier_from_a_client_in_publish_is_a_protocol_error__mqtt_3_3_4_6() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 ignores it") {
+        return;
+    }
+    let topic = unique("subid-in-publish");
+    let mut subscriber = client(&broker, "sub").await;
+    subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
+    let mut publisher = raw_client(&broker, &[]).await;
+    publisher.send(&raw::publish_with(Level::V5, topic.as_bytes(), 1, false, 1, &[0x0B, 5], b"x")).await;
+    publisher.expect_disconnect_and_close(0x82).await;
+    subscriber.expect_no_publish().await;
+}
+
+/// SUBSCRIBE with the given properties and one filter with its options byte.
+fn subscribe_raw(filter: &str, options: u8, properties: &[u8]) -> Vec<u8> {
+    let mut body = 1u16.to_be_bytes().to_vec();
+    body.extend(raw::properties(properties));
+    body.extend(raw::string(filter));
+    body.push(options);
+    raw::packet(0x82, &body)
+}
+
+#[tokio::test]
+async fn subscription_identifier_0_is_a_protocol_error__mqtt_3_8_2_1_2() {
+    let broker = Broker::start();
+    let mut client = raw_client(&broker, &[]).await;
+    client.send(&subscribe_raw("a/b", 1, &[0x0B, 0])).await;
+    client.expect_disconnect_and_close(0x82).await;
+}
+
+#[tokio::test]
+async fn no_local_on_a_shared_subscription_is_a_protocol_error__mqtt_3_8_3_4() {
+    let broker = Broker::start();
+    let mut client = raw_client(&broker, &[]).await;
+    client.send(&subscribe_raw(&format!("$share/g/{}", unique("t")), 0x04 | 1, &[])).await;
+    client.expect_disconnect_and_close(0x82).await;
+}
+
+#[tokio::test]
+async fn retain_handling_3_is_a_protocol_error__mqtt_3_8_3_1() {
+    let broker = Broker::start();
+    let mut client = raw_client(&broker, &[]).await;
+    client.send(&subscribe_raw(&unique("t"), 0x30 | 1, &[])).await;
+    client.expect_disconnect_and_close(0x82).await;
+}
+
 async fn retained_on_subscribe(subscriber: &mut V5Client, topic: &str, rule: RetainForwardRule) -> bool {
     let mut filter = Filter::new(topic, QoS::AtLeastOnce);
     filter.retain_forward_rule = rule;
@@ -229,6 +306,18 @@ async fn client_receive_maximum_limits_unacknowledged_deliveries__mqtt_3_3_4_9()
     subscriber.expect_no_publish().await;
     let payloads: Vec<_> = first_two.iter().chain(&rest).map(|p| p.payload.clone()).collect();
     assert_eq!(payloads, ["m0", "m1", "m2", "m3"].map(|s| Bytes::from(s.as_bytes())));
+}
+
+#[tokio::test]
+async fn client_receive_maximum_0_is_refused__mqtt_3_1_2_11_3() {
+    let broker = Broker::start();
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    client.send(&raw::connect_with(5, &unique("rm0"), true, 30, None, &[0x21, 0, 0])).await;
+    let packets = client.expect_closed().await;
+    assert!(
+        packets.iter().all(|packet| matches!(packet, Packet::ConnAck(connack) if connack.reason.0 >= 0x80)),
+        "closed, at most with a refusing CONNACK: {packets:?}"
+    );
 }
 
 #[tokio::test]

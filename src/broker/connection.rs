@@ -43,6 +43,9 @@ pub struct Connection {
     pub outgoing_alias_max: u16,
     /// Topic aliases in both directions; allocated on first use.
     pub aliases: Option<Box<TopicAliases>>,
+    /// v5 Request Problem Information of the client: when false, no Reason String on packets other than
+    /// CONNACK, DISCONNECT and PUBLISH [MQTT-3.1.2-29].
+    pub problem_information: bool,
 }
 
 /// Enhanced authentication state of a connection whose CONNECT named an Authentication Method (v5
@@ -81,6 +84,7 @@ impl Connection {
             write_requested: false,
             outgoing_alias_max: 0,
             aliases: None,
+            problem_information: true,
         }
     }
 

@@ -118,6 +118,13 @@ impl ShardCore {
         (self.settings.reason_strings && !text.is_empty()).then(|| ByteStr::from(text))
     }
 
+    /// A v5 Reason String for an acknowledgement (PUBACK, PUBREC, SUBACK, ...): also not when the client set
+    /// Request Problem Information to 0 [MQTT-3.1.2-29].
+    pub(super) fn ack_reason_string(&self, conn: ConnId, text: &str) -> Option<ByteStr> {
+        let wanted = self.connections.get(&conn).is_some_and(|connection| connection.problem_information);
+        if wanted { self.reason_string(text) } else { None }
+    }
+
     /// Queues a v5 DISCONNECT with `reason` (nothing for 3.x, which has no server DISCONNECT).
     pub(super) fn send_disconnect(&mut self, conn: ConnId, reason: ReasonCode, text: &str) {
         if !self.connections.get(&conn).is_some_and(|connection| connection.is_v5()) {

@@ -60,6 +60,11 @@ impl ShardCore {
                 state.pending_connect = Some(connect);
                 self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, Some(data));
             }
+            Step::Success(done) if connect.username.as_deref().is_some_and(|username| username != done.user) => {
+                warn!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "CONNECT User Name is not the authenticated user");
+                let refusal = Refusal { reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD, rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated" };
+                self.refuse_connect(conn, &connect.client_id, refusal, now);
+            }
             Step::Success(done) => {
                 info!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "enhanced authentication succeeded");
                 state.user = Some(done.user);

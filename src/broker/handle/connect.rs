@@ -160,6 +160,7 @@ impl ShardCore {
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         connection.outgoing_alias_max = connect.properties.topic_alias_maximum.unwrap_or(0).min(self.settings.topic_alias_max);
+        connection.problem_information = connect.properties.request_problem_information != Some(0);
     }
 
     /// Takes over a connected session [MQTT-3.1.4-3], resumes it unless Clean Start [MQTT-3.1.2-4]

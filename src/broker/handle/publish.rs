@@ -13,7 +13,7 @@ use super::super::session::SessionKey;
 use super::super::topic_alias::TopicAliases;
 use super::super::owned::{owned_forwarded_properties, owned_str};
 use crate::protocol::topic::validate_topic_name;
-use crate::protocol::{ByteStr, Packet, PubResponse, Publish, QoS, ReasonCode};
+use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, ReasonCode};
 
 /// A PUBLISH that must close the connection: the v5 DISCONNECT reason and the rule.
 type Violation = (ReasonCode, &'static str);
@@ -69,7 +69,8 @@ impl ShardCore {
     /// DISCONNECT for QoS 0 (v5 section 3.3.2.3.2). Not routed.
     fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
         let rule = "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1";
-        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, ..PubResponse::default() };
+        let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
+        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
         match publish.qos {
             QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
             QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
@@ -106,6 +107,9 @@ impl ShardCore {
     }
 
     fn check_publish(&self, publish: &Publish, topic: ByteStr) -> Result<ByteStr, Violation> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier"));
+        }
         if publish.qos as u8 > self.settings.max_qos {
             return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
         }

@@ -13,7 +13,10 @@ use super::super::owned::owned_str;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
 use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
-use crate::protocol::{ByteStr, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
+use crate::protocol::{ByteStr, Properties, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
+
+/// A filter refused in the SUBACK: its reason code and the rule.
+type Refusal = (ReasonCode, &'static str);
 
 impl ShardCore {
     pub(in crate::broker) fn handle_subscribe(&mut self, conn: ConnId, key: SessionKey, subscribe: Subscribe, now: Instant) {
@@ -21,6 +24,7 @@ impl ShardCore {
         let subscription_id = subscribe.properties.subscription_identifiers.first().copied().unwrap_or(0);
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
+        let mut refusal_rules: Vec<&'static str> = Vec::new();
         for (filter, options) in &subscribe.filters {
             // Kept in the session, trie groups and mesh messages: a copy, not a slice of the read buffer.
             let filter = &owned_str(filter);
@@ -35,36 +39,43 @@ impl ShardCore {
                 }
                 // 3.x SUBACK knows only 0x80 for a failure.
                 Err(_) if !v5 => ReasonCode::UNSPECIFIED_ERROR,
-                Err(reason) => reason,
+                Err((reason, rule)) => {
+                    if !refusal_rules.contains(&rule) {
+                        refusal_rules.push(rule);
+                    }
+                    reason
+                }
             };
             reasons.push(reason);
         }
-        let suback = SubAck { packet_id: subscribe.packet_id, reasons, ..SubAck::default() };
+        let properties = Properties { reason_string: self.ack_reason_string(conn, &refusal_rules.join("; ")), ..Properties::default() };
+        let suback = SubAck { packet_id: subscribe.packet_id, reasons, properties };
         let needs_seq = self.interest_seq_sent;
         let held = HeldSubAck { conn, session: key, suback, retained, subscription_id, needs_seq };
         self.complete_subscribe(held, now);
     }
 
-    /// Stores one subscription. Ok: granted QoS and whether retained messages are due.
-    fn subscribe_one(&mut self, key: SessionKey, filter: &ByteStr, options: SubscriptionOptions, subscription_id: u32) -> Result<(QoS, bool), ReasonCode> {
+    /// Stores one subscription. Ok: granted QoS and whether retained messages are due; Err: the SUBACK
+    /// reason code and the rule, for the Reason String.
+    fn subscribe_one(&mut self, key: SessionKey, filter: &ByteStr, options: SubscriptionOptions, subscription_id: u32) -> Result<(QoS, bool), Refusal> {
         let settings = &self.settings;
         if validate_topic_filter(filter).is_err() {
-            return Err(ReasonCode::TOPIC_FILTER_INVALID);
+            return Err((ReasonCode::TOPIC_FILTER_INVALID, "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid"));
         }
         let shared = matches!(parse_shared_subscription(filter), Ok(Some(_)));
         if shared && !settings.shared_subscriptions_available {
-            return Err(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            return Err((ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, "(v5 section 4.8.2) shared subscriptions are turned off"));
         }
         if !settings.wildcard_subscriptions_available && filter.contains(['+', '#']) {
-            return Err(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED);
+            return Err((ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED, "(v5 section 3.2.2.3.14) wildcard subscriptions are turned off"));
         }
         if !settings.subscription_identifiers_available && subscription_id != 0 {
-            return Err(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED);
+            return Err((ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, "(v5 section 3.2.2.3.15) subscription identifiers are turned off"));
         }
-        let session = self.sessions.get(key).ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        let session = self.sessions.get(key).ok_or((ReasonCode::UNSPECIFIED_ERROR, "session gone"))?;
         let known = session.filters.iter().any(|existing| existing == filter);
         if !known && session.filters.len() >= settings.subscriptions_per_session_max {
-            return Err(ReasonCode::QUOTA_EXCEEDED);
+            return Err((ReasonCode::QUOTA_EXCEEDED, "subscriptions_per_session_max reached"));
         }
         let granted = options.qos.min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
         let subscriber = Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
