@@ -7,6 +7,7 @@
 mod support;
 
 use support::any_version::{Client, Version, BOTH_VERSIONS};
+use support::raw::{self, Level, PacketFields, RawClient};
 use support::{spread_client_ids, unique, Broker, SILENCE};
 
 /// Drains every member and returns the payloads (as numbers) each one got.
@@ -110,4 +111,29 @@ async fn unsubscribed_member_leaves_the_group__mqtt_4_8_2() {
     let per_member = drain(&mut group).await;
     assert!(per_member[0].is_empty(), "unsubscribed member got {:?}", per_member[0]);
     assert_eq!(per_member[1], (0..6).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn invalid_share_names_refused_per_filter_0x8f__mqtt_4_8_2_1_and_4_8_2_2() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto disconnects instead of refusing the filter") {
+        return;
+    }
+    let topic = unique("bad-share");
+    let filters = [
+        format!("$share//{topic}"),
+        format!("$share/g+/{topic}"),
+        format!("$share/g#/{topic}"),
+        "$share/g".to_string(),
+        format!("$share/g/{topic}"),
+    ];
+    let filters: Vec<(&str, u8)> = filters.iter().map(|filter| (filter.as_str(), 1)).collect();
+    for (level, refused) in [(Level::V311, 0x80), (Level::V5, 0x8F)] {
+        let mut client = RawClient::connect(broker.port(), level).await;
+        client.handshake(&raw::connect(level, &unique("sharer"), true, 30, None)).await;
+        client.send(&raw::subscribe(level, 1, &filters)).await;
+        let reasons = client.expect_packet().await.ack_reasons();
+        assert_eq!(reasons, vec![refused, refused, refused, refused, 1], "{level:?}: four bad share names, one good");
+        client.expect_alive().await;
+    }
 }

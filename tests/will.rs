@@ -116,7 +116,7 @@ async fn v5_will_delay_interval_delays_will__mqtt_3_1_3_9() {
             Client::connect(broker.port(), Version::V5, &client_id_on_shard("watch", watcher_shard)).await;
         watcher.subscribe(&will_topic, 1).await;
         let mut owner = RawClient::connect(broker.port(), Level::V5).await;
-        owner.handshake(&delayed_will_connect(&client_id_on_shard("owner", owner_shard), &will_topic, 2)).await;
+        owner.handshake(&delayed_will_connect(&client_id_on_shard("owner", owner_shard), &will_topic, 2, 60)).await;
         drop(owner);
         let closed_at = Instant::now();
         let message = tokio::time::timeout(Duration::from_secs(4), watcher.next_message())
@@ -136,7 +136,7 @@ async fn v5_reconnect_within_will_delay_cancels_will__mqtt_3_1_3_9() {
     let mut watcher = Client::connect(broker.port(), Version::V5, &unique("watch")).await;
     watcher.subscribe(&will_topic, 1).await;
     let mut owner = RawClient::connect(broker.port(), Level::V5).await;
-    owner.handshake(&delayed_will_connect(&id, &will_topic, 2)).await;
+    owner.handshake(&delayed_will_connect(&id, &will_topic, 2, 60)).await;
     drop(owner);
     let back = Client::connect_with(broker.port(), &ClientOptions::persistent(Version::V5, &id)).await;
     assert!(back.session_present());
@@ -144,11 +144,33 @@ async fn v5_reconnect_within_will_delay_cancels_will__mqtt_3_1_3_9() {
     watcher.expect_no_message().await;
 }
 
-/// CONNECT (v5, Clean Start 0, Session Expiry 60 s) with a will on `topic` delayed by `delay_secs`.
-fn delayed_will_connect(client_id: &str, topic: &str, delay_secs: u32) -> Vec<u8> {
+/// The session ends before the Will Delay Interval does: the will goes out at the end of the session.
+#[tokio::test]
+async fn v5_will_published_when_session_ends_before_will_delay__mqtt_3_1_3_9() {
+    let broker = Broker::start();
+    let will_topic = unique("will/session-end");
+    let mut watcher = Client::connect(broker.port(), Version::V5, &unique("watch")).await;
+    watcher.subscribe(&will_topic, 1).await;
+    let mut owner = RawClient::connect(broker.port(), Level::V5).await;
+    owner.handshake(&delayed_will_connect(&unique("owner"), &will_topic, 30, 1)).await;
+    drop(owner);
+    let closed_at = Instant::now();
+    let message = tokio::time::timeout(Duration::from_secs(4), watcher.next_message())
+        .await
+        .expect("the will at the end of the 1 s session, not after the 30 s delay");
+    assert_eq!(message.payload, "delayed");
+    let waited = closed_at.elapsed();
+    assert!(waited >= Duration::from_millis(800), "will sent after {waited:?}, before the session ended");
+}
+
+/// CONNECT (v5, Clean Start 0) with a will on `topic` delayed by `delay_secs` and a session expiring
+/// `session_expiry_secs` after the connection ends.
+fn delayed_will_connect(client_id: &str, topic: &str, delay_secs: u32, session_expiry_secs: u32) -> Vec<u8> {
     let mut body = raw::string("MQTT");
     body.extend([5, 0x04 | (1 << 3), 0, 30]); // level 5, will flag + will QoS 1, clean start 0, keep-alive 30
-    body.extend(raw::properties(&[0x11, 0, 0, 0, 60]));
+    let mut connect_properties = vec![0x11];
+    connect_properties.extend(session_expiry_secs.to_be_bytes());
+    body.extend(raw::properties(&connect_properties));
     body.extend(raw::string(client_id));
     let mut will_properties = vec![0x18];
     will_properties.extend(delay_secs.to_be_bytes());
