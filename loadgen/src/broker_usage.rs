@@ -1,19 +1,38 @@
-//! What the broker under test spent, read from /proc/PID: CPU seconds (utime + stime, all threads) and
-//! resident memory, sampled at the phase boundaries of a run (`--broker-pid`).
+//! What the broker under test spent, read from /proc/PID: CPU seconds (utime + stime, all threads and per
+//! named thread, e.g. shardmq's `shard-N`) and resident memory, sampled at the phase boundaries of a run
+//! (`--broker-pid`).
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+use crate::engine::Counters;
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
     pub cpu_secs: f64,
     pub rss_kib: u64,
+    /// (thread name, CPU seconds) of every thread of the process.
+    pub threads: Vec<(String, f64)>,
 }
 
 /// Reads one sample; None when the process is gone or /proc is unreadable.
 pub fn sample(pid: u32) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(Sample { cpu_secs: cpu_secs_from_stat(&stat)?, rss_kib: rss_kib_from_status(&status)? })
+    Some(Sample { cpu_secs: cpu_secs_from_stat(&stat)?, rss_kib: rss_kib_from_status(&status)?, threads: thread_cpu_secs(pid) })
+}
+
+fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut threads: Vec<(String, f64)> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| Some((thread_name_from_stat(&stat)?, cpu_secs_from_stat(&stat)?)))
+        .collect();
+    threads.sort_by(|a, b| a.0.cmp(&b.0));
+    threads
+}
+
+fn thread_name_from_stat(stat: &str) -> Option<String> {
+    Some(stat[stat.find('(')? + 1..stat.rfind(')')?].to_string())
 }
 
 /// utime + stime (fields 14 and 15) in seconds. The command name (field 2) may contain spaces and
@@ -51,21 +70,48 @@ pub struct BrokerUsage {
     pub cpu_secs_per_million_deliveries: Option<f64>,
     /// (connected RSS - baseline RSS) / connections.
     pub rss_per_connection_bytes: Option<f64>,
+    /// CPU seconds over the warm-up phase; for idle runs a pings-only window.
+    #[serde(default)]
+    pub cpu_secs_warmup: f64,
+    /// Same window per broker thread (name, CPU seconds), e.g. shardmq's `shard-0`, `shard-1`.
+    #[serde(default)]
+    pub cpu_secs_warmup_by_thread: Vec<(String, f64)>,
+    /// Broker CPU per PINGREQ: warm-up CPU / pings sent in it, when nothing else was sent in that window.
+    #[serde(default)]
+    pub cpu_us_per_ping: Option<f64>,
+    /// `--reconnect`: RSS at the end of the post-storm probe, every connection re-established.
+    #[serde(default)]
+    pub rss_after_reconnect_kib: Option<u64>,
 }
 
 /// Samples taken by the coordinator; turned into a `BrokerUsage` once counts are known.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Samples {
     pub baseline: Sample,
     pub connected: Sample,
+    pub warmup_start: Sample,
     pub measure_start: Sample,
     pub measure_end: Sample,
+    pub after_reconnect: Option<Sample>,
 }
 
 impl Samples {
-    /// `delivered_in_window`: deliveries received while `measure_start..measure_end` CPU was spent.
-    pub fn usage(&self, pid: u32, connections: u64, delivered_in_window: u64) -> BrokerUsage {
+    /// Combines the samples with what loadgen counted: connections, deliveries received while
+    /// `measure_start..measure_end` CPU was spent, and pings sent in the warm-up.
+    pub fn usage(&self, pid: u32, counters: &Counters) -> BrokerUsage {
+        let (connections, delivered_in_window) = (counters.connections, counters.received_in_window);
         let cpu_secs_measure = (self.measure_end.cpu_secs - self.measure_start.cpu_secs).max(0.0);
+        let cpu_secs_warmup = (self.measure_start.cpu_secs - self.warmup_start.cpu_secs).max(0.0);
+        let sent_in_warmup = counters.sent - counters.sent_measure - counters.probe_sent;
+        let cpu_secs_warmup_by_thread = self
+            .measure_start
+            .threads
+            .iter()
+            .map(|(name, end)| {
+                let start = self.warmup_start.threads.iter().find(|(other, _)| other == name).map_or(0.0, |(_, cpu)| *cpu);
+                (name.clone(), (end - start).max(0.0))
+            })
+            .collect();
         let rss_growth_kib = self.connected.rss_kib.max(self.measure_end.rss_kib).saturating_sub(self.baseline.rss_kib);
         BrokerUsage {
             pid,
@@ -77,6 +123,11 @@ impl Samples {
             cpu_secs_per_million_deliveries: (delivered_in_window > 0)
                 .then(|| cpu_secs_measure * 1e6 / delivered_in_window as f64),
             rss_per_connection_bytes: (connections > 0).then(|| rss_growth_kib as f64 * 1024.0 / connections as f64),
+            cpu_secs_warmup,
+            cpu_secs_warmup_by_thread,
+            cpu_us_per_ping: (counters.pings_warmup > 0 && sent_in_warmup == 0)
+                .then(|| cpu_secs_warmup * 1e6 / counters.pings_warmup as f64),
+            rss_after_reconnect_kib: self.after_reconnect.as_ref().map(|sample| sample.rss_kib),
         }
     }
 }
@@ -96,5 +147,23 @@ mod tests {
     fn own_process_can_be_sampled() {
         let sample = sample(std::process::id()).expect("own /proc entry");
         assert!(sample.rss_kib > 0);
+        assert!(!sample.threads.is_empty(), "at least this thread");
+    }
+
+    #[test]
+    fn thread_names_may_hold_spaces_and_parentheses() {
+        assert_eq!(thread_name_from_stat("77 (shard-1 (x)) S 1 2").as_deref(), Some("shard-1 (x)"));
+    }
+
+    #[test]
+    fn cpu_per_ping_comes_from_a_pings_only_warmup() {
+        let at = |cpu_secs| Sample { cpu_secs, rss_kib: 1000, threads: vec![("shard-0".into(), cpu_secs)] };
+        let samples = Samples { warmup_start: at(1.0), measure_start: at(1.5), measure_end: at(2.0), ..Samples::default() };
+        let mut counters = Counters { pings_warmup: 10_000, connections: 100, ..Counters::default() };
+        let usage = samples.usage(1, &counters);
+        assert_eq!(usage.cpu_us_per_ping, Some(50.0));
+        assert_eq!(usage.cpu_secs_warmup_by_thread, vec![("shard-0".to_string(), 0.5)]);
+        counters.sent = 5;
+        assert_eq!(samples.usage(1, &counters).cpu_us_per_ping, None, "sends in the window: not pings alone");
     }
 }

@@ -28,7 +28,8 @@ pub enum Command {
     Shared(RunArgs),
     /// K connects (--connections) as fast as allowed: connects/s and CONNACK latency.
     ConnStorm(RunArgs),
-    /// Hold K idle connections for --duration seconds, PINGREQ every --keepalive seconds.
+    /// Hold K idle connections (devices), PINGREQ every --keepalive seconds; --warmup is a pings-only window,
+    /// then --publishers send commands to random devices at --rate during --duration.
     Idle(RunArgs),
     /// Side-by-side table and SVG percentile plot of several run summaries.
     Compare {
@@ -88,6 +89,10 @@ pub struct RunArgs {
     /// Subscription filter per subscriber / idle connection, e.g. 'devices/{client_id}/cmd'.
     #[arg(long)]
     pub sub_pattern: Option<String>,
+    /// idle: each connection also joins N shared groups, `$share/g/fleet/0` .. `$share/g/fleet/{N-1}`
+    /// (in the same SUBSCRIBE as its own filter).
+    #[arg(long, default_value_t = 0)]
+    pub shared_subs: usize,
     #[arg(long)]
     pub publishers: Option<usize>,
     #[arg(long)]
@@ -137,6 +142,12 @@ pub struct RunArgs {
     /// measuring reconnects/s, CONNACK latency and how many sessions survived (with --persistent).
     #[arg(long)]
     pub reconnect: bool,
+    /// idle --reconnect: seconds from the storm's start until the publishers probe the devices again.
+    #[arg(long, default_value_t = 15.0)]
+    pub reconnect_settle: f64,
+    /// idle --reconnect: seconds the publishers send to random devices after the storm (0 = no probe).
+    #[arg(long, default_value_t = 5.0)]
+    pub probe: f64,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -151,19 +162,21 @@ impl RunArgs {
             Scenario::Shared => (1, 4, "loadgen/shared"),
             Scenario::ConnStorm | Scenario::Idle => (0, 0, "loadgen/idle"),
         };
+        let publishers = self.publishers.unwrap_or(publishers);
         PlanOptions {
             scenario,
-            publishers: self.publishers.unwrap_or(publishers),
+            publishers,
             subscribers: self.subscribers.unwrap_or(subscribers),
             connections: self.connections,
             rate_per_sec,
             topic: self.topic.clone().unwrap_or_else(|| topic.to_string()),
             sub_pattern: self.sub_pattern.clone(),
+            shared_subs: self.shared_subs,
             client_prefix: self.client_prefix.clone(),
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self, scenario: Scenario) -> Result<(), String> {
         if self.payload_bytes < STAMP_BYTES {
             return Err(format!("--payload-bytes must be at least {STAMP_BYTES} (the send stamp)"));
         }
@@ -173,8 +186,11 @@ impl RunArgs {
         if self.threads == 0 || self.workers == 0 || self.workers > 250 {
             return Err("--threads must be >= 1 and --workers between 1 and 250".into());
         }
-        if !(self.rate >= 0.0 && self.duration >= 0.0 && self.drain >= 0.0) {
-            return Err("--rate, --duration and --drain must be >= 0".into());
+        if !(self.rate >= 0.0 && self.duration >= 0.0 && self.drain >= 0.0 && self.reconnect_settle >= 0.0 && self.probe >= 0.0) {
+            return Err("--rate, --duration, --drain, --reconnect-settle and --probe must be >= 0".into());
+        }
+        if scenario == Scenario::Idle && self.publishers.unwrap_or(0) > 0 && self.sub_pattern.is_none() {
+            return Err("idle --publishers send to the devices' --sub-pattern topics: give --sub-pattern".into());
         }
         Ok(())
     }
@@ -187,7 +203,7 @@ impl RunArgs {
             .ok_or_else(|| format!("{} has no address", self.host))
     }
 
-    /// Warm-up and duration actually used: conn-storm has neither, idle has no warm-up.
+    /// Warm-up and duration actually used: conn-storm has neither, idle's warm-up (pings only) defaults to 0.
     pub fn phases_secs(&self, scenario: Scenario) -> (f64, f64) {
         match scenario {
             Scenario::ConnStorm => (0.0, 0.0),
@@ -200,7 +216,9 @@ impl RunArgs {
         let (warmup_secs, duration_secs) = self.phases_secs(scenario);
         let source_ip = (self.workers > 1 && broker.ip().is_loopback())
             .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + worker as u8)));
-        let has_traffic = !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
+        let idle_commands = scenario == Scenario::Idle && self.sub_pattern.is_some() && self.publishers.unwrap_or(0) > 0;
+        let has_traffic = idle_commands || !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
+        let probe = idle_commands && self.reconnect;
         EngineSettings {
             broker,
             source_ip,
@@ -217,6 +235,9 @@ impl RunArgs {
             drain_max_ns: if has_traffic { (self.drain * 1e9) as u64 } else { 0 },
             drain_quiet_ns: 300_000_000,
             reconnect: self.reconnect && scenario == Scenario::Idle,
+            publish_after_warmup: scenario == Scenario::Idle,
+            reconnect_settle_ns: if probe { (self.reconnect_settle * 1e9) as u64 } else { 0 },
+            probe_ns: if probe { (self.probe * 1e9) as u64 } else { 0 },
         }
     }
 }

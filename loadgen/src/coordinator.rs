@@ -15,7 +15,7 @@ use crate::summary::{MaxStep, RunSummary};
 
 /// Runs the scenario (once, or as a `--max` search), prints the summary and writes the output files.
 pub fn execute(scenario: Scenario, args: &RunArgs) -> Result<(), String> {
-    args.validate()?;
+    args.validate(scenario)?;
     let (summary, report) = if args.max { max_search(scenario, args)? } else { run_once(scenario, args, args.rate)? };
     summary.print();
     if let Some(dir) = &args.out {
@@ -92,13 +92,21 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
     let progress: Vec<Arc<Progress>> = (0..args.workers * args.threads).map(|_| Arc::default()).collect();
     let printer = (!args.quiet && duration_secs + warmup_secs >= 3.0).then(|| ProgressPrinter::start(progress.clone(), false));
     let (warmup_ns, duration_ns) = ((warmup_secs * 1e9) as u64, (duration_secs * 1e9) as u64);
-    let mut sampler: Option<JoinHandle<(Sample, Sample)>> = None;
+    let mut sampler: Option<JoinHandle<Vec<Sample>>> = None;
+    let engine_settings = args.engine_settings(scenario, broker_addr, 0);
     let start = |ready: Result<(), String>| -> Option<u64> {
         ready.ok()?;
         let t0_ns = now_ns() + 20_000_000;
         if let Some(pid) = pid {
             samples.connected = broker_usage::sample(pid).unwrap_or_default();
-            sampler = Some(spawn_sampler(pid, t0_ns + warmup_ns, t0_ns + warmup_ns + duration_ns));
+            let measure_end_ns = t0_ns + warmup_ns + duration_ns;
+            let mut times = vec![t0_ns, t0_ns + warmup_ns, measure_end_ns];
+            if engine_settings.reconnect && engine_settings.probe_ns > 0 {
+                // The end of the post-storm probe (see Engine::reconnect_storm): everyone reconnected again.
+                let storm_start_ns = measure_end_ns + engine_settings.drain_max_ns;
+                times.push(storm_start_ns + engine_settings.reconnect_settle_ns + engine_settings.probe_ns);
+            }
+            sampler = Some(spawn_sampler(pid, times));
         }
         Some(t0_ns)
     };
@@ -112,8 +120,12 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
     let report = report?;
     summary.absorb(&report, plan.deliveries_per_message);
     if let (Some(pid), Some(sampler)) = (pid, sampler) {
-        (samples.measure_start, samples.measure_end) = sampler.join().map_err(|_| "broker sampler panicked")?;
-        summary.broker = Some(samples.usage(pid, report.counters.connections, report.counters.received_in_window));
+        let mut taken = sampler.join().map_err(|_| "broker sampler panicked")?.into_iter();
+        samples.warmup_start = taken.next().unwrap_or_default();
+        samples.measure_start = taken.next().unwrap_or_default();
+        samples.measure_end = taken.next().unwrap_or_default();
+        samples.after_reconnect = taken.next();
+        summary.broker = Some(samples.usage(pid, &report.counters));
     }
     Ok((summary, report))
 }
@@ -130,11 +142,15 @@ fn split_jobs(specs: Vec<ConnSpec>, args: &RunArgs, scenario: Scenario, broker: 
     jobs
 }
 
-fn spawn_sampler(pid: u32, measure_start_ns: u64, measure_end_ns: u64) -> JoinHandle<(Sample, Sample)> {
+/// Samples the broker at each of `times_ns` (absolute, ascending).
+fn spawn_sampler(pid: u32, times_ns: Vec<u64>) -> JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
-        sleep_until_ns(measure_start_ns);
-        let start = broker_usage::sample(pid).unwrap_or_default();
-        sleep_until_ns(measure_end_ns);
-        (start, broker_usage::sample(pid).unwrap_or_default())
+        times_ns
+            .into_iter()
+            .map(|at_ns| {
+                sleep_until_ns(at_ns);
+                broker_usage::sample(pid).unwrap_or_default()
+            })
+            .collect()
     })
 }

@@ -59,17 +59,56 @@ pub struct EngineSettings {
     /// After the run, drop every connection without DISCONNECT and connect them all again (reconnect storm).
     #[serde(default)]
     pub reconnect: bool,
+    /// Publishers start at the measured phase, so the warm-up holds the connections with pings only (idle).
+    #[serde(default)]
+    pub publish_after_warmup: bool,
+    /// Reconnect storm: the publishers send again for `probe_ns` from storm start + `reconnect_settle_ns`
+    /// (one absolute time for every thread and worker), to show that re-established sessions deliver.
+    #[serde(default)]
+    pub reconnect_settle_ns: u64,
+    #[serde(default)]
+    pub probe_ns: u64,
 }
 
 /// What one connection does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Role {
-    /// Sends to `topic` every `period_ns`, the first at t0 + `offset_ns`.
-    Publisher { publisher: u32, topic: String, period_ns: f64, offset_ns: u64 },
+    /// Sends to `topic` (or to a random device of `targets`) every `period_ns`, the first at t0 + `offset_ns`.
+    Publisher {
+        publisher: u32,
+        topic: String,
+        period_ns: f64,
+        offset_ns: u64,
+        #[serde(default)]
+        targets: Option<DeviceTargets>,
+    },
     /// Subscribes to `filter` and accounts what arrives.
     Subscriber { filter: String },
-    /// Connects, optionally subscribes, and only pings.
-    Idle { filter: Option<String> },
+    /// Connects, subscribes to its `filters` (if any) in one SUBSCRIBE, pings, and accounts what arrives.
+    Idle { filters: Vec<String> },
+}
+
+/// A commander's targets: device i (client id `{device_prefix}{i}`) listens on `pattern` expanded for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceTargets {
+    pub pattern: String,
+    pub device_prefix: String,
+    pub devices: u64,
+}
+
+impl DeviceTargets {
+    pub fn topic(&self, device: u64) -> String {
+        crate::plan::expand(&self.pattern, device as usize, &format!("{}{device}", self.device_prefix))
+    }
+}
+
+/// splitmix64: a small, seedable generator for picking random devices (same sequence every run).
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +119,7 @@ pub struct ConnSpec {
 
 /// Counters of one thread (summed over threads and workers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Counters {
     pub sent: u64,
     pub sent_measure: u64,
@@ -95,6 +135,8 @@ pub struct Counters {
     /// Messages from before this run (retained or queued in a persistent session) or not ours.
     pub stale: u64,
     pub pings: u64,
+    /// PINGREQs sent during the warm-up phase (idle: the pings-only window the broker's CPU is sampled over).
+    pub pings_warmup: u64,
     pub pongs: u64,
     pub connections: u64,
     pub sessions_present: u64,
@@ -102,6 +144,9 @@ pub struct Counters {
     /// Reconnect storm: connections re-established, and how many found their session (CONNACK session present).
     pub reconnections: u64,
     pub reconnect_sessions_present: u64,
+    /// After the storm: messages the publishers sent to devices, and how many of them the devices received.
+    pub probe_sent: u64,
+    pub probe_delivered: u64,
     /// CPU time the load threads themselves spent from t0 to the end of the drain (connecting excluded).
     pub loadgen_cpu_us: u64,
 }
@@ -118,12 +163,15 @@ impl Counters {
         self.out_of_order += other.out_of_order;
         self.stale += other.stale;
         self.pings += other.pings;
+        self.pings_warmup += other.pings_warmup;
         self.pongs += other.pongs;
         self.connections += other.connections;
         self.sessions_present += other.sessions_present;
         self.connections_lost += other.connections_lost;
         self.reconnections += other.reconnections;
         self.reconnect_sessions_present += other.reconnect_sessions_present;
+        self.probe_sent += other.probe_sent;
+        self.probe_delivered += other.probe_delivered;
         self.loadgen_cpu_us += other.loadgen_cpu_us;
     }
 }
@@ -173,6 +221,10 @@ struct Conn {
     connect_started_ns: u64,
     ping_sent_ns: u64,
     next_sequence: u64,
+    /// The first sequence of the current schedule (the post-storm probe starts a new one).
+    sequence_base: u64,
+    /// Picks the device of each command (publishers with targets).
+    random_state: u64,
     next_packet_id: u16,
     inflight: u32,
     inflight_max: u32,
@@ -182,9 +234,9 @@ struct Conn {
 
 impl Conn {
     fn new(spec: ConnSpec) -> Conn {
-        let topic = match &spec.role {
-            Role::Publisher { topic, .. } => ByteStr::from(topic.as_str()),
-            _ => ByteStr::from(""),
+        let (topic, random_state) = match &spec.role {
+            Role::Publisher { topic, publisher, .. } => (ByteStr::from(topic.as_str()), u64::from(*publisher) << 32),
+            _ => (ByteStr::from(""), 0),
         };
         Conn {
             spec,
@@ -196,6 +248,8 @@ impl Conn {
             connect_started_ns: 0,
             ping_sent_ns: 0,
             next_sequence: 0,
+            sequence_base: 0,
+            random_state,
             next_packet_id: 0,
             inflight: 0,
             inflight_max: INFLIGHT_MAX,
@@ -213,6 +267,8 @@ impl Conn {
 #[derive(Clone, Copy)]
 struct Timeline {
     t0_ns: u64,
+    /// When the publishers' schedule starts: t0, or the measured phase for idle runs.
+    publish_start_ns: u64,
     measure_start_ns: u64,
     publish_end_ns: u64,
 }
@@ -239,6 +295,10 @@ pub struct Engine {
     first_error: Option<String>,
     progress: Arc<Progress>,
     progress_published_ns: u64,
+    /// In the reconnect storm: a CONNACK with session present is trusted (no new SUBSCRIBE).
+    reconnecting: bool,
+    /// After the storm: deliveries count as probe deliveries, outside the latency histograms.
+    probing: bool,
 }
 
 impl Engine {
@@ -255,7 +315,7 @@ impl Engine {
             conns: specs.into_iter().map(Conn::new).collect(),
             due: BinaryHeap::new(),
             read_buffer: vec![0; READ_BUFFER_BYTES],
-            timeline: Timeline { t0_ns: u64::MAX, measure_start_ns: u64::MAX, publish_end_ns: u64::MAX },
+            timeline: Timeline { t0_ns: u64::MAX, publish_start_ns: u64::MAX, measure_start_ns: u64::MAX, publish_end_ns: u64::MAX },
             counters: Counters::default(),
             warmup: new_latency_histogram(),
             measure: new_latency_histogram(),
@@ -267,6 +327,8 @@ impl Engine {
             first_error: None,
             progress,
             progress_published_ns: 0,
+            reconnecting: false,
+            probing: false,
         })
     }
 
@@ -323,7 +385,8 @@ impl Engine {
         };
         let measure_start_ns = t0_ns + self.settings.warmup_ns;
         let publish_end_ns = measure_start_ns + self.settings.duration_ns;
-        self.timeline = Timeline { t0_ns, measure_start_ns, publish_end_ns };
+        let publish_start_ns = if self.settings.publish_after_warmup { measure_start_ns } else { t0_ns };
+        self.timeline = Timeline { t0_ns, publish_start_ns, measure_start_ns, publish_end_ns };
         self.schedule_publishers();
         let cpu_start_ns = thread_cpu_ns();
         while now_ns() < publish_end_ns {
@@ -342,10 +405,23 @@ impl Engine {
         Ok(report)
     }
 
-    /// Drops every connection at once (no DISCONNECT, like a network outage) and establishes them all again.
+    /// At one absolute time for every thread and worker (end of the drain window), drops every connection at
+    /// once (no DISCONNECT, like a network outage) and establishes them all again; a session the broker
+    /// resumed is not subscribed again. Then the publishers probe the devices (`probe_ns`).
     /// Returns the storm's CONNACK histogram and connect window; the first connect's figures stay as they were.
     fn reconnect_storm(&mut self) -> Result<(Histogram<u64>, u64, u64), String> {
+        let storm_start_ns = self.timeline.publish_end_ns + self.settings.drain_max_ns;
+        while now_ns() < storm_start_ns {
+            self.turn(storm_start_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+        // The probe's timeline is set before reconnecting, so a device that resumes late still accounts it.
+        let probe_start_ns = storm_start_ns + self.settings.reconnect_settle_ns;
+        let probe_end_ns = probe_start_ns + self.settings.probe_ns;
+        self.timeline =
+            Timeline { t0_ns: probe_start_ns, publish_start_ns: probe_start_ns, measure_start_ns: probe_start_ns, publish_end_ns: probe_end_ns };
+        self.probing = true;
         for conn in &mut self.conns {
+            conn.sequence_base = conn.next_sequence;
             if let Some(mut stream) = conn.stream.take() {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
@@ -360,12 +436,36 @@ impl Engine {
         let saved = (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
         self.first_connect_ns = u64::MAX;
         self.last_connack_ns = 0;
-        self.establish()?;
+        self.reconnecting = true;
+        let established = self.establish();
+        self.reconnecting = false;
+        established?;
         self.counters.reconnections = self.counters.connections - saved.2;
         self.counters.reconnect_sessions_present = self.counters.sessions_present - saved.3;
         let storm = (std::mem::replace(&mut self.connack, saved_connack), self.first_connect_ns, self.last_connack_ns);
         (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) = saved;
+        if self.settings.probe_ns > 0 {
+            self.probe_devices(probe_start_ns)?;
+        }
+        self.probing = false;
         Ok(storm)
+    }
+
+    /// After the storm: waits for `probe_start_ns`, runs the publishers' schedule again over the probe window
+    /// and drains; counts what was sent and what the devices received in that window.
+    fn probe_devices(&mut self, probe_start_ns: u64) -> Result<(), String> {
+        let (sent_before, delivered_before) = (self.counters.sent, self.counters.delivered);
+        while now_ns() < probe_start_ns {
+            self.turn(probe_start_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+        self.schedule_publishers();
+        while now_ns() < self.timeline.publish_end_ns {
+            self.turn(self.timeline.publish_end_ns).map_err(|err| format!("event loop: {err}"))?;
+        }
+        self.drain()?;
+        self.counters.probe_sent = self.counters.sent - sent_before;
+        self.counters.probe_delivered = self.counters.delivered - delivered_before;
+        Ok(())
     }
 
     fn drain(&mut self) -> Result<(), String> {
@@ -391,7 +491,7 @@ impl Engine {
     fn schedule_publishers(&mut self) {
         for (index, conn) in self.conns.iter().enumerate() {
             if let Role::Publisher { offset_ns, .. } = conn.spec.role {
-                self.due.push(Reverse((self.timeline.t0_ns + offset_ns, Due::Publish, index)));
+                self.due.push(Reverse((self.timeline.publish_start_ns + offset_ns, Due::Publish, index)));
             }
         }
     }
@@ -591,17 +691,18 @@ impl Engine {
         self.counters.sessions_present += u64::from(connack.session_present);
         let receive_maximum = connack.properties.receive_maximum;
         conn.inflight_max = receive_maximum.map_or(INFLIGHT_MAX, |max| u32::from(max).min(INFLIGHT_MAX));
-        let filter = match &conn.spec.role {
-            Role::Subscriber { filter } => Some(filter.as_str()),
-            Role::Idle { filter } => filter.as_deref(),
-            Role::Publisher { .. } => None,
+        let filters: &[String] = match &conn.spec.role {
+            Role::Subscriber { filter } => std::slice::from_ref(filter),
+            Role::Idle { filters } => filters,
+            Role::Publisher { .. } => &[],
         };
-        match filter {
-            Some(filter) => {
-                packets::encode(&packets::subscribe(filter, self.qos), self.version, &mut conn.out)?;
-                conn.state = State::AwaitSubAck;
-            }
-            None => conn.state = State::Ready,
+        // A session resumed after the storm keeps its subscriptions; not subscribing again is what shows it.
+        let resumed = self.reconnecting && connack.session_present;
+        if filters.is_empty() || resumed {
+            conn.state = State::Ready;
+        } else {
+            packets::encode(&packets::subscribe(filters, self.qos), self.version, &mut conn.out)?;
+            conn.state = State::AwaitSubAck;
         }
         self.schedule_ping(index, received_ns);
         Ok(())
@@ -611,9 +712,9 @@ impl Engine {
         let conn = &mut self.conns[index];
         if let Some(reason) = suback.reasons.iter().find(|reason| !reason.is_success() && reason.0 >= 0x80) {
             let filter = match &conn.spec.role {
-                Role::Subscriber { filter } => filter.as_str(),
-                Role::Idle { filter } => filter.as_deref().unwrap_or(""),
-                Role::Publisher { .. } => "",
+                Role::Subscriber { filter } => filter.clone(),
+                Role::Idle { filters } => filters.join(" "),
+                Role::Publisher { .. } => String::new(),
             };
             return Err(format!(
                 "broker refused SUBSCRIBE of {} to {filter:?}: {} (0x{:02x})",
@@ -654,6 +755,9 @@ impl Engine {
             Arrival::InOrder | Arrival::Gap => {}
         }
         self.counters.delivered += 1;
+        if self.probing {
+            return Ok(());
+        }
         let in_window = received_ns >= self.timeline.measure_start_ns && received_ns < self.timeline.publish_end_ns;
         self.counters.received_in_window += u64::from(in_window);
         let latency_us = received_ns.saturating_sub(stamp.intended_ns) / 1000;
@@ -680,12 +784,13 @@ impl Engine {
     /// is full; then it waits for room and catches up later with the original intended times.
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
         let (qos, version, payload_bytes) = (self.qos, self.version, self.settings.payload_bytes);
-        let Timeline { t0_ns, measure_start_ns, publish_end_ns } = self.timeline;
+        let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
-        let Role::Publisher { publisher, period_ns, offset_ns, .. } = conn.spec.role else { return Ok(()) };
+        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else { return Ok(()) };
         conn.waiting_for_room = false;
         loop {
-            let intended_ns = t0_ns + offset_ns + (conn.next_sequence as f64 * period_ns) as u64;
+            let scheduled = conn.next_sequence - conn.sequence_base;
+            let intended_ns = publish_start_ns + offset_ns + (scheduled as f64 * period_ns) as u64;
             if intended_ns >= publish_end_ns {
                 return Ok(());
             }
@@ -704,7 +809,11 @@ impl Engine {
                 conn.inflight += 1;
             }
             let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
-            packets::encode(&packets::publish(&conn.topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
+            let topic = match targets {
+                Some(targets) => ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str()),
+                None => conn.topic.clone(),
+            };
+            packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
             conn.next_sequence += 1;
             self.counters.sent += 1;
             self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns);
@@ -723,6 +832,7 @@ impl Engine {
         packets::encode(&Packet::PingReq, self.version, &mut conn.out)?;
         conn.ping_sent_ns = now;
         self.counters.pings += 1;
+        self.counters.pings_warmup += u64::from(now >= self.timeline.t0_ns && now < self.timeline.measure_start_ns);
         self.schedule_ping(index, now);
         Ok(())
     }

@@ -39,9 +39,11 @@ pub fn connect(version: ProtocolVersion, client_id: &str, clean_start: bool, kee
     }))
 }
 
-pub fn subscribe(filter: &str, qos: QoS) -> Packet {
+/// One SUBSCRIBE carrying every filter, all at `qos`.
+pub fn subscribe(filters: &[String], qos: QoS) -> Packet {
     let options = SubscriptionOptions { qos, ..SubscriptionOptions::default() };
-    Packet::Subscribe(Subscribe { packet_id: 1, filters: vec![(ByteStr::from(filter), options)], properties: Properties::default() })
+    let filters = filters.iter().map(|filter| (ByteStr::from(filter.as_str()), options.clone())).collect();
+    Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() })
 }
 
 /// A PUBLISH whose payload is `stamp` followed by zeros up to `payload_bytes`.

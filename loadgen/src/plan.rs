@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ConnSpec, Role};
+use crate::engine::{ConnSpec, DeviceTargets, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -18,7 +18,8 @@ pub enum Scenario {
     Shared,
     /// K connects as fast as possible (CONNACK latency, connects/s), then disconnect.
     ConnStorm,
-    /// K connections held idle for the duration, pinging at keepalive, optionally one subscription each.
+    /// K connections held idle, pinging at keepalive, each with its own filter plus shared-group filters;
+    /// optional publishers send commands to random devices during the measured phase.
     Idle,
 }
 
@@ -46,6 +47,8 @@ pub struct PlanOptions {
     pub rate_per_sec: f64,
     pub topic: String,
     pub sub_pattern: Option<String>,
+    /// Idle: each connection also joins this many shared groups, `$share/g/fleet/{k}` for k in 0..N.
+    pub shared_subs: usize,
     pub client_prefix: String,
 }
 
@@ -61,11 +64,19 @@ pub fn build(options: &PlanOptions) -> Plan {
     let mut specs = Vec::new();
     let prefix = &options.client_prefix;
     let (publishers, subscribers) = match options.scenario {
-        Scenario::ConnStorm | Scenario::Idle => (0, 0),
+        Scenario::ConnStorm => (0, 0),
+        Scenario::Idle => (options.publishers, 0),
         Scenario::P2p => (options.publishers, options.publishers),
         _ => (options.publishers, options.subscribers),
     };
     let period_ns = if options.rate_per_sec > 0.0 { publishers as f64 * 1e9 / options.rate_per_sec } else { f64::INFINITY };
+    // Idle publishers command random devices on their own filter's topic.
+    let targets = match (options.scenario, &options.sub_pattern) {
+        (Scenario::Idle, Some(pattern)) => {
+            Some(DeviceTargets { pattern: pattern.clone(), device_prefix: format!("{prefix}-c"), devices: options.connections as u64 })
+        }
+        _ => None,
+    };
     for id in 0..publishers {
         specs.push(ConnSpec {
             client_id: format!("{prefix}-p{id}"),
@@ -75,6 +86,7 @@ pub fn build(options: &PlanOptions) -> Plan {
                 period_ns,
                 // Spread the publishers over one period so their sends do not come in bursts.
                 offset_ns: if period_ns.is_finite() { (period_ns * id as f64 / publishers as f64) as u64 } else { 0 },
+                targets: targets.clone(),
             },
         });
     }
@@ -91,16 +103,23 @@ pub fn build(options: &PlanOptions) -> Plan {
     if matches!(options.scenario, Scenario::ConnStorm | Scenario::Idle) {
         for id in 0..options.connections {
             let client_id = format!("{prefix}-c{id}");
-            let filter = options.sub_pattern.as_ref().map(|pattern| expand(pattern, id, &client_id));
-            specs.push(ConnSpec { role: Role::Idle { filter }, client_id });
+            let own = options.sub_pattern.iter().map(|pattern| expand(pattern, id, &client_id));
+            let shared = (0..options.shared_subs).map(shared_group_filter);
+            specs.push(ConnSpec { role: Role::Idle { filters: own.chain(shared).collect() }, client_id });
         }
     }
     let deliveries_per_message = match options.scenario {
         Scenario::FanIn | Scenario::FanOut => subscribers as u64,
         Scenario::P2p | Scenario::Shared => 1,
-        Scenario::ConnStorm | Scenario::Idle => 0,
+        Scenario::Idle => u64::from(targets.is_some()),
+        Scenario::ConnStorm => 0,
     };
     Plan { specs, deliveries_per_message, publishers, subscribers }
+}
+
+/// The k-th shared group every idle connection joins (`--shared-subs`).
+pub fn shared_group_filter(k: usize) -> String {
+    format!("$share/g/fleet/{k}")
 }
 
 /// `{id}` -> the connection's index within its role, `{client_id}` -> its client id.
@@ -135,6 +154,7 @@ mod tests {
             rate_per_sec: 300.0,
             topic: "t/{id}/x".into(),
             sub_pattern: None,
+            shared_subs: 0,
             client_prefix: "lg".into(),
         }
     }
@@ -165,10 +185,27 @@ mod tests {
     fn idle_connections_expand_the_sub_pattern_per_client() {
         let mut opts = options(Scenario::Idle);
         opts.sub_pattern = Some("devices/{client_id}/cmd".into());
+        opts.publishers = 0;
         let plan = build(&opts);
         assert_eq!(plan.specs.len(), 7);
-        let Role::Idle { filter } = &plan.specs[6].role else { panic!() };
-        assert_eq!(filter.as_deref(), Some("devices/lg-c6/cmd"));
+        assert_eq!(plan.deliveries_per_message, 1, "a device gets each command sent to it");
+        let Role::Idle { filters } = &plan.specs[6].role else { panic!() };
+        assert_eq!(filters, &["devices/lg-c6/cmd"]);
+    }
+
+    #[test]
+    fn idle_devices_join_shared_groups_and_publishers_target_devices() {
+        let mut opts = options(Scenario::Idle);
+        opts.sub_pattern = Some("devices/{client_id}/cmd".into());
+        opts.shared_subs = 2;
+        let plan = build(&opts);
+        assert_eq!(plan.specs.len(), 3 + 7, "3 commanders + 7 devices");
+        assert_eq!(plan.deliveries_per_message, 1);
+        let Role::Idle { filters } = &plan.specs[9].role else { panic!() };
+        assert_eq!(filters, &["devices/lg-c6/cmd", "$share/g/fleet/0", "$share/g/fleet/1"]);
+        let Role::Publisher { targets: Some(targets), .. } = &plan.specs[0].role else { panic!("commander expected") };
+        assert_eq!(targets.devices, 7);
+        assert_eq!(targets.topic(6), "devices/lg-c6/cmd");
     }
 
     #[test]

@@ -124,6 +124,9 @@ impl RunSummary {
                 counters.reconnections, self.reconnects_per_sec, counters.reconnect_sessions_present
             );
             print_latency("reconnect connack", &self.reconnect_connack_us);
+            if counters.probe_sent > 0 {
+                println!("  after the storm: {} commands sent, {} delivered", counters.probe_sent, counters.probe_delivered);
+            }
         }
         if self.ping_rtt_us.count > 0 {
             print_latency("ping rtt", &self.ping_rtt_us);
@@ -139,6 +142,21 @@ impl RunSummary {
                 broker.rss_loaded_kib,
                 broker.rss_per_connection_bytes.map_or("-".into(), |bytes| format!("{bytes:.0} B")),
             );
+        }
+        if let Some(broker) = &self.broker {
+            if let Some(per_ping) = broker.cpu_us_per_ping {
+                let threads: Vec<String> =
+                    broker.cpu_secs_warmup_by_thread.iter().filter(|(_, cpu)| *cpu > 0.0).map(|(name, cpu)| format!("{name} {cpu:.2} s")).collect();
+                println!(
+                    "  pings-only window: broker cpu {:.2} s for {} pings = {per_ping:.1} µs per PINGREQ ({})",
+                    broker.cpu_secs_warmup,
+                    counters.pings_warmup,
+                    threads.join(", ")
+                );
+            }
+            if let Some(rss_kib) = broker.rss_after_reconnect_kib {
+                println!("  broker rss after the reconnect storm: {rss_kib} KiB (before it: {} KiB)", broker.rss_loaded_kib);
+            }
         }
         if let Some(rate) = self.max_sustainable_rate_per_sec {
             println!("  max sustainable rate: {rate:.0} msgs/s");

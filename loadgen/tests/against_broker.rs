@@ -195,3 +195,35 @@ fn worker_processes_merge_their_counts_and_histograms() {
     assert_eq!(summary["lost"], 0);
     assert_eq!(summary["latency_us"]["count"], 1200, "both workers' measured histograms merged");
 }
+
+#[test]
+fn idle_devices_with_shared_groups_get_commands_and_resumed_sessions_still_deliver() {
+    let Some(broker) = start_broker("commands") else { return };
+    let args = [
+        "--connections", "200", "--sub-pattern", "devices/{client_id}/cmd", "--shared-subs", "2", "--publishers", "2",
+        "--rate", "200", "--qos", "1", "--mqtt-version", "5", "--persistent", "--warmup", "0.3", "--duration", "1",
+        "--drain", "1", "--reconnect", "--reconnect-settle", "1", "--probe", "1",
+    ];
+    let summary = run_loadgen(&broker, "idle", &args);
+    assert_eq!(count(&summary, "connections"), 202, "200 devices + 2 commanders");
+    // 200/s for 1 s in the measured phase, then 200/s for 1 s after the storm.
+    assert_eq!(count(&summary, "probe_sent"), 200);
+    assert_eq!(count(&summary, "sent"), 400);
+    assert_eq!(summary["latency_us"]["count"], 200, "only the measured phase's commands are in the histogram");
+    assert_eq!(count(&summary, "reconnect_sessions_present"), 202);
+    assert_eq!(count(&summary, "probe_delivered"), 200, "resumed sessions (not subscribed again) still deliver");
+    assert_eq!(count(&summary, "delivered"), 400);
+    assert_eq!(summary["lost"], 0);
+}
+
+#[test]
+fn idle_warmup_is_pings_only_and_gives_broker_cpu_per_ping() {
+    let Some(broker) = start_broker("pings") else { return };
+    let pid = broker.child.id().to_string();
+    let args = ["--connections", "100", "--keepalive", "1", "--warmup", "2.5", "--duration", "0.5", "--broker-pid", &pid];
+    let summary = run_loadgen(&broker, "idle", &args);
+    let pings_warmup = count(&summary, "pings_warmup");
+    // Every connection pings once a second from its CONNACK on: 2 or 3 times in a 2.5 s window.
+    assert!((200..=300).contains(&pings_warmup), "pings in the warm-up: {pings_warmup}");
+    assert!(summary["broker"]["cpu_us_per_ping"].as_f64().is_some(), "{}", summary["broker"]);
+}
