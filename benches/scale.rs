@@ -122,6 +122,7 @@ fn main() {
     let subscribe_time = timer.elapsed();
     let subscription_bytes = live_bytes() - bytes_before_subs;
     let trie_nodes: usize = cluster.cores().iter().map(|core| core.gauges().subscription_trie_nodes).sum();
+    let interest_nodes: usize = cluster.cores().iter().map(|core| core.gauges().interest_trie_nodes).sum();
 
     // Keep-alive: every client pings once per keep-alive interval; the shard ticks its timer wheel each second.
     let simulated_secs = 2 * u64::from(options.keepalive_secs);
@@ -164,14 +165,21 @@ fn main() {
     println!("| broker heap per connected idle session (allocator) | {:.0} B |", session_bytes as f64 / options.sessions as f64);
     println!("| RSS per connected idle session | {:.0} B |", rss_sessions as f64 / options.sessions as f64);
     println!("| subscriptions created | {} in {:.2} s |", options.sessions, subscribe_time.as_secs_f64());
-    println!("| heap per distinct filter (trie + session entry) | {:.0} B ({} trie nodes) |", subscription_bytes as f64 / options.sessions as f64, trie_nodes);
+    println!("| heap per distinct filter (tries + session entry) | {:.0} B ({} subscription + {} interest trie nodes) |",
+        subscription_bytes as f64 / options.sessions as f64, trie_nodes, interest_nodes);
     println!("| keep-alive: {} pings/s + 1 tick/s, CPU per simulated second | {:.2} ms ({:.3}% of a core per 100k connections) |",
         pings_per_sec, keepalive_time.as_secs_f64() * 1e3 / simulated_secs as f64,
         keepalive_time.as_secs_f64() / simulated_secs as f64 * 100.0 * 100_000.0 / options.sessions as f64);
     println!("| point publish routed and encoded (QoS1 sub, 64 B) | {:.0} ns each, {} B written |", publish_time.as_nanos() as f64 / options.publishes as f64, publish_bytes);
 
     if options.broadcast {
-        run_broadcast(&mut cluster, &clients, now);
+        let per_subscriber = run_broadcast(&mut cluster, &clients, now);
+        // The same sessions subscribing once more, to one filter that already exists, cost the session and
+        // subscriber entries only; what the distinct filters cost beyond that is their trie nodes.
+        let trie_bytes = subscription_bytes as f64 - per_subscriber * options.sessions as f64;
+        println!("| trie memory for {} distinct filters (distinct - same-filter subscriptions) | {:.1} MiB = {:.0} B per filter, {:.0} B per node |",
+            options.sessions, trie_bytes / (1 << 20) as f64, trie_bytes / options.sessions as f64,
+            trie_bytes / (trie_nodes + interest_nodes).max(1) as f64);
     }
     println!("| total heap now | {:.1} MiB |", live_bytes() as f64 / (1 << 20) as f64);
     println!("| total RSS now | {:.1} MiB |", rss_bytes() as f64 / (1 << 20) as f64);
@@ -179,7 +187,8 @@ fn main() {
 }
 
 /// Every session also subscribes to one topic at QoS 0; one message then goes to all of them.
-fn run_broadcast(cluster: &mut SimCluster, clients: &[SimClient], now: Instant) {
+/// Returns the heap bytes per extra subscription.
+fn run_broadcast(cluster: &mut SimCluster, clients: &[SimClient], now: Instant) -> f64 {
     let bytes_before = live_bytes();
     for (index, client) in clients.iter().enumerate() {
         cluster.subscribe(*client, "broadcast/all", QoS::AtMostOnce, 2, now);
@@ -200,4 +209,5 @@ fn run_broadcast(cluster: &mut SimCluster, clients: &[SimClient], now: Instant) 
     assert!(frames >= clients.len() as u64, "broadcast reached {frames} frames for {} subscribers", clients.len());
     println!("| broadcast to {} subscribers (QoS0, 64 B) | {:.1} ms, {:.0} ns per subscriber; {:.0} B heap per extra subscription |",
         clients.len(), elapsed.as_secs_f64() * 1e3, elapsed.as_nanos() as f64 / clients.len() as f64, per_subscriber);
+    per_subscriber
 }

@@ -23,12 +23,14 @@ pub fn sample(pid: u32) -> Option<Sample> {
 
 fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut threads: Vec<(String, f64)> = tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-        .filter_map(|stat| Some((thread_name_from_stat(&stat)?, cpu_secs_from_stat(&stat)?)))
-        .collect();
-    threads.sort_by(|a, b| a.0.cmp(&b.0));
-    threads
+    // Threads of one name (glommio starts helpers named like their shard) are summed.
+    let mut by_name = std::collections::BTreeMap::<String, f64>::new();
+    for stat in tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok()) {
+        if let (Some(name), Some(cpu_secs)) = (thread_name_from_stat(&stat), cpu_secs_from_stat(&stat)) {
+            *by_name.entry(name).or_default() += cpu_secs;
+        }
+    }
+    by_name.into_iter().collect()
 }
 
 fn thread_name_from_stat(stat: &str) -> Option<String> {
@@ -79,6 +81,9 @@ pub struct BrokerUsage {
     /// Broker CPU per PINGREQ: warm-up CPU / pings sent in it, when nothing else was sent in that window.
     #[serde(default)]
     pub cpu_us_per_ping: Option<f64>,
+    /// RSS at the end of the warm-up (idle: after the pings-only window).
+    #[serde(default)]
+    pub rss_after_warmup_kib: u64,
     /// `--reconnect`: RSS at the end of the post-storm probe, every connection re-established.
     #[serde(default)]
     pub rss_after_reconnect_kib: Option<u64>,
@@ -127,6 +132,7 @@ impl Samples {
             cpu_secs_warmup_by_thread,
             cpu_us_per_ping: (counters.pings_warmup > 0 && sent_in_warmup == 0)
                 .then(|| cpu_secs_warmup * 1e6 / counters.pings_warmup as f64),
+            rss_after_warmup_kib: self.measure_start.rss_kib,
             rss_after_reconnect_kib: self.after_reconnect.as_ref().map(|sample| sample.rss_kib),
         }
     }

@@ -35,6 +35,9 @@ const READ_BUFFER_BYTES: usize = 512 * 1024;
 const OUT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Packet ids cycle through 1..=65535, so never more than this many QoS>0 publishes in flight.
 const INFLIGHT_MAX: u32 = 65_000;
+/// In the reconnect storm a device whose attempt the broker closes tries again, as a real device would, at
+/// most this many times (a broker still counting the dropped connections may refuse some at first).
+const STORM_RETRIES_MAX: u8 = 5;
 
 /// What every connection of a run shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +147,8 @@ pub struct Counters {
     /// Reconnect storm: connections re-established, and how many found their session (CONNACK session present).
     pub reconnections: u64,
     pub reconnect_sessions_present: u64,
+    /// Storm attempts the broker closed before CONNACK, tried again (at most STORM_RETRIES_MAX per device).
+    pub reconnect_retries: u64,
     /// After the storm: messages the publishers sent to devices, and how many of them the devices received.
     pub probe_sent: u64,
     pub probe_delivered: u64,
@@ -170,6 +175,7 @@ impl Counters {
         self.connections_lost += other.connections_lost;
         self.reconnections += other.reconnections;
         self.reconnect_sessions_present += other.reconnect_sessions_present;
+        self.reconnect_retries += other.reconnect_retries;
         self.probe_sent += other.probe_sent;
         self.probe_delivered += other.probe_delivered;
         self.loadgen_cpu_us += other.loadgen_cpu_us;
@@ -225,6 +231,8 @@ struct Conn {
     sequence_base: u64,
     /// Picks the device of each command (publishers with targets).
     random_state: u64,
+    /// Storm attempts of this connection that were closed before CONNACK.
+    retries: u8,
     next_packet_id: u16,
     inflight: u32,
     inflight_max: u32,
@@ -250,6 +258,7 @@ impl Conn {
             next_sequence: 0,
             sequence_base: 0,
             random_state,
+            retries: 0,
             next_packet_id: 0,
             inflight: 0,
             inflight_max: INFLIGHT_MAX,
@@ -299,6 +308,8 @@ pub struct Engine {
     reconnecting: bool,
     /// After the storm: deliveries count as probe deliveries, outside the latency histograms.
     probing: bool,
+    /// Storm attempts to start again (closed by the broker before CONNACK).
+    retry_queue: Vec<usize>,
 }
 
 impl Engine {
@@ -329,6 +340,7 @@ impl Engine {
             progress_published_ns: 0,
             reconnecting: false,
             probing: false,
+            retry_queue: Vec::new(),
         })
     }
 
@@ -353,9 +365,15 @@ impl Engine {
             if let Some(error) = self.first_error.take() {
                 return Err(error);
             }
-            while in_progress < self.settings.connect_concurrency && next_to_start < self.conns.len() {
-                self.start_connect(next_to_start)?;
-                next_to_start += 1;
+            while in_progress < self.settings.connect_concurrency {
+                if let Some(index) = self.retry_queue.pop() {
+                    self.start_connect(index)?;
+                } else if next_to_start < self.conns.len() {
+                    self.start_connect(next_to_start)?;
+                    next_to_start += 1;
+                } else {
+                    break;
+                }
                 in_progress += 1;
             }
             if now_ns() > deadline_ns {
@@ -426,6 +444,7 @@ impl Engine {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
             conn.state = State::NotStarted;
+            conn.retries = 0;
             conn.partial.clear();
             conn.out.clear();
             conn.inflight = 0;
@@ -551,7 +570,10 @@ impl Engine {
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
         conn.state = State::TcpConnecting;
-        conn.connect_started_ns = now_ns();
+        // A retried storm attempt keeps its first start: CONNACK latency includes the refusals.
+        if conn.retries == 0 {
+            conn.connect_started_ns = now_ns();
+        }
         self.first_connect_ns = self.first_connect_ns.min(conn.connect_started_ns);
         let stream = conn.stream.as_mut().expect("just set");
         self.poll
@@ -783,7 +805,7 @@ impl Engine {
     /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
     /// is full; then it waits for room and catches up later with the original intended times.
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
-        let (qos, version, payload_bytes) = (self.qos, self.version, self.settings.payload_bytes);
+        let (qos, version, payload_bytes, probing) = (self.qos, self.version, self.settings.payload_bytes, self.probing);
         let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
         let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else { return Ok(()) };
@@ -816,7 +838,7 @@ impl Engine {
             packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
             conn.next_sequence += 1;
             self.counters.sent += 1;
-            self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns);
+            self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns && !probing);
         }
     }
 
@@ -862,9 +884,18 @@ impl Engine {
         if conn.state == State::Ready {
             self.counters.connections_lost += 1;
         }
-        conn.state = State::Closed;
+        let retry = self.reconnecting && conn.state != State::Ready && conn.retries < STORM_RETRIES_MAX;
+        conn.state = if retry { State::NotStarted } else { State::Closed };
         if let Some(mut stream) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
+        }
+        if retry {
+            conn.retries += 1;
+            conn.partial.clear();
+            conn.out.clear();
+            self.counters.reconnect_retries += 1;
+            self.retry_queue.push(index);
+            return;
         }
         if self.first_error.is_none() {
             self.first_error = Some(error);

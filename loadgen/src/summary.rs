@@ -120,8 +120,8 @@ impl RunSummary {
         print_latency("connack", &self.connack_us);
         if counters.reconnections > 0 {
             println!(
-                "  reconnect storm: {} reconnected at {:.0}/s, {} found their session",
-                counters.reconnections, self.reconnects_per_sec, counters.reconnect_sessions_present
+                "  reconnect storm: {} reconnected at {:.0}/s, {} found their session, {} attempts closed by the broker and retried",
+                counters.reconnections, self.reconnects_per_sec, counters.reconnect_sessions_present, counters.reconnect_retries
             );
             print_latency("reconnect connack", &self.reconnect_connack_us);
             if counters.probe_sent > 0 {
