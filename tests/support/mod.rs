@@ -9,6 +9,7 @@ pub mod any_version;
 pub mod broker;
 pub mod events;
 pub mod raw;
+mod rumqttc_common;
 pub mod v4;
 pub mod v5;
 

@@ -11,6 +11,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use super::events::EventStream;
+use super::rumqttc_common::rumqttc_common_methods;
 use super::{EVENT_TIMEOUT, SILENCE};
 
 pub type V4Event = Result<Event, ConnectionError>;
@@ -72,9 +73,7 @@ impl V4Client {
         }
     }
 
-    pub fn session_present(&self) -> bool {
-        self.connack.session_present
-    }
+    rumqttc_common_methods!(V4Event);
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
         self.client.subscribe(filter, qos).await.expect("request channel open");
@@ -97,89 +96,6 @@ impl V4Client {
     /// Publishes and waits until the broker acknowledged it (QoS 1/2) or it was written (QoS 0).
     pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Bytes>) {
         self.client.publish_bytes(topic, qos, retain, payload.into()).await.expect("request channel open");
-        let packet_id = self
-            .wait_for("outgoing PUBLISH", |event| match event {
-                Ok(Event::Outgoing(Outgoing::Publish(id))) => Some(*id),
-                _ => None,
-            })
-            .await;
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                self.wait_for("PUBACK", |event| match event {
-                    Ok(Event::Incoming(Packet::PubAck(ack))) if ack.pkid == packet_id => Some(()),
-                    _ => None,
-                })
-                .await
-            }
-            QoS::ExactlyOnce => {
-                self.wait_for("PUBCOMP", |event| match event {
-                    Ok(Event::Incoming(Packet::PubComp(ack))) if ack.pkid == packet_id => Some(()),
-                    _ => None,
-                })
-                .await
-            }
-        }
-    }
-
-    /// The next PUBLISH the broker sent us; panics after the timeout.
-    pub async fn next_publish(&mut self) -> Publish {
-        self.wait_for("PUBLISH", |event| match event {
-            Ok(Event::Incoming(Packet::Publish(publish))) => Some(publish.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// `count` PUBLISHes in arrival order.
-    pub async fn next_publishes(&mut self, count: usize) -> Vec<Publish> {
-        let mut received = Vec::with_capacity(count);
-        for _ in 0..count {
-            received.push(self.next_publish().await);
-        }
-        received
-    }
-
-    /// Asserts that no PUBLISH arrives for a short while.
-    pub async fn expect_no_publish(&mut self) {
-        let unexpected = self.events.wait_for(SILENCE, |event| matches!(event, Ok(Event::Incoming(Packet::Publish(_))))).await;
-        assert!(unexpected.is_none(), "unexpected PUBLISH: {unexpected:?}");
-    }
-
-    /// Waits until the broker closed the connection and returns how it ended.
-    pub async fn wait_closed(&mut self, timeout: Duration) -> ConnectionError {
-        match self.events.wait_for(timeout, |event| event.is_err()).await {
-            Some(Err(error)) => error,
-            _ => panic!("connection still open after {timeout:?}; events: {:?}", self.events.backlog()),
-        }
-    }
-
-    /// A clean DISCONNECT, then waits for the broker to close the connection.
-    pub async fn disconnect(mut self) {
-        self.client.disconnect().await.expect("request channel open");
-        self.wait_for("outgoing DISCONNECT", |event| match event {
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(()),
-            _ => None,
-        })
-        .await;
-        self.wait_closed(EVENT_TIMEOUT).await;
-    }
-
-    /// Closes the socket without DISCONNECT (an abnormal close: the will is published).
-    pub async fn drop_connection(mut self) {
-        self.events.abort().await;
-    }
-
-    /// The first event `pick` maps to Some; panics after the timeout.
-    pub async fn wait_for<R>(&mut self, what: &str, mut pick: impl FnMut(&V4Event) -> Option<R>) -> R {
-        let found = self.events.wait_for(EVENT_TIMEOUT, |event| pick(event).is_some()).await;
-        match found.as_ref().and_then(&mut pick) {
-            Some(found) => found,
-            None => panic!(
-                "no {what} within {EVENT_TIMEOUT:?}; events so far: {:?}",
-                self.events.backlog()
-            ),
-        }
+        self.wait_publish_done(qos).await;
     }
 }
-

@@ -14,6 +14,7 @@ use rumqttc::Outgoing;
 use tokio::sync::mpsc;
 
 use super::events::EventStream;
+use super::rumqttc_common::rumqttc_common_methods;
 use super::{EVENT_TIMEOUT, SILENCE};
 
 pub type V5Event = Result<Event, ConnectionError>;
@@ -68,9 +69,7 @@ impl V5Client {
         }
     }
 
-    pub fn session_present(&self) -> bool {
-        self.connack.session_present
-    }
+    rumqttc_common_methods!(V5Event);
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
         self.subscribe_with(vec![Filter::new(filter, qos)], None).await
@@ -117,61 +116,7 @@ impl V5Client {
             None => self.client.publish(topic, qos, retain, payload).await,
         };
         request.expect("request channel open");
-        let packet_id = self
-            .wait_for("outgoing PUBLISH", |event| match event {
-                Ok(Event::Outgoing(Outgoing::Publish(id))) => Some(*id),
-                _ => None,
-            })
-            .await;
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                self.wait_for("PUBACK", |event| match event {
-                    Ok(Event::Incoming(Packet::PubAck(ack))) if ack.pkid == packet_id => Some(()),
-                    _ => None,
-                })
-                .await
-            }
-            QoS::ExactlyOnce => {
-                self.wait_for("PUBCOMP", |event| match event {
-                    Ok(Event::Incoming(Packet::PubComp(ack))) if ack.pkid == packet_id => Some(()),
-                    _ => None,
-                })
-                .await
-            }
-        }
-    }
-
-    /// The next PUBLISH the broker sent us; panics after the timeout.
-    pub async fn next_publish(&mut self) -> Publish {
-        self.wait_for("PUBLISH", |event| match event {
-            Ok(Event::Incoming(Packet::Publish(publish))) => Some(publish.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    pub async fn next_publishes(&mut self, count: usize) -> Vec<Publish> {
-        let mut received = Vec::with_capacity(count);
-        for _ in 0..count {
-            received.push(self.next_publish().await);
-        }
-        received
-    }
-
-    /// Asserts that no PUBLISH arrives for a short while.
-    pub async fn expect_no_publish(&mut self) {
-        let unexpected =
-            self.events.wait_for(SILENCE, |event| matches!(event, Ok(Event::Incoming(Packet::Publish(_))))).await;
-        assert!(unexpected.is_none(), "unexpected PUBLISH: {unexpected:?}");
-    }
-
-    /// Waits until the connection ended and returns how.
-    pub async fn wait_closed(&mut self, timeout: Duration) -> ConnectionError {
-        match self.events.wait_for(timeout, |event| event.is_err()).await {
-            Some(Err(error)) => error,
-            _ => panic!("connection still open after {timeout:?}; events: {:?}", self.events.backlog()),
-        }
+        self.wait_publish_done(qos).await;
     }
 
     /// Waits for the broker's DISCONNECT and returns its reason code.
@@ -179,31 +124,6 @@ impl V5Client {
         match self.wait_closed(EVENT_TIMEOUT).await {
             ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => reason_code,
             other => panic!("connection ended without a DISCONNECT from the broker: {other:?}"),
-        }
-    }
-
-    /// A DISCONNECT with reason 0x00, then waits for the broker to close the connection.
-    pub async fn disconnect(mut self) {
-        self.client.disconnect().await.expect("request channel open");
-        self.wait_for("outgoing DISCONNECT", |event| match event {
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(()),
-            _ => None,
-        })
-        .await;
-        self.wait_closed(EVENT_TIMEOUT).await;
-    }
-
-    /// Closes the socket without DISCONNECT (an abnormal close: the will is published).
-    pub async fn drop_connection(mut self) {
-        self.events.abort().await;
-    }
-
-    /// The first event `pick` maps to Some; panics after the timeout.
-    pub async fn wait_for<R>(&mut self, what: &str, mut pick: impl FnMut(&V5Event) -> Option<R>) -> R {
-        let found = self.events.wait_for(EVENT_TIMEOUT, |event| pick(event).is_some()).await;
-        match found.as_ref().and_then(&mut pick) {
-            Some(found) => found,
-            None => panic!("no {what} within {EVENT_TIMEOUT:?}; events so far: {:?}", self.events.backlog()),
         }
     }
 }
