@@ -32,11 +32,17 @@ def unique(prefix):
 
 
 class Broker:
-    """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL)."""
+    """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL). `mqtt_toml` is the
+    body of shardmq's `[mqtt]` config table (ignored by Mosquitto)."""
 
-    def __init__(self):
+    def __init__(self, mqtt_toml=None):
         self.kind = os.environ.get("SHARDMQ_TEST_BROKER", "shardmq")
         self.log = []
+        self.config = None
+        if mqtt_toml is not None and self.kind != "mosquitto":
+            self.config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+            self.config.write(f"[mqtt]\n{mqtt_toml}\n")
+            self.config.close()
         if self.kind == "mosquitto":
             self._start_mosquitto()
         else:
@@ -44,8 +50,9 @@ class Broker:
 
     def _start_shardmq(self):
         binary = os.environ.get("SHARDMQ_BIN", "target/release/shardmq")
+        config = ["--config", self.config.name] if self.config else []
         self.process = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--shards", "2"],
+            [binary, "--listen", "127.0.0.1:0", "--shards", "2", *config],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
         )
         threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
@@ -103,7 +110,7 @@ class Broker:
         for stream in (self.process.stdout, self.process.stderr):
             if stream:
                 stream.close()
-        if self.kind == "mosquitto":
+        if self.config:
             os.unlink(self.config.name)
 
 
