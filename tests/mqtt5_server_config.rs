@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use shardmq::protocol::{ConnAck, Packet, Properties};
+use shardmq::protocol::{encode_packet, ConnAck, Packet, Properties, ProtocolVersion};
 use support::raw::{self, Level, PacketFields, RawClient, RawWill};
 use support::{skip_on_mosquitto, unique, Broker, BrokerLimits};
 
@@ -20,6 +20,7 @@ const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
 const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
 const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
 const TOPIC_ALIAS: u8 = 0x23;
+const MAXIMUM_PACKET_SIZE_ID: u8 = 0x27;
 
 fn broker_with(mqtt_toml: &str) -> Broker {
     Broker::start_with(&BrokerLimits { shardmq_mqtt_toml: Some(mqtt_toml.into()), ..BrokerLimits::default() })
@@ -132,6 +133,28 @@ async fn request_problem_information_0_keeps_reason_strings_off_acknowledgements
     let [connack, suback, puback, disconnect] = refusal_reason_strings(&broker, &[REQUEST_PROBLEM_INFORMATION, 0]).await;
     assert_eq!((suback, puback), (None, None), "only CONNACK, DISCONNECT and PUBLISH may carry one");
     assert!(connack.is_some() && disconnect.is_some(), "CONNACK and DISCONNECT still may [MQTT-3.1.2-29]");
+}
+
+/// Size of a packet as the broker encodes it for a v5 client.
+fn encoded_len(packet: &Packet) -> usize {
+    let mut out = bytes::BytesMut::new();
+    encode_packet(packet, ProtocolVersion::V5, &mut out).expect("a packet the broker sent encodes again");
+    out.len()
+}
+
+#[tokio::test]
+async fn reason_strings_left_out_beyond_the_client_maximum_packet_size__mqtt_3_1_2_25() {
+    let broker = Broker::start();
+    const MAXIMUM_PACKET_SIZE: usize = 24;
+    let small = [MAXIMUM_PACKET_SIZE_ID, 0, 0, 0, MAXIMUM_PACKET_SIZE as u8];
+    let [connack, suback, puback, disconnect] = refusal_reason_strings(&broker, &small).await;
+    assert_eq!([connack, suback, puback, disconnect], [None, None, None, None], "every refusal still arrives, bare");
+
+    let mut client = connected(&broker, &small).await;
+    client.send(&raw::subscribe(Level::V5, 1, &[("a/#/b", 0), ("c/#/d", 0)])).await;
+    let suback = client.expect_packet().await;
+    assert_eq!(suback.ack_reasons(), vec![0x8F, 0x8F]);
+    assert!(encoded_len(&suback) <= MAXIMUM_PACKET_SIZE, "{suback:?}");
 }
 
 // ---- Server Reference ----

@@ -173,6 +173,20 @@ async fn v5_disconnect_can_set_session_expiry_to_zero__mqtt_3_14_2_2() {
     assert!(!again.session_present(), "DISCONNECT with Session Expiry Interval 0 ends the session");
 }
 
+#[tokio::test]
+async fn v5_disconnect_cannot_set_session_expiry_after_connect_had_0__mqtt_3_14_2_2() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 closes without DISCONNECT 0x82") {
+        return;
+    }
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    client.handshake(&raw::connect(Level::V5, &unique("expiry-0"), true, 30, None)).await;
+    let mut disconnect_body = vec![0x00];
+    disconnect_body.extend(raw::properties(&[0x11, 0, 0, 0x01, 0x2C]));
+    client.send(&raw::packet(0xE0, &disconnect_body)).await;
+    client.expect_disconnect_and_close(0x82).await;
+}
+
 /// QoS 2 to a persistent raw 3.1.1 subscriber that stops after PUBREC: on reconnect the broker resends
 /// PUBREL, not the PUBLISH; with no PUBREC at all it resends the PUBLISH with DUP.
 #[tokio::test]

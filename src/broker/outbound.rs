@@ -28,13 +28,25 @@ pub enum PublishRefused {
 }
 
 impl ShardCore {
-    /// Encodes a control packet for the connection's protocol level and queues it. Never dropped.
+    /// Encodes a control packet for the connection's protocol level and queues it. Within the client's
+    /// Maximum Packet Size: the Reason String and User Properties are left out when they would make it too
+    /// large [MQTT-3.1.2-25] (e.g. [MQTT-3.4.2-2], [MQTT-3.9.2-1], [MQTT-3.14.2-3]); dropped, logged, only if
+    /// even the bare packet would not fit.
     pub(super) fn send(&mut self, conn: ConnId, packet: &Packet) {
-        let Some(version) = self.connections.get(&conn).map(|connection| connection.version) else { return };
-        let version = version.unwrap_or(ProtocolVersion::V5);
-        if let Some(frame) = self.encode(packet, version) {
-            self.queue_frame(conn, frame);
+        let Some(connection) = self.connections.get(&conn) else { return };
+        let version = connection.version.unwrap_or(ProtocolVersion::V5);
+        let max_packet_size = connection.client_max_packet_size as usize;
+        let Some(mut frame) = self.encode(packet, version) else { return };
+        if frame.len() > max_packet_size {
+            match without_problem_details(packet).and_then(|bare| self.encode(&bare, version)) {
+                Some(bare) if bare.len() <= max_packet_size => frame = bare,
+                _ => {
+                    warn!(shard = self.shard, packet = ?packet.packet_type(), bytes = frame.len(), max_packet_size, "packet over the client's Maximum Packet Size, not sent [MQTT-3.1.2-25]");
+                    return;
+                }
+            }
         }
+        self.queue_frame(conn, frame);
     }
 
     /// Queues a PUBLISH of `delivery` to the connection: a short per-receiver header plus the shared
@@ -154,6 +166,26 @@ impl ShardCore {
             self.actions.push_back(Action::Write(conn));
         }
     }
+}
+
+/// The packet without its Reason String and User Properties, if it has any to leave out.
+fn without_problem_details(packet: &Packet) -> Option<Packet> {
+    let mut bare = packet.clone();
+    let properties = match &mut bare {
+        Packet::ConnAck(connack) => &mut connack.properties,
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => &mut ack.properties,
+        Packet::SubAck(ack) => &mut ack.properties,
+        Packet::UnsubAck(ack) => &mut ack.properties,
+        Packet::Disconnect(disconnect) => &mut disconnect.properties,
+        Packet::Auth(auth) => &mut auth.properties,
+        _ => return None,
+    };
+    if properties.reason_string.is_none() && properties.user_properties.is_empty() {
+        return None;
+    }
+    properties.reason_string = None;
+    properties.user_properties.clear();
+    Some(bare)
 }
 
 /// The server-to-client alias this PUBLISH would use, if the client accepts aliases.

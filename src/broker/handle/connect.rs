@@ -39,6 +39,8 @@ impl ShardCore {
     pub(in crate::broker) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.version = Some(connect.version);
+            // Also a refusing CONNACK keeps within it [MQTT-3.2.2-19].
+            connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         }
         if self.enhanced_auth.contains_key(&conn) {
             let refusal = Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule: "[MQTT-3.1.0-2] second CONNECT during enhanced authentication" };
