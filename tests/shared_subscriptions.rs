@@ -6,9 +6,9 @@
 
 mod support;
 
-use support::any_version::{Client, Version, BOTH_VERSIONS};
+use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
 use support::raw::{self, Level, PacketFields, RawClient};
-use support::{spread_client_ids, unique, Broker, SILENCE};
+use support::{client_id_on_shard, spread_client_ids, unique, Broker, SILENCE};
 
 /// Drains every member and returns the payloads (as numbers) each one got.
 async fn drain(members: &mut [Client]) -> Vec<Vec<u32>> {
@@ -135,5 +135,35 @@ async fn invalid_share_names_refused_per_filter_0x8f__mqtt_4_8_2_1_and_4_8_2_2()
         let reasons = client.expect_packet().await.ack_reasons();
         assert_eq!(reasons, vec![refused, refused, refused, refused, 1], "{level:?}: four bad share names, one good");
         client.expect_alive().await;
+    }
+}
+
+/// A member that went offline keeping its session does not hold the group's new messages while another
+/// member, on another shard, is connected: they go to the connected one, also when the offline member sits
+/// on the publishing shard (v5 section 4.8.2).
+#[tokio::test]
+async fn offline_member_new_messages_go_to_a_connected_member_on_another_shard__mqtt_4_8_2() {
+    let broker = Broker::start();
+    let topic = unique("shared-offline");
+    let filter = format!("$share/g/{topic}");
+    for version in BOTH_VERSIONS {
+        let away_id = client_id_on_shard("away", 0);
+        let mut away = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id)).await;
+        away.subscribe(&filter, 1).await;
+        away.disconnect().await;
+        let mut present = Client::connect(broker.port(), version, &client_id_on_shard("present", 1)).await;
+        present.subscribe(&filter, 1).await;
+        let mut publisher = Client::connect(broker.port(), Version::V5, &client_id_on_shard("pub", 0)).await;
+        for i in 0..6 {
+            publisher.publish(&topic, 1, false, format!("{i}")).await;
+        }
+        let mut got = drain(std::slice::from_mut(&mut present)).await.concat();
+        got.sort();
+        assert_eq!(got, (0..6).collect::<Vec<_>>(), "{version:?}: the connected member gets them all");
+        let mut back = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id)).await;
+        assert!(back.session_present(), "{version:?}: the offline member kept its session");
+        back.expect_no_message().await;
+        back.unsubscribe(&filter).await;
+        present.unsubscribe(&filter).await;
     }
 }

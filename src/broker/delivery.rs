@@ -56,19 +56,19 @@ impl ShardCore {
         delivered_here || shared || shards.iter().any(|shard| shard != self.shard)
     }
 
-    /// Each matching shared group gets the message once (v5 section 4.8.2): a member on this shard if there is
-    /// one, else one shard holding members (rotating), which picks a member there.
+    /// Each matching shared group gets the message once (v5 section 4.8.2): a connected member on this shard
+    /// if there is one, else one other shard holding members (rotating), which picks a member there; a local
+    /// offline member's session queues it only when no other shard has members. What was already sent to or
+    /// queued for a member stays in its session (redelivered when it resumes).
     fn route_to_shared_groups(&mut self, message: &Arc<Message>, remote: SmallVec<[(ByteStr, ShardSet); 2]>, now: Instant) -> bool {
         let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
         self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
         local.sort_unstable();
         local.dedup();
-        for share in &local {
-            self.deliver_to_share_member(message, share, now);
-        }
-        let mut routed = !local.is_empty();
+        let mut routed = false;
+        let mut forwarded: SmallVec<[ByteStr; 2]> = SmallVec::new();
         for (share, shards) in remote {
-            if local.contains(&share) {
+            if forwarded.contains(&share) || (local.contains(&share) && self.has_connected_share_member(&share)) {
                 continue;
             }
             let candidates: SmallVec<[usize; 4]> = shards.iter().filter(|&shard| shard != self.shard).collect();
@@ -77,11 +77,21 @@ impl ShardCore {
             }
             self.shared_rotation = self.shared_rotation.wrapping_add(1);
             let to = candidates[self.shared_rotation % candidates.len()];
+            forwarded.push(share.clone());
             let msg = MeshMessage::SharedPublish { message: Arc::clone(message), share };
             self.actions.push_back(Action::Mesh { to, msg });
             routed = true;
         }
+        for share in local.iter().filter(|share| !forwarded.contains(share)) {
+            self.deliver_to_share_member(message, share, now);
+            routed = true;
+        }
         routed
+    }
+
+    fn has_connected_share_member(&self, share: &ByteStr) -> bool {
+        let sessions = &self.sessions;
+        self.subscriptions.has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
     }
 
     /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose

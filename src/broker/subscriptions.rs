@@ -137,6 +137,14 @@ impl SubscriptionTrie {
         self.trie.for_each_match(topic, |value| value.groups.iter().for_each(|group| visit(&group.share)));
     }
 
+    /// Whether the shared group `share` has a member here for which `wanted` is true (a connected one).
+    pub fn has_shared_member(&self, share: &ByteStr, wanted: impl Fn(SessionKey) -> bool) -> bool {
+        let (key, _) = split_share(share);
+        let Some(node) = self.trie.find(key) else { return false };
+        let group = self.trie.value(node).groups.iter().find(|group| group.share == *share);
+        group.is_some_and(|group| group.members.iter().any(|member| wanted(member.session)))
+    }
+
     /// The next member of the shared group `share` in round-robin order, preferring members for which
     /// `preferred` is true (connected ones); `None` if the group has no member here.
     pub fn pick_shared_member(&mut self, share: &ByteStr, preferred: impl Fn(SessionKey) -> bool) -> Option<Subscriber> {
