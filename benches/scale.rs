@@ -81,16 +81,17 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-fn settings() -> BrokerSettings {
-    // Keep-alives up to an hour; nothing else differs from the defaults a user gets.
-    BrokerSettings { keepalive_max_secs: 3600, ..BrokerSettings::default() }
+fn settings(sessions: usize) -> BrokerSettings {
+    // Keep-alives up to an hour and room for every session on one shard (the default stops at 1M per shard);
+    // nothing else differs from the defaults a user gets.
+    BrokerSettings { keepalive_max_secs: 3600, sessions_per_shard_max: sessions.max(1), ..BrokerSettings::default() }
 }
 
 fn main() {
     let options = parse_options();
     let start = Instant::now();
     let mut now = start;
-    let mut cluster = SimCluster::new(options.shards, settings(), ProtocolVersion::V5, OutputMode::Discard);
+    let mut cluster = SimCluster::new(options.shards, settings(options.sessions), ProtocolVersion::V5, OutputMode::Discard);
     println!("scale simulation: {} sessions over {} shards, keep-alive {} s", options.sessions, options.shards, options.keepalive_secs);
 
     let (bytes_before, rss_before) = (live_bytes(), rss_bytes());
