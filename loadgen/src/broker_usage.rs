@@ -9,6 +9,8 @@ use crate::engine::Counters;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
     pub cpu_secs: f64,
+    /// The part of `cpu_secs` spent in the kernel (stime): syscalls, and on loopback the peer's TCP receive.
+    pub system_secs: f64,
     pub rss_kib: u64,
     /// (thread name, CPU seconds) of every thread of the process.
     pub threads: Vec<(String, f64)>,
@@ -18,7 +20,8 @@ pub struct Sample {
 pub fn sample(pid: u32) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(Sample { cpu_secs: cpu_secs_from_stat(&stat)?, rss_kib: rss_kib_from_status(&status)?, threads: thread_cpu_secs(pid) })
+    let (user_secs, system_secs) = user_and_system_secs(&stat)?;
+    Some(Sample { cpu_secs: user_secs + system_secs, system_secs, rss_kib: rss_kib_from_status(&status)?, threads: thread_cpu_secs(pid) })
 }
 
 fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
@@ -37,9 +40,13 @@ fn thread_name_from_stat(stat: &str) -> Option<String> {
     Some(stat[stat.find('(')? + 1..stat.rfind(')')?].to_string())
 }
 
-/// utime + stime (fields 14 and 15) in seconds. The command name (field 2) may contain spaces and
-/// parentheses, so fields are counted after its last ')'.
 fn cpu_secs_from_stat(stat: &str) -> Option<f64> {
+    user_and_system_secs(stat).map(|(user, system)| user + system)
+}
+
+/// utime and stime (fields 14 and 15) in seconds. The command name (field 2) may contain spaces and
+/// parentheses, so fields are counted after its last ')'.
+fn user_and_system_secs(stat: &str) -> Option<(f64, f64)> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // after_name starts at field 3 (state), so utime (14) is index 11.
@@ -47,7 +54,7 @@ fn cpu_secs_from_stat(stat: &str) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf only reads a configuration value.
     let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((utime + stime) as f64 / ticks_per_sec)
+    Some((utime as f64 / ticks_per_sec, stime as f64 / ticks_per_sec))
 }
 
 fn rss_kib_from_status(status: &str) -> Option<u64> {
@@ -75,6 +82,11 @@ pub struct BrokerUsage {
     /// CPU seconds over the warm-up phase; for idle runs a pings-only window.
     #[serde(default)]
     pub cpu_secs_warmup: f64,
+    /// Of which in the kernel (stime).
+    #[serde(default)]
+    pub cpu_system_secs_warmup: f64,
+    #[serde(default)]
+    pub cpu_system_secs_measure: f64,
     /// Same window per broker thread (name, CPU seconds), e.g. shardmq's `shard-0`, `shard-1`.
     #[serde(default)]
     pub cpu_secs_warmup_by_thread: Vec<(String, f64)>,
@@ -129,6 +141,8 @@ impl Samples {
                 .then(|| cpu_secs_measure * 1e6 / delivered_in_window as f64),
             rss_per_connection_bytes: (connections > 0).then(|| rss_growth_kib as f64 * 1024.0 / connections as f64),
             cpu_secs_warmup,
+            cpu_system_secs_warmup: (self.measure_start.system_secs - self.warmup_start.system_secs).max(0.0),
+            cpu_system_secs_measure: (self.measure_end.system_secs - self.measure_start.system_secs).max(0.0),
             cpu_secs_warmup_by_thread,
             cpu_us_per_ping: (counters.pings_warmup > 0 && sent_in_warmup == 0)
                 .then(|| cpu_secs_warmup * 1e6 / counters.pings_warmup as f64),
@@ -163,7 +177,7 @@ mod tests {
 
     #[test]
     fn cpu_per_ping_comes_from_a_pings_only_warmup() {
-        let at = |cpu_secs| Sample { cpu_secs, rss_kib: 1000, threads: vec![("shard-0".into(), cpu_secs)] };
+        let at = |cpu_secs| Sample { cpu_secs, system_secs: 0.0, rss_kib: 1000, threads: vec![("shard-0".into(), cpu_secs)] };
         let samples = Samples { warmup_start: at(1.0), measure_start: at(1.5), measure_end: at(2.0), ..Samples::default() };
         let mut counters = Counters { pings_warmup: 10_000, connections: 100, ..Counters::default() };
         let usage = samples.usage(1, &counters);
