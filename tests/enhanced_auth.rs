@@ -230,3 +230,19 @@ async fn connect_user_name_other_than_the_authenticated_user_refused_0x86__mqtt_
     assert_eq!(connack.connack().1, 0x86, "Bad User Name or Password: {connack:?}");
     client.expect_closed().await;
 }
+
+/// A client that starts an exchange and never finishes it is closed by the CONNECT timeout, unconnected.
+#[tokio::test]
+async fn stalled_authentication_exchange_closed_by_connect_timeout__mqtt_4_12_0_2() {
+    let users = format!("[[mqtt.scram_users]]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
+    let limits = BrokerLimits { shardmq_mqtt_toml: Some(users), connect_timeout_secs: Some(1), ..BrokerLimits::default() };
+    let broker = Broker::start_with(&limits);
+    if skip_on_mosquitto(&broker, "Mosquitto has no built-in SCRAM method") {
+        return;
+    }
+    let mut client = RawClient::connect(broker.port(), Level::V5).await;
+    client.send(&connect_with_auth(SCRAM, b"n,,n=alice,r=abc")).await;
+    assert_eq!(auth_fields(&client.expect_packet().await).0, AUTH_CONTINUE);
+    let packets = client.expect_closed_within(std::time::Duration::from_secs(4)).await;
+    assert!(packets.iter().all(|packet| !matches!(packet, Packet::ConnAck(connack) if connack.reason.0 == 0)), "{packets:?}");
+}
