@@ -57,7 +57,7 @@ class V5Client:
         connected = queue.Queue()
         self.client.on_message = lambda _c, _u, message: self.messages.put(message)
         self.client.on_subscribe = lambda _c, _u, mid, codes, _p: self.subscribed.put((mid, codes))
-        self.client.on_publish = lambda _c, _u, mid, reason, _p: self.acknowledged.put((mid, reason))
+        self.client.on_publish = lambda _c, _u, mid, reason, props: self.acknowledged.put((mid, reason, props))
         self.client.on_disconnect = lambda _c, _u, _f, reason, _p: self.disconnected.put(reason)
         self.client.on_connect = lambda _c, _u, flags, reason, props: connected.put((flags, reason, props))
         if will:
@@ -80,11 +80,15 @@ class V5Client:
 
     def publish(self, topic, payload, qos=1, retain=False, publish_properties=None):
         """Publishes; returns the PUBACK / PUBREC reason code value (0 for QoS 0 once written)."""
+        return self.publish_acknowledged(topic, payload, qos, retain, publish_properties)[0]
+
+    def publish_acknowledged(self, topic, payload, qos=1, retain=False, publish_properties=None):
+        """Publishes; returns the reason code value and the properties of the PUBACK / PUBREC."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=publish_properties)
         while True:
-            mid, reason = self.acknowledged.get(timeout=EVENT_TIMEOUT_SECS)
+            mid, reason, props = self.acknowledged.get(timeout=EVENT_TIMEOUT_SECS)
             if mid == info.mid:
-                return reason.value
+                return reason.value, props
 
     def next_message(self, timeout=EVENT_TIMEOUT_SECS):
         return self.messages.get(timeout=timeout)
@@ -274,7 +278,9 @@ class PahoV5Test(V5TestCase):
         message = subscriber.next_message()
         self.assertEqual((message.payload.decode(), message.properties.PayloadFormatIndicator,
                           message.properties.ContentType), ("grüße", 1, "text/plain"))
-        self.assertEqual(publisher.publish(topic, b"\xff\xfe", publish_properties=text), 0x99)
+        reason, puback = publisher.publish_acknowledged(topic, b"\xff\xfe", publish_properties=text)
+        self.assertEqual(reason, 0x99)
+        self.assertIn("UTF-8", puback.ReasonString, "the Reason String says why")
         subscriber.assert_no_message()
 
     def test_session_resumes_with_queued_messages_and_message_expiry__mqtt_3_1_2_23_and_3_3_2_5(self):
@@ -390,6 +396,37 @@ class PahoV5RequestResponseTest(V5TestCase):
         answer = requester.next_message()
         self.assertEqual((answer.topic, answer.payload, answer.properties.CorrelationData),
                          (f"{response_base}/answer", b"answer", b"\x00\x01req-1"))
+
+
+class PahoV5RedirectTest(V5TestCase):
+    mqtt_toml = 'server_reference = "other.example:1883"'
+
+    def test_configured_redirect_refuses_with_0x9c_and_server_reference__mqtt_4_11(self):
+        self.skip_on_mosquitto("no redirect")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=unique("moved"),
+                             reconnect_on_failure=False)
+        connacks = queue.Queue()
+        client.on_connect = lambda _c, _u, _f, reason, props: connacks.put((reason.value, props))
+        client.connect("127.0.0.1", self.broker.port, keepalive=30)
+        client.loop_start()
+        try:
+            reason, connack = connacks.get(timeout=EVENT_TIMEOUT_SECS)
+        finally:
+            client.loop_stop()
+        self.assertEqual(reason, 0x9C, "Use another server")
+        self.assertEqual(connack.ServerReference, "other.example:1883")
+
+
+class PahoV5QuietTest(V5TestCase):
+    mqtt_toml = "reason_strings = false"
+
+    def test_reason_strings_off_in_config__mqtt_3_4_2_2_2(self):
+        self.skip_on_mosquitto("the switch is shardmq's")
+        publisher = self.v5()
+        text = properties(PacketTypes.PUBLISH, PayloadFormatIndicator=1)
+        reason, puback = publisher.publish_acknowledged(unique("paho5/quiet"), b"\xff", publish_properties=text)
+        self.assertEqual(reason, 0x99)
+        self.assertFalse(hasattr(puback, "ReasonString"), "no Reason String when turned off")
 
 
 class MosquittoV5CommandLineTest(unittest.TestCase):
