@@ -376,6 +376,23 @@ async fn request_response_and_user_properties_forwarded_in_order__mqtt_3_3_2_17(
 }
 
 #[tokio::test]
+async fn response_topic_with_a_wildcard_is_refused__mqtt_3_3_2_14() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 answers 0x82 Protocol error instead of 0x90") {
+        return;
+    }
+    let topic = unique("bad-response-topic");
+    let mut responder = client(&broker, "responder").await;
+    responder.subscribe(&topic, QoS::AtLeastOnce).await;
+    let mut requester = raw_client(&broker, &[]).await;
+    let mut response_topic = vec![0x08];
+    response_topic.extend(raw::string("replies/#"));
+    requester.send(&raw::publish_with(Level::V5, topic.as_bytes(), 1, false, 1, &response_topic, b"?")).await;
+    requester.expect_disconnect_and_close(0x90).await;
+    responder.expect_no_publish().await;
+}
+
+#[tokio::test]
 async fn payload_format_utf8_with_invalid_payload_refused_0x99__mqtt_3_3_2_4() {
     let broker = Broker::start();
     if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 does not check payloads marked UTF-8") {
