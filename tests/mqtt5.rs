@@ -151,6 +151,38 @@ async fn server_topic_aliases_start_afresh_on_a_new_connection__mqtt_3_3_2_3_4()
     }
 }
 
+/// More topics than the client allows aliases: the broker reuses its aliases (least recently used) and a
+/// receiver that keeps the alias map the spec describes always resolves the right topic.
+#[tokio::test]
+async fn server_topic_aliases_reused_within_the_client_maximum__mqtt_3_3_2_10() {
+    let broker = Broker::start();
+    if support::skip_on_mosquitto(&broker, "Mosquitto never sends topic aliases") {
+        return;
+    }
+    let root = unique("alias-lru");
+    let mut subscriber = raw_client(&broker, &[0x22, 0, 2]).await; // Topic Alias Maximum 2
+    subscriber.send(&raw::subscribe(Level::V5, 1, &[(&format!("{root}/#"), 0)])).await;
+    subscriber.expect_packet().await;
+    let mut publisher = client(&broker, "pub").await;
+    let sent: Vec<String> = "abcabcaabcbba".chars().map(|level| format!("{root}/{level}")).collect();
+    let mut aliases: std::collections::HashMap<u16, String> = std::collections::HashMap::new();
+    for topic in &sent {
+        publisher.publish(topic, QoS::AtLeastOnce, false, "x").await;
+        let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+        let resolved = match publish.properties.topic_alias {
+            None => publish.topic.to_string(),
+            Some(alias) => {
+                assert!((1..=2).contains(&alias), "alias {alias} over the client's maximum [MQTT-3.3.2-10]");
+                if !publish.topic.is_empty() {
+                    aliases.insert(alias, publish.topic.to_string());
+                }
+                aliases.get(&alias).cloned().expect("an alias is set before it is used alone")
+            }
+        };
+        assert_eq!(&resolved, topic);
+    }
+}
+
 // ---- Subscription options and identifiers ----
 
 #[tokio::test]
