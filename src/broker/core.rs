@@ -178,7 +178,8 @@ impl ShardCore {
     /// Moves the connection's queued encoded frames into `frames` (also the final frames after `Close`).
     pub fn take_output(&mut self, conn: ConnId, frames: &mut Vec<Bytes>) {
         if let Some(connection) = self.connections.get_mut(&conn) {
-            frames.extend(connection.out_queue.drain(..));
+            // Taken whole, so an idle connection keeps no queue capacity from its last burst.
+            frames.extend(std::mem::take(&mut connection.out_queue));
             connection.out_queue_bytes = 0;
             connection.write_requested = false;
             return;

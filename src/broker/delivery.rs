@@ -298,7 +298,7 @@ pub(crate) mod tests {
         let publish = Publish { qos: QoS::AtLeastOnce, topic: ByteStr::from("t"), packet_id: 1, payload: read_buffer.slice(100..200), ..Publish::default() };
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
-        let key = core.sessions.find(&ByteStr::from("sleeper")).expect("session kept");
+        let key = core.sessions.find("sleeper").expect("session kept");
         let queued = &core.sessions.get(key).expect("session").queue[0].message;
         assert!(queued.owned);
         let buffer_range = read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();

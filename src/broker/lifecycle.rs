@@ -102,7 +102,7 @@ impl ShardCore {
         let client_id = phase
             .session_key()
             .and_then(|key| self.sessions.get(key))
-            .map(|session| tracing::field::display(session.client_id.as_str()));
+            .map(|session| tracing::field::display(&*session.client_id));
         let quiet = match reason {
             CloseReason::ConnectRefused => return,
             CloseReason::ServerShutdown => true,

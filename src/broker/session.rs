@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use ahash::AHashMap;
+use ahash::RandomState;
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::delivery::Delivery;
@@ -26,15 +27,16 @@ pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub struct Session {
-    pub client_id: ByteStr,
+    /// The only copy of the client id on this shard: the index by client id points at the slot.
+    pub client_id: Box<str>,
     /// The connection currently attached, if any.
     pub conn: Option<ConnId>,
     /// Seconds the session outlives its connection; 0 = ends with it, `SESSION_NEVER_EXPIRES` = never.
     pub expiry_interval_secs: u32,
     /// Set while no connection is attached and the session will expire.
     pub expires_at: Option<Instant>,
-    /// Topic filters this session subscribed to (the trie holds the options).
-    pub filters: Vec<ByteStr>,
+    /// Topic filters this session subscribed to (the trie holds the options). Most devices hold one.
+    pub filters: SmallVec<[ByteStr; 1]>,
     pub inflight: Inflight,
     /// QoS 1/2 messages not yet sent: client offline or its Receive Maximum reached.
     pub queue: VecDeque<Delivery>,
@@ -45,13 +47,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: ByteStr, conn: ConnId, expiry_interval_secs: u32) -> Self {
+    pub fn new(client_id: &str, conn: ConnId, expiry_interval_secs: u32) -> Self {
         Session {
-            client_id,
+            client_id: client_id.into(),
             conn: Some(conn),
             expiry_interval_secs,
             expires_at: None,
-            filters: Vec::new(),
+            filters: SmallVec::new(),
             inflight: Inflight::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -78,17 +80,20 @@ impl Session {
     }
 }
 
-/// The slab of sessions plus the index by client id.
+/// The slab of sessions plus the index by client id. The index holds only slot numbers (hashed by the
+/// client id stored in the slot), so a client id is kept once.
 #[derive(Default)]
 pub struct Sessions {
     slots: Vec<Option<Session>>,
     free: Vec<u32>,
-    by_client_id: AHashMap<ByteStr, SessionKey>,
+    by_client_id: HashTable<SessionKey>,
+    hasher: RandomState,
 }
 
 impl Sessions {
-    pub fn find(&self, client_id: &ByteStr) -> Option<SessionKey> {
-        self.by_client_id.get(client_id).copied()
+    pub fn find(&self, client_id: &str) -> Option<SessionKey> {
+        let hash = self.hasher.hash_one(client_id);
+        self.by_client_id.find(hash, |key| self.client_id_at(*key) == Some(client_id)).copied()
     }
 
     pub fn get(&self, key: SessionKey) -> Option<&Session> {
@@ -102,7 +107,7 @@ impl Sessions {
     /// Stores a session whose client id is not present yet.
     pub fn insert(&mut self, session: Session) -> SessionKey {
         debug_assert!(self.find(&session.client_id).is_none());
-        let client_id = session.client_id.clone();
+        let hash = self.hasher.hash_one(&*session.client_id);
         let key = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(session);
@@ -113,13 +118,18 @@ impl Sessions {
                 SessionKey(u32::try_from(self.slots.len() - 1).expect("more than u32::MAX sessions"))
             }
         };
-        self.by_client_id.insert(client_id, key);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_client_id.insert_unique(hash, key, |key| hasher.hash_one(client_id_in(slots, *key).unwrap_or("")));
         key
     }
 
     pub fn remove(&mut self, key: SessionKey) -> Option<Session> {
+        let client_id = self.client_id_at(key)?;
+        let hash = self.hasher.hash_one(client_id);
+        if let Ok(entry) = self.by_client_id.find_entry(hash, |found| *found == key) {
+            entry.remove();
+        }
         let session = self.slots.get_mut(key.0 as usize)?.take()?;
-        self.by_client_id.remove(&session.client_id);
         self.free.push(key.0);
         Some(session)
     }
@@ -128,6 +138,13 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    fn client_id_at(&self, key: SessionKey) -> Option<&str> {
+        client_id_in(&self.slots, key)
+    }
+}
+
+fn client_id_in(slots: &[Option<Session>], key: SessionKey) -> Option<&str> {
+    slots.get(key.0 as usize)?.as_ref().map(|session| &*session.client_id)
 }
 
 #[cfg(test)]
@@ -148,7 +165,7 @@ mod tests {
 
     #[test]
     fn queue_bounded_by_messages_and_bytes() {
-        let mut session = Session::new(ByteStr::from("c"), ConnId(1), 0);
+        let mut session = Session::new("c", ConnId(1), 0);
         let size = delivery(QoS::AtLeastOnce).message.queued_size_bytes();
         assert!(session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10));
         assert!(session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10));
@@ -161,12 +178,12 @@ mod tests {
     #[test]
     fn slab_reuses_slots_and_indexes_by_client_id() {
         let mut sessions = Sessions::default();
-        let a = sessions.insert(Session::new(ByteStr::from("a"), ConnId(1), 0));
-        let b = sessions.insert(Session::new(ByteStr::from("b"), ConnId(2), 0));
-        assert_eq!(sessions.find(&ByteStr::from("b")), Some(b));
+        let a = sessions.insert(Session::new("a", ConnId(1), 0));
+        let b = sessions.insert(Session::new("b", ConnId(2), 0));
+        assert_eq!(sessions.find("b"), Some(b));
         assert!(sessions.remove(a).is_some());
-        assert_eq!(sessions.find(&ByteStr::from("a")), None);
-        let c = sessions.insert(Session::new(ByteStr::from("c"), ConnId(3), 0));
+        assert_eq!(sessions.find("a"), None);
+        let c = sessions.insert(Session::new("c", ConnId(3), 0));
         assert_eq!(c, a, "slot reused");
         assert_eq!(sessions.len(), 2);
     }

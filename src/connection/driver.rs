@@ -106,11 +106,19 @@ impl ConnSlot {
     pub fn write_or_wait(self: &Rc<Self>, shard: &Rc<Shard>) {
         let result = write_frames(self.fd(), &mut self.unsent.borrow_mut());
         match result {
-            Ok(_) if self.unsent.borrow().is_empty() => self.finish_if_closing(),
+            Ok(_) if self.unsent.borrow().is_empty() => {
+                self.release_unsent();
+                self.finish_if_closing();
+            }
             Ok(_) => self.spawn_writer(shard),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => self.spawn_writer(shard),
             Err(err) => self.write_failed(shard, &err),
         }
+    }
+
+    /// Drops the (empty) unsent queue's capacity, so an idle connection keeps nothing from its last burst.
+    fn release_unsent(&self) {
+        *self.unsent.borrow_mut() = VecDeque::new();
     }
 
     fn finish_if_closing(&self) {
@@ -347,6 +355,7 @@ async fn drain_when_writable(shard: Rc<Shard>, slot: Rc<ConnSlot>) {
                     }
                 }
                 slot.writer_active.set(false);
+                slot.release_unsent();
                 slot.finish_if_closing();
                 return;
             }

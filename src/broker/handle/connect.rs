@@ -187,7 +187,7 @@ impl ShardCore {
         }
         let (key, session_present) = match present {
             Some(key) => (key, true),
-            None => (self.sessions.insert(Session::new(client_id.clone(), conn, expiry_secs)), false),
+            None => (self.sessions.insert(Session::new(client_id, conn, expiry_secs)), false),
         };
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.phase = Phase::Connected(key);

@@ -70,6 +70,6 @@ impl ShardCore {
 
     pub(super) fn client_id_of(&self, conn: ConnId) -> Option<crate::protocol::ByteStr> {
         let key = self.connections.get(&conn)?.phase.session_key()?;
-        Some(self.sessions.get(key)?.client_id.clone())
+        Some(crate::protocol::ByteStr::from(&*self.sessions.get(key)?.client_id))
     }
 }
