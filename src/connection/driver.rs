@@ -2,20 +2,18 @@
 //! taken yet (`ConnSlot`); the shard's read pump (read -> decode -> core for every ready connection) and,
 //! only while a socket is full, a writer task for it.
 //!
-//! An idle connection holds no read buffer (reads land in the shard's buffer), no task (see
-//! `readiness`), no timer (keep-alive lives in the core's timer wheel) and empty queues.
+//! An idle connection holds its descriptor and a few flags: no read buffer (reads land in the shard's
+//! buffer), no task and no glommio poll (the shard's epoll reports it, see `readiness`), no timer
+//! (keep-alive lives in the core's timer wheel) and no queue capacity.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::pin::Pin;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite};
+use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
 
 use super::readiness;
@@ -33,7 +31,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ConnSlot {
     pub conn: ConnId,
-    stream: RefCell<TcpStream>,
+    socket: OwnedFd,
     partial: RefCell<Option<BytesMut>>,
     unsent: RefCell<VecDeque<Bytes>>,
     writer_active: Cell<bool>,
@@ -50,7 +48,11 @@ pub struct ConnSlot {
 
 /// What a read produced.
 enum Filled {
-    Data(BytesMut),
+    /// Input (the partial packet plus the new bytes); `drained` when the read did not fill the shard's
+    /// buffer, so the socket has nothing more until epoll reports it again.
+    Data { input: BytesMut, drained: bool },
+    /// Nothing to read now.
+    Empty,
     Eof,
     Failed(io::Error),
 }
@@ -64,10 +66,10 @@ enum InputStep {
 }
 
 impl ConnSlot {
-    fn new(conn: ConnId, stream: TcpStream, permit: PermitGuard) -> Self {
+    fn new(conn: ConnId, socket: OwnedFd, permit: PermitGuard) -> Self {
         ConnSlot {
             conn,
-            stream: RefCell::new(stream),
+            socket,
             partial: RefCell::new(None),
             unsent: RefCell::new(VecDeque::new()),
             writer_active: Cell::new(false),
@@ -97,8 +99,8 @@ impl ConnSlot {
         self.unsent.borrow_mut().extend(frames);
     }
 
-    fn fd(&self) -> i32 {
-        self.stream.borrow().as_raw_fd()
+    fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
     }
 
     /// Writes the unsent frames now (one `sendmsg`); if the socket is full, a writer task finishes later.
@@ -150,16 +152,29 @@ impl ConnSlot {
 
     /// Reads into the shard's buffer; the bytes come back as this connection's input (its partial packet
     /// plus the new bytes). While waiting, the connection holds no buffer.
-    fn poll_fill(&self, cx: &mut Context<'_>, reads: &RefCell<ShardReadBuffer>) -> Poll<Filled> {
+    fn fill(&self, reads: &RefCell<ShardReadBuffer>) -> Filled {
         let mut reads = reads.borrow_mut();
-        match Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, reads.scratch()) {
-            Poll::Ready(Ok(0)) => Poll::Ready(Filled::Eof),
-            Poll::Ready(Ok(read)) => {
+        let scratch = reads.scratch();
+        loop {
+            // SAFETY: recv(2) into the shard's buffer, which outlives the call.
+            let read = unsafe {
+                libc::recv(self.fd(), scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT)
+            };
+            if read > 0 {
+                let read = read as usize;
+                let drained = read < scratch.len();
                 let partial = self.partial.borrow_mut().take();
-                Poll::Ready(Filled::Data(reads.take_input(read, partial)))
+                return Filled::Data { input: reads.take_input(read, partial), drained };
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Filled::Failed(err)),
-            Poll::Pending => Poll::Pending,
+            if read == 0 {
+                return Filled::Eof;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Filled::Empty,
+                _ => return Filled::Failed(err),
+            }
         }
     }
 
@@ -168,45 +183,55 @@ impl ConnSlot {
         *self.partial.borrow_mut() = (!input.is_empty()).then_some(input);
     }
 
-    /// Writes part of the first unsent frame through glommio, which waits until the socket has room.
-    fn poll_write_front(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut unsent = self.unsent.borrow_mut();
-        let Some(front) = unsent.front_mut() else { return Poll::Ready(Ok(())) };
-        match Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, front) {
-            Poll::Ready(Ok(written)) => {
-                front.advance(written);
-                if front.is_empty() {
-                    unsent.pop_front();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// A duplicate of the socket for a handoff; this slot's own descriptor closes when it drops.
-    fn duplicate_fd(&self) -> io::Result<OwnedFd> {
-        // SAFETY: dup(2) of a descriptor we own; the result is a new descriptor nobody else owns.
-        let fd = unsafe { libc::fcntl(self.fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
 }
 
 /// A socket accepted by this shard: open it in the core and start reading.
 pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(shard = shard.id, %err, "cannot set TCP_NODELAY");
-    }
+    // The connection keeps only the descriptor: glommio's stream (and the poll it armed) goes now.
+    let socket = match duplicate_fd(stream.as_raw_fd()) {
+        Ok(socket) => socket,
+        Err(err) => return tracing::warn!(shard = shard.id, %err, "cannot take over an accepted socket; closing it"),
+    };
+    drop(stream);
+    set_nodelay(shard, &socket);
     let conn = shard.core.borrow_mut().open_connection(Instant::now());
-    let slot = Rc::new(ConnSlot::new(conn, stream, permit));
+    if let Err(err) = readiness::register(socket.as_raw_fd(), conn) {
+        tracing::warn!(shard = shard.id, %err, "cannot watch an accepted socket; closing it");
+        shard.core.borrow_mut().connection_lost(conn, Instant::now());
+        return;
+    }
+    let slot = Rc::new(ConnSlot::new(conn, socket, permit));
     shard.conns.borrow_mut().insert(conn, slot);
     readiness::mark_ready(conn);
     // The core armed the connect timeout: the turn task must look at the new deadline.
     shard.request_turn();
+}
+
+fn set_nodelay(shard: &Shard, socket: &OwnedFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) with a pointer to an int that lives across the call.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        tracing::debug!(shard = shard.id, err = %io::Error::last_os_error(), "cannot set TCP_NODELAY");
+    }
+}
+
+/// A new descriptor for the socket `fd` (close-on-exec), owned by the caller.
+fn duplicate_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: dup(2) of a descriptor the caller holds; the result is a new descriptor nobody else owns.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if duplicate < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
 }
 
 /// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
@@ -215,11 +240,14 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
     if shard.is_stopping() {
         return; // dropping the descriptor closes the socket
     }
-    // SAFETY: the handoff owned this descriptor; ownership passes to the stream.
-    let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
     let now = Instant::now();
     let conn = shard.core.borrow_mut().open_connection(now);
-    let slot = Rc::new(ConnSlot::new(conn, stream, permit));
+    if let Err(err) = readiness::register(fd.as_raw_fd(), conn) {
+        tracing::warn!(shard = shard.id, %err, "cannot watch a handed-over socket; closing it");
+        shard.core.borrow_mut().connection_lost(conn, now);
+        return;
+    }
+    let slot = Rc::new(ConnSlot::new(conn, fd, permit));
     slot.placed.set(true);
     shard.conns.borrow_mut().insert(conn, slot.clone());
     shard.core.borrow_mut().handle_packet(conn, connect, now);
@@ -236,9 +264,13 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
 
 /// The shard's read pump: for every connection whose socket became readable, read and feed the core.
 pub async fn pump_reads(shard: Rc<Shard>) {
+    let mut doorbell = match readiness::Doorbell::new() {
+        Ok(doorbell) => doorbell,
+        Err(err) => return tracing::error!(shard = shard.id, %err, "cannot watch connections (epoll); not reading"),
+    };
     let mut batch = Vec::new();
     loop {
-        std::future::poll_fn(|cx| readiness::poll_ready(cx, &mut batch)).await;
+        std::future::poll_fn(|cx| readiness::poll_ready(cx, &mut batch, &mut doorbell)).await;
         for conn in batch.drain(..) {
             let slot = shard.conns.borrow().get(&conn).cloned();
             if let Some(slot) = slot {
@@ -251,26 +283,28 @@ pub async fn pump_reads(shard: Rc<Shard>) {
 }
 
 /// Reads what the socket has (a few reads at most, then the connection goes to the back of the ready
-/// list so one busy client cannot starve the others) and feeds it to the core.
+/// list so one busy client cannot starve the others) and feeds it to the core. epoll is edge-triggered:
+/// a socket is read until it is drained (a short read or nothing), or it is queued to be read again.
 fn read_available(shard: &Rc<Shard>, slot: &Rc<ConnSlot>) {
-    let waker = readiness::conn_waker(slot.conn);
-    let mut cx = Context::from_waker(&waker);
     for _ in 0..READS_PER_WAKE {
         if slot.reading_stopped.get() || slot.ended.get() {
             return;
         }
-        match slot.poll_fill(&mut cx, &shard.read_buffer) {
-            Poll::Pending => return,
-            Poll::Ready(Filled::Data(mut input)) => {
+        match slot.fill(&shard.read_buffer) {
+            Filled::Empty => return,
+            Filled::Data { mut input, drained } => {
                 let step = feed_input(shard, slot, &mut input);
                 slot.keep_partial(input);
                 if step == InputStep::Stop {
                     slot.reading_stopped.set(true);
                     return;
                 }
+                if drained {
+                    return;
+                }
             }
-            Poll::Ready(Filled::Eof) => return shard.connection_ended(slot),
-            Poll::Ready(Filled::Failed(err)) => {
+            Filled::Eof => return shard.connection_ended(slot),
+            Filled::Failed(err) => {
                 tracing::debug!(shard = shard.id, conn = slot.conn.0, %err, "read failed");
                 return shard.connection_ended(slot);
             }
@@ -314,7 +348,8 @@ fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Pa
     slot.ended.set(true);
     shard.core.borrow_mut().forget_connection(slot.conn);
     shard.conns.borrow_mut().remove(&slot.conn);
-    match slot.duplicate_fd() {
+    readiness::deregister(slot.fd());
+    match duplicate_fd(slot.fd()) {
         Ok(fd) => {
             tracing::trace!(shard = shard.id, home, "connection moves to its home shard");
             let permit = shard.permits.for_handoff();
@@ -328,16 +363,16 @@ fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Pa
 /// the core until nothing is left, then (for a closing connection) shuts the socket down.
 async fn drain_when_writable(shard: Rc<Shard>, slot: Rc<ConnSlot>) {
     loop {
-        let wrote = if slot.closing.get() {
+        let room = if slot.closing.get() {
             let timeout = async {
                 glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
                 Err(io::Error::from(io::ErrorKind::TimedOut))
             };
-            futures_lite::future::or(std::future::poll_fn(|cx| slot.poll_write_front(cx)), timeout).await
+            futures_lite::future::or(readiness::writable(slot.fd(), slot.conn), timeout).await
         } else {
-            std::future::poll_fn(|cx| slot.poll_write_front(cx)).await
+            readiness::writable(slot.fd(), slot.conn).await
         };
-        if let Err(err) = wrote {
+        if let Err(err) = room {
             slot.writer_active.set(false);
             slot.write_failed(&shard, &err);
             return;
