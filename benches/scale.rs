@@ -168,7 +168,7 @@ fn main() {
     println!("| broker heap per connected idle session (allocator) | {:.0} B |", session_bytes as f64 / options.sessions as f64);
     println!("| RSS per connected idle session | {:.0} B |", rss_sessions as f64 / options.sessions as f64);
     println!("| subscriptions created | {} in {:.2} s |", options.sessions, subscribe_time.as_secs_f64());
-    println!("| heap per distinct filter (tries + session entry) | {:.0} B ({} subscription + {} interest trie nodes) |",
+    println!("| heap per distinct filter (subscription + interest entries, session entry) | {:.0} B ({} subscription + {} interest entries) |",
         subscription_bytes as f64 / options.sessions as f64, trie_nodes, interest_nodes);
     println!("| keep-alive: {} pings/s + 1 tick/s, CPU per simulated second | {:.2} ms ({:.3}% of a core per 100k connections) |",
         pings_per_sec, keepalive_time.as_secs_f64() * 1e3 / simulated_secs as f64,
@@ -178,9 +178,9 @@ fn main() {
     if options.broadcast {
         let per_subscriber = run_broadcast(&mut cluster, &clients, now);
         // The same sessions subscribing once more, to one filter that already exists, cost the session and
-        // subscriber entries only; what the distinct filters cost beyond that is their trie nodes.
+        // subscriber entries only; what the distinct filters cost beyond that is their map entries.
         let trie_bytes = subscription_bytes as f64 - per_subscriber * options.sessions as f64;
-        println!("| trie memory for {} distinct filters (distinct - same-filter subscriptions) | {:.1} MiB = {:.0} B per filter, {:.0} B per node |",
+        println!("| filter memory (subscription + interest entries) for {} distinct filters (distinct - same-filter subscriptions) | {:.1} MiB = {:.0} B per filter, {:.0} B per entry |",
             options.sessions, trie_bytes / (1 << 20) as f64, trie_bytes / options.sessions as f64,
             trie_bytes / (trie_nodes + interest_nodes).max(1) as f64);
     }

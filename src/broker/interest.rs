@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use super::message::ShardId;
-use super::trie::{TopicTrie, TrieValue};
+use super::trie::{FilterMap, TrieValue};
 use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::ByteStr;
 
@@ -65,7 +65,8 @@ impl ShardSet {
 #[derive(Default, Debug)]
 pub struct FilterInterest {
     shards: ShardSet,
-    groups: SmallVec<[GroupInterest; 0]>,
+    /// Shared-subscription groups of this filter; boxed because most filters have none.
+    groups: Option<Box<Vec<GroupInterest>>>,
 }
 
 /// The shards holding members of one shared-subscription group.
@@ -78,13 +79,13 @@ pub struct GroupInterest {
 
 impl TrieValue for FilterInterest {
     fn is_empty(&self) -> bool {
-        self.shards.words.is_empty() && self.groups.is_empty()
+        self.shards.words.is_empty() && self.groups.is_none()
     }
 }
 
 #[derive(Default)]
 pub struct InterestTrie {
-    trie: TopicTrie<FilterInterest>,
+    filters: FilterMap<FilterInterest>,
 }
 
 impl InterestTrie {
@@ -92,8 +93,7 @@ impl InterestTrie {
     pub fn add(&mut self, filter: &ByteStr, shard: ShardId) {
         match parse_shared_subscription(filter) {
             Ok(Some(shared)) => {
-                let node = self.trie.entry(shared.filter);
-                let groups = &mut self.trie.value_mut(node).groups;
+                let groups = self.filters.value_or_default(shared.filter).groups.get_or_insert_with(Box::default);
                 match groups.iter_mut().find(|group| group.share == *filter) {
                     Some(group) => {
                         group.shards.insert(shard);
@@ -106,8 +106,7 @@ impl InterestTrie {
                 }
             }
             _ => {
-                let node = self.trie.entry(filter);
-                self.trie.value_mut(node).shards.insert(shard);
+                self.filters.value_or_default(filter).shards.insert(shard);
             }
         }
     }
@@ -115,32 +114,38 @@ impl InterestTrie {
     /// Records that `shard` has no more subscribers of `filter`.
     pub fn remove(&mut self, filter: &ByteStr, shard: ShardId) {
         let shared = parse_shared_subscription(filter).ok().flatten();
-        let Some(node) = self.trie.find(shared.map_or(filter.as_str(), |shared| shared.filter)) else { return };
-        let interest = self.trie.value_mut(node);
+        let key = shared.map_or(filter.as_str(), |shared| shared.filter);
+        let Some(interest) = self.filters.value_mut(key) else { return };
         if shared.is_some() {
-            if let Some(index) = interest.groups.iter().position(|group| group.share == *filter) {
-                interest.groups[index].shards.remove(shard);
-                if interest.groups[index].shards.words.is_empty() {
-                    interest.groups.swap_remove(index);
+            if let Some(groups) = &mut interest.groups {
+                if let Some(index) = groups.iter().position(|group| group.share == *filter) {
+                    groups[index].shards.remove(shard);
+                    if groups[index].shards.words.is_empty() {
+                        groups.swap_remove(index);
+                    }
+                }
+                if groups.is_empty() {
+                    interest.groups = None;
                 }
             }
         } else {
             interest.shards.remove(shard);
         }
-        self.trie.prune(node);
+        self.filters.remove_if_empty(key);
     }
 
     /// Adds to `shards` every shard with a plain subscription matching `topic`, and calls `group` for every
     /// shared-subscription group matching it.
     pub fn matching(&self, topic: &str, shards: &mut ShardSet, mut group: impl FnMut(&GroupInterest)) {
-        self.trie.for_each_match(topic, |interest| {
+        self.filters.for_each_match(topic, |interest| {
             shards.union_with(&interest.shards);
-            interest.groups.iter().for_each(&mut group);
+            interest.groups.iter().flat_map(|groups| groups.iter()).for_each(&mut group);
         });
     }
 
+    /// Filters without wildcards plus wildcard trie nodes (the root included).
     pub fn node_count(&self) -> usize {
-        self.trie.node_count()
+        self.filters.entry_count()
     }
 }
 

@@ -25,6 +25,7 @@ pub struct CoreGauges {
     pub connections: usize,
     pub sessions: usize,
     pub retained_messages: usize,
+    /// Filters without wildcards plus wildcard trie nodes (see `trie::FilterMap`); likewise for interest.
     pub subscription_trie_nodes: usize,
     pub interest_trie_nodes: usize,
     pub timers: usize,

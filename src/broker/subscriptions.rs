@@ -9,7 +9,7 @@
 use smallvec::SmallVec;
 
 use super::session::SessionKey;
-use super::trie::{TopicTrie, TrieValue};
+use super::trie::{FilterMap, TrieValue};
 use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::{ByteStr, SubscriptionOptions};
 
@@ -26,7 +26,8 @@ type SubscriberList = SmallVec<[Subscriber; 1]>;
 #[derive(Default, Debug)]
 pub struct FilterSubscribers {
     subscribers: SubscriberList,
-    groups: SmallVec<[SharedGroup; 0]>,
+    /// Shared-subscription groups of this filter; boxed because most filters have none.
+    groups: Option<Box<Vec<SharedGroup>>>,
 }
 
 /// The members of one shared-subscription group on this shard.
@@ -41,7 +42,7 @@ struct SharedGroup {
 
 impl TrieValue for FilterSubscribers {
     fn is_empty(&self) -> bool {
-        self.subscribers.is_empty() && self.groups.is_empty()
+        self.subscribers.is_empty() && self.groups.is_none()
     }
 }
 
@@ -50,25 +51,39 @@ impl FilterSubscribers {
     fn list_mut(&mut self, share: Option<&ByteStr>) -> Option<&mut SubscriberList> {
         match share {
             None => Some(&mut self.subscribers),
-            Some(share) => self.groups.iter_mut().find(|group| group.share == *share).map(|group| &mut group.members),
+            Some(share) => self.groups_mut().find(|group| group.share == *share).map(|group| &mut group.members),
         }
     }
 
     /// Like `list_mut`, creating the shared group if needed.
     fn list_or_create(&mut self, share: Option<&ByteStr>) -> &mut SubscriberList {
         let Some(share) = share else { return &mut self.subscribers };
-        let index = match self.groups.iter().position(|group| group.share == *share) {
+        let groups = self.groups.get_or_insert_with(Box::default);
+        let index = match groups.iter().position(|group| group.share == *share) {
             Some(index) => index,
             None => {
-                self.groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0 });
-                self.groups.len() - 1
+                groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0 });
+                groups.len() - 1
             }
         };
-        &mut self.groups[index].members
+        &mut groups[index].members
+    }
+
+    fn groups(&self) -> impl Iterator<Item = &SharedGroup> {
+        self.groups.iter().flat_map(|groups| groups.iter())
+    }
+
+    fn groups_mut(&mut self) -> impl Iterator<Item = &mut SharedGroup> {
+        self.groups.iter_mut().flat_map(|groups| groups.iter_mut())
     }
 
     fn drop_empty_groups(&mut self) {
-        self.groups.retain(|group| !group.members.is_empty());
+        if let Some(groups) = &mut self.groups {
+            groups.retain(|group| !group.members.is_empty());
+            if groups.is_empty() {
+                self.groups = None;
+            }
+        }
     }
 }
 
@@ -83,7 +98,7 @@ pub struct SubscribeOutcome {
 
 #[derive(Default)]
 pub struct SubscriptionTrie {
-    trie: TopicTrie<FilterSubscribers>,
+    filters: FilterMap<FilterSubscribers>,
 }
 
 /// The trie key of a filter and, for `$share/{group}/{filter}`, the share it belongs to.
@@ -97,8 +112,7 @@ fn split_share(filter: &ByteStr) -> (&str, Option<&ByteStr>) {
 impl SubscriptionTrie {
     pub fn subscribe(&mut self, filter: &ByteStr, subscriber: Subscriber) -> SubscribeOutcome {
         let (key, share) = split_share(filter);
-        let node = self.trie.entry(key);
-        let list = self.trie.value_mut(node).list_or_create(share);
+        let list = self.filters.value_or_default(key).list_or_create(share);
         let first_on_shard = list.is_empty();
         match list.iter_mut().find(|existing| existing.session == subscriber.session) {
             Some(existing) => {
@@ -116,25 +130,24 @@ impl SubscriptionTrie {
     /// filter's (or shared group's) last subscriber on this shard.
     pub fn unsubscribe(&mut self, filter: &ByteStr, session: SessionKey) -> Option<bool> {
         let (key, share) = split_share(filter);
-        let node = self.trie.find(key)?;
-        let value = self.trie.value_mut(node);
+        let value = self.filters.value_mut(key)?;
         let list = value.list_mut(share)?;
         let index = list.iter().position(|existing| existing.session == session)?;
         list.swap_remove(index);
         let last = list.is_empty();
         value.drop_empty_groups();
-        self.trie.prune(node);
+        self.filters.remove_if_empty(key);
         Some(last)
     }
 
     /// Visits every plain (not shared) subscription whose filter matches the topic name.
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&Subscriber)) {
-        self.trie.for_each_match(topic, |value| value.subscribers.iter().for_each(&mut visit));
+        self.filters.for_each_match(topic, |value| value.subscribers.iter().for_each(&mut visit));
     }
 
     /// Visits the share name of every local shared group whose filter matches the topic name.
     pub fn for_each_shared_match(&self, topic: &str, mut visit: impl FnMut(&ByteStr)) {
-        self.trie.for_each_match(topic, |value| value.groups.iter().for_each(|group| visit(&group.share)));
+        self.filters.for_each_match(topic, |value| value.groups().for_each(|group| visit(&group.share)));
     }
 
     /// Whether the shared group `share` has a member here for which `wanted` is true (a connected one).
@@ -149,8 +162,7 @@ impl SubscriptionTrie {
     /// `preferred` is true (connected ones); `None` if the group has no member here.
     pub fn pick_shared_member(&mut self, share: &ByteStr, preferred: impl Fn(SessionKey) -> bool) -> Option<Subscriber> {
         let (key, _) = split_share(share);
-        let node = self.trie.find(key)?;
-        let group = self.trie.value_mut(node).groups.iter_mut().find(|group| group.share == *share)?;
+        let group = self.filters.value_mut(key)?.groups_mut().find(|group| group.share == *share)?;
         let count = group.members.len();
         let start = group.next;
         let offset = (0..count)
@@ -161,8 +173,9 @@ impl SubscriptionTrie {
         Some(group.members[chosen])
     }
 
+    /// Filters without wildcards plus wildcard trie nodes (the root included).
     pub fn node_count(&self) -> usize {
-        self.trie.node_count()
+        self.filters.entry_count()
     }
 }
 
@@ -203,7 +216,7 @@ mod tests {
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(1)), Some(false));
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), Some(true));
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), None);
-        assert_eq!(trie.node_count(), 1);
+        assert_eq!(trie.node_count(), 1, "only the wildcard trie's root remains");
     }
 
     #[test]
@@ -231,6 +244,6 @@ mod tests {
         assert_eq!(trie.unsubscribe(&share, SessionKey(2)), Some(false));
         assert_eq!(trie.unsubscribe(&share, SessionKey(3)), Some(true));
         assert_eq!(trie.pick_shared_member(&share, |_| true), None);
-        assert_eq!(trie.node_count(), 1);
+        assert_eq!(trie.node_count(), 1, "only the wildcard trie's root remains");
     }
 }

@@ -8,6 +8,10 @@
 //!
 //! `+` and `#` children sit in their own slots beside the map of literal children. Topics starting with `$`
 //! are not matched by a wildcard in the first level [MQTT-4.7.2-1].
+//!
+//! `FilterMap<V>` puts a trie beside one hash map for the filters without wildcards, which match exactly
+//! one topic: a device's `devices/{id}/cmd` then costs one map entry instead of trie nodes with a map of
+//! children each, and a publish finds it with one lookup.
 
 use ahash::AHashMap;
 use smallvec::SmallVec;
@@ -218,6 +222,69 @@ impl<V: TrieValue> TopicTrie<V> {
     }
 }
 
+/// Topic filters and their values: filters without wildcards by exact topic in one map, the others in a
+/// `TopicTrie`.
+pub struct FilterMap<V> {
+    exact: AHashMap<Box<str>, V>,
+    wildcard: TopicTrie<V>,
+}
+
+impl<V: TrieValue> Default for FilterMap<V> {
+    fn default() -> Self {
+        FilterMap { exact: AHashMap::new(), wildcard: TopicTrie::default() }
+    }
+}
+
+fn has_wildcard(filter: &str) -> bool {
+    filter.contains(['+', '#'])
+}
+
+impl<V: TrieValue> FilterMap<V> {
+    /// The value of `filter`, created empty if missing.
+    pub fn value_or_default(&mut self, filter: &str) -> &mut V {
+        if has_wildcard(filter) {
+            let node = self.wildcard.entry(filter);
+            return self.wildcard.value_mut(node);
+        }
+        if !self.exact.contains_key(filter) {
+            self.exact.insert(filter.into(), V::default());
+        }
+        self.exact.get_mut(filter).expect("inserted above")
+    }
+
+    pub fn value_mut(&mut self, filter: &str) -> Option<&mut V> {
+        if has_wildcard(filter) {
+            let node = self.wildcard.find(filter)?;
+            return Some(self.wildcard.value_mut(node));
+        }
+        self.exact.get_mut(filter)
+    }
+
+    /// Forgets `filter` if its value is empty (and frees the trie nodes that held only it).
+    pub fn remove_if_empty(&mut self, filter: &str) {
+        if has_wildcard(filter) {
+            if let Some(node) = self.wildcard.find(filter) {
+                self.wildcard.prune(node);
+            }
+        } else if self.exact.get(filter).is_some_and(V::is_empty) {
+            self.exact.remove(filter);
+        }
+    }
+
+    /// Visits the value of every filter that matches the topic name `topic`.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&V)) {
+        if let Some(value) = self.exact.get(topic) {
+            visit(value);
+        }
+        self.wildcard.for_each_match(topic, visit);
+    }
+
+    /// Filters without wildcards, plus the wildcard trie's live nodes (the root included).
+    pub fn entry_count(&self) -> usize {
+        self.exact.len() + self.wildcard.node_count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +356,29 @@ mod tests {
         assert_eq!(walk("+"), vec!["a", "b"]);
         assert_eq!(walk("$SYS/#"), vec!["$SYS/load"]);
         assert_eq!(walk("a/b"), vec!["a/b"]);
+    }
+
+    #[test]
+    fn filter_map_matches_exact_and_wildcard_filters_and_forgets_empty_ones() {
+        let mut filters: FilterMap<Option<&'static str>> = FilterMap::default();
+        for filter in ["a/b", "a/+", "#", "$SYS/x", "a/b/c"] {
+            *filters.value_or_default(filter) = Some(filter);
+        }
+        let matches = |filters: &FilterMap<Option<&'static str>>, topic: &str| {
+            let mut found = Vec::new();
+            filters.for_each_match(topic, |value| found.extend(value.iter().copied()));
+            found.sort();
+            found
+        };
+        assert_eq!(matches(&filters, "a/b"), vec!["#", "a/+", "a/b"]);
+        assert_eq!(matches(&filters, "$SYS/x"), vec!["$SYS/x"], "an exact filter matches a $ topic, # does not");
+        assert_eq!(filters.entry_count(), 3 + 4, "three exact filters; root, a, + under a, and # in the trie");
+        *filters.value_mut("a/b").expect("stored") = None;
+        filters.remove_if_empty("a/b");
+        *filters.value_mut("a/+").expect("stored") = None;
+        filters.remove_if_empty("a/+");
+        assert_eq!(matches(&filters, "a/b"), vec!["#"]);
+        assert!(filters.value_mut("a/b").is_none());
+        assert_eq!(filters.entry_count(), 2 + 2, "a/b/c and $SYS/x; root and # in the trie");
     }
 }

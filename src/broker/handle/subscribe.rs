@@ -86,7 +86,8 @@ impl ShardCore {
         }
         if outcome.new_subscription {
             if let Some(session) = self.sessions.get_mut(key) {
-                session.filters.push(filter.clone());
+                // Its own copy: a clone would share (and keep) a reference-count header with the mesh messages.
+                session.filters.push(owned_str(filter));
             }
         }
         // No retained messages on a shared subscription (v5 section 4.8.2): the group, not the member, subscribed.
