@@ -220,7 +220,7 @@ impl ShardCore {
         let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
         loop {
             let Some(session) = self.sessions.get_mut(key) else { return };
-            if session.inflight.len() >= window {
+            if session.inflight_len() >= window {
                 return;
             }
             let Some(delivery) = session.dequeue() else { return };
@@ -228,10 +228,10 @@ impl ShardCore {
                 self.stats.dropped_expired += 1;
                 continue;
             }
-            let Some(packet_id) = session.inflight.push(delivery.clone()) else { return };
+            let Some(packet_id) = session.traffic_mut().inflight.push(delivery.clone()) else { return };
             if let Err(refused) = self.send_publish(conn, &delivery, packet_id, false, now) {
                 if let Some(session) = self.sessions.get_mut(key) {
-                    session.inflight.remove_failed(packet_id);
+                    session.traffic_mut().inflight.remove_failed(packet_id);
                 }
                 self.count_refusal(Err(refused));
             }
@@ -299,7 +299,7 @@ pub(crate) mod tests {
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
         let key = core.sessions.find("sleeper").expect("session kept");
-        let queued = &core.sessions.get(key).expect("session").queue[0].message;
+        let queued = &core.sessions.get(key).and_then(|session| session.traffic()).expect("queued").queue[0].message;
         assert!(queued.owned);
         let buffer_range = read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
         assert!(!buffer_range.contains(&(queued.payload.as_ptr() as usize)));

@@ -228,14 +228,17 @@ impl ShardCore {
     /// [MQTT-4.4.0-1] [MQTT-4.6.0-1], then what waited in its queue.
     fn resume_session(&mut self, key: SessionKey, conn: ConnId, now: Instant) {
         let Some(session) = self.sessions.get(key) else { return };
-        let resend: Vec<_> = session.inflight.iter().map(|entry| (entry.packet_id, entry.state, entry.delivery.clone())).collect();
+        let resend: Vec<_> = session
+            .traffic()
+            .map(|traffic| traffic.inflight.iter().map(|entry| (entry.packet_id, entry.state, entry.delivery.clone())).collect())
+            .unwrap_or_default();
         for (packet_id, state, delivery) in resend {
             match state {
                 InflightState::Sent => {
                     let dup = delivery.qos != QoS::AtMostOnce;
                     if self.send_publish(conn, &delivery, packet_id, dup, now).is_err() {
                         if let Some(session) = self.sessions.get_mut(key) {
-                            session.inflight.remove_failed(packet_id);
+                            session.traffic_mut().inflight.remove_failed(packet_id);
                         }
                     }
                 }

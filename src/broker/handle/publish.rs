@@ -46,16 +46,16 @@ impl ShardCore {
     fn publish_exactly_once(&mut self, conn: ConnId, key: SessionKey, topic: ByteStr, publish: Publish, now: Instant) {
         let packet_id = publish.packet_id;
         let Some(session) = self.sessions.get(key) else { return };
-        if session.awaiting_pubrel.contains(&packet_id) {
+        if session.awaiting_pubrel().contains(&packet_id) {
             return self.acknowledge(conn, Packet::PubRec, packet_id, true);
         }
-        if session.awaiting_pubrel.len() >= usize::from(self.settings.receive_maximum) {
+        if session.awaiting_pubrel().len() >= usize::from(self.settings.receive_maximum) {
             let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
             return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
         }
         let matched = self.route(self.message_from(conn, topic, publish, now), now);
         if let Some(session) = self.sessions.get_mut(key) {
-            session.awaiting_pubrel.push(packet_id);
+            session.traffic_mut().awaiting_pubrel.push(packet_id);
         }
         self.acknowledge(conn, Packet::PubRec, packet_id, matched);
     }

@@ -13,10 +13,10 @@ impl ShardCore {
     pub(in crate::broker) fn handle_pubrec(&mut self, conn: ConnId, key: SessionKey, rec: PubResponse, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else { return };
         if !rec.reason.is_success() {
-            session.inflight.remove_failed(rec.packet_id);
+            session.traffic_mut().inflight.remove_failed(rec.packet_id);
             return self.drain_queue(key, now);
         }
-        let reason = match session.inflight.pubrec(rec.packet_id) {
+        let reason = match session.traffic_mut().inflight.pubrec(rec.packet_id) {
             AckOutcome::Done => ReasonCode::SUCCESS,
             AckOutcome::UnknownPacketId => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };
