@@ -1,6 +1,7 @@
-//! `Connection`: the protocol state of one network connection on this shard. Kept small on purpose: an
-//! idle connected client costs this struct (see the `size_of` test), its map slot and one timer-wheel
-//! entry. Everything that outlives the connection lives in its `Session`.
+//! `Connection`: the protocol state of one network connection on this shard, and `Connections`, the slab
+//! that holds them. Kept small on purpose: an idle connected client costs this struct (see the `size_of`
+//! test), its slab slot and one timer-wheel entry. Everything that outlives the connection lives in its
+//! `Session`.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::message::ConnId;
 use super::session::SessionKey;
 use crate::auth::{AuthExchange, AuthMethod};
 use crate::protocol::Connect;
@@ -61,6 +63,77 @@ pub struct ConnectionAuth {
     pub user: Option<String>,
 }
 
+/// The connections of this shard in a slab. A `ConnId` is a slot index (low 32 bits) and the slot's
+/// generation (high 32 bits), so a stale id (a connection the runtime still flushes after the core closed
+/// it) never reaches the slot's next connection. A doubling `Vec` of slots costs less than a hash map,
+/// whose table may be more than half empty.
+#[derive(Default)]
+pub struct Connections {
+    slots: Vec<ConnectionSlot>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+struct ConnectionSlot {
+    generation: u32,
+    connection: Option<Connection>,
+}
+
+impl Connections {
+    /// Stores a new connection and returns its id.
+    pub fn open(&mut self, connection: Connection) -> ConnId {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(ConnectionSlot { generation: 0, connection: None });
+                u32::try_from(self.slots.len() - 1).expect("more than u32::MAX connections")
+            }
+        };
+        let entry = &mut self.slots[slot as usize];
+        entry.connection = Some(connection);
+        self.len += 1;
+        ConnId(u64::from(entry.generation) << 32 | u64::from(slot))
+    }
+
+    fn slot_of(conn: ConnId) -> (usize, u32) {
+        ((conn.0 & u64::from(u32::MAX)) as usize, (conn.0 >> 32) as u32)
+    }
+
+    pub fn get(&self, conn: &ConnId) -> Option<&Connection> {
+        let (slot, generation) = Self::slot_of(*conn);
+        let entry = self.slots.get(slot).filter(|entry| entry.generation == generation)?;
+        entry.connection.as_ref()
+    }
+
+    pub fn get_mut(&mut self, conn: &ConnId) -> Option<&mut Connection> {
+        let (slot, generation) = Self::slot_of(*conn);
+        let entry = self.slots.get_mut(slot).filter(|entry| entry.generation == generation)?;
+        entry.connection.as_mut()
+    }
+
+    /// Takes the connection out; its slot's next connection gets a new generation.
+    pub fn remove(&mut self, conn: &ConnId) -> Option<Connection> {
+        let (slot, generation) = Self::slot_of(*conn);
+        let entry = self.slots.get_mut(slot).filter(|entry| entry.generation == generation)?;
+        let connection = entry.connection.take()?;
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(slot as u32);
+        self.len -= 1;
+        Some(connection)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The ids of every connection.
+    pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.slots.iter().enumerate().filter(|(_, entry)| entry.connection.is_some()).map(|(slot, entry)| {
+            ConnId(u64::from(entry.generation) << 32 | slot as u64)
+        })
+    }
+}
+
 impl Phase {
     pub fn session_key(self) -> Option<SessionKey> {
         match self {
@@ -109,6 +182,25 @@ mod tests {
     #[test]
     fn idle_connection_state_is_small() {
         assert!(std::mem::size_of::<Connection>() <= 88, "{}", std::mem::size_of::<Connection>());
+    }
+
+    #[test]
+    fn slab_ids_of_closed_connections_never_reach_the_slot_reused_after_them() {
+        let now = Instant::now();
+        let mut connections = Connections::default();
+        let first = connections.open(Connection::new(now));
+        let second = connections.open(Connection::new(now));
+        assert!(connections.remove(&first).is_some());
+        assert!(connections.remove(&first).is_none(), "removed once");
+        let third = connections.open(Connection::new(now));
+        assert_ne!(third, first, "the reused slot has a new generation");
+        assert!(connections.get(&first).is_none() && connections.get(&third).is_some());
+        assert_eq!(connections.len(), 2);
+        let mut ids: Vec<ConnId> = connections.ids().collect();
+        ids.sort_by_key(|id| id.0);
+        let mut expected = vec![second, third];
+        expected.sort_by_key(|id| id.0);
+        assert_eq!(ids, expected);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
-use super::connection::{Connection, ConnectionAuth};
+use super::connection::{Connection, ConnectionAuth, Connections};
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
@@ -31,7 +31,7 @@ pub struct ShardCore {
     pub(super) shard: ShardId,
     pub(super) shard_count: usize,
     pub(super) settings: Rc<BrokerSettings>,
-    pub(super) connections: AHashMap<ConnId, Connection>,
+    pub(super) connections: Connections,
     pub(super) sessions: Sessions,
     pub(super) subscriptions: SubscriptionTrie,
     pub(super) interest: InterestTrie,
@@ -45,7 +45,6 @@ pub struct ShardCore {
     pub(super) fanout_headers: FanoutHeaders,
     /// The owned copy of the message being fanned out, shared by the offline sessions that queue it.
     pub(super) offline_copy: Option<(Arc<Message>, Arc<Message>)>,
-    pub(super) next_conn_id: u64,
     pub(super) next_assigned_id: u64,
     /// Rotates the shard chosen for a shared group with members on several other shards.
     pub(super) shared_rotation: usize,
@@ -68,7 +67,7 @@ impl ShardCore {
             retained: RetainedStore::new(settings.retained_messages_max),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
             settings,
-            connections: AHashMap::new(),
+            connections: Connections::default(),
             sessions: Sessions::default(),
             subscriptions: SubscriptionTrie::default(),
             interest: InterestTrie::default(),
@@ -78,7 +77,6 @@ impl ShardCore {
             encode_buf: BytesMut::new(),
             fanout_headers: FanoutHeaders::default(),
             offline_copy: None,
-            next_conn_id: 0,
             next_assigned_id: 0,
             shared_rotation: 0,
             stats: CoreStats::default(),
@@ -116,9 +114,7 @@ impl ShardCore {
 
     /// A socket was accepted on (or handed to) this shard. It must send CONNECT within the connect timeout.
     pub fn open_connection(&mut self, now: Instant) -> ConnId {
-        let conn = ConnId(self.next_conn_id);
-        self.next_conn_id += 1;
-        self.connections.insert(conn, Connection::new(now));
+        let conn = self.connections.open(Connection::new(now));
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
         self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn
@@ -165,7 +161,7 @@ impl ShardCore {
     /// Server shutdown: DISCONNECT 0x8B to v5 clients, then close every connection. Sessions are kept
     /// in memory (wills of still-connected clients are published, as for any server-side close).
     pub fn shutdown(&mut self, now: Instant) {
-        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        let conns: Vec<ConnId> = self.connections.ids().collect();
         for conn in conns {
             self.end_connection(conn, CloseReason::ServerShutdown, now);
         }

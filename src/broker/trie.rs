@@ -13,7 +13,8 @@
 //! one topic: a device's `devices/{id}/cmd` then costs one map entry instead of trie nodes with a map of
 //! children each, and a publish finds it with one lookup.
 
-use ahash::AHashMap;
+use ahash::{AHashMap, RandomState};
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 /// Index of a node in the arena.
@@ -225,13 +226,86 @@ impl<V: TrieValue> TopicTrie<V> {
 /// Topic filters and their values: filters without wildcards by exact topic in one map, the others in a
 /// `TopicTrie`.
 pub struct FilterMap<V> {
-    exact: AHashMap<Box<str>, V>,
+    exact: ExactFilters<V>,
     wildcard: TopicTrie<V>,
 }
 
 impl<V: TrieValue> Default for FilterMap<V> {
     fn default() -> Self {
-        FilterMap { exact: AHashMap::new(), wildcard: TopicTrie::default() }
+        FilterMap { exact: ExactFilters::default(), wildcard: TopicTrie::default() }
+    }
+}
+
+/// Filters without wildcards: the entries in a dense `Vec`, found through a hash table of entry indices.
+/// A table bucket is then 4 bytes, so the table's empty part (up to half of it after it doubles) costs
+/// little.
+struct ExactFilters<V> {
+    index: HashTable<u32>,
+    entries: Vec<ExactFilter<V>>,
+    hasher: RandomState,
+}
+
+struct ExactFilter<V> {
+    filter: Box<str>,
+    value: V,
+}
+
+impl<V> Default for ExactFilters<V> {
+    fn default() -> Self {
+        ExactFilters { index: HashTable::new(), entries: Vec::new(), hasher: RandomState::new() }
+    }
+}
+
+impl<V: TrieValue> ExactFilters<V> {
+    fn position(&self, filter: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(filter);
+        let found = self.index.find(hash, |&index| &*self.entries[index as usize].filter == filter)?;
+        Some(*found as usize)
+    }
+
+    fn get(&self, filter: &str) -> Option<&V> {
+        self.position(filter).map(|index| &self.entries[index].value)
+    }
+
+    fn get_mut(&mut self, filter: &str) -> Option<&mut V> {
+        let index = self.position(filter)?;
+        Some(&mut self.entries[index].value)
+    }
+
+    fn get_or_default(&mut self, filter: &str) -> &mut V {
+        let index = match self.position(filter) {
+            Some(index) => index,
+            None => {
+                let index = self.entries.len();
+                let hash = self.hasher.hash_one(filter);
+                self.entries.push(ExactFilter { filter: filter.into(), value: V::default() });
+                let (entries, hasher) = (&self.entries, &self.hasher);
+                let slot = u32::try_from(index).expect("more than u32::MAX exact filters");
+                self.index.insert_unique(hash, slot, |&index| hasher.hash_one(&*entries[index as usize].filter));
+                index
+            }
+        };
+        &mut self.entries[index].value
+    }
+
+    fn remove(&mut self, filter: &str) {
+        let hash = self.hasher.hash_one(filter);
+        let entries = &self.entries;
+        let Ok(found) = self.index.find_entry(hash, |&index| &*entries[index as usize].filter == filter) else { return };
+        let index = found.remove().0 as usize;
+        let last = self.entries.len() - 1;
+        if index != last {
+            // The last entry moves into the freed place; its index entry follows it.
+            let moved_hash = self.hasher.hash_one(&*self.entries[last].filter);
+            if let Some(moved) = self.index.find_mut(moved_hash, |&candidate| candidate as usize == last) {
+                *moved = index as u32;
+            }
+        }
+        self.entries.swap_remove(index);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -246,10 +320,7 @@ impl<V: TrieValue> FilterMap<V> {
             let node = self.wildcard.entry(filter);
             return self.wildcard.value_mut(node);
         }
-        if !self.exact.contains_key(filter) {
-            self.exact.insert(filter.into(), V::default());
-        }
-        self.exact.get_mut(filter).expect("inserted above")
+        self.exact.get_or_default(filter)
     }
 
     pub fn value_mut(&mut self, filter: &str) -> Option<&mut V> {
@@ -356,6 +427,26 @@ mod tests {
         assert_eq!(walk("+"), vec!["a", "b"]);
         assert_eq!(walk("$SYS/#"), vec!["$SYS/load"]);
         assert_eq!(walk("a/b"), vec!["a/b"]);
+    }
+
+    #[test]
+    fn exact_filters_stay_findable_when_others_are_removed() {
+        let mut filters: FilterMap<Option<usize>> = FilterMap::default();
+        let names: Vec<String> = (0..200).map(|id| format!("devices/{id}/cmd")).collect();
+        for (id, name) in names.iter().enumerate() {
+            *filters.value_or_default(name) = Some(id);
+        }
+        for name in names.iter().step_by(3) {
+            *filters.value_mut(name).expect("stored") = None;
+            filters.remove_if_empty(name);
+        }
+        for (id, name) in names.iter().enumerate() {
+            let mut found = Vec::new();
+            filters.for_each_match(name, |value| found.extend(*value));
+            let expected = if id % 3 == 0 { vec![] } else { vec![id] };
+            assert_eq!(found, expected, "{name}");
+        }
+        assert_eq!(filters.entry_count(), 133 + 1);
     }
 
     #[test]
