@@ -153,8 +153,8 @@ impl SubscriptionTrie {
     /// Whether the shared group `share` has a member here for which `wanted` is true (a connected one).
     pub fn has_shared_member(&self, share: &ByteStr, wanted: impl Fn(SessionKey) -> bool) -> bool {
         let (key, _) = split_share(share);
-        let Some(node) = self.trie.find(key) else { return false };
-        let group = self.trie.value(node).groups.iter().find(|group| group.share == *share);
+        let Some(value) = self.filters.value(key) else { return false };
+        let group = value.groups().find(|group| group.share == *share);
         group.is_some_and(|group| group.members.iter().any(|member| wanted(member.session)))
     }
 

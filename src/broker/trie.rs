@@ -323,6 +323,14 @@ impl<V: TrieValue> FilterMap<V> {
         self.exact.get_or_default(filter)
     }
 
+    pub fn value(&self, filter: &str) -> Option<&V> {
+        if has_wildcard(filter) {
+            let node = self.wildcard.find(filter)?;
+            return Some(self.wildcard.value(node));
+        }
+        self.exact.get(filter)
+    }
+
     pub fn value_mut(&mut self, filter: &str) -> Option<&mut V> {
         if has_wildcard(filter) {
             let node = self.wildcard.find(filter)?;
