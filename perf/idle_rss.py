@@ -4,7 +4,9 @@
 For each broker: start it on a free loopback port, read its RSS, then open idle connections in steps
 (default 1000, 5000, 15000 in total; each sends CONNECT with a 300 s keep-alive and waits for CONNACK,
 from source addresses 127.0.0.2.. so no address runs out of ports), and after each step report
-RSS growth per connection and the kernel's TCP memory (/proc/net/sockstat, pages) per connection.
+RSS growth per connection (since the start, and since the previous step: the marginal cost, without the
+one-time growth of allocator segments and tables) and the kernel's TCP memory (/proc/net/sockstat, pages)
+per connection.
 
 Usage: perf/idle_rss.py [--shardmq target/release/shardmq] [--shards 2] [--steps 1000,5000,15000]
                         [--no-mosquitto]
@@ -118,13 +120,14 @@ def measure(name: str, command: list, port: int, steps: list) -> list:
         wait_port(port)
         time.sleep(0.5)
         base_rss, base_tcp = rss_kib(broker.pid), tcp_mem_pages()
-        opened = 0
+        opened, previous_rss = 0, base_rss
         for total in steps:
             open_idle(port, opened, total - opened, name, sockets)
-            opened = total
             time.sleep(1.0)
             rss, tcp = rss_kib(broker.pid), tcp_mem_pages()
-            rows.append((name, total, base_rss, rss, (rss - base_rss) * 1024 / total, (tcp - base_tcp) * 4096 / total))
+            marginal = (rss - previous_rss) * 1024 / (total - opened)
+            rows.append((name, total, base_rss, rss, (rss - base_rss) * 1024 / total, marginal, (tcp - base_tcp) * 4096 / total))
+            opened, previous_rss = total, rss
             print(f"{name}: {total} idle connections, RSS {base_rss} -> {rss} KiB", file=sys.stderr)
     finally:
         for sock in sockets:
@@ -154,10 +157,10 @@ def main() -> None:
         rows += measure("mosquitto", ["mosquitto", "-c", conf.name], port, steps)
         os.unlink(conf.name)
 
-    print("| broker | idle connections | RSS before (KiB) | RSS after (KiB) | broker bytes / connection | kernel TCP bytes / connection |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, total, before, after, per_conn, kernel in rows:
-        print(f"| {name} | {total} | {before} | {after} | {per_conn:.0f} | {kernel:.0f} |")
+    print("| broker | idle connections | RSS before (KiB) | RSS after (KiB) | broker bytes / connection | marginal bytes / connection (since previous step) | kernel TCP bytes / connection |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, total, before, after, per_conn, marginal, kernel in rows:
+        print(f"| {name} | {total} | {before} | {after} | {per_conn:.0f} | {marginal:.0f} | {kernel:.0f} |")
 
 
 if __name__ == "__main__":
