@@ -22,6 +22,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
+# A start takes milliseconds on a quiet machine but seconds when many brokers start on a loaded one.
+STARTUP_TIMEOUT_SECS = 30
 EVENT_TIMEOUT_SECS = 5
 SILENCE_SECS = 0.3
 _ids = itertools.count()
@@ -58,13 +60,13 @@ class Broker:
         threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
         lines = queue.Queue()
         threading.Thread(target=self._forward_lines, args=(self.process.stdout, lines), daemon=True).start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECS
         while True:
             try:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise RuntimeError("shardmq printed no listening line within 10 s:\n" + "".join(self.log))
+                raise RuntimeError(f"shardmq printed no listening line within {STARTUP_TIMEOUT_SECS} s:\n" + "".join(self.log))
             match = re.fullmatch(r"shardmq listening on 127\.0\.0\.1:(\d+)", line.strip())
             if match:
                 self.port = int(match.group(1))

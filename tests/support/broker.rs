@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 /// Shards of the shardmq broker under test: 2, so every cross-shard path runs.
 pub const SHARDS: usize = 2;
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Generous: a start takes ~10-20 ms on a quiet machine, but 32 brokers started at once beside 8 busy loops
+/// on the 2 CPUs they are pinned to took up to 4.9 s each (CPU contention, no lost wakeup: the start times
+/// spread evenly), and a loaded CI run starts many brokers in parallel. A broker that truly hangs still fails.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const LISTENING_PREFIX: &str = "shardmq listening on 127.0.0.1:";
 
