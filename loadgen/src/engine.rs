@@ -960,6 +960,23 @@ fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpS
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     if let Some(ip) = source_ip {
+        // Choose the port at connect() time, when the broker's address is known: a bind to port 0 alone must
+        // find a port free for every destination, which gets slow (and stalls this event loop) with tens of
+        // thousands of TIME_WAIT sockets left by a reconnect storm.
+        let enable: libc::c_int = 1;
+        // SAFETY: setsockopt reads `enable` (a c_int, size passed) on a socket this function owns.
+        let set = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&enable as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
     match socket.connect(&broker.into()) {
