@@ -183,10 +183,31 @@ fn main() {
         println!("| filter memory (subscription + interest entries) for {} distinct filters (distinct - same-filter subscriptions) | {:.1} MiB = {:.0} B per filter, {:.0} B per entry |",
             options.sessions, trie_bytes / (1 << 20) as f64, trie_bytes / options.sessions as f64,
             trie_bytes / (trie_nodes + interest_nodes).max(1) as f64);
+        measure_wildcard_trie(&mut cluster, &clients, per_subscriber, now);
     }
     println!("| total heap now | {:.1} MiB |", live_bytes() as f64 / (1 << 20) as f64);
     println!("| total RSS now | {:.1} MiB |", rss_bytes() as f64 / (1 << 20) as f64);
     println!("(wall time {:.1} s)", start.elapsed().as_secs_f64());
+}
+
+/// Filters without wildcards live in an exact-topic map; this is the trie's own cost: every session also
+/// subscribes to a distinct wildcard filter `devices/{id}/+`, less what the subscription entries cost.
+fn measure_wildcard_trie(cluster: &mut SimCluster, clients: &[SimClient], per_subscriber: f64, now: Instant) {
+    let nodes = |cluster: &SimCluster| -> usize {
+        cluster.cores().iter().map(|core| core.gauges().subscription_trie_nodes + core.gauges().interest_trie_nodes).sum()
+    };
+    let (bytes_before, nodes_before) = (live_bytes(), nodes(cluster));
+    for (index, client) in clients.iter().enumerate() {
+        cluster.subscribe(*client, &format!("devices/dev{index:08}/+"), QoS::AtMostOnce, 3, now);
+        if index % 4096 == 0 {
+            cluster.pump(now);
+        }
+    }
+    cluster.pump(now);
+    let trie_bytes = (live_bytes() - bytes_before) as f64 - per_subscriber * clients.len() as f64;
+    let new_nodes = nodes(cluster) - nodes_before;
+    println!("| trie memory for {} distinct wildcard filters devices/{{id}}/+ (subscription + interest tries) | {:.1} MiB = {:.0} B per filter, {} nodes |",
+        clients.len(), trie_bytes / (1 << 20) as f64, trie_bytes / clients.len() as f64, new_nodes);
 }
 
 /// Every session also subscribes to one topic at QoS 0; one message then goes to all of them.
