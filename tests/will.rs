@@ -35,6 +35,27 @@ async fn abnormal_close_publishes_will__mqtt_3_1_2_8() {
     }
 }
 
+/// A last packet and the end of the stream arriving together: the broker reads past the packet to the end
+/// of stream and publishes the will at once, not when the keep-alive (30 s) runs out.
+#[tokio::test]
+async fn last_packet_then_close_publishes_will_at_once__mqtt_3_1_2_8() {
+    let broker = Broker::start();
+    for owner_shard in 0..support::SHARDS {
+        let will_topic = unique("will/last-packet");
+        let mut watcher = Client::connect(broker.port(), Version::V311, &unique("watch")).await;
+        watcher.subscribe(&will_topic, 1).await;
+        let mut owner = RawClient::connect(broker.port(), Level::V311).await;
+        let will = RawWill { topic: &will_topic, payload: b"gone", qos: 1, retain: false };
+        let id = client_id_on_shard("last-packet", owner_shard);
+        owner.handshake(&raw::connect(Level::V311, &id, true, 30, Some(&will))).await;
+        // A QoS 0 PUBLISH (no reply that could make the socket report again), then the socket closes.
+        owner.send(&raw::publish(Level::V311, &unique("last/words"), 0, false, 0, b"bye")).await;
+        drop(owner);
+        let will = watcher.next_message().await;
+        assert_eq!((will.topic.as_str(), &will.payload[..]), (will_topic.as_str(), &b"gone"[..]));
+    }
+}
+
 #[tokio::test]
 async fn clean_disconnect_discards_will__mqtt_3_1_2_10() {
     let broker = Broker::start();

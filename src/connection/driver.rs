@@ -48,9 +48,8 @@ pub struct ConnSlot {
 
 /// What a read produced.
 enum Filled {
-    /// Input (the partial packet plus the new bytes); `drained` when the read did not fill the shard's
-    /// buffer, so the socket has nothing more until epoll reports it again.
-    Data { input: BytesMut, drained: bool },
+    /// Input: the partial packet plus the new bytes.
+    Data(BytesMut),
     /// Nothing to read now.
     Empty,
     Eof,
@@ -161,10 +160,8 @@ impl ConnSlot {
                 libc::recv(self.fd(), scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT)
             };
             if read > 0 {
-                let read = read as usize;
-                let drained = read < scratch.len();
                 let partial = self.partial.borrow_mut().take();
-                return Filled::Data { input: reads.take_input(read, partial), drained };
+                return Filled::Data(reads.take_input(read as usize, partial));
             }
             if read == 0 {
                 return Filled::Eof;
@@ -284,7 +281,8 @@ pub async fn pump_reads(shard: Rc<Shard>) {
 
 /// Reads what the socket has (a few reads at most, then the connection goes to the back of the ready
 /// list so one busy client cannot starve the others) and feeds it to the core. epoll is edge-triggered:
-/// a socket is read until it is drained (a short read or nothing), or it is queued to be read again.
+/// a socket is read until a read finds nothing, or it is queued to be read again. A short read is not
+/// enough: the end of the stream may have arrived with the last bytes, and epoll will not report it again.
 fn read_available(shard: &Rc<Shard>, slot: &Rc<ConnSlot>) {
     for _ in 0..READS_PER_WAKE {
         if slot.reading_stopped.get() || slot.ended.get() {
@@ -292,14 +290,11 @@ fn read_available(shard: &Rc<Shard>, slot: &Rc<ConnSlot>) {
         }
         match slot.fill(&shard.read_buffer) {
             Filled::Empty => return,
-            Filled::Data { mut input, drained } => {
+            Filled::Data(mut input) => {
                 let step = feed_input(shard, slot, &mut input);
                 slot.keep_partial(input);
                 if step == InputStep::Stop {
                     slot.reading_stopped.set(true);
-                    return;
-                }
-                if drained {
                     return;
                 }
             }
