@@ -172,9 +172,14 @@ class Client:
 VERSIONS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
 
-class PahoTest(unittest.TestCase):
+class BrokerTestCase(unittest.TestCase):
+    """A fresh broker per test (`mqtt_toml`: its `[mqtt]` config table); the clients a test makes are
+    recorded in `self.clients` and disconnected after it."""
+
+    mqtt_toml = None
+
     def setUp(self):
-        self.broker = Broker()
+        self.broker = Broker(self.mqtt_toml)
         self.clients = []
 
     def tearDown(self):
@@ -185,6 +190,9 @@ class PahoTest(unittest.TestCase):
             except Exception:
                 pass
         self.broker.stop()
+
+
+class PahoTest(BrokerTestCase):
 
     def connect(self, protocol, **options):
         client = Client(self.broker.port, protocol, **options)

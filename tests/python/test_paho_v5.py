@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from test_paho import EVENT_TIMEOUT_SECS, SILENCE_SECS, Broker, Client, unique
+from test_paho import EVENT_TIMEOUT_SECS, SILENCE_SECS, Broker, BrokerTestCase, Client, unique
 
 SHARDS = 2
 
@@ -119,22 +119,7 @@ class V5Client:
         self.client.socket().close()
 
 
-class V5TestCase(unittest.TestCase):
-    mqtt_toml = None
-
-    def setUp(self):
-        self.broker = Broker(self.mqtt_toml)
-        self.clients = []
-
-    def tearDown(self):
-        for client in self.clients:
-            try:
-                client.client.loop_stop()
-                client.client.disconnect()
-            except Exception:
-                pass
-        self.broker.stop()
-
+class V5TestCase(BrokerTestCase):
     def v5(self, **options):
         client = V5Client(self.broker.port, **options)
         self.clients.append(client)
