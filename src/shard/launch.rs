@@ -24,6 +24,10 @@ use crate::connection::ConnectionPermit;
 /// it while that queue has runnable tasks, which a waiting mesh receiver does not.
 pub const PREEMPT_TIMER: Duration = Duration::from_micros(500);
 
+/// How long the shards may take to start (each normally needs milliseconds; seconds on a loaded machine).
+/// Past it the process reports the failure and exits instead of hanging unnoticed.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Where and with what each shard runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardPlan {
@@ -49,6 +53,8 @@ pub enum StartError {
     Listen(std::io::Error),
     #[error("shard {shard} (CPU {cpu}) could not start: {reason}")]
     Shard { shard: usize, cpu: usize, reason: String },
+    #[error("not all of the {shards} shards were ready within {secs} s (an executor stuck starting); giving up")]
+    StartTimeout { shards: usize, secs: u64 },
 }
 
 /// Shard count and CPUs from the config and the affinity mask; io memory from RLIMIT_MEMLOCK.
@@ -122,10 +128,15 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
     }
     drop(report_tx);
     let started = wait_until_ready(&report_rx, shards, &plan);
-    if started.is_ok() {
-        on_ready(bound);
-    } else {
-        stop.stop_all();
+    match &started {
+        Ok(()) => on_ready(bound),
+        // A shard that never started may never see the stop either: return without joining (the process
+        // exits with the error, taking the stuck thread with it).
+        Err(StartError::StartTimeout { .. }) => {
+            stop.stop_all();
+            return started;
+        }
+        Err(_) => stop.stop_all(),
     }
     for thread in threads {
         if thread.join().is_err() {
@@ -136,13 +147,16 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
 }
 
 fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: &ShardPlan) -> Result<(), StartError> {
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
     for _ in 0..shards {
-        match reports.recv() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match reports.recv_timeout(left) {
             Ok(StartReport::Ready) => {}
             Ok(StartReport::Failed { shard, reason }) => {
                 return Err(StartError::Shard { shard, cpu: plan.cpus[shard], reason })
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(StartError::Shard { shard: 0, cpu: plan.cpus[0], reason: "thread ended early".into() })
             }
         }

@@ -15,8 +15,6 @@ use super::turn::{Shard, ShardMeshItem};
 use crate::config::Config;
 use crate::connection::{self, ConnectionPermit};
 
-/// How often a starting shard re-polls the mesh connection.
-const MESH_CONNECT_POLL_INTERVAL: Duration = Duration::from_millis(1);
 /// How long shutdown waits for connections to flush their last frames.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of descriptors) before trying again.
@@ -63,12 +61,17 @@ pub async fn run(
     drop(turns);
 }
 
-/// glommio does not wake a parked executor when a peer connects its end of a shared channel (measured: a
-/// shard slept until unrelated I/O arrived), so a short ticker keeps the shard polling while the mesh
-/// connects. Never completes.
+/// Keeps the shard from parking while the mesh connects. glommio 0.9 does not wake a parked executor when
+/// a peer connects its end of a shared channel (measured: a shard slept until unrelated I/O arrived), and
+/// the 1 ms sleep timer first used here to wake it left a shard asleep for good about once in a few
+/// hundred starts under load (a fresh-clone CI run: no listening line in 30 s and SIGTERM unanswered; see
+/// glommio issues #326 and #547 on short sleeps that never return). Yielding instead never parks: the
+/// executor polls its rings and shared channels on every turn, and `thread::yield_now` lets a peer
+/// pinned to the same CPU run. It lasts until every peer has connected (milliseconds). Never completes.
 async fn keep_polling<T>() -> Option<T> {
     loop {
-        glommio::timer::sleep(MESH_CONNECT_POLL_INTERVAL).await;
+        std::thread::yield_now();
+        futures_lite::future::yield_now().await;
     }
 }
 
