@@ -229,7 +229,10 @@ fn pub_response(packet_id: u16) -> shardmq::protocol::PubResponse {
 #[tokio::test]
 async fn offline_queue_bounded_by_configured_message_count__mqtt_3_1_2_5() {
     let broker = Broker::start_with(&BrokerLimits { session_queue_messages_max: Some(5), ..Default::default() });
-    let id = unique("bounded");
+    // Subscriber and publisher on the same shard: the message is in the session's queue before its PUBACK
+    // goes out. Across shards the PUBACK only says the broker took the message, which may still be on its
+    // way to the session's shard when the subscriber resumes, and then arrives live on top of the queue.
+    let id = client_id_on_shard("bounded", 0);
     let topic = unique("bounded/topic");
     let options = ClientOptions::persistent(Version::V311, &id);
     let mut subscriber = Client::connect_with(broker.port(), &options).await;
@@ -239,7 +242,7 @@ async fn offline_queue_bounded_by_configured_message_count__mqtt_3_1_2_5() {
     // routed before the DISCONNECT is read goes in flight to the still-connected client and is, rightly,
     // redelivered on top of the queue. Give the broker time to read the DISCONNECT so only the queue counts.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut publisher = Client::connect(broker.port(), Version::V311, &unique("pub")).await;
+    let mut publisher = Client::connect(broker.port(), Version::V311, &client_id_on_shard("pub", 0)).await;
     for i in 0..12 {
         publisher.publish(&topic, 1, false, format!("{i}")).await;
     }
