@@ -116,7 +116,31 @@ class Broker:
             os.unlink(self.config.name)
 
 
-class Client:
+class ReceivingClient:
+    """What the 3.1.1 and v5 test clients share: a paho client (`self.client`) whose network loop runs in a
+    thread and whose received messages go to `self.messages`."""
+
+    def next_message(self, timeout=EVENT_TIMEOUT_SECS):
+        return self.messages.get(timeout=timeout)
+
+    def assert_no_message(self, wait_secs=SILENCE_SECS):
+        try:
+            message = self.messages.get(timeout=wait_secs)
+        except queue.Empty:
+            return
+        raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
+
+    def disconnect(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def drop_connection(self):
+        """Close the socket without DISCONNECT: the broker must publish the will."""
+        self.client.loop_stop()
+        self.client.socket().close()
+
+
+class Client(ReceivingClient):
     """A paho client running its network loop in a thread; received messages and acks go to queues."""
 
     def __init__(self, port, protocol, client_id=None, will=None, clean=True):
@@ -149,24 +173,6 @@ class Client:
         info.wait_for_publish(timeout=EVENT_TIMEOUT_SECS)
         assert info.is_published(), f"PUBLISH to {topic} not acknowledged"
 
-    def next_message(self):
-        return self.messages.get(timeout=EVENT_TIMEOUT_SECS)
-
-    def assert_no_message(self):
-        try:
-            message = self.messages.get(timeout=SILENCE_SECS)
-        except queue.Empty:
-            return
-        raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
-
-    def disconnect(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def drop_connection(self):
-        """Close the socket without DISCONNECT: the broker must publish the will."""
-        self.client.loop_stop()
-        self.client.socket().close()
 
 
 VERSIONS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}

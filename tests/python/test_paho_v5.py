@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from test_paho import EVENT_TIMEOUT_SECS, SILENCE_SECS, Broker, BrokerTestCase, Client, unique
+from test_paho import EVENT_TIMEOUT_SECS, SILENCE_SECS, Broker, BrokerTestCase, Client, ReceivingClient, unique
 
 SHARDS = 2
 
@@ -41,7 +41,7 @@ def properties(packet_type, **values):
     return props
 
 
-class V5Client:
+class V5Client(ReceivingClient):
     """A paho MQTTv5 client with its network loop in a thread; what the broker sends goes to queues.
     It never reconnects on its own, so a server DISCONNECT stays visible."""
 
@@ -90,33 +90,14 @@ class V5Client:
             if mid == info.mid:
                 return reason.value, props
 
-    def next_message(self, timeout=EVENT_TIMEOUT_SECS):
-        return self.messages.get(timeout=timeout)
-
     def take(self, count):
         """The next `count` messages, then nothing more for a while."""
         received = [self.next_message() for _ in range(count)]
         self.assert_no_message()
         return received
 
-    def assert_no_message(self, wait_secs=SILENCE_SECS):
-        try:
-            message = self.messages.get(timeout=wait_secs)
-        except queue.Empty:
-            return
-        raise AssertionError(f"unexpected message on {message.topic}: {message.payload!r}")
-
     def server_disconnect_reason(self):
         return self.disconnected.get(timeout=EVENT_TIMEOUT_SECS).value
-
-    def disconnect(self):
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def drop_connection(self):
-        """Close the socket without DISCONNECT."""
-        self.client.loop_stop()
-        self.client.socket().close()
 
 
 class V5TestCase(BrokerTestCase):
