@@ -10,3 +10,4 @@ pub mod config;
 pub mod shard;
 pub mod sim;
 pub mod connection;
+pub mod transport;
