@@ -26,11 +26,11 @@ pub struct Config {
     pub socket_send_buffer_bytes: Option<u32>,
     /// Cap on each socket's kernel receive buffer (SO_RCVBUF). `None` leaves the kernel default.
     pub socket_recv_buffer_bytes: Option<u32>,
-    /// Locked io_uring memory per shard. `None`: sized from RLIMIT_MEMLOCK and the shard count.
-    pub io_memory_bytes: Option<usize>,
-    /// Microseconds a shard with nothing to run keeps polling before it sleeps (0: sleep at once). Trades
-    /// CPU at low message rates for a cheaper wake-up under steady load.
-    pub spin_before_park_micros: u64,
+    /// Submission queue entries of each shard's io_uring (its completion queue holds four times as many).
+    pub ring_entries: u32,
+    /// Provided receive buffers per shard (a power of two, at most 32768), each `read_buffer_bytes` long.
+    /// An idle connection holds none; a receive takes one and gives it back as soon as it is copied out.
+    pub read_buffers: u16,
     /// Log filter used when `RUST_LOG` is not set (`error`, `warn`, `info`, `debug`, `trace`, or directives).
     pub log_level: String,
     /// Batches a shard may have queued towards one other shard before it parks batches in its overflow list.
@@ -39,7 +39,7 @@ pub struct Config {
     /// to that shard are dropped, past twice this QoS 1/2 publishes too (counted, logged); control
     /// messages are always kept. Never blocks the shard.
     pub mesh_overflow_messages_max: usize,
-    /// Bytes a shard reads from one socket in one go (size of each pooled read buffer).
+    /// Bytes a shard receives from one socket in one go (size of each provided receive buffer).
     pub read_buffer_bytes: usize,
     /// MQTT limits and switches (the `[mqtt]` table).
     pub mqtt: BrokerSettings,
@@ -53,8 +53,8 @@ impl Default for Config {
             max_connections: 19_000,
             socket_send_buffer_bytes: None,
             socket_recv_buffer_bytes: None,
-            io_memory_bytes: None,
-            spin_before_park_micros: 0,
+            ring_entries: 4096,
+            read_buffers: 256,
             log_level: "info".to_string(),
             mesh_queue_batches: 1024,
             mesh_overflow_messages_max: 65_536,
@@ -183,8 +183,11 @@ impl Config {
         if self.mesh_overflow_messages_max == 0 {
             return invalid("mesh_overflow_messages_max", "must be at least 1");
         }
-        if self.spin_before_park_micros > 10_000 {
-            return invalid("spin_before_park_micros", "at most 10000 (10 ms)");
+        if !(8..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
+            return invalid("ring_entries", "must be a power of two between 8 and 32768");
+        }
+        if !self.read_buffers.is_power_of_two() || self.read_buffers > 32768 {
+            return invalid("read_buffers", "must be a power of two, at most 32768");
         }
         if !(512..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");

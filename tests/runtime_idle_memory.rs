@@ -1,19 +1,14 @@
 //! Heap bytes the broker holds per idle connection, counted by a global allocator wrapper (not RSS):
-//! connections accepted by a real shard (connection slot, epoll registration, core state), first before
-//! CONNECT and then connected with a keep-alive. Prints the figures; fails if an idle connection costs
-//! more than the budget below.
+//! connections accepted by the real runtime started in this process (connection slot, table entries,
+//! core state), first before CONNECT and then connected with a keep-alive. Prints the figures; fails if
+//! an idle connection costs more than the budget below.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use shardmq::config::Config;
-use shardmq::connection::{open_accepted, pump_reads, ConnectionPermit};
-use shardmq::shard::mesh::build_mesh;
-use shardmq::shard::turn::{Shard, ShardMeshItem};
 
 struct CountingAllocator;
 
@@ -53,69 +48,38 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
 
 #[test]
 fn idle_connections_cost_little_heap() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted_all = Arc::new(AtomicBool::new(false));
-    let measure = Arc::new(AtomicBool::new(false));
-    let (report_tx, report_rx) = std::sync::mpsc::channel::<(&'static str, isize)>();
-
-    let shard_done = accepted_all.clone();
-    let shard_measure = measure.clone();
-    let shard_thread = std::thread::spawn(move || {
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(64 * 1024)
-            .make()
-            .unwrap();
-        executor.run(async move {
-            let (senders, _receivers) = build_mesh::<ShardMeshItem>(1, 4).pop().unwrap().connect().await;
-            let config = Arc::new(Config::default());
-            let shard = Rc::new(Shard::new(0, 1, config, senders, ConnectionPermit::new(CONNECTIONS * 2)));
-            let turns = glommio::spawn_local(shard.clone().run_turns());
-            let reads = glommio::spawn_local(pump_reads(shard.clone()));
-            let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-            let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            // Warm up: allocator caches, maps and the timer wheel reach their steady size.
-            let before = LIVE_BYTES.load(Ordering::Relaxed);
-            for _ in 0..CONNECTIONS {
-                let stream = listener.accept().await.unwrap();
-                open_accepted(&shard, stream, shard.permits.try_acquire().unwrap());
-            }
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            report_tx.send(("accepted, before CONNECT", LIVE_BYTES.load(Ordering::Relaxed) - before)).unwrap();
-            shard_done.store(true, Ordering::SeqCst);
-            while !shard_measure.load(Ordering::SeqCst) {
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-            report_tx.send(("connected, idle", LIVE_BYTES.load(Ordering::Relaxed) - before)).unwrap();
-            assert_eq!(shard.core.borrow().gauges().connections, CONNECTIONS);
-            drop(reads);
-            drop(turns);
-        });
-    });
-
+    let config = Config { listen: "127.0.0.1:0".into(), shards: Some(1), log_level: "warn".into(), ..Config::default() };
+    let broker = shardmq::shard::start(config).expect("broker starts");
+    let addr = broker.bound();
+    // Warm up: allocator caches, maps and the timer wheel reach their steady size.
+    let mut warm: Vec<std::net::TcpStream> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    connect_all(&mut warm, "warm");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
     let mut clients: Vec<std::net::TcpStream> =
         (0..CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
-    while !accepted_all.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let (stage, accepted_bytes) = report_rx.recv().unwrap();
-    println!("{stage}: {} heap bytes per connection", accepted_bytes / CONNECTIONS as isize);
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.write_all(&connect_packet(&format!("idle-{i:05}"))).unwrap();
-    }
-    for client in &mut clients {
-        let mut connack = [0u8; 4];
-        client.read_exact(&mut connack).unwrap();
-        assert_eq!(connack, [0x20, 2, 0, 0]);
-    }
+    std::thread::sleep(Duration::from_millis(500));
+    let accepted = (LIVE_BYTES.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    println!("accepted, before CONNECT: {accepted} heap bytes per connection");
+    connect_all(&mut clients, "idle");
     std::thread::sleep(Duration::from_millis(300));
-    measure.store(true, Ordering::SeqCst);
-    let (stage, connected_bytes) = report_rx.recv().unwrap();
-    let per_connection = connected_bytes / CONNECTIONS as isize;
-    println!("{stage}: {per_connection} heap bytes per connection");
-    shard_thread.join().unwrap();
+    let per_connection = (LIVE_BYTES.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    println!("connected, idle: {per_connection} heap bytes per connection");
+    broker.stop();
+    broker.join();
     assert!(
         per_connection <= IDLE_CONNECTED_BUDGET_BYTES,
         "an idle connection costs {per_connection} heap bytes (budget {IDLE_CONNECTED_BUDGET_BYTES})"
     );
+}
+
+fn connect_all(clients: &mut [std::net::TcpStream], prefix: &str) {
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(&connect_packet(&format!("{prefix}-{i:05}"))).unwrap();
+    }
+    for client in clients.iter_mut() {
+        let mut connack = [0u8; 4];
+        client.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+    }
 }

@@ -1,7 +1,7 @@
 //! Limits the runtime enforces, on the real binary: `max_connections` (the connection over the limit is
 //! closed at accept, as Mosquitto and EMQX do, with a log line saying why; a slot frees when a client
-//! leaves), the SO_SNDBUF/SO_RCVBUF caps seen on the broker's own sockets, and a locked-memory limit too
-//! small for glommio reported as a clear error with a non-zero exit, not a panic.
+//! leaves), the SO_SNDBUF/SO_RCVBUF caps seen on the broker's own sockets, and, for an unprivileged broker, rings
+//! sized to the locked-memory limit (or a clear error with a non-zero exit when even the smallest does not fit).
 
 mod support;
 
@@ -120,43 +120,72 @@ async fn socket_buffer_caps_apply_to_every_accepted_socket_also_after_a_handoff(
     }
 }
 
-/// Runs the broker with RLIMIT_MEMLOCK lowered to `limit_bytes`; returns its exit code and stderr.
-fn run_with_memlock(limit_bytes: u64, shards: usize) -> (Option<i32>, String) {
+/// The broker binary, started with RLIMIT_MEMLOCK lowered to `limit_bytes` and, when the tests run as
+/// root, as the unprivileged user `nobody` (root's CAP_IPC_LOCK would ignore the limit).
+fn start_unprivileged_with_memlock(limit_bytes: u64, shards: usize) -> std::process::Child {
     let binary = std::env::var("SHARDMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardmq").to_string());
     let mut command = Command::new(binary);
     command.args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()]);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("NO_COLOR", "1");
-    // SAFETY: setrlimit(2) is async-signal-safe; it only lowers this child's own limit before exec.
+    // SAFETY: setrlimit(2) and setuid(2) are async-signal-safe; they only change this child before exec.
     unsafe {
         command.pre_exec(move || {
             let limit = libc::rlimit { rlim_cur: limit_bytes, rlim_max: limit_bytes };
             if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if libc::geteuid() == 0 && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("start shardmq");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("poll shardmq").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill(); // it started although it should not have; the assertions below say so
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("wait for shardmq");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    command.spawn().expect("start shardmq")
 }
 
 #[test]
-fn a_locked_memory_limit_too_small_for_glommio_is_a_clear_error_and_exit_1_not_a_panic() {
-    // Below glommio's own minimum, and enough for one shard but not for two.
-    for (limit_bytes, shards, says) in [(256 * 1024, 1, "glommio needs at least"), (530_000, 2, "too small for 2 shards")] {
-        let (code, stderr) = run_with_memlock(limit_bytes, shards);
-        assert_eq!(code, Some(1), "exit code with memlock {limit_bytes}: stderr {stderr}");
-        assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
-        let line = stderr.lines().find(|line| line.starts_with("shardmq: ")).unwrap_or_else(|| panic!("{stderr}"));
-        assert!(line.contains("ulimit -l") && line.contains(says), "{line}");
+fn an_unprivileged_broker_sizes_its_rings_to_a_64_kib_memlock_limit_and_serves() {
+    use std::io::{BufRead, Read, Write};
+    // Unprivileged io_uring rings are charged to RLIMIT_MEMLOCK: two shards get rings small enough to
+    // fit 64 KiB together (a full submission queue is submitted early; nothing else changes).
+    let mut child = start_unprivileged_with_memlock(64 * 1024, 2);
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    if !line.starts_with("shardmq listening on ") {
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("wait");
+        panic!("no listening line ({line:?}); stderr: {}", String::from_utf8_lossy(&output.stderr));
     }
+    let addr: std::net::SocketAddr = line.trim().trim_start_matches("shardmq listening on ").parse().expect("address");
+    for n in 0..20 {
+        let mut client = std::net::TcpStream::connect(addr).expect("connect");
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let id = format!("memz{n:02}");
+        let mut connect = vec![0x10, 12 + id.len() as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, id.len() as u8];
+        connect.extend_from_slice(id.as_bytes());
+        client.write_all(&connect).unwrap();
+        let mut connack = [0u8; 4];
+        client.read_exact(&mut connack).expect("CONNACK");
+        assert_eq!(connack, [0x20, 2, 0, 0]);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait for shardmq");
+    assert_eq!(status.code(), Some(0), "a clean stop");
+}
+
+#[test]
+fn a_locked_memory_limit_too_small_for_any_ring_is_a_clear_error_and_exit_1_not_a_panic() {
+    let child = start_unprivileged_with_memlock(8 * 1024, 2);
+    let output = child.wait_with_output().expect("wait for shardmq");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");
+    let line = stderr.lines().find(|line| line.starts_with("shardmq: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("ulimit -l") && line.contains("2 shards"), "{line}");
 }

@@ -120,6 +120,11 @@ impl ShardCore {
         conn
     }
 
+    /// Whether the core still knows the connection (it forgets one it closed or that was lost).
+    pub fn has_connection(&self, conn: ConnId) -> bool {
+        self.connections.get(&conn).is_some()
+    }
+
     /// The connection's protocol level; `None` until it sent CONNECT.
     pub fn protocol_version(&self, conn: ConnId) -> Option<ProtocolVersion> {
         self.connections.get(&conn).and_then(|connection| connection.version)
@@ -165,6 +170,11 @@ impl ShardCore {
         for conn in conns {
             self.end_connection(conn, CloseReason::ServerShutdown, now);
         }
+    }
+
+    /// Whether actions wait for the runtime.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

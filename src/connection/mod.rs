@@ -1,16 +1,21 @@
-//! The per-connection driver: read -> decode -> `ShardCore::handle_packet`, and the vectored writes of the
-//! frames the core queued. Owns the shard's read buffer and the process-wide connection limit.
+//! A connection on its shard, without the shard: the slot the runtime keeps per socket (`slot`), the
+//! table of slots (`table`), decoding input into the core (`input`), the vectored send batch (`send`),
+//! the move to the home shard (`placement`), and the process-wide connection limit. Nothing here reaches
+//! into `shard`: the shard passes in what is needed and acts on what comes back.
 
-mod driver;
-pub mod read_buffer;
-pub mod readiness;
-pub mod vectored_write;
+pub mod input;
+pub mod placement;
+pub mod send;
+pub mod slot;
+pub mod table;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use driver::{adopt, open_accepted, pump_reads, ConnSlot};
-pub use read_buffer::ShardReadBuffer;
+pub use input::{InputStep, Placement};
+pub use placement::Handoff;
+pub use slot::{ConnSlot, SendStep};
+pub use table::{ConnTable, SlotKey};
 
 /// The process-wide count of open connections against `max_connections`. Shared by all shards; touched
 /// once per accept and once per close, never per packet.
@@ -41,13 +46,6 @@ impl ConnectionPermit {
         Some(PermitGuard { open: self.open.clone() })
     }
 
-    /// A second place for a connection about to move to its home shard, taken while the accepting shard
-    /// still holds the first, so never refused (the connection is already counted).
-    pub fn for_handoff(&self) -> PermitGuard {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        PermitGuard { open: self.open.clone() }
-    }
-
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -76,15 +74,5 @@ mod tests {
         assert_eq!(permits.open_connections(), 2);
         drop(first);
         assert!(permits.try_acquire().is_some());
-    }
-
-    #[test]
-    fn handed_over_connections_are_counted_but_never_refused() {
-        let permits = ConnectionPermit::new(1);
-        let _local = permits.try_acquire().unwrap();
-        let adopted = permits.for_handoff();
-        assert_eq!(permits.open_connections(), 2);
-        drop(adopted);
-        assert_eq!(permits.open_connections(), 1);
     }
 }

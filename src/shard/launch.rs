@@ -1,39 +1,28 @@
-//! Starting the shards: plan (shard count, CPUs, locked-memory budget), bind the listeners, build the mesh,
-//! start one pinned glommio executor per shard on its own thread, wait until every shard is ready, and
-//! later wait for all of them to finish after a stop request.
+//! Starting the shards: plan (shard count and CPUs from the affinity mask), bind the listeners, build the
+//! mesh, start one pinned thread per shard (each builds its own io_uring), wait until every shard is
+//! ready, and later wait for all of them to finish after a stop request.
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
-
 use super::affinity;
-use super::io_budget::{self, IoBudget, IoBudgetError};
+use super::event_loop::{Shard, ShardMeshItem, ShardSetup};
 use super::listener;
-use super::mesh::{build_mesh, MeshEnds};
-use super::stop::stop_channels;
-use super::turn::ShardMeshItem;
-use super::worker::{self, ShardContext};
+use super::mesh::build_mesh;
+use super::stop::{stop_channels, StopSender};
 use crate::config::{Config, ConfigError};
 use crate::connection::ConnectionPermit;
-
-/// How long a shard runs tasks before it polls io_uring again. glommio's default (100 ms) means a shard
-/// that always has runnable tasks sees socket completions and mesh batches up to 100 ms late (measured:
-/// `cargo bench --bench shard_wakeup`, perf/RESULTS.md); a task queue marked `Latency::Matters` only lowers
-/// it while that queue has runnable tasks, which a waiting mesh receiver does not.
-pub const PREEMPT_TIMER: Duration = Duration::from_micros(500);
 
 /// How long the shards may take to start (each normally needs milliseconds; seconds on a loaded machine).
 /// Past it the process reports the failure and exits instead of hanging unnoticed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where and with what each shard runs.
+/// Where each shard runs: `cpus[i]` is the CPU shard `i` is pinned to; its length is the shard count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardPlan {
-    /// `cpus[i]` is the CPU shard `i` is pinned to; its length is the shard count.
     pub cpus: Vec<usize>,
-    pub budget: IoBudget,
 }
 
 /// Why the broker could not start. Printed as one line before exiting non-zero.
@@ -43,48 +32,70 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot read the process CPU affinity mask: {0}")]
     Affinity(std::io::Error),
-    #[error("cannot read RLIMIT_MEMLOCK: {0}")]
-    MemlockLimit(std::io::Error),
-    #[error(transparent)]
-    IoBudget(#[from] IoBudgetError),
     #[error("cannot set up the stop signal handling: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
     #[error("shard {shard} (CPU {cpu}) could not start: {reason}")]
     Shard { shard: usize, cpu: usize, reason: String },
-    #[error("not all of the {shards} shards were ready within {secs} s (an executor stuck starting); giving up")]
+    #[error("not all of the {shards} shards were ready within {secs} s; giving up")]
     StartTimeout { shards: usize, secs: u64 },
+    #[error("cannot read RLIMIT_MEMLOCK: {0}")]
+    MemlockLimit(std::io::Error),
+    #[error("the locked-memory limit (ulimit -l) of {limit_kib} KiB is too small for {shards} shards: each shard's io_uring needs at least {needed_kib} KiB; raise it (ulimit -l, systemd LimitMEMLOCK=) or run fewer shards")]
+    MemlockTooSmall { limit_kib: u64, shards: usize, needed_kib: u64 },
 }
 
-/// Shard count and CPUs from the config and the affinity mask; io memory from RLIMIT_MEMLOCK.
+/// Bytes of locked memory a shard's ring of `entries` submission slots is charged (an unprivileged
+/// process's io_uring rings count against RLIMIT_MEMLOCK): the SQ and CQ rings (the CQ has four times the
+/// entries), the SQE array and the page of the provided-buffer ring, each rounded up to whole pages.
+pub fn ring_locked_bytes(entries: u32) -> u64 {
+    let page = |bytes: u64| bytes.div_ceil(4096) * 4096;
+    let entries = u64::from(entries);
+    page(64 + entries * 4 + entries * 4 * 16) + page(entries * 64) + 4096
+}
+
+/// The ring size every shard gets: the configured one, or the largest power of two that lets all
+/// `shards` rings fit under the locked-memory limit (`None`: no limit, as for root).
+pub fn ring_entries_within(configured: u32, shards: usize, memlock_limit_bytes: Option<u64>) -> Result<u32, StartError> {
+    let Some(limit) = memlock_limit_bytes else { return Ok(configured) };
+    let per_shard = limit / shards.max(1) as u64;
+    let mut entries = configured;
+    while entries > MIN_RING_ENTRIES && ring_locked_bytes(entries) > per_shard {
+        entries /= 2;
+    }
+    if ring_locked_bytes(entries) > per_shard {
+        return Err(StartError::MemlockTooSmall {
+            limit_kib: limit / 1024,
+            shards,
+            needed_kib: ring_locked_bytes(MIN_RING_ENTRIES).div_ceil(1024),
+        });
+    }
+    Ok(entries)
+}
+
+/// The smallest ring a shard runs with (it still works: a full queue is submitted early).
+const MIN_RING_ENTRIES: u32 = 8;
+
+/// RLIMIT_MEMLOCK of this process, `None` when it does not bind (unlimited, or CAP_IPC_LOCK as root).
+fn memlock_limit() -> Result<Option<u64>, StartError> {
+    // SAFETY: getrlimit(2) fills a plain struct.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Err(StartError::MemlockLimit(std::io::Error::last_os_error()));
+    }
+    let privileged = unsafe { libc::geteuid() } == 0;
+    Ok((limit.rlim_cur != libc::RLIM_INFINITY && !privileged).then_some(limit.rlim_cur))
+}
+
+/// Shard count and CPUs from the config and the affinity mask.
 pub fn plan(config: &Config) -> Result<ShardPlan, StartError> {
     let allowed = affinity::allowed_cpus().map_err(StartError::Affinity)?;
     let shards = config.shards.unwrap_or(allowed.len());
     if shards > allowed.len() {
         tracing::warn!(shards, cpus = ?allowed, "more shards than CPUs in the affinity mask; shards share CPUs");
     }
-    let limit = io_budget::memlock_limit_bytes().map_err(StartError::MemlockLimit)?;
-    let budget = io_budget::plan(limit, shards, config.io_memory_bytes)?;
-    Ok(ShardPlan { cpus: affinity::shard_cpus(shards, &allowed), budget })
-}
-
-/// The executor builder every shard uses (also used by the wakeup-latency bench, so it measures this).
-/// `spin_before_park`: how long an executor with nothing to run keeps polling before it sleeps (zero: it
-/// sleeps at once, as glommio does by default). Spinning saves a wake-up when work arrives within the spin,
-/// but at low message rates every message ends a spin: 50 µs cost 18-57% more CPU per message at 1,500
-/// msgs/s (perf/RESULTS.md "Low-rate CPU"), with no measurable gain in shard wakeup latency.
-pub fn executor_builder(shard: usize, cpu: usize, budget: IoBudget, spin_before_park: Duration) -> LocalExecutorBuilder {
-    let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-        .name(&format!("shard-{shard}"))
-        .io_memory(budget.io_memory_bytes)
-        .ring_depth(budget.ring_depth)
-        .preempt_timer(PREEMPT_TIMER);
-    if spin_before_park.is_zero() {
-        builder
-    } else {
-        builder.spin_before_park(spin_before_park)
-    }
+    Ok(ShardPlan { cpus: affinity::shard_cpus(shards, &allowed) })
 }
 
 enum StartReport {
@@ -92,58 +103,97 @@ enum StartReport {
     Failed { shard: usize, reason: String },
 }
 
-/// Runs the broker until SIGINT/SIGTERM and every shard has shut down. `on_ready` runs once, with the
-/// bound address, after every shard is accepting.
-pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+/// A started broker: its bound address, a way to stop it and its shard threads.
+pub struct RunningBroker {
+    bound: SocketAddr,
+    stop: StopSender,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningBroker {
+    /// The address of the first listener, as bound (port 0 resolved).
+    pub fn bound(&self) -> SocketAddr {
+        self.bound
+    }
+
+    /// Asks every shard to stop (as SIGTERM does).
+    pub fn stop(&self) {
+        self.stop.stop_all();
+    }
+
+    /// Waits until every shard has shut down.
+    pub fn join(self) {
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts every shard and returns once all accept connections.
+pub fn start(config: Config) -> Result<RunningBroker, StartError> {
+    let mut config = config;
     let plan = plan(&config)?;
     let shards = plan.cpus.len();
+    config.ring_entries = ring_entries_within(config.ring_entries, shards, memlock_limit()?)?;
     let listen = config.listen_addr()?;
     let caps = listener::SocketBufferCaps {
         send_bytes: config.socket_send_buffer_bytes,
         recv_bytes: config.socket_recv_buffer_bytes,
     };
     let (listeners, bound) = listener::bind_reuseport(listen, shards, caps).map_err(StartError::Listen)?;
-    tracing::info!(shards, cpus = ?plan.cpus, io_memory_bytes = plan.budget.io_memory_bytes,
-        ring_depth = plan.budget.ring_depth, "starting shards");
+    tracing::info!(shards, cpus = ?plan.cpus, ring_entries = config.ring_entries, "starting shards");
     let config = Arc::new(config);
     let permits = ConnectionPermit::new(config.max_connections);
-    let meshes = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
+    let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (stop, stop_receivers) = stop_channels(shards).map_err(StartError::Signals)?;
-    let stop = Arc::new(stop);
-    stop.on_signals().map_err(StartError::Signals)?;
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
-    let per_shard = meshes.into_iter().zip(listeners).zip(stop_receivers);
-    for (shard, ((mesh, listener), stop)) in per_shard.enumerate() {
-        let context = ShardContext { shard, shards, config: config.clone(), stop, permits: permits.clone() };
+    for (shard, (listener, stop_receiver)) in listeners.into_iter().zip(stop_receivers).enumerate() {
+        let setup = ShardSetup {
+            shard,
+            shards,
+            config: config.clone(),
+            stop: stop_receiver,
+            permits: permits.clone(),
+            links: mesh.links(shard),
+            listeners: vec![listener],
+        };
         let cpu = plan.cpus[shard];
-        let spin = Duration::from_micros(config.spin_before_park_micros);
-        let builder = executor_builder(shard, cpu, plan.budget, spin);
         let report = report_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{shard}"))
-            .spawn(move || run_shard(builder, context, mesh, listener, report))
+            .spawn(move || run_shard(cpu, setup, report))
             .map_err(|err| StartError::Shard { shard, cpu, reason: err.to_string() })?;
         threads.push(thread);
     }
     drop(report_tx);
-    let started = wait_until_ready(&report_rx, shards, &plan);
-    match &started {
-        Ok(()) => on_ready(bound),
+    let running = RunningBroker { bound, stop, threads };
+    match wait_until_ready(&report_rx, shards, &plan) {
+        Ok(()) => Ok(running),
         // A shard that never started may never see the stop either: return without joining (the process
         // exits with the error, taking the stuck thread with it).
-        Err(StartError::StartTimeout { .. }) => {
-            stop.stop_all();
-            return started;
+        Err(err @ StartError::StartTimeout { .. }) => {
+            running.stop();
+            Err(err)
         }
-        Err(_) => stop.stop_all(),
-    }
-    for thread in threads {
-        if thread.join().is_err() {
-            tracing::error!("a shard thread panicked");
+        Err(err) => {
+            running.stop();
+            running.join();
+            Err(err)
         }
     }
-    started
+}
+
+/// Runs the broker until SIGINT/SIGTERM and every shard has shut down. `on_ready` runs once, with the
+/// bound address, after every shard is accepting.
+pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+    let running = start(config)?;
+    running.stop.on_signals().map_err(StartError::Signals)?;
+    on_ready(running.bound());
+    running.join();
+    Ok(())
 }
 
 fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: &ShardPlan) -> Result<(), StartError> {
@@ -155,7 +205,9 @@ fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: 
             Ok(StartReport::Failed { shard, reason }) => {
                 return Err(StartError::Shard { shard, cpu: plan.cpus[shard], reason })
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() }),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() })
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(StartError::Shard { shard: 0, cpu: plan.cpus[0], reason: "thread ended early".into() })
             }
@@ -164,26 +216,38 @@ fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: 
     Ok(())
 }
 
-fn run_shard(
-    builder: LocalExecutorBuilder,
-    context: ShardContext,
-    mesh: MeshEnds<ShardMeshItem>,
-    listener: std::net::TcpListener,
-    report: mpsc::Sender<StartReport>,
-) {
-    let shard = context.shard;
-    let executor = match builder.make() {
-        Ok(executor) => executor,
-        Err(err) => {
-            let reason = format!("{err} (locked memory or io_uring unavailable?)");
-            let _ = report.send(StartReport::Failed { shard, reason });
-            return;
-        }
-    };
-    executor.run(async move {
-        let ready = move || {
+fn run_shard(cpu: usize, setup: ShardSetup, report: mpsc::Sender<StartReport>) {
+    let shard_index = setup.shard;
+    if let Err(err) = affinity::pin_current_thread(cpu) {
+        tracing::warn!(shard = shard_index, cpu, %err, "cannot pin the shard thread to its CPU; it runs unpinned");
+    }
+    match Shard::new(setup) {
+        Ok(shard) => {
             let _ = report.send(StartReport::Ready);
-        };
-        worker::run(context, mesh, listener, ready).await;
-    });
+            shard.run();
+        }
+        Err(err) => {
+            let _ = report.send(StartReport::Failed { shard: shard_index, reason: err.to_string() });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_shrink_to_fit_the_locked_memory_limit() {
+        assert_eq!(ring_entries_within(4096, 2, None).unwrap(), 4096, "no limit: as configured");
+        assert_eq!(ring_entries_within(4096, 2, Some(8 << 20)).unwrap(), 4096, "8 MiB fits two 4096-entry rings");
+        let small = ring_entries_within(4096, 2, Some(64 << 10)).unwrap();
+        assert!(small < 4096 && 2 * ring_locked_bytes(small) <= 64 << 10, "{small}");
+        assert!(2 * ring_locked_bytes(small * 2) > 64 << 10, "the largest that fits: {small}");
+    }
+
+    #[test]
+    fn a_limit_too_small_for_the_smallest_ring_is_a_clear_error() {
+        let err = ring_entries_within(4096, 2, Some(8 << 10)).unwrap_err().to_string();
+        assert!(err.contains("ulimit -l") && err.contains("8 KiB") && err.contains("2 shards"), "{err}");
+    }
 }

@@ -1,18 +1,23 @@
-//! The shard mesh: one bounded lock-free single-producer/single-consumer queue (glommio `shared_channel`)
-//! for every ordered pair of shards, carrying batches, plus the per-shard outbox that batches messages
-//! per destination during a turn and never blocks when a queue is full.
+//! The shard mesh: one bounded lock-free queue (crossbeam `ArrayQueue`) for every ordered pair of shards,
+//! carrying batches, the doorbell that wakes a sleeping shard, and the per-shard outbox that batches
+//! messages per destination during a turn and never blocks when a queue is full.
 //!
-//! A wakeup crosses threads only when the receiving shard is parked (glommio writes its eventfd only then),
-//! and one batch is sent per destination per turn. When a queue is full the batch goes to a local overflow
-//! list, kept in order, and is retried on the next flush; the shard keeps serving its own connections.
-//! The overflow list is bounded (`mesh_overflow_messages_max` per destination): past the bound QoS 0
-//! publishes are dropped, past twice the bound QoS 1/2 publishes too, each counted and warned about;
-//! control messages (interest, acks, retained updates, handoffs) are always kept, see [`Shedding`].
+//! A wake-up crosses threads only when the receiving shard sleeps: it raises its `sleeping` flag before it
+//! waits and looks at its queues once more; a sender that finds the flag raised after pushing lowers it and
+//! rings the doorbell, an IORING_OP_MSG_RING request that posts a completion into the sleeper's ring (it
+//! rides on the sender's next `io_uring_enter`: no extra system call, no eventfd). One batch is sent per
+//! destination per turn. When a queue is full the batch goes to a local overflow list, kept in order, and is
+//! retried on the next flush; the shard keeps serving its own connections. The overflow list is bounded
+//! (`mesh_overflow_messages_max` per destination): past the bound QoS 0 publishes are dropped, past twice
+//! the bound QoS 1/2 publishes too, each counted and warned about; control messages (interest, acks,
+//! retained updates, handoffs) are always kept, see [`Shedding`].
 
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
-use glommio::GlommioError;
+use crossbeam_queue::ArrayQueue;
 
 /// Index of a shard, `0..shard_count`.
 pub type ShardIndex = usize;
@@ -43,70 +48,127 @@ pub struct MeshDrops {
     pub shed_reliable_messages: u64,
 }
 
-/// Unconnected channel ends for one shard, built on the main thread before the executors start.
-pub struct MeshEnds<T: Send> {
-    /// `senders[to]`: this shard's queue towards `to` (None at the shard's own index).
-    senders: Vec<Option<SharedSender<Vec<T>>>>,
-    /// `receivers[from]`: the queue `from` sends to this shard on (None at the shard's own index).
-    receivers: Vec<Option<SharedReceiver<Vec<T>>>>,
+/// How a shard is woken by the others: whether it sleeps, whether it stopped, and its ring.
+#[derive(Debug)]
+pub struct ShardWake {
+    sleeping: AtomicBool,
+    stopped: AtomicBool,
+    ring_fd: AtomicI32,
 }
 
-/// Builds the full mesh for `shards` shards, each queue holding `capacity_batches` batches. Element `i`
-/// goes to shard `i`.
-pub fn build_mesh<T: Send + 'static>(shards: usize, capacity_batches: usize) -> Vec<MeshEnds<T>> {
-    let mut ends: Vec<MeshEnds<T>> = (0..shards)
-        .map(|_| MeshEnds {
-            senders: (0..shards).map(|_| None).collect(),
-            receivers: (0..shards).map(|_| None).collect(),
+impl Default for ShardWake {
+    fn default() -> Self {
+        ShardWake { sleeping: AtomicBool::new(false), stopped: AtomicBool::new(false), ring_fd: AtomicI32::new(-1) }
+    }
+}
+
+impl ShardWake {
+    /// Published by the shard once its ring exists, before any peer can ring it.
+    pub fn set_ring_fd(&self, fd: RawFd) {
+        self.ring_fd.store(fd, Ordering::Release);
+    }
+
+    /// The shard is about to sleep; it must look at its queues once more after this (see the module doc).
+    pub fn going_to_sleep(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// After pushing to this shard: its ring if it must be woken (it slept and nobody woke it yet).
+    pub fn needs_doorbell(&self) -> Option<RawFd> {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+            let fd = self.ring_fd.load(Ordering::Acquire);
+            return (fd >= 0 && !self.is_stopped()).then_some(fd);
+        }
+        None
+    }
+
+    pub fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// Every queue and wake-up handle of the mesh, built on the main thread before the shards start.
+pub struct Mesh<T> {
+    /// `queues[from][to]` (None where from == to).
+    queues: Vec<Vec<Option<Arc<ArrayQueue<Vec<T>>>>>>,
+    wakes: Arc<[ShardWake]>,
+}
+
+/// Builds the full mesh for `shards` shards, each queue holding `capacity_batches` batches.
+pub fn build_mesh<T>(shards: usize, capacity_batches: usize) -> Mesh<T> {
+    let queues = (0..shards)
+        .map(|from| {
+            (0..shards)
+                .map(|to| (from != to).then(|| Arc::new(ArrayQueue::new(capacity_batches.max(1)))))
+                .collect()
         })
         .collect();
-    for from in 0..shards {
-        for to in (0..shards).filter(|&to| to != from) {
-            let (sender, receiver) = shared_channel::new_bounded(capacity_batches);
-            ends[from].senders[to] = Some(sender);
-            ends[to].receivers[from] = Some(receiver);
+    Mesh { queues, wakes: (0..shards).map(|_| ShardWake::default()).collect() }
+}
+
+impl<T> Mesh<T> {
+    /// Shard `shard`'s ends: its queues towards every other shard and from every other shard.
+    pub fn links(&self, shard: ShardIndex) -> MeshLinks<T> {
+        let shards = self.queues.len();
+        MeshLinks {
+            shard,
+            outgoing: self.queues[shard].clone(),
+            incoming: (0..shards)
+                .filter_map(|from| self.queues[from][shard].clone().map(|queue| (from, queue)))
+                .collect(),
+            wakes: self.wakes.clone(),
+            pending_doorbells: vec![false; shards],
         }
     }
-    ends
+
+    pub fn wakes(&self) -> Arc<[ShardWake]> {
+        self.wakes.clone()
+    }
 }
 
-/// This shard's connected queues towards every other shard.
-pub struct MeshSenders<T: Send> {
-    senders: Vec<Option<ConnectedSender<Vec<T>>>>,
+/// One shard's ends of the mesh.
+pub struct MeshLinks<T> {
+    shard: ShardIndex,
+    outgoing: Vec<Option<Arc<ArrayQueue<Vec<T>>>>>,
+    incoming: Vec<(ShardIndex, Arc<ArrayQueue<Vec<T>>>)>,
+    wakes: Arc<[ShardWake]>,
+    /// Destinations that got a batch since the last `ring_doorbells`.
+    pending_doorbells: Vec<bool>,
 }
 
-/// Connected receiving ends, one per other shard, as `(from, receiver)`.
-pub type MeshReceivers<T> = Vec<(ShardIndex, ConnectedReceiver<Vec<T>>)>;
+impl<T> MeshLinks<T> {
+    pub fn wake(&self) -> &ShardWake {
+        &self.wakes[self.shard]
+    }
 
-impl<T: Send + 'static> MeshEnds<T> {
-    /// Connects every end. Must run inside this shard's executor; completes once every peer has connected
-    /// its side too, so all shards must call it concurrently.
-    pub async fn connect(self) -> (MeshSenders<T>, MeshReceivers<T>) {
-        let sender_tasks: Vec<_> = self
-            .senders
-            .into_iter()
-            .map(|end| glommio::spawn_local(async move {
-                match end {
-                    Some(end) => Some(end.connect().await),
-                    None => None,
+    /// The next batch some other shard sent here, with its sender.
+    pub fn receive(&self) -> Option<(ShardIndex, Vec<T>)> {
+        self.incoming.iter().find_map(|(from, queue)| queue.pop().map(|batch| (*from, batch)))
+    }
+
+    pub fn has_incoming(&self) -> bool {
+        self.incoming.iter().any(|(_, queue)| !queue.is_empty())
+    }
+
+    /// Rings of the shards that were sent batches and are asleep (each gets one doorbell).
+    pub fn doorbells(&mut self, mut ring: impl FnMut(RawFd)) {
+        for to in 0..self.pending_doorbells.len() {
+            if std::mem::take(&mut self.pending_doorbells[to]) {
+                if let Some(fd) = self.wakes[to].needs_doorbell() {
+                    ring(fd);
                 }
-            }))
-            .collect();
-        let receiver_tasks: Vec<_> = self
-            .receivers
-            .into_iter()
-            .enumerate()
-            .filter_map(|(from, end)| end.map(|end| (from, glommio::spawn_local(end.connect()))))
-            .collect();
-        let mut senders = Vec::with_capacity(sender_tasks.len());
-        for task in sender_tasks {
-            senders.push(task.await);
+            }
         }
-        let mut receivers = Vec::with_capacity(receiver_tasks.len());
-        for (from, task) in receiver_tasks {
-            receivers.push((from, task.await));
-        }
-        (MeshSenders { senders }, receivers)
     }
 }
 
@@ -118,29 +180,27 @@ pub enum SendRefused<B> {
     Closed,
 }
 
-/// Where an outbox delivers batches; the glommio mesh in the broker, a plain queue in tests.
+/// Where an outbox delivers batches; the mesh in the broker, a plain queue in tests.
 pub trait BatchSink<T> {
-    fn try_send_batch(&self, to: ShardIndex, batch: Vec<T>) -> Result<(), SendRefused<Vec<T>>>;
+    fn try_send_batch(&mut self, to: ShardIndex, batch: Vec<T>) -> Result<(), SendRefused<Vec<T>>>;
 }
 
-impl<T: Send> BatchSink<T> for MeshSenders<T> {
-    fn try_send_batch(&self, to: ShardIndex, batch: Vec<T>) -> Result<(), SendRefused<Vec<T>>> {
-        let Some(Some(sender)) = self.senders.get(to) else {
+impl<T> BatchSink<T> for MeshLinks<T> {
+    fn try_send_batch(&mut self, to: ShardIndex, batch: Vec<T>) -> Result<(), SendRefused<Vec<T>>> {
+        let Some(Some(queue)) = self.outgoing.get(to) else { return Err(SendRefused::Closed) };
+        if self.wakes[to].is_stopped() {
             return Err(SendRefused::Closed);
-        };
-        match sender.try_send(batch) {
-            Ok(()) => Ok(()),
-            Err(GlommioError::WouldBlock(glommio::ResourceType::Channel(batch))) => Err(SendRefused::Full(batch)),
-            Err(_) => Err(SendRefused::Closed),
         }
-    }
-}
-
-impl<T: Send> MeshSenders<T> {
-    /// Closes every queue so the receiving shards see the end of this shard's stream.
-    pub fn close(&self) {
-        for sender in self.senders.iter().flatten() {
-            sender.close();
+        match queue.push(batch) {
+            Ok(()) => {
+                self.pending_doorbells[to] = true;
+                Ok(())
+            }
+            Err(batch) => {
+                // A full queue still deserves a doorbell: the receiver may be asleep on a full queue.
+                self.pending_doorbells[to] = true;
+                Err(SendRefused::Full(batch))
+            }
         }
     }
 }
@@ -180,7 +240,7 @@ impl<T> MeshOutbox<T> {
 
     /// Sends at most one new batch per destination, after any older overflowed batches (order is kept).
     /// Never waits: what does not fit stays in the overflow list.
-    pub fn flush(&mut self, sink: &impl BatchSink<T>) {
+    pub fn flush(&mut self, sink: &mut impl BatchSink<T>) {
         for to in 0..self.current.len() {
             self.retry_overflow(to, sink);
             if self.current[to].is_empty() {
@@ -199,7 +259,7 @@ impl<T> MeshOutbox<T> {
         }
     }
 
-    fn retry_overflow(&mut self, to: ShardIndex, sink: &impl BatchSink<T>) {
+    fn retry_overflow(&mut self, to: ShardIndex, sink: &mut impl BatchSink<T>) {
         while let Some(batch) = self.overflow[to].pop_front() {
             let messages = batch.len();
             match sink.try_send_batch(to, batch) {
@@ -302,7 +362,7 @@ mod tests {
     }
 
     impl BatchSink<u32> for BoundedSink {
-        fn try_send_batch(&self, to: ShardIndex, batch: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
+        fn try_send_batch(&mut self, to: ShardIndex, batch: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
             let mut queues = self.queues.borrow_mut();
             if queues[to].len() >= self.capacity {
                 return Err(SendRefused::Full(batch));
@@ -328,7 +388,7 @@ mod tests {
     #[test]
     fn a_destination_that_takes_nothing_sheds_qos0_then_reliable_publishes_but_keeps_control_messages() {
         let bound = 10;
-        let sink = BoundedSink::new(2, 1);
+        let mut sink = BoundedSink::new(2, 1);
         let mut outbox = MeshOutbox::new(2, bound, class_by_last_digit);
         let mut sent = Vec::new();
         for turn in 0..100u32 {
@@ -337,7 +397,7 @@ mod tests {
                 outbox.push(1, message);
                 sent.push(message);
             }
-            outbox.flush(&sink); // never waits although nobody drains the queue
+            outbox.flush(&mut sink); // never waits although nobody drains the queue
             let controls_so_far = (turn + 1) as usize;
             assert!(outbox.overflow_messages(1) <= 2 * bound + controls_so_far, "turn {turn}");
         }
@@ -350,7 +410,7 @@ mod tests {
         // message included.
         let mut received = sink.drain(1);
         while outbox.has_overflow() {
-            outbox.flush(&sink);
+            outbox.flush(&mut sink);
             received.extend(sink.drain(1));
         }
         assert_eq!(received.len() as u64, 300 - drops.shed_qos0_messages - drops.shed_reliable_messages);
@@ -362,11 +422,11 @@ mod tests {
 
     #[test]
     fn under_the_bound_nothing_is_shed() {
-        let sink = BoundedSink::new(2, 1);
+        let mut sink = BoundedSink::new(2, 1);
         let mut outbox = MeshOutbox::new(2, 1000, class_by_last_digit);
         for message in 0..300 {
             outbox.push(1, message);
-            outbox.flush(&sink);
+            outbox.flush(&mut sink);
         }
         assert_eq!(outbox.drops(), MeshDrops::default());
         assert_eq!(outbox.overflow_messages(1), 299);
@@ -374,13 +434,13 @@ mod tests {
 
     #[test]
     fn one_batch_per_destination_per_flush() {
-        let sink = BoundedSink::new(3, 10);
+        let mut sink = BoundedSink::new(3, 10);
         let mut outbox = unbounded(3);
         for n in 0..5 {
             outbox.push(1, n);
         }
         outbox.push(2, 9);
-        outbox.flush(&sink);
+        outbox.flush(&mut sink);
         assert_eq!(sink.queues.borrow()[1].len(), 1);
         assert_eq!(sink.drain(1), vec![0, 1, 2, 3, 4]);
         assert_eq!(sink.drain(2), vec![9]);
@@ -389,16 +449,16 @@ mod tests {
 
     #[test]
     fn a_full_queue_never_blocks_and_keeps_order() {
-        let sink = BoundedSink::new(2, 1);
+        let mut sink = BoundedSink::new(2, 1);
         let mut outbox = unbounded(2);
         for n in 0..4 {
             outbox.push(1, n);
-            outbox.flush(&sink); // returns although the queue holds only one batch
+            outbox.flush(&mut sink); // returns although the queue holds only one batch
         }
         assert!(outbox.has_overflow());
         let mut received = sink.drain(1);
         while outbox.has_overflow() {
-            outbox.flush(&sink);
+            outbox.flush(&mut sink);
             received.extend(sink.drain(1));
         }
         assert_eq!(received, vec![0, 1, 2, 3]);
@@ -406,18 +466,18 @@ mod tests {
 
     #[test]
     fn new_messages_wait_behind_overflowed_batches() {
-        let sink = BoundedSink::new(2, 1);
+        let mut sink = BoundedSink::new(2, 1);
         let mut outbox = unbounded(2);
         outbox.push(1, 1);
-        outbox.flush(&sink);
+        outbox.flush(&mut sink);
         outbox.push(1, 2);
-        outbox.flush(&sink); // parked: queue full
+        outbox.flush(&mut sink); // parked: queue full
         let first = sink.drain(1);
         outbox.push(1, 3);
-        outbox.flush(&sink); // room for one batch: the parked one goes first, 3 is parked
+        outbox.flush(&mut sink); // room for one batch: the parked one goes first, 3 is parked
         assert_eq!(first, vec![1]);
         assert_eq!(sink.drain(1), vec![2]);
-        outbox.flush(&sink);
+        outbox.flush(&mut sink);
         assert_eq!(sink.drain(1), vec![3]);
         assert!(outbox.is_empty());
     }
@@ -426,58 +486,70 @@ mod tests {
     fn batches_to_a_closed_shard_are_counted_and_dropped() {
         struct ClosedSink;
         impl BatchSink<u32> for ClosedSink {
-            fn try_send_batch(&self, _: ShardIndex, _: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
+            fn try_send_batch(&mut self, _: ShardIndex, _: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
                 Err(SendRefused::Closed)
             }
         }
         let mut outbox = unbounded(2);
         outbox.push(0, 1);
-        outbox.flush(&ClosedSink);
+        outbox.flush(&mut ClosedSink);
         assert_eq!(outbox.drops().closed_batches, 1);
         assert!(outbox.is_empty());
     }
 
     #[test]
-    fn the_glommio_mesh_carries_batches_between_two_executors_and_refuses_when_full() {
-        let mut ends = build_mesh::<u32>(2, 1);
-        let second = ends.pop().unwrap();
-        let first = ends.pop().unwrap();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let executor = |index: usize, ends: MeshEnds<u32>, done: std::sync::mpsc::Sender<Vec<u32>>| {
-            std::thread::spawn(move || {
-                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                    .io_memory(64 * 1024)
-                    .make()
-                    .unwrap();
-                ex.run(async move {
-                    let (senders, mut receivers) = ends.connect().await;
-                    if index == 0 {
-                        let mut outbox = unbounded(2);
-                        for n in 0..3 {
-                            outbox.push(1, n);
-                            outbox.flush(&senders); // capacity 1: later batches overflow, never block
-                        }
-                        while outbox.has_overflow() {
-                            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                            outbox.flush(&senders);
-                        }
-                    } else {
-                        let (from, receiver) = receivers.pop().unwrap();
+    fn batches_cross_threads_in_order_and_a_sleeping_receiver_is_rung_once() {
+        let mesh = build_mesh::<u32>(2, 1);
+        let mut sender = mesh.links(0);
+        let receiver = mesh.links(1);
+        receiver.wake().set_ring_fd(42);
+        receiver.wake().going_to_sleep();
+        let mut outbox = unbounded(2);
+        for n in 0..3 {
+            outbox.push(1, n);
+            outbox.flush(&mut sender); // capacity 1: later batches overflow, never block
+        }
+        let mut rung = Vec::new();
+        sender.doorbells(|fd| rung.push(fd));
+        assert_eq!(rung, vec![42], "one doorbell for a sleeping receiver");
+        sender.doorbells(|fd| rung.push(fd));
+        assert_eq!(rung, vec![42], "nothing new sent, no second doorbell");
+        let consumer = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while got.len() < 3 && std::time::Instant::now() < deadline {
+                match receiver.receive() {
+                    Some((from, batch)) => {
                         assert_eq!(from, 0);
-                        let mut got = Vec::new();
-                        while got.len() < 3 {
-                            got.extend(receiver.recv().await.unwrap());
-                        }
-                        done.send(got).unwrap();
+                        got.extend(batch);
                     }
-                });
-            })
-        };
-        let a = executor(0, first, done_tx.clone());
-        let b = executor(1, second, done_tx);
-        let got = done_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
-        assert_eq!(got, vec![0, 1, 2]);
-        a.join().unwrap();
-        b.join().unwrap();
+                    None => std::thread::yield_now(),
+                }
+            }
+            got
+        });
+        while outbox.has_overflow() {
+            outbox.flush(&mut sender);
+            std::thread::yield_now();
+        }
+        assert_eq!(consumer.join().unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn an_awake_or_stopped_receiver_gets_no_doorbell() {
+        let mesh = build_mesh::<u32>(2, 4);
+        let mut sender = mesh.links(0);
+        let receiver = mesh.links(1);
+        receiver.wake().set_ring_fd(7);
+        let mut outbox = unbounded(2);
+        outbox.push(1, 1);
+        outbox.flush(&mut sender);
+        let mut rung = 0;
+        sender.doorbells(|_| rung += 1);
+        assert_eq!(rung, 0, "the receiver was awake");
+        receiver.wake().mark_stopped();
+        outbox.push(1, 2);
+        outbox.flush(&mut sender);
+        assert_eq!(outbox.drops().closed_batches, 1);
     }
 }

@@ -1,15 +1,14 @@
-//! The shards: one pinned glommio executor per CPU in the affinity mask, each with its own SO_REUSEPORT
-//! listener, connected by a full mesh of bounded SPSC queues; where they run (`affinity`), how much locked
-//! memory they get (`io_budget`), how they start and stop (`launch`, `worker`).
+//! The shards: one pinned thread per CPU in the affinity mask, each running one loop over its own
+//! io_uring (`event_loop`, `ring`), with its own SO_REUSEPORT listener sockets (`listener`), connected
+//! by a full mesh of bounded lock-free queues with a MSG_RING doorbell (`mesh`); where they run
+//! (`affinity`), how they start and stop (`launch`, `stop`).
 
 pub mod affinity;
-pub mod io_budget;
+pub mod event_loop;
 pub mod launch;
 pub mod listener;
 pub mod mesh;
-pub mod placement;
+pub mod ring;
 pub mod stop;
-pub mod turn;
-mod worker;
 
-pub use launch::{run, StartError};
+pub use launch::{run, start, RunningBroker, StartError};

@@ -73,6 +73,9 @@ pub trait Transport {
     }
 }
 
+/// A connection's transport as the runtime holds it (it moves between shard threads with a handoff).
+pub type BoxedTransport = Box<dyn Transport + Send>;
+
 /// Two transports stacked: `outer` is next to the socket (TLS), `inner` next to the codec (WebSocket).
 pub struct Stacked<O, I> {
     pub outer: O,
@@ -93,13 +96,11 @@ impl<O: Transport, I: Transport> Transport for Stacked<O, I> {
     }
 
     fn received(&mut self, wire: &[u8], plain: &mut BytesMut) -> Result<(), TransportError> {
-        self.outer.received(wire, &mut self.between_in)?;
-        if self.between_in.is_empty() {
-            return Ok(());
-        }
-        let result = self.inner.received(&self.between_in, plain);
+        // What the outer transport decrypted before failing (or closing) still reaches the inner one.
+        let outer = self.outer.received(wire, &mut self.between_in);
+        let inner = if self.between_in.is_empty() { Ok(()) } else { self.inner.received(&self.between_in, plain) };
         self.between_in.clear();
-        result
+        outer.and(inner)
     }
 
     fn send(&mut self, frames: &mut VecDeque<Bytes>, wire: &mut VecDeque<Bytes>) -> Result<(), TransportError> {

@@ -90,6 +90,11 @@ impl Broker {
         self.port
     }
 
+    /// The broker's process id (for reading its CPU time and memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the broker wrote to stderr so far (its log).
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()

@@ -8,20 +8,25 @@ use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
 
+use super::PermitGuard;
 use crate::broker::{home_shard, ShardId};
-use crate::connection::PermitGuard;
 use crate::protocol::Packet;
+use crate::transport::BoxedTransport;
 
 /// A connection moving to its home shard over the mesh.
 pub struct Handoff {
-    /// A duplicate of the socket; the accepting shard closed its own descriptor.
+    /// The socket itself: the accepting shard has no request on it in flight and forgot it.
     pub fd: OwnedFd,
+    /// The listener it arrived on (an index into the effective listener list).
+    pub listener: u16,
+    /// The transport's state (TLS session, WebSocket framing), when it is not plain TCP.
+    pub transport: Option<BoxedTransport>,
     /// Bytes read after the CONNECT, decoded by the home shard after it.
     pub leftover: BytesMut,
     /// The parsed CONNECT, fed to the home shard's core first.
     pub connect: Packet,
-    /// The connection's place under `max_connections`, taken before the accepting shard released its
-    /// own, so the count never dips while the connection is in flight.
+    /// The connection's place under `max_connections`, carried along so the count never dips while the
+    /// connection is in flight.
     pub permit: PermitGuard,
 }
 

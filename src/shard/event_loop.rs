@@ -1,0 +1,586 @@
+//! What one shard runs on its thread: one loop over one io_uring.
+//!
+//! ```text
+//! loop {
+//!     reap completions: received bytes -> transport -> codec -> core; send done/partial; accepts; stop
+//!     take mesh batches from the other shards -> core (or adopt a handed-over connection)
+//!     fire the core's due timers
+//!     carry out the core's actions: one send per connection with output, closes, one mesh batch per
+//!         destination shard (and a doorbell for a sleeping one)
+//!     submit everything and wait for a completion, bounded by the next deadline (one io_uring_enter)
+//! }
+//! ```
+//!
+//! Everything queued for a connection in one turn leaves in one `sendmsg`; while that send is in flight
+//! new frames wait in the core (whose out-queue bound applies) and go with the next send, taken when the
+//! completion arrives. There is no task, no waker and no timer per turn: the loop is the scheduler.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::mesh::{MeshLinks, MeshOutbox, Shedding};
+use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
+use super::stop::StopReceiver;
+use crate::broker::{Action, ConnId, MeshMessage, ShardCore, ShardId};
+use crate::config::Config;
+use crate::connection::send::SendBatch;
+use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
+use crate::protocol::QoS;
+
+/// How long shutdown waits for connections to flush their last frames.
+pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection may take to accept its last frames before it is shut down anyway.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon a shard retries mesh batches that found their queue full.
+const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// Pause after a failed accept (e.g. out of descriptors) before accepting again.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Least time between two log lines about connections refused at `max_connections`.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// The provided-buffer group of a shard's ring.
+const READ_BUFFER_GROUP: u16 = 0;
+
+/// What travels between shards: the core's messages and connections moving to their home shard.
+pub enum ShardMeshItem {
+    Core(MeshMessage),
+    Handoff(Handoff),
+}
+
+impl ShardMeshItem {
+    /// What the mesh outbox may drop when the queue towards a shard stays full (see [`Shedding`]).
+    pub fn shedding(&self) -> Shedding {
+        match self {
+            ShardMeshItem::Core(MeshMessage::Publish(message) | MeshMessage::SharedPublish { message, .. }) => {
+                if message.qos == QoS::AtMostOnce {
+                    Shedding::AtBound
+                } else {
+                    Shedding::AtTwiceBound
+                }
+            }
+            ShardMeshItem::Core(_) | ShardMeshItem::Handoff(_) => Shedding::Never,
+        }
+    }
+}
+
+/// What a shard is given to run.
+pub struct ShardSetup {
+    pub shard: ShardId,
+    pub shards: usize,
+    pub config: Arc<Config>,
+    pub stop: StopReceiver,
+    pub permits: ConnectionPermit,
+    pub links: MeshLinks<ShardMeshItem>,
+    /// This shard's socket of every listener (SO_REUSEPORT), in listener order.
+    pub listeners: Vec<TcpListener>,
+}
+
+/// One listener as a shard serves it.
+struct ShardListener {
+    socket: TcpListener,
+    accepting: bool,
+    retry_at: Option<Instant>,
+}
+
+pub struct Shard {
+    id: ShardId,
+    shard_count: usize,
+    core: ShardCore,
+    conns: ConnTable,
+    listeners: Vec<ShardListener>,
+    links: MeshLinks<ShardMeshItem>,
+    outbox: MeshOutbox<ShardMeshItem>,
+    permits: ConnectionPermit,
+    stop: StopReceiver,
+    stop_buf: Box<u64>,
+    stopping: Option<Instant>,
+    /// Closing connections in the order they began closing, with when they must be done.
+    close_deadlines: VecDeque<(Instant, SlotKey)>,
+    /// Connections whose multishot receive ended for want of buffers: re-armed at the end of the reap.
+    rearm: Vec<SlotKey>,
+    refusals: RefusalLog,
+    frames: Vec<Bytes>,
+    batches: Vec<Box<SendBatch>>,
+    completions: Vec<Completion>,
+    // Dropped last: the kernel may write into the buffers until the ring is gone.
+    ring: Ring,
+    reads: BufferRing,
+}
+
+impl Shard {
+    /// Builds the shard's ring and state on the calling thread (which the ring is bound to).
+    pub fn new(setup: ShardSetup) -> Result<Shard, RingError> {
+        let ShardSetup { shard, shards, config, stop, permits, links, listeners } = setup;
+        let ring = Ring::new(config.ring_entries)?;
+        let reads = BufferRing::new(&ring, READ_BUFFER_GROUP, config.read_buffers, config.read_buffer_bytes)?;
+        links.wake().set_ring_fd(ring.fd());
+        let settings = std::rc::Rc::new(config.mqtt.clone());
+        Ok(Shard {
+            id: shard,
+            shard_count: shards,
+            core: ShardCore::new(shard, shards, settings),
+            conns: ConnTable::default(),
+            listeners: listeners
+                .into_iter()
+                .map(|socket| ShardListener { socket, accepting: false, retry_at: None })
+                .collect(),
+            outbox: MeshOutbox::new(shards, config.mesh_overflow_messages_max, ShardMeshItem::shedding),
+            links,
+            permits,
+            stop,
+            stop_buf: Box::new(0),
+            stopping: None,
+            close_deadlines: VecDeque::new(),
+            rearm: Vec::new(),
+            refusals: RefusalLog::default(),
+            frames: Vec::new(),
+            batches: Vec::new(),
+            completions: Vec::new(),
+            ring,
+            reads,
+        })
+    }
+
+    /// Serves until a stop arrives and every connection has flushed (or the flush timed out).
+    pub fn run(mut self) {
+        self.arm_stop();
+        if self.stop.requested() {
+            self.begin_shutdown(Instant::now());
+        } else {
+            for index in 0..self.listeners.len() {
+                self.arm_accept(index);
+            }
+        }
+        loop {
+            self.reap();
+            let now = Instant::now();
+            self.receive_mesh(now);
+            self.fire_timers(now);
+            self.run_actions();
+            self.rearm_receives();
+            if let Some(since) = self.stopping {
+                if self.conns.is_empty() || now.duration_since(since) > SHUTDOWN_FLUSH_TIMEOUT {
+                    break;
+                }
+            }
+            self.park(now);
+        }
+        self.finish_shutdown();
+    }
+
+    // ---- completions ----
+
+    fn reap(&mut self) {
+        let mut completions = std::mem::take(&mut self.completions);
+        self.ring.completions(&mut completions);
+        let now = Instant::now();
+        for completion in completions.drain(..) {
+            match completion.token.kind() {
+                Some(TokenKind::Recv) => self.on_recv(completion, now),
+                Some(TokenKind::Send) => self.on_send(completion),
+                Some(TokenKind::Accept) => self.on_accept(completion, now),
+                Some(TokenKind::Stop) => self.begin_shutdown(now),
+                Some(TokenKind::Doorbell) | Some(TokenKind::Ignore) => {
+                    if completion.result < 0 && completion.result != -libc::ECANCELED && completion.result != -libc::ENOENT {
+                        tracing::debug!(shard = self.id, result = completion.result, "request failed");
+                    }
+                }
+                None => tracing::warn!(shard = self.id, token = completion.token.0, "completion with an unknown token"),
+            }
+        }
+        self.completions = completions;
+    }
+
+    /// The slot a completion's token names, if that slot is still there.
+    fn full_key(&self, token: Token) -> Option<SlotKey> {
+        self.conns.resolve(token.index(), |generation| token.matches_generation(generation))
+    }
+
+    fn on_recv(&mut self, completion: Completion, now: Instant) {
+        let buffer = completion.buffer();
+        let Some(key) = self.full_key(completion.token) else {
+            if let Some(id) = buffer {
+                self.reads.give_back(id);
+            }
+            return;
+        };
+        let (shard, shard_count) = (self.id, self.shard_count);
+        let slot = self.conns.get_by_key(key).expect("key just found");
+        if !completion.more() {
+            slot.recv_ended();
+        }
+        let result = completion.result;
+        if result > 0 {
+            let id = buffer.expect("a receive with data names its buffer");
+            let step = if slot.is_reading() {
+                let bytes = self.reads.bytes(id, result as usize);
+                Some(slot.input(bytes, &mut self.core, shard, shard_count, now))
+            } else {
+                None
+            };
+            self.reads.give_back(id);
+            match step {
+                None | Some(Ok(InputStep::Continue)) => {}
+                Some(Ok(InputStep::Stop)) => self.conns.get_by_key(key).expect("slot").stop_reading(),
+                Some(Ok(InputStep::MoveTo { home, connect })) => return self.hand_off(key, home, connect),
+                Some(Err(reason)) => {
+                    tracing::info!(shard, conn = self.conns.get_by_key(key).map_or(0, |slot| slot.conn().0), %reason,
+                        "connection closed: transport failed");
+                    self.connection_ended(key, now);
+                    self.flush(key);
+                }
+            }
+            let slot = self.conns.get_by_key(key).expect("slot");
+            if slot.transport_wants_write() {
+                self.flush(key);
+            }
+            let Some(slot) = self.conns.get_by_key(key) else { return };
+            if !completion.more() && slot.wants_recv() {
+                self.arm_recv(key);
+            }
+        } else if result == -libc::ENOBUFS {
+            // Every provided buffer is taken: re-armed once this reap has given buffers back. The bytes
+            // wait in the socket; nothing is lost.
+            if !completion.more() {
+                self.rearm.push(key);
+            }
+        } else if result != -libc::ECANCELED {
+            // End of stream (0) or a receive error.
+            if result < 0 {
+                tracing::debug!(shard, conn = slot.conn().0, err = %std::io::Error::from_raw_os_error(-result), "receive failed");
+            }
+            self.connection_ended(key, now);
+        }
+        self.finish_if_done(key);
+    }
+
+    fn on_send(&mut self, completion: Completion) {
+        let Some(key) = self.full_key(completion.token) else { return };
+        let slot = self.conns.get_by_key(key).expect("key just found");
+        match slot.send_completed(completion.result, &mut self.batches) {
+            SendStep::Again(message) => {
+                let token = Token::new(TokenKind::Send, key.index, key.generation);
+                let fd = slot.fd();
+                // SAFETY: the message and its iovecs live in the slot's send batch until this completes.
+                unsafe { self.ring.push(&request::sendmsg(fd, message, token)) };
+            }
+            SendStep::Done => self.flush(key),
+            SendStep::Failed(err) => {
+                tracing::debug!(shard = self.id, conn = slot.conn().0, %err, "send failed");
+                self.connection_ended(key, Instant::now());
+            }
+        }
+        self.finish_if_done(key);
+    }
+
+    fn on_accept(&mut self, completion: Completion, now: Instant) {
+        let index = completion.token.index() as usize;
+        if !completion.more() {
+            self.listeners[index].accepting = false;
+        }
+        if completion.result < 0 {
+            if completion.result != -libc::ECANCELED {
+                let err = std::io::Error::from_raw_os_error(-completion.result);
+                tracing::warn!(shard = self.id, %err, "accept failed");
+                self.listeners[index].retry_at = Some(now + ACCEPT_RETRY_PAUSE);
+            }
+            return;
+        }
+        // SAFETY: the accept completion hands us a new descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(completion.result) };
+        if self.stopping.is_some() {
+            return;
+        }
+        let Some(permit) = self.permits.try_acquire() else {
+            // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
+            return self.refusals.refused(self.id, &fd, self.permits.max_connections());
+        };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
+            tracing::debug!(shard = self.id, peer = peer.map(tracing::field::display), "connection accepted");
+        }
+        let conn = self.core.open_connection(now);
+        let placed = self.shard_count < 2;
+        let key = self.conns.insert(ConnSlot::new(conn, fd, index as u16, None, permit, placed));
+        self.arm_recv(key);
+    }
+
+    // ---- requests ----
+
+    fn arm_stop(&mut self) {
+        let token = Token::new(TokenKind::Stop, 0, 0);
+        let buf: *mut u64 = &mut *self.stop_buf;
+        // SAFETY: the 8-byte buffer is boxed in the shard, which outlives the ring's requests.
+        unsafe { self.ring.push(&request::read(self.stop.fd(), buf.cast(), 8, token)) };
+    }
+
+    fn arm_accept(&mut self, index: usize) {
+        let listener = &mut self.listeners[index];
+        if listener.accepting || self.stopping.is_some() {
+            return;
+        }
+        listener.accepting = true;
+        listener.retry_at = None;
+        let token = Token::new(TokenKind::Accept, index as u32, 0);
+        let fd = listener.socket.as_raw_fd();
+        // SAFETY: an accept names no buffer.
+        unsafe { self.ring.push(&request::accept(fd, token)) };
+    }
+
+    fn arm_recv(&mut self, key: SlotKey) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        if !slot.wants_recv() {
+            return;
+        }
+        let multishot = slot.recv_armed();
+        let fd = slot.fd();
+        let token = Token::new(TokenKind::Recv, key.index, key.generation);
+        let entry = if multishot {
+            request::recv_multishot(fd, self.reads.group(), token)
+        } else {
+            request::recv_once(fd, self.reads.group(), token)
+        };
+        // SAFETY: receives take their buffer from the shard's buffer ring, which outlives the ring.
+        unsafe { self.ring.push(&entry) };
+    }
+
+    fn rearm_receives(&mut self) {
+        for key in std::mem::take(&mut self.rearm) {
+            self.arm_recv(key);
+            self.finish_if_done(key);
+        }
+    }
+
+    /// Sends what the core has queued for the connection, unless a send is in flight (its completion
+    /// sends the rest). A closing connection with nothing left is shut down.
+    fn flush(&mut self, key: SlotKey) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        if let Some(message) = slot.start_send(&mut self.core, &mut self.frames, &mut self.batches) {
+            let token = Token::new(TokenKind::Send, key.index, key.generation);
+            let fd = slot.fd();
+            // SAFETY: the message and its iovecs live in the slot's send batch until this completes.
+            unsafe { self.ring.push(&request::sendmsg(fd, message, token)) };
+        }
+        self.finish_if_done(key);
+    }
+
+    /// A closing connection whose last frames are out is shut down; a slot with nothing in flight that
+    /// the core has forgotten is freed (closing its socket).
+    fn finish_if_done(&mut self, key: SlotKey) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        if slot.is_closing() && !slot.send_in_flight() {
+            slot.shut_down();
+        }
+        if slot.is_ended() && slot.is_closing() && !slot.in_flight() {
+            self.conns.remove(key);
+        }
+    }
+
+    // ---- connection lifecycle ----
+
+    /// The socket ended without the core asking (end of stream, error, transport failure).
+    fn connection_ended(&mut self, key: SlotKey, now: Instant) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        slot.stop_reading();
+        slot.mark_closing();
+        let conn = slot.conn();
+        if slot.mark_ended() {
+            self.conns.unmap(conn);
+            self.core.connection_lost(conn, now);
+        }
+    }
+
+    /// The core closed the connection: flush its last frames, then shut it down (bounded in time).
+    fn close(&mut self, conn: ConnId, now: Instant) {
+        let Some(key) = self.conns.key_of(conn) else { return };
+        self.conns.unmap(conn);
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        slot.mark_ended();
+        slot.mark_closing();
+        slot.stop_reading();
+        self.close_deadlines.push_back((now + CLOSE_FLUSH_TIMEOUT, key));
+        self.flush(key);
+    }
+
+    fn hand_off(&mut self, key: SlotKey, home: ShardId, connect: crate::protocol::Packet) {
+        let Some(slot) = self.conns.remove(key) else { return };
+        self.core.forget_connection(slot.conn());
+        tracing::trace!(shard = self.id, home, "connection moves to its home shard");
+        self.outbox.push(home, ShardMeshItem::Handoff(slot.into_handoff(connect)));
+    }
+
+    /// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
+    fn adopt(&mut self, handoff: Handoff, now: Instant) {
+        if self.stopping.is_some() {
+            return; // dropping the descriptor closes the socket
+        }
+        let Handoff { fd, listener, transport, leftover, connect, permit } = handoff;
+        let conn = self.core.open_connection(now);
+        let key = self.conns.insert(ConnSlot::new(conn, fd, listener, transport, permit, true));
+        self.core.handle_packet(conn, connect, now);
+        let slot = self.conns.get_by_key(key).expect("just inserted");
+        if !self.core.has_connection(conn) || matches!(slot.input_leftover(leftover, &mut self.core, now), InputStep::Stop) {
+            slot.stop_reading();
+        }
+        self.arm_recv(key);
+    }
+
+    // ---- mesh, timers, actions ----
+
+    fn receive_mesh(&mut self, now: Instant) {
+        while let Some((from, batch)) = self.links.receive() {
+            for item in batch {
+                match item {
+                    ShardMeshItem::Core(msg) => self.core.handle_mesh(from, msg, now),
+                    ShardMeshItem::Handoff(handoff) => {
+                        tracing::debug!(shard = self.id, from_shard = from, client_id = %handoff.client_id(),
+                            "connection handed over to its home shard");
+                        self.adopt(handoff, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.core.next_deadline().is_some_and(|deadline| deadline <= now) {
+            self.core.tick(now);
+        }
+        while let Some(&(deadline, key)) = self.close_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.close_deadlines.pop_front();
+            if let Some(slot) = self.conns.get_by_key(key) {
+                slot.shut_down();
+            }
+        }
+        for index in 0..self.listeners.len() {
+            if self.listeners[index].retry_at.is_some_and(|at| at <= now) {
+                self.arm_accept(index);
+            }
+        }
+    }
+
+    /// Carries out every action the core has queued: sends and closes per connection, mesh batches.
+    fn run_actions(&mut self) {
+        let now = Instant::now();
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Write(conn) => {
+                    if let Some(key) = self.conns.key_of(conn) {
+                        self.flush(key);
+                    }
+                }
+                Action::Close(conn) => self.close(conn, now),
+                Action::Mesh { to, msg } => self.outbox.push(to, ShardMeshItem::Core(msg)),
+            }
+        }
+        self.outbox.flush(&mut self.links);
+        let ring = &mut self.ring;
+        self.links.doorbells(|target| {
+            // SAFETY: a MSG_RING names no buffer.
+            unsafe { ring.push(&request::doorbell(target, Token::new(TokenKind::Doorbell, 0, 0))) };
+        });
+    }
+
+    /// Submits everything and sleeps until a completion, a doorbell or the next deadline.
+    fn park(&mut self, now: Instant) {
+        let mut deadline = self.core.next_deadline();
+        let mut earliest = |at: Instant| deadline = Some(deadline.map_or(at, |current: Instant| current.min(at)));
+        if self.outbox.has_overflow() {
+            earliest(now + MESH_RETRY_INTERVAL);
+        }
+        if let Some(&(at, _)) = self.close_deadlines.front() {
+            earliest(at);
+        }
+        for listener in &self.listeners {
+            if let Some(at) = listener.retry_at {
+                earliest(at);
+            }
+        }
+        if let Some(since) = self.stopping {
+            earliest(since + SHUTDOWN_FLUSH_TIMEOUT);
+        }
+        let wake = self.links.wake();
+        wake.going_to_sleep();
+        let timeout = if self.links.has_incoming() || !self.core_idle() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|at| at.saturating_duration_since(now))
+        };
+        self.ring.submit_and_wait(timeout);
+        self.links.wake().awake();
+    }
+
+    /// Whether the core has nothing queued for the runtime.
+    fn core_idle(&self) -> bool {
+        !self.core.has_actions()
+    }
+
+    // ---- stop ----
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(now);
+        for (index, listener) in self.listeners.iter_mut().enumerate() {
+            if listener.accepting {
+                // SAFETY: a cancel names no buffer.
+                unsafe { self.ring.push(&request::cancel(Token::new(TokenKind::Accept, index as u32, 0))) };
+            }
+            listener.retry_at = None;
+        }
+        let connections = self.core.gauges().connections;
+        tracing::info!(shard = self.id, connections, "server shutting down: closing every connection");
+        self.core.shutdown(now);
+        self.run_actions();
+        for key in self.conns.keys() {
+            let Some(slot) = self.conns.get_by_key(key) else { continue };
+            let conn = slot.conn();
+            if !slot.is_ended() {
+                self.close(conn, now);
+            }
+        }
+    }
+
+    fn finish_shutdown(&mut self) {
+        self.run_actions();
+        self.links.wake().mark_stopped();
+        self.outbox.flush(&mut self.links);
+        let ring = &mut self.ring;
+        self.links.doorbells(|target| unsafe { ring.push(&request::doorbell(target, Token::new(TokenKind::Doorbell, 0, 0))) });
+        self.ring.submit_and_wait(Some(Duration::ZERO));
+        let drops = self.outbox.drops();
+        tracing::debug!(shard = self.id, backlog = self.outbox.has_overflow(), ?drops, left = self.conns.len(), "shard stopped");
+    }
+}
+
+/// Logs connections refused at `max_connections`: the first at once, then at most one line per
+/// `REFUSAL_LOG_INTERVAL` with the count since the last line, so a connection storm at the limit cannot
+/// flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, shard: ShardId, socket: &OwnedFd, max_connections: usize) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+            return;
+        }
+        let peer = socket2::SockRef::from(socket).peer_addr().ok().and_then(|addr| addr.as_socket());
+        tracing::warn!(shard, peer = peer.map(tracing::field::display), max_connections,
+            refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+}
