@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::raw::{self, Level, PacketFields, Received, RawClient};
+use support::raw::{self, Level, PacketFields, RawClient, Received};
 use support::{unique, Broker, BrokerLimits, EVENT_TIMEOUT};
 
 const MAX_CONNECTIONS: usize = 3;
@@ -20,8 +20,11 @@ async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slo
     let limits = BrokerLimits { max_connections: Some(MAX_CONNECTIONS), ..BrokerLimits::default() };
     let broker = Broker::start_with(&limits);
     // Checked by hand: Mosquitto also closes at accept ("denied: max_connections exceeded").
-    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 admits one connection too many after a connection \
-        closed before CONNECT, which the harness's readiness probe is") {
+    if support::skip_on_mosquitto(
+        &broker,
+        "Mosquitto 2.0.11 admits one connection too many after a connection \
+        closed before CONNECT, which the harness's readiness probe is",
+    ) {
         return;
     }
     let mut clients = Vec::new();

@@ -15,7 +15,10 @@ use crate::protocol::{decode_packet, Packet, ProtocolVersion};
 pub enum Placement {
     Decided,
     /// The first packet decides: a CONNECT homed elsewhere moves (`shard` is this one).
-    Undecided { shard: ShardId, shard_count: usize },
+    Undecided {
+        shard: ShardId,
+        shard_count: usize,
+    },
 }
 
 /// What feeding input produced.
@@ -31,7 +34,13 @@ pub enum InputStep {
 }
 
 /// Decodes and handles every complete packet in `buf` (see the module doc).
-pub fn feed_input(core: &mut ShardCore, conn: ConnId, buf: &mut BytesMut, mut placement: Placement, now: Instant) -> InputStep {
+pub fn feed_input(
+    core: &mut ShardCore,
+    conn: ConnId,
+    buf: &mut BytesMut,
+    mut placement: Placement,
+    now: Instant,
+) -> InputStep {
     let max_packet_size_bytes = core.settings().max_packet_size_bytes;
     loop {
         let version = core.protocol_version(conn).unwrap_or(ProtocolVersion::V5);

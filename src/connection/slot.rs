@@ -59,7 +59,14 @@ pub enum SendStep {
 
 impl ConnSlot {
     /// `placed`: its home shard is decided (a single shard, or a connection handed over to its home).
-    pub fn new(conn: ConnId, fd: OwnedFd, listener: u16, transport: Option<BoxedTransport>, permit: PermitGuard, placed: bool) -> Self {
+    pub fn new(
+        conn: ConnId,
+        fd: OwnedFd,
+        listener: u16,
+        transport: Option<BoxedTransport>,
+        permit: PermitGuard,
+        placed: bool,
+    ) -> Self {
         ConnSlot {
             conn,
             fd,
@@ -126,7 +133,14 @@ impl ConnSlot {
 
     /// Bytes `wire` arrived: through the transport (if any) into the partial packet, then decoded and fed
     /// to the core. A transport failure is returned as `Err` (its goodbye, if any, is left to send).
-    pub fn input(&mut self, wire: &[u8], core: &mut ShardCore, shard: usize, shard_count: usize, now: Instant) -> Result<InputStep, String> {
+    pub fn input(
+        &mut self,
+        wire: &[u8],
+        core: &mut ShardCore,
+        shard: usize,
+        shard_count: usize,
+        now: Instant,
+    ) -> Result<InputStep, String> {
         let mut transport_failed = None;
         let partial = self.extra.as_mut().and_then(|extra| extra.partial.take());
         let transport = self.extra.as_mut().and_then(|extra| extra.transport.as_mut());
@@ -190,7 +204,12 @@ impl ConnSlot {
     /// Takes the core's frames for this connection (and the transport's own bytes) into a send batch and
     /// returns the message to submit; `None` when a send is in flight (its completion takes more) or there
     /// is nothing to send.
-    pub fn start_send(&mut self, core: &mut ShardCore, frames: &mut Vec<Bytes>, pool: &mut Vec<Box<SendBatch>>) -> Option<*const libc::msghdr> {
+    pub fn start_send(
+        &mut self,
+        core: &mut ShardCore,
+        frames: &mut Vec<Bytes>,
+        pool: &mut Vec<Box<SendBatch>>,
+    ) -> Option<*const libc::msghdr> {
         if self.send.is_some() || self.has(SHUT_DOWN) {
             return None;
         }

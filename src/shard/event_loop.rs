@@ -185,7 +185,10 @@ impl Shard {
                 Some(TokenKind::Accept) => self.on_accept(completion, now),
                 Some(TokenKind::Stop) => self.begin_shutdown(now),
                 Some(TokenKind::Doorbell) | Some(TokenKind::Ignore) => {
-                    if completion.result < 0 && completion.result != -libc::ECANCELED && completion.result != -libc::ENOENT {
+                    if completion.result < 0
+                        && completion.result != -libc::ECANCELED
+                        && completion.result != -libc::ENOENT
+                    {
                         tracing::debug!(shard = self.id, result = completion.result, "request failed");
                     }
                 }
@@ -423,7 +426,9 @@ impl Shard {
         let key = self.conns.insert(ConnSlot::new(conn, fd, listener, transport, permit, true));
         self.core.handle_packet(conn, connect, now);
         let slot = self.conns.get_by_key(key).expect("just inserted");
-        if !self.core.has_connection(conn) || matches!(slot.input_leftover(leftover, &mut self.core, now), InputStep::Stop) {
+        if !self.core.has_connection(conn)
+            || matches!(slot.input_leftover(leftover, &mut self.core, now), InputStep::Stop)
+        {
             slot.stop_reading();
         }
         self.arm_recv(key);
@@ -554,10 +559,18 @@ impl Shard {
         self.links.wake().mark_stopped();
         self.outbox.flush(&mut self.links);
         let ring = &mut self.ring;
-        self.links.doorbells(|target| unsafe { ring.push(&request::doorbell(target, Token::new(TokenKind::Doorbell, 0, 0))) });
+        self.links.doorbells(|target| unsafe {
+            ring.push(&request::doorbell(target, Token::new(TokenKind::Doorbell, 0, 0)))
+        });
         self.ring.submit_and_wait(Some(Duration::ZERO));
         let drops = self.outbox.drops();
-        tracing::debug!(shard = self.id, backlog = self.outbox.has_overflow(), ?drops, left = self.conns.len(), "shard stopped");
+        tracing::debug!(
+            shard = self.id,
+            backlog = self.outbox.has_overflow(),
+            ?drops,
+            left = self.conns.len(),
+            "shard stopped"
+        );
     }
 }
 
@@ -578,8 +591,13 @@ impl RefusalLog {
             return;
         }
         let peer = socket2::SockRef::from(socket).peer_addr().ok().and_then(|addr| addr.as_socket());
-        tracing::warn!(shard, peer = peer.map(tracing::field::display), max_connections,
-            refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
+        tracing::warn!(
+            shard,
+            peer = peer.map(tracing::field::display),
+            max_connections,
+            refused = self.unlogged,
+            "connection refused: max_connections reached, closed at accept"
+        );
         self.last_logged = Some(now);
         self.unlogged = 0;
     }

@@ -57,7 +57,11 @@ pub fn ring_locked_bytes(entries: u32) -> u64 {
 
 /// The ring size every shard gets: the configured one, or the largest power of two that lets all
 /// `shards` rings fit under the locked-memory limit (`None`: no limit, as for root).
-pub fn ring_entries_within(configured: u32, shards: usize, memlock_limit_bytes: Option<u64>) -> Result<u32, StartError> {
+pub fn ring_entries_within(
+    configured: u32,
+    shards: usize,
+    memlock_limit_bytes: Option<u64>,
+) -> Result<u32, StartError> {
     let Some(limit) = memlock_limit_bytes else { return Ok(configured) };
     let per_shard = limit / shards.max(1) as u64;
     let mut entries = configured;

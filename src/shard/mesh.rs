@@ -108,9 +108,7 @@ pub struct Mesh<T> {
 pub fn build_mesh<T>(shards: usize, capacity_batches: usize) -> Mesh<T> {
     let queues = (0..shards)
         .map(|from| {
-            (0..shards)
-                .map(|to| (from != to).then(|| Arc::new(ArrayQueue::new(capacity_batches.max(1)))))
-                .collect()
+            (0..shards).map(|to| (from != to).then(|| Arc::new(ArrayQueue::new(capacity_batches.max(1))))).collect()
         })
         .collect();
     Mesh { queues, wakes: (0..shards).map(|_| ShardWake::default()).collect() }
@@ -313,10 +311,14 @@ impl<T> MeshOutbox<T> {
         self.drops.shed_reliable_messages += reliable;
         if qos0 + reliable > 0 && !self.shed_warned[to] {
             self.shed_warned[to] = true;
-            tracing::warn!(to_shard = to, waiting, overflow_messages_max = bound,
+            tracing::warn!(
+                to_shard = to,
+                waiting,
+                overflow_messages_max = bound,
                 shed_qos0_messages = self.drops.shed_qos0_messages,
                 shed_reliable_messages = self.drops.shed_reliable_messages,
-                "mesh queue full and overflow list at its bound: dropping publishes");
+                "mesh queue full and overflow list at its bound: dropping publishes"
+            );
         }
     }
 

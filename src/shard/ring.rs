@@ -202,8 +202,9 @@ impl BufferRing {
     /// Registers `count` (a power of two, at most 32768) buffers of `buffer_bytes` as group `group`.
     pub fn new(ring: &Ring, group: u16, count: u16, buffer_bytes: usize) -> Result<BufferRing, RingError> {
         assert!(count.is_power_of_two(), "buffer count must be a power of two");
-        let entries_layout = Layout::from_size_align(usize::from(count) * std::mem::size_of::<types::BufRingEntry>(), RING_ALIGN)
-            .expect("buffer ring layout");
+        let entries_layout =
+            Layout::from_size_align(usize::from(count) * std::mem::size_of::<types::BufRingEntry>(), RING_ALIGN)
+                .expect("buffer ring layout");
         // SAFETY: a non-zero-sized layout; freed in Drop with the same layout.
         let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<types::BufRingEntry>();
         if entries.is_null() {
