@@ -502,6 +502,17 @@ fn configuration_errors_name_the_file_and_the_problem() {
         "{text}"
     );
 
+    let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkq\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let encrypted_key = files.write("encrypted.key", encrypted);
+    let text = error_for(TlsSettings {
+        key_file: encrypted_key,
+        ..good.clone()
+    });
+    assert!(
+        text.contains("encrypted.key") && text.contains("the key is encrypted"),
+        "{text}"
+    );
+
     let other_key = files.write("other.key", &ca.server_cert("other").key_pem);
     let text = error_for(TlsSettings {
         key_file: other_key,

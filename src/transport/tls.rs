@@ -242,8 +242,21 @@ fn read_certificates(
     Ok(certificates)
 }
 
+const ENCRYPTED_KEY_LABEL: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let text = read_file("key_file", path)?;
+    if text
+        .windows(ENCRYPTED_KEY_LABEL.len())
+        .any(|window| window == ENCRYPTED_KEY_LABEL)
+    {
+        return Err(TlsError::BadPrivateKey {
+            path: path.to_path_buf(),
+            reason: "the key is encrypted (no passphrase support): store it decrypted \
+                     (`openssl pkey -in KEY -out PLAIN_KEY`) with file permissions protecting it"
+                .to_owned(),
+        });
+    }
     PrivateKeyDer::from_pem_slice(&text).map_err(|error| match error {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey {
             path: path.to_path_buf(),
