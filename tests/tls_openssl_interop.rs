@@ -1,4 +1,4 @@
-//! The TLS transport against OpenSSL (Python's `ssl` module) over a real loopback socket: a test thread
+//! The TLS transport against OpenSSL (Python's `ssl` module and `openssl s_client`) over a real loopback socket: a test thread
 //! plays the runtime (socket reads -> `received`, `wants_write`/`send` -> socket writes) and answers a
 //! CONNECT with a CONNACK. Checks TLS 1.3 and 1.2 handshakes and a client certificate's CN seen by us.
 
@@ -7,7 +7,7 @@ mod tls_support;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -173,4 +173,62 @@ fn python_ssl_client_certificate_common_name_reaches_the_transport() {
             Some("python-device")
         );
     });
+}
+
+#[test]
+fn openssl_s_client_completes_handshakes_and_gets_a_connack() {
+    let ca = Authority::new("server CA");
+    let files = Files::new();
+    let acceptor = TlsAcceptor::new(settings(&files, &ca.server_cert("broker"), None, false))
+        .expect("acceptor");
+    let ca_file = files.write("server-ca.crt", &ca.cert_pem);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::scope(|scope| {
+            let server = scope.spawn(|| serve_one(listener, &acceptor));
+            let mut client = Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    "-servername",
+                    "localhost",
+                ])
+                .arg("-CAfile")
+                .arg(&ca_file)
+                .args(["-verify_return_error", "-quiet", version])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openssl runs (scripts/test installs it)");
+            let connect = [
+                0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 4, b't', b'e', b's', b't',
+            ];
+            client
+                .stdin
+                .as_mut()
+                .expect("stdin")
+                .write_all(&connect)
+                .expect("send CONNECT");
+            let mut connack = [0u8; 4];
+            let read = client
+                .stdout
+                .as_mut()
+                .expect("stdout")
+                .read_exact(&mut connack);
+            // -quiet implies -ign_eof: s_client waits for the server after stdin closes, so end it here.
+            let _ = client.kill();
+            let _ = client.wait();
+            read.expect("CONNACK through openssl s_client");
+            assert_eq!(connack, CONNACK, "{version}");
+            let (_, plain) = server.join().expect("server thread");
+            assert_eq!(
+                &plain[..],
+                &connect[..],
+                "{version}: the CONNECT reached the codec side"
+            );
+        });
+    }
 }
