@@ -298,6 +298,15 @@ fn plaintext_mqtt_on_the_tls_port_is_a_clean_error() {
     // Only the first byte gives it away: a CONNECT split after it fails just the same.
     let mut transport = server.acceptor.accept();
     assert!(transport.received(&[0x10], &mut plain).is_err());
+    // A WebSocket upgrade sent to the TLS port instead of the WSS one.
+    let mut transport = server.acceptor.accept();
+    let error = transport
+        .received(b"GET /mqtt HTTP/1.1\r\n", &mut plain)
+        .expect_err("not TLS");
+    assert!(
+        error.to_string().contains("not TLS: plaintext HTTP"),
+        "{error}"
+    );
 }
 
 #[test]
