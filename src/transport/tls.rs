@@ -443,7 +443,8 @@ impl Transport for TlsTransport {
             if let Some(&first_byte) = wire.first() {
                 self.first_byte_seen = true;
                 if first_byte != HANDSHAKE_RECORD_TYPE {
-                    // rustls would wait for a whole "record" whose length is two MQTT bytes: fail now.
+                    // rustls needs a 5-byte record header before it can judge, which a short CONNECT may
+                    // never supply (the client then waits for a CONNACK): fail on the first byte.
                     return Err(not_tls(first_byte));
                 }
             }
