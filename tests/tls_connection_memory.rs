@@ -28,10 +28,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
+        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -57,11 +54,8 @@ fn held_by_server(pair: Pair) -> isize {
 fn tls_connection_heap_after_handshake() {
     let ca = Authority::new("server CA");
     let files = Files::new();
-    let acceptor = TlsAcceptor::new(settings(&files, &ca.server_cert("broker"), None, false))
-        .expect("acceptor");
-    let connect = [
-        0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 4, b't', b'e', b's', b't',
-    ];
+    let acceptor = TlsAcceptor::new(settings(&files, &ca.server_cert("broker"), None, false)).expect("acceptor");
+    let connect = [0x10, 0x10, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 4, b't', b'e', b's', b't'];
     let connack = Bytes::from_static(&[0x20, 0x02, 0x00, 0x00]);
 
     for (name, version) in [("TLS 1.3", &TLS13), ("TLS 1.2", &TLS12)] {
@@ -76,8 +70,7 @@ fn tls_connection_heap_after_handshake() {
         let bulk = |pair: &mut Pair| {
             pair.client_sends(&vec![1u8; 64 * 1024]);
             pair.pump().expect("upload");
-            pair.server_sends(vec![Bytes::from(vec![2u8; 64 * 1024])])
-                .expect("download");
+            pair.server_sends(vec![Bytes::from(vec![2u8; 64 * 1024])]).expect("download");
             pair.pump().expect("quiet");
         };
         let idle = held_by_server(connected(&acceptor));
@@ -89,8 +82,7 @@ fn tls_connection_heap_after_handshake() {
         bulk(&mut pair);
         pair.client_sends(&[0xC0, 0x00]);
         pair.pump().expect("PINGREQ");
-        pair.server_sends(vec![Bytes::from_static(&[0xD0, 0x00])])
-            .expect("PINGRESP");
+        pair.server_sends(vec![Bytes::from_static(&[0xD0, 0x00])]).expect("PINGRESP");
         let after_ping = held_by_server(pair);
         println!(
             "{name}: TlsTransport holds {idle} heap bytes idle after the handshake and a CONNECT/CONNACK, \
@@ -99,13 +91,7 @@ fn tls_connection_heap_after_handshake() {
             std::mem::size_of::<shardmq::transport::tls::TlsTransport>()
         );
         assert!(idle > 0, "the measurement sees the connection");
-        assert!(
-            idle <= IDLE_BUDGET_BYTES,
-            "{name}: idle TLS connection holds {idle} bytes"
-        );
-        assert!(
-            after_ping <= IDLE_BUDGET_BYTES,
-            "{name}: buffers grown by a burst stay: {after_ping} bytes"
-        );
+        assert!(idle <= IDLE_BUDGET_BYTES, "{name}: idle TLS connection holds {idle} bytes");
+        assert!(after_ping <= IDLE_BUDGET_BYTES, "{name}: buffers grown by a burst stay: {after_ping} bytes");
     }
 }

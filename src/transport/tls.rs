@@ -40,28 +40,13 @@ pub struct TlsSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS {setting} {}: cannot read the file: {source}", .path.display())]
-    ReadFile {
-        setting: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    ReadFile { setting: &'static str, path: PathBuf, source: io::Error },
     #[error("TLS {setting} {}: not valid PEM: {reason}", .path.display())]
-    BadPem {
-        setting: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    BadPem { setting: &'static str, path: PathBuf, reason: String },
     #[error("TLS {setting} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file", .path.display())]
-    NoCertificate {
-        setting: &'static str,
-        path: PathBuf,
-    },
+    NoCertificate { setting: &'static str, path: PathBuf },
     #[error("TLS {setting} {}: unusable certificate: {reason}", .path.display())]
-    BadCertificate {
-        setting: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    BadCertificate { setting: &'static str, path: PathBuf, reason: String },
     #[error(
         "TLS key_file {}: no private key in the file (expected PEM \"PRIVATE KEY\" (PKCS#8), \
          \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\")",
@@ -75,10 +60,7 @@ pub enum TlsError {
         .key_file.display(),
         .cert_file.display()
     )]
-    KeyMismatch {
-        cert_file: PathBuf,
-        key_file: PathBuf,
-    },
+    KeyMismatch { cert_file: PathBuf, key_file: PathBuf },
     #[error("TLS {0} needs a ca_file to verify client certificates against")]
     NeedsCaFile(&'static str),
     #[error("TLS server configuration refused by rustls: {0}")]
@@ -97,10 +79,7 @@ impl TlsAcceptor {
     /// Read the files named by `settings` and build the server configuration.
     pub fn new(settings: TlsSettings) -> Result<Self, TlsError> {
         let config = build_server_config(&settings)?;
-        Ok(TlsAcceptor {
-            settings,
-            current: RwLock::new(config),
-        })
+        Ok(TlsAcceptor { settings, current: RwLock::new(config) })
     }
 
     /// Re-read the files (after SIGHUP) and use them for new connections. On error the previous
@@ -108,10 +87,7 @@ impl TlsAcceptor {
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = build_server_config(&self.settings)?;
         // A poisoned lock only means a panic elsewhere while swapping an `Arc`: the value is still whole.
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
         Ok(())
     }
 
@@ -122,14 +98,11 @@ impl TlsAcceptor {
 
     /// A new connection's transport, on the current configuration.
     pub fn accept(&self) -> TlsTransport {
-        let config = self
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        TlsTransport::new(new_server_connection(config).expect(
-            "build_server_config made a ServerConnection from this configuration before accepting it",
-        ))
+        let config = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        TlsTransport::new(
+            new_server_connection(config)
+                .expect("build_server_config made a ServerConnection from this configuration before accepting it"),
+        )
     }
 }
 
@@ -150,35 +123,23 @@ fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsE
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?;
     let builder = match &settings.ca_file {
-        None if settings.require_certificate => {
-            return Err(TlsError::NeedsCaFile("require_certificate"))
-        }
-        None if settings.use_identity_as_username => {
-            return Err(TlsError::NeedsCaFile("use_identity_as_username"))
-        }
+        None if settings.require_certificate => return Err(TlsError::NeedsCaFile("require_certificate")),
+        None if settings.use_identity_as_username => return Err(TlsError::NeedsCaFile("use_identity_as_username")),
         None => builder.with_no_client_auth(),
-        Some(ca_file) => {
-            builder.with_client_cert_verifier(client_verifier(settings, ca_file, provider)?)
-        }
+        Some(ca_file) => builder.with_client_cert_verifier(client_verifier(settings, ca_file, provider)?),
     };
-    let config = builder
-        .with_single_cert(chain, key)
-        .map_err(|error| match error {
-            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
-                cert_file: settings.cert_file.clone(),
-                key_file: settings.key_file.clone(),
-            },
-            rustls::Error::InvalidCertificate(reason) => TlsError::BadCertificate {
-                setting: "cert_file",
-                path: settings.cert_file.clone(),
-                reason: format!("{reason:?}"),
-            },
-            // The only other step that can fail is the provider loading the key.
-            other => TlsError::BadPrivateKey {
-                path: settings.key_file.clone(),
-                reason: other.to_string(),
-            },
-        })?;
+    let config = builder.with_single_cert(chain, key).map_err(|error| match error {
+        rustls::Error::InconsistentKeys(_) => {
+            TlsError::KeyMismatch { cert_file: settings.cert_file.clone(), key_file: settings.key_file.clone() }
+        }
+        rustls::Error::InvalidCertificate(reason) => TlsError::BadCertificate {
+            setting: "cert_file",
+            path: settings.cert_file.clone(),
+            reason: format!("{reason:?}"),
+        },
+        // The only other step that can fail is the provider loading the key.
+        other => TlsError::BadPrivateKey { path: settings.key_file.clone(), reason: other.to_string() },
+    })?;
     let config = Arc::new(config);
     // Whatever would make a connection fail to start is found here, so `accept` cannot fail.
     new_server_connection(config.clone()).map_err(TlsError::Config)?;
@@ -192,20 +153,14 @@ fn client_verifier(
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for certificate in read_certificates("ca_file", ca_file)? {
-        roots
-            .add(certificate)
-            .map_err(|error| TlsError::BadCertificate {
-                setting: "ca_file",
-                path: ca_file.to_path_buf(),
-                reason: error.to_string(),
-            })?;
+        roots.add(certificate).map_err(|error| TlsError::BadCertificate {
+            setting: "ca_file",
+            path: ca_file.to_path_buf(),
+            reason: error.to_string(),
+        })?;
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let builder = if settings.require_certificate {
-        builder
-    } else {
-        builder.allow_unauthenticated()
-    };
+    let builder = if settings.require_certificate { builder } else { builder.allow_unauthenticated() };
     builder.build().map_err(|error| TlsError::BadCertificate {
         setting: "ca_file",
         path: ca_file.to_path_buf(),
@@ -214,30 +169,16 @@ fn client_verifier(
 }
 
 fn read_file(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::ReadFile {
-        setting,
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::ReadFile { setting, path: path.to_path_buf(), source })
 }
 
-fn read_certificates(
-    setting: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_certificates(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let text = read_file(setting, path)?;
     let certificates = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| TlsError::BadPem {
-            setting,
-            path: path.to_path_buf(),
-            reason: pem_reason(&error),
-        })?;
+        .map_err(|error| TlsError::BadPem { setting, path: path.to_path_buf(), reason: pem_reason(&error) })?;
     if certificates.is_empty() {
-        return Err(TlsError::NoCertificate {
-            setting,
-            path: path.to_path_buf(),
-        });
+        return Err(TlsError::NoCertificate { setting, path: path.to_path_buf() });
     }
     Ok(certificates)
 }
@@ -246,10 +187,7 @@ const ENCRYPTED_KEY_LABEL: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let text = read_file("key_file", path)?;
-    if text
-        .windows(ENCRYPTED_KEY_LABEL.len())
-        .any(|window| window == ENCRYPTED_KEY_LABEL)
-    {
+    if text.windows(ENCRYPTED_KEY_LABEL.len()).any(|window| window == ENCRYPTED_KEY_LABEL) {
         return Err(TlsError::BadPrivateKey {
             path: path.to_path_buf(),
             reason: "the key is encrypted (no passphrase support): store it decrypted \
@@ -258,14 +196,8 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         });
     }
     PrivateKeyDer::from_pem_slice(&text).map_err(|error| match error {
-        pem::Error::NoItemsFound => TlsError::NoPrivateKey {
-            path: path.to_path_buf(),
-        },
-        other => TlsError::BadPem {
-            setting: "key_file",
-            path: path.to_path_buf(),
-            reason: pem_reason(&other),
-        },
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: path.to_path_buf() },
+        other => TlsError::BadPem { setting: "key_file", path: path.to_path_buf(), reason: pem_reason(&other) },
     })
 }
 
@@ -273,10 +205,7 @@ fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 fn pem_reason(error: &pem::Error) -> String {
     match error {
         pem::Error::MissingSectionEnd { end_marker } => {
-            format!(
-                "a section has no end line {:?}",
-                String::from_utf8_lossy(end_marker)
-            )
+            format!("a section has no end line {:?}", String::from_utf8_lossy(end_marker))
         }
         pem::Error::IllegalSectionStart { line } => {
             format!("bad section start line {:?}", String::from_utf8_lossy(line))
@@ -341,21 +270,14 @@ impl TlsTransport {
         }
         self.identity_read = true;
         // Present only when the verifier accepted the chain: the handshake fails otherwise.
-        let leaf = self
-            .connection
-            .peer_certificates()
-            .and_then(|chain| chain.first());
+        let leaf = self.connection.peer_certificates().and_then(|chain| chain.first());
         self.identity.certificate_common_name = leaf.and_then(|leaf| common_name(leaf));
     }
 
     /// A TLS error from rustls. Most errors queue a fatal alert (sent by the next `send`); the error
     /// text says which one went out, or that none did.
     fn protocol_error(&mut self, error: rustls::Error) -> TransportError {
-        let during = if self.connection.is_handshaking() {
-            "handshake"
-        } else {
-            "session"
-        };
+        let during = if self.connection.is_handshaking() { "handshake" } else { "session" };
         if let rustls::Error::AlertReceived(_) = error {
             return TransportError::Protocol(format!("TLS {during}: {error}"));
         }
@@ -363,9 +285,7 @@ impl TlsTransport {
         let alert = last_plaintext_alert(&records).or_else(|| match &error {
             // Encrypted alerts cannot be read back: these are the ones rustls sends for these errors.
             _ if records.is_empty() => None,
-            rustls::Error::InvalidCertificate(reason) => {
-                Some(AlertDescription::from(reason.clone()))
-            }
+            rustls::Error::InvalidCertificate(reason) => Some(AlertDescription::from(reason.clone())),
             rustls::Error::NoCertificatesPresented => Some(AlertDescription::CertificateRequired),
             _ => None,
         });
@@ -401,8 +321,7 @@ fn last_plaintext_alert(mut records: &[u8]) -> Option<AlertDescription> {
     while records.len() >= HEADER_BYTES {
         let len = usize::from(u16::from_be_bytes([records[3], records[4]]));
         let body = records.get(HEADER_BYTES..HEADER_BYTES + len)?;
-        last =
-            (records[0] == ALERT_RECORD_TYPE && len == 2).then(|| AlertDescription::from(body[1]));
+        last = (records[0] == ALERT_RECORD_TYPE && len == 2).then(|| AlertDescription::from(body[1]));
         records = &records[HEADER_BYTES + len..];
     }
     last
@@ -411,13 +330,7 @@ fn last_plaintext_alert(mut records: &[u8]) -> Option<AlertDescription> {
 /// The Common Name of a DER certificate's subject (the first, if there are several).
 fn common_name(certificate: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    let name = parsed
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
     Some(name)
 }
 
@@ -478,11 +391,7 @@ impl Transport for TlsTransport {
         Ok(())
     }
 
-    fn send(
-        &mut self,
-        frames: &mut VecDeque<Bytes>,
-        wire: &mut VecDeque<Bytes>,
-    ) -> Result<(), TransportError> {
+    fn send(&mut self, frames: &mut VecDeque<Bytes>, wire: &mut VecDeque<Bytes>) -> Result<(), TransportError> {
         if let Some(records) = self.pending_records.take() {
             wire.push_back(records);
         }
@@ -500,15 +409,11 @@ impl Transport for TlsTransport {
         if !records.is_empty() {
             wire.push_back(Bytes::from(records));
         }
-        written.map_err(|error| {
-            TransportError::Protocol(format!("TLS: cannot encrypt frames: {error}"))
-        })
+        written.map_err(|error| TransportError::Protocol(format!("TLS: cannot encrypt frames: {error}")))
     }
 
     fn wants_write(&self) -> bool {
-        self.pending_records.is_some()
-            || self.connection.wants_write()
-            || (self.closing && !self.close_notify_queued)
+        self.pending_records.is_some() || self.connection.wants_write() || (self.closing && !self.close_notify_queued)
     }
 
     fn is_established(&self) -> bool {

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -39,10 +38,7 @@ impl Authority {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("self-sign CA");
-        Authority {
-            issuer: Issuer::new(params, key),
-            cert_pem: cert.pem(),
-        }
+        Authority { issuer: Issuer::new(params, key), cert_pem: cert.pem() }
     }
 
     /// A server certificate for `localhost` and 127.0.0.1 with Common Name `name`.
@@ -53,8 +49,7 @@ impl Authority {
     /// A server certificate for an existing key (rcgen loads only PKCS#8; the caller may keep another form).
     pub fn server_cert_for_key(&self, name: &str, key: KeyPair) -> Leaf {
         let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("server params");
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(params, key)
@@ -62,10 +57,7 @@ impl Authority {
 
     /// A client certificate with Common Name `common_name`.
     pub fn client_cert(&self, common_name: &str) -> Leaf {
-        self.sign(
-            client_params(common_name),
-            KeyPair::generate().expect("generate client key"),
-        )
+        self.sign(client_params(common_name), KeyPair::generate().expect("generate client key"))
     }
 
     /// A client certificate that expired on 2020-01-01.
@@ -78,18 +70,13 @@ impl Authority {
 
     fn sign(&self, params: CertificateParams, key: KeyPair) -> Leaf {
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 }
 
 fn client_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name.push(DnType::CommonName, common_name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params
 }
@@ -126,12 +113,7 @@ impl Drop for Files {
 
 /// Settings for a server certificate from `server` and, when `client_ca` is given, client certificates
 /// verified against it.
-pub fn settings(
-    files: &Files,
-    server: &Leaf,
-    client_ca: Option<&Authority>,
-    require: bool,
-) -> TlsSettings {
+pub fn settings(files: &Files, server: &Leaf, client_ca: Option<&Authority>, require: bool) -> TlsSettings {
     TlsSettings {
         cert_file: files.write("server.crt", &server.cert_pem),
         key_file: files.write("server.key", &server.key_pem),
@@ -142,9 +124,7 @@ pub fn settings(
 }
 
 pub fn key_fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tls_support/keys")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls_support/keys").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
@@ -155,20 +135,16 @@ pub fn client_config(
     client_cert: Option<&Leaf>,
 ) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("CA PEM"))
-        .expect("trust CA");
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
-            .expect("client versions")
-            .with_root_certificates(roots);
+    roots.add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("CA PEM")).expect("trust CA");
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .expect("client versions")
+        .with_root_certificates(roots);
     let config = match client_cert {
         None => builder.with_no_client_auth(),
         Some(leaf) => builder
             .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes())
-                    .expect("client cert PEM")],
+                vec![CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).expect("client cert PEM")],
                 PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("client key PEM"),
             )
             .expect("client auth cert"),
@@ -238,10 +214,7 @@ impl Pair {
         let mut wire = VecDeque::new();
         let result = self.server.send(&mut frames, &mut wire);
         assert!(frames.is_empty(), "send takes every frame");
-        let bytes: Vec<u8> = wire
-            .iter()
-            .flat_map(|chunk| chunk.iter().copied())
-            .collect();
+        let bytes: Vec<u8> = wire.iter().flat_map(|chunk| chunk.iter().copied()).collect();
         self.deliver_to_client(&bytes);
         result
     }
@@ -249,9 +222,7 @@ impl Pair {
     fn client_output(&mut self) -> Vec<u8> {
         let mut bytes = Vec::new();
         while self.client.wants_write() {
-            self.client
-                .write_tls(&mut bytes)
-                .expect("client write_tls into a Vec");
+            self.client.write_tls(&mut bytes).expect("client write_tls into a Vec");
         }
         bytes
     }
@@ -263,9 +234,7 @@ impl Pair {
         let mut wire = VecDeque::new();
         // The transport's own bytes (handshake, alert, close_notify); an error here is the one it reported.
         let _ = self.server.send(&mut VecDeque::new(), &mut wire);
-        wire.iter()
-            .flat_map(|chunk| chunk.iter().copied())
-            .collect()
+        wire.iter().flat_map(|chunk| chunk.iter().copied()).collect()
     }
 
     fn deliver_to_client(&mut self, mut bytes: &[u8]) {
