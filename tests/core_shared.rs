@@ -39,7 +39,8 @@ fn each_message_goes_to_exactly_one_member_across_shards() {
 
 #[test]
 fn local_strategy_prefers_the_member_on_the_publishing_shard_and_rotates_there() {
-    let settings = BrokerSettings { shared_subscription_strategy: SharedSubscriptionStrategy::Local, ..BrokerSettings::default() };
+    let settings =
+        BrokerSettings { shared_subscription_strategy: SharedSubscriptionStrategy::Local, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(2, settings);
     let local_a = member(&mut broker, 0, "a", "$share/g/t");
     let local_b = member(&mut broker, 0, "b", "$share/g/t");
@@ -96,7 +97,10 @@ fn a_member_that_disconnects_or_leaves_stops_counting_and_one_that_resumes_count
     let (back, connack) = broker.connect_on(1, connect(V311, "away", false));
     assert!(connack.session_present);
     let resumed = broker.recv_publishes(back);
-    assert!(resumed.iter().all(|publish| publish.dup), "only its unacknowledged messages again, nothing queued while away: {resumed:?}");
+    assert!(
+        resumed.iter().all(|publish| publish.dup),
+        "only its unacknowledged messages again, nothing queued while away: {resumed:?}"
+    );
     assert_eq!(spread(&mut broker, 0, "t", 4, &[here, back]), vec![2, 2], "resumed: counted again");
     broker.send(back, Packet::Unsubscribe(unsubscribe(2, "$share/g/t")));
     broker.recv(back);
@@ -151,7 +155,9 @@ fn unsubscribed_group_gets_nothing_and_v311_may_share() {
     let mut broker = Broker::new(2);
     let (v3, _) = broker.connect_on(1, connect(V311, "three", true));
     broker.send(v3, Packet::Subscribe(subscribe(1, "$share/g/v", QoS::AtMostOnce)));
-    assert!(matches!(broker.recv(v3).as_slice(), [Packet::SubAck(suback)] if suback.reasons == vec![ReasonCode::GRANTED_QOS_0]));
+    assert!(
+        matches!(broker.recv(v3).as_slice(), [Packet::SubAck(suback)] if suback.reasons == vec![ReasonCode::GRANTED_QOS_0])
+    );
     let (publisher, _) = broker.connect_on(0, connect(V5, "p", true));
     broker.send(publisher, Packet::Publish(publish("v", QoS::AtMostOnce, 0, "1")));
     assert_eq!(broker.recv_publishes(v3).len(), 1);

@@ -200,7 +200,10 @@ async fn members_on_different_shards_each_get_a_fair_share__mqtt_4_8_2() {
     for version in BOTH_VERSIONS {
         let counts = spread_over_two_shards(&broker, version).await;
         let (low, high) = (SPREAD_MESSAGES as usize * 35 / 100, SPREAD_MESSAGES as usize * 65 / 100);
-        assert!(counts.iter().all(|&count| (low..=high).contains(&count)), "{version:?}: each of two members gets 35-65%: {counts:?}");
+        assert!(
+            counts.iter().all(|&count| (low..=high).contains(&count)),
+            "{version:?}: each of two members gets 35-65%: {counts:?}"
+        );
     }
 }
 
@@ -208,13 +211,20 @@ async fn members_on_different_shards_each_get_a_fair_share__mqtt_4_8_2() {
 /// a connected member (no mesh hop), as EMQX's `local` strategy does.
 #[tokio::test]
 async fn local_strategy_keeps_messages_with_the_member_on_the_publishing_shard__mqtt_4_8_2() {
-    let limits = BrokerLimits { shardmq_mqtt_toml: Some("shared_subscription_strategy = \"local\"".into()), ..BrokerLimits::default() };
+    let limits = BrokerLimits {
+        shardmq_mqtt_toml: Some("shared_subscription_strategy = \"local\"".into()),
+        ..BrokerLimits::default()
+    };
     let broker = Broker::start_with(&limits);
     if support::skip_on_mosquitto(&broker, "Mosquitto has no shard-local strategy") {
         return;
     }
     for version in BOTH_VERSIONS {
         let counts = spread_over_two_shards(&broker, version).await;
-        assert_eq!(counts, vec![SPREAD_MESSAGES as usize, 0], "{version:?}: all to the member on the publisher's shard");
+        assert_eq!(
+            counts,
+            vec![SPREAD_MESSAGES as usize, 0],
+            "{version:?}: all to the member on the publisher's shard"
+        );
     }
 }

@@ -338,7 +338,12 @@ impl Engine {
             conns: specs.into_iter().map(Conn::new).collect(),
             due: BinaryHeap::new(),
             read_buffer: vec![0; READ_BUFFER_BYTES],
-            timeline: Timeline { t0_ns: u64::MAX, publish_start_ns: u64::MAX, measure_start_ns: u64::MAX, publish_end_ns: u64::MAX },
+            timeline: Timeline {
+                t0_ns: u64::MAX,
+                publish_start_ns: u64::MAX,
+                measure_start_ns: u64::MAX,
+                publish_end_ns: u64::MAX,
+            },
             counters: Counters::default(),
             warmup: new_latency_histogram(),
             measure: new_latency_histogram(),
@@ -447,8 +452,12 @@ impl Engine {
         // The probe's timeline is set before reconnecting, so a device that resumes late still accounts it.
         let probe_start_ns = storm_start_ns + self.settings.reconnect_settle_ns;
         let probe_end_ns = probe_start_ns + self.settings.probe_ns;
-        self.timeline =
-            Timeline { t0_ns: probe_start_ns, publish_start_ns: probe_start_ns, measure_start_ns: probe_start_ns, publish_end_ns: probe_end_ns };
+        self.timeline = Timeline {
+            t0_ns: probe_start_ns,
+            publish_start_ns: probe_start_ns,
+            measure_start_ns: probe_start_ns,
+            publish_end_ns: probe_end_ns,
+        };
         self.probing = true;
         for conn in &mut self.conns {
             conn.sequence_base = conn.next_sequence;
@@ -464,7 +473,8 @@ impl Engine {
         }
         self.due.clear();
         let saved_connack = std::mem::replace(&mut self.connack, new_latency_histogram());
-        let saved = (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
+        let saved =
+            (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
         self.first_connect_ns = u64::MAX;
         self.last_connack_ns = 0;
         self.reconnecting = true;
@@ -474,7 +484,8 @@ impl Engine {
         self.counters.reconnections = self.counters.connections - saved.2;
         self.counters.reconnect_sessions_present = self.counters.sessions_present - saved.3;
         let storm = (std::mem::replace(&mut self.connack, saved_connack), self.first_connect_ns, self.last_connack_ns);
-        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) = saved;
+        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) =
+            saved;
         if self.settings.probe_ns > 0 {
             self.probe_devices(probe_start_ns)?;
         }
@@ -516,7 +527,10 @@ impl Engine {
     fn nothing_left_to_send(&self) -> bool {
         self.conns.iter().all(|conn| {
             conn.state != State::Ready
-                || (conn.queued_bytes() == 0 && conn.inflight == 0 && !conn.waiting_for_room && conn.delayed_acks.is_empty())
+                || (conn.queued_bytes() == 0
+                    && conn.inflight == 0
+                    && !conn.waiting_for_room
+                    && conn.delayed_acks.is_empty())
         })
     }
 
@@ -543,7 +557,13 @@ impl Engine {
         let ready: Vec<(usize, bool, bool)> = self
             .events
             .iter()
-            .map(|event| (event.token().0, event.is_readable() || event.is_read_closed() || event.is_error(), event.is_writable()))
+            .map(|event| {
+                (
+                    event.token().0,
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable(),
+                )
+            })
             .collect();
         for (token, readable, writable) in ready {
             if token == TIMER_TOKEN.0 {
@@ -580,7 +600,8 @@ impl Engine {
 
     fn start_connect(&mut self, index: usize) -> Result<(), String> {
         let broker = self.settings.broker;
-        let stream = open_socket(broker, self.settings.source_ip, self.settings.client_shape).map_err(|err| connect_error_text(broker, &err))?;
+        let stream = open_socket(broker, self.settings.source_ip, self.settings.client_shape)
+            .map_err(|err| connect_error_text(broker, &err))?;
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
         conn.state = State::TcpConnecting;
@@ -704,7 +725,12 @@ impl Engine {
                 }
             }
             Packet::Disconnect(Disconnect { reason, .. }) => {
-                return Err(format!("broker sent DISCONNECT to {}: {} (0x{:02x})", conn.spec.client_id, reason.name(), reason.0))
+                return Err(format!(
+                    "broker sent DISCONNECT to {}: {} (0x{:02x})",
+                    conn.spec.client_id,
+                    reason.name(),
+                    reason.0
+                ))
             }
             other => return Err(format!("unexpected {:?} from broker", other.packet_type())),
         }
@@ -782,7 +808,8 @@ impl Engine {
             self.counters.stale += 1;
             return Ok(());
         };
-        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns {
+        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns
+        {
             self.counters.stale += 1;
             return Ok(());
         }
@@ -857,11 +884,14 @@ impl Engine {
     /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
     /// is full; then it waits for room and catches up later with the original intended times.
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
-        let (qos, version, payload_bytes, probing) = (self.qos, self.version, self.settings.payload_bytes, self.probing);
+        let (qos, version, payload_bytes, probing) =
+            (self.qos, self.version, self.settings.payload_bytes, self.probing);
         let per_packet = self.settings.client_shape.write_per_packet();
         let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
-        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else { return Ok(()) };
+        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else {
+            return Ok(());
+        };
         conn.waiting_for_room = false;
         loop {
             let scheduled = conn.next_sequence - conn.sequence_base;
@@ -885,7 +915,9 @@ impl Engine {
             }
             let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
             let topic = match targets {
-                Some(targets) => ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str()),
+                Some(targets) => {
+                    ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str())
+                }
                 None => conn.topic.clone(),
             };
             packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
@@ -972,7 +1004,11 @@ impl Engine {
         self.progress_published_ns = now;
         self.progress.sent.store(self.counters.sent, Ordering::Relaxed);
         self.progress.delivered.store(self.counters.delivered, Ordering::Relaxed);
-        let p99 = if self.measure.is_empty() { self.warmup.value_at_quantile(0.99) } else { self.measure.value_at_quantile(0.99) };
+        let p99 = if self.measure.is_empty() {
+            self.warmup.value_at_quantile(0.99)
+        } else {
+            self.measure.value_at_quantile(0.99)
+        };
         self.progress.p99_us.store(p99, Ordering::Relaxed);
     }
 

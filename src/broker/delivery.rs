@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::core::ShardCore;
 use super::interest::ShardSet;
-use super::message::{Action, Message, MeshMessage};
+use super::message::{Action, MeshMessage, Message};
 use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
 use super::session::SessionKey;
@@ -90,8 +90,8 @@ impl ShardCore {
     /// excludes every one of them [MQTT-3.8.3-3].
     pub(super) fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
         let session = self.sessions.get(subscriptions[0].session)?;
-        let own_message = message.origin.shard == self.shard && message.origin.conn.is_some()
-            && message.origin.conn == session.conn;
+        let own_message =
+            message.origin.shard == self.shard && message.origin.conn.is_some() && message.origin.conn == session.conn;
         let mut delivery: Option<Delivery> = None;
         for subscription in subscriptions.iter().filter(|sub| !(sub.options.no_local && own_message)) {
             let qos = subscription.options.qos.min(message.qos);
@@ -131,7 +131,8 @@ impl ShardCore {
             Some(_) => delivery,
             None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
         };
-        let (messages_max, bytes_max) = (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
+        let (messages_max, bytes_max) =
+            (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
         let Some(session) = self.sessions.get_mut(key) else { return };
         if !session.enqueue(delivery, messages_max, bytes_max) {
             self.stats.dropped_queue_full += 1;
@@ -233,14 +234,21 @@ pub(crate) mod tests {
         let subscriber = core.open_connection(now);
         core.handle_packet(subscriber, connect("sleeper"), now);
         let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
-        let subscribe = Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
+        let subscribe =
+            Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
         core.handle_packet(subscriber, Packet::Subscribe(subscribe), now);
         core.connection_lost(subscriber, now);
 
         let read_buffer = Bytes::from(vec![b'x'; 16 * 1024]);
         let publisher = core.open_connection(now);
         core.handle_packet(publisher, connect("writer"), now);
-        let publish = Publish { qos: QoS::AtLeastOnce, topic: ByteStr::from("t"), packet_id: 1, payload: read_buffer.slice(100..200), ..Publish::default() };
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: ByteStr::from("t"),
+            packet_id: 1,
+            payload: read_buffer.slice(100..200),
+            ..Publish::default()
+        };
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
         let key = core.sessions.find("sleeper").expect("session kept");

@@ -176,7 +176,9 @@ impl InterestTrie {
     /// the shard has not announced: `InterestAdded` always comes first on the same channel).
     pub fn set_shared_connected(&mut self, share: &ByteStr, shard: ShardId, count: u32) {
         let Ok(Some(shared)) = parse_shared_subscription(share) else { return };
-        let Some(groups) = self.filters.value_mut(shared.filter).and_then(|interest| interest.groups.as_mut()) else { return };
+        let Some(groups) = self.filters.value_mut(shared.filter).and_then(|interest| interest.groups.as_mut()) else {
+            return;
+        };
         if let Some(group) = groups.iter_mut().find(|group| group.share == *share && group.shards.contains(shard)) {
             group.set_connected(shard, count);
         }
@@ -224,7 +226,10 @@ mod tests {
         interest.add(&"$share/h/a/#".into(), 2);
         interest.add(&"a/b".into(), 3);
         assert_eq!(shards_for(&interest, "a/b"), vec![3]);
-        assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]);
+        assert_eq!(
+            groups_for(&interest, "a/b"),
+            vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]
+        );
         interest.remove(&"$share/g/a/+".into(), 1);
         interest.remove(&"$share/h/a/#".into(), 2);
         assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![2])]);
@@ -253,7 +258,8 @@ mod tests {
         interest.remove(&share, 1);
         assert_eq!(connected(&interest), vec![]);
         let mut turns = Vec::new();
-        interest.matching("a/b", &mut ShardSet::default(), |group| turns.extend([group.next_turn(), group.next_turn()]));
+        interest
+            .matching("a/b", &mut ShardSet::default(), |group| turns.extend([group.next_turn(), group.next_turn()]));
         assert_eq!(turns, vec![0, 1]);
     }
 

@@ -121,7 +121,8 @@ mod tests {
         assert_eq!(BrokerSettings::default().shared_subscription_strategy, SharedSubscriptionStrategy::RoundRobin);
         let local: BrokerSettings = toml::from_str("shared_subscription_strategy = \"local\"").expect("valid toml");
         assert_eq!(local.shared_subscription_strategy, SharedSubscriptionStrategy::Local);
-        let round: BrokerSettings = toml::from_str("shared_subscription_strategy = \"round_robin\"").expect("valid toml");
+        let round: BrokerSettings =
+            toml::from_str("shared_subscription_strategy = \"round_robin\"").expect("valid toml");
         assert_eq!(round.shared_subscription_strategy, SharedSubscriptionStrategy::RoundRobin);
         assert!(toml::from_str::<BrokerSettings>("shared_subscription_strategy = \"random\"").is_err());
     }
