@@ -4,6 +4,7 @@
 mod core_harness;
 
 use core_harness::*;
+use shardmq::broker::{BrokerSettings, SharedSubscriptionStrategy};
 use shardmq::protocol::{Packet, ProtocolVersion, QoS, ReasonCode};
 
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -37,8 +38,10 @@ fn each_message_goes_to_exactly_one_member_across_shards() {
 }
 
 #[test]
-fn member_on_the_publishing_shard_is_preferred_and_members_rotate() {
-    let mut broker = Broker::new(2);
+fn local_strategy_prefers_the_member_on_the_publishing_shard_and_rotates_there() {
+    let settings =
+        BrokerSettings { shared_subscription_strategy: SharedSubscriptionStrategy::Local, ..BrokerSettings::default() };
+    let mut broker = Broker::with_settings(2, settings);
     let local_a = member(&mut broker, 0, "a", "$share/g/t");
     let local_b = member(&mut broker, 0, "b", "$share/g/t");
     let remote = member(&mut broker, 1, "c", "$share/g/t");
@@ -49,6 +52,80 @@ fn member_on_the_publishing_shard_is_preferred_and_members_rotate() {
     assert_eq!(broker.recv_publishes(local_a).len(), 2);
     assert_eq!(broker.recv_publishes(local_b).len(), 2);
     assert!(broker.recv_publishes(remote).is_empty());
+}
+
+/// Publishes `count` QoS 1 messages on `topic` from a publisher on `shard`; returns how many each client got.
+fn spread(broker: &mut Broker, shard: usize, topic: &str, count: u16, clients: &[Client]) -> Vec<usize> {
+    let (publisher, _) = broker.connect_on(shard, connect(V5, &format!("p-{shard}-{topic}"), true));
+    for i in 1..=count {
+        broker.send(publisher, Packet::Publish(publish(topic, QoS::AtLeastOnce, i, &i.to_string())));
+    }
+    clients.iter().map(|&client| broker.recv_publishes(client).len()).collect()
+}
+
+#[test]
+fn round_robin_gives_members_on_every_shard_an_equal_share() {
+    let mut broker = Broker::new(2);
+    let here = member(&mut broker, 0, "here", "$share/g/t");
+    let there = member(&mut broker, 1, "there", "$share/g/t");
+    assert_eq!(spread(&mut broker, 0, "t", 10, &[here, there]), vec![5, 5], "publisher on shard 0");
+    assert_eq!(spread(&mut broker, 1, "t", 10, &[here, there]), vec![5, 5], "publisher on shard 1");
+}
+
+#[test]
+fn round_robin_weighs_shards_by_their_connected_members() {
+    let mut broker = Broker::new(3);
+    let members = [
+        member(&mut broker, 0, "a", "$share/g/t"),
+        member(&mut broker, 1, "b", "$share/g/t"),
+        member(&mut broker, 1, "c", "$share/g/t"),
+    ];
+    assert_eq!(spread(&mut broker, 2, "t", 9, &members), vec![3, 3, 3], "no member on the publishing shard");
+    assert_eq!(spread(&mut broker, 0, "t", 9, &members), vec![3, 3, 3], "one member on the publishing shard");
+}
+
+#[test]
+fn a_member_that_disconnects_or_leaves_stops_counting_and_one_that_resumes_counts_again() {
+    let mut broker = Broker::new(2);
+    let here = member(&mut broker, 0, "here", "$share/g/t");
+    let (away, _) = broker.connect_on(1, connect(V311, "away", false));
+    broker.send(away, Packet::Subscribe(subscribe(1, "$share/g/t", QoS::AtLeastOnce)));
+    broker.recv(away);
+    assert_eq!(spread(&mut broker, 0, "t", 4, &[here, away]), vec![2, 2]);
+    broker.lose(away);
+    assert_eq!(spread(&mut broker, 0, "t", 4, &[here]), vec![4], "offline with a kept session: skipped");
+    let (back, connack) = broker.connect_on(1, connect(V311, "away", false));
+    assert!(connack.session_present);
+    let resumed = broker.recv_publishes(back);
+    assert!(
+        resumed.iter().all(|publish| publish.dup),
+        "only its unacknowledged messages again, nothing queued while away: {resumed:?}"
+    );
+    assert_eq!(spread(&mut broker, 0, "t", 4, &[here, back]), vec![2, 2], "resumed: counted again");
+    broker.send(back, Packet::Unsubscribe(unsubscribe(2, "$share/g/t")));
+    broker.recv(back);
+    let second = member(&mut broker, 1, "second", "$share/g/t");
+    let third = member(&mut broker, 1, "third", "$share/g/t");
+    broker.send(second, Packet::Unsubscribe(unsubscribe(2, "$share/g/t")));
+    broker.recv(second);
+    assert_eq!(spread(&mut broker, 0, "t", 4, &[here, back, second, third]), vec![2, 0, 0, 2]);
+}
+
+#[test]
+fn with_no_member_connected_anywhere_a_kept_session_queues_it_once() {
+    let mut broker = Broker::new(2);
+    let (away, _) = broker.connect_on(1, connect(V311, "away", false));
+    broker.send(away, Packet::Subscribe(subscribe(1, "$share/g/q", QoS::AtLeastOnce)));
+    broker.recv(away);
+    broker.lose(away);
+    let (publisher, _) = broker.connect_on(0, connect(V5, "p", true));
+    for i in 1..=3u16 {
+        broker.send(publisher, Packet::Publish(publish("q", QoS::AtLeastOnce, i, &i.to_string())));
+    }
+    let (back, connack) = broker.connect_on(1, connect(V311, "away", false));
+    assert!(connack.session_present);
+    let got: Vec<String> = contents(&broker.recv_publishes(back)).into_iter().map(|(_, payload)| payload).collect();
+    assert_eq!(got, vec!["1", "2", "3"], "queued in the only member's session, in order, once each");
 }
 
 #[test]

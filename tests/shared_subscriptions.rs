@@ -8,7 +8,7 @@ mod support;
 
 use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
 use support::raw::{self, Level, PacketFields, RawClient};
-use support::{client_id_on_shard, spread_client_ids, unique, Broker, SILENCE};
+use support::{client_id_on_shard, spread_client_ids, unique, Broker, BrokerLimits, SILENCE};
 
 /// Drains every member and returns the payloads (as numbers) each one got.
 async fn drain(members: &mut [Client]) -> Vec<Vec<u32>> {
@@ -165,5 +165,66 @@ async fn offline_member_new_messages_go_to_a_connected_member_on_another_shard__
         back.expect_no_message().await;
         back.unsubscribe(&filter).await;
         present.unsubscribe(&filter).await;
+    }
+}
+
+const SPREAD_MESSAGES: u32 = 200;
+
+/// Two members of one group homed on different shards, a publisher on shard 0 sends `SPREAD_MESSAGES` at
+/// QoS 1; returns how many each member got, after checking the group got every message exactly once.
+async fn spread_over_two_shards(broker: &Broker, version: Version) -> Vec<usize> {
+    let topic = unique("spread");
+    let filter = format!("$share/workers/{topic}");
+    let mut group = Vec::new();
+    for shard in 0..2 {
+        let mut member = Client::connect(broker.port(), version, &client_id_on_shard("worker", shard)).await;
+        assert_eq!(member.subscribe(&filter, 1).await, 1, "{version:?} member on shard {shard} joins");
+        group.push(member);
+    }
+    let mut publisher = Client::connect(broker.port(), version, &client_id_on_shard("producer", 0)).await;
+    for i in 0..SPREAD_MESSAGES {
+        publisher.publish(&topic, 1, false, format!("{i}")).await;
+    }
+    let per_member = drain(&mut group).await;
+    let mut all = per_member.concat();
+    all.sort();
+    assert_eq!(all, (0..SPREAD_MESSAGES).collect::<Vec<_>>(), "{version:?}: every message exactly once to the group");
+    per_member.iter().map(Vec::len).collect()
+}
+
+/// The default strategy spreads a group's messages over its members on every shard, not only over the
+/// members on the publishing shard (v5 section 4.8.2: the server distributes among the members).
+#[tokio::test]
+async fn members_on_different_shards_each_get_a_fair_share__mqtt_4_8_2() {
+    let broker = Broker::start();
+    for version in BOTH_VERSIONS {
+        let counts = spread_over_two_shards(&broker, version).await;
+        let (low, high) = (SPREAD_MESSAGES as usize * 35 / 100, SPREAD_MESSAGES as usize * 65 / 100);
+        assert!(
+            counts.iter().all(|&count| (low..=high).contains(&count)),
+            "{version:?}: each of two members gets 35-65%: {counts:?}"
+        );
+    }
+}
+
+/// `shared_subscription_strategy = "local"` keeps a group's messages on the publishing shard while it has
+/// a connected member (no mesh hop), as EMQX's `local` strategy does.
+#[tokio::test]
+async fn local_strategy_keeps_messages_with_the_member_on_the_publishing_shard__mqtt_4_8_2() {
+    let limits = BrokerLimits {
+        shardmq_mqtt_toml: Some("shared_subscription_strategy = \"local\"".into()),
+        ..BrokerLimits::default()
+    };
+    let broker = Broker::start_with(&limits);
+    if support::skip_on_mosquitto(&broker, "Mosquitto has no shard-local strategy") {
+        return;
+    }
+    for version in BOTH_VERSIONS {
+        let counts = spread_over_two_shards(&broker, version).await;
+        assert_eq!(
+            counts,
+            vec![SPREAD_MESSAGES as usize, 0],
+            "{version:?}: all to the member on the publisher's shard"
+        );
     }
 }

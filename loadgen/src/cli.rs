@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::client_shape::ClientShape;
 use crate::engine::EngineSettings;
 use crate::plan::{PlanOptions, Scenario};
 use crate::stamp::STAMP_BYTES;
@@ -151,6 +152,14 @@ pub struct RunArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// How connections pace packets and acks on the socket: `batched` (TCP_NODELAY, one write per turn)
+    /// or `paho` (as paho-mqtt: Nagle on, one write per packet, each ack in its own write at once).
+    #[arg(long, value_enum, default_value_t = ClientShape::Batched)]
+    pub client_shape: ClientShape,
+    /// Send each PUBACK/PUBREC this long after its PUBLISH arrived, microseconds (paho's network thread
+    /// sends it after a wake-up through its socket pair: ~0.1-1 ms). 0 = in the same turn.
+    #[arg(long, default_value_t = 0)]
+    pub ack_delay_us: u64,
 }
 
 impl RunArgs {
@@ -244,6 +253,8 @@ impl RunArgs {
             publish_after_warmup: scenario == Scenario::Idle,
             reconnect_settle_ns: if probe { (self.reconnect_settle * 1e9) as u64 } else { 0 },
             probe_ns: if probe { (self.probe * 1e9) as u64 } else { 0 },
+            client_shape: self.client_shape,
+            ack_delay_ns: self.ack_delay_us * 1000,
         }
     }
 }

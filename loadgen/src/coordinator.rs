@@ -77,6 +77,7 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
         mqtt_version: if args.mqtt_version == 5 { 5 } else { 4 },
         qos: args.qos,
         payload_bytes: args.payload_bytes,
+        client_shape: args.client_shape,
         publishers: plan.publishers,
         subscribers: plan.subscribers,
         connections: plan.specs.len(),

@@ -5,7 +5,7 @@
 //! read, so a busy subscriber costs about one syscall per socket buffer rather than one per message.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 use shardmq::protocol::{decode_packet, ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, Publish, QoS, SubAck};
 
+use crate::client_shape::ClientShape;
 use crate::clock::{now_ns, thread_cpu_ns};
 use crate::histogram::{new_latency_histogram, record_us};
 use crate::packets::{self, PACKET_BYTES_MAX};
@@ -71,6 +72,12 @@ pub struct EngineSettings {
     pub reconnect_settle_ns: u64,
     #[serde(default)]
     pub probe_ns: u64,
+    /// How packets and acks are paced on the socket (see `client_shape`).
+    #[serde(default)]
+    pub client_shape: ClientShape,
+    /// How long after its PUBLISH arrived an ack is sent (0 = in the same turn).
+    #[serde(default)]
+    pub ack_delay_ns: u64,
 }
 
 /// What one connection does.
@@ -213,6 +220,8 @@ enum State {
 enum Due {
     Publish,
     Ping,
+    /// Acks held back by `--ack-delay-us` are due.
+    Ack,
 }
 
 struct Conn {
@@ -238,6 +247,8 @@ struct Conn {
     inflight_max: u32,
     waiting_for_room: bool,
     trackers: Vec<SequenceTracker>,
+    /// Encoded acks held back until their due time (`--ack-delay-us`), oldest first.
+    delayed_acks: VecDeque<(u64, BytesMut)>,
 }
 
 impl Conn {
@@ -264,6 +275,7 @@ impl Conn {
             inflight_max: INFLIGHT_MAX,
             waiting_for_room: false,
             trackers: Vec::new(),
+            delayed_acks: VecDeque::new(),
         }
     }
 
@@ -514,7 +526,11 @@ impl Engine {
 
     fn nothing_left_to_send(&self) -> bool {
         self.conns.iter().all(|conn| {
-            conn.state != State::Ready || (conn.queued_bytes() == 0 && conn.inflight == 0 && !conn.waiting_for_room)
+            conn.state != State::Ready
+                || (conn.queued_bytes() == 0
+                    && conn.inflight == 0
+                    && !conn.waiting_for_room
+                    && conn.delayed_acks.is_empty())
         })
     }
 
@@ -574,6 +590,7 @@ impl Engine {
             let queued = match due {
                 Due::Publish => self.publish_due(index, now),
                 Due::Ping => self.send_ping(index, now),
+                Due::Ack => self.release_acks(index, now),
             };
             if let Err(error) = queued.and_then(|()| self.flush(index)) {
                 self.lose_connection(index, error);
@@ -583,7 +600,8 @@ impl Engine {
 
     fn start_connect(&mut self, index: usize) -> Result<(), String> {
         let broker = self.settings.broker;
-        let stream = open_socket(broker, self.settings.source_ip).map_err(|err| connect_error_text(broker, &err))?;
+        let stream = open_socket(broker, self.settings.source_ip, self.settings.client_shape)
+            .map_err(|err| connect_error_text(broker, &err))?;
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
         conn.state = State::TcpConnecting;
@@ -716,6 +734,11 @@ impl Engine {
             }
             other => return Err(format!("unexpected {:?} from broker", other.packet_type())),
         }
+        if self.settings.client_shape.write_per_packet() {
+            // The ack (if any) goes out now, alone, as paho's network loop sends it.
+            let conn = &mut self.conns[index];
+            write_queued(conn.stream.as_mut(), &mut conn.out)?;
+        }
         Ok(())
     }
 
@@ -772,16 +795,15 @@ impl Engine {
     }
 
     fn on_publish(&mut self, index: usize, publish: &Publish, received_ns: u64) -> Result<(), String> {
-        let conn = &mut self.conns[index];
-        match publish.qos {
-            QoS::AtLeastOnce => {
-                packets::encode(&Packet::PubAck(packets::response(publish.packet_id)), self.version, &mut conn.out)?
-            }
-            QoS::ExactlyOnce => {
-                packets::encode(&Packet::PubRec(packets::response(publish.packet_id)), self.version, &mut conn.out)?
-            }
-            QoS::AtMostOnce => {}
+        let ack = match publish.qos {
+            QoS::AtLeastOnce => Some(Packet::PubAck(packets::response(publish.packet_id))),
+            QoS::ExactlyOnce => Some(Packet::PubRec(packets::response(publish.packet_id))),
+            QoS::AtMostOnce => None,
+        };
+        if let Some(ack) = ack {
+            self.queue_ack(index, &ack, received_ns)?;
         }
+        let conn = &mut self.conns[index];
         let Some(stamp) = Stamp::from_payload(&publish.payload) else {
             self.counters.stale += 1;
             return Ok(());
@@ -819,6 +841,36 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues the ack of a received PUBLISH: at once, or after `ack_delay_ns` (as a client whose network
+    /// thread is woken to send it does).
+    fn queue_ack(&mut self, index: usize, ack: &Packet, received_ns: u64) -> Result<(), String> {
+        let delay_ns = self.settings.ack_delay_ns;
+        let conn = &mut self.conns[index];
+        if delay_ns == 0 {
+            return packets::encode(ack, self.version, &mut conn.out);
+        }
+        let mut encoded = BytesMut::new();
+        packets::encode(ack, self.version, &mut encoded)?;
+        let due_ns = received_ns + delay_ns;
+        conn.delayed_acks.push_back((due_ns, encoded));
+        self.due.push(Reverse((due_ns, Due::Ack, index)));
+        Ok(())
+    }
+
+    /// Moves the held-back acks that are due to the output (each in its own write with `write_per_packet`).
+    fn release_acks(&mut self, index: usize, now: u64) -> Result<(), String> {
+        let per_packet = self.settings.client_shape.write_per_packet();
+        let conn = &mut self.conns[index];
+        while conn.delayed_acks.front().is_some_and(|(due_ns, _)| *due_ns <= now) {
+            let Some((_, encoded)) = conn.delayed_acks.pop_front() else { break };
+            conn.out.extend_from_slice(&encoded);
+            if per_packet {
+                write_queued(conn.stream.as_mut(), &mut conn.out)?;
+            }
+        }
+        Ok(())
+    }
+
     fn on_publish_completed(&mut self, index: usize, now: u64) -> Result<(), String> {
         self.counters.acked += 1;
         let conn = &mut self.conns[index];
@@ -834,6 +886,7 @@ impl Engine {
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
         let (qos, version, payload_bytes, probing) =
             (self.qos, self.version, self.settings.payload_bytes, self.probing);
+        let per_packet = self.settings.client_shape.write_per_packet();
         let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
         let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else {
@@ -868,6 +921,9 @@ impl Engine {
                 None => conn.topic.clone(),
             };
             packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
+            if per_packet {
+                write_queued(conn.stream.as_mut(), &mut conn.out)?;
+            }
             conn.next_sequence += 1;
             self.counters.sent += 1;
             self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns && !probing);
@@ -893,15 +949,7 @@ impl Engine {
 
     fn flush(&mut self, index: usize) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        let Some(stream) = conn.stream.as_mut() else { return Ok(()) };
-        while !conn.out.is_empty() {
-            match stream.write(&conn.out) {
-                Ok(written) => conn.out.advance(written),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(format!("write to broker: {err}")),
-            }
-        }
+        write_queued(conn.stream.as_mut(), &mut conn.out)?;
         if conn.waiting_for_room && conn.queued_bytes() < OUT_BYTES_MAX / 2 && conn.state == State::Ready {
             self.publish_due(index, now_ns())?;
         }
@@ -990,11 +1038,26 @@ impl Engine {
     }
 }
 
-fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
+/// Writes a connection's queued bytes until done or the socket is full (the rest waits for writable).
+/// Takes the two fields, not the `Conn`, so callers may hold a borrow of its spec.
+fn write_queued(stream: Option<&mut TcpStream>, out: &mut BytesMut) -> Result<(), String> {
+    let Some(stream) = stream else { return Ok(()) };
+    while !out.is_empty() {
+        match stream.write(out) {
+            Ok(written) => out.advance(written),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(format!("write to broker: {err}")),
+        }
+    }
+    Ok(())
+}
+
+fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>, shape: ClientShape) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(broker), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_nodelay(shape.no_delay())?;
     if let Some(ip) = source_ip {
         // Choose the port at connect() time, when the broker's address is known: a bind to port 0 alone must
         // find a port free for every destination, which gets slow (and stalls this event loop) with tens of

@@ -3,6 +3,7 @@
 
 mod broker_usage;
 mod cli;
+mod client_shape;
 mod clock;
 mod coordinator;
 mod engine;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::broker_usage::BrokerUsage;
+use crate::client_shape::ClientShape;
 use crate::engine::{Counters, ThreadReport};
 use crate::histogram::{hgrm_text, LatencySummary};
 
@@ -19,6 +20,9 @@ pub struct RunSummary {
     pub mqtt_version: u8,
     pub qos: u8,
     pub payload_bytes: usize,
+    /// How the connections paced packets and acks (`--client-shape`).
+    #[serde(default)]
+    pub client_shape: ClientShape,
     pub publishers: usize,
     pub subscribers: usize,
     pub connections: usize,
@@ -94,7 +98,10 @@ impl RunSummary {
 
     pub fn print(&self) {
         let counters = &self.counters;
-        println!("{} {} ({}): {} connections", self.label, self.scenario, self.command, counters.connections);
+        println!(
+            "{} {} ({}): {} connections, client shape {:?}",
+            self.label, self.scenario, self.command, counters.connections, self.client_shape
+        );
         if counters.sent > 0 || counters.delivered > 0 {
             println!(
                 "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s received in the measured phase)  expected {}  lost {}  duplicates {}  out-of-order {}",

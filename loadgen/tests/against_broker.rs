@@ -153,6 +153,36 @@ fn p2p_qos1_over_mqtt5_is_acknowledged_and_delivered_exactly() {
     assert_eq!(summary["lost"], 0);
 }
 
+/// The paho client shape (Nagle on, one write per packet, acks held back and sent alone) still completes
+/// every exchange: each held-back PUBACK goes out, and the drain waits for them.
+#[test]
+fn paho_client_shape_with_delayed_acks_acknowledges_and_delivers_everything() {
+    let Some(broker) = start_broker("paho-shape") else { return };
+    let args = [
+        "--pairs",
+        "10",
+        "--qos",
+        "1",
+        "--rate",
+        "500",
+        "--warmup",
+        "0.2",
+        "--duration",
+        "1",
+        "--client-shape",
+        "paho",
+        "--ack-delay-us",
+        "300",
+    ];
+    let summary = run_loadgen(&broker, "p2p", &args);
+    assert_eq!(summary["client_shape"], "paho");
+    let sent = count(&summary, "sent");
+    assert_eq!(sent, 600);
+    assert_eq!(count(&summary, "acked"), sent);
+    assert_eq!(count(&summary, "delivered"), sent);
+    assert_eq!(summary["lost"], 0);
+}
+
 #[test]
 fn conn_storm_connects_every_client() {
     let Some(broker) = start_broker("storm") else { return };

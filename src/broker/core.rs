@@ -46,8 +46,6 @@ pub struct ShardCore {
     /// The owned copy of the message being fanned out, shared by the offline sessions that queue it.
     pub(super) offline_copy: Option<(Arc<Message>, Arc<Message>)>,
     pub(super) next_assigned_id: u64,
-    /// Rotates the shard chosen for a shared group with members on several other shards.
-    pub(super) shared_rotation: usize,
     pub(super) stats: CoreStats,
     /// Last `InterestAdded` sequence number sent, and per shard the last one it acknowledged.
     pub(super) interest_seq_sent: u64,
@@ -78,7 +76,6 @@ impl ShardCore {
             fanout_headers: FanoutHeaders::default(),
             offline_copy: None,
             next_assigned_id: 0,
-            shared_rotation: 0,
             stats: CoreStats::default(),
             interest_seq_sent: 0,
             interest_acks: vec![0; shard_count],

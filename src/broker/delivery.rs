@@ -14,8 +14,9 @@ use super::message::{Action, MeshMessage, Message};
 use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
 use super::session::SessionKey;
+use super::shared::RemoteGroup;
 use super::subscriptions::Subscriber;
-use crate::protocol::{ByteStr, QoS};
+use crate::protocol::QoS;
 
 /// One message on its way to one session: the shared message plus what is particular to this receiver.
 #[derive(Clone, Debug)]
@@ -36,10 +37,8 @@ impl ShardCore {
             false => message,
         };
         let mut shards = ShardSet::default();
-        let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
-        self.interest.matching(&message.topic, &mut shards, |group| {
-            remote_groups.push((group.share.clone(), group.shards.clone()))
-        });
+        let mut remote_groups: SmallVec<[RemoteGroup; 2]> = SmallVec::new();
+        self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push(RemoteGroup::of(group)));
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
@@ -56,68 +55,6 @@ impl ShardCore {
         let shared = self.route_to_shared_groups(&message, remote_groups, now);
         self.offline_copy = None;
         delivered_here || shared || shards.iter().any(|shard| shard != self.shard)
-    }
-
-    /// Each matching shared group gets the message once (v5 section 4.8.2): a connected member on this shard
-    /// if there is one, else one other shard holding members (rotating), which picks a member there; a local
-    /// offline member's session queues it only when no other shard has members. What was already sent to or
-    /// queued for a member stays in its session (redelivered when it resumes).
-    fn route_to_shared_groups(
-        &mut self,
-        message: &Arc<Message>,
-        remote: SmallVec<[(ByteStr, ShardSet); 2]>,
-        now: Instant,
-    ) -> bool {
-        let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
-        self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
-        local.sort_unstable();
-        local.dedup();
-        let mut routed = false;
-        let mut forwarded: SmallVec<[ByteStr; 2]> = SmallVec::new();
-        for (share, shards) in remote {
-            if forwarded.contains(&share) || (local.contains(&share) && self.has_connected_share_member(&share)) {
-                continue;
-            }
-            let candidates: SmallVec<[usize; 4]> = shards.iter().filter(|&shard| shard != self.shard).collect();
-            if candidates.is_empty() {
-                continue;
-            }
-            self.shared_rotation = self.shared_rotation.wrapping_add(1);
-            let to = candidates[self.shared_rotation % candidates.len()];
-            forwarded.push(share.clone());
-            let msg = MeshMessage::SharedPublish { message: Arc::clone(message), share };
-            self.actions.push_back(Action::Mesh { to, msg });
-            routed = true;
-        }
-        for share in local.iter().filter(|share| !forwarded.contains(share)) {
-            self.deliver_to_share_member(message, share, now);
-            routed = true;
-        }
-        routed
-    }
-
-    fn has_connected_share_member(&self, share: &ByteStr) -> bool {
-        let sessions = &self.sessions;
-        self.subscriptions
-            .has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
-    }
-
-    /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose
-    /// members are all offline queues QoS 1/2 in the chosen member's session).
-    pub(super) fn deliver_to_share_member(&mut self, message: &Arc<Message>, share: &ByteStr, now: Instant) {
-        if message.is_expired(now) {
-            self.stats.dropped_expired += 1;
-            return;
-        }
-        let sessions = &self.sessions;
-        let connected = |key: SessionKey| sessions.get(key).is_some_and(|session| session.conn.is_some());
-        let Some(member) = self.subscriptions.pick_shared_member(share, connected) else {
-            self.stats.dropped_no_share_member += 1;
-            return;
-        };
-        if let Some(delivery) = self.delivery_for(&[member], message) {
-            self.deliver_to_session(member.session, delivery, now);
-        }
     }
 
     pub(super) fn apply_retained(&mut self, message: &Arc<Message>) {
@@ -151,7 +88,7 @@ impl ShardCore {
 
     /// Merges one session's matching subscriptions into its single copy, or `None` when No Local
     /// excludes every one of them [MQTT-3.8.3-3].
-    fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
+    pub(super) fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
         let session = self.sessions.get(subscriptions[0].session)?;
         let own_message =
             message.origin.shard == self.shard && message.origin.conn.is_some() && message.origin.conn == session.conn;

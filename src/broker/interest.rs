@@ -4,7 +4,11 @@
 //! shard whose interest matches its topic, and that shard fans it out to its own subscribers.
 //!
 //! Shared subscriptions (`$share/{group}/{filter}`) are kept per group under the inner filter's node: a
-//! message goes to one shard holding members of the group, not to all of them.
+//! message goes to one shard holding members of the group, not to all of them. Each shard also tells the
+//! others how many of a group's members it has connected (`MeshMessage::ShareMembers`), so a publishing shard
+//! can spread the group's messages in proportion (see `shared`).
+
+use std::cell::Cell;
 
 use smallvec::SmallVec;
 
@@ -74,7 +78,42 @@ pub struct FilterInterest {
 pub struct GroupInterest {
     /// The whole `$share/{group}/{filter}` as subscribed; names the group across shards.
     pub share: ByteStr,
+    /// Shards with members, connected or not.
     pub shards: ShardSet,
+    /// Connected members per shard as last announced, ascending by shard; shards not listed have none.
+    connected: SmallVec<[(ShardId, u32); 2]>,
+    /// Messages this shard routed for the group so far: the position in its weighted rotation.
+    turn: Cell<u32>,
+}
+
+impl GroupInterest {
+    fn new(share: ByteStr) -> Self {
+        GroupInterest { share, shards: ShardSet::default(), connected: SmallVec::new(), turn: Cell::new(0) }
+    }
+
+    /// Connected members per other shard, ascending by shard (only shards with at least one).
+    pub fn connected(&self) -> &[(ShardId, u32)] {
+        &self.connected
+    }
+
+    /// This message's position in the group's rotation (advances it).
+    pub fn next_turn(&self) -> u32 {
+        let turn = self.turn.get();
+        self.turn.set(turn.wrapping_add(1));
+        turn
+    }
+
+    fn set_connected(&mut self, shard: ShardId, count: u32) {
+        let position = self.connected.binary_search_by_key(&shard, |&(known, _)| known);
+        match (position, count) {
+            (Ok(index), 0) => {
+                self.connected.remove(index);
+            }
+            (Ok(index), count) => self.connected[index].1 = count,
+            (Err(_), 0) => {}
+            (Err(index), count) => self.connected.insert(index, (shard, count)),
+        }
+    }
 }
 
 impl TrieValue for FilterInterest {
@@ -94,16 +133,14 @@ impl InterestTrie {
         match parse_shared_subscription(filter) {
             Ok(Some(shared)) => {
                 let groups = self.filters.value_or_default(shared.filter).groups.get_or_insert_with(Box::default);
-                match groups.iter_mut().find(|group| group.share == *filter) {
-                    Some(group) => {
-                        group.shards.insert(shard);
-                    }
+                let index = match groups.iter().position(|group| group.share == *filter) {
+                    Some(index) => index,
                     None => {
-                        let mut shards = ShardSet::default();
-                        shards.insert(shard);
-                        groups.push(GroupInterest { share: filter.clone(), shards });
+                        groups.push(GroupInterest::new(filter.clone()));
+                        groups.len() - 1
                     }
-                }
+                };
+                groups[index].shards.insert(shard);
             }
             _ => {
                 self.filters.value_or_default(filter).shards.insert(shard);
@@ -120,6 +157,7 @@ impl InterestTrie {
             if let Some(groups) = &mut interest.groups {
                 if let Some(index) = groups.iter().position(|group| group.share == *filter) {
                     groups[index].shards.remove(shard);
+                    groups[index].set_connected(shard, 0);
                     if groups[index].shards.words.is_empty() {
                         groups.swap_remove(index);
                     }
@@ -132,6 +170,18 @@ impl InterestTrie {
             interest.shards.remove(shard);
         }
         self.filters.remove_if_empty(key);
+    }
+
+    /// Records that `shard` has `count` connected members of the shared group `share` (ignored for a group
+    /// the shard has not announced: `InterestAdded` always comes first on the same channel).
+    pub fn set_shared_connected(&mut self, share: &ByteStr, shard: ShardId, count: u32) {
+        let Ok(Some(shared)) = parse_shared_subscription(share) else { return };
+        let Some(groups) = self.filters.value_mut(shared.filter).and_then(|interest| interest.groups.as_mut()) else {
+            return;
+        };
+        if let Some(group) = groups.iter_mut().find(|group| group.share == *share && group.shards.contains(shard)) {
+            group.set_connected(shard, count);
+        }
     }
 
     /// Adds to `shards` every shard with a plain subscription matching `topic`, and calls `group` for every
@@ -186,6 +236,31 @@ mod tests {
         interest.remove(&"$share/g/a/+".into(), 2);
         interest.remove(&"a/b".into(), 3);
         assert_eq!(interest.node_count(), 1);
+    }
+
+    #[test]
+    fn connected_member_counts_follow_announcements_and_leave_with_the_shard() {
+        let mut interest = InterestTrie::default();
+        let share: ByteStr = "$share/g/a/+".into();
+        interest.set_shared_connected(&share, 1, 4);
+        interest.add(&share, 1);
+        interest.add(&share, 2);
+        interest.set_shared_connected(&share, 2, 3);
+        interest.set_shared_connected(&share, 1, 2);
+        let connected = |interest: &InterestTrie| {
+            let mut seen = Vec::new();
+            interest.matching("a/b", &mut ShardSet::default(), |group| seen.extend_from_slice(group.connected()));
+            seen
+        };
+        assert_eq!(connected(&interest), vec![(1, 2), (2, 3)], "the count sent before InterestAdded is ignored");
+        interest.set_shared_connected(&share, 2, 0);
+        assert_eq!(connected(&interest), vec![(1, 2)]);
+        interest.remove(&share, 1);
+        assert_eq!(connected(&interest), vec![]);
+        let mut turns = Vec::new();
+        interest
+            .matching("a/b", &mut ShardSet::default(), |group| turns.extend([group.next_turn(), group.next_turn()]));
+        assert_eq!(turns, vec![0, 1]);
     }
 
     #[test]

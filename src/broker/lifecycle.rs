@@ -13,6 +13,7 @@ use super::core::ShardCore;
 use super::message::{Action, ConnId, MeshMessage, Origin};
 use super::session::{SessionKey, SESSION_NEVER_EXPIRES};
 use super::timers::TimerKey;
+use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::{ByteStr, ReasonCode};
 
 /// Why a connection ends.
@@ -147,6 +148,8 @@ impl ShardCore {
         if !publish_will {
             session.will = None;
         }
+        self.recount_session_shares(key);
+        let Some(session) = self.sessions.get_mut(key) else { return };
         if let Some(will) = session.will.as_mut() {
             if will.delay_secs == 0 || expiry_secs == 0 {
                 self.publish_will(key, now);
@@ -197,6 +200,8 @@ impl ShardCore {
             Some(last_on_shard) => {
                 if last_on_shard {
                     self.broadcast(|| MeshMessage::InterestRemoved { filter: filter.clone() });
+                } else if matches!(parse_shared_subscription(filter), Ok(Some(_))) {
+                    self.recount_share(filter);
                 }
                 true
             }

@@ -15,6 +15,9 @@ impl ShardCore {
             }
             MeshMessage::InterestAck { seq } => self.interest_acknowledged(from, seq, now),
             MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),
+            MeshMessage::ShareMembers { share, connected } => {
+                self.interest.set_shared_connected(&share, from, connected)
+            }
             MeshMessage::Publish(message) => {
                 self.deliver_local(&message, now);
             }

@@ -40,6 +40,9 @@ pub enum MeshMessage {
     InterestRemoved { filter: ByteStr },
     /// An application message for the receiving shard's subscribers (sent once per interested shard).
     Publish(Arc<Message>),
+    /// The sending shard now has `connected` connected members of the shared group `share` (sent after
+    /// `InterestAdded` for it, whenever the count changes), so publishing shards weigh it by that.
+    ShareMembers { share: ByteStr, connected: u32 },
     /// An application message for one member of the shared-subscription group `share`
     /// (`$share/{group}/{filter}`) on the receiving shard.
     SharedPublish { message: Arc<Message>, share: ByteStr },

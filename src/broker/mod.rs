@@ -13,7 +13,7 @@
 //!   connections and sessions end), `timers` + `timer_wheel` (every deadline of the shard in one wheel).
 //! - `trie` (arena topic trie), `subscriptions` (local filter -> sessions, shared groups), `interest`
 //!   (replicated filter -> shards), `retain` (full per-shard replica of the retained store), `delivery`
-//!   (routing and fan-out), `mesh` (messages from other shards), `outbound` (encoding and out-queues),
+//!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh` (messages from other shards), `outbound` (encoding and out-queues),
 //!   `owned` (copies that must not pin read buffers), `stats`, `settings`.
 
 mod connection;
@@ -31,6 +31,7 @@ mod owned;
 mod retain;
 mod session;
 mod settings;
+mod shared;
 mod stats;
 mod subscriptions;
 mod timer_wheel;
@@ -41,7 +42,7 @@ mod will;
 
 pub use self::core::ShardCore;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
-pub use settings::BrokerSettings;
+pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};
 
 /// The shard that owns the session of `client_id`: the same answer on every shard and in every run

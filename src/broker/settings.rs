@@ -37,6 +37,10 @@ pub struct BrokerSettings {
     pub wildcard_subscriptions_available: bool,
     pub subscription_identifiers_available: bool,
     pub shared_subscriptions_available: bool,
+    /// How a shared-subscription group's messages are spread over its members when they live on several
+    /// shards: `"round_robin"` (default) over all connected members on all shards, or `"local"`, a connected
+    /// member on the publishing shard first (no mesh hop), the other shards only when it has none.
+    pub shared_subscription_strategy: SharedSubscriptionStrategy,
     /// Most sessions (connected or not) one shard keeps; a CONNECT needing a new one beyond it is refused
     /// with Server Busy (3.x: return code 3).
     pub sessions_per_shard_max: usize,
@@ -54,6 +58,19 @@ pub struct BrokerSettings {
     /// Users of the v5 enhanced authentication method SCRAM-SHA-256 (`[[mqtt.scram_users]]` with
     /// `username` and `password`); empty = the method is not offered (CONNECT naming it gets 0x8C).
     pub scram_users: Vec<ScramUser>,
+}
+
+/// How a shared-subscription group picks the member of a message (`[mqtt] shared_subscription_strategy`).
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedSubscriptionStrategy {
+    /// Every connected member on every shard in turn: the publishing shard picks a shard in proportion to
+    /// its connected members (the replicated counts), that shard picks the member (one mesh hop at most).
+    #[default]
+    RoundRobin,
+    /// A connected member on the publishing shard if there is one (EMQX's `local`); else as `RoundRobin`
+    /// over the other shards.
+    Local,
 }
 
 impl Default for BrokerSettings {
@@ -75,6 +92,7 @@ impl Default for BrokerSettings {
             wildcard_subscriptions_available: true,
             subscription_identifiers_available: true,
             shared_subscriptions_available: true,
+            shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
             sessions_per_shard_max: 1_000_000,
             server_reference: None,
             client_id_max_bytes: 256,
@@ -96,6 +114,17 @@ mod tests {
         assert_eq!(settings.max_qos, 1);
         assert_eq!(settings.receive_maximum, 5);
         assert_eq!(settings.max_inflight, BrokerSettings::default().max_inflight);
+    }
+
+    #[test]
+    fn shared_subscription_strategy_reads_round_robin_and_local() {
+        assert_eq!(BrokerSettings::default().shared_subscription_strategy, SharedSubscriptionStrategy::RoundRobin);
+        let local: BrokerSettings = toml::from_str("shared_subscription_strategy = \"local\"").expect("valid toml");
+        assert_eq!(local.shared_subscription_strategy, SharedSubscriptionStrategy::Local);
+        let round: BrokerSettings =
+            toml::from_str("shared_subscription_strategy = \"round_robin\"").expect("valid toml");
+        assert_eq!(round.shared_subscription_strategy, SharedSubscriptionStrategy::RoundRobin);
+        assert!(toml::from_str::<BrokerSettings>("shared_subscription_strategy = \"random\"").is_err());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! SUBSCRIBE to the same filter replaces it [MQTT-3.8.4-3].
 //!
 //! Shared subscriptions `$share/{group}/{filter}` live under the inner filter's node as groups, each a
-//! member list with a round-robin cursor. They are not visited by `for_each_match` (a group gets a message
-//! once, from `pick_shared_member`, not once per member).
+//! member list with a round-robin cursor and the count of its connected members (what this shard last told
+//! the others, see `shared`). They are not visited by `for_each_match` (a group gets a message once, from
+//! `pick_shared_member`, not once per member).
 
 use smallvec::SmallVec;
 
@@ -38,6 +39,8 @@ struct SharedGroup {
     members: SubscriberList,
     /// Round-robin position.
     next: usize,
+    /// Members with a connection, as last counted by `recount_shared_members`.
+    connected: u32,
 }
 
 impl TrieValue for FilterSubscribers {
@@ -62,7 +65,7 @@ impl FilterSubscribers {
         let index = match groups.iter().position(|group| group.share == *share) {
             Some(index) => index,
             None => {
-                groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0 });
+                groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0, connected: 0 });
                 groups.len() - 1
             }
         };
@@ -85,6 +88,13 @@ impl FilterSubscribers {
             }
         }
     }
+}
+
+/// How many members a shared group has on this shard, and how many of them are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedGroupSize {
+    pub members: usize,
+    pub connected: u32,
 }
 
 /// What `SubscriptionTrie::subscribe` changed.
@@ -150,12 +160,25 @@ impl SubscriptionTrie {
         self.filters.for_each_match(topic, |value| value.groups().for_each(|group| visit(&group.share)));
     }
 
-    /// Whether the shared group `share` has a member here for which `wanted` is true (a connected one).
-    pub fn has_shared_member(&self, share: &ByteStr, wanted: impl Fn(SessionKey) -> bool) -> bool {
+    /// The local group `share`: its members here and how many of them were connected when last counted;
+    /// `None` if it has no member here.
+    pub fn shared_group_size(&self, share: &ByteStr) -> Option<SharedGroupSize> {
         let (key, _) = split_share(share);
-        let Some(value) = self.filters.value(key) else { return false };
-        let group = value.groups().find(|group| group.share == *share);
-        group.is_some_and(|group| group.members.iter().any(|member| wanted(member.session)))
+        let group = self.filters.value(key)?.groups().find(|group| group.share == *share)?;
+        Some(SharedGroupSize { members: group.members.len(), connected: group.connected })
+    }
+
+    /// Counts again the members of the local group `share` for which `connected` is true; returns the new
+    /// count when it changed (other shards must learn it), `None` when it did not or the group is gone.
+    pub fn recount_shared_members(&mut self, share: &ByteStr, connected: impl Fn(SessionKey) -> bool) -> Option<u32> {
+        let (key, _) = split_share(share);
+        let group = self.filters.value_mut(key)?.groups_mut().find(|group| group.share == *share)?;
+        let count = group.members.iter().filter(|member| connected(member.session)).count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        (count != group.connected).then(|| {
+            group.connected = count;
+            count
+        })
     }
 
     /// The next member of the shared group `share` in round-robin order, preferring members for which
@@ -243,6 +266,9 @@ mod tests {
             .map(|s| s.session.0)
             .collect();
         assert_eq!(connected_only, vec![2, 2, 2]);
+        assert_eq!(trie.recount_shared_members(&share, |session| session.0 != 3), Some(2));
+        assert_eq!(trie.recount_shared_members(&share, |session| session.0 != 1), None, "still two");
+        assert_eq!(trie.shared_group_size(&share), Some(SharedGroupSize { members: 3, connected: 2 }));
         assert_eq!(trie.unsubscribe(&share, SessionKey(1)), Some(false));
         assert_eq!(trie.unsubscribe(&share, SessionKey(2)), Some(false));
         assert_eq!(trie.unsubscribe(&share, SessionKey(3)), Some(true));

@@ -35,10 +35,13 @@ def unique(prefix):
 
 class Broker:
     """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL). `mqtt_toml` is the
-    body of shardmq's `[mqtt]` config table (ignored by Mosquitto)."""
+    body of shardmq's `[mqtt]` config table (ignored by Mosquitto); `shards` is shardmq's shard count;
+    `cpus`, when given, pins the process to those CPUs (as `taskset -c` would)."""
 
-    def __init__(self, mqtt_toml=None):
+    def __init__(self, mqtt_toml=None, shards=2, cpus=None):
         self.kind = os.environ.get("SHARDMQ_TEST_BROKER", "shardmq")
+        self.shards = shards
+        self.pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         self.log = []
         self.config = None
         if mqtt_toml is not None and self.kind != "mosquitto":
@@ -54,8 +57,9 @@ class Broker:
         binary = os.environ.get("SHARDMQ_BIN", "target/release/shardmq")
         config = ["--config", self.config.name] if self.config else []
         self.process = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--shards", "2", *config],
+            [binary, "--listen", "127.0.0.1:0", "--shards", str(self.shards), *config],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
+            preexec_fn=self.pin,
         )
         threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
         lines = queue.Queue()
@@ -79,7 +83,7 @@ class Broker:
         self.config = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
         self.config.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self.config.close()
-        self.process = subprocess.Popen(["mosquitto", "-c", self.config.name],
+        self.process = subprocess.Popen(["mosquitto", "-c", self.config.name], preexec_fn=self.pin,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
         deadline = time.monotonic() + 10

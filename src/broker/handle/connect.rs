@@ -220,7 +220,10 @@ impl ShardCore {
             }
         }
         let (key, session_present) = match present {
-            Some(key) => (key, true),
+            Some(key) => {
+                self.recount_session_shares(key);
+                (key, true)
+            }
             None => (self.sessions.insert(Session::new(client_id, conn, expiry_secs)), false),
         };
         if let Some(connection) = self.connections.get_mut(&conn) {

@@ -112,6 +112,9 @@ impl ShardCore {
             let seq = self.next_interest_seq();
             self.broadcast(|| MeshMessage::InterestAdded { filter: filter.clone(), seq });
         }
+        if shared {
+            self.recount_share(filter);
+        }
         if outcome.new_subscription {
             if let Some(session) = self.sessions.get_mut(key) {
                 // Its own copy: a clone would share (and keep) a reference-count header with the mesh messages.
