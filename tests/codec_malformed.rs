@@ -4,7 +4,9 @@
 
 use bytes::BytesMut;
 use shardmq::protocol::topic::{validate_topic_filter, TopicError};
-use shardmq::protocol::{decode_packet, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode};
+use shardmq::protocol::{
+    decode_packet, DecodeError, Packet, PacketType, ProtocolVersion, ReasonCode,
+};
 
 use DecodeError as E;
 use ProtocolVersion::{V3_1, V3_1_1, V5};
@@ -1147,18 +1149,37 @@ fn invalid_filters_decode_for_the_broker_to_refuse_per_filter_mqtt_4_7_1_1() {
         let text = std::str::from_utf8(filter).expect("test filters are UTF-8");
         assert_eq!(validate_topic_filter(text), Err(error), "{label}");
         let packets = [
-            (V3_1_1, pkt(0x82, &[&[0, 1], &s(b"ok/+"), &[1], &s(filter), &[0]])),
+            (
+                V3_1_1,
+                pkt(0x82, &[&[0, 1], &s(b"ok/+"), &[1], &s(filter), &[0]]),
+            ),
             (V5, pkt(0x82, &[&[0, 1], &[0], &s(filter), &[0]])),
             (V3_1_1, pkt(0xA2, &[&[0, 1], &s(filter)])),
         ];
         for (version, bytes) in packets {
-            let decoded = decode_packet(&mut BytesMut::from(&bytes[..]), version, MAX_PACKET_SIZE_BYTES);
+            let decoded = decode_packet(
+                &mut BytesMut::from(&bytes[..]),
+                version,
+                MAX_PACKET_SIZE_BYTES,
+            );
             let filters: Vec<String> = match decoded {
-                Ok(Some(Packet::Subscribe(subscribe))) => subscribe.filters.iter().map(|(f, _)| f.to_string()).collect(),
-                Ok(Some(Packet::Unsubscribe(unsubscribe))) => unsubscribe.filters.iter().map(|f| f.to_string()).collect(),
-                other => panic!("{label} {version:?}: expected a SUBSCRIBE/UNSUBSCRIBE, got {other:?}"),
+                Ok(Some(Packet::Subscribe(subscribe))) => subscribe
+                    .filters
+                    .iter()
+                    .map(|(f, _)| f.to_string())
+                    .collect(),
+                Ok(Some(Packet::Unsubscribe(unsubscribe))) => {
+                    unsubscribe.filters.iter().map(|f| f.to_string()).collect()
+                }
+                other => {
+                    panic!("{label} {version:?}: expected a SUBSCRIBE/UNSUBSCRIBE, got {other:?}")
+                }
             };
-            assert_eq!(filters.last().map(String::as_str), Some(text), "{label} {version:?}");
+            assert_eq!(
+                filters.last().map(String::as_str),
+                Some(text),
+                "{label} {version:?}"
+            );
         }
     }
 }

@@ -70,7 +70,11 @@ impl RunSummary {
     /// Fills the measured fields from a merged report.
     pub fn absorb(&mut self, report: &ThreadReport, deliveries_per_message: u64) {
         self.counters = report.counters.clone();
-        self.expected = report.sent_by_publisher.iter().map(|(_, sent)| sent * deliveries_per_message).sum();
+        self.expected = report
+            .sent_by_publisher
+            .iter()
+            .map(|(_, sent)| sent * deliveries_per_message)
+            .sum();
         self.lost = self.expected.saturating_sub(report.counters.delivered);
         if self.duration_secs > 0.0 {
             self.sent_per_sec = report.counters.sent_measure as f64 / self.duration_secs;
@@ -80,21 +84,33 @@ impl RunSummary {
         self.warmup_latency_us = LatencySummary::of(&report.warmup);
         self.connack_us = LatencySummary::of(&report.connack);
         self.ping_rtt_us = LatencySummary::of(&report.ping);
-        let connect_window_ns = report.last_connack_ns.saturating_sub(report.first_connect_ns);
+        let connect_window_ns = report
+            .last_connack_ns
+            .saturating_sub(report.first_connect_ns);
         if report.counters.connections > 0 && connect_window_ns > 0 {
-            self.connects_per_sec = report.counters.connections as f64 * 1e9 / connect_window_ns as f64;
+            self.connects_per_sec =
+                report.counters.connections as f64 * 1e9 / connect_window_ns as f64;
         }
         self.reconnect_connack_us = LatencySummary::of(&report.reconnect_connack);
-        let storm_window_ns = report.reconnect_last_connack_ns.saturating_sub(report.reconnect_first_connect_ns);
-        if report.counters.reconnections > 0 && storm_window_ns > 0 && report.reconnect_first_connect_ns != u64::MAX {
-            self.reconnects_per_sec = report.counters.reconnections as f64 * 1e9 / storm_window_ns as f64;
+        let storm_window_ns = report
+            .reconnect_last_connack_ns
+            .saturating_sub(report.reconnect_first_connect_ns);
+        if report.counters.reconnections > 0
+            && storm_window_ns > 0
+            && report.reconnect_first_connect_ns != u64::MAX
+        {
+            self.reconnects_per_sec =
+                report.counters.reconnections as f64 * 1e9 / storm_window_ns as f64;
         }
         self.first_error = report.first_error.clone();
     }
 
     pub fn print(&self) {
         let counters = &self.counters;
-        println!("{} {} ({}): {} connections", self.label, self.scenario, self.command, counters.connections);
+        println!(
+            "{} {} ({}): {} connections",
+            self.label, self.scenario, self.command, counters.connections
+        );
         if counters.sent > 0 || counters.delivered > 0 {
             println!(
                 "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s received in the measured phase)  expected {}  lost {}  duplicates {}  out-of-order {}",
@@ -125,7 +141,10 @@ impl RunSummary {
             );
             print_latency("reconnect connack", &self.reconnect_connack_us);
             if counters.probe_sent > 0 {
-                println!("  after the storm: {} commands sent, {} delivered", counters.probe_sent, counters.probe_delivered);
+                println!(
+                    "  after the storm: {} commands sent, {} delivered",
+                    counters.probe_sent, counters.probe_delivered
+                );
             }
         }
         if self.ping_rtt_us.count > 0 {
@@ -145,8 +164,12 @@ impl RunSummary {
         }
         if let Some(broker) = &self.broker {
             if let Some(per_ping) = broker.cpu_us_per_ping {
-                let threads: Vec<String> =
-                    broker.cpu_secs_warmup_by_thread.iter().filter(|(_, cpu)| *cpu > 0.0).map(|(name, cpu)| format!("{name} {cpu:.2} s")).collect();
+                let threads: Vec<String> = broker
+                    .cpu_secs_warmup_by_thread
+                    .iter()
+                    .filter(|(_, cpu)| *cpu > 0.0)
+                    .map(|(name, cpu)| format!("{name} {cpu:.2} s"))
+                    .collect();
                 println!(
                     "  pings-only window: broker cpu {:.2} s for {} pings = {per_ping:.1} µs per PINGREQ ({})",
                     broker.cpu_secs_warmup,
@@ -155,14 +178,20 @@ impl RunSummary {
                 );
             }
             if let Some(rss_kib) = broker.rss_after_reconnect_kib {
-                println!("  broker rss after the reconnect storm: {rss_kib} KiB (before it: {} KiB)", broker.rss_loaded_kib);
+                println!(
+                    "  broker rss after the reconnect storm: {rss_kib} KiB (before it: {} KiB)",
+                    broker.rss_loaded_kib
+                );
             }
         }
         if let Some(rate) = self.max_sustainable_rate_per_sec {
             println!("  max sustainable rate: {rate:.0} msgs/s");
         }
         if let Some(error) = &self.first_error {
-            println!("  warning: {} connection(s) lost; first: {error}", counters.connections_lost);
+            println!(
+                "  warning: {} connection(s) lost; first: {error}",
+                counters.connections_lost
+            );
         }
     }
 
@@ -171,7 +200,8 @@ impl RunSummary {
         std::fs::create_dir_all(dir).map_err(|err| format!("create {}: {err}", dir.display()))?;
         let json_path = dir.join(format!("{name}.json"));
         let json = serde_json::to_string_pretty(self).map_err(|err| err.to_string())?;
-        std::fs::write(&json_path, json).map_err(|err| format!("write {}: {err}", json_path.display()))?;
+        std::fs::write(&json_path, json)
+            .map_err(|err| format!("write {}: {err}", json_path.display()))?;
         let phases = [
             ("measure", &report.measure),
             ("warmup", &report.warmup),
@@ -182,15 +212,18 @@ impl RunSummary {
         for (phase, histogram) in phases {
             if !histogram.is_empty() {
                 let path = dir.join(format!("{name}.{phase}.hgrm"));
-                std::fs::write(&path, hgrm_text(histogram)).map_err(|err| format!("write {}: {err}", path.display()))?;
+                std::fs::write(&path, hgrm_text(histogram))
+                    .map_err(|err| format!("write {}: {err}", path.display()))?;
             }
         }
         Ok(json_path)
     }
 
     pub fn read(path: &Path) -> Result<RunSummary, String> {
-        let text = std::fs::read_to_string(path).map_err(|err| format!("read {}: {err}", path.display()))?;
-        serde_json::from_str(&text).map_err(|err| format!("{}: not a loadgen summary: {err}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("read {}: {err}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|err| format!("{}: not a loadgen summary: {err}", path.display()))
     }
 }
 
@@ -200,6 +233,12 @@ fn print_latency(what: &str, latency: &LatencySummary) {
     }
     println!(
         "  {what} µs: p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  (n={})",
-        latency.p50, latency.p90, latency.p99, latency.p999, latency.p9999, latency.max, latency.count
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.p999,
+        latency.p9999,
+        latency.max,
+        latency.count
     );
 }

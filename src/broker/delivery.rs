@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::core::ShardCore;
 use super::interest::ShardSet;
-use super::message::{Action, Message, MeshMessage};
+use super::message::{Action, MeshMessage, Message};
 use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
 use super::session::SessionKey;
@@ -37,11 +37,17 @@ impl ShardCore {
         };
         let mut shards = ShardSet::default();
         let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
-        self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push((group.share.clone(), group.shards.clone())));
+        self.interest
+            .matching(&message.topic, &mut shards, |group| {
+                remote_groups.push((group.share.clone(), group.shards.clone()))
+            });
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
-                let msg = MeshMessage::Retain { message: Arc::clone(&message), deliver: shards.contains(shard) };
+                let msg = MeshMessage::Retain {
+                    message: Arc::clone(&message),
+                    deliver: shards.contains(shard),
+                };
                 self.actions.push_back(Action::Mesh { to: shard, msg });
             }
         } else {
@@ -60,25 +66,37 @@ impl ShardCore {
     /// if there is one, else one other shard holding members (rotating), which picks a member there; a local
     /// offline member's session queues it only when no other shard has members. What was already sent to or
     /// queued for a member stays in its session (redelivered when it resumes).
-    fn route_to_shared_groups(&mut self, message: &Arc<Message>, remote: SmallVec<[(ByteStr, ShardSet); 2]>, now: Instant) -> bool {
+    fn route_to_shared_groups(
+        &mut self,
+        message: &Arc<Message>,
+        remote: SmallVec<[(ByteStr, ShardSet); 2]>,
+        now: Instant,
+    ) -> bool {
         let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
-        self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
+        self.subscriptions
+            .for_each_shared_match(&message.topic, |share| local.push(share.clone()));
         local.sort_unstable();
         local.dedup();
         let mut routed = false;
         let mut forwarded: SmallVec<[ByteStr; 2]> = SmallVec::new();
         for (share, shards) in remote {
-            if forwarded.contains(&share) || (local.contains(&share) && self.has_connected_share_member(&share)) {
+            if forwarded.contains(&share)
+                || (local.contains(&share) && self.has_connected_share_member(&share))
+            {
                 continue;
             }
-            let candidates: SmallVec<[usize; 4]> = shards.iter().filter(|&shard| shard != self.shard).collect();
+            let candidates: SmallVec<[usize; 4]> =
+                shards.iter().filter(|&shard| shard != self.shard).collect();
             if candidates.is_empty() {
                 continue;
             }
             self.shared_rotation = self.shared_rotation.wrapping_add(1);
             let to = candidates[self.shared_rotation % candidates.len()];
             forwarded.push(share.clone());
-            let msg = MeshMessage::SharedPublish { message: Arc::clone(message), share };
+            let msg = MeshMessage::SharedPublish {
+                message: Arc::clone(message),
+                share,
+            };
             self.actions.push_back(Action::Mesh { to, msg });
             routed = true;
         }
@@ -91,18 +109,31 @@ impl ShardCore {
 
     fn has_connected_share_member(&self, share: &ByteStr) -> bool {
         let sessions = &self.sessions;
-        self.subscriptions.has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
+        self.subscriptions.has_shared_member(share, |key| {
+            sessions
+                .get(key)
+                .is_some_and(|session| session.conn.is_some())
+        })
     }
 
     /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose
     /// members are all offline queues QoS 1/2 in the chosen member's session).
-    pub(super) fn deliver_to_share_member(&mut self, message: &Arc<Message>, share: &ByteStr, now: Instant) {
+    pub(super) fn deliver_to_share_member(
+        &mut self,
+        message: &Arc<Message>,
+        share: &ByteStr,
+        now: Instant,
+    ) {
         if message.is_expired(now) {
             self.stats.dropped_expired += 1;
             return;
         }
         let sessions = &self.sessions;
-        let connected = |key: SessionKey| sessions.get(key).is_some_and(|session| session.conn.is_some());
+        let connected = |key: SessionKey| {
+            sessions
+                .get(key)
+                .is_some_and(|session| session.conn.is_some())
+        };
         let Some(member) = self.subscriptions.pick_shared_member(share, connected) else {
             self.stats.dropped_no_share_member += 1;
             return;
@@ -125,7 +156,8 @@ impl ShardCore {
             return false;
         }
         let mut matches: SmallVec<[Subscriber; 8]> = SmallVec::new();
-        self.subscriptions.for_each_match(&message.topic, |subscriber| matches.push(*subscriber));
+        self.subscriptions
+            .for_each_match(&message.topic, |subscriber| matches.push(*subscriber));
         if matches.is_empty() {
             return false;
         }
@@ -143,12 +175,20 @@ impl ShardCore {
 
     /// Merges one session's matching subscriptions into its single copy, or `None` when No Local
     /// excludes every one of them [MQTT-3.8.3-3].
-    fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
+    fn delivery_for(
+        &self,
+        subscriptions: &[Subscriber],
+        message: &Arc<Message>,
+    ) -> Option<Delivery> {
         let session = self.sessions.get(subscriptions[0].session)?;
-        let own_message = message.origin.shard == self.shard && message.origin.conn.is_some()
+        let own_message = message.origin.shard == self.shard
+            && message.origin.conn.is_some()
             && message.origin.conn == session.conn;
         let mut delivery: Option<Delivery> = None;
-        for subscription in subscriptions.iter().filter(|sub| !(sub.options.no_local && own_message)) {
+        for subscription in subscriptions
+            .iter()
+            .filter(|sub| !(sub.options.no_local && own_message))
+        {
             let qos = subscription.options.qos.min(message.qos);
             // Retain is cleared on forwarding unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
             let retain = message.retain && subscription.options.retain_as_published;
@@ -170,7 +210,9 @@ impl ShardCore {
     /// Sends now if the session is connected and its window allows, else queues QoS 1/2 (bounded) and
     /// drops QoS 0 (counted).
     pub(super) fn deliver_to_session(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
-        let Some(session) = self.sessions.get(key) else { return };
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
         let conn = session.conn;
         if delivery.qos == QoS::AtMostOnce {
             match conn {
@@ -184,10 +226,18 @@ impl ShardCore {
         }
         let delivery = match conn {
             Some(_) => delivery,
-            None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
+            None => Delivery {
+                message: self.offline_message(&delivery.message),
+                ..delivery
+            },
         };
-        let (messages_max, bytes_max) = (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let (messages_max, bytes_max) = (
+            self.settings.session_queue_messages_max,
+            self.settings.session_queue_bytes_max,
+        );
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         if !session.enqueue(delivery, messages_max, bytes_max) {
             self.stats.dropped_queue_full += 1;
         }
@@ -207,7 +257,9 @@ impl ShardCore {
                 return Arc::clone(copy);
             }
         }
-        let Ok(copy) = message.owned_copy() else { return Arc::clone(message) };
+        let Ok(copy) = message.owned_copy() else {
+            return Arc::clone(message);
+        };
         self.offline_copy = Some((Arc::clone(message), Arc::clone(&copy)));
         copy
     }
@@ -215,20 +267,35 @@ impl ShardCore {
     /// Moves queued messages into the inflight window while the client's Receive Maximum (capped by
     /// `max_inflight`) allows [MQTT-3.3.4-9].
     pub(super) fn drain_queue(&mut self, key: SessionKey, now: Instant) {
-        let Some(conn) = self.sessions.get(key).and_then(|session| session.conn) else { return };
-        let Some(connection) = self.connections.get(&conn) else { return };
-        let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
+        let Some(conn) = self.sessions.get(key).and_then(|session| session.conn) else {
+            return;
+        };
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
+        let window = usize::from(
+            connection
+                .client_receive_maximum
+                .min(self.settings.max_inflight)
+                .max(1),
+        );
         loop {
-            let Some(session) = self.sessions.get_mut(key) else { return };
+            let Some(session) = self.sessions.get_mut(key) else {
+                return;
+            };
             if session.inflight_len() >= window {
                 return;
             }
-            let Some(delivery) = session.dequeue() else { return };
+            let Some(delivery) = session.dequeue() else {
+                return;
+            };
             if delivery.message.is_expired(now) {
                 self.stats.dropped_expired += 1;
                 continue;
             }
-            let Some(packet_id) = session.traffic_mut().inflight.push(delivery.clone()) else { return };
+            let Some(packet_id) = session.traffic_mut().inflight.push(delivery.clone()) else {
+                return;
+            };
             if let Err(refused) = self.send_publish(conn, &delivery, packet_id, false, now) {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.traffic_mut().inflight.remove_failed(packet_id);
@@ -256,19 +323,37 @@ pub(crate) mod tests {
 
     pub(crate) fn message_on(topic: &str, payload: &str) -> Arc<Message> {
         let payload = Bytes::copy_from_slice(payload.as_bytes());
-        let origin = Origin { shard: 0, conn: None };
-        Message::new(ByteStr::from(topic), payload, QoS::AtLeastOnce, true, Properties::default(), None, origin)
-            .expect("encodable")
+        let origin = Origin {
+            shard: 0,
+            conn: None,
+        };
+        Message::new(
+            ByteStr::from(topic),
+            payload,
+            QoS::AtLeastOnce,
+            true,
+            Properties::default(),
+            None,
+            origin,
+        )
+        .expect("encodable")
     }
 
     pub(crate) fn delivery(qos: QoS) -> Delivery {
-        Delivery { message: message_on("t", "payload"), qos, retain: false, subscription_ids: SmallVec::new() }
+        Delivery {
+            message: message_on("t", "payload"),
+            qos,
+            retain: false,
+            subscription_ids: SmallVec::new(),
+        }
     }
 
     #[test]
     fn offline_queue_keeps_an_owned_copy_not_the_read_buffer() {
         use crate::broker::{BrokerSettings, ShardCore};
-        use crate::protocol::{Connect, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
+        use crate::protocol::{
+            Connect, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions,
+        };
         use std::time::Instant;
 
         let now = Instant::now();
@@ -287,21 +372,41 @@ pub(crate) mod tests {
         };
         let subscriber = core.open_connection(now);
         core.handle_packet(subscriber, connect("sleeper"), now);
-        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
-        let subscribe = Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..SubscriptionOptions::default()
+        };
+        let subscribe = Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteStr::from("t"), options)],
+            ..Subscribe::default()
+        };
         core.handle_packet(subscriber, Packet::Subscribe(subscribe), now);
         core.connection_lost(subscriber, now);
 
         let read_buffer = Bytes::from(vec![b'x'; 16 * 1024]);
         let publisher = core.open_connection(now);
         core.handle_packet(publisher, connect("writer"), now);
-        let publish = Publish { qos: QoS::AtLeastOnce, topic: ByteStr::from("t"), packet_id: 1, payload: read_buffer.slice(100..200), ..Publish::default() };
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: ByteStr::from("t"),
+            packet_id: 1,
+            payload: read_buffer.slice(100..200),
+            ..Publish::default()
+        };
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
         let key = core.sessions.find("sleeper").expect("session kept");
-        let queued = &core.sessions.get(key).and_then(|session| session.traffic()).expect("queued").queue[0].message;
+        let queued = &core
+            .sessions
+            .get(key)
+            .and_then(|session| session.traffic())
+            .expect("queued")
+            .queue[0]
+            .message;
         assert!(queued.owned);
-        let buffer_range = read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
+        let buffer_range =
+            read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
         assert!(!buffer_range.contains(&(queued.payload.as_ptr() as usize)));
         assert_eq!(&queued.payload[..], &read_buffer[100..200]);
     }

@@ -21,9 +21,14 @@ pub enum CloseReason {
     /// EOF or socket error seen by the runtime (it closes the socket itself).
     SocketClosed,
     /// The client sent DISCONNECT; any v5 reason but 0x00 keeps the will.
-    ClientDisconnect { publish_will: bool },
+    ClientDisconnect {
+        publish_will: bool,
+    },
     /// The client broke a rule; v5 clients get DISCONNECT with `reason` after CONNACK.
-    ProtocolError { reason: ReasonCode, detail: Cow<'static, str> },
+    ProtocolError {
+        reason: ReasonCode,
+        detail: Cow<'static, str>,
+    },
     /// CONNACK with a refusal was sent.
     ConnectRefused,
     ConnectTimeout,
@@ -38,9 +43,16 @@ impl CloseReason {
     fn disconnect(&self) -> Option<(ReasonCode, Cow<'static, str>)> {
         match self {
             CloseReason::ProtocolError { reason, detail } => Some((*reason, detail.clone())),
-            CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
-            CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
-            CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
+            CloseReason::KeepAliveTimeout => {
+                Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into()))
+            }
+            CloseReason::TakenOver => {
+                Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into()))
+            }
+            CloseReason::ServerShutdown => Some((
+                ReasonCode::SERVER_SHUTTING_DOWN,
+                "server shutting down".into(),
+            )),
             _ => None,
         }
     }
@@ -60,14 +72,26 @@ impl fmt::Display for CloseReason {
     /// The reason as an operator reads it in the disconnect log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CloseReason::SocketClosed => f.write_str("connection closed by the client or the network"),
-            CloseReason::ClientDisconnect { publish_will: false } => f.write_str("client sent DISCONNECT"),
-            CloseReason::ClientDisconnect { publish_will: true } => f.write_str("client sent DISCONNECT with will (0x04)"),
-            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => write!(f, "protocol error ({reason})"),
-            CloseReason::ProtocolError { reason, detail } => write!(f, "protocol error ({reason}): {detail}"),
+            CloseReason::SocketClosed => {
+                f.write_str("connection closed by the client or the network")
+            }
+            CloseReason::ClientDisconnect {
+                publish_will: false,
+            } => f.write_str("client sent DISCONNECT"),
+            CloseReason::ClientDisconnect { publish_will: true } => {
+                f.write_str("client sent DISCONNECT with will (0x04)")
+            }
+            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => {
+                write!(f, "protocol error ({reason})")
+            }
+            CloseReason::ProtocolError { reason, detail } => {
+                write!(f, "protocol error ({reason}): {detail}")
+            }
             CloseReason::ConnectRefused => f.write_str("CONNECT refused"),
             CloseReason::ConnectTimeout => f.write_str("no CONNECT within connect_timeout_secs"),
-            CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
+            CloseReason::KeepAliveTimeout => {
+                f.write_str("keep alive timeout (1.5 x keep alive without a packet)")
+            }
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
         }
@@ -78,12 +102,20 @@ impl ShardCore {
     /// Ends the connection: final DISCONNECT (v5, after CONNACK), `Close` action (unless the socket is
     /// already gone), and the session is detached.
     pub(super) fn end_connection(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
-        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else { return };
+        let Some(phase) = self
+            .connections
+            .get(&conn)
+            .map(|connection| connection.phase)
+        else {
+            return;
+        };
         if let (Phase::Connected(_), Some((code, detail))) = (phase, reason.disconnect()) {
             self.send_disconnect(conn, code, &detail);
         }
         self.log_disconnect(conn, phase, &reason);
-        let Some(connection) = self.connections.remove(&conn) else { return };
+        let Some(connection) = self.connections.remove(&conn) else {
+            return;
+        };
         self.enhanced_auth.remove(&conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
@@ -120,18 +152,28 @@ impl ShardCore {
     /// session, no log line, no `Close` action (the runtime moved the socket), and its connect-timeout
     /// entry leaves the timer wheel.
     pub fn forget_connection(&mut self, conn: ConnId) {
-        let Some(connection) = self.connections.remove(&conn) else { return };
-        debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
+        let Some(connection) = self.connections.remove(&conn) else {
+            return;
+        };
+        debug_assert_eq!(
+            connection.phase,
+            Phase::AwaitingConnect,
+            "only unconnected connections move"
+        );
         self.enhanced_auth.remove(&conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
-        let connect_deadline = connection.last_packet_at + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
-        self.timers.cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
+        let connect_deadline = connection.last_packet_at
+            + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
+        self.timers
+            .cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
     }
 
     /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
     fn detach_session(&mut self, key: SessionKey, publish_will: bool, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         session.conn = None;
         let expiry_secs = session.expiry_interval_secs;
         if !publish_will {
@@ -143,7 +185,8 @@ impl ShardCore {
             } else {
                 let publish_at = now + Duration::from_secs(u64::from(will.delay_secs));
                 will.publish_at = Some(publish_at);
-                self.timers.insert(now, publish_at, TimerKey::WillDelay(key));
+                self.timers
+                    .insert(now, publish_at, TimerKey::WillDelay(key));
             }
         }
         match expiry_secs {
@@ -154,19 +197,34 @@ impl ShardCore {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.expires_at = Some(expires_at);
                 }
-                self.timers.insert(now, expires_at, TimerKey::SessionExpiry(key));
+                self.timers
+                    .insert(now, expires_at, TimerKey::SessionExpiry(key));
             }
         }
     }
 
     /// Publishes the session's pending will, if any.
     pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
-        let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else { return };
-        match will.into_message(Origin { shard: self.shard, conn: None }, now) {
+        let Some(will) = self
+            .sessions
+            .get_mut(key)
+            .and_then(|session| session.will.take())
+        else {
+            return;
+        };
+        match will.into_message(
+            Origin {
+                shard: self.shard,
+                conn: None,
+            },
+            now,
+        ) {
             Ok(message) => {
                 self.route_published(message, now);
             }
-            Err(err) => warn!(shard = self.shard, error = %err, "will cannot be encoded, not published"),
+            Err(err) => {
+                warn!(shard = self.shard, error = %err, "will cannot be encoded, not published")
+            }
         }
     }
 
@@ -174,7 +232,9 @@ impl ShardCore {
     /// (v5: at the latest when the session ends).
     pub(super) fn end_session(&mut self, key: SessionKey, now: Instant) {
         self.publish_will(key, now);
-        let Some(session) = self.sessions.remove(key) else { return };
+        let Some(session) = self.sessions.remove(key) else {
+            return;
+        };
         for filter in &session.filters {
             self.remove_subscription(filter, key);
         }
@@ -186,7 +246,9 @@ impl ShardCore {
         match self.subscriptions.unsubscribe(filter, key) {
             Some(last_on_shard) => {
                 if last_on_shard {
-                    self.broadcast(|| MeshMessage::InterestRemoved { filter: filter.clone() });
+                    self.broadcast(|| MeshMessage::InterestRemoved {
+                        filter: filter.clone(),
+                    });
                 }
                 true
             }
@@ -197,7 +259,10 @@ impl ShardCore {
     /// Queues `make()` for every other shard.
     pub(super) fn broadcast(&mut self, make: impl Fn() -> MeshMessage) {
         for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
-            self.actions.push_back(Action::Mesh { to: shard, msg: make() });
+            self.actions.push_back(Action::Mesh {
+                to: shard,
+                msg: make(),
+            });
         }
     }
 }
@@ -211,14 +276,21 @@ mod tests {
 
     #[test]
     fn a_forgotten_connection_leaves_no_state_action_or_timer_behind() {
-        let settings = BrokerSettings { connect_timeout_secs: 1, ..BrokerSettings::default() };
+        let settings = BrokerSettings {
+            connect_timeout_secs: 1,
+            ..BrokerSettings::default()
+        };
         let mut core = ShardCore::new(0, 2, Rc::new(settings));
         let start = Instant::now();
         let moved = core.open_connection(start);
         let stays = core.open_connection(start);
         core.forget_connection(moved);
         assert_eq!(core.gauges().connections, 1);
-        assert_eq!(core.gauges().timers, 1, "the moved connection's connect timeout is cancelled");
+        assert_eq!(
+            core.gauges().timers,
+            1,
+            "the moved connection's connect timeout is cancelled"
+        );
         assert!(core.poll_action().is_none(), "forgetting queues nothing");
         core.tick(start + Duration::from_secs(2));
         let mut closed = Vec::new();
@@ -226,7 +298,10 @@ mod tests {
             closed.push(action);
         }
         // Only the connection still here times out; the moved one's stale wheel entry does nothing.
-        assert!(matches!(closed.as_slice(), [super::Action::Close(conn)] if *conn == stays), "{closed:?}");
+        assert!(
+            matches!(closed.as_slice(), [super::Action::Close(conn)] if *conn == stays),
+            "{closed:?}"
+        );
         assert_eq!(core.gauges().connections, 0);
     }
 }

@@ -13,7 +13,8 @@ use super::delivery::Delivery;
 use super::message::{Action, ConnId, Message};
 use super::topic_alias::{AliasPlan, OutgoingAliases, TopicAliases};
 use crate::protocol::{
-    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties,
+    ProtocolVersion, QoS, ReasonCode,
 };
 
 /// Why a PUBLISH was not queued for a connection.
@@ -33,10 +34,14 @@ impl ShardCore {
     /// large [MQTT-3.1.2-25] (e.g. [MQTT-3.4.2-2], [MQTT-3.9.2-1], [MQTT-3.14.2-3]); dropped, logged, only if
     /// even the bare packet would not fit.
     pub(super) fn send(&mut self, conn: ConnId, packet: &Packet) {
-        let Some(connection) = self.connections.get(&conn) else { return };
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        let Some(mut frame) = self.encode(packet, version) else { return };
+        let Some(mut frame) = self.encode(packet, version) else {
+            return;
+        };
         if frame.len() > max_packet_size {
             match without_problem_details(packet).and_then(|bare| self.encode(&bare, version)) {
                 Some(bare) if bare.len() <= max_packet_size => frame = bare,
@@ -59,17 +64,22 @@ impl ShardCore {
         dup: bool,
         now: Instant,
     ) -> Result<(), PublishRefused> {
-        let Some(connection) = self.connections.get(&conn) else { return Err(PublishRefused::NoConnection) };
+        let Some(connection) = self.connections.get(&conn) else {
+            return Err(PublishRefused::NoConnection);
+        };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
+        if delivery.qos == QoS::AtMostOnce
+            && connection.out_queue_bytes > self.settings.out_queue_bytes_max
+        {
             return Err(PublishRefused::OutQueueFull);
         }
         let message = &delivery.message;
         let with_remaining_expiry;
         let encoded = match (version.is_v5(), message.expires_at) {
             (true, Some(deadline)) => {
-                with_remaining_expiry = remaining_expiry_encoding(message, deadline, now).ok_or(PublishRefused::TooLarge)?;
+                with_remaining_expiry = remaining_expiry_encoding(message, deadline, now)
+                    .ok_or(PublishRefused::TooLarge)?;
                 &with_remaining_expiry
             }
             _ => &message.encoded,
@@ -80,7 +90,10 @@ impl ShardCore {
             && message.expires_at.is_none()
             && alias_plan.is_none();
         if shareable {
-            if let Some(header) = self.fanout_headers.get(message, version.is_v5(), delivery.retain) {
+            if let Some(header) = self
+                .fanout_headers
+                .get(message, version.is_v5(), delivery.retain)
+            {
                 if header.len() + message.payload.len() > max_packet_size {
                     return Err(PublishRefused::TooLarge);
                 }
@@ -97,7 +110,9 @@ impl ShardCore {
             topic_alias: alias_plan.map(|plan| plan.alias),
             omit_topic: alias_plan.is_some_and(|plan| plan.known),
         };
-        let frame = encoded.frame(version, &receiver, &mut self.encode_buf).map_err(|_| PublishRefused::TooLarge)?;
+        let frame = encoded
+            .frame(version, &receiver, &mut self.encode_buf)
+            .map_err(|_| PublishRefused::TooLarge)?;
         if frame.len() > max_packet_size {
             return Err(PublishRefused::TooLarge);
         }
@@ -105,7 +120,12 @@ impl ShardCore {
             self.commit_alias(conn, &message.topic, plan);
         }
         if shareable {
-            self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
+            self.fanout_headers.insert(
+                message,
+                version.is_v5(),
+                delivery.retain,
+                frame.header.clone(),
+            );
         }
         self.queue_publish_frames(conn, frame.header, frame.payload);
         Ok(())
@@ -119,9 +139,13 @@ impl ShardCore {
     }
 
     fn commit_alias(&mut self, conn: ConnId, topic: &ByteStr, plan: AliasPlan) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         let alias_max = connection.outgoing_alias_max;
-        let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
+        let aliases = connection
+            .aliases
+            .get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
         aliases.outgoing.commit(topic, plan);
     }
 
@@ -133,17 +157,34 @@ impl ShardCore {
     /// A v5 Reason String for an acknowledgement (PUBACK, PUBREC, SUBACK, ...): also not when the client set
     /// Request Problem Information to 0 [MQTT-3.1.2-29].
     pub(super) fn ack_reason_string(&self, conn: ConnId, text: &str) -> Option<ByteStr> {
-        let wanted = self.connections.get(&conn).is_some_and(|connection| connection.problem_information);
-        if wanted { self.reason_string(text) } else { None }
+        let wanted = self
+            .connections
+            .get(&conn)
+            .is_some_and(|connection| connection.problem_information);
+        if wanted {
+            self.reason_string(text)
+        } else {
+            None
+        }
     }
 
     /// Queues a v5 DISCONNECT with `reason` (nothing for 3.x, which has no server DISCONNECT).
     pub(super) fn send_disconnect(&mut self, conn: ConnId, reason: ReasonCode, text: &str) {
-        if !self.connections.get(&conn).is_some_and(|connection| connection.is_v5()) {
+        if !self
+            .connections
+            .get(&conn)
+            .is_some_and(|connection| connection.is_v5())
+        {
             return;
         }
-        let properties = Properties { reason_string: self.reason_string(text), ..Properties::default() };
-        self.send(conn, &Packet::Disconnect(crate::protocol::Disconnect { reason, properties }));
+        let properties = Properties {
+            reason_string: self.reason_string(text),
+            ..Properties::default()
+        };
+        self.send(
+            conn,
+            &Packet::Disconnect(crate::protocol::Disconnect { reason, properties }),
+        );
     }
 
     fn encode(&mut self, packet: &Packet, version: ProtocolVersion) -> Option<Bytes> {
@@ -158,7 +199,9 @@ impl ShardCore {
     }
 
     fn queue_frame(&mut self, conn: ConnId, frame: Bytes) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.out_queue_bytes += frame.len();
         connection.out_queue.push_back(frame);
         if !connection.write_requested {
@@ -173,7 +216,9 @@ fn without_problem_details(packet: &Packet) -> Option<Packet> {
     let mut bare = packet.clone();
     let properties = match &mut bare {
         Packet::ConnAck(connack) => &mut connack.properties,
-        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => &mut ack.properties,
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            &mut ack.properties
+        }
         Packet::SubAck(ack) => &mut ack.properties,
         Packet::UnsubAck(ack) => &mut ack.properties,
         Packet::Disconnect(disconnect) => &mut disconnect.properties,
@@ -198,7 +243,11 @@ fn plan_alias(connection: &Connection, topic: &ByteStr) -> Option<AliasPlan> {
 }
 
 /// The message prepared again with the Message Expiry Interval that remains (v5 section 3.3.2.3.3).
-fn remaining_expiry_encoding(message: &Message, deadline: Instant, now: Instant) -> Option<EncodedPublish> {
+fn remaining_expiry_encoding(
+    message: &Message,
+    deadline: Instant,
+    now: Instant,
+) -> Option<EncodedPublish> {
     let remaining_secs = deadline.saturating_duration_since(now).as_secs().max(1);
     let properties = Properties {
         message_expiry_interval_secs: Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX)),
@@ -224,14 +273,25 @@ impl FanoutHeaders {
     }
 
     fn get(&self, message: &Arc<Message>, v5: bool, retain: bool) -> Option<Bytes> {
-        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
+        if !self
+            .message
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, message))
+        {
             return None;
         }
-        self.headers.iter().find(|(is_v5, is_retain, _)| *is_v5 == v5 && *is_retain == retain).map(|(_, _, header)| header.clone())
+        self.headers
+            .iter()
+            .find(|(is_v5, is_retain, _)| *is_v5 == v5 && *is_retain == retain)
+            .map(|(_, _, header)| header.clone())
     }
 
     fn insert(&mut self, message: &Arc<Message>, v5: bool, retain: bool, header: Bytes) {
-        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
+        if !self
+            .message
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, message))
+        {
             self.clear();
             self.message = Some(Arc::clone(message));
         }

@@ -10,9 +10,7 @@ use super::error::DecodeError;
 use super::packet::*;
 use super::properties::{Properties, PropertyScope};
 use super::reason::ReasonCode;
-use super::topic::{
-    parse_shared_subscription, validate_topic_name, TopicError,
-};
+use super::topic::{parse_shared_subscription, validate_topic_name, TopicError};
 use super::wire::{decode_variable_byte_integer, Reader};
 
 /// Decode one packet from the front of `buf` (advancing it). `Ok(None)` = need more bytes (nothing consumed).

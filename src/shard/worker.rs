@@ -37,7 +37,13 @@ pub async fn run(
     listener: std::net::TcpListener,
     ready: impl FnOnce(),
 ) {
-    let ShardContext { shard: id, shards, config, stop, permits } = context;
+    let ShardContext {
+        shard: id,
+        shards,
+        config,
+        stop,
+        permits,
+    } = context;
     let stop = stop.into_shard_stop();
     let stopped = async {
         stop.wait().await;
@@ -45,7 +51,9 @@ pub async fn run(
     };
     let connecting = futures_lite::future::or(async { Some(mesh.connect().await) }, keep_polling());
     let connected = futures_lite::future::or(connecting, stopped).await;
-    let Some((senders, receivers)) = connected else { return };
+    let Some((senders, receivers)) = connected else {
+        return;
+    };
     let shard = Rc::new(Shard::new(id, shards, config, senders, permits));
     for (from, receiver) in receivers {
         glommio::spawn_local(receive_mesh(shard.clone(), from, receiver)).detach();
@@ -53,7 +61,9 @@ pub async fn run(
     let turns = glommio::spawn_local(shard.clone().run_turns());
     let reads = glommio::spawn_local(connection::pump_reads(shard.clone()));
     // SAFETY: the listener's descriptor moves into the glommio listener, which now owns it.
-    let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
+    let listener = unsafe {
+        <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd())
+    };
     ready();
     futures_lite::future::or(accept_loop(shard.clone(), listener), stop.wait()).await;
     shut_down(&shard).await;
@@ -83,7 +93,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
                 let peer = stream.peer_addr().ok();
                 match shard.permits.try_acquire() {
                     Some(permit) => {
-                        tracing::debug!(shard = shard.id, peer = peer.map(tracing::field::display), "connection accepted");
+                        tracing::debug!(
+                            shard = shard.id,
+                            peer = peer.map(tracing::field::display),
+                            "connection accepted"
+                        );
                         connection::open_accepted(&shard, stream, permit);
                     }
                     // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
@@ -111,17 +125,29 @@ impl RefusalLog {
     fn refused(&mut self, shard: &Shard, peer: Option<std::net::SocketAddr>) {
         self.unlogged += 1;
         let now = std::time::Instant::now();
-        if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
+        {
             return;
         }
-        tracing::warn!(shard = shard.id, peer = peer.map(tracing::field::display), max_connections = shard.permits.max_connections(),
-            refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
+        tracing::warn!(
+            shard = shard.id,
+            peer = peer.map(tracing::field::display),
+            max_connections = shard.permits.max_connections(),
+            refused = self.unlogged,
+            "connection refused: max_connections reached, closed at accept"
+        );
         self.last_logged = Some(now);
         self.unlogged = 0;
     }
 }
 
-async fn receive_mesh(shard: Rc<Shard>, from: usize, receiver: ConnectedReceiver<Vec<ShardMeshItem>>) {
+async fn receive_mesh(
+    shard: Rc<Shard>,
+    from: usize,
+    receiver: ConnectedReceiver<Vec<ShardMeshItem>>,
+) {
     while let Some(batch) = receiver.recv().await {
         let now = std::time::Instant::now();
         for item in batch {

@@ -19,48 +19,116 @@ use crate::protocol::{Auth, ByteStr, Connect, Packet, Properties, ReasonCode};
 impl ShardCore {
     /// CONNECT named an Authentication Method: refuse it if unknown [MQTT-4.12.0-1], else start the exchange.
     pub(super) fn start_connect_auth(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
-        let name = connect.properties.authentication_method.as_deref().unwrap_or_default();
+        let name = connect
+            .properties
+            .authentication_method
+            .as_deref()
+            .unwrap_or_default();
         let Some(method) = self.auth_methods.find(name) else {
-            let refusal = Refusal { reason: ReasonCode::BAD_AUTHENTICATION_METHOD, rule: "[MQTT-4.12.0-1] unsupported authentication method" };
+            let refusal = Refusal {
+                reason: ReasonCode::BAD_AUTHENTICATION_METHOD,
+                rule: "[MQTT-4.12.0-1] unsupported authentication method",
+            };
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         };
         let mut exchange = method.begin();
-        let step = exchange.start(connect.properties.authentication_data.as_deref().unwrap_or_default());
-        self.enhanced_auth.insert(conn, ConnectionAuth { method, exchange: None, pending_connect: None, user: None });
+        let step = exchange.start(
+            connect
+                .properties
+                .authentication_data
+                .as_deref()
+                .unwrap_or_default(),
+        );
+        self.enhanced_auth.insert(
+            conn,
+            ConnectionAuth {
+                method,
+                exchange: None,
+                pending_connect: None,
+                user: None,
+            },
+        );
         self.connect_auth_step(conn, exchange, connect, step, now);
     }
 
     /// AUTH before CONNACK: the client's next step of the CONNECT's exchange.
     pub(super) fn handle_connect_auth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
-        let pending = self.enhanced_auth.get_mut(&conn).and_then(|state| Some((state.pending_connect.take()?, state.exchange.take()?)));
+        let pending = self
+            .enhanced_auth
+            .get_mut(&conn)
+            .and_then(|state| Some((state.pending_connect.take()?, state.exchange.take()?)));
         let Some((connect, mut exchange)) = pending else {
             let detail = "[MQTT-4.12.0-7] AUTH before CONNECT or without an Authentication Method in CONNECT".into();
             warn!(shard = self.shard, "{detail}, closing");
-            return self.end_connection(conn, CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail }, now);
+            return self.end_connection(
+                conn,
+                CloseReason::ProtocolError {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail,
+                },
+                now,
+            );
         };
-        let refuse = |rule| Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule };
+        let refuse = |rule| Refusal {
+            reason: ReasonCode::PROTOCOL_ERROR,
+            rule,
+        };
         if auth.reason != ReasonCode::CONTINUE_AUTHENTICATION {
-            return self.refuse_connect(conn, &connect.client_id, refuse("[MQTT-4.12.0-3] AUTH during CONNECT must carry reason 0x18"), now);
+            return self.refuse_connect(
+                conn,
+                &connect.client_id,
+                refuse("[MQTT-4.12.0-3] AUTH during CONNECT must carry reason 0x18"),
+                now,
+            );
         }
         if auth.properties.authentication_method != connect.properties.authentication_method {
-            return self.refuse_connect(conn, &connect.client_id, refuse("[MQTT-4.12.0-5] AUTH names another Authentication Method than CONNECT"), now);
+            return self.refuse_connect(
+                conn,
+                &connect.client_id,
+                refuse("[MQTT-4.12.0-5] AUTH names another Authentication Method than CONNECT"),
+                now,
+            );
         }
-        let step = exchange.proceed(auth.properties.authentication_data.as_deref().unwrap_or_default());
+        let step = exchange.proceed(
+            auth.properties
+                .authentication_data
+                .as_deref()
+                .unwrap_or_default(),
+        );
         self.connect_auth_step(conn, exchange, connect, step, now);
     }
 
     /// Acts on a step of the CONNECT's exchange: AUTH 0x18 [MQTT-4.12.0-2], CONNACK 0x00 with the final
     /// data, or CONNACK 0x86 / 0x87 and close [MQTT-4.12.0-4].
-    fn connect_auth_step(&mut self, conn: ConnId, exchange: Box<dyn AuthExchange>, connect: Box<Connect>, step: Step, now: Instant) {
-        let Some(state) = self.enhanced_auth.get_mut(&conn) else { return };
+    fn connect_auth_step(
+        &mut self,
+        conn: ConnId,
+        exchange: Box<dyn AuthExchange>,
+        connect: Box<Connect>,
+        step: Step,
+        now: Instant,
+    ) {
+        let Some(state) = self.enhanced_auth.get_mut(&conn) else {
+            return;
+        };
         let method = ByteStr::from(state.method.name());
         match step {
             Step::Continue(data) => {
                 state.exchange = Some(exchange);
                 state.pending_connect = Some(connect);
-                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, Some(data));
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    method,
+                    Some(data),
+                );
             }
-            Step::Success(done) if connect.username.as_deref().is_some_and(|username| username != done.user) => {
+            Step::Success(done)
+                if connect
+                    .username
+                    .as_deref()
+                    .is_some_and(|username| username != done.user) =>
+            {
                 warn!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "CONNECT User Name is not the authenticated user");
                 let refusal = Refusal { reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD, rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated" };
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
@@ -76,7 +144,10 @@ impl ShardCore {
                     FailureKind::BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                     FailureKind::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
                 };
-                let refusal = Refusal { reason, rule: "[MQTT-4.12.0-4] enhanced authentication failed" };
+                let refusal = Refusal {
+                    reason,
+                    rule: "[MQTT-4.12.0-4] enhanced authentication failed",
+                };
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
             }
         }
@@ -85,12 +156,24 @@ impl ShardCore {
     /// AUTH from a connected client: re-authentication [MQTT-4.12.1-1]. Other traffic goes on meanwhile.
     pub(super) fn handle_reauth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
         let Some(mut state) = self.enhanced_auth.remove(&conn) else {
-            return self.protocol_error(conn, "[MQTT-4.12.0-7] AUTH from a client whose CONNECT had no Authentication Method", now);
+            return self.protocol_error(
+                conn,
+                "[MQTT-4.12.0-7] AUTH from a client whose CONNECT had no Authentication Method",
+                now,
+            );
         };
         if auth.properties.authentication_method.as_deref() != Some(state.method.name()) {
-            return self.protocol_error(conn, "[MQTT-4.12.1-1] re-authentication must use the CONNECT's Authentication Method", now);
+            return self.protocol_error(
+                conn,
+                "[MQTT-4.12.1-1] re-authentication must use the CONNECT's Authentication Method",
+                now,
+            );
         }
-        let data = auth.properties.authentication_data.as_deref().unwrap_or_default();
+        let data = auth
+            .properties
+            .authentication_data
+            .as_deref()
+            .unwrap_or_default();
         let (exchange, step) = match (auth.reason, state.exchange.take()) {
             (ReasonCode::RE_AUTHENTICATE, None) => {
                 let mut exchange = state.method.begin();
@@ -108,23 +191,48 @@ impl ShardCore {
             Step::Continue(data) => {
                 state.exchange = Some(exchange);
                 self.enhanced_auth.insert(conn, state);
-                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, Some(data));
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    method,
+                    Some(data),
+                );
             }
             Step::Success(done) if state.user.as_deref() == Some(done.user.as_str()) => {
                 self.enhanced_auth.insert(conn, state);
                 self.send_auth(conn, ReasonCode::SUCCESS, method, done.server_data);
             }
-            Step::Success(_) => self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authenticated as another user", now),
+            Step::Success(_) => self.close_for(
+                conn,
+                ReasonCode::NOT_AUTHORIZED,
+                "[MQTT-4.12.1-2] re-authenticated as another user",
+                now,
+            ),
             Step::Fail(failure) => {
                 warn!(shard = self.shard, client_id = ?self.client_id_of(conn), %method, "re-authentication failed: {failure}");
-                self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authentication failed", now);
+                self.close_for(
+                    conn,
+                    ReasonCode::NOT_AUTHORIZED,
+                    "[MQTT-4.12.1-2] re-authentication failed",
+                    now,
+                );
             }
         }
     }
 
     /// AUTH with the method name on every packet of the exchange [MQTT-4.12.0-5].
-    fn send_auth(&mut self, conn: ConnId, reason: ReasonCode, method: ByteStr, data: Option<Vec<u8>>) {
-        let properties = Properties { authentication_method: Some(method), authentication_data: data.map(Bytes::from), ..Properties::default() };
+    fn send_auth(
+        &mut self,
+        conn: ConnId,
+        reason: ReasonCode,
+        method: ByteStr,
+        data: Option<Vec<u8>>,
+    ) {
+        let properties = Properties {
+            authentication_method: Some(method),
+            authentication_data: data.map(Bytes::from),
+            ..Properties::default()
+        };
         self.send(conn, &Packet::Auth(Auth { reason, properties }));
     }
 }

@@ -11,10 +11,18 @@ use super::super::session::SessionKey;
 use crate::protocol::{Disconnect, ReasonCode};
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_disconnect(&mut self, conn: ConnId, key: SessionKey, disconnect: Disconnect, now: Instant) {
+    pub(in crate::broker) fn handle_disconnect(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        disconnect: Disconnect,
+        now: Instant,
+    ) {
         if let Some(requested) = disconnect.properties.session_expiry_interval_secs {
             let expiry_max = self.settings.session_expiry_max_secs;
-            let Some(session) = self.sessions.get_mut(key) else { return };
+            let Some(session) = self.sessions.get_mut(key) else {
+                return;
+            };
             if session.expiry_interval_secs == 0 && requested != 0 {
                 let rule = "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0";
                 return self.protocol_error(conn, rule, now);
