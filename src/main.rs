@@ -40,7 +40,7 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    warn_if_open_to_anonymous_clients(&config);
+    warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
     let result = shardmq::shard::run(config, |bound| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "shardmq listening on {bound}");
@@ -56,8 +56,9 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
     }
 }
 
-/// One line at start when clients on other machines may connect without credentials.
-fn warn_if_open_to_anonymous_clients(config: &Config) {
+/// One line at start when clients on other machines may connect without credentials, saying how to
+/// require passwords in the kind of file in use.
+fn warn_if_open_to_anonymous_clients(config: &Config, from_mosquitto_conf: bool) {
     let Ok(open) = config.anonymous_remote_listeners() else {
         return;
     };
@@ -65,9 +66,13 @@ fn warn_if_open_to_anonymous_clients(config: &Config) {
         return;
     }
     let binds: Vec<&str> = open.iter().map(|listener| listener.bind.as_str()).collect();
+    let fix = if from_mosquitto_conf {
+        "name it with `password_file` and set `allow_anonymous false` in mosquitto.conf"
+    } else {
+        "name it in `[auth] password_file` and set `[auth] allow_anonymous = false`"
+    };
     tracing::warn!(
-        "anonymous clients may connect from other machines on {}: create users with `shardmq passwd`, name \
-         the file in `[auth] password_file` and set `[auth] allow_anonymous = false`",
+        "anonymous clients may connect from other machines on {}: create a password file with `shardmq passwd`, {fix}",
         binds.join(", ")
     );
 }

@@ -80,7 +80,12 @@ pub fn read(path: &Path) -> Result<Converted, ConfigError> {
     let mut lines = Vec::new();
     let mut findings = Vec::new();
     read_lines(path, true, &mut lines, &mut findings)?;
-    let converted = convert(&lines, findings);
+    let mut converted = convert(&lines, findings);
+    // Listener problems are found once the whole file is read; list everything in file order, the main
+    // file first.
+    converted
+        .findings
+        .sort_by(|a, b| (a.file != path, &a.file, a.line).cmp(&(b.file != path, &b.file, b.line)));
     let (errors, warnings): (Vec<Finding>, Vec<Finding>) = converted
         .findings
         .into_iter()
