@@ -613,6 +613,11 @@ impl Conversion {
             _ => (None, Some(parse_path(line)?)),
         };
         if !self.per_listener_settings {
+            // Checked here to point at the line; per-listener files are checked with their listener.
+            if let Some(path) = &path {
+                super::listener::readable(path)
+                    .map_err(|reason| finding(Severity::Error, line, reason))?;
+            }
             match directive {
                 "allow_anonymous" => self.allow_anonymous = allow,
                 "password_file" => self.config.auth.password_file = path,

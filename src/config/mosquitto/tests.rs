@@ -128,21 +128,41 @@ fn default_listener_options_come_before_the_first_listener_line() {
 
 #[test]
 fn auth_options_are_global_without_per_listener_settings() {
-    let text = "listener 1883\npassword_file /etc/mosquitto/pw\nlistener 1884\nacl_file /etc/mosquitto/acl\n\
-                allow_anonymous true\n";
-    let (config, _) = convert_text(text);
+    let dir = temp_dir("global-auth");
+    let (acl, pw) = auth_files(&dir);
+    let text = format!(
+        "listener 1883\npassword_file {}\nlistener 1884\nacl_file {}\nallow_anonymous true\n",
+        pw.display(),
+        acl.display()
+    );
+    let (config, findings) = convert_text(&text);
+    assert!(findings.is_empty(), "{findings:?}");
     assert_eq!(
         config.auth,
         AuthSettings {
             allow_anonymous: true,
-            password_file: Some("/etc/mosquitto/pw".into()),
-            acl_file: Some("/etc/mosquitto/acl".into())
+            password_file: Some(pw),
+            acl_file: Some(acl)
         }
     );
     assert!(config
         .listeners
         .iter()
         .all(|listener| listener.auth == ListenerAuth::default()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unreadable_password_file_is_an_error_at_its_line() {
+    let (_, findings) = convert_text("listener 1883\n\npassword_file /nonexistent/pw\n");
+    let errors = errors(&findings);
+    assert_eq!(errors.len(), 1, "{findings:?}");
+    assert_eq!(errors[0].line, 3);
+    assert!(
+        errors[0].message.contains("/nonexistent/pw"),
+        "{}",
+        errors[0]
+    );
 }
 
 /// An ACL file and a password file that exist (listeners refuse unreadable ones).
