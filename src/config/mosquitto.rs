@@ -364,6 +364,76 @@ const BRIDGE_OPTIONS: &[&str] = &[
     "bridge_tls_version",
 ];
 
+/// Listener options shardmq does not carry out, whether ignoring them would weaken security, and why.
+const UNSUPPORTED_LISTENER_OPTIONS: &[(&str, Severity, &str)] = &[
+    (
+        "capath",
+        Severity::Error,
+        "put the CA certificates in one PEM file and name it with `cafile`",
+    ),
+    (
+        "crlfile",
+        Severity::Error,
+        "no certificate revocation lists: revoked client certificates would be accepted",
+    ),
+    ("psk_hint", Severity::Error, "no pre-shared-key TLS"),
+    (
+        "use_subject_as_username",
+        Severity::Error,
+        "only use_identity_as_username: usernames, and so ACLs, would differ",
+    ),
+    (
+        "mount_point",
+        Severity::Error,
+        "clients of this listener would not be kept to their topic prefix",
+    ),
+    (
+        "use_username_as_clientid",
+        Severity::Error,
+        "clients could take over each other's sessions",
+    ),
+    (
+        "bind_interface",
+        Severity::Error,
+        "the listener would accept on every interface; give an address instead",
+    ),
+    (
+        "tls_engine",
+        Severity::Error,
+        "no OpenSSL engines; give a PEM key file",
+    ),
+    (
+        "tls_engine_kpass_sha1",
+        Severity::Error,
+        "no OpenSSL engines; give a PEM key file",
+    ),
+    (
+        "ciphers",
+        Severity::Warning,
+        "shardmq uses its own modern cipher suites (no weak ciphers)",
+    ),
+    (
+        "ciphers_tls1.3",
+        Severity::Warning,
+        "shardmq uses its own modern cipher suites",
+    ),
+    (
+        "dhparamfile",
+        Severity::Warning,
+        "shardmq uses ECDHE key exchange only",
+    ),
+    (
+        "socket_domain",
+        Severity::Warning,
+        "the listener binds the address family of its address",
+    ),
+    (
+        "http_dir",
+        Severity::Warning,
+        "WebSocket listeners serve no HTTP files",
+    ),
+];
+
 impl Conversion {
     /// The listener that listener options apply to: the last `listener`, or the default listener.
     fn current_listener(&mut self, line: &Line) -> &mut DraftListener {
@@ -497,44 +567,6 @@ impl Conversion {
                 self.note_listener_scoped_limit(line);
                 self.topic_alias_max.push(aliases);
             }
-            "capath" => {
-                self.current_listener(line);
-                error(line, "not supported; put the CA certificates in one PEM file and name it with `cafile`")?
-            }
-            "crlfile" => {
-                self.current_listener(line);
-                error(line, "certificate revocation lists are not supported: revoked client certificates would be accepted")?
-            }
-            "psk_hint" => {
-                self.current_listener(line);
-                error(line, "pre-shared-key TLS is not supported")?
-            }
-            "use_subject_as_username" => {
-                self.current_listener(line);
-                error(line, "not supported (only use_identity_as_username): usernames, and so ACLs, would differ")?
-            }
-            "mount_point" => {
-                self.current_listener(line);
-                error(line, "not supported: clients of this listener would not be kept to their topic prefix")?
-            }
-            "use_username_as_clientid" => {
-                self.current_listener(line);
-                error(
-                    line,
-                    "not supported: clients could take over each other's sessions",
-                )?
-            }
-            "bind_interface" => {
-                self.current_listener(line);
-                error(line, "not supported: the listener would accept on every interface; give an address instead")?
-            }
-            "tls_engine" | "tls_engine_kpass_sha1" => {
-                self.current_listener(line);
-                error(
-                    line,
-                    "OpenSSL engines are not supported; give a PEM key file",
-                )?
-            }
             "tls_keyform" => {
                 self.current_listener(line);
                 if line.value != "pem" {
@@ -551,18 +583,21 @@ impl Conversion {
                     _ => warning(line, "shardmq accepts TLS 1.2 and 1.3 only")?,
                 }
             }
-            "ciphers" | "ciphers_tls1.3" | "dhparamfile" => {
+            directive => {
+                let Some((_, severity, reason)) = UNSUPPORTED_LISTENER_OPTIONS
+                    .iter()
+                    .find(|(name, _, _)| *name == directive)
+                else {
+                    return Ok(false);
+                };
+                // Still a listener option: before any `listener` line it starts the default listener.
                 self.current_listener(line);
-                warning(
-                    line,
-                    "shardmq uses its own modern cipher suites (no DHE, no weak ciphers)",
-                )?
+                let message = match severity {
+                    Severity::Error => format!("not supported: {reason}"),
+                    Severity::Warning => format!("not supported, ignored: {reason}"),
+                };
+                return Err(finding(*severity, line, message));
             }
-            "socket_domain" | "http_dir" => {
-                self.current_listener(line);
-                warning(line, "no such listener setting in shardmq")?
-            }
-            _ => return Ok(false),
         }
         Ok(true)
     }
