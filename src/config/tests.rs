@@ -31,12 +31,13 @@ fn defaults_work_without_a_file() {
 #[test]
 fn no_file_listens_for_mqtt_on_1883_and_websocket_on_8083() {
     let listeners = Config::default().effective_listeners().unwrap();
-    let mut websocket = ListenerConfig::websocket("0.0.0.0:8083");
-    websocket.websocket_path = "/mqtt".into();
-    assert_eq!(
-        listeners,
-        vec![ListenerConfig::mqtt("0.0.0.0:1883"), websocket]
-    );
+    let expected = vec![
+        ListenerConfig::mqtt("0.0.0.0:1883"),
+        ListenerConfig::websocket("0.0.0.0:8083"),
+    ];
+    assert_eq!(listeners, expected);
+    assert_eq!(listeners[1].transport, TransportKind::Ws);
+    assert_eq!(listeners[1].websocket_path, "/mqtt");
     assert!(Config::default().auth.allow_anonymous);
 }
 
