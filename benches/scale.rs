@@ -51,21 +51,13 @@ struct Options {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options {
-        sessions: 1_000_000,
-        shards: 2,
-        keepalive_secs: 30,
-        publishes: 200_000,
-        broadcast: false,
-    };
+    let mut options =
+        Options { sessions: 1_000_000, shards: 2, keepalive_secs: 30, publishes: 200_000, broadcast: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> usize {
-            let text = args
-                .next()
-                .unwrap_or_else(|| panic!("{name} needs a value"));
-            text.parse()
-                .unwrap_or_else(|_| panic!("{name}: not a number: {text}"))
+            let text = args.next().unwrap_or_else(|| panic!("{name} needs a value"));
+            text.parse().unwrap_or_else(|_| panic!("{name}: not a number: {text}"))
         };
         match arg.as_str() {
             "--sessions" => options.sessions = value("--sessions"),
@@ -86,34 +78,22 @@ fn live_bytes() -> usize {
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
 fn settings(sessions: usize) -> BrokerSettings {
     // Keep-alives up to an hour and room for every session (and the publishers) on one shard (the default
     // stops at 1M per shard); nothing else differs from the defaults a user gets.
-    BrokerSettings {
-        keepalive_max_secs: 3600,
-        sessions_per_shard_max: sessions + 16,
-        ..BrokerSettings::default()
-    }
+    BrokerSettings { keepalive_max_secs: 3600, sessions_per_shard_max: sessions + 16, ..BrokerSettings::default() }
 }
 
 fn main() {
     let options = parse_options();
     let start = Instant::now();
     let mut now = start;
-    let mut cluster = SimCluster::new(
-        options.shards,
-        settings(options.sessions),
-        ProtocolVersion::V5,
-        OutputMode::Discard,
-    );
+    let mut cluster =
+        SimCluster::new(options.shards, settings(options.sessions), ProtocolVersion::V5, OutputMode::Discard);
     println!(
         "scale simulation: {} sessions over {} shards, keep-alive {} s",
         options.sessions, options.shards, options.keepalive_secs
@@ -133,26 +113,13 @@ fn main() {
     let clients_vec_bytes = clients.capacity() * std::mem::size_of::<SimClient>();
     let session_bytes = live_bytes() - bytes_before - clients_vec_bytes;
     let rss_sessions = rss_bytes().saturating_sub(rss_before);
-    let connected: usize = cluster
-        .cores()
-        .iter()
-        .map(|core| core.gauges().connections)
-        .sum();
-    assert_eq!(
-        connected, options.sessions,
-        "every simulated client must be connected"
-    );
+    let connected: usize = cluster.cores().iter().map(|core| core.gauges().connections).sum();
+    assert_eq!(connected, options.sessions, "every simulated client must be connected");
 
     let bytes_before_subs = live_bytes();
     let timer = Instant::now();
     for (id, client) in clients.iter().enumerate() {
-        cluster.subscribe(
-            *client,
-            &format!("devices/dev{id:08}/cmd"),
-            QoS::AtLeastOnce,
-            1,
-            now,
-        );
+        cluster.subscribe(*client, &format!("devices/dev{id:08}/cmd"), QoS::AtLeastOnce, 1, now);
         if id % 4096 == 0 {
             cluster.pump(now);
         }
@@ -160,16 +127,8 @@ fn main() {
     cluster.pump(now);
     let subscribe_time = timer.elapsed();
     let subscription_bytes = live_bytes() - bytes_before_subs;
-    let trie_nodes: usize = cluster
-        .cores()
-        .iter()
-        .map(|core| core.gauges().subscription_trie_nodes)
-        .sum();
-    let interest_nodes: usize = cluster
-        .cores()
-        .iter()
-        .map(|core| core.gauges().interest_trie_nodes)
-        .sum();
+    let trie_nodes: usize = cluster.cores().iter().map(|core| core.gauges().subscription_trie_nodes).sum();
+    let interest_nodes: usize = cluster.cores().iter().map(|core| core.gauges().interest_trie_nodes).sum();
 
     // Keep-alive: every client pings once per keep-alive interval; the shard ticks its timer wheel each second.
     let simulated_secs = 2 * u64::from(options.keepalive_secs);
@@ -186,44 +145,22 @@ fn main() {
         cluster.pump(now);
     }
     let keepalive_time = timer.elapsed();
-    let still_connected: usize = cluster
-        .cores()
-        .iter()
-        .map(|core| core.gauges().connections)
-        .sum();
-    assert_eq!(
-        still_connected, options.sessions,
-        "pinging clients must not time out"
-    );
+    let still_connected: usize = cluster.cores().iter().map(|core| core.gauges().connections).sum();
+    assert_eq!(still_connected, options.sessions, "pinging clients must not time out");
 
     // Point publishes: one device's command topic each, from a publisher on shard 0's side.
     let publisher = cluster.connect("publisher", 0, now);
     cluster.pump(now);
-    let connected: usize = cluster
-        .cores()
-        .iter()
-        .map(|core| core.gauges().connections)
-        .sum();
-    assert_eq!(
-        connected,
-        options.sessions + 1,
-        "the publisher must be connected too"
-    );
+    let connected: usize = cluster.cores().iter().map(|core| core.gauges().connections).sum();
+    assert_eq!(connected, options.sessions + 1, "the publisher must be connected too");
     let payload = Bytes::from_static(&[0x5a; 64]);
     let bytes_before_pub = cluster.counts().bytes;
     let timer = Instant::now();
     let mut target = 0x9e37_79b9usize;
     for _ in 0..options.publishes {
-        target = target
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        target = target.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let id = (target >> 17) % options.sessions;
-        cluster.publish(
-            publisher,
-            &format!("devices/dev{id:08}/cmd"),
-            payload.clone(),
-            now,
-        );
+        cluster.publish(publisher, &format!("devices/dev{id:08}/cmd"), payload.clone(), now);
         cluster.pump(now);
     }
     let publish_time = timer.elapsed();
@@ -242,15 +179,8 @@ fn main() {
         "| broker heap per connected idle session (allocator) | {:.0} B |",
         session_bytes as f64 / options.sessions as f64
     );
-    println!(
-        "| RSS per connected idle session | {:.0} B |",
-        rss_sessions as f64 / options.sessions as f64
-    );
-    println!(
-        "| subscriptions created | {} in {:.2} s |",
-        options.sessions,
-        subscribe_time.as_secs_f64()
-    );
+    println!("| RSS per connected idle session | {:.0} B |", rss_sessions as f64 / options.sessions as f64);
+    println!("| subscriptions created | {} in {:.2} s |", options.sessions, subscribe_time.as_secs_f64());
     println!("| heap per distinct filter (subscription + interest entries, session entry) | {:.0} B ({} subscription + {} interest entries) |",
         subscription_bytes as f64 / options.sessions as f64, trie_nodes, interest_nodes);
     println!("| keep-alive: {} pings/s + 1 tick/s, CPU per simulated second | {:.2} ms ({:.3}% of a core per 100k connections) |",
@@ -272,25 +202,14 @@ fn main() {
             trie_bytes / (trie_nodes + interest_nodes).max(1) as f64);
         measure_wildcard_trie(&mut cluster, &clients, per_subscriber, now);
     }
-    println!(
-        "| total heap now | {:.1} MiB |",
-        live_bytes() as f64 / (1 << 20) as f64
-    );
-    println!(
-        "| total RSS now | {:.1} MiB |",
-        rss_bytes() as f64 / (1 << 20) as f64
-    );
+    println!("| total heap now | {:.1} MiB |", live_bytes() as f64 / (1 << 20) as f64);
+    println!("| total RSS now | {:.1} MiB |", rss_bytes() as f64 / (1 << 20) as f64);
     println!("(wall time {:.1} s)", start.elapsed().as_secs_f64());
 }
 
 /// Filters without wildcards live in an exact-topic map; this is the trie's own cost: every session also
 /// subscribes to a distinct wildcard filter `devices/{id}/+`, less what the subscription entries cost.
-fn measure_wildcard_trie(
-    cluster: &mut SimCluster,
-    clients: &[SimClient],
-    per_subscriber: f64,
-    now: Instant,
-) {
+fn measure_wildcard_trie(cluster: &mut SimCluster, clients: &[SimClient], per_subscriber: f64, now: Instant) {
     let nodes = |cluster: &SimCluster| -> usize {
         cluster
             .cores()
@@ -300,13 +219,7 @@ fn measure_wildcard_trie(
     };
     let (bytes_before, nodes_before) = (live_bytes(), nodes(cluster));
     for (index, client) in clients.iter().enumerate() {
-        cluster.subscribe(
-            *client,
-            &format!("devices/dev{index:08}/+"),
-            QoS::AtMostOnce,
-            3,
-            now,
-        );
+        cluster.subscribe(*client, &format!("devices/dev{index:08}/+"), QoS::AtMostOnce, 3, now);
         if index % 4096 == 0 {
             cluster.pump(now);
         }
@@ -334,20 +247,11 @@ fn run_broadcast(cluster: &mut SimCluster, clients: &[SimClient], now: Instant) 
     cluster.pump(now);
     let frames_before = cluster.counts().frames;
     let timer = Instant::now();
-    cluster.publish(
-        publisher,
-        "broadcast/all",
-        Bytes::from_static(&[0xa5; 64]),
-        now,
-    );
+    cluster.publish(publisher, "broadcast/all", Bytes::from_static(&[0xa5; 64]), now);
     cluster.pump(now);
     let elapsed = timer.elapsed();
     let frames = cluster.counts().frames - frames_before;
-    assert!(
-        frames >= clients.len() as u64,
-        "broadcast reached {frames} frames for {} subscribers",
-        clients.len()
-    );
+    assert!(frames >= clients.len() as u64, "broadcast reached {frames} frames for {} subscribers", clients.len());
     println!("| broadcast to {} subscribers (QoS0, 64 B) | {:.1} ms, {:.0} ns per subscriber; {:.0} B heap per extra subscription |",
         clients.len(), elapsed.as_secs_f64() * 1e3, elapsed.as_nanos() as f64 / clients.len() as f64, per_subscriber);
     per_subscriber

@@ -22,16 +22,9 @@ enum Settings {
     Broker,
 }
 
-fn builder(
-    settings: Settings,
-    shard: usize,
-    cpu: usize,
-    budget: io_budget::IoBudget,
-) -> LocalExecutorBuilder {
+fn builder(settings: Settings, shard: usize, cpu: usize, budget: io_budget::IoBudget) -> LocalExecutorBuilder {
     match settings {
-        Settings::GlommioDefault => {
-            LocalExecutorBuilder::new(Placement::Fixed(cpu)).io_memory(budget.io_memory_bytes)
-        }
+        Settings::GlommioDefault => LocalExecutorBuilder::new(Placement::Fixed(cpu)).io_memory(budget.io_memory_bytes),
         Settings::Broker => launch::executor_builder(shard, cpu, budget, Duration::ZERO),
     }
 }
@@ -39,8 +32,7 @@ fn builder(
 fn run_scenario(settings: Settings, busy: bool) -> Vec<Duration> {
     let allowed = affinity::allowed_cpus().expect("affinity mask");
     let cpus = affinity::shard_cpus(2, &allowed);
-    let budget =
-        io_budget::plan(io_budget::memlock_limit_bytes().unwrap(), 2, None).expect("locked memory");
+    let budget = io_budget::plan(io_budget::memlock_limit_bytes().unwrap(), 2, None).expect("locked memory");
     let mut ends = mesh::build_mesh::<Instant>(2, 64);
     let receiver_ends = ends.pop().unwrap();
     let sender_ends = ends.pop().unwrap();
@@ -103,22 +95,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "shard wakeup latency, {SAMPLES} batches per scenario, one every {SEND_GAP:?}; loadavg {}",
-        load.trim()
-    );
-    for (name, settings) in [
-        ("glommio defaults", Settings::GlommioDefault),
-        ("broker settings", Settings::Broker),
-    ] {
+    println!("shard wakeup latency, {SAMPLES} batches per scenario, one every {SEND_GAP:?}; loadavg {}", load.trim());
+    for (name, settings) in [("glommio defaults", Settings::GlommioDefault), ("broker settings", Settings::Broker)] {
         for busy in [false, true] {
             let mut latencies = run_scenario(settings, busy);
             latencies.sort();
-            let receiver = if busy {
-                "busy receiver"
-            } else {
-                "idle receiver"
-            };
+            let receiver = if busy { "busy receiver" } else { "idle receiver" };
             println!(
                 "{name:<17} {receiver:<14} p50 {:>10.1?}  p99 {:>10.1?}  max {:>10.1?}",
                 percentile(&latencies, 0.5),

@@ -13,8 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::broker::{home_shard, Action, BrokerSettings, ConnId, MeshMessage, ShardCore, ShardId};
 use crate::protocol::{
-    decode_packet, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscriptionOptions,
+    decode_packet, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions,
 };
 
 /// What the simulation does with the frames the broker writes to a client.
@@ -61,16 +60,9 @@ pub struct SimCluster {
 
 impl SimCluster {
     /// `version` is the protocol level every simulated client connects with.
-    pub fn new(
-        shard_count: usize,
-        settings: BrokerSettings,
-        version: ProtocolVersion,
-        mode: OutputMode,
-    ) -> SimCluster {
+    pub fn new(shard_count: usize, settings: BrokerSettings, version: ProtocolVersion, mode: OutputMode) -> SimCluster {
         let settings = Rc::new(settings);
-        let cores = (0..shard_count)
-            .map(|shard| ShardCore::new(shard, shard_count, settings.clone()))
-            .collect();
+        let cores = (0..shard_count).map(|shard| ShardCore::new(shard, shard_count, settings.clone())).collect();
         SimCluster {
             cores,
             mesh: VecDeque::new(),
@@ -108,32 +100,15 @@ impl SimCluster {
         SimClient { shard, conn }
     }
 
-    pub fn subscribe(
-        &mut self,
-        client: SimClient,
-        filter: &str,
-        qos: QoS,
-        packet_id: u16,
-        now: Instant,
-    ) {
-        let options = SubscriptionOptions {
-            qos,
-            ..Default::default()
-        };
-        let subscribe = Subscribe {
-            packet_id,
-            filters: vec![(ByteStr::from(filter), options)],
-            properties: Default::default(),
-        };
+    pub fn subscribe(&mut self, client: SimClient, filter: &str, qos: QoS, packet_id: u16, now: Instant) {
+        let options = SubscriptionOptions { qos, ..Default::default() };
+        let subscribe =
+            Subscribe { packet_id, filters: vec![(ByteStr::from(filter), options)], properties: Default::default() };
         self.cores[client.shard].handle_packet(client.conn, Packet::Subscribe(subscribe), now);
     }
 
     pub fn publish(&mut self, client: SimClient, topic: &str, payload: Bytes, now: Instant) {
-        let publish = Publish {
-            topic: ByteStr::from(topic),
-            payload,
-            ..Default::default()
-        };
+        let publish = Publish { topic: ByteStr::from(topic), payload, ..Default::default() };
         self.cores[client.shard].handle_packet(client.conn, Packet::Publish(publish), now);
     }
 
@@ -206,9 +181,6 @@ impl SimCluster {
                 _ => self.counts.other_packets += 1,
             }
         }
-        assert!(
-            self.decode_buf.is_empty(),
-            "the broker wrote a partial or undecodable packet"
-        );
+        assert!(self.decode_buf.is_empty(), "the broker wrote a partial or undecodable packet");
     }
 }

@@ -17,11 +17,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_shardmq");
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn shardmq(args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run shardmq")
+    Command::new(BINARY).args(args).env("NO_COLOR", "1").output().expect("run shardmq")
 }
 
 fn stdout_of(output: &Output) -> String {
@@ -39,10 +35,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn free_loopback_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("free port").port()
 }
 
 #[test]
@@ -61,26 +54,17 @@ fn help_explains_every_flag_and_subcommand() {
         "include_dir",
         "Port 0 picks a free port",
     ] {
-        assert!(
-            help.contains(expected),
-            "`{expected}` missing from --help:\n{help}"
-        );
+        assert!(help.contains(expected), "`{expected}` missing from --help:\n{help}");
     }
     let short = stdout_of(&shardmq(&["-h"]));
-    assert!(
-        short.contains("--listen") && short.len() < help.len(),
-        "-h is the short help:\n{short}"
-    );
+    assert!(short.contains("--listen") && short.len() < help.len(), "-h is the short help:\n{short}");
 }
 
 #[test]
 fn version_prints_the_crate_version() {
     let output = shardmq(&["--version"]);
     assert!(output.status.success());
-    assert_eq!(
-        stdout_of(&output).trim(),
-        format!("shardmq {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(stdout_of(&output).trim(), format!("shardmq {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -88,32 +72,18 @@ fn config_default_prints_a_file_that_parses_back_to_the_defaults() {
     let output = shardmq(&["config", "default"]);
     assert!(output.status.success(), "{}", stderr_of(&output));
     let text = stdout_of(&output);
-    assert_eq!(
-        Config::from_toml(&text).expect("default config parses"),
-        Config::default()
-    );
-    assert!(
-        text.lines().filter(|line| line.starts_with('#')).count() > 40,
-        "every field is commented"
-    );
+    assert_eq!(Config::from_toml(&text).expect("default config parses"), Config::default());
+    assert!(text.lines().filter(|line| line.starts_with('#')).count() > 40, "every field is commented");
 }
 
 #[test]
 fn unknown_flags_and_bad_values_exit_non_zero_naming_them() {
     let output = shardmq(&["--listn", "127.0.0.1:0"]);
     assert!(!output.status.success());
-    assert!(
-        stderr_of(&output).contains("--listn"),
-        "{}",
-        stderr_of(&output)
-    );
+    assert!(stderr_of(&output).contains("--listn"), "{}", stderr_of(&output));
     let output = shardmq(&["--shards", "0", "--listen", "127.0.0.1:0"]);
     assert!(!output.status.success());
-    assert!(
-        stderr_of(&output).contains("shards"),
-        "{}",
-        stderr_of(&output)
-    );
+    assert!(stderr_of(&output).contains("shards"), "{}", stderr_of(&output));
 }
 
 /// A running broker, killed when dropped; its stderr is collected.
@@ -148,10 +118,7 @@ impl Running {
             let _ = err_tx.send(text);
         });
         let listening = line_rx.recv_timeout(STARTUP_TIMEOUT);
-        let mut running = Running {
-            child,
-            stderr: err_rx,
-        };
+        let mut running = Running { child, stderr: err_rx };
         match listening {
             Ok(line) => (running, line),
             Err(_) => panic!("no `shardmq listening` line; stderr:\n{}", running.stop()),
@@ -168,9 +135,7 @@ impl Running {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stderr
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_default()
+        self.stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
     }
 }
 
@@ -186,9 +151,7 @@ fn mosquitto_client(program: &str, args: &[&str]) -> Output {
     Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|err| {
-            panic!("cannot run {program} (scripts/test installs mosquitto-clients): {err}")
-        })
+        .unwrap_or_else(|err| panic!("cannot run {program} (scripts/test installs mosquitto-clients): {err}"))
 }
 
 #[test]
@@ -204,73 +167,29 @@ fn runs_from_a_mosquitto_conf_and_serves_mosquitto_clients() {
         ),
     )
     .expect("write conf");
-    let (mut broker, listening) = Running::start(&[
-        "--mosquitto-config",
-        conf.to_str().expect("utf-8 path"),
-        "--shards",
-        "2",
-    ]);
+    let (mut broker, listening) =
+        Running::start(&["--mosquitto-config", conf.to_str().expect("utf-8 path"), "--shards", "2"]);
     assert_eq!(listening, format!("shardmq listening on 127.0.0.1:{port}"));
 
     let port_text = port.to_string();
     let topic = format!("cli/mosquitto-conf/{}", std::process::id());
     let published = mosquitto_client(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_text,
-            "-t",
-            &topic,
-            "-m",
-            "from mosquitto_pub",
-            "-q",
-            "1",
-            "-r",
-        ],
+        &["-h", "127.0.0.1", "-p", &port_text, "-t", &topic, "-m", "from mosquitto_pub", "-q", "1", "-r"],
     );
-    assert!(
-        published.status.success(),
-        "mosquitto_pub: {}",
-        stderr_of(&published)
-    );
+    assert!(published.status.success(), "mosquitto_pub: {}", stderr_of(&published));
     // The retained message reaches a subscriber that connects after it was published, so no timing race.
     let received = mosquitto_client(
         "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port_text,
-            "-t",
-            &topic,
-            "-C",
-            "1",
-            "-W",
-            "10",
-            "-q",
-            "1",
-        ],
+        &["-h", "127.0.0.1", "-p", &port_text, "-t", &topic, "-C", "1", "-W", "10", "-q", "1"],
     );
-    assert!(
-        received.status.success(),
-        "mosquitto_sub: {}",
-        stderr_of(&received)
-    );
+    assert!(received.status.success(), "mosquitto_sub: {}", stderr_of(&received));
     assert_eq!(stdout_of(&received).trim(), "from mosquitto_pub");
 
     let log = broker.stop();
     let conf_line = format!("{}:6: warning: `sys_interval`", conf.display());
-    assert_eq!(
-        log.lines().filter(|line| line.contains(&conf_line)).count(),
-        1,
-        "one line for sys_interval:\n{log}"
-    );
-    assert!(
-        !log.contains("anonymous clients may connect"),
-        "a loopback-only listener is not exposed:\n{log}"
-    );
+    assert_eq!(log.lines().filter(|line| line.contains(&conf_line)).count(), 1, "one line for sys_interval:\n{log}");
+    assert!(!log.contains("anonymous clients may connect"), "a loopback-only listener is not exposed:\n{log}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
@@ -278,12 +197,7 @@ fn refused(conf_text: &str, name: &str) -> (PathBuf, Output) {
     let dir = temp_dir(name);
     let conf = dir.join("mosquitto.conf");
     std::fs::write(&conf, conf_text).expect("write conf");
-    let output = shardmq(&[
-        "--mosquitto-config",
-        conf.to_str().expect("utf-8 path"),
-        "--shards",
-        "1",
-    ]);
+    let output = shardmq(&["--mosquitto-config", conf.to_str().expect("utf-8 path"), "--shards", "1"]);
     (conf, output)
 }
 
@@ -295,18 +209,8 @@ fn an_unsupported_security_directive_stops_the_start_naming_file_and_line() {
     assert!(!output.status.success(), "started despite `plugin`");
     let stderr = stderr_of(&output);
     let expected = format!("{}:4: error: `plugin`", conf.display());
-    assert_eq!(
-        stderr
-            .lines()
-            .filter(|line| line.contains(&expected))
-            .count(),
-        1,
-        "{stderr}"
-    );
-    assert!(
-        !stdout_of(&output).contains("listening"),
-        "it must not have listened"
-    );
+    assert_eq!(stderr.lines().filter(|line| line.contains(&expected)).count(), 1, "{stderr}");
+    assert!(!stdout_of(&output).contains("listening"), "it must not have listened");
     std::fs::remove_dir_all(conf.parent().expect("dir")).expect("clean up");
 }
 
@@ -317,15 +221,8 @@ fn every_refused_directive_gets_its_own_line() {
     assert!(!output.status.success());
     let stderr = stderr_of(&output);
     let path = conf.display().to_string();
-    for line in [
-        ":1: error: `listener`",
-        ":3: error: `crlfile`",
-        ":4: error: `auth_plugin`",
-    ] {
-        assert!(
-            stderr.contains(&format!("{path}{line}")),
-            "`{line}` missing:\n{stderr}"
-        );
+    for line in [":1: error: `listener`", ":3: error: `crlfile`", ":4: error: `auth_plugin`"] {
+        assert!(stderr.contains(&format!("{path}{line}")), "`{line}` missing:\n{stderr}");
     }
     std::fs::remove_dir_all(conf.parent().expect("dir")).expect("clean up");
 }
@@ -345,43 +242,21 @@ fn tls_and_websocket_listeners_of_a_mosquitto_conf_are_parsed() {
     );
     std::fs::write(&conf, text).expect("conf");
     let converted = shardmq::config::mosquitto::read(&conf).expect("converts");
-    let listeners = converted
-        .config
-        .effective_listeners()
-        .expect("valid listeners");
-    let kinds: Vec<_> = listeners
-        .iter()
-        .map(|listener| (listener.bind.as_str(), listener.transport))
-        .collect();
+    let listeners = converted.config.effective_listeners().expect("valid listeners");
+    let kinds: Vec<_> = listeners.iter().map(|listener| (listener.bind.as_str(), listener.transport)).collect();
     use shardmq::config::TransportKind;
-    assert_eq!(
-        kinds,
-        vec![
-            ("0.0.0.0:8883", TransportKind::Tls),
-            ("127.0.0.1:9001", TransportKind::Ws)
-        ]
-    );
+    assert_eq!(kinds, vec![("0.0.0.0:8883", TransportKind::Tls), ("127.0.0.1:9001", TransportKind::Ws)]);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
 fn anonymous_access_on_a_reachable_listener_is_one_warning_at_start() {
     let (mut broker, listening) = Running::start(&["--listen", "0.0.0.0:0", "--shards", "1"]);
-    assert!(
-        listening.starts_with("shardmq listening on 0.0.0.0:"),
-        "{listening}"
-    );
+    assert!(listening.starts_with("shardmq listening on 0.0.0.0:"), "{listening}");
     let log = broker.stop();
-    let warnings: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("anonymous clients may connect"))
-        .collect();
+    let warnings: Vec<&str> = log.lines().filter(|line| line.contains("anonymous clients may connect")).collect();
     assert_eq!(warnings.len(), 1, "{log}");
-    assert!(
-        warnings[0].contains("password_file") && warnings[0].contains("shardmq passwd"),
-        "{}",
-        warnings[0]
-    );
+    assert!(warnings[0].contains("password_file") && warnings[0].contains("shardmq passwd"), "{}", warnings[0]);
 }
 
 #[test]

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use core_harness::*;
 use shardmq::broker::BrokerSettings;
-use shardmq::protocol::{
-    Packet, Properties, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions,
-};
+use shardmq::protocol::{Packet, Properties, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -36,34 +34,20 @@ fn publisher_and_subscriber(
 fn qos0_delivered_same_shard_for_v311_and_v5() {
     for version in [V311, V5] {
         let mut broker = Broker::new(1);
-        let (publisher, subscriber) =
-            publisher_and_subscriber(&mut broker, (0, 0), version, "a/+", QoS::AtMostOnce);
-        broker.send(
-            publisher,
-            Packet::Publish(publish("a/b", QoS::AtMostOnce, 0, "hello")),
-        );
+        let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), version, "a/+", QoS::AtMostOnce);
+        broker.send(publisher, Packet::Publish(publish("a/b", QoS::AtMostOnce, 0, "hello")));
         let received = broker.recv_publishes(subscriber);
-        assert_eq!(
-            contents(&received),
-            vec![("a/b".to_string(), "hello".to_string())]
-        );
+        assert_eq!(contents(&received), vec![("a/b".to_string(), "hello".to_string())]);
         assert_eq!(received[0].qos, QoS::AtMostOnce);
-        assert!(
-            broker.recv(publisher).is_empty(),
-            "QoS 0 is not acknowledged"
-        );
+        assert!(broker.recv(publisher).is_empty(), "QoS 0 is not acknowledged");
     }
 }
 
 #[test]
 fn qos1_puback_to_publisher_and_delivery_with_packet_id_mqtt_4_3_2() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V5, "t", QoS::AtLeastOnce);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("t", QoS::AtLeastOnce, 9, "one")),
-    );
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V5, "t", QoS::AtLeastOnce);
+    broker.send(publisher, Packet::Publish(publish("t", QoS::AtLeastOnce, 9, "one")));
     match broker.recv(publisher).as_slice() {
         [Packet::PubAck(ack)] => assert_eq!((ack.packet_id, ack.reason), (9, ReasonCode::SUCCESS)),
         other => panic!("expected PUBACK, got {other:?}"),
@@ -81,10 +65,7 @@ fn qos1_puback_to_publisher_and_delivery_with_packet_id_mqtt_4_3_2() {
 fn v5_puback_reports_no_matching_subscribers() {
     let mut broker = Broker::new(2);
     let (publisher, _) = broker.connect(connect(V5, "lonely", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("nobody/here", QoS::AtLeastOnce, 1, "x")),
-    );
+    broker.send(publisher, Packet::Publish(publish("nobody/here", QoS::AtLeastOnce, 1, "x")));
     match broker.recv(publisher).as_slice() {
         [Packet::PubAck(ack)] => assert_eq!(ack.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
         other => panic!("expected PUBACK, got {other:?}"),
@@ -94,63 +75,38 @@ fn v5_puback_reports_no_matching_subscribers() {
 #[test]
 fn delivery_qos_is_minimum_of_publish_and_subscription() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V311, "t", QoS::AtLeastOnce);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("t", QoS::ExactlyOnce, 3, "x")),
-    );
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V311, "t", QoS::AtLeastOnce);
+    broker.send(publisher, Packet::Publish(publish("t", QoS::ExactlyOnce, 3, "x")));
     assert_eq!(broker.recv_publishes(subscriber)[0].qos, QoS::AtLeastOnce);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("t", QoS::AtMostOnce, 0, "y")),
-    );
+    broker.send(publisher, Packet::Publish(publish("t", QoS::AtMostOnce, 0, "y")));
     assert_eq!(broker.recv_publishes(subscriber)[0].qos, QoS::AtMostOnce);
 }
 
 #[test]
 fn qos2_both_directions_and_no_duplicate_routing_mqtt_4_3_3() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V311, "q2", QoS::ExactlyOnce);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("q2", QoS::ExactlyOnce, 5, "once")),
-    );
-    assert!(
-        matches!(broker.recv(publisher).as_slice(), [Packet::PubRec(rec)] if rec.packet_id == 5)
-    );
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V311, "q2", QoS::ExactlyOnce);
+    broker.send(publisher, Packet::Publish(publish("q2", QoS::ExactlyOnce, 5, "once")));
+    assert!(matches!(broker.recv(publisher).as_slice(), [Packet::PubRec(rec)] if rec.packet_id == 5));
     // The publisher did not see our PUBREC and sends the PUBLISH again: not routed twice [MQTT-4.3.3-9].
     let mut again = publish("q2", QoS::ExactlyOnce, 5, "once");
     again.dup = true;
     broker.send(publisher, Packet::Publish(again));
-    assert!(
-        matches!(broker.recv(publisher).as_slice(), [Packet::PubRec(rec)] if rec.packet_id == 5)
-    );
+    assert!(matches!(broker.recv(publisher).as_slice(), [Packet::PubRec(rec)] if rec.packet_id == 5));
     broker.send(publisher, Packet::PubRel(ack(5)));
-    assert!(
-        matches!(broker.recv(publisher).as_slice(), [Packet::PubComp(comp)] if comp.packet_id == 5)
-    );
+    assert!(matches!(broker.recv(publisher).as_slice(), [Packet::PubComp(comp)] if comp.packet_id == 5));
 
     let received = broker.recv_publishes(subscriber);
     assert_eq!(received.len(), 1, "delivered exactly once");
     let id = received[0].packet_id;
     broker.send(subscriber, Packet::PubRec(ack(id)));
-    assert!(
-        matches!(broker.recv(subscriber).as_slice(), [Packet::PubRel(rel)] if rel.packet_id == id)
-    );
+    assert!(matches!(broker.recv(subscriber).as_slice(), [Packet::PubRel(rel)] if rel.packet_id == id));
     broker.send(subscriber, Packet::PubComp(ack(id)));
     assert!(broker.recv(subscriber).is_empty());
 
     // After PUBREL the id is free again: the same id carries a new message.
-    broker.send(
-        publisher,
-        Packet::Publish(publish("q2", QoS::ExactlyOnce, 5, "twice")),
-    );
-    assert_eq!(
-        contents(&broker.recv_publishes(subscriber)),
-        vec![("q2".into(), "twice".into())]
-    );
+    broker.send(publisher, Packet::Publish(publish("q2", QoS::ExactlyOnce, 5, "twice")));
+    assert_eq!(contents(&broker.recv_publishes(subscriber)), vec![("q2".into(), "twice".into())]);
 }
 
 #[test]
@@ -167,26 +123,13 @@ fn pubrel_for_unknown_id_answered_with_0x92() {
 #[test]
 fn cross_shard_publish_delivered_once_and_stops_after_unsubscribe() {
     let mut broker = Broker::new(3);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 2), V5, "x/#", QoS::AtLeastOnce);
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 2), V5, "x/#", QoS::AtLeastOnce);
     let (other, _) = broker.connect_on(1, connect(V5, "other", true));
-    broker.send(
-        other,
-        Packet::Subscribe(subscribe(1, "x/y", QoS::AtMostOnce)),
-    );
+    broker.send(other, Packet::Subscribe(subscribe(1, "x/y", QoS::AtMostOnce)));
     broker.recv(other);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("x/y", QoS::AtLeastOnce, 1, "far")),
-    );
-    assert_eq!(
-        contents(&broker.recv_publishes(subscriber)),
-        vec![("x/y".into(), "far".into())]
-    );
-    assert_eq!(
-        contents(&broker.recv_publishes(other)),
-        vec![("x/y".into(), "far".into())]
-    );
+    broker.send(publisher, Packet::Publish(publish("x/y", QoS::AtLeastOnce, 1, "far")));
+    assert_eq!(contents(&broker.recv_publishes(subscriber)), vec![("x/y".into(), "far".into())]);
+    assert_eq!(contents(&broker.recv_publishes(other)), vec![("x/y".into(), "far".into())]);
 
     broker.send(subscriber, Packet::Unsubscribe(unsubscribe(2, "x/#")));
     match broker.recv(subscriber).as_slice() {
@@ -198,10 +141,7 @@ fn cross_shard_publish_delivered_once_and_stops_after_unsubscribe() {
         2,
         "wildcard trie root + exact x/y from shard 1; x/# pruned"
     );
-    broker.send(
-        publisher,
-        Packet::Publish(publish("x/y", QoS::AtLeastOnce, 2, "gone")),
-    );
+    broker.send(publisher, Packet::Publish(publish("x/y", QoS::AtLeastOnce, 2, "gone")));
     assert!(broker.recv_publishes(subscriber).is_empty());
     assert_eq!(broker.recv_publishes(other).len(), 1);
 }
@@ -224,19 +164,13 @@ fn unsubscribe_unknown_filter_reports_0x11() {
 fn overlapping_subscriptions_deliver_one_copy_with_highest_qos_and_all_ids_mqtt_3_3_4_2() {
     let mut broker = Broker::new(1);
     let (client, _) = broker.connect(connect(V5, "overlap", true));
-    for (packet_id, filter, qos, id) in [
-        (1, "s/#", QoS::AtMostOnce, 11),
-        (2, "s/+", QoS::AtLeastOnce, 22),
-    ] {
+    for (packet_id, filter, qos, id) in [(1, "s/#", QoS::AtMostOnce, 11), (2, "s/+", QoS::AtLeastOnce, 22)] {
         let mut request = subscribe(packet_id, filter, qos);
         request.properties.subscription_identifiers.push(id);
         broker.send(client, Packet::Subscribe(request));
     }
     broker.recv(client);
-    broker.send(
-        client,
-        Packet::Publish(publish("s/t", QoS::ExactlyOnce, 1, "x")),
-    );
+    broker.send(client, Packet::Publish(publish("s/t", QoS::ExactlyOnce, 1, "x")));
     let received = broker.recv_publishes(client);
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].qos, QoS::AtLeastOnce);
@@ -253,16 +187,10 @@ fn no_local_skips_own_messages_mqtt_3_8_3_3() {
     request.filters[0].1.no_local = true;
     broker.send(client, Packet::Subscribe(request));
     broker.recv(client);
-    broker.send(
-        client,
-        Packet::Publish(publish("echo", QoS::AtMostOnce, 0, "me")),
-    );
+    broker.send(client, Packet::Publish(publish("echo", QoS::AtMostOnce, 0, "me")));
     assert!(broker.recv_publishes(client).is_empty());
     let (other, _) = broker.connect(connect(V5, "someone", true));
-    broker.send(
-        other,
-        Packet::Publish(publish("echo", QoS::AtMostOnce, 0, "you")),
-    );
+    broker.send(other, Packet::Publish(publish("echo", QoS::AtMostOnce, 0, "you")));
     assert_eq!(broker.recv_publishes(client).len(), 1);
 }
 
@@ -288,17 +216,10 @@ fn retain_flag_cleared_on_forward_unless_retain_as_published_mqtt_3_3_1_12() {
 #[test]
 fn dollar_topics_not_matched_by_leading_wildcard_mqtt_4_7_2_1() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V311, "#", QoS::AtMostOnce);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("$SYS/uptime", QoS::AtMostOnce, 0, "1")),
-    );
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V311, "#", QoS::AtMostOnce);
+    broker.send(publisher, Packet::Publish(publish("$SYS/uptime", QoS::AtMostOnce, 0, "1")));
     assert!(broker.recv_publishes(subscriber).is_empty());
-    broker.send(
-        publisher,
-        Packet::Publish(publish("normal", QoS::AtMostOnce, 0, "1")),
-    );
+    broker.send(publisher, Packet::Publish(publish("normal", QoS::AtMostOnce, 0, "1")));
     assert_eq!(broker.recv_publishes(subscriber).len(), 1);
 }
 
@@ -308,63 +229,33 @@ fn client_receive_maximum_limits_inflight_rest_queued_in_order_mqtt_3_3_4_9() {
     let mut request = connect(V5, "slow", true);
     request.properties.receive_maximum = Some(2);
     let (subscriber, _) = broker.connect(request);
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "n", QoS::AtLeastOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "n", QoS::AtLeastOnce)));
     broker.recv(subscriber);
     let (publisher, _) = broker.connect(connect(V5, "fast", true));
     for i in 1..=5u16 {
-        broker.send(
-            publisher,
-            Packet::Publish(publish("n", QoS::AtLeastOnce, i, &i.to_string())),
-        );
+        broker.send(publisher, Packet::Publish(publish("n", QoS::AtLeastOnce, i, &i.to_string())));
     }
     let first = broker.recv_publishes(subscriber);
-    assert_eq!(
-        contents(&first)
-            .iter()
-            .map(|(_, p)| p.as_str())
-            .collect::<Vec<_>>(),
-        vec!["1", "2"]
-    );
+    assert_eq!(contents(&first).iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(), vec!["1", "2"]);
     broker.send(subscriber, Packet::PubAck(ack(first[0].packet_id)));
     let next = broker.recv_publishes(subscriber);
     assert_eq!(contents(&next), vec![("n".into(), "3".into())]);
     broker.send(subscriber, Packet::PubAck(ack(first[1].packet_id)));
     broker.send(subscriber, Packet::PubAck(ack(next[0].packet_id)));
     let rest = broker.recv_publishes(subscriber);
-    assert_eq!(
-        contents(&rest)
-            .iter()
-            .map(|(_, p)| p.as_str())
-            .collect::<Vec<_>>(),
-        vec!["4", "5"]
-    );
+    assert_eq!(contents(&rest).iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(), vec!["4", "5"]);
 }
 
 #[test]
 fn our_receive_maximum_exceeded_disconnects_0x93_mqtt_3_3_4_7() {
-    let mut broker = Broker::with_settings(
-        1,
-        BrokerSettings {
-            receive_maximum: 2,
-            ..BrokerSettings::default()
-        },
-    );
+    let mut broker = Broker::with_settings(1, BrokerSettings { receive_maximum: 2, ..BrokerSettings::default() });
     let (client, connack) = broker.connect(connect(V5, "flood", true));
     assert_eq!(connack.properties.receive_maximum, Some(2));
     for id in 1..=2 {
-        broker.send(
-            client,
-            Packet::Publish(publish("f", QoS::ExactlyOnce, id, "x")),
-        );
+        broker.send(client, Packet::Publish(publish("f", QoS::ExactlyOnce, id, "x")));
     }
     broker.recv(client);
-    broker.send(
-        client,
-        Packet::Publish(publish("f", QoS::ExactlyOnce, 3, "x")),
-    );
+    broker.send(client, Packet::Publish(publish("f", QoS::ExactlyOnce, 3, "x")));
     match broker.recv(client).as_slice() {
         [Packet::Disconnect(disconnect)] => {
             assert_eq!(disconnect.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
@@ -377,8 +268,7 @@ fn our_receive_maximum_exceeded_disconnects_0x93_mqtt_3_3_4_7() {
 #[test]
 fn topic_alias_from_client_set_then_used_mqtt_3_3_2_3_4() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V5, "alias/#", QoS::AtMostOnce);
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V5, "alias/#", QoS::AtMostOnce);
     let mut first = publish("alias/long/topic", QoS::AtMostOnce, 0, "1");
     first.properties.topic_alias = Some(3);
     broker.send(publisher, Packet::Publish(first));
@@ -388,17 +278,9 @@ fn topic_alias_from_client_set_then_used_mqtt_3_3_2_3_4() {
     let received = broker.recv_publishes(subscriber);
     assert_eq!(
         contents(&received),
-        vec![
-            ("alias/long/topic".into(), "1".into()),
-            ("alias/long/topic".into(), "2".into())
-        ]
+        vec![("alias/long/topic".into(), "1".into()), ("alias/long/topic".into(), "2".into())]
     );
-    assert!(
-        received
-            .iter()
-            .all(|publish| publish.properties.topic_alias.is_none()),
-        "aliases are per hop"
-    );
+    assert!(received.iter().all(|publish| publish.properties.topic_alias.is_none()), "aliases are per hop");
 }
 
 #[test]
@@ -421,8 +303,7 @@ fn topic_alias_zero_or_over_maximum_disconnects_0x94_mqtt_3_3_2_8() {
 #[test]
 fn payload_format_utf8_with_invalid_payload_refused_0x99() {
     let mut broker = Broker::new(1);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 0), V5, "text", QoS::AtLeastOnce);
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 0), V5, "text", QoS::AtLeastOnce);
     let mut request = publish("text", QoS::AtLeastOnce, 4, "");
     request.payload = bytes::Bytes::from_static(&[0xff, 0xfe]);
     request.properties.payload_format_indicator = Some(1);
@@ -437,8 +318,7 @@ fn payload_format_utf8_with_invalid_payload_refused_0x99() {
 #[test]
 fn v5_properties_forwarded_untouched() {
     let mut broker = Broker::new(2);
-    let (publisher, subscriber) =
-        publisher_and_subscriber(&mut broker, (0, 1), V5, "req", QoS::AtMostOnce);
+    let (publisher, subscriber) = publisher_and_subscriber(&mut broker, (0, 1), V5, "req", QoS::AtMostOnce);
     let mut request = publish("req", QoS::AtMostOnce, 0, "{}");
     request.properties = Properties {
         payload_format_indicator: Some(1),
@@ -459,24 +339,12 @@ fn message_too_large_for_client_maximum_packet_size_is_dropped_and_counted() {
     let mut request = connect(V5, "small", true);
     request.properties.maximum_packet_size = Some(64);
     let (subscriber, _) = broker.connect(request);
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "big", QoS::AtMostOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "big", QoS::AtMostOnce)));
     broker.recv(subscriber);
     let (publisher, _) = broker.connect(connect(V5, "pub", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("big", QoS::AtMostOnce, 0, &"x".repeat(100))),
-    );
-    broker.send(
-        publisher,
-        Packet::Publish(publish("big", QoS::AtMostOnce, 0, "small")),
-    );
-    assert_eq!(
-        contents(&broker.recv_publishes(subscriber)),
-        vec![("big".into(), "small".into())]
-    );
+    broker.send(publisher, Packet::Publish(publish("big", QoS::AtMostOnce, 0, &"x".repeat(100))));
+    broker.send(publisher, Packet::Publish(publish("big", QoS::AtMostOnce, 0, "small")));
+    assert_eq!(contents(&broker.recv_publishes(subscriber)), vec![("big".into(), "small".into())]);
     assert_eq!(broker.shards[0].stats().dropped_too_large, 1);
 }
 
@@ -486,10 +354,7 @@ fn message_expiry_forwards_remaining_interval_and_drops_expired_mqtt_3_3_2_5() {
     let mut request = connect(V5, "late", false);
     request.properties.session_expiry_interval_secs = Some(600);
     let (subscriber, _) = broker.connect(request.clone());
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "exp", QoS::AtLeastOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "exp", QoS::AtLeastOnce)));
     broker.lose(subscriber);
     let (publisher, _) = broker.connect(connect(V5, "pub", true));
     for (payload, secs) in [("short", 5), ("long", 100)] {
@@ -502,44 +367,30 @@ fn message_expiry_forwards_remaining_interval_and_drops_expired_mqtt_3_3_2_5() {
     assert!(connack.session_present);
     let received = broker.recv_publishes(subscriber);
     assert_eq!(contents(&received), vec![("exp".into(), "long".into())]);
-    assert_eq!(
-        received[0].properties.message_expiry_interval_secs,
-        Some(90)
-    );
+    assert_eq!(received[0].properties.message_expiry_interval_secs, Some(90));
     assert_eq!(broker.shards[0].stats().dropped_expired, 1);
 }
 
 #[test]
 fn suback_reason_codes_per_filter() {
-    let settings = BrokerSettings {
-        max_qos: 1,
-        shared_subscriptions_available: false,
-        ..BrokerSettings::default()
-    };
+    let settings = BrokerSettings { max_qos: 1, shared_subscriptions_available: false, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings);
     let (v5, _) = broker.connect(connect(V5, "codes5", true));
     let mut request = subscribe(1, "ok", QoS::ExactlyOnce);
-    request
-        .filters
-        .push(("$share/g/t".into(), SubscriptionOptions::default()));
+    request.filters.push(("$share/g/t".into(), SubscriptionOptions::default()));
     broker.send(v5, Packet::Subscribe(request.clone()));
     match broker.recv(v5).as_slice() {
-        [Packet::SubAck(suback)] => assert_eq!(
-            suback.reasons,
-            vec![
-                ReasonCode::GRANTED_QOS_1,
-                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-            ]
-        ),
+        [Packet::SubAck(suback)] => {
+            assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED])
+        }
         other => panic!("expected SUBACK, got {other:?}"),
     }
     let (v3, _) = broker.connect(connect(V311, "codes3", true));
     broker.send(v3, Packet::Subscribe(request));
     match broker.recv(v3).as_slice() {
-        [Packet::SubAck(suback)] => assert_eq!(
-            suback.reasons,
-            vec![ReasonCode::GRANTED_QOS_1, ReasonCode::UNSPECIFIED_ERROR]
-        ),
+        [Packet::SubAck(suback)] => {
+            assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::UNSPECIFIED_ERROR])
+        }
         other => panic!("expected SUBACK, got {other:?}"),
     }
 }
@@ -549,16 +400,10 @@ fn v311_subscriber_gets_v5_message_without_properties() {
     let mut broker = Broker::new(1);
     let (publisher, _) = broker.connect(connect(V5, "p5", true));
     let (subscriber, _) = broker.connect(connect(V311, "s3", true));
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "mix", QoS::AtMostOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "mix", QoS::AtMostOnce)));
     broker.recv(subscriber);
     let mut message = publish("mix", QoS::AtMostOnce, 0, "hi");
-    message
-        .properties
-        .user_properties
-        .push(("k".into(), "v".into()));
+    message.properties.user_properties.push(("k".into(), "v".into()));
     broker.send(publisher, Packet::Publish(message));
     let received = broker.recv_publishes(subscriber);
     assert_eq!(contents(&received), vec![("mix".into(), "hi".into())]);
@@ -571,23 +416,14 @@ fn qos0_fanout_with_shared_headers_decodes_for_each_protocol_family() {
     let mut receivers = Vec::new();
     for (i, version) in [V311, V311, V5, V5].into_iter().enumerate() {
         let (client, _) = broker.connect(connect(version, &format!("r{i}"), true));
-        broker.send(
-            client,
-            Packet::Subscribe(subscribe(1, "fan", QoS::AtMostOnce)),
-        );
+        broker.send(client, Packet::Subscribe(subscribe(1, "fan", QoS::AtMostOnce)));
         broker.recv(client);
         receivers.push(client);
     }
     let (publisher, _) = broker.connect(connect(V5, "source", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("fan", QoS::AtMostOnce, 0, "shared")),
-    );
+    broker.send(publisher, Packet::Publish(publish("fan", QoS::AtMostOnce, 0, "shared")));
     for client in &receivers {
-        assert_eq!(
-            contents(&broker.recv_publishes(*client)),
-            vec![("fan".into(), "shared".into())]
-        );
+        assert_eq!(contents(&broker.recv_publishes(*client)), vec![("fan".into(), "shared".into())]);
     }
 }
 
@@ -597,35 +433,19 @@ fn server_sends_topic_alias_when_client_allows_and_topic_only_once() {
     let mut request = connect(V5, "aliased", true);
     request.properties.topic_alias_maximum = Some(1);
     let (subscriber, _) = broker.connect(request);
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "al/#", QoS::AtMostOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "al/#", QoS::AtMostOnce)));
     broker.recv(subscriber);
     let (publisher, _) = broker.connect(connect(V5, "p", true));
     for topic in ["al/one", "al/one", "al/two", "al/one"] {
-        broker.send(
-            publisher,
-            Packet::Publish(publish(topic, QoS::AtMostOnce, 0, "x")),
-        );
+        broker.send(publisher, Packet::Publish(publish(topic, QoS::AtMostOnce, 0, "x")));
     }
     let received: Vec<(String, Option<u16>)> = broker
         .recv_publishes(subscriber)
         .iter()
         .map(|publish| (publish.topic.to_string(), publish.properties.topic_alias))
         .collect();
-    let expected = [
-        ("al/one", Some(1)),
-        ("", Some(1)),
-        ("al/two", Some(1)),
-        ("al/one", Some(1)),
-    ];
-    assert_eq!(
-        received,
-        expected
-            .map(|(topic, alias)| (topic.to_string(), alias))
-            .to_vec()
-    );
+    let expected = [("al/one", Some(1)), ("", Some(1)), ("al/two", Some(1)), ("al/one", Some(1))];
+    assert_eq!(received, expected.map(|(topic, alias)| (topic.to_string(), alias)).to_vec());
 }
 
 #[test]
@@ -634,22 +454,10 @@ fn suback_waits_until_other_shards_know_the_subscription_mqtt_3_8_4() {
     let (subscriber, _) = broker.connect_on(1, connect(V311, "sub", true));
     let (publisher, _) = broker.connect_on(0, connect(V311, "pub", true));
     broker.pause_mesh(true);
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "fresh", QoS::AtLeastOnce)),
-    );
-    assert!(
-        broker.recv(subscriber).is_empty(),
-        "no SUBACK while shard 0 has not applied the interest"
-    );
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(2, "local/only", QoS::AtMostOnce)),
-    );
-    assert!(
-        broker.recv(subscriber).is_empty(),
-        "later SUBACKs stay behind the held one"
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "fresh", QoS::AtLeastOnce)));
+    assert!(broker.recv(subscriber).is_empty(), "no SUBACK while shard 0 has not applied the interest");
+    broker.send(subscriber, Packet::Subscribe(subscribe(2, "local/only", QoS::AtMostOnce)));
+    assert!(broker.recv(subscriber).is_empty(), "later SUBACKs stay behind the held one");
     broker.pause_mesh(false);
     let packet_ids: Vec<u16> = broker
         .recv(subscriber)
@@ -660,9 +468,6 @@ fn suback_waits_until_other_shards_know_the_subscription_mqtt_3_8_4() {
         })
         .collect();
     assert_eq!(packet_ids, vec![1, 2]);
-    broker.send(
-        publisher,
-        Packet::Publish(publish("fresh", QoS::AtLeastOnce, 1, "now")),
-    );
+    broker.send(publisher, Packet::Publish(publish("fresh", QoS::AtLeastOnce, 1, "now")));
     assert_eq!(broker.recv_publishes(subscriber).len(), 1);
 }

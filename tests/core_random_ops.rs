@@ -16,49 +16,16 @@ const TOPICS: [&str; 3] = ["t/1", "t/2", "u/2"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Connect {
-        client: usize,
-        v5: bool,
-        clean: bool,
-        receive_maximum: u16,
-    },
-    Subscribe {
-        client: usize,
-        filter: usize,
-        qos: u8,
-    },
-    Unsubscribe {
-        client: usize,
-        filter: usize,
-    },
-    Publish {
-        client: usize,
-        topic: usize,
-        qos: u8,
-        retain: bool,
-        packet_id: u16,
-    },
-    Ack {
-        client: usize,
-        kind: u8,
-        packet_id: u16,
-    },
-    AckAll {
-        client: usize,
-    },
-    Ping {
-        client: usize,
-    },
-    Disconnect {
-        client: usize,
-        with_will: bool,
-    },
-    Lose {
-        client: usize,
-    },
-    Advance {
-        secs: u8,
-    },
+    Connect { client: usize, v5: bool, clean: bool, receive_maximum: u16 },
+    Subscribe { client: usize, filter: usize, qos: u8 },
+    Unsubscribe { client: usize, filter: usize },
+    Publish { client: usize, topic: usize, qos: u8, retain: bool, packet_id: u16 },
+    Ack { client: usize, kind: u8, packet_id: u16 },
+    AckAll { client: usize },
+    Ping { client: usize },
+    Disconnect { client: usize, with_will: bool },
+    Lose { client: usize },
+    Advance { secs: u8 },
 }
 
 fn qos(value: u8) -> QoS {
@@ -68,46 +35,17 @@ fn qos(value: u8) -> QoS {
 fn op() -> impl Strategy<Value = Op> {
     let client = 0..CLIENT_IDS.len();
     prop_oneof![
-        (client.clone(), any::<bool>(), any::<bool>(), 1..4u16).prop_map(
-            |(client, v5, clean, receive_maximum)| Op::Connect {
-                client,
-                v5,
-                clean,
-                receive_maximum
-            }
-        ),
-        (client.clone(), 0..FILTERS.len(), 0..3u8).prop_map(|(client, filter, qos)| {
-            Op::Subscribe {
-                client,
-                filter,
-                qos,
-            }
-        }),
-        (client.clone(), 0..FILTERS.len())
-            .prop_map(|(client, filter)| Op::Unsubscribe { client, filter }),
-        (
-            client.clone(),
-            0..TOPICS.len(),
-            0..3u8,
-            any::<bool>(),
-            1..6u16
-        )
-            .prop_map(|(client, topic, qos, retain, packet_id)| Op::Publish {
-                client,
-                topic,
-                qos,
-                retain,
-                packet_id
-            }),
-        (client.clone(), 0..4u8, 1..6u16).prop_map(|(client, kind, packet_id)| Op::Ack {
-            client,
-            kind,
-            packet_id
-        }),
+        (client.clone(), any::<bool>(), any::<bool>(), 1..4u16)
+            .prop_map(|(client, v5, clean, receive_maximum)| Op::Connect { client, v5, clean, receive_maximum }),
+        (client.clone(), 0..FILTERS.len(), 0..3u8)
+            .prop_map(|(client, filter, qos)| { Op::Subscribe { client, filter, qos } }),
+        (client.clone(), 0..FILTERS.len()).prop_map(|(client, filter)| Op::Unsubscribe { client, filter }),
+        (client.clone(), 0..TOPICS.len(), 0..3u8, any::<bool>(), 1..6u16)
+            .prop_map(|(client, topic, qos, retain, packet_id)| Op::Publish { client, topic, qos, retain, packet_id }),
+        (client.clone(), 0..4u8, 1..6u16).prop_map(|(client, kind, packet_id)| Op::Ack { client, kind, packet_id }),
         client.clone().prop_map(|client| Op::AckAll { client }),
         client.clone().prop_map(|client| Op::Ping { client }),
-        (client.clone(), any::<bool>())
-            .prop_map(|(client, with_will)| Op::Disconnect { client, with_will }),
+        (client.clone(), any::<bool>()).prop_map(|(client, with_will)| Op::Disconnect { client, with_will }),
         client.prop_map(|client| Op::Lose { client }),
         (0..40u8).prop_map(|secs| Op::Advance { secs }),
     ]
@@ -127,23 +65,13 @@ impl World {
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::Connect {
-                client,
-                v5,
-                clean,
-                receive_maximum,
-            } => {
-                let version = if v5 {
-                    ProtocolVersion::V5
-                } else {
-                    ProtocolVersion::V3_1_1
-                };
+            Op::Connect { client, v5, clean, receive_maximum } => {
+                let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
                 let mut request = connect(version, CLIENT_IDS[client], clean);
                 request.keep_alive_secs = 30;
                 request.will = Some(will("will/t", CLIENT_IDS[client]));
                 if v5 {
-                    request.properties.session_expiry_interval_secs =
-                        Some(if clean { 0 } else { 60 });
+                    request.properties.session_expiry_interval_secs = Some(if clean { 0 } else { 60 });
                     request.properties.receive_maximum = Some(receive_maximum);
                 }
                 let (connection, connack) = self.broker.connect(request);
@@ -151,49 +79,25 @@ impl World {
                 self.clients[client] = Some((connection, v5));
                 self.persistent[client] = !v5 && !clean;
             }
-            Op::Subscribe {
-                client,
-                filter,
-                qos: level,
-            } => {
+            Op::Subscribe { client, filter, qos: level } => {
                 if let Some((connection, _)) = self.live(client) {
-                    self.broker.send(
-                        connection,
-                        Packet::Subscribe(subscribe(1, FILTERS[filter], qos(level))),
-                    );
+                    self.broker.send(connection, Packet::Subscribe(subscribe(1, FILTERS[filter], qos(level))));
                 }
             }
             Op::Unsubscribe { client, filter } => {
                 if let Some((connection, _)) = self.live(client) {
-                    self.broker.send(
-                        connection,
-                        Packet::Unsubscribe(unsubscribe(2, FILTERS[filter])),
-                    );
+                    self.broker.send(connection, Packet::Unsubscribe(unsubscribe(2, FILTERS[filter])));
                 }
             }
-            Op::Publish {
-                client,
-                topic,
-                qos: level,
-                retain,
-                packet_id,
-            } => {
+            Op::Publish { client, topic, qos: level, retain, packet_id } => {
                 if let Some((connection, _)) = self.live(client) {
-                    let mut message = publish(
-                        TOPICS[topic],
-                        qos(level),
-                        if level % 3 == 0 { 0 } else { packet_id },
-                        "m",
-                    );
+                    let mut message =
+                        publish(TOPICS[topic], qos(level), if level % 3 == 0 { 0 } else { packet_id }, "m");
                     message.retain = retain;
                     self.broker.send(connection, Packet::Publish(message));
                 }
             }
-            Op::Ack {
-                client,
-                kind,
-                packet_id,
-            } => {
+            Op::Ack { client, kind, packet_id } => {
                 if let Some((connection, _)) = self.live(client) {
                     let packet = match kind {
                         0 => Packet::PubAck(ack(packet_id)),
@@ -212,18 +116,9 @@ impl World {
             }
             Op::Disconnect { client, with_will } => {
                 if let Some((connection, v5)) = self.live(client) {
-                    let reason = if with_will && v5 {
-                        ReasonCode::DISCONNECT_WITH_WILL_MESSAGE
-                    } else {
-                        ReasonCode::SUCCESS
-                    };
-                    self.broker.send(
-                        connection,
-                        Packet::Disconnect(Disconnect {
-                            reason,
-                            ..Disconnect::default()
-                        }),
-                    );
+                    let reason =
+                        if with_will && v5 { ReasonCode::DISCONNECT_WITH_WILL_MESSAGE } else { ReasonCode::SUCCESS };
+                    self.broker.send(connection, Packet::Disconnect(Disconnect { reason, ..Disconnect::default() }));
                 }
             }
             Op::Lose { client } => {
@@ -242,12 +137,8 @@ impl World {
         };
         for packet in self.broker.recv(connection) {
             let reply = match packet {
-                Packet::Publish(publish) if publish.qos == QoS::AtLeastOnce => {
-                    Packet::PubAck(ack(publish.packet_id))
-                }
-                Packet::Publish(publish) if publish.qos == QoS::ExactlyOnce => {
-                    Packet::PubRec(ack(publish.packet_id))
-                }
+                Packet::Publish(publish) if publish.qos == QoS::AtLeastOnce => Packet::PubAck(ack(publish.packet_id)),
+                Packet::Publish(publish) if publish.qos == QoS::ExactlyOnce => Packet::PubRec(ack(publish.packet_id)),
                 Packet::PubRel(rel) => Packet::PubComp(ack(rel.packet_id)),
                 Packet::PubRec(rec) => Packet::PubRel(ack(rec.packet_id)),
                 _ => continue,

@@ -33,15 +33,8 @@ fn takeover_disconnects_old_connection_0x8e_and_resumes_session_mqtt_3_1_4_3() {
     }
     assert!(broker.is_closed(old));
     let (publisher, _) = broker.connect(connect(V5, "publisher", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "to new")),
-    );
-    assert_eq!(
-        broker.recv_publishes(new).len(),
-        1,
-        "the subscription carried over"
-    );
+    broker.send(publisher, Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "to new")));
+    assert_eq!(broker.recv_publishes(new).len(), 1, "the subscription carried over");
 }
 
 #[test]
@@ -52,18 +45,9 @@ fn takeover_with_clean_start_discards_the_old_session_mqtt_3_1_2_4() {
     let (new, connack) = broker.connect(connect(V311, "fresh", true));
     assert!(!connack.session_present);
     assert!(broker.is_closed(old));
-    assert!(
-        broker
-            .recv(old)
-            .iter()
-            .all(|packet| !matches!(packet, Packet::Disconnect(_))),
-        "3.1.1: plain close"
-    );
+    assert!(broker.recv(old).iter().all(|packet| !matches!(packet, Packet::Disconnect(_))), "3.1.1: plain close");
     let (publisher, _) = broker.connect(connect(V311, "publisher", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "x")),
-    );
+    broker.send(publisher, Packet::Publish(publish("t", QoS::AtLeastOnce, 1, "x")));
     assert!(broker.recv_publishes(new).is_empty());
 }
 
@@ -71,37 +55,17 @@ fn takeover_with_clean_start_discards_the_old_session_mqtt_3_1_2_4() {
 fn v311_persistent_session_queues_qos1_offline_and_delivers_in_order_on_resume() {
     let mut broker = Broker::new(2);
     let (subscriber, _) = broker.connect(connect(V311, "keeper", false));
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "q/#", QoS::AtLeastOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "q/#", QoS::AtLeastOnce)));
     broker.send(subscriber, Packet::Disconnect(Disconnect::default()));
     let (publisher, _) = broker.connect(connect(V311, "writer", true));
-    for (i, qos) in [
-        (1, QoS::AtLeastOnce),
-        (2, QoS::AtMostOnce),
-        (3, QoS::ExactlyOnce),
-        (4, QoS::AtLeastOnce),
-    ] {
-        broker.send(
-            publisher,
-            Packet::Publish(publish("q/x", qos, i, &i.to_string())),
-        );
+    for (i, qos) in [(1, QoS::AtLeastOnce), (2, QoS::AtMostOnce), (3, QoS::ExactlyOnce), (4, QoS::AtLeastOnce)] {
+        broker.send(publisher, Packet::Publish(publish("q/x", qos, i, &i.to_string())));
     }
-    assert_eq!(
-        broker.shards[broker.home("keeper")]
-            .stats()
-            .dropped_offline_qos0,
-        1,
-        "QoS 0 is not queued offline"
-    );
+    assert_eq!(broker.shards[broker.home("keeper")].stats().dropped_offline_qos0, 1, "QoS 0 is not queued offline");
     let (subscriber, connack) = broker.connect(connect(V311, "keeper", false));
     assert!(connack.session_present);
     let received = broker.recv_publishes(subscriber);
-    let payloads: Vec<String> = contents(&received)
-        .into_iter()
-        .map(|(_, payload)| payload)
-        .collect();
+    let payloads: Vec<String> = contents(&received).into_iter().map(|(_, payload)| payload).collect();
     assert_eq!(payloads, vec!["1", "3", "4"]);
 }
 
@@ -109,20 +73,11 @@ fn v311_persistent_session_queues_qos1_offline_and_delivers_in_order_on_resume()
 fn unacknowledged_delivery_resent_with_dup_on_reconnect_mqtt_4_4_0_1() {
     let mut broker = Broker::new(1);
     let (subscriber, _) = broker.connect(connect(V311, "flaky", false));
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "d", QoS::ExactlyOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "d", QoS::ExactlyOnce)));
     broker.recv(subscriber);
     let (publisher, _) = broker.connect(connect(V311, "source", true));
-    broker.send(
-        publisher,
-        Packet::Publish(publish("d", QoS::AtLeastOnce, 1, "q1")),
-    );
-    broker.send(
-        publisher,
-        Packet::Publish(publish("d", QoS::ExactlyOnce, 2, "q2")),
-    );
+    broker.send(publisher, Packet::Publish(publish("d", QoS::AtLeastOnce, 1, "q1")));
+    broker.send(publisher, Packet::Publish(publish("d", QoS::ExactlyOnce, 2, "q2")));
     let first = broker.recv_publishes(subscriber);
     assert_eq!(first.len(), 2);
     broker.send(subscriber, Packet::PubRec(ack(first[1].packet_id)));
@@ -135,10 +90,7 @@ fn unacknowledged_delivery_resent_with_dup_on_reconnect_mqtt_4_4_0_1() {
             assert!(again.dup);
             assert_eq!(again.packet_id, first[0].packet_id);
             assert_eq!(&again.payload[..], b"q1");
-            assert_eq!(
-                rel.packet_id, first[1].packet_id,
-                "released QoS 2 continues with PUBREL"
-            );
+            assert_eq!(rel.packet_id, first[1].packet_id, "released QoS 2 continues with PUBREL");
         }
         other => panic!("expected PUBLISH(dup) then PUBREL, got {other:?}"),
     }
@@ -178,31 +130,19 @@ fn v5_session_expiry_zero_ends_with_connection_and_disconnect_can_extend() {
     broker.send(client, Packet::Disconnect(disconnect));
     broker.advance(Duration::from_secs(20));
     let (_, connack) = broker.connect(v5_persistent("some", 5));
-    assert!(
-        connack.session_present,
-        "DISCONNECT raised the expiry to 30 s"
-    );
+    assert!(connack.session_present, "DISCONNECT raised the expiry to 30 s");
 }
 
 #[test]
 fn session_queue_bounded_by_messages() {
-    let settings = BrokerSettings {
-        session_queue_messages_max: 2,
-        ..BrokerSettings::default()
-    };
+    let settings = BrokerSettings { session_queue_messages_max: 2, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings);
     let (subscriber, _) = broker.connect(connect(V311, "full", false));
-    broker.send(
-        subscriber,
-        Packet::Subscribe(subscribe(1, "b", QoS::AtLeastOnce)),
-    );
+    broker.send(subscriber, Packet::Subscribe(subscribe(1, "b", QoS::AtLeastOnce)));
     broker.lose(subscriber);
     let (publisher, _) = broker.connect(connect(V311, "p", true));
     for i in 1..=4 {
-        broker.send(
-            publisher,
-            Packet::Publish(publish("b", QoS::AtLeastOnce, i, &i.to_string())),
-        );
+        broker.send(publisher, Packet::Publish(publish("b", QoS::AtLeastOnce, i, &i.to_string())));
     }
     assert_eq!(broker.shards[0].stats().dropped_queue_full, 2);
     let (subscriber, _) = broker.connect(connect(V311, "full", false));
@@ -212,20 +152,13 @@ fn session_queue_bounded_by_messages() {
 /// A watcher of `will/#` on shard `watcher_shard` and a client with a will on its home shard.
 fn will_setup(broker: &mut Broker, request: shardmq::protocol::Connect) -> (Client, Client) {
     let (watcher, _) = broker.connect_on(0, connect(V5, "watcher", true));
-    broker.send(
-        watcher,
-        Packet::Subscribe(subscribe(1, "will/#", QoS::AtLeastOnce)),
-    );
+    broker.send(watcher, Packet::Subscribe(subscribe(1, "will/#", QoS::AtLeastOnce)));
     broker.recv(watcher);
     let (client, _) = broker.connect(request);
     (watcher, client)
 }
 
-fn with_will(
-    version: ProtocolVersion,
-    client_id: &str,
-    delay_secs: Option<u32>,
-) -> shardmq::protocol::Connect {
+fn with_will(version: ProtocolVersion, client_id: &str, delay_secs: Option<u32>) -> shardmq::protocol::Connect {
     let mut request = connect(version, client_id, true);
     let mut will = will(&format!("will/{client_id}"), "gone");
     will.properties.will_delay_interval_secs = delay_secs;
@@ -239,11 +172,7 @@ fn will_published_on_abnormal_close_mqtt_3_1_2_8() {
         let mut broker = Broker::new(2);
         let (watcher, client) = will_setup(&mut broker, with_will(version, "lost", None));
         broker.lose(client);
-        assert_eq!(
-            contents(&broker.recv_publishes(watcher)),
-            vec![("will/lost".into(), "gone".into())],
-            "{version:?}"
-        );
+        assert_eq!(contents(&broker.recv_publishes(watcher)), vec![("will/lost".into(), "gone".into())], "{version:?}");
     }
 }
 
@@ -259,10 +188,7 @@ fn will_not_published_after_normal_disconnect_mqtt_3_1_2_10() {
 fn v5_disconnect_with_will_message_0x04_publishes_it() {
     let mut broker = Broker::new(2);
     let (watcher, client) = will_setup(&mut broker, with_will(V5, "asks", None));
-    let disconnect = Disconnect {
-        reason: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
-        ..Disconnect::default()
-    };
+    let disconnect = Disconnect { reason: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, ..Disconnect::default() };
     broker.send(client, Packet::Disconnect(disconnect));
     assert_eq!(broker.recv_publishes(watcher).len(), 1);
 }
@@ -274,17 +200,11 @@ fn will_published_on_keepalive_timeout_and_protocol_error() {
     request.keep_alive_secs = 2;
     let (watcher, _) = will_setup(&mut broker, request);
     broker.advance(Duration::from_secs(4));
-    assert_eq!(
-        contents(&broker.recv_publishes(watcher)),
-        vec![("will/silent".into(), "gone".into())]
-    );
+    assert_eq!(contents(&broker.recv_publishes(watcher)), vec![("will/silent".into(), "gone".into())]);
 
     let (watcher, client) = will_setup(&mut broker, with_will(V5, "rude", None));
     broker.send(client, Packet::PingResp);
-    assert_eq!(
-        contents(&broker.recv_publishes(watcher)),
-        vec![("will/rude".into(), "gone".into())]
-    );
+    assert_eq!(contents(&broker.recv_publishes(watcher)), vec![("will/rude".into(), "gone".into())]);
 }
 
 #[test]
@@ -304,16 +224,10 @@ fn will_delay_cancelled_by_reconnect_and_published_after_delay() {
     let (watcher, client) = will_setup(&mut broker, request.clone());
     broker.lose(client);
     broker.advance(Duration::from_secs(5));
-    assert!(
-        broker.recv_publishes(watcher).is_empty(),
-        "still within the delay"
-    );
+    assert!(broker.recv_publishes(watcher).is_empty(), "still within the delay");
     let (client, _) = broker.connect(request);
     broker.advance(Duration::from_secs(20));
-    assert!(
-        broker.recv_publishes(watcher).is_empty(),
-        "the reconnect cancelled it"
-    );
+    assert!(broker.recv_publishes(watcher).is_empty(), "the reconnect cancelled it");
     broker.lose(client);
     broker.advance(Duration::from_secs(9));
     assert!(broker.recv_publishes(watcher).is_empty());
@@ -343,16 +257,10 @@ fn retained_message_set_replaced_and_deleted_across_shards_mqtt_3_3_1_5() {
         broker.send(publisher, Packet::Publish(message));
     }
     let (late, _) = broker.connect_on(1, connect(V5, "late", true));
-    broker.send(
-        late,
-        Packet::Subscribe(subscribe(1, "weather/+", QoS::AtLeastOnce)),
-    );
+    broker.send(late, Packet::Subscribe(subscribe(1, "weather/+", QoS::AtLeastOnce)));
     match broker.recv(late).as_slice() {
         [Packet::SubAck(_), Packet::Publish(retained)] => {
-            assert!(
-                retained.retain,
-                "retained messages keep RETAIN on subscribe [MQTT-3.3.1-8]"
-            );
+            assert!(retained.retain, "retained messages keep RETAIN on subscribe [MQTT-3.3.1-8]");
             assert_eq!(&retained.payload[..], b"new");
         }
         other => panic!("expected SUBACK then the retained PUBLISH, got {other:?}"),
@@ -362,14 +270,8 @@ fn retained_message_set_replaced_and_deleted_across_shards_mqtt_3_3_1_5() {
     broker.send(publisher, Packet::Publish(delete));
     broker.recv(late);
     let (later, _) = broker.connect_on(1, connect(V5, "later", true));
-    broker.send(
-        later,
-        Packet::Subscribe(subscribe(1, "weather/#", QoS::AtLeastOnce)),
-    );
-    assert!(
-        broker.recv_publishes(later).is_empty(),
-        "empty payload deleted it [MQTT-3.3.1-6]"
-    );
+    broker.send(later, Packet::Subscribe(subscribe(1, "weather/#", QoS::AtLeastOnce)));
+    assert!(broker.recv_publishes(later).is_empty(), "empty payload deleted it [MQTT-3.3.1-6]");
 }
 
 #[test]
@@ -390,10 +292,7 @@ fn retain_handling_1_only_new_subscriptions_2_never_mqtt_3_3_1_10() {
     broker.send(client, subscribe_with(1, "r/+"));
     assert_eq!(broker.recv_publishes(client).len(), 1);
     broker.send(client, subscribe_with(1, "r/+"));
-    assert!(
-        broker.recv_publishes(client).is_empty(),
-        "existing subscription"
-    );
+    assert!(broker.recv_publishes(client).is_empty(), "existing subscription");
     broker.send(client, subscribe_with(0, "r/+"));
     assert_eq!(broker.recv_publishes(client).len(), 1);
 }
@@ -417,14 +316,7 @@ fn shutdown_sends_0x8b_to_v5_and_closes_all() {
 fn v5_disconnect_with_error_reason_publishes_will() {
     let mut broker = Broker::new(2);
     let (watcher, client) = will_setup(&mut broker, with_will(V5, "failing", None));
-    let disconnect = Disconnect {
-        reason: ReasonCode::UNSPECIFIED_ERROR,
-        ..Disconnect::default()
-    };
+    let disconnect = Disconnect { reason: ReasonCode::UNSPECIFIED_ERROR, ..Disconnect::default() };
     broker.send(client, Packet::Disconnect(disconnect));
-    assert_eq!(
-        broker.recv_publishes(watcher).len(),
-        1,
-        "only 0x00 discards the will"
-    );
+    assert_eq!(broker.recv_publishes(watcher).len(), 1, "only 0x00 discards the will");
 }

@@ -33,42 +33,22 @@ async fn v5_properties_dropped_for_v311_subscriber__mqtt_3_3_2() {
         let topic = unique("cross");
         let mut raw_subscriber = RawClient::connect(broker.port(), Level::V311).await;
         let raw_id = client_id_on_shard("raw311", subscriber_shard);
-        raw_subscriber
-            .handshake(&raw::connect(Level::V311, &raw_id, true, 30, None))
-            .await;
-        raw_subscriber
-            .send(&raw::subscribe(Level::V311, 1, &[(&topic, 1)]))
-            .await;
+        raw_subscriber.handshake(&raw::connect(Level::V311, &raw_id, true, 30, None)).await;
+        raw_subscriber.send(&raw::subscribe(Level::V311, 1, &[(&topic, 1)])).await;
         raw_subscriber.expect_packet().await;
-        let mut library_subscriber =
-            V4Client::connect(v4::options(broker.port(), &unique("v4"))).await;
-        library_subscriber
-            .subscribe(&topic, rumqttc::QoS::AtLeastOnce)
-            .await;
+        let mut library_subscriber = V4Client::connect(v4::options(broker.port(), &unique("v4"))).await;
+        library_subscriber.subscribe(&topic, rumqttc::QoS::AtLeastOnce).await;
 
-        let mut publisher = V5Client::connect(v5::options(
-            broker.port(),
-            &client_id_on_shard("v5pub", publisher_shard),
-        ))
-        .await;
+        let mut publisher =
+            V5Client::connect(v5::options(broker.port(), &client_id_on_shard("v5pub", publisher_shard))).await;
         publisher
-            .publish_with(
-                &topic,
-                QoS::AtLeastOnce,
-                false,
-                "plain payload",
-                Some(every_forwarded_property()),
-            )
+            .publish_with(&topic, QoS::AtLeastOnce, false, "plain payload", Some(every_forwarded_property()))
             .await;
 
         match raw_subscriber.expect_packet().await {
             Packet::Publish(publish) => {
                 assert_eq!(publish.topic.to_string(), topic);
-                assert_eq!(
-                    &publish.payload[..],
-                    b"plain payload",
-                    "no property bytes in a 3.1.1 PUBLISH"
-                );
+                assert_eq!(&publish.payload[..], b"plain payload", "no property bytes in a 3.1.1 PUBLISH");
             }
             other => panic!("expected PUBLISH, got {other:?}"),
         }
@@ -84,9 +64,7 @@ async fn v311_message_reaches_v5_subscriber_without_properties__mqtt_3_3_2() {
     let mut subscriber = V5Client::connect(v5::options(broker.port(), &unique("v5"))).await;
     subscriber.subscribe(&topic, QoS::ExactlyOnce).await;
     let mut publisher = V4Client::connect(v4::options(broker.port(), &unique("v4"))).await;
-    publisher
-        .publish(&topic, rumqttc::QoS::ExactlyOnce, false, "from 3.1.1")
-        .await;
+    publisher.publish(&topic, rumqttc::QoS::ExactlyOnce, false, "from 3.1.1").await;
     let publish = subscriber.next_publish().await;
     assert_eq!(publish.payload, "from 3.1.1");
     assert_eq!(publish.qos, QoS::ExactlyOnce);
@@ -99,32 +77,11 @@ async fn v5_retained_with_properties_served_to_v311_subscriber__mqtt_3_3_1_6() {
     let broker = Broker::start();
     let topic = unique("cross-retained");
     let mut publisher = V5Client::connect(v5::options(broker.port(), &unique("v5"))).await;
-    publisher
-        .publish_with(
-            &topic,
-            QoS::AtLeastOnce,
-            true,
-            "kept",
-            Some(every_forwarded_property()),
-        )
-        .await;
+    publisher.publish_with(&topic, QoS::AtLeastOnce, true, "kept", Some(every_forwarded_property())).await;
     let mut subscriber = RawClient::connect(broker.port(), Level::V311).await;
-    subscriber
-        .handshake(&raw::connect(
-            Level::V311,
-            &unique("raw311"),
-            true,
-            30,
-            None,
-        ))
-        .await;
-    subscriber
-        .send(&raw::subscribe(Level::V311, 1, &[(&topic, 1)]))
-        .await;
-    let mut packets = vec![
-        subscriber.expect_packet().await,
-        subscriber.expect_packet().await,
-    ];
+    subscriber.handshake(&raw::connect(Level::V311, &unique("raw311"), true, 30, None)).await;
+    subscriber.send(&raw::subscribe(Level::V311, 1, &[(&topic, 1)])).await;
+    let mut packets = vec![subscriber.expect_packet().await, subscriber.expect_packet().await];
     packets.retain(|packet| matches!(packet, Packet::Publish(_)));
     match &packets[..] {
         [Packet::Publish(publish)] => {

@@ -23,16 +23,11 @@ async fn rejected(broker: &Broker, level: Level, bad: &[u8], v5_reasons: &[u8]) 
     bystander.subscribe(&topic, 1).await;
 
     let mut offender = RawClient::connect(broker.port(), level).await;
-    offender
-        .handshake(&raw::connect(level, &unique("offender"), true, 30, None))
-        .await;
+    offender.handshake(&raw::connect(level, &unique("offender"), true, 30, None)).await;
     offender.send(bad).await;
     let packets = offender.expect_closed().await;
     match level {
-        Level::V311 => assert!(
-            packets.is_empty(),
-            "3.1.1: expected a plain close, got {packets:?}"
-        ),
+        Level::V311 => assert!(packets.is_empty(), "3.1.1: expected a plain close, got {packets:?}"),
         Level::V5 => match &packets[..] {
             [shardmq::protocol::Packet::Disconnect(disconnect)] => assert!(
                 v5_reasons.contains(&disconnect.reason.0),
@@ -44,11 +39,7 @@ async fn rejected(broker: &Broker, level: Level, bad: &[u8], v5_reasons: &[u8]) 
     }
 
     bystander.publish(&topic, 1, false, "still here").await;
-    assert_eq!(
-        bystander.next_message().await.payload,
-        "still here",
-        "bystander unaffected"
-    );
+    assert_eq!(bystander.next_message().await.payload, "still here", "bystander unaffected");
 }
 
 #[tokio::test]
@@ -76,10 +67,7 @@ async fn remaining_length_over_four_bytes_is_malformed__mqtt_1_5_5() {
     let broker = Broker::start();
     for level in [Level::V311, Level::V5] {
         if level == Level::V5
-            && support::skip_on_mosquitto(
-                &broker,
-                "Mosquitto closes on a 5-byte remaining length without DISCONNECT",
-            )
+            && support::skip_on_mosquitto(&broker, "Mosquitto closes on a 5-byte remaining length without DISCONNECT")
         {
             continue;
         }
@@ -90,10 +78,7 @@ async fn remaining_length_over_four_bytes_is_malformed__mqtt_1_5_5() {
 
 #[tokio::test]
 async fn packet_over_maximum_packet_size_is_refused_0x95__mqtt_3_1_2_24() {
-    let broker = Broker::start_with(&BrokerLimits {
-        max_packet_size_bytes: Some(1024),
-        ..Default::default()
-    });
+    let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
     for level in [Level::V311, Level::V5] {
         let bad = raw::publish(level, "big", 0, false, 0, &[7u8; 2000]);
         rejected(&broker, level, &bad, &[PACKET_TOO_LARGE]).await;
@@ -102,24 +87,15 @@ async fn packet_over_maximum_packet_size_is_refused_0x95__mqtt_3_1_2_24() {
 
 #[tokio::test]
 async fn packet_of_exactly_maximum_packet_size_is_accepted_and_delivered__mqtt_3_1_2_24() {
-    let broker = Broker::start_with(&BrokerLimits {
-        max_packet_size_bytes: Some(1024),
-        ..Default::default()
-    });
+    let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
     for (publisher_shard, subscriber_shard) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
         let topic = unique("fits");
-        let mut subscriber = Client::connect(
-            broker.port(),
-            Version::V311,
-            &client_id_on_shard("sub", subscriber_shard),
-        )
-        .await;
+        let mut subscriber =
+            Client::connect(broker.port(), Version::V311, &client_id_on_shard("sub", subscriber_shard)).await;
         subscriber.subscribe(&topic, 0).await;
         let mut publisher = RawClient::connect(broker.port(), Level::V311).await;
         let publisher_id = client_id_on_shard("pub", publisher_shard);
-        publisher
-            .handshake(&raw::connect(Level::V311, &publisher_id, true, 30, None))
-            .await;
+        publisher.handshake(&raw::connect(Level::V311, &publisher_id, true, 30, None)).await;
         // Fixed header 1 + 2 (remaining length 1021 takes two bytes), topic 2 + len, payload the rest.
         let payload_len = 1024 - 1 - 2 - (2 + topic.len());
         let packet = raw::publish(Level::V311, &topic, 0, false, 0, &vec![1u8; payload_len]);
@@ -159,13 +135,7 @@ async fn wildcard_in_publish_topic_is_refused__mqtt_3_3_2_2() {
     for level in [Level::V311, Level::V5] {
         for topic in ["a/+", "a/#"] {
             let bad = raw::publish(level, topic, 1, false, 1, b"x");
-            rejected(
-                &broker,
-                level,
-                &bad,
-                &[TOPIC_NAME_INVALID, MALFORMED_PACKET, PROTOCOL_ERROR],
-            )
-            .await;
+            rejected(&broker, level, &bad, &[TOPIC_NAME_INVALID, MALFORMED_PACKET, PROTOCOL_ERROR]).await;
         }
     }
 }
@@ -204,12 +174,7 @@ async fn garbage_bytes_are_closed_and_bystander_unaffected__mqtt_4_8_0_1() {
     let mut bystander = Client::connect(broker.port(), Version::V311, &unique("bystander")).await;
     let topic = unique("bystander");
     bystander.subscribe(&topic, 1).await;
-    for garbage in [
-        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-        &[0x00, 0x00],
-        &[0xF0, 0x00],
-        &[0xFF; 64],
-    ] {
+    for garbage in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x00, 0x00], &[0xF0, 0x00], &[0xFF; 64]] {
         let mut offender = RawClient::connect(broker.port(), Level::V311).await;
         offender.send(garbage).await;
         offender.expect_closed().await;

@@ -10,9 +10,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    Filter, PublishProperties, RetainForwardRule, SubscribeProperties,
-};
+use rumqttc::v5::mqttbytes::v5::{Filter, PublishProperties, RetainForwardRule, SubscribeProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use shardmq::protocol::Packet;
 use support::raw::{self, Level, PacketFields, RawClient};
@@ -25,16 +23,7 @@ async fn client(broker: &Broker, prefix: &str) -> V5Client {
 
 async fn raw_client(broker: &Broker, connect_properties: &[u8]) -> RawClient {
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    client
-        .handshake(&raw::connect_with(
-            5,
-            &unique("raw"),
-            true,
-            30,
-            None,
-            connect_properties,
-        ))
-        .await;
+    client.handshake(&raw::connect_with(5, &unique("raw"), true, 30, None, connect_properties)).await;
     client
 }
 
@@ -51,22 +40,9 @@ async fn topic_alias_from_client_stands_for_its_topic__mqtt_3_3_2_12() {
     let mut subscriber = client(&broker, "sub").await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = client(&broker, "pub").await;
-    let alias = |n| PublishProperties {
-        topic_alias: Some(n),
-        ..properties()
-    };
-    publisher
-        .publish_with(
-            &topic,
-            QoS::AtLeastOnce,
-            false,
-            "sets alias",
-            Some(alias(1)),
-        )
-        .await;
-    publisher
-        .publish_with("", QoS::AtLeastOnce, false, "uses alias", Some(alias(1)))
-        .await;
+    let alias = |n| PublishProperties { topic_alias: Some(n), ..properties() };
+    publisher.publish_with(&topic, QoS::AtLeastOnce, false, "sets alias", Some(alias(1))).await;
+    publisher.publish_with("", QoS::AtLeastOnce, false, "uses alias", Some(alias(1))).await;
     for payload in ["sets alias", "uses alias"] {
         let message = subscriber.next_publish().await;
         assert_eq!(message.topic, topic.as_bytes());
@@ -77,24 +53,11 @@ async fn topic_alias_from_client_stands_for_its_topic__mqtt_3_3_2_12() {
 #[tokio::test]
 async fn topic_alias_0_is_a_protocol_error_0x94__mqtt_3_3_2_8() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto answers alias 0 with 0x81 Malformed Packet instead of 0x94",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto answers alias 0 with 0x81 Malformed Packet instead of 0x94") {
         return;
     }
     let mut client = raw_client(&broker, &[]).await;
-    client
-        .send(&raw::publish_with(
-            Level::V5,
-            b"a/b",
-            0,
-            false,
-            0,
-            &[0x23, 0, 0],
-            b"x",
-        ))
-        .await;
+    client.send(&raw::publish_with(Level::V5, b"a/b", 0, false, 0, &[0x23, 0, 0], b"x")).await;
     client.expect_disconnect_and_close(0x94).await;
 }
 
@@ -102,25 +65,11 @@ async fn topic_alias_0_is_a_protocol_error_0x94__mqtt_3_3_2_8() {
 async fn topic_alias_over_server_maximum_is_refused_0x94__mqtt_3_3_2_9() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let connack = client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    let Packet::ConnAck(connack) = connack else {
-        unreachable!("handshake returns CONNACK")
-    };
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
     let over = connack.properties.topic_alias_maximum.unwrap_or(0) + 1;
     let alias = [0x23, (over >> 8) as u8, over as u8];
-    client
-        .send(&raw::publish_with(
-            Level::V5,
-            b"a/b",
-            0,
-            false,
-            0,
-            &alias,
-            b"x",
-        ))
-        .await;
+    client.send(&raw::publish_with(Level::V5, b"a/b", 0, false, 0, &alias, b"x")).await;
     client.expect_disconnect_and_close(0x94).await;
 }
 
@@ -128,17 +77,7 @@ async fn topic_alias_over_server_maximum_is_refused_0x94__mqtt_3_3_2_9() {
 async fn unknown_topic_alias_with_empty_topic_is_a_protocol_error__mqtt_3_3_4_1() {
     let broker = Broker::start();
     let mut client = raw_client(&broker, &[]).await;
-    client
-        .send(&raw::publish_with(
-            Level::V5,
-            b"",
-            0,
-            false,
-            0,
-            &[0x23, 0, 1],
-            b"x",
-        ))
-        .await;
+    client.send(&raw::publish_with(Level::V5, b"", 0, false, 0, &[0x23, 0, 1], b"x")).await;
     client.expect_disconnect_and_close(0x82).await;
 }
 
@@ -147,23 +86,14 @@ async fn no_server_topic_alias_when_client_allows_none__mqtt_3_3_2_10() {
     let broker = Broker::start();
     let topic = unique("no-alias");
     let mut subscriber = raw_client(&broker, &[]).await;
-    subscriber
-        .send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)]))
-        .await;
+    subscriber.send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)])).await;
     subscriber.expect_packet().await;
     let mut publisher = client(&broker, "pub").await;
     for _ in 0..3 {
-        publisher
-            .publish(&topic, QoS::AtLeastOnce, false, "x")
-            .await;
-        let Packet::Publish(publish) = subscriber.expect_packet().await else {
-            panic!("expected PUBLISH")
-        };
+        publisher.publish(&topic, QoS::AtLeastOnce, false, "x").await;
+        let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
         assert_eq!(publish.topic.to_string(), topic);
-        assert_eq!(
-            publish.properties.topic_alias, None,
-            "client's Topic Alias Maximum is 0"
-        );
+        assert_eq!(publish.properties.topic_alias, None, "client's Topic Alias Maximum is 0");
     }
 }
 
@@ -175,29 +105,17 @@ async fn server_uses_topic_alias_when_client_allows__mqtt_3_3_2_11() {
     }
     let topic = unique("server-alias");
     let mut subscriber = raw_client(&broker, &[0x22, 0, 5]).await; // Topic Alias Maximum 5
-    subscriber
-        .send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)]))
-        .await;
+    subscriber.send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)])).await;
     subscriber.expect_packet().await;
     let mut publisher = client(&broker, "pub").await;
     let mut alias_seen = None;
     for i in 0..3 {
-        publisher
-            .publish(&topic, QoS::AtLeastOnce, false, "x")
-            .await;
-        let Packet::Publish(publish) = subscriber.expect_packet().await else {
-            panic!("expected PUBLISH")
-        };
-        let alias = publish
-            .properties
-            .topic_alias
-            .expect("an alias once the client allows them");
+        publisher.publish(&topic, QoS::AtLeastOnce, false, "x").await;
+        let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+        let alias = publish.properties.topic_alias.expect("an alias once the client allows them");
         assert!((1..=5).contains(&alias));
         if i > 0 {
-            assert!(
-                publish.topic.is_empty(),
-                "repeat deliveries use the alias alone"
-            );
+            assert!(publish.topic.is_empty(), "repeat deliveries use the alias alone");
             assert_eq!(Some(alias), alias_seen);
         }
         alias_seen = Some(alias);
@@ -219,22 +137,13 @@ async fn server_topic_aliases_start_afresh_on_a_new_connection__mqtt_3_3_2_3_4()
         let mut subscriber = RawClient::connect(broker.port(), Level::V5).await;
         subscriber.handshake(&connect).await;
         if connection == 0 {
-            subscriber
-                .send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)]))
-                .await;
+            subscriber.send(&raw::subscribe(Level::V5, 1, &[(&topic, 0)])).await;
             subscriber.expect_packet().await;
         }
         for i in 0..2 {
-            publisher
-                .publish(&topic, QoS::AtLeastOnce, false, "x")
-                .await;
-            let Packet::Publish(publish) = subscriber.expect_packet().await else {
-                panic!("expected PUBLISH")
-            };
-            assert!(
-                publish.properties.topic_alias.is_some(),
-                "connection {connection}: aliases allowed"
-            );
+            publisher.publish(&topic, QoS::AtLeastOnce, false, "x").await;
+            let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
+            assert!(publish.properties.topic_alias.is_some(), "connection {connection}: aliases allowed");
             assert_eq!(
                 publish.topic.is_empty(),
                 i > 0,
@@ -256,35 +165,22 @@ async fn server_topic_aliases_reused_within_the_client_maximum__mqtt_3_3_2_10() 
     }
     let root = unique("alias-lru");
     let mut subscriber = raw_client(&broker, &[0x22, 0, 2]).await; // Topic Alias Maximum 2
-    subscriber
-        .send(&raw::subscribe(Level::V5, 1, &[(&format!("{root}/#"), 0)]))
-        .await;
+    subscriber.send(&raw::subscribe(Level::V5, 1, &[(&format!("{root}/#"), 0)])).await;
     subscriber.expect_packet().await;
     let mut publisher = client(&broker, "pub").await;
-    let sent: Vec<String> = "abcabcaabcbba"
-        .chars()
-        .map(|level| format!("{root}/{level}"))
-        .collect();
+    let sent: Vec<String> = "abcabcaabcbba".chars().map(|level| format!("{root}/{level}")).collect();
     let mut aliases: std::collections::HashMap<u16, String> = std::collections::HashMap::new();
     for topic in &sent {
         publisher.publish(topic, QoS::AtLeastOnce, false, "x").await;
-        let Packet::Publish(publish) = subscriber.expect_packet().await else {
-            panic!("expected PUBLISH")
-        };
+        let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
         let resolved = match publish.properties.topic_alias {
             None => publish.topic.to_string(),
             Some(alias) => {
-                assert!(
-                    (1..=2).contains(&alias),
-                    "alias {alias} over the client's maximum [MQTT-3.3.2-10]"
-                );
+                assert!((1..=2).contains(&alias), "alias {alias} over the client's maximum [MQTT-3.3.2-10]");
                 if !publish.topic.is_empty() {
                     aliases.insert(alias, publish.topic.to_string());
                 }
-                aliases
-                    .get(&alias)
-                    .cloned()
-                    .expect("an alias is set before it is used alone")
+                aliases.get(&alias).cloned().expect("an alias is set before it is used alone")
             }
         };
         assert_eq!(&resolved, topic);
@@ -298,61 +194,19 @@ async fn subscription_identifier_sent_with_matching_messages__mqtt_3_3_4_6() {
     let broker = Broker::start();
     let root = unique("subid");
     let mut subscriber = client(&broker, "sub").await;
-    let with_id = |id| {
-        Some(SubscribeProperties {
-            id: Some(id),
-            user_properties: vec![],
-        })
-    };
-    subscriber
-        .subscribe_with(
-            vec![Filter::new(format!("{root}/a/+"), QoS::AtLeastOnce)],
-            with_id(7),
-        )
-        .await;
-    subscriber
-        .subscribe_with(
-            vec![Filter::new(format!("{root}/#"), QoS::AtLeastOnce)],
-            with_id(300),
-        )
-        .await;
+    let with_id = |id| Some(SubscribeProperties { id: Some(id), user_properties: vec![] });
+    subscriber.subscribe_with(vec![Filter::new(format!("{root}/a/+"), QoS::AtLeastOnce)], with_id(7)).await;
+    subscriber.subscribe_with(vec![Filter::new(format!("{root}/#"), QoS::AtLeastOnce)], with_id(300)).await;
     let mut publisher = client(&broker, "pub").await;
-    publisher
-        .publish(&format!("{root}/b"), QoS::AtLeastOnce, false, "one match")
-        .await;
+    publisher.publish(&format!("{root}/b"), QoS::AtLeastOnce, false, "one match").await;
     let message = subscriber.next_publish().await;
-    assert_eq!(
-        message
-            .properties
-            .expect("properties")
-            .subscription_identifiers,
-        vec![300]
-    );
+    assert_eq!(message.properties.expect("properties").subscription_identifiers, vec![300]);
 
-    publisher
-        .publish(
-            &format!("{root}/a/x"),
-            QoS::AtLeastOnce,
-            false,
-            "two matches",
-        )
-        .await;
+    publisher.publish(&format!("{root}/a/x"), QoS::AtLeastOnce, false, "two matches").await;
     // One copy with both identifiers, or one copy per subscription with its own [MQTT-3.3.4-3..5].
-    let mut ids = subscriber
-        .next_publish()
-        .await
-        .properties
-        .expect("properties")
-        .subscription_identifiers;
+    let mut ids = subscriber.next_publish().await.properties.expect("properties").subscription_identifiers;
     if ids.len() == 1 {
-        ids.extend(
-            subscriber
-                .next_publish()
-                .await
-                .properties
-                .expect("properties")
-                .subscription_identifiers,
-        );
+        ids.extend(subscriber.next_publish().await.properties.expect("properties").subscription_identifiers);
     }
     ids.sort();
     assert_eq!(ids, vec![7, 300]);
@@ -367,13 +221,9 @@ async fn no_local_subscription_skips_own_messages__mqtt_3_8_3_3() {
     let mut filter = Filter::new(&topic, QoS::AtLeastOnce);
     filter.nolocal = true;
     client_a.subscribe_with(vec![filter], None).await;
-    client_a
-        .publish(&topic, QoS::AtLeastOnce, false, "own")
-        .await;
+    client_a.publish(&topic, QoS::AtLeastOnce, false, "own").await;
     let mut client_b = client(&broker, "b").await;
-    client_b
-        .publish(&topic, QoS::AtLeastOnce, false, "other")
-        .await;
+    client_b.publish(&topic, QoS::AtLeastOnce, false, "other").await;
     assert_eq!(client_a.next_publish().await.payload, "other");
     client_a.expect_no_publish().await;
 }
@@ -389,9 +239,7 @@ async fn retain_as_published_keeps_retain_flag_on_live_messages__mqtt_3_3_1_12()
     let mut clears = client(&broker, "clears").await;
     clears.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = client(&broker, "pub").await;
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, true, "retained")
-        .await;
+    publisher.publish(&topic, QoS::AtLeastOnce, true, "retained").await;
     assert!(keeps.next_publish().await.retain, "Retain As Published 1");
     assert!(!clears.next_publish().await.retain, "Retain As Published 0");
 }
@@ -406,17 +254,7 @@ async fn subscription_identifier_from_a_client_in_publish_is_a_protocol_error__m
     let mut subscriber = client(&broker, "sub").await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = raw_client(&broker, &[]).await;
-    publisher
-        .send(&raw::publish_with(
-            Level::V5,
-            topic.as_bytes(),
-            1,
-            false,
-            1,
-            &[0x0B, 5],
-            b"x",
-        ))
-        .await;
+    publisher.send(&raw::publish_with(Level::V5, topic.as_bytes(), 1, false, 1, &[0x0B, 5], b"x")).await;
     publisher.expect_disconnect_and_close(0x82).await;
     subscriber.expect_no_publish().await;
 }
@@ -442,13 +280,7 @@ async fn subscription_identifier_0_is_a_protocol_error__mqtt_3_8_2_1_2() {
 async fn no_local_on_a_shared_subscription_is_a_protocol_error__mqtt_3_8_3_4() {
     let broker = Broker::start();
     let mut client = raw_client(&broker, &[]).await;
-    client
-        .send(&subscribe_raw(
-            &format!("$share/g/{}", unique("t")),
-            0x04 | 1,
-            &[],
-        ))
-        .await;
+    client.send(&subscribe_raw(&format!("$share/g/{}", unique("t")), 0x04 | 1, &[])).await;
     client.expect_disconnect_and_close(0x82).await;
 }
 
@@ -456,23 +288,15 @@ async fn no_local_on_a_shared_subscription_is_a_protocol_error__mqtt_3_8_3_4() {
 async fn retain_handling_3_is_a_protocol_error__mqtt_3_8_3_1() {
     let broker = Broker::start();
     let mut client = raw_client(&broker, &[]).await;
-    client
-        .send(&subscribe_raw(&unique("t"), 0x30 | 1, &[]))
-        .await;
+    client.send(&subscribe_raw(&unique("t"), 0x30 | 1, &[])).await;
     client.expect_disconnect_and_close(0x82).await;
 }
 
-async fn retained_on_subscribe(
-    subscriber: &mut V5Client,
-    topic: &str,
-    rule: RetainForwardRule,
-) -> bool {
+async fn retained_on_subscribe(subscriber: &mut V5Client, topic: &str, rule: RetainForwardRule) -> bool {
     let mut filter = Filter::new(topic, QoS::AtLeastOnce);
     filter.retain_forward_rule = rule;
     subscriber.subscribe_with(vec![filter], None).await;
-    tokio::time::timeout(support::SILENCE, subscriber.next_publish())
-        .await
-        .is_ok()
+    tokio::time::timeout(support::SILENCE, subscriber.next_publish()).await.is_ok()
 }
 
 #[tokio::test]
@@ -480,33 +304,16 @@ async fn retain_handling_0_1_2__mqtt_3_3_1_9_and_3_3_1_10() {
     let broker = Broker::start();
     let topic = unique("rh");
     let mut publisher = client(&broker, "pub").await;
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, true, "retained")
-        .await;
+    publisher.publish(&topic, QoS::AtLeastOnce, true, "retained").await;
     let mut subscriber = client(&broker, "sub").await;
     use RetainForwardRule::*;
-    assert!(
-        retained_on_subscribe(&mut subscriber, &topic, OnEverySubscribe).await,
-        "0: on subscribe"
-    );
-    assert!(
-        retained_on_subscribe(&mut subscriber, &topic, OnEverySubscribe).await,
-        "0: on every subscribe"
-    );
-    assert!(
-        !retained_on_subscribe(&mut subscriber, &topic, OnNewSubscribe).await,
-        "1: not when it existed"
-    );
+    assert!(retained_on_subscribe(&mut subscriber, &topic, OnEverySubscribe).await, "0: on subscribe");
+    assert!(retained_on_subscribe(&mut subscriber, &topic, OnEverySubscribe).await, "0: on every subscribe");
+    assert!(!retained_on_subscribe(&mut subscriber, &topic, OnNewSubscribe).await, "1: not when it existed");
     let mut fresh = client(&broker, "fresh").await;
-    assert!(
-        retained_on_subscribe(&mut fresh, &topic, OnNewSubscribe).await,
-        "1: on a new subscription"
-    );
+    assert!(retained_on_subscribe(&mut fresh, &topic, OnNewSubscribe).await, "1: on a new subscription");
     let mut never = client(&broker, "never").await;
-    assert!(
-        !retained_on_subscribe(&mut never, &topic, Never).await,
-        "2: never"
-    );
+    assert!(!retained_on_subscribe(&mut never, &topic, Never).await, "2: never");
 }
 
 // ---- Flow control and sizes ----
@@ -514,10 +321,7 @@ async fn retain_handling_0_1_2__mqtt_3_3_1_9_and_3_3_1_10() {
 #[tokio::test]
 async fn client_receive_maximum_limits_unacknowledged_deliveries__mqtt_3_3_4_9() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 had 3 unacknowledged PUBLISHes out after the first acks",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 had 3 unacknowledged PUBLISHes out after the first acks") {
         return;
     }
     let topic = unique("receive-max");
@@ -527,51 +331,27 @@ async fn client_receive_maximum_limits_unacknowledged_deliveries__mqtt_3_3_4_9()
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = client(&broker, "pub").await;
     for i in 0..5 {
-        publisher
-            .publish(&topic, QoS::AtLeastOnce, false, format!("m{i}"))
-            .await;
+        publisher.publish(&topic, QoS::AtLeastOnce, false, format!("m{i}")).await;
     }
     let first_two = subscriber.next_publishes(2).await;
     subscriber.expect_no_publish().await;
     for publish in &first_two {
-        subscriber
-            .client
-            .ack(publish)
-            .await
-            .expect("request channel open");
+        subscriber.client.ack(publish).await.expect("request channel open");
     }
     let rest = subscriber.next_publishes(2).await;
     subscriber.expect_no_publish().await;
-    let payloads: Vec<_> = first_two
-        .iter()
-        .chain(&rest)
-        .map(|p| p.payload.clone())
-        .collect();
-    assert_eq!(
-        payloads,
-        ["m0", "m1", "m2", "m3"].map(|s| Bytes::from(s.as_bytes()))
-    );
+    let payloads: Vec<_> = first_two.iter().chain(&rest).map(|p| p.payload.clone()).collect();
+    assert_eq!(payloads, ["m0", "m1", "m2", "m3"].map(|s| Bytes::from(s.as_bytes())));
 }
 
 #[tokio::test]
 async fn client_receive_maximum_0_is_refused__mqtt_3_1_2_11_3() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    client
-        .send(&raw::connect_with(
-            5,
-            &unique("rm0"),
-            true,
-            30,
-            None,
-            &[0x21, 0, 0],
-        ))
-        .await;
+    client.send(&raw::connect_with(5, &unique("rm0"), true, 30, None, &[0x21, 0, 0])).await;
     let packets = client.expect_closed().await;
     assert!(
-        packets
-            .iter()
-            .all(|packet| matches!(packet, Packet::ConnAck(connack) if connack.reason.0 >= 0x80)),
+        packets.iter().all(|packet| matches!(packet, Packet::ConnAck(connack) if connack.reason.0 >= 0x80)),
         "closed, at most with a refusing CONNACK: {packets:?}"
     );
 }
@@ -585,17 +365,9 @@ async fn message_over_client_maximum_packet_size_not_sent__mqtt_3_1_2_25() {
     let mut subscriber = V5Client::connect(options).await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = client(&broker, "pub").await;
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, false, vec![0u8; 500])
-        .await;
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, false, "fits")
-        .await;
-    assert_eq!(
-        subscriber.next_publish().await.payload,
-        "fits",
-        "the large message is dropped for this client"
-    );
+    publisher.publish(&topic, QoS::AtLeastOnce, false, vec![0u8; 500]).await;
+    publisher.publish(&topic, QoS::AtLeastOnce, false, "fits").await;
+    assert_eq!(subscriber.next_publish().await.payload, "fits", "the large message is dropped for this client");
 }
 
 #[tokio::test]
@@ -608,11 +380,7 @@ async fn connack_announces_maximum_packet_size_and_server_keep_alive__mqtt_3_2_2
     let mut options = v5::options(broker.port(), &unique("c"));
     options.set_keep_alive(Duration::from_secs(60));
     let client = V5Client::connect(options).await;
-    let properties = client
-        .connack
-        .properties
-        .clone()
-        .expect("CONNACK properties");
+    let properties = client.connack.properties.clone().expect("CONNACK properties");
     assert_eq!(properties.max_packet_size, Some(4096));
     assert_eq!(properties.server_keep_alive, Some(20));
 }
@@ -634,31 +402,19 @@ async fn request_response_and_user_properties_forwarded_in_order__mqtt_3_3_2_17(
         payload_format_indicator: Some(1),
         ..properties()
     };
-    requester
-        .publish_with(&topic, QoS::AtLeastOnce, false, "{}", Some(sent.clone()))
-        .await;
-    let got = responder
-        .next_publish()
-        .await
-        .properties
-        .expect("properties forwarded");
+    requester.publish_with(&topic, QoS::AtLeastOnce, false, "{}", Some(sent.clone())).await;
+    let got = responder.next_publish().await.properties.expect("properties forwarded");
     assert_eq!(got.response_topic, sent.response_topic);
     assert_eq!(got.correlation_data, sent.correlation_data);
     assert_eq!(got.content_type, sent.content_type);
-    assert_eq!(
-        got.user_properties, sent.user_properties,
-        "same pairs in the same order [MQTT-3.3.2-18]"
-    );
+    assert_eq!(got.user_properties, sent.user_properties, "same pairs in the same order [MQTT-3.3.2-18]");
     assert_eq!(got.payload_format_indicator, Some(1));
 }
 
 #[tokio::test]
 async fn response_topic_with_a_wildcard_is_refused__mqtt_3_3_2_14() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 answers 0x82 Protocol error instead of 0x90",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 answers 0x82 Protocol error instead of 0x90") {
         return;
     }
     let topic = unique("bad-response-topic");
@@ -667,17 +423,7 @@ async fn response_topic_with_a_wildcard_is_refused__mqtt_3_3_2_14() {
     let mut requester = raw_client(&broker, &[]).await;
     let mut response_topic = vec![0x08];
     response_topic.extend(raw::string("replies/#"));
-    requester
-        .send(&raw::publish_with(
-            Level::V5,
-            topic.as_bytes(),
-            1,
-            false,
-            1,
-            &response_topic,
-            b"?",
-        ))
-        .await;
+    requester.send(&raw::publish_with(Level::V5, topic.as_bytes(), 1, false, 1, &response_topic, b"?")).await;
     requester.expect_disconnect_and_close(0x90).await;
     responder.expect_no_publish().await;
 }
@@ -685,10 +431,7 @@ async fn response_topic_with_a_wildcard_is_refused__mqtt_3_3_2_14() {
 #[tokio::test]
 async fn payload_format_utf8_with_invalid_payload_refused_0x99__mqtt_3_3_2_4() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 does not check payloads marked UTF-8",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 does not check payloads marked UTF-8") {
         return;
     }
     let topic = unique("pfi");
@@ -696,17 +439,7 @@ async fn payload_format_utf8_with_invalid_payload_refused_0x99__mqtt_3_3_2_4() {
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = raw_client(&broker, &[]).await;
     let utf8_marked = [0x01, 1];
-    publisher
-        .send(&raw::publish_with(
-            Level::V5,
-            topic.as_bytes(),
-            1,
-            false,
-            9,
-            &utf8_marked,
-            &[0xFF, 0xFE],
-        ))
-        .await;
+    publisher.send(&raw::publish_with(Level::V5, topic.as_bytes(), 1, false, 9, &utf8_marked, &[0xFF, 0xFE])).await;
     match publisher.expect_packet().await {
         Packet::PubAck(ack) => assert_eq!((ack.packet_id, ack.reason.0), (9, 0x99)),
         Packet::Disconnect(disconnect) => assert_eq!(disconnect.reason.0, 0x99),
@@ -722,22 +455,10 @@ async fn message_expiry_interval_forwarded_reduced__mqtt_3_3_2_6() {
     let mut subscriber = client(&broker, "sub").await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     let mut publisher = client(&broker, "pub").await;
-    let expiring = PublishProperties {
-        message_expiry_interval: Some(100),
-        ..properties()
-    };
-    publisher
-        .publish_with(&topic, QoS::AtLeastOnce, false, "x", Some(expiring))
-        .await;
-    let interval = subscriber
-        .next_publish()
-        .await
-        .properties
-        .and_then(|p| p.message_expiry_interval);
-    assert!(
-        matches!(interval, Some(98..=100)),
-        "remaining interval forwarded, got {interval:?}"
-    );
+    let expiring = PublishProperties { message_expiry_interval: Some(100), ..properties() };
+    publisher.publish_with(&topic, QoS::AtLeastOnce, false, "x", Some(expiring)).await;
+    let interval = subscriber.next_publish().await.properties.and_then(|p| p.message_expiry_interval);
+    assert!(matches!(interval, Some(98..=100)), "remaining interval forwarded, got {interval:?}");
 }
 
 #[tokio::test]
@@ -746,23 +467,14 @@ async fn expired_message_not_delivered_to_offline_session__mqtt_3_3_2_5() {
     let topic = unique("expired");
     let id = unique("offline");
     let mut options = v5::options(broker.port(), &id);
-    options
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(300));
+    options.set_clean_start(false).set_session_expiry_interval(Some(300));
     let mut subscriber = V5Client::connect(options.clone()).await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
     subscriber.disconnect().await;
     let mut publisher = client(&broker, "pub").await;
-    let short = PublishProperties {
-        message_expiry_interval: Some(1),
-        ..properties()
-    };
-    publisher
-        .publish_with(&topic, QoS::AtLeastOnce, false, "expires", Some(short))
-        .await;
-    publisher
-        .publish(&topic, QoS::AtLeastOnce, false, "stays")
-        .await;
+    let short = PublishProperties { message_expiry_interval: Some(1), ..properties() };
+    publisher.publish_with(&topic, QoS::AtLeastOnce, false, "expires", Some(short)).await;
+    publisher.publish(&topic, QoS::AtLeastOnce, false, "stays").await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let mut subscriber = V5Client::connect(options).await;
     assert_eq!(subscriber.next_publish().await.payload, "stays");
@@ -774,13 +486,8 @@ async fn retained_message_expires__mqtt_3_3_2_5() {
     let broker = Broker::start();
     let topic = unique("retained-expiry");
     let mut publisher = client(&broker, "pub").await;
-    let short = PublishProperties {
-        message_expiry_interval: Some(1),
-        ..properties()
-    };
-    publisher
-        .publish_with(&topic, QoS::AtLeastOnce, true, "short-lived", Some(short))
-        .await;
+    let short = PublishProperties { message_expiry_interval: Some(1), ..properties() };
+    publisher.publish_with(&topic, QoS::AtLeastOnce, true, "short-lived", Some(short)).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let mut subscriber = client(&broker, "sub").await;
     subscriber.subscribe(&topic, QoS::AtLeastOnce).await;
@@ -795,16 +502,7 @@ async fn unknown_authentication_method_refused_0x8c__mqtt_4_12_0_1() {
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
     let mut method = vec![0x15];
     method.extend(raw::string("NO-SUCH-METHOD"));
-    client
-        .send(&raw::connect_with(
-            5,
-            &unique("auth"),
-            true,
-            30,
-            None,
-            &method,
-        ))
-        .await;
+    client.send(&raw::connect_with(5, &unique("auth"), true, 30, None, &method)).await;
     let packets = client.expect_closed().await;
     assert_eq!(packets.len(), 1, "one CONNACK then close: {packets:?}");
     assert_eq!(packets[0].connack().1, 0x8C, "Bad authentication method");
@@ -813,51 +511,26 @@ async fn unknown_authentication_method_refused_0x8c__mqtt_4_12_0_1() {
 // ---- Server capabilities from config ----
 
 #[tokio::test]
-async fn maximum_qos_1_announced_qos2_subscribe_downgraded_qos2_publish_refused_0x9b__mqtt_3_2_2_11(
-) {
-    let broker = Broker::start_with(&BrokerLimits {
-        max_qos: Some(1),
-        ..Default::default()
-    });
+async fn maximum_qos_1_announced_qos2_subscribe_downgraded_qos2_publish_refused_0x9b__mqtt_3_2_2_11() {
+    let broker = Broker::start_with(&BrokerLimits { max_qos: Some(1), ..Default::default() });
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let connack = client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    let Packet::ConnAck(connack) = connack else {
-        unreachable!("handshake returns CONNACK")
-    };
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
     assert_eq!(connack.properties.maximum_qos, Some(1));
-    client
-        .send(&raw::subscribe(Level::V5, 1, &[("a/b", 2)]))
-        .await;
-    assert_eq!(
-        client.expect_packet().await.ack_reasons(),
-        vec![1],
-        "QoS 2 subscription granted QoS 1"
-    );
-    client
-        .send(&raw::publish(Level::V5, "a/b", 2, false, 2, b"x"))
-        .await;
+    client.send(&raw::subscribe(Level::V5, 1, &[("a/b", 2)])).await;
+    assert_eq!(client.expect_packet().await.ack_reasons(), vec![1], "QoS 2 subscription granted QoS 1");
+    client.send(&raw::publish(Level::V5, "a/b", 2, false, 2, b"x")).await;
     client.expect_disconnect_and_close(0x9B).await;
 }
 
 #[tokio::test]
 async fn retain_unavailable_announced_and_retained_publish_refused_0x9a__mqtt_3_2_2_14() {
-    let broker = Broker::start_with(&BrokerLimits {
-        retain_available: Some(false),
-        ..Default::default()
-    });
+    let broker = Broker::start_with(&BrokerLimits { retain_available: Some(false), ..Default::default() });
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let connack = client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    let Packet::ConnAck(connack) = connack else {
-        unreachable!("handshake returns CONNACK")
-    };
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
     assert_eq!(connack.properties.retain_available, Some(0));
-    client
-        .send(&raw::publish(Level::V5, "a/b", 0, true, 0, b"x"))
-        .await;
+    client.send(&raw::publish(Level::V5, "a/b", 0, true, 0, b"x")).await;
     client.expect_disconnect_and_close(0x9A).await;
 }
 
@@ -867,44 +540,19 @@ async fn more_unacknowledged_qos2_than_server_receive_maximum_refused_0x93__mqtt
         shardmq_mqtt_toml: Some("receive_maximum = 4".into()),
         ..Default::default()
     });
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto answers PUBREC 0x97 Quota exceeded instead of DISCONNECT 0x93",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto answers PUBREC 0x97 Quota exceeded instead of DISCONNECT 0x93") {
         return;
     }
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let connack = client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    let Packet::ConnAck(connack) = connack else {
-        unreachable!("handshake returns CONNACK")
-    };
+    let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };
     let receive_maximum = connack.properties.receive_maximum.unwrap_or(u16::MAX);
-    assert!(
-        receive_maximum <= 100,
-        "test needs a small Receive Maximum, broker announced {receive_maximum}"
-    );
+    assert!(receive_maximum <= 100, "test needs a small Receive Maximum, broker announced {receive_maximum}");
     // QoS 2 PUBLISHes stay unacknowledged until PUBREL, which we never send.
     for packet_id in 1..=receive_maximum {
-        client
-            .send(&raw::publish(Level::V5, "flood", 2, false, packet_id, b"x"))
-            .await;
-        assert_eq!(
-            client.expect_packet().await.packet_id(),
-            packet_id,
-            "PUBREC"
-        );
+        client.send(&raw::publish(Level::V5, "flood", 2, false, packet_id, b"x")).await;
+        assert_eq!(client.expect_packet().await.packet_id(), packet_id, "PUBREC");
     }
-    client
-        .send(&raw::publish(
-            Level::V5,
-            "flood",
-            2,
-            false,
-            receive_maximum + 1,
-            b"x",
-        ))
-        .await;
+    client.send(&raw::publish(Level::V5, "flood", 2, false, receive_maximum + 1, b"x")).await;
     client.expect_disconnect_and_close(0x93).await;
 }

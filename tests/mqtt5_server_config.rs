@@ -23,18 +23,13 @@ const TOPIC_ALIAS: u8 = 0x23;
 const MAXIMUM_PACKET_SIZE_ID: u8 = 0x27;
 
 fn broker_with(mqtt_toml: &str) -> Broker {
-    Broker::start_with(&BrokerLimits {
-        shardmq_mqtt_toml: Some(mqtt_toml.into()),
-        ..BrokerLimits::default()
-    })
+    Broker::start_with(&BrokerLimits { shardmq_mqtt_toml: Some(mqtt_toml.into()), ..BrokerLimits::default() })
 }
 
 /// Sends a v5 CONNECT with `properties` and returns the CONNACK (accepted or not).
 async fn connack_for(broker: &Broker, client_id: &str, properties: &[u8]) -> (RawClient, ConnAck) {
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    client
-        .send(&raw::connect_with(5, client_id, true, 30, None, properties))
-        .await;
+    client.send(&raw::connect_with(5, client_id, true, 30, None, properties)).await;
     match client.expect_packet().await {
         Packet::ConnAck(connack) => (client, connack),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -49,10 +44,7 @@ async fn connected(broker: &Broker, properties: &[u8]) -> RawClient {
 }
 
 fn reason_string(properties: &Properties) -> Option<String> {
-    properties
-        .reason_string
-        .as_ref()
-        .map(|text| text.to_string())
+    properties.reason_string.as_ref().map(|text| text.to_string())
 }
 
 // ---- Response Information ----
@@ -66,10 +58,7 @@ async fn response_information_sent_when_requested__mqtt_3_2_2_3_15() {
     let id = unique("asker");
     let (_client, connack) = connack_for(&broker, &id, &[REQUEST_RESPONSE_INFORMATION, 1]).await;
     assert_eq!(connack.reason.0, 0);
-    assert_eq!(
-        connack.properties.response_information.as_deref(),
-        Some(format!("replies/{id}").as_str())
-    );
+    assert_eq!(connack.properties.response_information.as_deref(), Some(format!("replies/{id}").as_str()));
 }
 
 #[tokio::test]
@@ -78,23 +67,12 @@ async fn response_information_absent_unless_requested_and_configured__mqtt_3_1_2
     for request in [&[][..], &[REQUEST_RESPONSE_INFORMATION, 0][..]] {
         let (_client, connack) = connack_for(&configured, &unique("quiet"), request).await;
         assert_eq!(connack.reason.0, 0);
-        assert_eq!(
-            connack.properties.response_information, None,
-            "not requested: {request:?}"
-        );
+        assert_eq!(connack.properties.response_information, None, "not requested: {request:?}");
     }
     let unconfigured = Broker::start();
-    let (_client, connack) = connack_for(
-        &unconfigured,
-        &unique("asker"),
-        &[REQUEST_RESPONSE_INFORMATION, 1],
-    )
-    .await;
+    let (_client, connack) = connack_for(&unconfigured, &unique("asker"), &[REQUEST_RESPONSE_INFORMATION, 1]).await;
     assert_eq!(connack.reason.0, 0);
-    assert_eq!(
-        connack.properties.response_information, None,
-        "no prefix configured"
-    );
+    assert_eq!(connack.properties.response_information, None, "no prefix configured");
 }
 
 // ---- Reason Strings ----
@@ -106,56 +84,22 @@ async fn refusal_reason_strings(broker: &Broker, connect_properties: &[u8]) -> [
     assert_eq!(connack.reason.0, 0x85, "Client Identifier not valid");
 
     let mut client = connected(broker, connect_properties).await;
-    client
-        .send(&raw::subscribe(Level::V5, 1, &[("a/#/b", 0)]))
-        .await;
-    let Packet::SubAck(suback) = client.expect_packet().await else {
-        panic!("expected SUBACK")
-    };
+    client.send(&raw::subscribe(Level::V5, 1, &[("a/#/b", 0)])).await;
+    let Packet::SubAck(suback) = client.expect_packet().await else { panic!("expected SUBACK") };
     assert_eq!(suback.reasons[0].0, 0x8F, "Topic Filter invalid");
 
     let not_utf8 = [0xFF, 0xFE];
     let text_marked = [PAYLOAD_FORMAT_INDICATOR, 1];
-    client
-        .send(&raw::publish_with(
-            Level::V5,
-            b"a/b",
-            1,
-            false,
-            7,
-            &text_marked,
-            &not_utf8,
-        ))
-        .await;
-    let Packet::PubAck(puback) = client.expect_packet().await else {
-        panic!("expected PUBACK")
-    };
+    client.send(&raw::publish_with(Level::V5, b"a/b", 1, false, 7, &text_marked, &not_utf8)).await;
+    let Packet::PubAck(puback) = client.expect_packet().await else { panic!("expected PUBACK") };
     assert_eq!(puback.reason.0, 0x99, "Payload format invalid");
 
-    client
-        .send(&raw::publish_with(
-            Level::V5,
-            b"a/b",
-            0,
-            false,
-            0,
-            &[TOPIC_ALIAS, 0, 0],
-            b"x",
-        ))
-        .await;
+    client.send(&raw::publish_with(Level::V5, b"a/b", 0, false, 0, &[TOPIC_ALIAS, 0, 0], b"x")).await;
     let packets = client.expect_closed().await;
-    let Some(Packet::Disconnect(disconnect)) = packets.first() else {
-        panic!("expected DISCONNECT: {packets:?}")
-    };
+    let Some(Packet::Disconnect(disconnect)) = packets.first() else { panic!("expected DISCONNECT: {packets:?}") };
     assert_eq!(disconnect.reason.0, 0x94, "Topic Alias invalid");
 
-    [
-        &connack.properties,
-        &suback.properties,
-        &puback.properties,
-        &disconnect.properties,
-    ]
-    .map(reason_string)
+    [&connack.properties, &suback.properties, &puback.properties, &disconnect.properties].map(reason_string)
 }
 
 #[tokio::test]
@@ -165,19 +109,10 @@ async fn refusals_carry_reason_strings_by_default__mqtt_3_14_2_2_3() {
         return;
     }
     let texts = refusal_reason_strings(&broker, &[]).await;
-    for (packet, text) in ["CONNACK", "SUBACK", "PUBACK", "DISCONNECT"]
-        .iter()
-        .zip(&texts)
-    {
-        assert!(
-            text.as_ref().is_some_and(|text| !text.is_empty()),
-            "{packet} without Reason String: {texts:?}"
-        );
+    for (packet, text) in ["CONNACK", "SUBACK", "PUBACK", "DISCONNECT"].iter().zip(&texts) {
+        assert!(text.as_ref().is_some_and(|text| !text.is_empty()), "{packet} without Reason String: {texts:?}");
     }
-    assert!(
-        texts[2].as_ref().is_some_and(|text| text.contains("UTF-8")),
-        "PUBACK says why: {texts:?}"
-    );
+    assert!(texts[2].as_ref().is_some_and(|text| text.contains("UTF-8")), "PUBACK says why: {texts:?}");
 }
 
 #[tokio::test]
@@ -186,10 +121,7 @@ async fn reason_strings_off_in_config_sends_none__mqtt_3_14_2_2_3() {
     if skip_on_mosquitto(&broker, "Mosquitto accepts client ids of 300 bytes") {
         return;
     }
-    assert_eq!(
-        refusal_reason_strings(&broker, &[]).await,
-        [None, None, None, None]
-    );
+    assert_eq!(refusal_reason_strings(&broker, &[]).await, [None, None, None, None]);
 }
 
 #[tokio::test]
@@ -200,22 +132,14 @@ async fn request_problem_information_0_keeps_reason_strings_off_acknowledgements
     }
     let [connack, suback, puback, disconnect] =
         refusal_reason_strings(&broker, &[REQUEST_PROBLEM_INFORMATION, 0]).await;
-    assert_eq!(
-        (suback, puback),
-        (None, None),
-        "only CONNACK, DISCONNECT and PUBLISH may carry one"
-    );
-    assert!(
-        connack.is_some() && disconnect.is_some(),
-        "CONNACK and DISCONNECT still may [MQTT-3.1.2-29]"
-    );
+    assert_eq!((suback, puback), (None, None), "only CONNACK, DISCONNECT and PUBLISH may carry one");
+    assert!(connack.is_some() && disconnect.is_some(), "CONNACK and DISCONNECT still may [MQTT-3.1.2-29]");
 }
 
 /// Size of a packet as the broker encodes it for a v5 client.
 fn encoded_len(packet: &Packet) -> usize {
     let mut out = bytes::BytesMut::new();
-    encode_packet(packet, ProtocolVersion::V5, &mut out)
-        .expect("a packet the broker sent encodes again");
+    encode_packet(packet, ProtocolVersion::V5, &mut out).expect("a packet the broker sent encodes again");
     out.len()
 }
 
@@ -225,16 +149,10 @@ async fn reason_strings_left_out_beyond_the_client_maximum_packet_size__mqtt_3_1
     const MAXIMUM_PACKET_SIZE: usize = 24;
     let small = [MAXIMUM_PACKET_SIZE_ID, 0, 0, 0, MAXIMUM_PACKET_SIZE as u8];
     let [connack, suback, puback, disconnect] = refusal_reason_strings(&broker, &small).await;
-    assert_eq!(
-        [connack, suback, puback, disconnect],
-        [None, None, None, None],
-        "every refusal still arrives, bare"
-    );
+    assert_eq!([connack, suback, puback, disconnect], [None, None, None, None], "every refusal still arrives, bare");
 
     let mut client = connected(&broker, &small).await;
-    client
-        .send(&raw::subscribe(Level::V5, 1, &[("a/#/b", 0), ("c/#/d", 0)]))
-        .await;
+    client.send(&raw::subscribe(Level::V5, 1, &[("a/#/b", 0), ("c/#/d", 0)])).await;
     let suback = client.expect_packet().await;
     assert_eq!(suback.ack_reasons(), vec![0x8F, 0x8F]);
     assert!(encoded_len(&suback) <= MAXIMUM_PACKET_SIZE, "{suback:?}");
@@ -250,25 +168,15 @@ async fn configured_redirect_refuses_v5_with_0x9c_and_server_reference__mqtt_4_1
     }
     let (mut client, connack) = connack_for(&broker, &unique("moved"), &[]).await;
     assert_eq!(connack.reason.0, 0x9C, "Use another server");
-    assert_eq!(
-        connack.properties.server_reference.as_deref(),
-        Some("other.example:1883")
-    );
+    assert_eq!(connack.properties.server_reference.as_deref(), Some("other.example:1883"));
     client.expect_closed().await;
 
     // 3.1.1 has no redirect: return code 3, Server unavailable, and nothing it cannot decode.
     let mut old = RawClient::connect(broker.port(), Level::V311).await;
-    old.send(&raw::connect(Level::V311, &unique("old"), true, 30, None))
-        .await;
+    old.send(&raw::connect(Level::V311, &unique("old"), true, 30, None)).await;
     let packets = old.expect_closed().await;
     // The codec reads 3.1.1 return codes as their v5 reasons: return code 3 is 0x88 Server unavailable.
-    assert_eq!(
-        packets
-            .iter()
-            .map(|packet| packet.connack())
-            .collect::<Vec<_>>(),
-        vec![(false, 0x88)]
-    );
+    assert_eq!(packets.iter().map(|packet| packet.connack()).collect::<Vec<_>>(), vec![(false, 0x88)]);
 }
 
 #[tokio::test]
@@ -284,94 +192,32 @@ async fn no_server_reference_without_a_redirect__mqtt_4_11() {
 
 #[tokio::test]
 async fn maximum_qos_1_accepts_qos1_and_refuses_a_qos2_will_0x9b__mqtt_3_2_2_12() {
-    let broker = Broker::start_with(&BrokerLimits {
-        max_qos: Some(1),
-        ..Default::default()
-    });
+    let broker = Broker::start_with(&BrokerLimits { max_qos: Some(1), ..Default::default() });
     let mut client = connected(&broker, &[]).await;
-    client
-        .send(&raw::publish(Level::V5, &unique("qos1"), 1, false, 3, b"x"))
-        .await;
-    let Packet::PubAck(puback) = client.expect_packet().await else {
-        panic!("expected PUBACK")
-    };
-    assert!(
-        puback.reason.0 < 0x80,
-        "QoS 1 within the maximum is accepted: {puback:?}"
-    );
+    client.send(&raw::publish(Level::V5, &unique("qos1"), 1, false, 3, b"x")).await;
+    let Packet::PubAck(puback) = client.expect_packet().await else { panic!("expected PUBACK") };
+    assert!(puback.reason.0 < 0x80, "QoS 1 within the maximum is accepted: {puback:?}");
 
-    let will = RawWill {
-        topic: "will/qos2",
-        payload: b"w",
-        qos: 2,
-        retain: false,
-    };
+    let will = RawWill { topic: "will/qos2", payload: b"w", qos: 2, retain: false };
     let mut refused = RawClient::connect(broker.port(), Level::V5).await;
-    refused
-        .send(&raw::connect(
-            Level::V5,
-            &unique("will2"),
-            true,
-            30,
-            Some(&will),
-        ))
-        .await;
+    refused.send(&raw::connect(Level::V5, &unique("will2"), true, 30, Some(&will))).await;
     let packets = refused.expect_closed().await;
-    assert_eq!(
-        packets.first().map(|packet| packet.connack().1),
-        Some(0x9B),
-        "QoS not supported: {packets:?}"
-    );
+    assert_eq!(packets.first().map(|packet| packet.connack().1), Some(0x9B), "QoS not supported: {packets:?}");
 }
 
 #[tokio::test]
-async fn retain_unavailable_accepts_plain_publish_and_refuses_a_retained_will_0x9a__mqtt_3_2_2_13()
-{
-    let broker = Broker::start_with(&BrokerLimits {
-        retain_available: Some(false),
-        ..Default::default()
-    });
+async fn retain_unavailable_accepts_plain_publish_and_refuses_a_retained_will_0x9a__mqtt_3_2_2_13() {
+    let broker = Broker::start_with(&BrokerLimits { retain_available: Some(false), ..Default::default() });
     let mut client = connected(&broker, &[]).await;
-    client
-        .send(&raw::publish(
-            Level::V5,
-            &unique("plain"),
-            1,
-            false,
-            3,
-            b"x",
-        ))
-        .await;
-    let Packet::PubAck(puback) = client.expect_packet().await else {
-        panic!("expected PUBACK")
-    };
-    assert!(
-        puback.reason.0 < 0x80,
-        "a PUBLISH without retain is accepted: {puback:?}"
-    );
+    client.send(&raw::publish(Level::V5, &unique("plain"), 1, false, 3, b"x")).await;
+    let Packet::PubAck(puback) = client.expect_packet().await else { panic!("expected PUBACK") };
+    assert!(puback.reason.0 < 0x80, "a PUBLISH without retain is accepted: {puback:?}");
 
-    let will = RawWill {
-        topic: "will/retained",
-        payload: b"w",
-        qos: 0,
-        retain: true,
-    };
+    let will = RawWill { topic: "will/retained", payload: b"w", qos: 0, retain: true };
     let mut refused = RawClient::connect(broker.port(), Level::V5).await;
-    refused
-        .send(&raw::connect(
-            Level::V5,
-            &unique("will-retain"),
-            true,
-            30,
-            Some(&will),
-        ))
-        .await;
+    refused.send(&raw::connect(Level::V5, &unique("will-retain"), true, 30, Some(&will))).await;
     let packets = refused.expect_closed().await;
-    assert_eq!(
-        packets.first().map(|packet| packet.connack().1),
-        Some(0x9A),
-        "Retain not supported: {packets:?}"
-    );
+    assert_eq!(packets.first().map(|packet| packet.connack().1), Some(0x9A), "Retain not supported: {packets:?}");
 }
 
 // ---- Availability flags ----
@@ -393,26 +239,15 @@ async fn features_announced_available_by_default_and_served__mqtt_3_2_2_3() {
     // Absent means available (v5 sections 3.2.2.3.12-14).
     for (name, flag) in [
         ("wildcard", properties.wildcard_subscription_available),
-        (
-            "subscription identifier",
-            properties.subscription_identifier_available,
-        ),
+        ("subscription identifier", properties.subscription_identifier_available),
         ("shared", properties.shared_subscription_available),
     ] {
         assert_ne!(flag, Some(0), "{name} subscriptions announced unavailable");
     }
     let root = unique("flags");
-    client
-        .send(&raw::subscribe(
-            Level::V5,
-            1,
-            &[(&format!("{root}/+"), 1), (&format!("$share/g/{root}"), 1)],
-        ))
-        .await;
+    client.send(&raw::subscribe(Level::V5, 1, &[(&format!("{root}/+"), 1), (&format!("$share/g/{root}"), 1)])).await;
     assert_eq!(client.expect_packet().await.ack_reasons(), vec![1, 1]);
-    client
-        .send(&subscribe_with_id(2, &format!("{root}/id"), 9))
-        .await;
+    client.send(&subscribe_with_id(2, &format!("{root}/id"), 9)).await;
     assert_eq!(client.expect_packet().await.ack_reasons(), vec![1]);
 }
 
@@ -430,63 +265,31 @@ async fn features_turned_off_are_announced_and_refused_in_suback__mqtt_3_2_2_3()
     assert_eq!(properties.subscription_identifier_available, Some(0));
     assert_eq!(properties.shared_subscription_available, Some(0));
     let root = unique("flags");
-    let filters = [
-        (format!("{root}/+"), 1),
-        (format!("$share/g/{root}"), 1),
-        (root.clone(), 1),
-    ];
-    let filters: Vec<(&str, u8)> = filters
-        .iter()
-        .map(|(filter, options)| (filter.as_str(), *options))
-        .collect();
+    let filters = [(format!("{root}/+"), 1), (format!("$share/g/{root}"), 1), (root.clone(), 1)];
+    let filters: Vec<(&str, u8)> = filters.iter().map(|(filter, options)| (filter.as_str(), *options)).collect();
     client.send(&raw::subscribe(Level::V5, 1, &filters)).await;
-    assert_eq!(
-        client.expect_packet().await.ack_reasons(),
-        vec![0xA2, 0x9E, 1],
-        "wildcard, shared, plain"
-    );
-    client
-        .send(&subscribe_with_id(2, &format!("{root}/id"), 9))
-        .await;
-    assert_eq!(
-        client.expect_packet().await.ack_reasons(),
-        vec![0xA1],
-        "Subscription Identifiers not supported"
-    );
+    assert_eq!(client.expect_packet().await.ack_reasons(), vec![0xA2, 0x9E, 1], "wildcard, shared, plain");
+    client.send(&subscribe_with_id(2, &format!("{root}/id"), 9)).await;
+    assert_eq!(client.expect_packet().await.ack_reasons(), vec![0xA1], "Subscription Identifiers not supported");
 }
 
 // ---- Server Keep Alive ----
 
 #[tokio::test]
 async fn client_silent_past_the_server_keep_alive_is_disconnected_0x8d__mqtt_3_1_2_21() {
-    let broker = Broker::start_with(&BrokerLimits {
-        keepalive_max_secs: Some(1),
-        ..Default::default()
-    });
+    let broker = Broker::start_with(&BrokerLimits { keepalive_max_secs: Some(1), ..Default::default() });
     if skip_on_mosquitto(&broker, "Mosquitto closes without DISCONNECT 0x8D") {
         return;
     }
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let Packet::ConnAck(connack) = client
-        .handshake(&raw::connect(Level::V5, &unique("slow"), true, 60, None))
-        .await
+    let Packet::ConnAck(connack) = client.handshake(&raw::connect(Level::V5, &unique("slow"), true, 60, None)).await
     else {
         unreachable!("handshake returns CONNACK")
     };
     let connected_at = Instant::now();
-    assert_eq!(
-        connack.properties.server_keep_alive_secs,
-        Some(1),
-        "asked 60 s, capped to 1 s"
-    );
+    assert_eq!(connack.properties.server_keep_alive_secs, Some(1), "asked 60 s, capped to 1 s");
     client.expect_disconnect_and_close(0x8D).await;
     let silent_for = connected_at.elapsed();
-    assert!(
-        silent_for >= Duration::from_millis(1400),
-        "closed after {silent_for:?}, before 1.5 x 1 s"
-    );
-    assert!(
-        silent_for < Duration::from_secs(4),
-        "closed after {silent_for:?}, not held to the 1 s Server Keep Alive"
-    );
+    assert!(silent_for >= Duration::from_millis(1400), "closed after {silent_for:?}, before 1.5 x 1 s");
+    assert!(silent_for < Duration::from_secs(4), "closed after {silent_for:?}, not held to the 1 s Server Keep Alive");
 }

@@ -20,20 +20,14 @@ fn has_field(line: &str, name: &str, value: &str) -> bool {
 /// Waits for the line with `message` about `client_id` and asserts its level.
 fn expect_line(broker: &Broker, level: &str, message: &str, client_id: &str) -> String {
     let line = broker
-        .wait_for_log_line(EVENT_TIMEOUT, |line| {
-            line.contains(message) && has_field(line, "client_id", client_id)
-        })
+        .wait_for_log_line(EVENT_TIMEOUT, |line| line.contains(message) && has_field(line, "client_id", client_id))
         .unwrap_or_else(|| panic!("no `{message}` line for {client_id}:\n{}", broker.log()));
-    assert!(
-        line.split_whitespace().any(|word| word == level),
-        "not at {level}: {line}"
-    );
+    assert!(line.split_whitespace().any(|word| word == level), "not at {level}: {line}");
     line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_reason_at_info_level()
-{
+async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_reason_at_info_level() {
     // The broker logs at info only: every line checked here must be visible at the default level.
     let limits = BrokerLimits {
         log_filter: Some("info".into()),
@@ -47,9 +41,7 @@ async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_re
     for level in [Level::V311, Level::V5] {
         let leaves = unique("leaves");
         let mut client = RawClient::connect(broker.port(), level).await;
-        client
-            .handshake(&raw::connect(level, &leaves, true, 30, None))
-            .await;
+        client.handshake(&raw::connect(level, &leaves, true, 30, None)).await;
         expect_line(&broker, "INFO", "client connected", &leaves);
         client.send(&raw::disconnect(level, 0)).await;
         client.expect_closed().await;
@@ -58,63 +50,36 @@ async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_re
 
         let drops = unique("drops");
         let mut client = RawClient::connect(broker.port(), level).await;
-        client
-            .handshake(&raw::connect(level, &drops, true, 30, None))
-            .await;
+        client.handshake(&raw::connect(level, &drops, true, 30, None)).await;
         drop(client);
         let line = expect_line(&broker, "INFO", "client disconnected", &drops);
-        assert!(
-            line.contains("reason=connection closed by the client or the network"),
-            "{line}"
-        );
+        assert!(line.contains("reason=connection closed by the client or the network"), "{line}");
 
         let too_long = format!("{}-{}", unique("refused"), "x".repeat(40));
         let mut refused = RawClient::connect(broker.port(), level).await;
-        refused
-            .send(&raw::connect(level, &too_long, true, 30, None))
-            .await;
+        refused.send(&raw::connect(level, &too_long, true, 30, None)).await;
         let connack = refused.expect_packet().await;
-        assert_ne!(
-            connack.connack().1,
-            0,
-            "{level:?}: an over-long client id is refused"
-        );
+        assert_ne!(connack.connack().1, 0, "{level:?}: an over-long client id is refused");
         let line = expect_line(&broker, "WARN", "CONNECT refused", &too_long);
-        assert!(
-            line.contains("client_id_max_bytes") && line.contains("reason="),
-            "{line}"
-        );
+        assert!(line.contains("client_id_max_bytes") && line.contains("reason="), "{line}");
 
         // The two connections of the takeover are homed on different shards' listeners at random; the
         // session is on its home shard either way.
         let taken = client_id_on_shard("taken", 1);
         let mut old = RawClient::connect(broker.port(), level).await;
-        old.handshake(&raw::connect(level, &taken, true, 30, None))
-            .await;
+        old.handshake(&raw::connect(level, &taken, true, 30, None)).await;
         let mut new = RawClient::connect(broker.port(), level).await;
-        new.handshake(&raw::connect(level, &taken, true, 30, None))
-            .await;
+        new.handshake(&raw::connect(level, &taken, true, 30, None)).await;
         old.expect_closed().await;
-        expect_line(
-            &broker,
-            "INFO",
-            "session taken over by a new connection",
-            &taken,
-        );
+        expect_line(&broker, "INFO", "session taken over by a new connection", &taken);
         let line = broker
             .wait_for_log_line(EVENT_TIMEOUT, |line| {
                 line.contains("client disconnected") && has_field(line, "client_id", &taken)
             })
             .expect("the old connection's disconnect line");
-        assert!(
-            line.contains("INFO") && line.contains("reason=session taken over"),
-            "{line}"
-        );
+        assert!(line.contains("INFO") && line.contains("reason=session taken over"), "{line}");
     }
-    assert!(
-        !broker.log().contains('\u{1b}'),
-        "ANSI escape codes in a piped log"
-    );
+    assert!(!broker.log().contains('\u{1b}'), "ANSI escape codes in a piped log");
 }
 
 fn shardmq_binary() -> String {
@@ -125,23 +90,13 @@ fn shardmq_binary() -> String {
 /// its exit code.
 fn run_briefly(stderr: Stdio, no_color: bool) -> Option<i32> {
     let mut command = Command::new(shardmq_binary());
-    command
-        .args(["--listen", "127.0.0.1:0", "--shards", "1"])
-        .env("RUST_LOG", "info")
-        .env_remove("NO_COLOR");
+    command.args(["--listen", "127.0.0.1:0", "--shards", "1"]).env("RUST_LOG", "info").env_remove("NO_COLOR");
     if no_color {
         command.env("NO_COLOR", "1");
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("start");
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
     assert!(line.starts_with("shardmq listening on"), "{line:?}");
     // SAFETY: kill(2) on the child we started and have not reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -153,20 +108,10 @@ fn run_briefly(stderr: Stdio, no_color: bool) -> Option<i32> {
 fn log_on_a_terminal(no_color: bool) -> Option<String> {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty(3) fills in two new descriptors, which we own from here on.
-    let opened = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
+    let opened =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     if opened != 0 {
-        eprintln!(
-            "terminal part skipped: openpty: {}",
-            std::io::Error::last_os_error()
-        );
+        eprintln!("terminal part skipped: openpty: {}", std::io::Error::last_os_error());
         return None;
     }
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
@@ -189,24 +134,15 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
     let in_file = std::fs::read_to_string(&path).expect("read log file");
     let _ = std::fs::remove_file(&path);
     assert!(in_file.contains("INFO"), "{in_file}");
-    assert!(
-        !in_file.contains('\u{1b}'),
-        "colour codes in a log file: {in_file:?}"
-    );
+    assert!(!in_file.contains('\u{1b}'), "colour codes in a log file: {in_file:?}");
 
     let Some(terminal) = log_on_a_terminal(false) else {
         return;
     };
-    assert!(
-        terminal.contains('\u{1b}'),
-        "no colour on a terminal: {terminal:?}"
-    );
+    assert!(terminal.contains('\u{1b}'), "no colour on a terminal: {terminal:?}");
     let terminal_no_color = log_on_a_terminal(true).expect("a second pseudo-terminal");
     assert!(terminal_no_color.contains("INFO"), "{terminal_no_color:?}");
-    assert!(
-        !terminal_no_color.contains('\u{1b}'),
-        "colour despite NO_COLOR: {terminal_no_color:?}"
-    );
+    assert!(!terminal_no_color.contains('\u{1b}'), "colour despite NO_COLOR: {terminal_no_color:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,33 +152,13 @@ async fn sigint_sends_disconnect_0x8b_to_v5_clients_and_exits_0_like_sigterm() {
         return;
     }
     let mut v5 = RawClient::connect(broker.port(), Level::V5).await;
-    v5.handshake(&raw::connect(
-        Level::V5,
-        &unique("sigint-v5"),
-        true,
-        30,
-        None,
-    ))
-    .await;
+    v5.handshake(&raw::connect(Level::V5, &unique("sigint-v5"), true, 30, None)).await;
     let mut v311 = RawClient::connect(broker.port(), Level::V311).await;
-    v311.handshake(&raw::connect(
-        Level::V311,
-        &unique("sigint-v311"),
-        true,
-        30,
-        None,
-    ))
-    .await;
+    v311.handshake(&raw::connect(Level::V311, &unique("sigint-v311"), true, 30, None)).await;
     let started = Instant::now();
     let status = tokio::task::block_in_place(|| broker.stop_with(libc::SIGINT));
-    assert!(
-        status.is_some_and(|status| status.success()),
-        "exit status {status:?} after SIGINT, expected 0"
-    );
+    assert!(status.is_some_and(|status| status.success()), "exit status {status:?} after SIGINT, expected 0");
     assert!(started.elapsed() < Duration::from_secs(3));
     v5.expect_disconnect_and_close(0x8B).await;
-    assert!(
-        v311.expect_closed().await.is_empty(),
-        "3.1.1 has no server DISCONNECT"
-    );
+    assert!(v311.expect_closed().await.is_empty(), "3.1.1 has no server DISCONNECT");
 }

@@ -17,29 +17,18 @@ async fn delivered_qos_is_minimum_of_publish_and_subscription_qos__mqtt_3_8_4_8(
         let prefix = unique("qos");
         let mut subscriber = Client::connect(broker.port(), version, &unique("sub")).await;
         for sub_qos in 0..=2u8 {
-            let granted = subscriber
-                .subscribe(&format!("{prefix}/sub{sub_qos}"), sub_qos)
-                .await;
-            assert_eq!(
-                granted, sub_qos,
-                "{version:?}: SUBACK grants the requested QoS"
-            );
+            let granted = subscriber.subscribe(&format!("{prefix}/sub{sub_qos}"), sub_qos).await;
+            assert_eq!(granted, sub_qos, "{version:?}: SUBACK grants the requested QoS");
         }
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
         for pub_qos in 0..=2u8 {
             for sub_qos in 0..=2u8 {
                 let topic = format!("{prefix}/sub{sub_qos}");
-                publisher
-                    .publish(&topic, pub_qos, false, format!("p{pub_qos}s{sub_qos}"))
-                    .await;
+                publisher.publish(&topic, pub_qos, false, format!("p{pub_qos}s{sub_qos}")).await;
                 let message = subscriber.next_message().await;
                 assert_eq!(message.topic, topic);
                 assert_eq!(message.payload, format!("p{pub_qos}s{sub_qos}").as_bytes());
-                assert_eq!(
-                    message.qos,
-                    pub_qos.min(sub_qos),
-                    "{version:?}: published {pub_qos}, subscribed {sub_qos}"
-                );
+                assert_eq!(message.qos, pub_qos.min(sub_qos), "{version:?}: published {pub_qos}, subscribed {sub_qos}");
                 assert!(!message.retain && !message.dup);
             }
         }
@@ -59,10 +48,7 @@ async fn qos2_message_delivered_exactly_once__mqtt_4_3_3() {
             publisher.publish(&topic, 2, false, format!("m{i}")).await;
         }
         let received = subscriber.next_messages(20).await;
-        let payloads: Vec<_> = received
-            .iter()
-            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .collect();
+        let payloads: Vec<_> = received.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
         let expected: Vec<_> = (0..20).map(|i| format!("m{i}")).collect();
         assert_eq!(payloads, expected, "{version:?}");
         assert!(received.iter().all(|m| m.qos == 2));
@@ -77,17 +63,11 @@ async fn burst_arrives_in_order(broker: &Broker, version: Version, qos: u8, coun
     subscriber.subscribe(&topic, qos).await;
     let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
     for i in 0..count {
-        publisher
-            .publish_no_wait(&topic, qos, false, i.to_be_bytes().to_vec())
-            .await;
+        publisher.publish_no_wait(&topic, qos, false, i.to_be_bytes().to_vec()).await;
     }
     let received = subscriber.next_messages(count as usize).await;
     for (i, message) in received.iter().enumerate() {
-        assert_eq!(
-            &message.payload[..],
-            &(i as u32).to_be_bytes(),
-            "{version:?} QoS {qos}: message {i}"
-        );
+        assert_eq!(&message.payload[..], &(i as u32).to_be_bytes(), "{version:?} QoS {qos}: message {i}");
     }
 }
 
@@ -105,10 +85,7 @@ async fn messages_on_one_topic_arrive_in_publish_order__mqtt_4_6_0_6() {
 #[tokio::test]
 async fn qos2_burst_beyond_inflight_window_arrives_in_order__mqtt_4_6_0_6() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 stalls QoS 2 messages queued behind 20 in flight",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 stalls QoS 2 messages queued behind 20 in flight") {
         return;
     }
     for version in BOTH_VERSIONS {
@@ -125,29 +102,13 @@ async fn single_level_wildcard_matches_exactly_one_level__mqtt_4_7_1_3() {
         subscriber.subscribe(&format!("{root}/+/player1"), 1).await;
         subscriber.subscribe(&format!("{root}/+"), 1).await;
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
-        for suffix in [
-            "tennis/player1",
-            "tennis/player2",
-            "tennis/x/player1",
-            "/player1",
-            "",
-            "tennis",
-        ] {
-            publisher
-                .publish(&format!("{root}/{suffix}"), 1, false, suffix.to_string())
-                .await;
+        for suffix in ["tennis/player1", "tennis/player2", "tennis/x/player1", "/player1", "", "tennis"] {
+            publisher.publish(&format!("{root}/{suffix}"), 1, false, suffix.to_string()).await;
         }
-        let mut topics: Vec<_> = subscriber
-            .next_messages(4)
-            .await
-            .into_iter()
-            .map(|m| m.topic)
-            .collect();
+        let mut topics: Vec<_> = subscriber.next_messages(4).await.into_iter().map(|m| m.topic).collect();
         topics.sort();
-        let mut expected: Vec<_> = ["", "/player1", "tennis", "tennis/player1"]
-            .iter()
-            .map(|s| format!("{root}/{s}"))
-            .collect();
+        let mut expected: Vec<_> =
+            ["", "/player1", "tennis", "tennis/player1"].iter().map(|s| format!("{root}/{s}")).collect();
         expected.sort();
         assert_eq!(topics, expected, "{version:?}");
         subscriber.expect_no_message().await;
@@ -163,21 +124,11 @@ async fn multi_level_wildcard_matches_parent_and_all_children__mqtt_4_7_1_2() {
         subscriber.subscribe(&format!("{root}/a/#"), 1).await;
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
         for suffix in ["a", "a/b", "a/b/c/d", "a/", "b", "ab"] {
-            publisher
-                .publish(&format!("{root}/{suffix}"), 1, false, suffix.to_string())
-                .await;
+            publisher.publish(&format!("{root}/{suffix}"), 1, false, suffix.to_string()).await;
         }
-        let mut topics: Vec<_> = subscriber
-            .next_messages(4)
-            .await
-            .into_iter()
-            .map(|m| m.topic)
-            .collect();
+        let mut topics: Vec<_> = subscriber.next_messages(4).await.into_iter().map(|m| m.topic).collect();
         topics.sort();
-        let mut expected: Vec<_> = ["a", "a/", "a/b", "a/b/c/d"]
-            .iter()
-            .map(|s| format!("{root}/{s}"))
-            .collect();
+        let mut expected: Vec<_> = ["a", "a/", "a/b", "a/b/c/d"].iter().map(|s| format!("{root}/{s}")).collect();
         expected.sort();
         assert_eq!(topics, expected, "{version:?}");
         subscriber.expect_no_message().await;
@@ -198,10 +149,7 @@ async fn dollar_topics_not_matched_by_leading_wildcards__mqtt_4_7_2_1() {
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
         publisher.publish(&dollar_topic, 1, false, "dollar").await;
         let message = explicit.next_message().await;
-        assert_eq!(
-            message.topic, dollar_topic,
-            "{version:?}: `$x/#` matches `$x/...`"
-        );
+        assert_eq!(message.topic, dollar_topic, "{version:?}: `$x/#` matches `$x/...`");
         wildcard.expect_no_message().await;
     }
 }
@@ -217,31 +165,20 @@ async fn overlapping_subscriptions_deliver_with_highest_qos__mqtt_3_3_4_2() {
         subscriber.subscribe(&format!("{root}/#"), 0).await;
         subscriber.subscribe(&format!("{root}/+"), 2).await;
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
-        publisher
-            .publish(&format!("{root}/t"), 2, false, "once")
-            .await;
+        publisher.publish(&format!("{root}/t"), 2, false, "once").await;
         let first = subscriber.next_message().await;
         let mut copies = vec![first];
         if let Some(second) = next_message_if_any(&mut subscriber).await {
             copies.push(second);
         }
-        assert!(
-            copies.iter().all(|m| m.payload == "once"),
-            "{version:?}: {copies:?}"
-        );
-        assert_eq!(
-            copies.iter().map(|m| m.qos).max(),
-            Some(2),
-            "{version:?}: highest QoS must be honoured"
-        );
+        assert!(copies.iter().all(|m| m.payload == "once"), "{version:?}: {copies:?}");
+        assert_eq!(copies.iter().map(|m| m.qos).max(), Some(2), "{version:?}: highest QoS must be honoured");
         subscriber.expect_no_message().await;
     }
 }
 
 async fn next_message_if_any(client: &mut Client) -> Option<support::any_version::Message> {
-    tokio::time::timeout(support::SILENCE, client.next_message())
-        .await
-        .ok()
+    tokio::time::timeout(support::SILENCE, client.next_message()).await.ok()
 }
 
 /// 16 publishers and 16 subscribers spread over both shards: each message crosses shards to some
@@ -259,9 +196,7 @@ async fn publishers_and_subscribers_on_every_shard_all_receive__mqtt_3_3_4() {
         }
         for (i, id) in spread_client_ids("mesh-pub", 16).into_iter().enumerate() {
             let mut publisher = Client::connect(broker.port(), version, &id).await;
-            publisher
-                .publish(&topic, 1, false, format!("from {i}"))
-                .await;
+            publisher.publish(&topic, 1, false, format!("from {i}")).await;
             publisher.disconnect().await;
         }
         // Order across publishers is not defined (a message may still be crossing shards while the next
@@ -306,16 +241,8 @@ async fn suback_has_one_code_per_filter_in_order__mqtt_3_9_3_1() {
     let broker = Broker::start();
     for level in [Level::V311, Level::V5] {
         let mut client = RawClient::connect(broker.port(), level).await;
-        client
-            .handshake(&raw::connect(level, &unique("c"), true, 30, None))
-            .await;
-        client
-            .send(&raw::subscribe(
-                level,
-                7,
-                &[("a/2", 2), ("a/0", 0), ("a/1", 1)],
-            ))
-            .await;
+        client.handshake(&raw::connect(level, &unique("c"), true, 30, None)).await;
+        client.send(&raw::subscribe(level, 7, &[("a/2", 2), ("a/0", 0), ("a/1", 1)])).await;
         let suback = client.expect_packet().await;
         assert_eq!(suback.packet_id(), 7);
         assert_eq!(suback.ack_reasons(), vec![2, 0, 1], "{level:?}");
@@ -325,23 +252,12 @@ async fn suback_has_one_code_per_filter_in_order__mqtt_3_9_3_1() {
 #[tokio::test]
 async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto disconnects on an invalid filter instead of 0x80",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x80") {
         return;
     }
     let mut client = RawClient::connect(broker.port(), Level::V311).await;
-    client
-        .handshake(&raw::connect(Level::V311, &unique("c"), true, 30, None))
-        .await;
-    client
-        .send(&raw::subscribe(
-            Level::V311,
-            3,
-            &[("ok/+", 1), ("bad/#/x", 1), ("bad+", 0)],
-        ))
-        .await;
+    client.handshake(&raw::connect(Level::V311, &unique("c"), true, 30, None)).await;
+    client.send(&raw::subscribe(Level::V311, 3, &[("ok/+", 1), ("bad/#/x", 1), ("bad+", 0)])).await;
     let suback = client.expect_packet().await;
     assert_eq!(suback.ack_reasons(), vec![1, 0x80, 0x80]);
     client.expect_alive().await;
@@ -350,23 +266,12 @@ async fn v311_invalid_filter_gets_suback_0x80__mqtt_3_9_3_2() {
 #[tokio::test]
 async fn v5_invalid_filter_gets_suback_0x8f__mqtt_3_9_3_1() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto disconnects on an invalid filter instead of 0x8F",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto disconnects on an invalid filter instead of 0x8F") {
         return;
     }
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    client
-        .send(&raw::subscribe(
-            Level::V5,
-            3,
-            &[("ok/+", 1), ("bad/#/x", 1), ("bad+", 0)],
-        ))
-        .await;
+    client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    client.send(&raw::subscribe(Level::V5, 3, &[("ok/+", 1), ("bad/#/x", 1), ("bad+", 0)])).await;
     let suback = client.expect_packet().await;
     assert_eq!(suback.ack_reasons(), vec![1, 0x8F, 0x8F]);
     client.expect_alive().await;
@@ -376,20 +281,10 @@ async fn v5_invalid_filter_gets_suback_0x8f__mqtt_3_9_3_1() {
 async fn v5_unsuback_success_and_no_subscription_existed_0x11__mqtt_3_11_3_1() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    client
-        .handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None))
-        .await;
-    client
-        .send(&raw::subscribe(Level::V5, 1, &[("x/y", 1)]))
-        .await;
+    client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
+    client.send(&raw::subscribe(Level::V5, 1, &[("x/y", 1)])).await;
     client.expect_packet().await;
-    client
-        .send(&raw::unsubscribe(
-            Level::V5,
-            2,
-            &["x/y", "never/subscribed"],
-        ))
-        .await;
+    client.send(&raw::unsubscribe(Level::V5, 2, &["x/y", "never/subscribed"])).await;
     let unsuback = client.expect_packet().await;
     assert_eq!(unsuback.packet_id(), 2);
     assert_eq!(unsuback.ack_reasons(), vec![0x00, 0x11]);
@@ -399,12 +294,8 @@ async fn v5_unsuback_success_and_no_subscription_existed_0x11__mqtt_3_11_3_1() {
 async fn v311_unsuback_echoes_packet_id__mqtt_3_10_4_4() {
     let broker = Broker::start();
     let mut client = RawClient::connect(broker.port(), Level::V311).await;
-    client
-        .handshake(&raw::connect(Level::V311, &unique("c"), true, 30, None))
-        .await;
-    client
-        .send(&raw::unsubscribe(Level::V311, 513, &["never/subscribed"]))
-        .await;
+    client.handshake(&raw::connect(Level::V311, &unique("c"), true, 30, None)).await;
+    client.send(&raw::unsubscribe(Level::V311, 513, &["never/subscribed"])).await;
     let unsuback = client.expect_packet().await;
     assert_eq!(unsuback.packet_id(), 513);
     assert_eq!(unsuback.ack_reasons(), Vec::<u8>::new());
@@ -421,16 +312,8 @@ async fn v311_and_v5_clients_exchange_messages_both_ways__mqtt_3_3_4() {
     old.publish(&topic, 2, false, "from 3.1.1").await;
     new.publish(&topic, 1, false, "from 5").await;
     for client in [&mut old, &mut new] {
-        let payloads: Vec<_> = client
-            .next_messages(2)
-            .await
-            .into_iter()
-            .map(|m| (m.payload, m.qos))
-            .collect();
-        assert_eq!(
-            payloads,
-            vec![("from 3.1.1".into(), 2), ("from 5".into(), 1)]
-        );
+        let payloads: Vec<_> = client.next_messages(2).await.into_iter().map(|m| (m.payload, m.qos)).collect();
+        assert_eq!(payloads, vec![("from 3.1.1".into(), 2), ("from 5".into(), 1)]);
     }
 }
 
@@ -441,30 +324,16 @@ async fn subscription_covers_other_shards_as_soon_as_suback_arrives__mqtt_3_8_4(
     let broker = Broker::start();
     for version in BOTH_VERSIONS {
         for (publisher_shard, subscriber_shard) in [(0, 1), (1, 0)] {
-            let mut subscriber = Client::connect(
-                broker.port(),
-                version,
-                &support::client_id_on_shard("sub", subscriber_shard),
-            )
-            .await;
-            let mut publisher = Client::connect(
-                broker.port(),
-                version,
-                &support::client_id_on_shard("pub", publisher_shard),
-            )
-            .await;
+            let mut subscriber =
+                Client::connect(broker.port(), version, &support::client_id_on_shard("sub", subscriber_shard)).await;
+            let mut publisher =
+                Client::connect(broker.port(), version, &support::client_id_on_shard("pub", publisher_shard)).await;
             for round in 0..50 {
                 let topic = unique("fresh");
                 subscriber.subscribe(&topic, 1).await;
-                publisher
-                    .publish(&topic, 1, false, format!("{round}"))
-                    .await;
+                publisher.publish(&topic, 1, false, format!("{round}")).await;
                 let message = subscriber.next_message().await;
-                assert_eq!(
-                    message.payload,
-                    format!("{round}").as_bytes(),
-                    "{version:?} round {round}"
-                );
+                assert_eq!(message.payload, format!("{round}").as_bytes(), "{version:?} round {round}");
             }
         }
     }
@@ -479,20 +348,14 @@ async fn qos2_publish_resent_before_pubrel_delivered_once__mqtt_4_3_3_10() {
         let mut subscriber = Client::connect(broker.port(), Version::V311, &unique("sub")).await;
         subscriber.subscribe(&topic, 2).await;
         let mut publisher = RawClient::connect(broker.port(), level).await;
-        publisher
-            .handshake(&raw::connect(level, &unique("pub"), true, 30, None))
-            .await;
+        publisher.handshake(&raw::connect(level, &unique("pub"), true, 30, None)).await;
         let publish = raw::publish(level, &topic, 2, false, 7, b"once");
         publisher.send(&publish).await;
         assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBREC");
         let mut resent = publish.clone();
         resent[0] |= 0x08; // DUP
         publisher.send(&resent).await;
-        assert_eq!(
-            publisher.expect_packet().await.packet_id(),
-            7,
-            "PUBREC again"
-        );
+        assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBREC again");
         publisher.send(&raw::publish_ack(raw::PUBREL, 7)).await;
         assert_eq!(publisher.expect_packet().await.packet_id(), 7, "PUBCOMP");
         assert_eq!(subscriber.next_message().await.payload, "once");

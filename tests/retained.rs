@@ -19,10 +19,7 @@ async fn retained_message_sent_to_new_subscriber_with_retain_flag__mqtt_3_3_1_6(
         subscriber.subscribe(&topic, 1).await;
         let message = subscriber.next_message().await;
         assert_eq!(message.payload, "last known", "{version:?}");
-        assert!(
-            message.retain,
-            "{version:?}: sent because of a new subscription -> RETAIN 1 [MQTT-3.3.1-8]"
-        );
+        assert!(message.retain, "{version:?}: sent because of a new subscription -> RETAIN 1 [MQTT-3.3.1-8]");
         assert_eq!(message.qos, 1);
         subscriber.expect_no_message().await;
     }
@@ -39,10 +36,7 @@ async fn live_message_to_existing_subscriber_has_retain_0__mqtt_3_3_1_9() {
         publisher.publish(&topic, 1, true, "live").await;
         let message = subscriber.next_message().await;
         assert_eq!(message.payload, "live");
-        assert!(
-            !message.retain,
-            "{version:?}: forwarded to an established subscription -> RETAIN 0"
-        );
+        assert!(!message.retain, "{version:?}: forwarded to an established subscription -> RETAIN 0");
     }
 }
 
@@ -57,11 +51,7 @@ async fn retained_message_replaced_by_next_retained__mqtt_3_3_1_5() {
         publisher.publish(&topic, 1, false, "not retained").await;
         let mut subscriber = Client::connect(broker.port(), version, &unique("sub")).await;
         subscriber.subscribe(&topic, 1).await;
-        assert_eq!(
-            subscriber.next_message().await.payload,
-            "second",
-            "{version:?}"
-        );
+        assert_eq!(subscriber.next_message().await.payload, "second", "{version:?}");
         subscriber.expect_no_message().await;
     }
 }
@@ -89,13 +79,9 @@ async fn wildcard_subscription_gets_every_matching_retained_message__mqtt_3_3_1_
         // Topics are stored on the shard their hash picks; 12 topics land on both shards.
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
         for i in 0..12 {
-            publisher
-                .publish(&format!("{root}/room{i}/temp"), 1, true, format!("{i}"))
-                .await;
+            publisher.publish(&format!("{root}/room{i}/temp"), 1, true, format!("{i}")).await;
         }
-        publisher
-            .publish(&format!("{root}/room0/humidity"), 1, true, "other")
-            .await;
+        publisher.publish(&format!("{root}/room0/humidity"), 1, true, "other").await;
         let mut subscriber = Client::connect(broker.port(), version, &unique("sub")).await;
         subscriber.subscribe(&format!("{root}/+/temp"), 1).await;
         let mut payloads: Vec<_> = subscriber
@@ -103,11 +89,7 @@ async fn wildcard_subscription_gets_every_matching_retained_message__mqtt_3_3_1_
             .await
             .into_iter()
             .inspect(|m| assert!(m.retain))
-            .map(|m| {
-                String::from_utf8_lossy(&m.payload)
-                    .parse::<u32>()
-                    .expect("numeric payload")
-            })
+            .map(|m| String::from_utf8_lossy(&m.payload).parse::<u32>().expect("numeric payload"))
             .collect();
         payloads.sort();
         assert_eq!(payloads, (0..12).collect::<Vec<_>>(), "{version:?}");
@@ -141,11 +123,7 @@ async fn resubscribe_sends_retained_again__mqtt_3_8_4_3() {
         subscriber.subscribe(&topic, 1).await;
         assert_eq!(subscriber.next_message().await.payload, "retained");
         subscriber.subscribe(&topic, 1).await;
-        assert_eq!(
-            subscriber.next_message().await.payload,
-            "retained",
-            "{version:?}: replaced subscription"
-        );
+        assert_eq!(subscriber.next_message().await.payload, "retained", "{version:?}: replaced subscription");
     }
 }
 
@@ -155,26 +133,14 @@ async fn retained_published_on_one_shard_seen_by_subscriber_on_other__mqtt_3_3_1
     for version in BOTH_VERSIONS {
         for (publisher_shard, subscriber_shard) in [(0, 1), (1, 0)] {
             let topic = unique("cross-retained");
-            let mut publisher = Client::connect(
-                broker.port(),
-                version,
-                &client_id_on_shard("pub", publisher_shard),
-            )
-            .await;
+            let mut publisher =
+                Client::connect(broker.port(), version, &client_id_on_shard("pub", publisher_shard)).await;
             publisher.publish(&topic, 1, true, "crossed").await;
             publisher.disconnect().await;
-            let mut subscriber = Client::connect(
-                broker.port(),
-                version,
-                &client_id_on_shard("sub", subscriber_shard),
-            )
-            .await;
+            let mut subscriber =
+                Client::connect(broker.port(), version, &client_id_on_shard("sub", subscriber_shard)).await;
             subscriber.subscribe(&topic, 1).await;
-            assert_eq!(
-                subscriber.next_message().await.payload,
-                "crossed",
-                "{version:?}"
-            );
+            assert_eq!(subscriber.next_message().await.payload, "crossed", "{version:?}");
         }
     }
 }

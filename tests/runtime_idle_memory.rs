@@ -29,10 +29,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
+        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -65,29 +62,16 @@ fn idle_connections_cost_little_heap() {
     let shard_done = accepted_all.clone();
     let shard_measure = measure.clone();
     let shard_thread = std::thread::spawn(move || {
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(64 * 1024)
-            .make()
-            .unwrap();
+        let executor =
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 * 1024).make().unwrap();
         executor.run(async move {
-            let (senders, _receivers) = build_mesh::<ShardMeshItem>(1, 4)
-                .pop()
-                .unwrap()
-                .connect()
-                .await;
+            let (senders, _receivers) = build_mesh::<ShardMeshItem>(1, 4).pop().unwrap().connect().await;
             let config = Arc::new(Config::default());
-            let shard = Rc::new(Shard::new(
-                0,
-                1,
-                config,
-                senders,
-                ConnectionPermit::new(CONNECTIONS * 2),
-            ));
+            let shard = Rc::new(Shard::new(0, 1, config, senders, ConnectionPermit::new(CONNECTIONS * 2)));
             let turns = glommio::spawn_local(shard.clone().run_turns());
             let reads = glommio::spawn_local(pump_reads(shard.clone()));
             let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-            let listener =
-                unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             // Warm up: allocator caches, maps and the timer wheel reach their steady size.
             let before = LIVE_BYTES.load(Ordering::Relaxed);
             for _ in 0..CONNECTIONS {
@@ -95,43 +79,27 @@ fn idle_connections_cost_little_heap() {
                 open_accepted(&shard, stream, shard.permits.try_acquire().unwrap());
             }
             glommio::timer::sleep(Duration::from_millis(200)).await;
-            report_tx
-                .send((
-                    "accepted, before CONNECT",
-                    LIVE_BYTES.load(Ordering::Relaxed) - before,
-                ))
-                .unwrap();
+            report_tx.send(("accepted, before CONNECT", LIVE_BYTES.load(Ordering::Relaxed) - before)).unwrap();
             shard_done.store(true, Ordering::SeqCst);
             while !shard_measure.load(Ordering::SeqCst) {
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-            report_tx
-                .send((
-                    "connected, idle",
-                    LIVE_BYTES.load(Ordering::Relaxed) - before,
-                ))
-                .unwrap();
+            report_tx.send(("connected, idle", LIVE_BYTES.load(Ordering::Relaxed) - before)).unwrap();
             assert_eq!(shard.core.borrow().gauges().connections, CONNECTIONS);
             drop(reads);
             drop(turns);
         });
     });
 
-    let mut clients: Vec<std::net::TcpStream> = (0..CONNECTIONS)
-        .map(|_| std::net::TcpStream::connect(addr).unwrap())
-        .collect();
+    let mut clients: Vec<std::net::TcpStream> =
+        (0..CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     while !accepted_all.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(10));
     }
     let (stage, accepted_bytes) = report_rx.recv().unwrap();
-    println!(
-        "{stage}: {} heap bytes per connection",
-        accepted_bytes / CONNECTIONS as isize
-    );
+    println!("{stage}: {} heap bytes per connection", accepted_bytes / CONNECTIONS as isize);
     for (i, client) in clients.iter_mut().enumerate() {
-        client
-            .write_all(&connect_packet(&format!("idle-{i:05}")))
-            .unwrap();
+        client.write_all(&connect_packet(&format!("idle-{i:05}"))).unwrap();
     }
     for client in &mut clients {
         let mut connack = [0u8; 4];

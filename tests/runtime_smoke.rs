@@ -27,9 +27,7 @@ impl Broker {
             .expect("start shardmq");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
         let port = line
             .trim()
             .strip_prefix("shardmq listening on 127.0.0.1:")
@@ -47,10 +45,7 @@ impl Broker {
             if let Some(status) = self.child.try_wait().expect("wait for shardmq") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "shardmq did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "shardmq did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -64,10 +59,7 @@ impl Drop for Broker {
 }
 
 fn client_id_on(shard: usize, prefix: &str) -> String {
-    (0..)
-        .map(|n| format!("{prefix}-{}-{n}", std::process::id()))
-        .find(|id| home_shard(id, SHARDS) == shard)
-        .unwrap()
+    (0..).map(|n| format!("{prefix}-{}-{n}", std::process::id())).find(|id| home_shard(id, SHARDS) == shard).unwrap()
 }
 
 fn v4_client(port: u16, client_id: &str) -> (AsyncClient, EventLoop) {
@@ -96,41 +88,18 @@ async fn publish_crosses_shards_and_sigterm_exits_cleanly() {
     let mut broker = Broker::start();
     let (subscriber, mut sub_events) = v4_client(broker.port, &client_id_on(0, "smoke-sub"));
     let (publisher, mut pub_events) = v4_client(broker.port, &client_id_on(1, "smoke-pub"));
-    wait_for(&mut sub_events, |packet| {
-        matches!(packet, Packet::ConnAck(_))
-    })
-    .await;
-    subscriber
-        .subscribe("smoke/cross", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    wait_for(&mut sub_events, |packet| {
-        matches!(packet, Packet::SubAck(_))
-    })
-    .await;
+    wait_for(&mut sub_events, |packet| matches!(packet, Packet::ConnAck(_))).await;
+    subscriber.subscribe("smoke/cross", QoS::AtLeastOnce).await.unwrap();
+    wait_for(&mut sub_events, |packet| matches!(packet, Packet::SubAck(_))).await;
 
-    wait_for(&mut pub_events, |packet| {
-        matches!(packet, Packet::ConnAck(_))
-    })
-    .await;
-    publisher
-        .publish("smoke/cross", QoS::AtLeastOnce, false, "across shards")
-        .await
-        .unwrap();
+    wait_for(&mut pub_events, |packet| matches!(packet, Packet::ConnAck(_))).await;
+    publisher.publish("smoke/cross", QoS::AtLeastOnce, false, "across shards").await.unwrap();
     let publisher_task = tokio::spawn(async move {
-        wait_for(&mut pub_events, |packet| {
-            matches!(packet, Packet::PubAck(_))
-        })
-        .await;
+        wait_for(&mut pub_events, |packet| matches!(packet, Packet::PubAck(_))).await;
         pub_events
     });
-    let delivered = wait_for(&mut sub_events, |packet| {
-        matches!(packet, Packet::Publish(_))
-    })
-    .await;
-    let Packet::Publish(publish) = delivered else {
-        unreachable!()
-    };
+    let delivered = wait_for(&mut sub_events, |packet| matches!(packet, Packet::Publish(_))).await;
+    let Packet::Publish(publish) = delivered else { unreachable!() };
     assert_eq!(publish.topic, "smoke/cross");
     assert_eq!(&publish.payload[..], b"across shards");
     publisher_task.await.unwrap();
@@ -139,18 +108,10 @@ async fn publish_crosses_shards_and_sigterm_exits_cleanly() {
     let mut options = rumqttc::v5::MqttOptions::new(v5_id, "127.0.0.1", broker.port);
     options.set_keep_alive(Duration::from_secs(30));
     let (_v5_client, mut v5_events) = rumqttc::v5::AsyncClient::new(options, 16);
-    let connack = tokio::time::timeout(WAIT, v5_events.poll())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        connack,
-        rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))
-    ));
+    let connack = tokio::time::timeout(WAIT, v5_events.poll()).await.unwrap().unwrap();
+    assert!(matches!(connack, rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))));
 
-    let status = tokio::task::spawn_blocking(move || broker.terminate())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || broker.terminate()).await.unwrap();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
 
     // rumqttc reports a server DISCONNECT as an error carrying its reason code.
@@ -163,15 +124,9 @@ async fn publish_crosses_shards_and_sigterm_exits_cleanly() {
     })
     .await
     .expect("v5 client sees the end of the connection");
-    let rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
-        reason_code,
-        ..
-    }) = ended
+    let rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect { reason_code, .. }) = ended
     else {
         panic!("expected DISCONNECT before the socket closed, got {ended:?}");
     };
-    assert_eq!(
-        reason_code,
-        rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerShuttingDown
-    );
+    assert_eq!(reason_code, rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::ServerShuttingDown);
 }

@@ -16,11 +16,7 @@ async fn drain(members: &mut [Client]) -> Vec<Vec<u32>> {
     for member in members.iter_mut() {
         let mut got = Vec::new();
         while let Ok(message) = tokio::time::timeout(SILENCE, member.next_message()).await {
-            got.push(
-                String::from_utf8_lossy(&message.payload)
-                    .parse()
-                    .expect("numeric payload"),
-            );
+            got.push(String::from_utf8_lossy(&message.payload).parse().expect("numeric payload"));
         }
         per_member.push(got);
     }
@@ -33,11 +29,7 @@ async fn members(broker: &Broker, filter: &str, count: usize) -> Vec<Client> {
         // Alternate protocol versions: v3.1.1 clients may join shared groups too (as on Mosquitto, EMQX).
         let version = BOTH_VERSIONS[i % 2];
         let mut member = Client::connect(broker.port(), version, &id).await;
-        assert_eq!(
-            member.subscribe(filter, 1).await,
-            1,
-            "{version:?} member joins {filter}"
-        );
+        assert_eq!(member.subscribe(filter, 1).await, 1, "{version:?} member joins {filter}");
         members.push(member);
     }
     members
@@ -59,11 +51,7 @@ async fn each_message_to_exactly_one_member_of_the_group__mqtt_4_8_2_4() {
     let per_member = drain(&mut group).await;
     let mut all: Vec<u32> = per_member.concat();
     all.sort();
-    assert_eq!(
-        all,
-        (0..40).collect::<Vec<_>>(),
-        "exactly once across the group: {per_member:?}"
-    );
+    assert_eq!(all, (0..40).collect::<Vec<_>>(), "exactly once across the group: {per_member:?}");
 }
 
 #[tokio::test]
@@ -75,11 +63,7 @@ async fn every_group_and_every_plain_subscriber_gets_a_copy__mqtt_4_8_2() {
     let mut plain = vec![Client::connect(broker.port(), Version::V311, &unique("plain")).await];
     plain[0].subscribe(&topic, 1).await;
     publish_numbers(&broker, &topic, 10).await;
-    for (name, members) in [
-        ("a", &mut group_a),
-        ("b", &mut group_b),
-        ("plain", &mut plain),
-    ] {
+    for (name, members) in [("a", &mut group_a), ("b", &mut group_b), ("plain", &mut plain)] {
         let mut all = drain(members).await.concat();
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>(), "group {name}");
@@ -89,10 +73,7 @@ async fn every_group_and_every_plain_subscriber_gets_a_copy__mqtt_4_8_2() {
 #[tokio::test]
 async fn shared_subscribe_gets_no_retained_messages__mqtt_4_8_2_5() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 sends retained messages on a shared subscribe",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 sends retained messages on a shared subscribe") {
         return;
     }
     let topic = unique("shared-retained");
@@ -128,21 +109,14 @@ async fn unsubscribed_member_leaves_the_group__mqtt_4_8_2() {
     group[0].unsubscribe(&filter).await;
     publish_numbers(&broker, &topic, 6).await;
     let per_member = drain(&mut group).await;
-    assert!(
-        per_member[0].is_empty(),
-        "unsubscribed member got {:?}",
-        per_member[0]
-    );
+    assert!(per_member[0].is_empty(), "unsubscribed member got {:?}", per_member[0]);
     assert_eq!(per_member[1], (0..6).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn invalid_share_names_refused_per_filter_0x8f__mqtt_4_8_2_1_and_4_8_2_2() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto disconnects instead of refusing the filter",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto disconnects instead of refusing the filter") {
         return;
     }
     let topic = unique("bad-share");
@@ -156,16 +130,10 @@ async fn invalid_share_names_refused_per_filter_0x8f__mqtt_4_8_2_1_and_4_8_2_2()
     let filters: Vec<(&str, u8)> = filters.iter().map(|filter| (filter.as_str(), 1)).collect();
     for (level, refused) in [(Level::V311, 0x80), (Level::V5, 0x8F)] {
         let mut client = RawClient::connect(broker.port(), level).await;
-        client
-            .handshake(&raw::connect(level, &unique("sharer"), true, 30, None))
-            .await;
+        client.handshake(&raw::connect(level, &unique("sharer"), true, 30, None)).await;
         client.send(&raw::subscribe(level, 1, &filters)).await;
         let reasons = client.expect_packet().await.ack_reasons();
-        assert_eq!(
-            reasons,
-            vec![refused, refused, refused, refused, 1],
-            "{level:?}: four bad share names, one good"
-        );
+        assert_eq!(reasons, vec![refused, refused, refused, refused, 1], "{level:?}: four bad share names, one good");
         client.expect_alive().await;
     }
 }
@@ -180,33 +148,20 @@ async fn offline_member_new_messages_go_to_a_connected_member_on_another_shard__
     let filter = format!("$share/g/{topic}");
     for version in BOTH_VERSIONS {
         let away_id = client_id_on_shard("away", 0);
-        let mut away =
-            Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id))
-                .await;
+        let mut away = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id)).await;
         away.subscribe(&filter, 1).await;
         away.disconnect().await;
-        let mut present =
-            Client::connect(broker.port(), version, &client_id_on_shard("present", 1)).await;
+        let mut present = Client::connect(broker.port(), version, &client_id_on_shard("present", 1)).await;
         present.subscribe(&filter, 1).await;
-        let mut publisher =
-            Client::connect(broker.port(), Version::V5, &client_id_on_shard("pub", 0)).await;
+        let mut publisher = Client::connect(broker.port(), Version::V5, &client_id_on_shard("pub", 0)).await;
         for i in 0..6 {
             publisher.publish(&topic, 1, false, format!("{i}")).await;
         }
         let mut got = drain(std::slice::from_mut(&mut present)).await.concat();
         got.sort();
-        assert_eq!(
-            got,
-            (0..6).collect::<Vec<_>>(),
-            "{version:?}: the connected member gets them all"
-        );
-        let mut back =
-            Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id))
-                .await;
-        assert!(
-            back.session_present(),
-            "{version:?}: the offline member kept its session"
-        );
+        assert_eq!(got, (0..6).collect::<Vec<_>>(), "{version:?}: the connected member gets them all");
+        let mut back = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &away_id)).await;
+        assert!(back.session_present(), "{version:?}: the offline member kept its session");
         back.expect_no_message().await;
         back.unsubscribe(&filter).await;
         present.unsubscribe(&filter).await;

@@ -27,16 +27,12 @@ async fn v311_takeover_closes_existing_connection__mqtt_3_1_4_3() {
 #[tokio::test]
 async fn v5_takeover_sends_disconnect_0x8e_to_existing_connection__mqtt_3_1_4_3() {
     let broker = Broker::start();
-    if support::skip_on_mosquitto(
-        &broker,
-        "Mosquitto 2.0.11 closes the old connection without DISCONNECT 0x8E",
-    ) {
+    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 closes the old connection without DISCONNECT 0x8E") {
         return;
     }
     let id = unique("taken");
     let mut old = RawClient::connect(broker.port(), Level::V5).await;
-    old.handshake(&raw::connect(Level::V5, &id, true, 30, None))
-        .await;
+    old.handshake(&raw::connect(Level::V5, &id, true, 30, None)).await;
     let _new = V5Client::connect(v5::options(broker.port(), &id)).await;
     old.expect_disconnect_and_close(0x8E).await;
 }
@@ -47,37 +43,21 @@ async fn takeover_without_clean_start_inherits_session_and_queued_messages__mqtt
     for version in BOTH_VERSIONS {
         let id = unique("inherit");
         let topic = unique("inherit/topic");
-        let options = ClientOptions {
-            manual_acks: true,
-            ..ClientOptions::persistent(version, &id)
-        };
+        let options = ClientOptions { manual_acks: true, ..ClientOptions::persistent(version, &id) };
         let mut old = Client::connect_with(broker.port(), &options).await;
         old.subscribe(&topic, 1).await;
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
-        publisher
-            .publish(&topic, 1, false, "in flight to old")
-            .await;
+        publisher.publish(&topic, 1, false, "in flight to old").await;
         assert_eq!(old.next_message().await.payload, "in flight to old");
 
-        let mut new =
-            Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
-        assert!(
-            new.session_present(),
-            "{version:?}: session present after takeover"
-        );
+        let mut new = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
+        assert!(new.session_present(), "{version:?}: session present after takeover");
         old.wait_closed(EVENT_TIMEOUT).await;
         let redelivered = new.next_message().await;
-        assert_eq!(
-            redelivered.payload, "in flight to old",
-            "{version:?}: unacked message resent"
-        );
+        assert_eq!(redelivered.payload, "in flight to old", "{version:?}: unacked message resent");
         assert!(redelivered.dup);
         publisher.publish(&topic, 1, false, "to new").await;
-        assert_eq!(
-            new.next_message().await.payload,
-            "to new",
-            "{version:?}: subscription inherited"
-        );
+        assert_eq!(new.next_message().await.payload, "to new", "{version:?}: subscription inherited");
     }
 }
 
@@ -87,11 +67,9 @@ async fn takeover_with_clean_start_drops_old_session__mqtt_3_1_2_4() {
     for version in BOTH_VERSIONS {
         let id = unique("fresh");
         let topic = unique("fresh/topic");
-        let mut old =
-            Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
+        let mut old = Client::connect_with(broker.port(), &ClientOptions::persistent(version, &id)).await;
         old.subscribe(&topic, 1).await;
-        let mut new =
-            Client::connect_with(broker.port(), &ClientOptions::clean(version, &id)).await;
+        let mut new = Client::connect_with(broker.port(), &ClientOptions::clean(version, &id)).await;
         assert!(!new.session_present(), "{version:?}");
         old.wait_closed(EVENT_TIMEOUT).await;
         let mut publisher = Client::connect(broker.port(), version, &unique("pub")).await;
@@ -117,24 +95,15 @@ async fn repeated_takeovers_across_shards_keep_one_session__mqtt_3_1_4_3() {
                 let mut next = Client::connect_with(broker.port(), &options).await;
                 assert!(next.session_present(), "{version:?} round {round}");
                 current.wait_closed(EVENT_TIMEOUT).await;
-                publisher
-                    .publish(&topic, 1, false, format!("round {round}"))
-                    .await;
+                publisher.publish(&topic, 1, false, format!("round {round}")).await;
                 // The previous round's message may come again first: taken over before the old client's
                 // PUBACK reached the broker, it is still in flight and is redelivered with DUP [MQTT-4.4.0-1].
                 let mut message = next.next_message().await;
                 if round > 0 && message.payload == format!("round {}", round - 1).as_bytes() {
-                    assert!(
-                        message.dup,
-                        "{version:?} round {round}: a redelivery carries DUP"
-                    );
+                    assert!(message.dup, "{version:?} round {round}: a redelivery carries DUP");
                     message = next.next_message().await;
                 }
-                assert_eq!(
-                    message.payload,
-                    format!("round {round}").as_bytes(),
-                    "{version:?} round {round}"
-                );
+                assert_eq!(message.payload, format!("round {round}").as_bytes(), "{version:?} round {round}");
                 current = next;
             }
         }
@@ -148,17 +117,8 @@ async fn v311_takeover_publishes_will_of_closed_connection__mqtt_3_1_2_8() {
     let will_topic = unique("will/takeover");
     let mut watcher = Client::connect(broker.port(), Version::V311, &unique("watcher")).await;
     watcher.subscribe(&will_topic, 1).await;
-    let will = Will {
-        topic: will_topic.clone(),
-        payload: "old gone".into(),
-        qos: 1,
-        retain: false,
-    };
-    let mut old = Client::connect_with(
-        broker.port(),
-        &ClientOptions::clean(Version::V311, &id).with_will(will),
-    )
-    .await;
+    let will = Will { topic: will_topic.clone(), payload: "old gone".into(), qos: 1, retain: false };
+    let mut old = Client::connect_with(broker.port(), &ClientOptions::clean(Version::V311, &id).with_will(will)).await;
     let _new = Client::connect(broker.port(), Version::V311, &id).await;
     old.wait_closed(EVENT_TIMEOUT).await;
     let message = watcher.next_message().await;

@@ -35,12 +35,8 @@ fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
     };
     // Threads of one name (glommio starts helpers named like their shard) are summed.
     let mut by_name = std::collections::BTreeMap::<String, f64>::new();
-    for stat in
-        tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
-    {
-        if let (Some(name), Some(cpu_secs)) =
-            (thread_name_from_stat(&stat), cpu_secs_from_stat(&stat))
-        {
+    for stat in tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok()) {
+        if let (Some(name), Some(cpu_secs)) = (thread_name_from_stat(&stat), cpu_secs_from_stat(&stat)) {
             *by_name.entry(name).or_default() += cpu_secs;
         }
     }
@@ -127,8 +123,7 @@ impl Samples {
     /// Combines the samples with what loadgen counted: connections, deliveries received while
     /// `measure_start..measure_end` CPU was spent, and pings sent in the warm-up.
     pub fn usage(&self, pid: u32, counters: &Counters) -> BrokerUsage {
-        let (connections, delivered_in_window) =
-            (counters.connections, counters.received_in_window);
+        let (connections, delivered_in_window) = (counters.connections, counters.received_in_window);
         let cpu_secs_measure = (self.measure_end.cpu_secs - self.measure_start.cpu_secs).max(0.0);
         let cpu_secs_warmup = (self.measure_start.cpu_secs - self.warmup_start.cpu_secs).max(0.0);
         let sent_in_warmup = counters.sent - counters.sent_measure - counters.probe_sent;
@@ -137,20 +132,12 @@ impl Samples {
             .threads
             .iter()
             .map(|(name, end)| {
-                let start = self
-                    .warmup_start
-                    .threads
-                    .iter()
-                    .find(|(other, _)| other == name)
-                    .map_or(0.0, |(_, cpu)| *cpu);
+                let start =
+                    self.warmup_start.threads.iter().find(|(other, _)| other == name).map_or(0.0, |(_, cpu)| *cpu);
                 (name.clone(), (end - start).max(0.0))
             })
             .collect();
-        let rss_growth_kib = self
-            .connected
-            .rss_kib
-            .max(self.measure_end.rss_kib)
-            .saturating_sub(self.baseline.rss_kib);
+        let rss_growth_kib = self.connected.rss_kib.max(self.measure_end.rss_kib).saturating_sub(self.baseline.rss_kib);
         BrokerUsage {
             pid,
             rss_baseline_kib: self.baseline.rss_kib,
@@ -160,15 +147,10 @@ impl Samples {
             cpu_secs_measure,
             cpu_secs_per_million_deliveries: (delivered_in_window > 0)
                 .then(|| cpu_secs_measure * 1e6 / delivered_in_window as f64),
-            rss_per_connection_bytes: (connections > 0)
-                .then(|| rss_growth_kib as f64 * 1024.0 / connections as f64),
+            rss_per_connection_bytes: (connections > 0).then(|| rss_growth_kib as f64 * 1024.0 / connections as f64),
             cpu_secs_warmup,
-            cpu_system_secs_warmup: (self.measure_start.system_secs
-                - self.warmup_start.system_secs)
-                .max(0.0),
-            cpu_system_secs_measure: (self.measure_end.system_secs
-                - self.measure_start.system_secs)
-                .max(0.0),
+            cpu_system_secs_warmup: (self.measure_start.system_secs - self.warmup_start.system_secs).max(0.0),
+            cpu_system_secs_measure: (self.measure_end.system_secs - self.measure_start.system_secs).max(0.0),
             cpu_secs_warmup_by_thread,
             cpu_us_per_ping: (counters.pings_warmup > 0 && sent_in_warmup == 0)
                 .then(|| cpu_secs_warmup * 1e6 / counters.pings_warmup as f64),
@@ -198,10 +180,7 @@ mod tests {
 
     #[test]
     fn thread_names_may_hold_spaces_and_parentheses() {
-        assert_eq!(
-            thread_name_from_stat("77 (shard-1 (x)) S 1 2").as_deref(),
-            Some("shard-1 (x)")
-        );
+        assert_eq!(thread_name_from_stat("77 (shard-1 (x)) S 1 2").as_deref(), Some("shard-1 (x)"));
     }
 
     #[test]
@@ -212,28 +191,13 @@ mod tests {
             rss_kib: 1000,
             threads: vec![("shard-0".into(), cpu_secs)],
         };
-        let samples = Samples {
-            warmup_start: at(1.0),
-            measure_start: at(1.5),
-            measure_end: at(2.0),
-            ..Samples::default()
-        };
-        let mut counters = Counters {
-            pings_warmup: 10_000,
-            connections: 100,
-            ..Counters::default()
-        };
+        let samples =
+            Samples { warmup_start: at(1.0), measure_start: at(1.5), measure_end: at(2.0), ..Samples::default() };
+        let mut counters = Counters { pings_warmup: 10_000, connections: 100, ..Counters::default() };
         let usage = samples.usage(1, &counters);
         assert_eq!(usage.cpu_us_per_ping, Some(50.0));
-        assert_eq!(
-            usage.cpu_secs_warmup_by_thread,
-            vec![("shard-0".to_string(), 0.5)]
-        );
+        assert_eq!(usage.cpu_secs_warmup_by_thread, vec![("shard-0".to_string(), 0.5)]);
         counters.sent = 5;
-        assert_eq!(
-            samples.usage(1, &counters).cpu_us_per_ping,
-            None,
-            "sends in the window: not pings alone"
-        );
+        assert_eq!(samples.usage(1, &counters).cpu_us_per_ping, None, "sends in the window: not pings alone");
     }
 }

@@ -10,11 +10,7 @@ use crate::plan::{PlanOptions, Scenario};
 use crate::stamp::STAMP_BYTES;
 
 #[derive(Parser)]
-#[command(
-    name = "loadgen",
-    version,
-    about = "Open-loop MQTT load generator with HdrHistogram latency"
-)]
+#[command(name = "loadgen", version, about = "Open-loop MQTT load generator with HdrHistogram latency")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -182,9 +178,7 @@ impl RunArgs {
 
     pub fn validate(&self, scenario: Scenario) -> Result<(), String> {
         if self.payload_bytes < STAMP_BYTES {
-            return Err(format!(
-                "--payload-bytes must be at least {STAMP_BYTES} (the send stamp)"
-            ));
+            return Err(format!("--payload-bytes must be at least {STAMP_BYTES} (the send stamp)"));
         }
         if !matches!(self.mqtt_version, 3 | 4 | 5) {
             return Err("--mqtt-version must be 3 (3.1.1) or 5".into());
@@ -198,18 +192,10 @@ impl RunArgs {
             && self.reconnect_settle >= 0.0
             && self.probe >= 0.0)
         {
-            return Err(
-                "--rate, --duration, --drain, --reconnect-settle and --probe must be >= 0".into(),
-            );
+            return Err("--rate, --duration, --drain, --reconnect-settle and --probe must be >= 0".into());
         }
-        if scenario == Scenario::Idle
-            && self.publishers.unwrap_or(0) > 0
-            && self.sub_pattern.is_none()
-        {
-            return Err(
-                "idle --publishers send to the devices' --sub-pattern topics: give --sub-pattern"
-                    .into(),
-            );
+        if scenario == Scenario::Idle && self.publishers.unwrap_or(0) > 0 && self.sub_pattern.is_none() {
+            return Err("idle --publishers send to the devices' --sub-pattern topics: give --sub-pattern".into());
         }
         Ok(())
     }
@@ -231,20 +217,13 @@ impl RunArgs {
         }
     }
 
-    pub fn engine_settings(
-        &self,
-        scenario: Scenario,
-        broker: SocketAddr,
-        worker: usize,
-    ) -> EngineSettings {
+    pub fn engine_settings(&self, scenario: Scenario, broker: SocketAddr, worker: usize) -> EngineSettings {
         let (warmup_secs, duration_secs) = self.phases_secs(scenario);
         let source_ip = (self.workers > 1 && broker.ip().is_loopback())
             .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + worker as u8)));
-        let idle_commands = scenario == Scenario::Idle
-            && self.sub_pattern.is_some()
-            && self.publishers.unwrap_or(0) > 0;
-        let has_traffic =
-            idle_commands || !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
+        let idle_commands =
+            scenario == Scenario::Idle && self.sub_pattern.is_some() && self.publishers.unwrap_or(0) > 0;
+        let has_traffic = idle_commands || !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
         let probe = idle_commands && self.reconnect;
         EngineSettings {
             broker,
@@ -254,28 +233,16 @@ impl RunArgs {
             payload_bytes: self.payload_bytes,
             keepalive_secs: self.keepalive,
             clean_start: !self.persistent,
-            session_expiry_secs: if self.persistent {
-                self.session_expiry
-            } else {
-                0
-            },
+            session_expiry_secs: if self.persistent { self.session_expiry } else { 0 },
             connect_concurrency: self.connect_concurrency.max(1),
             connect_timeout_ns: (self.connect_timeout * 1e9) as u64,
             warmup_ns: (warmup_secs * 1e9) as u64,
             duration_ns: (duration_secs * 1e9) as u64,
-            drain_max_ns: if has_traffic {
-                (self.drain * 1e9) as u64
-            } else {
-                0
-            },
+            drain_max_ns: if has_traffic { (self.drain * 1e9) as u64 } else { 0 },
             drain_quiet_ns: 300_000_000,
             reconnect: self.reconnect && scenario == Scenario::Idle,
             publish_after_warmup: scenario == Scenario::Idle,
-            reconnect_settle_ns: if probe {
-                (self.reconnect_settle * 1e9) as u64
-            } else {
-                0
-            },
+            reconnect_settle_ns: if probe { (self.reconnect_settle * 1e9) as u64 } else { 0 },
             probe_ns: if probe { (self.probe * 1e9) as u64 } else { 0 },
         }
     }

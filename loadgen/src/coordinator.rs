@@ -16,17 +16,10 @@ use crate::summary::{MaxStep, RunSummary};
 /// Runs the scenario (once, or as a `--max` search), prints the summary and writes the output files.
 pub fn execute(scenario: Scenario, args: &RunArgs) -> Result<(), String> {
     args.validate(scenario)?;
-    let (summary, report) = if args.max {
-        max_search(scenario, args)?
-    } else {
-        run_once(scenario, args, args.rate)?
-    };
+    let (summary, report) = if args.max { max_search(scenario, args)? } else { run_once(scenario, args, args.rate)? };
     summary.print();
     if let Some(dir) = &args.out {
-        let name = args
-            .name
-            .clone()
-            .unwrap_or_else(|| scenario.name().to_string());
+        let name = args.name.clone().unwrap_or_else(|| scenario.name().to_string());
         let path = summary.write(dir, &name, &report)?;
         println!("  wrote {}", path.display());
     }
@@ -39,9 +32,7 @@ fn max_search(scenario: Scenario, args: &RunArgs) -> Result<(RunSummary, ThreadR
     let mut best: Option<(RunSummary, ThreadReport)> = None;
     for _ in 0..args.max_steps.max(1) {
         let (summary, report) = run_once(scenario, args, rate)?;
-        let passed = summary.lost == 0
-            && summary.latency_us.p99 <= args.max_p99_us
-            && summary.latency_us.count > 0;
+        let passed = summary.lost == 0 && summary.latency_us.p99 <= args.max_p99_us && summary.latency_us.count > 0;
         eprintln!(
             "max search: {rate:.0} msgs/s -> delivered {:.0}/s, p99 {} µs, lost {} ({})",
             summary.delivered_per_sec,
@@ -66,20 +57,13 @@ fn max_search(scenario: Scenario, args: &RunArgs) -> Result<(RunSummary, ThreadR
         Some(best) => best,
         None => run_once(scenario, args, args.rate)?,
     };
-    summary.max_sustainable_rate_per_sec = steps
-        .iter()
-        .filter(|step| step.passed)
-        .map(|step| step.rate_target_per_sec)
-        .reduce(f64::max);
+    summary.max_sustainable_rate_per_sec =
+        steps.iter().filter(|step| step.passed).map(|step| step.rate_target_per_sec).reduce(f64::max);
     summary.max_steps = steps;
     Ok((summary, report))
 }
 
-pub fn run_once(
-    scenario: Scenario,
-    args: &RunArgs,
-    rate_per_sec: f64,
-) -> Result<(RunSummary, ThreadReport), String> {
+pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result<(RunSummary, ThreadReport), String> {
     let broker_addr = args.broker_addr()?;
     let plan = plan::build(&args.plan_options(scenario, rate_per_sec));
     let (warmup_secs, duration_secs) = args.phases_secs(scenario);
@@ -106,14 +90,11 @@ pub fn run_once(
     let pid = args.broker_pid;
     let mut samples = Samples::default();
     if let Some(pid) = pid {
-        samples.baseline = broker_usage::sample(pid)
-            .ok_or_else(|| format!("--broker-pid {pid}: no such process"))?;
+        samples.baseline = broker_usage::sample(pid).ok_or_else(|| format!("--broker-pid {pid}: no such process"))?;
     }
-    let progress: Vec<Arc<Progress>> = (0..args.workers * args.threads)
-        .map(|_| Arc::default())
-        .collect();
-    let printer = (!args.quiet && duration_secs + warmup_secs >= 3.0)
-        .then(|| ProgressPrinter::start(progress.clone(), false));
+    let progress: Vec<Arc<Progress>> = (0..args.workers * args.threads).map(|_| Arc::default()).collect();
+    let printer =
+        (!args.quiet && duration_secs + warmup_secs >= 3.0).then(|| ProgressPrinter::start(progress.clone(), false));
     let (warmup_ns, duration_ns) = ((warmup_secs * 1e9) as u64, (duration_secs * 1e9) as u64);
     let mut sampler: Option<JoinHandle<Vec<Sample>>> = None;
     let engine_settings = args.engine_settings(scenario, broker_addr, 0);
@@ -127,28 +108,20 @@ pub fn run_once(
             if engine_settings.reconnect && engine_settings.probe_ns > 0 {
                 // The end of the post-storm probe (see Engine::reconnect_storm): everyone reconnected again.
                 let storm_start_ns = measure_end_ns + engine_settings.drain_max_ns;
-                times.push(
-                    storm_start_ns + engine_settings.reconnect_settle_ns + engine_settings.probe_ns,
-                );
+                times.push(storm_start_ns + engine_settings.reconnect_settle_ns + engine_settings.probe_ns);
             }
             sampler = Some(spawn_sampler(pid, times));
         }
         Some(t0_ns)
     };
     let mut jobs = split_jobs(plan.specs, args, scenario, broker_addr);
-    let report = if args.workers == 1 {
-        run_job(jobs.remove(0), &progress, start)
-    } else {
-        run_workers(jobs, &progress, start)
-    };
+    let report =
+        if args.workers == 1 { run_job(jobs.remove(0), &progress, start) } else { run_workers(jobs, &progress, start) };
     drop(printer);
     let report = report?;
     summary.absorb(&report, plan.deliveries_per_message);
     if let (Some(pid), Some(sampler)) = (pid, sampler) {
-        let mut taken = sampler
-            .join()
-            .map_err(|_| "broker sampler panicked")?
-            .into_iter();
+        let mut taken = sampler.join().map_err(|_| "broker sampler panicked")?.into_iter();
         samples.warmup_start = taken.next().unwrap_or_default();
         samples.measure_start = taken.next().unwrap_or_default();
         samples.measure_end = taken.next().unwrap_or_default();
@@ -159,12 +132,7 @@ pub fn run_once(
 }
 
 /// One job per worker process, its connections dealt round-robin over its threads.
-fn split_jobs(
-    specs: Vec<ConnSpec>,
-    args: &RunArgs,
-    scenario: Scenario,
-    broker: std::net::SocketAddr,
-) -> Vec<Job> {
+fn split_jobs(specs: Vec<ConnSpec>, args: &RunArgs, scenario: Scenario, broker: std::net::SocketAddr) -> Vec<Job> {
     let mut jobs: Vec<Job> = (0..args.workers)
         .map(|worker| Job {
             settings: args.engine_settings(scenario, broker, worker),

@@ -17,9 +17,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
-use shardmq::protocol::{
-    decode_packet, ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, Publish, QoS, SubAck,
-};
+use shardmq::protocol::{decode_packet, ByteStr, ConnAck, Disconnect, Packet, ProtocolVersion, Publish, QoS, SubAck};
 
 use crate::clock::{now_ns, thread_cpu_ns};
 use crate::histogram::{new_latency_histogram, record_us};
@@ -103,11 +101,7 @@ pub struct DeviceTargets {
 
 impl DeviceTargets {
     pub fn topic(&self, device: u64) -> String {
-        crate::plan::expand(
-            &self.pattern,
-            device as usize,
-            &format!("{}{device}", self.device_prefix),
-        )
+        crate::plan::expand(&self.pattern, device as usize, &format!("{}{device}", self.device_prefix))
     }
 }
 
@@ -249,9 +243,7 @@ struct Conn {
 impl Conn {
     fn new(spec: ConnSpec) -> Conn {
         let (topic, random_state) = match &spec.role {
-            Role::Publisher {
-                topic, publisher, ..
-            } => (ByteStr::from(topic.as_str()), u64::from(*publisher) << 32),
+            Role::Publisher { topic, publisher, .. } => (ByteStr::from(topic.as_str()), u64::from(*publisher) << 32),
             _ => (ByteStr::from(""), 0),
         };
         Conn {
@@ -321,11 +313,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        settings: EngineSettings,
-        specs: Vec<ConnSpec>,
-        progress: Arc<Progress>,
-    ) -> io::Result<Engine> {
+    pub fn new(settings: EngineSettings, specs: Vec<ConnSpec>, progress: Arc<Progress>) -> io::Result<Engine> {
         let poll = Poll::new()?;
         let timer = TimerFd::new(poll.registry(), TIMER_TOKEN)?;
         Ok(Engine {
@@ -371,9 +359,7 @@ impl Engine {
             let mut ready = 0;
             for conn in &self.conns {
                 match conn.state {
-                    State::TcpConnecting | State::AwaitConnAck | State::AwaitSubAck => {
-                        in_progress += 1
-                    }
+                    State::TcpConnecting | State::AwaitConnAck | State::AwaitSubAck => in_progress += 1,
                     State::Ready => ready += 1,
                     _ => {}
                 }
@@ -403,8 +389,7 @@ impl Engine {
                     self.settings.connect_timeout_ns / 1_000_000_000
                 ));
             }
-            self.turn(deadline_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(deadline_ns).map_err(|err| format!("event loop: {err}"))?;
         }
     }
 
@@ -413,9 +398,7 @@ impl Engine {
     pub fn run(mut self, go: &AtomicU64) -> Result<ThreadReport, String> {
         let t0_ns = loop {
             match go.load(Ordering::Acquire) {
-                0 => self
-                    .turn(now_ns() + 5_000_000)
-                    .map_err(|err| format!("event loop: {err}"))?,
+                0 => self.turn(now_ns() + 5_000_000).map_err(|err| format!("event loop: {err}"))?,
                 GO_ABORT => {
                     self.disconnect_all();
                     return Err("run aborted".into());
@@ -425,39 +408,22 @@ impl Engine {
         };
         let measure_start_ns = t0_ns + self.settings.warmup_ns;
         let publish_end_ns = measure_start_ns + self.settings.duration_ns;
-        let publish_start_ns = if self.settings.publish_after_warmup {
-            measure_start_ns
-        } else {
-            t0_ns
-        };
-        self.timeline = Timeline {
-            t0_ns,
-            publish_start_ns,
-            measure_start_ns,
-            publish_end_ns,
-        };
+        let publish_start_ns = if self.settings.publish_after_warmup { measure_start_ns } else { t0_ns };
+        self.timeline = Timeline { t0_ns, publish_start_ns, measure_start_ns, publish_end_ns };
         self.schedule_publishers();
         let cpu_start_ns = thread_cpu_ns();
         while now_ns() < publish_end_ns {
-            self.turn(publish_end_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(publish_end_ns).map_err(|err| format!("event loop: {err}"))?;
         }
         self.drain()?;
         self.counters.loadgen_cpu_us = thread_cpu_ns().saturating_sub(cpu_start_ns) / 1000;
-        let reconnect = if self.settings.reconnect {
-            Some(self.reconnect_storm()?)
-        } else {
-            None
-        };
+        let reconnect = if self.settings.reconnect { Some(self.reconnect_storm()?) } else { None };
         self.disconnect_all();
         self.publish_progress(true);
         let mut report = self.into_report();
         if let Some((connack, first_connect_ns, last_connack_ns)) = reconnect {
-            (
-                report.reconnect_connack,
-                report.reconnect_first_connect_ns,
-                report.reconnect_last_connack_ns,
-            ) = (connack, first_connect_ns, last_connack_ns);
+            (report.reconnect_connack, report.reconnect_first_connect_ns, report.reconnect_last_connack_ns) =
+                (connack, first_connect_ns, last_connack_ns);
         }
         Ok(report)
     }
@@ -469,8 +435,7 @@ impl Engine {
     fn reconnect_storm(&mut self) -> Result<(Histogram<u64>, u64, u64), String> {
         let storm_start_ns = self.timeline.publish_end_ns + self.settings.drain_max_ns;
         while now_ns() < storm_start_ns {
-            self.turn(storm_start_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(storm_start_ns).map_err(|err| format!("event loop: {err}"))?;
         }
         // The probe's timeline is set before reconnecting, so a device that resumes late still accounts it.
         let probe_start_ns = storm_start_ns + self.settings.reconnect_settle_ns;
@@ -496,12 +461,8 @@ impl Engine {
         }
         self.due.clear();
         let saved_connack = std::mem::replace(&mut self.connack, new_latency_histogram());
-        let saved = (
-            self.first_connect_ns,
-            self.last_connack_ns,
-            self.counters.connections,
-            self.counters.sessions_present,
-        );
+        let saved =
+            (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
         self.first_connect_ns = u64::MAX;
         self.last_connack_ns = 0;
         self.reconnecting = true;
@@ -510,17 +471,9 @@ impl Engine {
         established?;
         self.counters.reconnections = self.counters.connections - saved.2;
         self.counters.reconnect_sessions_present = self.counters.sessions_present - saved.3;
-        let storm = (
-            std::mem::replace(&mut self.connack, saved_connack),
-            self.first_connect_ns,
-            self.last_connack_ns,
-        );
-        (
-            self.first_connect_ns,
-            self.last_connack_ns,
-            self.counters.connections,
-            self.counters.sessions_present,
-        ) = saved;
+        let storm = (std::mem::replace(&mut self.connack, saved_connack), self.first_connect_ns, self.last_connack_ns);
+        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) =
+            saved;
         if self.settings.probe_ns > 0 {
             self.probe_devices(probe_start_ns)?;
         }
@@ -533,13 +486,11 @@ impl Engine {
     fn probe_devices(&mut self, probe_start_ns: u64) -> Result<(), String> {
         let (sent_before, delivered_before) = (self.counters.sent, self.counters.delivered);
         while now_ns() < probe_start_ns {
-            self.turn(probe_start_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(probe_start_ns).map_err(|err| format!("event loop: {err}"))?;
         }
         self.schedule_publishers();
         while now_ns() < self.timeline.publish_end_ns {
-            self.turn(self.timeline.publish_end_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(self.timeline.publish_end_ns).map_err(|err| format!("event loop: {err}"))?;
         }
         self.drain()?;
         self.counters.probe_sent = self.counters.sent - sent_before;
@@ -557,26 +508,20 @@ impl Engine {
                 return Ok(());
             }
             let wake_ns = (now + self.settings.drain_quiet_ns / 4).min(drain_end_ns);
-            self.turn(wake_ns)
-                .map_err(|err| format!("event loop: {err}"))?;
+            self.turn(wake_ns).map_err(|err| format!("event loop: {err}"))?;
         }
     }
 
     fn nothing_left_to_send(&self) -> bool {
         self.conns.iter().all(|conn| {
-            conn.state != State::Ready
-                || (conn.queued_bytes() == 0 && conn.inflight == 0 && !conn.waiting_for_room)
+            conn.state != State::Ready || (conn.queued_bytes() == 0 && conn.inflight == 0 && !conn.waiting_for_room)
         })
     }
 
     fn schedule_publishers(&mut self) {
         for (index, conn) in self.conns.iter().enumerate() {
             if let Role::Publisher { offset_ns, .. } = conn.spec.role {
-                self.due.push(Reverse((
-                    self.timeline.publish_start_ns + offset_ns,
-                    Due::Publish,
-                    index,
-                )));
+                self.due.push(Reverse((self.timeline.publish_start_ns + offset_ns, Due::Publish, index)));
             }
         }
     }
@@ -638,8 +583,7 @@ impl Engine {
 
     fn start_connect(&mut self, index: usize) -> Result<(), String> {
         let broker = self.settings.broker;
-        let stream = open_socket(broker, self.settings.source_ip)
-            .map_err(|err| connect_error_text(broker, &err))?;
+        let stream = open_socket(broker, self.settings.source_ip).map_err(|err| connect_error_text(broker, &err))?;
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
         conn.state = State::TcpConnecting;
@@ -651,20 +595,11 @@ impl Engine {
         let stream = conn.stream.as_mut().expect("just set");
         self.poll
             .registry()
-            .register(
-                stream,
-                Token(index),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(stream, Token(index), Interest::READABLE | Interest::WRITABLE)
             .map_err(|err| format!("epoll register: {err}"))
     }
 
-    fn on_socket_event(
-        &mut self,
-        index: usize,
-        readable: bool,
-        writable: bool,
-    ) -> Result<(), String> {
+    fn on_socket_event(&mut self, index: usize, readable: bool, writable: bool) -> Result<(), String> {
         if self.conns[index].state == State::TcpConnecting {
             if !self.check_tcp_connected(index)? {
                 return Ok(());
@@ -724,12 +659,7 @@ impl Engine {
                 return Ok(());
             };
             let read = match stream.read(buffer) {
-                Ok(0) => {
-                    return Err(format!(
-                        "broker closed the connection of {}",
-                        self.conns[index].spec.client_id
-                    ))
-                }
+                Ok(0) => return Err(format!("broker closed the connection of {}", self.conns[index].spec.client_id)),
                 Ok(read) => read,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -750,12 +680,7 @@ impl Engine {
     }
 
     /// Decodes and handles every complete packet at the front of `bytes`, leaving a partial one there.
-    fn handle_packets(
-        &mut self,
-        index: usize,
-        bytes: &mut BytesMut,
-        received_ns: u64,
-    ) -> Result<(), String> {
+    fn handle_packets(&mut self, index: usize, bytes: &mut BytesMut, received_ns: u64) -> Result<(), String> {
         loop {
             match decode_packet(bytes, self.version, PACKET_BYTES_MAX) {
                 Ok(Some(packet)) => self.handle_packet(index, packet, received_ns)?,
@@ -765,30 +690,19 @@ impl Engine {
         }
     }
 
-    fn handle_packet(
-        &mut self,
-        index: usize,
-        packet: Packet,
-        received_ns: u64,
-    ) -> Result<(), String> {
+    fn handle_packet(&mut self, index: usize, packet: Packet, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
         match packet {
             Packet::Publish(publish) => self.on_publish(index, &publish, received_ns)?,
             Packet::ConnAck(connack) => self.on_connack(index, &connack, received_ns)?,
             Packet::SubAck(suback) => self.on_suback(index, &suback)?,
-            Packet::PubAck(_) | Packet::PubComp(_) => {
-                self.on_publish_completed(index, received_ns)?
+            Packet::PubAck(_) | Packet::PubComp(_) => self.on_publish_completed(index, received_ns)?,
+            Packet::PubRec(pubrec) => {
+                packets::encode(&Packet::PubRel(packets::response(pubrec.packet_id)), self.version, &mut conn.out)?
             }
-            Packet::PubRec(pubrec) => packets::encode(
-                &Packet::PubRel(packets::response(pubrec.packet_id)),
-                self.version,
-                &mut conn.out,
-            )?,
-            Packet::PubRel(pubrel) => packets::encode(
-                &Packet::PubComp(packets::response(pubrel.packet_id)),
-                self.version,
-                &mut conn.out,
-            )?,
+            Packet::PubRel(pubrel) => {
+                packets::encode(&Packet::PubComp(packets::response(pubrel.packet_id)), self.version, &mut conn.out)?
+            }
             Packet::PingResp => {
                 self.counters.pongs += 1;
                 let sent_ns = std::mem::take(&mut conn.ping_sent_ns);
@@ -809,12 +723,7 @@ impl Engine {
         Ok(())
     }
 
-    fn on_connack(
-        &mut self,
-        index: usize,
-        connack: &ConnAck,
-        received_ns: u64,
-    ) -> Result<(), String> {
+    fn on_connack(&mut self, index: usize, connack: &ConnAck, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
         if !connack.reason.is_success() {
             return Err(format!(
@@ -824,16 +733,12 @@ impl Engine {
                 connack.reason.0
             ));
         }
-        record_us(
-            &mut self.connack,
-            received_ns.saturating_sub(conn.connect_started_ns) / 1000,
-        );
+        record_us(&mut self.connack, received_ns.saturating_sub(conn.connect_started_ns) / 1000);
         self.last_connack_ns = self.last_connack_ns.max(received_ns);
         self.counters.connections += 1;
         self.counters.sessions_present += u64::from(connack.session_present);
         let receive_maximum = connack.properties.receive_maximum;
-        conn.inflight_max =
-            receive_maximum.map_or(INFLIGHT_MAX, |max| u32::from(max).min(INFLIGHT_MAX));
+        conn.inflight_max = receive_maximum.map_or(INFLIGHT_MAX, |max| u32::from(max).min(INFLIGHT_MAX));
         let filters: &[String] = match &conn.spec.role {
             Role::Subscriber { filter } => std::slice::from_ref(filter),
             Role::Idle { filters } => filters,
@@ -844,11 +749,7 @@ impl Engine {
         if filters.is_empty() || resumed {
             conn.state = State::Ready;
         } else {
-            packets::encode(
-                &packets::subscribe(filters, self.qos),
-                self.version,
-                &mut conn.out,
-            )?;
+            packets::encode(&packets::subscribe(filters, self.qos), self.version, &mut conn.out)?;
             conn.state = State::AwaitSubAck;
         }
         self.schedule_ping(index, received_ns);
@@ -857,11 +758,7 @@ impl Engine {
 
     fn on_suback(&mut self, index: usize, suback: &SubAck) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        if let Some(reason) = suback
-            .reasons
-            .iter()
-            .find(|reason| !reason.is_success() && reason.0 >= 0x80)
-        {
+        if let Some(reason) = suback.reasons.iter().find(|reason| !reason.is_success() && reason.0 >= 0x80) {
             let filter = match &conn.spec.role {
                 Role::Subscriber { filter } => filter.clone(),
                 Role::Idle { filters } => filters.join(" "),
@@ -878,40 +775,29 @@ impl Engine {
         Ok(())
     }
 
-    fn on_publish(
-        &mut self,
-        index: usize,
-        publish: &Publish,
-        received_ns: u64,
-    ) -> Result<(), String> {
+    fn on_publish(&mut self, index: usize, publish: &Publish, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
         match publish.qos {
-            QoS::AtLeastOnce => packets::encode(
-                &Packet::PubAck(packets::response(publish.packet_id)),
-                self.version,
-                &mut conn.out,
-            )?,
-            QoS::ExactlyOnce => packets::encode(
-                &Packet::PubRec(packets::response(publish.packet_id)),
-                self.version,
-                &mut conn.out,
-            )?,
+            QoS::AtLeastOnce => {
+                packets::encode(&Packet::PubAck(packets::response(publish.packet_id)), self.version, &mut conn.out)?
+            }
+            QoS::ExactlyOnce => {
+                packets::encode(&Packet::PubRec(packets::response(publish.packet_id)), self.version, &mut conn.out)?
+            }
             QoS::AtMostOnce => {}
         }
         let Some(stamp) = Stamp::from_payload(&publish.payload) else {
             self.counters.stale += 1;
             return Ok(());
         };
-        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns)
-            || stamp.intended_ns >= self.timeline.publish_end_ns
+        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns
         {
             self.counters.stale += 1;
             return Ok(());
         }
         let publisher = stamp.publisher as usize;
         if conn.trackers.len() <= publisher {
-            conn.trackers
-                .resize(publisher + 1, SequenceTracker::default());
+            conn.trackers.resize(publisher + 1, SequenceTracker::default());
         }
         match conn.trackers[publisher].record(stamp.sequence) {
             Arrival::Duplicate => {
@@ -925,8 +811,7 @@ impl Engine {
         if self.probing {
             return Ok(());
         }
-        let in_window = received_ns >= self.timeline.measure_start_ns
-            && received_ns < self.timeline.publish_end_ns;
+        let in_window = received_ns >= self.timeline.measure_start_ns && received_ns < self.timeline.publish_end_ns;
         self.counters.received_in_window += u64::from(in_window);
         let latency_us = received_ns.saturating_sub(stamp.intended_ns) / 1000;
         if stamp.intended_ns >= self.timeline.measure_start_ns {
@@ -951,27 +836,11 @@ impl Engine {
     /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
     /// is full; then it waits for room and catches up later with the original intended times.
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
-        let (qos, version, payload_bytes, probing) = (
-            self.qos,
-            self.version,
-            self.settings.payload_bytes,
-            self.probing,
-        );
-        let Timeline {
-            publish_start_ns,
-            measure_start_ns,
-            publish_end_ns,
-            ..
-        } = self.timeline;
+        let (qos, version, payload_bytes, probing) =
+            (self.qos, self.version, self.settings.payload_bytes, self.probing);
+        let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
-        let Role::Publisher {
-            publisher,
-            period_ns,
-            offset_ns,
-            ref targets,
-            ..
-        } = conn.spec.role
-        else {
+        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else {
             return Ok(());
         };
         conn.waiting_for_room = false;
@@ -985,9 +854,7 @@ impl Engine {
                 self.due.push(Reverse((intended_ns, Due::Publish, index)));
                 return Ok(());
             }
-            if conn.queued_bytes() >= OUT_BYTES_MAX
-                || (qos != QoS::AtMostOnce && conn.inflight >= conn.inflight_max)
-            {
+            if conn.queued_bytes() >= OUT_BYTES_MAX || (qos != QoS::AtMostOnce && conn.inflight >= conn.inflight_max) {
                 conn.waiting_for_room = true;
                 return Ok(());
             }
@@ -997,25 +864,14 @@ impl Engine {
                 packet_id = conn.next_packet_id;
                 conn.inflight += 1;
             }
-            let stamp = Stamp {
-                publisher,
-                sequence: conn.next_sequence,
-                intended_ns,
-            }
-            .to_bytes();
+            let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
             let topic = match targets {
-                Some(targets) => ByteStr::from(
-                    targets
-                        .topic(next_random(&mut conn.random_state) % targets.devices.max(1))
-                        .as_str(),
-                ),
+                Some(targets) => {
+                    ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str())
+                }
                 None => conn.topic.clone(),
             };
-            packets::encode(
-                &packets::publish(&topic, qos, packet_id, &stamp, payload_bytes),
-                version,
-                &mut conn.out,
-            )?;
+            packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
             conn.next_sequence += 1;
             self.counters.sent += 1;
             self.counters.sent_measure += u64::from(intended_ns >= measure_start_ns && !probing);
@@ -1025,8 +881,7 @@ impl Engine {
     fn schedule_ping(&mut self, index: usize, now: u64) {
         if self.settings.keepalive_secs > 0 {
             let interval_ns = u64::from(self.settings.keepalive_secs) * 1_000_000_000;
-            self.due
-                .push(Reverse((now + interval_ns, Due::Ping, index)));
+            self.due.push(Reverse((now + interval_ns, Due::Ping, index)));
         }
     }
 
@@ -1035,8 +890,7 @@ impl Engine {
         packets::encode(&Packet::PingReq, self.version, &mut conn.out)?;
         conn.ping_sent_ns = now;
         self.counters.pings += 1;
-        self.counters.pings_warmup +=
-            u64::from(now >= self.timeline.t0_ns && now < self.timeline.measure_start_ns);
+        self.counters.pings_warmup += u64::from(now >= self.timeline.t0_ns && now < self.timeline.measure_start_ns);
         self.schedule_ping(index, now);
         Ok(())
     }
@@ -1054,10 +908,7 @@ impl Engine {
                 Err(err) => return Err(format!("write to broker: {err}")),
             }
         }
-        if conn.waiting_for_room
-            && conn.queued_bytes() < OUT_BYTES_MAX / 2
-            && conn.state == State::Ready
-        {
+        if conn.waiting_for_room && conn.queued_bytes() < OUT_BYTES_MAX / 2 && conn.state == State::Ready {
             self.publish_due(index, now_ns())?;
         }
         Ok(())
@@ -1071,13 +922,8 @@ impl Engine {
         if conn.state == State::Ready {
             self.counters.connections_lost += 1;
         }
-        let retry =
-            self.reconnecting && conn.state != State::Ready && conn.retries < STORM_RETRIES_MAX;
-        conn.state = if retry {
-            State::NotStarted
-        } else {
-            State::Closed
-        };
+        let retry = self.reconnecting && conn.state != State::Ready && conn.retries < STORM_RETRIES_MAX;
+        conn.state = if retry { State::NotStarted } else { State::Closed };
         if let Some(mut stream) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut stream);
         }
@@ -1099,9 +945,7 @@ impl Engine {
             if let Some(mut stream) = conn.stream.take() {
                 let mut bytes = BytesMut::new();
                 let disconnect = Packet::Disconnect(Disconnect::default());
-                if conn.state == State::Ready
-                    && packets::encode(&disconnect, self.version, &mut bytes).is_ok()
-                {
+                if conn.state == State::Ready && packets::encode(&disconnect, self.version, &mut bytes).is_ok() {
                     let _ = stream.write(&bytes);
                 }
                 let _ = self.poll.registry().deregister(&mut stream);
@@ -1116,12 +960,8 @@ impl Engine {
             return;
         }
         self.progress_published_ns = now;
-        self.progress
-            .sent
-            .store(self.counters.sent, Ordering::Relaxed);
-        self.progress
-            .delivered
-            .store(self.counters.delivered, Ordering::Relaxed);
+        self.progress.sent.store(self.counters.sent, Ordering::Relaxed);
+        self.progress.delivered.store(self.counters.delivered, Ordering::Relaxed);
         let p99 = if self.measure.is_empty() {
             self.warmup.value_at_quantile(0.99)
         } else {
@@ -1158,11 +998,7 @@ impl Engine {
 
 fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(broker),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let socket = Socket::new(Domain::for_address(broker), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     if let Some(ip) = source_ip {
@@ -1187,9 +1023,7 @@ fn open_socket(broker: SocketAddr, source_ip: Option<IpAddr>) -> io::Result<TcpS
     }
     match socket.connect(&broker.into()) {
         Ok(()) => {}
-        Err(err)
-            if err.raw_os_error() == Some(libc::EINPROGRESS)
-                || err.kind() == io::ErrorKind::WouldBlock => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) || err.kind() == io::ErrorKind::WouldBlock => {}
         Err(err) => return Err(err),
     }
     Ok(TcpStream::from_std(socket.into()))

@@ -75,11 +75,7 @@ fn tail_points(histogram: &Histogram<u64>) -> Vec<(f64, u64)> {
 pub fn hgrm_text(histogram: &Histogram<u64>) -> String {
     use std::fmt::Write;
     let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    );
+    let _ = writeln!(text, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
     let mut total = 0u64;
     for step in histogram.iter_quantiles(5) {
         total += step.count_since_last_iteration();
@@ -95,42 +91,20 @@ pub fn hgrm_text(histogram: &Histogram<u64>) -> String {
                 inverse
             );
         } else {
-            let _ = writeln!(
-                text,
-                "{:12.3} {:2.12} {:10}",
-                step.value_iterated_to() as f64,
-                quantile,
-                total
-            );
+            let _ = writeln!(text, "{:12.3} {:2.12} {:10}", step.value_iterated_to() as f64, quantile, total);
         }
     }
-    let _ = writeln!(
-        text,
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
-        histogram.mean(),
-        histogram.stdev()
-    );
-    let _ = writeln!(
-        text,
-        "#[Max     = {:12.3}, Total count    = {:12}]",
-        histogram.max() as f64,
-        histogram.len()
-    );
-    let _ = writeln!(
-        text,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        histogram.buckets(),
-        histogram.distinct_values()
-    );
+    let _ = writeln!(text, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", histogram.mean(), histogram.stdev());
+    let _ = writeln!(text, "#[Max     = {:12.3}, Total count    = {:12}]", histogram.max() as f64, histogram.len());
+    let _ =
+        writeln!(text, "#[Buckets = {:12}, SubBuckets     = {:12}]", histogram.buckets(), histogram.distinct_values());
     text
 }
 
 /// V2-serialized histogram as lowercase hex, to travel in a JSON line.
 pub fn to_hex(histogram: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
-    V2Serializer::new()
-        .serialize(histogram, &mut bytes)
-        .expect("serializing into a Vec cannot fail");
+    V2Serializer::new().serialize(histogram, &mut bytes).expect("serializing into a Vec cannot fail");
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -142,9 +116,7 @@ pub fn from_hex(text: &str) -> Result<Histogram<u64>, String> {
         .step_by(2)
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).map_err(|err| err.to_string()))
         .collect::<Result<Vec<u8>, String>>()?;
-    Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|err| format!("histogram: {err:?}"))
+    Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(|err| format!("histogram: {err:?}"))
 }
 
 /// Adds `from` into `into` (same bounds by construction, so this cannot fail for our histograms).
@@ -174,12 +146,7 @@ mod tests {
         }
         let text = hgrm_text(&histogram);
         assert!(text.contains("Total count    =         1000"), "{text}");
-        assert!(text
-            .lines()
-            .nth(2)
-            .unwrap()
-            .trim_start()
-            .starts_with("1.000"));
+        assert!(text.lines().nth(2).unwrap().trim_start().starts_with("1.000"));
     }
 
     #[test]
@@ -192,9 +159,6 @@ mod tests {
         assert_eq!(summary.count, 10_000);
         assert!((summary.p50 as i64 - 5000).abs() < 10);
         assert_eq!(summary.percentiles.last().unwrap().1, summary.max);
-        assert!(summary
-            .percentiles
-            .windows(2)
-            .all(|pair| pair[0].1 <= pair[1].1));
+        assert!(summary.percentiles.windows(2).all(|pair| pair[0].1 <= pair[1].1));
     }
 }

@@ -3,8 +3,8 @@
 
 use bytes::{BufMut, BytesMut};
 use shardmq::protocol::{
-    encode_packet, ByteStr, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish,
-    QoS, Subscribe, SubscriptionOptions,
+    encode_packet, ByteStr, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, Subscribe,
+    SubscriptionOptions,
 };
 
 /// Largest packet loadgen accepts from a broker.
@@ -47,52 +47,26 @@ pub fn connect(
 
 /// One SUBSCRIBE carrying every filter, all at `qos`.
 pub fn subscribe(filters: &[String], qos: QoS) -> Packet {
-    let options = SubscriptionOptions {
-        qos,
-        ..SubscriptionOptions::default()
-    };
-    let filters = filters
-        .iter()
-        .map(|filter| (ByteStr::from(filter.as_str()), options.clone()))
-        .collect();
-    Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters,
-        properties: Properties::default(),
-    })
+    let options = SubscriptionOptions { qos, ..SubscriptionOptions::default() };
+    let filters = filters.iter().map(|filter| (ByteStr::from(filter.as_str()), options.clone())).collect();
+    Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() })
 }
 
 /// A PUBLISH whose payload is `stamp` followed by zeros up to `payload_bytes`.
-pub fn publish(
-    topic: &ByteStr,
-    qos: QoS,
-    packet_id: u16,
-    stamp: &[u8],
-    payload_bytes: usize,
-) -> Packet {
+pub fn publish(topic: &ByteStr, qos: QoS, packet_id: u16, stamp: &[u8], payload_bytes: usize) -> Packet {
     let mut payload = BytesMut::with_capacity(payload_bytes.max(stamp.len()));
     payload.put_slice(stamp);
     payload.put_bytes(0, payload_bytes.saturating_sub(stamp.len()));
-    Packet::Publish(Publish {
-        qos,
-        topic: topic.clone(),
-        packet_id,
-        payload: payload.freeze(),
-        ..Publish::default()
-    })
+    Packet::Publish(Publish { qos, topic: topic.clone(), packet_id, payload: payload.freeze(), ..Publish::default() })
 }
 
 pub fn response(packet_id: u16) -> PubResponse {
-    PubResponse {
-        packet_id,
-        ..PubResponse::default()
-    }
+    PubResponse { packet_id, ..PubResponse::default() }
 }
 
 /// Encodes into `out`; the packets above are always valid, so a failure is a bug worth a loud message.
 pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), String> {
-    encode_packet(packet, version, out)
-        .map_err(|err| format!("encoding {:?}: {err}", packet.packet_type()))
+    encode_packet(packet, version, out).map_err(|err| format!("encoding {:?}: {err}", packet.packet_type()))
 }
 
 #[cfg(test)]
@@ -105,18 +79,9 @@ mod tests {
         for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
             let mut out = BytesMut::new();
             let stamp = [9u8; 20];
-            encode(
-                &publish(&ByteStr::from("a/b"), QoS::AtLeastOnce, 7, &stamp, 64),
-                version,
-                &mut out,
-            )
-            .unwrap();
-            let packet = decode_packet(&mut out, version, PACKET_BYTES_MAX)
-                .unwrap()
-                .unwrap();
-            let Packet::Publish(decoded) = packet else {
-                panic!("PUBLISH expected, got {packet:?}")
-            };
+            encode(&publish(&ByteStr::from("a/b"), QoS::AtLeastOnce, 7, &stamp, 64), version, &mut out).unwrap();
+            let packet = decode_packet(&mut out, version, PACKET_BYTES_MAX).unwrap().unwrap();
+            let Packet::Publish(decoded) = packet else { panic!("PUBLISH expected, got {packet:?}") };
             let payload = decoded.payload;
             assert_eq!(payload.len(), 64);
             assert_eq!(&payload[..20], &stamp);

@@ -69,11 +69,8 @@ pub fn build(options: &PlanOptions) -> Plan {
         Scenario::P2p => (options.publishers, options.publishers),
         _ => (options.publishers, options.subscribers),
     };
-    let period_ns = if options.rate_per_sec > 0.0 {
-        publishers as f64 * 1e9 / options.rate_per_sec
-    } else {
-        f64::INFINITY
-    };
+    let period_ns =
+        if options.rate_per_sec > 0.0 { publishers as f64 * 1e9 / options.rate_per_sec } else { f64::INFINITY };
     // Idle publishers command random devices on their own filter's topic.
     let targets = match (options.scenario, &options.sub_pattern) {
         (Scenario::Idle, Some(pattern)) => Some(DeviceTargets {
@@ -91,11 +88,7 @@ pub fn build(options: &PlanOptions) -> Plan {
                 topic: expand(&options.topic, id, &format!("{prefix}-p{id}")),
                 period_ns,
                 // Spread the publishers over one period so their sends do not come in bursts.
-                offset_ns: if period_ns.is_finite() {
-                    (period_ns * id as f64 / publishers as f64) as u64
-                } else {
-                    0
-                },
+                offset_ns: if period_ns.is_finite() { (period_ns * id as f64 / publishers as f64) as u64 } else { 0 },
                 targets: targets.clone(),
             },
         });
@@ -108,27 +101,14 @@ pub fn build(options: &PlanOptions) -> Plan {
     let filter_pattern = options.sub_pattern.clone().unwrap_or(default_filter);
     for id in 0..subscribers {
         let client_id = format!("{prefix}-s{id}");
-        specs.push(ConnSpec {
-            role: Role::Subscriber {
-                filter: expand(&filter_pattern, id, &client_id),
-            },
-            client_id,
-        });
+        specs.push(ConnSpec { role: Role::Subscriber { filter: expand(&filter_pattern, id, &client_id) }, client_id });
     }
     if matches!(options.scenario, Scenario::ConnStorm | Scenario::Idle) {
         for id in 0..options.connections {
             let client_id = format!("{prefix}-c{id}");
-            let own = options
-                .sub_pattern
-                .iter()
-                .map(|pattern| expand(pattern, id, &client_id));
+            let own = options.sub_pattern.iter().map(|pattern| expand(pattern, id, &client_id));
             let shared = (0..options.shared_subs).map(shared_group_filter);
-            specs.push(ConnSpec {
-                role: Role::Idle {
-                    filters: own.chain(shared).collect(),
-                },
-                client_id,
-            });
+            specs.push(ConnSpec { role: Role::Idle { filters: own.chain(shared).collect() }, client_id });
         }
     }
     let deliveries_per_message = match options.scenario {
@@ -137,12 +117,7 @@ pub fn build(options: &PlanOptions) -> Plan {
         Scenario::Idle => u64::from(targets.is_some()),
         Scenario::ConnStorm => 0,
     };
-    Plan {
-        specs,
-        deliveries_per_message,
-        publishers,
-        subscribers,
-    }
+    Plan { specs, deliveries_per_message, publishers, subscribers }
 }
 
 /// The k-th shared group every idle connection joins (`--shared-subs`).
@@ -152,22 +127,14 @@ pub fn shared_group_filter(k: usize) -> String {
 
 /// `{id}` -> the connection's index within its role, `{client_id}` -> its client id.
 pub fn expand(pattern: &str, id: usize, client_id: &str) -> String {
-    pattern
-        .replace("{id}", &id.to_string())
-        .replace("{client_id}", client_id)
+    pattern.replace("{id}", &id.to_string()).replace("{client_id}", client_id)
 }
 
 /// The filter matching every publisher topic of a pattern: each level holding `{id}` becomes `+`.
 fn topic_level_wildcard(pattern: &str) -> String {
     pattern
         .split('/')
-        .map(|level| {
-            if level.contains("{id}") || level.contains("{client_id}") {
-                "+"
-            } else {
-                level
-            }
-        })
+        .map(|level| if level.contains("{id}") || level.contains("{client_id}") { "+" } else { level })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -200,24 +167,11 @@ mod tests {
         let plan = build(&options(Scenario::FanIn));
         assert_eq!(plan.specs.len(), 8);
         assert_eq!(plan.deliveries_per_message, 5);
-        let Role::Subscriber { filter } = &plan.specs[3].role else {
-            panic!("subscriber expected")
-        };
+        let Role::Subscriber { filter } = &plan.specs[3].role else { panic!("subscriber expected") };
         assert_eq!(filter, "t/+/x");
-        let Role::Publisher {
-            topic,
-            period_ns,
-            offset_ns,
-            ..
-        } = &plan.specs[2].role
-        else {
-            panic!()
-        };
+        let Role::Publisher { topic, period_ns, offset_ns, .. } = &plan.specs[2].role else { panic!() };
         assert_eq!(topic, "t/2/x");
-        assert_eq!(
-            *period_ns, 1e7,
-            "300/s over 3 publishers = one every 10 ms each"
-        );
+        assert_eq!(*period_ns, 1e7, "300/s over 3 publishers = one every 10 ms each");
         assert_eq!(*offset_ns, 6_666_666);
     }
 
@@ -226,9 +180,7 @@ mod tests {
         let plan = build(&options(Scenario::P2p));
         assert_eq!(plan.specs.len(), 6);
         assert_eq!(plan.deliveries_per_message, 1);
-        let Role::Subscriber { filter } = &plan.specs[4].role else {
-            panic!()
-        };
+        let Role::Subscriber { filter } = &plan.specs[4].role else { panic!() };
         assert_eq!(filter, "t/1/x");
     }
 
@@ -239,13 +191,8 @@ mod tests {
         opts.publishers = 0;
         let plan = build(&opts);
         assert_eq!(plan.specs.len(), 7);
-        assert_eq!(
-            plan.deliveries_per_message, 1,
-            "a device gets each command sent to it"
-        );
-        let Role::Idle { filters } = &plan.specs[6].role else {
-            panic!()
-        };
+        assert_eq!(plan.deliveries_per_message, 1, "a device gets each command sent to it");
+        let Role::Idle { filters } = &plan.specs[6].role else { panic!() };
         assert_eq!(filters, &["devices/lg-c6/cmd"]);
     }
 
@@ -257,20 +204,9 @@ mod tests {
         let plan = build(&opts);
         assert_eq!(plan.specs.len(), 3 + 7, "3 commanders + 7 devices");
         assert_eq!(plan.deliveries_per_message, 1);
-        let Role::Idle { filters } = &plan.specs[9].role else {
-            panic!()
-        };
-        assert_eq!(
-            filters,
-            &["devices/lg-c6/cmd", "$share/g/fleet/0", "$share/g/fleet/1"]
-        );
-        let Role::Publisher {
-            targets: Some(targets),
-            ..
-        } = &plan.specs[0].role
-        else {
-            panic!("commander expected")
-        };
+        let Role::Idle { filters } = &plan.specs[9].role else { panic!() };
+        assert_eq!(filters, &["devices/lg-c6/cmd", "$share/g/fleet/0", "$share/g/fleet/1"]);
+        let Role::Publisher { targets: Some(targets), .. } = &plan.specs[0].role else { panic!("commander expected") };
         assert_eq!(targets.devices, 7);
         assert_eq!(targets.topic(6), "devices/lg-c6/cmd");
     }
@@ -282,9 +218,6 @@ mod tests {
             let (worker, thread) = placement(index, 3, 2);
             counts[worker][thread] += 1;
         }
-        assert!(
-            counts.iter().flatten().all(|&count| count == 100),
-            "{counts:?}"
-        );
+        assert!(counts.iter().flatten().all(|&count| count == 100), "{counts:?}");
     }
 }

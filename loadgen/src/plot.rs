@@ -13,18 +13,13 @@ const MARGIN_LEFT: f64 = 80.0;
 const MARGIN_RIGHT: f64 = 220.0;
 const MARGIN_TOP: f64 = 40.0;
 const MARGIN_BOTTOM: f64 = 60.0;
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
+const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
 pub fn compare(files: &[PathBuf], svg: Option<PathBuf>) -> Result<(), String> {
     if files.is_empty() {
         return Err("compare needs at least one summary .json".into());
     }
-    let runs = files
-        .iter()
-        .map(|path| RunSummary::read(path))
-        .collect::<Result<Vec<_>, _>>()?;
+    let runs = files.iter().map(|path| RunSummary::read(path)).collect::<Result<Vec<_>, _>>()?;
     print!("{}", table(&runs));
     let svg_path = svg.unwrap_or_else(|| sibling(&files[0], "compare.svg"));
     write_svg(&svg_path, &runs)
@@ -37,8 +32,7 @@ pub fn plot(file: &Path, svg: Option<PathBuf>) -> Result<(), String> {
 }
 
 fn sibling(path: &Path, name: &str) -> PathBuf {
-    path.parent()
-        .map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
+    path.parent().map_or_else(|| PathBuf::from(name), |dir| dir.join(name))
 }
 
 fn write_svg(path: &Path, runs: &[RunSummary]) -> Result<(), String> {
@@ -118,42 +112,19 @@ fn y_of(latency_us: u64, low_exp: f64, high_exp: f64) -> f64 {
 }
 
 pub fn svg(runs: &[RunSummary]) -> String {
-    let curves: Vec<(&RunSummary, &LatencySummary)> = runs
-        .iter()
-        .map(|run| (run, headline_latency(run).1))
-        .collect();
-    let all_points = || {
-        curves
-            .iter()
-            .flat_map(|(_, latency)| latency.percentiles.iter())
-    };
-    let max_percentile = all_points()
-        .map(|(p, _)| *p)
-        .filter(|p| *p < 100.0)
-        .fold(0.0, f64::max);
-    let decades = (1.0 / (1.0 - max_percentile / 100.0))
-        .log10()
-        .ceil()
-        .clamp(2.0, 7.0);
-    let low_exp = all_points()
-        .map(|(_, v)| (*v.max(&1) as f64).log10().floor())
-        .fold(f64::INFINITY, f64::min)
-        .min(6.0);
-    let high_exp = all_points()
-        .map(|(_, v)| (*v.max(&1) as f64).log10().ceil())
-        .fold(0.0, f64::max)
-        .max(low_exp + 1.0);
+    let curves: Vec<(&RunSummary, &LatencySummary)> = runs.iter().map(|run| (run, headline_latency(run).1)).collect();
+    let all_points = || curves.iter().flat_map(|(_, latency)| latency.percentiles.iter());
+    let max_percentile = all_points().map(|(p, _)| *p).filter(|p| *p < 100.0).fold(0.0, f64::max);
+    let decades = (1.0 / (1.0 - max_percentile / 100.0)).log10().ceil().clamp(2.0, 7.0);
+    let low_exp = all_points().map(|(_, v)| (*v.max(&1) as f64).log10().floor()).fold(f64::INFINITY, f64::min).min(6.0);
+    let high_exp = all_points().map(|(_, v)| (*v.max(&1) as f64).log10().ceil()).fold(0.0, f64::max).max(low_exp + 1.0);
     let mut out = String::new();
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="22" font-size="15">Latency by percentile</text>"#,
-        MARGIN_LEFT
-    );
+    let _ = writeln!(out, r#"<text x="{}" y="22" font-size="15">Latency by percentile</text>"#, MARGIN_LEFT);
     draw_axes(&mut out, decades, low_exp, high_exp);
     for (index, (run, latency)) in curves.iter().enumerate() {
         let color = COLORS[index % COLORS.len()];
@@ -161,19 +132,10 @@ pub fn svg(runs: &[RunSummary]) -> String {
             .percentiles
             .iter()
             .filter(|(p, _)| *p < 100.0)
-            .map(|(p, v)| {
-                format!(
-                    "{:.1},{:.1}",
-                    x_of(*p, decades),
-                    y_of(*v, low_exp, high_exp)
-                )
-            })
+            .map(|(p, v)| format!("{:.1},{:.1}", x_of(*p, decades), y_of(*v, low_exp, high_exp)))
             .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            points.join(" ")
-        );
+        let _ =
+            writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
         let legend_y = MARGIN_TOP + 20.0 + index as f64 * 34.0;
         let legend_x = WIDTH - MARGIN_RIGHT + 15.0;
         let _ = writeln!(
@@ -181,13 +143,7 @@ pub fn svg(runs: &[RunSummary]) -> String {
             r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="3"/>"#,
             legend_x + 20.0
         );
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}">{}</text>"#,
-            legend_x + 26.0,
-            legend_y + 4.0,
-            escape(&run.label)
-        );
+        let _ = writeln!(out, r#"<text x="{}" y="{}">{}</text>"#, legend_x + 26.0, legend_y + 4.0, escape(&run.label));
         let detail = format!("{} p99 {} µs", run.scenario, latency.p99);
         let _ = writeln!(
             out,
@@ -213,27 +169,13 @@ fn draw_axes(out: &mut String, decades: f64, low_exp: f64, high_exp: f64) {
     for decade in 0..=decades as u32 {
         let percentile = 100.0 * (1.0 - 10f64.powi(-(decade as i32)));
         let x = x_of(percentile, decades);
-        let label = if decade == 0 {
-            "0%".to_string()
-        } else {
-            format!("{}%", trim_float(percentile))
-        };
-        let _ = writeln!(
-            out,
-            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#ddd"/>"##
-        );
-        let _ = writeln!(
-            out,
-            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"#,
-            bottom + 18.0
-        );
+        let label = if decade == 0 { "0%".to_string() } else { format!("{}%", trim_float(percentile)) };
+        let _ = writeln!(out, r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}" stroke="#ddd"/>"##);
+        let _ = writeln!(out, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"#, bottom + 18.0);
     }
     for exponent in low_exp as i32..=high_exp as i32 {
         let y = y_of(10u64.pow(exponent as u32), low_exp, high_exp);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{left}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="#ddd"/>"##
-        );
+        let _ = writeln!(out, r##"<line x1="{left}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="#ddd"/>"##);
         let _ = writeln!(
             out,
             r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
@@ -261,9 +203,7 @@ fn trim_float(value: f64) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -271,20 +211,10 @@ mod tests {
     use super::*;
 
     fn run(label: &str, p99: u64) -> RunSummary {
-        let mut summary = RunSummary {
-            label: label.into(),
-            scenario: "fan-out".into(),
-            ..RunSummary::default()
-        };
+        let mut summary = RunSummary { label: label.into(), scenario: "fan-out".into(), ..RunSummary::default() };
         summary.latency_us.count = 1000;
         summary.latency_us.p99 = p99;
-        summary.latency_us.percentiles = vec![
-            (0.0, 10),
-            (90.0, 50),
-            (99.0, p99),
-            (99.9, p99 * 2),
-            (100.0, p99 * 3),
-        ];
+        summary.latency_us.percentiles = vec![(0.0, 10), (90.0, 50), (99.0, p99), (99.9, p99 * 2), (100.0, p99 * 3)];
         summary
     }
 

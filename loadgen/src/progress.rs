@@ -32,19 +32,10 @@ impl ProgressPrinter {
             while !stop_seen.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
                 let sent: u64 = sources.iter().map(|p| p.sent.load(Ordering::Relaxed)).sum();
-                let delivered: u64 = sources
-                    .iter()
-                    .map(|p| p.delivered.load(Ordering::Relaxed))
-                    .sum();
-                let p99_us = sources
-                    .iter()
-                    .map(|p| p.p99_us.load(Ordering::Relaxed))
-                    .max()
-                    .unwrap_or(0);
+                let delivered: u64 = sources.iter().map(|p| p.delivered.load(Ordering::Relaxed)).sum();
+                let p99_us = sources.iter().map(|p| p.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0);
                 if as_json {
-                    println!(
-                        r#"{{"progress":{{"sent":{sent},"delivered":{delivered},"p99_us":{p99_us}}}}}"#
-                    );
+                    println!(r#"{{"progress":{{"sent":{sent},"delivered":{delivered},"p99_us":{p99_us}}}}}"#);
                 } else {
                     eprint!(
                         "\r[{:>4}s] sent {:>10}/s  delivered {:>11}/s  total delivered {:>12}  p99 {:>8} µs ",
@@ -62,10 +53,7 @@ impl ProgressPrinter {
                 eprintln!();
             }
         });
-        ProgressPrinter {
-            stop,
-            handle: Some(handle),
-        }
+        ProgressPrinter { stop, handle: Some(handle) }
     }
 }
 

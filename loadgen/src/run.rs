@@ -36,31 +36,25 @@ pub fn run_job(
     for (index, specs) in job.threads.into_iter().enumerate() {
         let (settings, go, ready_tx) = (job.settings.clone(), go.clone(), ready_tx.clone());
         let progress = progress.get(index).cloned().unwrap_or_default();
-        handles.push(std::thread::spawn(
-            move || -> Result<ThreadReport, String> {
-                let mut engine = match Engine::new(settings, specs, progress) {
-                    Ok(engine) => engine,
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(format!("event loop setup: {err}")));
-                        return Err("setup failed".into());
-                    }
-                };
-                let established = engine.establish();
-                let failed = established.is_err();
-                let _ = ready_tx.send(established);
-                if failed {
+        handles.push(std::thread::spawn(move || -> Result<ThreadReport, String> {
+            let mut engine = match Engine::new(settings, specs, progress) {
+                Ok(engine) => engine,
+                Err(err) => {
+                    let _ = ready_tx.send(Err(format!("event loop setup: {err}")));
                     return Err("setup failed".into());
                 }
-                engine.run(&go)
-            },
-        ));
+            };
+            let established = engine.establish();
+            let failed = established.is_err();
+            let _ = ready_tx.send(established);
+            if failed {
+                return Err("setup failed".into());
+            }
+            engine.run(&go)
+        }));
     }
     drop(ready_tx);
-    let outcome = ready_rx
-        .iter()
-        .take(handles.len())
-        .find(Result::is_err)
-        .unwrap_or(Ok(()));
+    let outcome = ready_rx.iter().take(handles.len()).find(Result::is_err).unwrap_or(Ok(()));
     let failure = outcome.as_ref().err().cloned();
     go.store(start(outcome).unwrap_or(GO_ABORT), Ordering::Release);
     let mut reports = Vec::new();
@@ -103,12 +97,8 @@ pub fn merge_reports(reports: Vec<ThreadReport>) -> ThreadReport {
         merged.first_connect_ns = merged.first_connect_ns.min(report.first_connect_ns);
         merged.last_connack_ns = merged.last_connack_ns.max(report.last_connack_ns);
         merge(&mut merged.reconnect_connack, &report.reconnect_connack);
-        merged.reconnect_first_connect_ns = merged
-            .reconnect_first_connect_ns
-            .min(report.reconnect_first_connect_ns);
-        merged.reconnect_last_connack_ns = merged
-            .reconnect_last_connack_ns
-            .max(report.reconnect_last_connack_ns);
+        merged.reconnect_first_connect_ns = merged.reconnect_first_connect_ns.min(report.reconnect_first_connect_ns);
+        merged.reconnect_last_connack_ns = merged.reconnect_last_connack_ns.max(report.reconnect_last_connack_ns);
         merged.first_error = merged.first_error.or(report.first_error);
     }
     merged.sent_by_publisher.sort_unstable();
@@ -172,11 +162,7 @@ impl PortableReport {
 #[serde(rename_all = "snake_case")]
 enum WorkerLine {
     Ready(Result<(), String>),
-    Progress {
-        sent: u64,
-        delivered: u64,
-        p99_us: u64,
-    },
+    Progress { sent: u64, delivered: u64, p99_us: u64 },
     Result(Result<PortableReport, String>),
 }
 
@@ -185,21 +171,16 @@ pub fn worker_main() -> Result<(), String> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let mut next_line = move || lines.next().and_then(Result::ok).unwrap_or_default();
-    let job: Job =
-        serde_json::from_str(&next_line()).map_err(|err| format!("worker job: {err}"))?;
+    let job: Job = serde_json::from_str(&next_line()).map_err(|err| format!("worker job: {err}"))?;
     let progress: Vec<Arc<Progress>> = job.threads.iter().map(|_| Arc::default()).collect();
     let reporter = spawn_progress_lines(progress.clone());
     let result = run_job(job, &progress, |ready| {
         emit(&WorkerLine::Ready(ready.clone()));
         ready.ok()?;
-        next_line()
-            .strip_prefix("go ")
-            .and_then(|t0| t0.trim().parse().ok())
+        next_line().strip_prefix("go ").and_then(|t0| t0.trim().parse().ok())
     });
     reporter.store(true, Ordering::Relaxed);
-    emit(&WorkerLine::Result(
-        result.map(|report| PortableReport::from_report(&report)),
-    ));
+    emit(&WorkerLine::Result(result.map(|report| PortableReport::from_report(&report))));
     Ok(())
 }
 
@@ -209,25 +190,11 @@ fn spawn_progress_lines(progress: Vec<Arc<Progress>>) -> Arc<std::sync::atomic::
     std::thread::spawn(move || {
         while !stop_seen.load(Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            let sent = progress
-                .iter()
-                .map(|p| p.sent.load(Ordering::Relaxed))
-                .sum();
-            let delivered = progress
-                .iter()
-                .map(|p| p.delivered.load(Ordering::Relaxed))
-                .sum();
-            let p99_us = progress
-                .iter()
-                .map(|p| p.p99_us.load(Ordering::Relaxed))
-                .max()
-                .unwrap_or(0);
+            let sent = progress.iter().map(|p| p.sent.load(Ordering::Relaxed)).sum();
+            let delivered = progress.iter().map(|p| p.delivered.load(Ordering::Relaxed)).sum();
+            let p99_us = progress.iter().map(|p| p.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0);
             if !stop_seen.load(Ordering::Relaxed) {
-                emit(&WorkerLine::Progress {
-                    sent,
-                    delivered,
-                    p99_us,
-                });
+                emit(&WorkerLine::Progress { sent, delivered, p99_us });
             }
         }
     });
@@ -304,11 +271,7 @@ fn coordinate_workers(
                     outcome = result;
                 }
             }
-            WorkerLine::Progress {
-                sent,
-                delivered,
-                p99_us,
-            } => {
+            WorkerLine::Progress { sent, delivered, p99_us } => {
                 if let Some(slot) = progress.get(index) {
                     slot.sent.store(sent, Ordering::Relaxed);
                     slot.delivered.store(delivered, Ordering::Relaxed);
@@ -365,18 +328,12 @@ mod tests {
             .map(|chunk| {
                 let portable = PortableReport::from_report(&report_with(chunk));
                 let line = serde_json::to_string(&portable).unwrap();
-                serde_json::from_str::<PortableReport>(&line)
-                    .unwrap()
-                    .into_report()
-                    .unwrap()
+                serde_json::from_str::<PortableReport>(&line).unwrap().into_report().unwrap()
             })
             .collect();
         let merged = merge_reports(parts);
         assert_eq!(merged.measure, single.measure);
         assert_eq!(merged.counters.delivered, 30_000);
-        assert_eq!(
-            merged.measure.value_at_quantile(0.99),
-            single.measure.value_at_quantile(0.99)
-        );
+        assert_eq!(merged.measure.value_at_quantile(0.99), single.measure.value_at_quantile(0.99));
     }
 }

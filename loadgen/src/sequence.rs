@@ -78,10 +78,7 @@ impl SequenceTracker {
     }
 
     fn slot(sequence: u64) -> (usize, u32) {
-        (
-            ((sequence / 64) % WINDOW_WORDS as u64) as usize,
-            (sequence % 64) as u32,
-        )
+        (((sequence / 64) % WINDOW_WORDS as u64) as usize, (sequence % 64) as u32)
     }
 }
 
@@ -100,19 +97,13 @@ mod tests {
     #[test]
     fn in_order_stream_has_no_anomalies() {
         let tracker = feed(&(0..10_000).collect::<Vec<_>>());
-        assert_eq!(
-            (tracker.unique, tracker.duplicates, tracker.out_of_order),
-            (10_000, 0, 0)
-        );
+        assert_eq!((tracker.unique, tracker.duplicates, tracker.out_of_order), (10_000, 0, 0));
     }
 
     #[test]
     fn gaps_count_as_missing_not_as_anomalies() {
         let tracker = feed(&[0, 1, 5, 6, 9]);
-        assert_eq!(
-            (tracker.unique, tracker.duplicates, tracker.out_of_order),
-            (5, 0, 0)
-        );
+        assert_eq!((tracker.unique, tracker.duplicates, tracker.out_of_order), (5, 0, 0));
     }
 
     #[test]
@@ -127,11 +118,7 @@ mod tests {
     fn window_reuse_does_not_mistake_new_sequences_for_duplicates() {
         let mut tracker = SequenceTracker::default();
         for sequence in 0..WINDOW_SEQUENCES * 3 {
-            assert_ne!(
-                tracker.record(sequence),
-                Arrival::Duplicate,
-                "sequence {sequence}"
-            );
+            assert_ne!(tracker.record(sequence), Arrival::Duplicate, "sequence {sequence}");
         }
         assert_eq!(tracker.record(WINDOW_SEQUENCES * 3 - 5), Arrival::Duplicate);
         // A late first arrival just inside the window after a big jump.

@@ -38,11 +38,7 @@ mod tests {
 
     #[test]
     fn stamp_round_trips_and_short_payload_is_rejected() {
-        let stamp = Stamp {
-            publisher: 7,
-            sequence: 1 << 40,
-            intended_ns: 123_456_789_012,
-        };
+        let stamp = Stamp { publisher: 7, sequence: 1 << 40, intended_ns: 123_456_789_012 };
         let mut payload = stamp.to_bytes().to_vec();
         payload.extend_from_slice(&[0; 44]);
         assert_eq!(Stamp::from_payload(&payload), Some(stamp));

@@ -70,11 +70,7 @@ impl RunSummary {
     /// Fills the measured fields from a merged report.
     pub fn absorb(&mut self, report: &ThreadReport, deliveries_per_message: u64) {
         self.counters = report.counters.clone();
-        self.expected = report
-            .sent_by_publisher
-            .iter()
-            .map(|(_, sent)| sent * deliveries_per_message)
-            .sum();
+        self.expected = report.sent_by_publisher.iter().map(|(_, sent)| sent * deliveries_per_message).sum();
         self.lost = self.expected.saturating_sub(report.counters.delivered);
         if self.duration_secs > 0.0 {
             self.sent_per_sec = report.counters.sent_measure as f64 / self.duration_secs;
@@ -84,33 +80,21 @@ impl RunSummary {
         self.warmup_latency_us = LatencySummary::of(&report.warmup);
         self.connack_us = LatencySummary::of(&report.connack);
         self.ping_rtt_us = LatencySummary::of(&report.ping);
-        let connect_window_ns = report
-            .last_connack_ns
-            .saturating_sub(report.first_connect_ns);
+        let connect_window_ns = report.last_connack_ns.saturating_sub(report.first_connect_ns);
         if report.counters.connections > 0 && connect_window_ns > 0 {
-            self.connects_per_sec =
-                report.counters.connections as f64 * 1e9 / connect_window_ns as f64;
+            self.connects_per_sec = report.counters.connections as f64 * 1e9 / connect_window_ns as f64;
         }
         self.reconnect_connack_us = LatencySummary::of(&report.reconnect_connack);
-        let storm_window_ns = report
-            .reconnect_last_connack_ns
-            .saturating_sub(report.reconnect_first_connect_ns);
-        if report.counters.reconnections > 0
-            && storm_window_ns > 0
-            && report.reconnect_first_connect_ns != u64::MAX
-        {
-            self.reconnects_per_sec =
-                report.counters.reconnections as f64 * 1e9 / storm_window_ns as f64;
+        let storm_window_ns = report.reconnect_last_connack_ns.saturating_sub(report.reconnect_first_connect_ns);
+        if report.counters.reconnections > 0 && storm_window_ns > 0 && report.reconnect_first_connect_ns != u64::MAX {
+            self.reconnects_per_sec = report.counters.reconnections as f64 * 1e9 / storm_window_ns as f64;
         }
         self.first_error = report.first_error.clone();
     }
 
     pub fn print(&self) {
         let counters = &self.counters;
-        println!(
-            "{} {} ({}): {} connections",
-            self.label, self.scenario, self.command, counters.connections
-        );
+        println!("{} {} ({}): {} connections", self.label, self.scenario, self.command, counters.connections);
         if counters.sent > 0 || counters.delivered > 0 {
             println!(
                 "  sent {} ({:.0}/s measured)  delivered {} ({:.0}/s received in the measured phase)  expected {}  lost {}  duplicates {}  out-of-order {}",
@@ -188,10 +172,7 @@ impl RunSummary {
             println!("  max sustainable rate: {rate:.0} msgs/s");
         }
         if let Some(error) = &self.first_error {
-            println!(
-                "  warning: {} connection(s) lost; first: {error}",
-                counters.connections_lost
-            );
+            println!("  warning: {} connection(s) lost; first: {error}", counters.connections_lost);
         }
     }
 
@@ -200,8 +181,7 @@ impl RunSummary {
         std::fs::create_dir_all(dir).map_err(|err| format!("create {}: {err}", dir.display()))?;
         let json_path = dir.join(format!("{name}.json"));
         let json = serde_json::to_string_pretty(self).map_err(|err| err.to_string())?;
-        std::fs::write(&json_path, json)
-            .map_err(|err| format!("write {}: {err}", json_path.display()))?;
+        std::fs::write(&json_path, json).map_err(|err| format!("write {}: {err}", json_path.display()))?;
         let phases = [
             ("measure", &report.measure),
             ("warmup", &report.warmup),
@@ -220,10 +200,8 @@ impl RunSummary {
     }
 
     pub fn read(path: &Path) -> Result<RunSummary, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("read {}: {err}", path.display()))?;
-        serde_json::from_str(&text)
-            .map_err(|err| format!("{}: not a loadgen summary: {err}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|err| format!("read {}: {err}", path.display()))?;
+        serde_json::from_str(&text).map_err(|err| format!("{}: not a loadgen summary: {err}", path.display()))
     }
 }
 
@@ -233,12 +211,6 @@ fn print_latency(what: &str, latency: &LatencySummary) {
     }
     println!(
         "  {what} µs: p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}  (n={})",
-        latency.p50,
-        latency.p90,
-        latency.p99,
-        latency.p999,
-        latency.p9999,
-        latency.max,
-        latency.count
+        latency.p50, latency.p90, latency.p99, latency.p999, latency.p9999, latency.max, latency.count
     );
 }

@@ -15,12 +15,7 @@ pub struct TimerFd {
 impl TimerFd {
     pub fn new(registry: &Registry, token: Token) -> io::Result<TimerFd> {
         // SAFETY: plain syscall, the fd is owned by the returned value and closed on drop.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -38,24 +33,14 @@ impl TimerFd {
         }
         self.armed_at_ns = deadline_ns;
         let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
                 tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (deadline_ns % 1_000_000_000).max(1) as libc::c_long,
             },
         };
         // SAFETY: fd is a live timerfd; spec is a valid itimerspec.
-        unsafe {
-            libc::timerfd_settime(
-                self.fd,
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
-        };
+        unsafe { libc::timerfd_settime(self.fd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
     }
 
     /// Consume the expiry so the (edge-triggered) fd can signal again.

@@ -41,15 +41,8 @@ impl Drop for TempDir {
 
 fn shardmq_binary() -> Option<PathBuf> {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let preferred = if cfg!(debug_assertions) {
-        ["debug", "release"]
-    } else {
-        ["release", "debug"]
-    };
-    preferred
-        .iter()
-        .map(|profile| target.join(profile).join("shardmq"))
-        .find(|path| path.exists())
+    let preferred = if cfg!(debug_assertions) { ["debug", "release"] } else { ["release", "debug"] };
+    preferred.iter().map(|profile| target.join(profile).join("shardmq")).find(|path| path.exists())
 }
 
 /// Starts the broker under test, or None (with the reason printed) when the shardmq binary is not built.
@@ -75,19 +68,9 @@ fn start_broker(tag: &str) -> Option<Broker> {
             let _ = tx.send(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("shardmq printed its listening line");
-    let port = line
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.trim().parse().ok())
-        .expect("port in the listening line");
-    Some(Broker {
-        child,
-        port,
-        _dir: dir,
-    })
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("shardmq printed its listening line");
+    let port = line.rsplit(':').next().and_then(|port| port.trim().parse().ok()).expect("port in the listening line");
+    Some(Broker { child, port, _dir: dir })
 }
 
 fn start_mosquitto(dir: TempDir) -> Broker {
@@ -95,30 +78,15 @@ fn start_mosquitto(dir: TempDir) -> Broker {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let config = dir.0.join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mosquitto");
+    std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    let child =
+        Command::new("mosquitto").arg("-c").arg(&config).stderr(Stdio::null()).spawn().expect("spawn mosquitto");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {port}"
-        );
+        assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
+    Broker { child, port, _dir: dir }
 }
 
 /// Runs loadgen with `args` against the broker and returns its JSON summary.
@@ -126,32 +94,20 @@ fn run_loadgen(broker: &Broker, scenario: &str, args: &[&str]) -> Value {
     let out = TempDir::new(&format!("{scenario}-out"));
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .arg(scenario)
-        .args([
-            "--port",
-            &broker.port.to_string(),
-            "--quiet",
-            "--name",
-            "run",
-        ])
+        .args(["--port", &broker.port.to_string(), "--quiet", "--name", "run"])
         .arg("--out")
         .arg(&out.0)
         .args(args)
         .output()
         .expect("run loadgen");
-    assert!(
-        output.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "loadgen failed: {}", String::from_utf8_lossy(&output.stderr));
     assert!(out.0.join("run.json").exists());
     let text = std::fs::read_to_string(out.0.join("run.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn count(summary: &Value, field: &str) -> u64 {
-    summary["counters"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("counters.{field} in {summary}"))
+    summary["counters"][field].as_u64().unwrap_or_else(|| panic!("counters.{field} in {summary}"))
 }
 
 #[test]
@@ -159,20 +115,8 @@ fn fan_out_delivers_every_message_to_every_subscriber_once() {
     let Some(broker) = start_broker("fan-out") else {
         return;
     };
-    let summary = run_loadgen(
-        &broker,
-        "fan-out",
-        &[
-            "--subscribers",
-            "5",
-            "--rate",
-            "400",
-            "--warmup",
-            "0.5",
-            "--duration",
-            "1",
-        ],
-    );
+    let summary =
+        run_loadgen(&broker, "fan-out", &["--subscribers", "5", "--rate", "400", "--warmup", "0.5", "--duration", "1"]);
     // 400/s for 1.5 s on a fixed schedule: exactly 600 sends.
     assert_eq!(count(&summary, "sent"), 600);
     assert_eq!(count(&summary, "delivered"), 3000);
@@ -180,10 +124,7 @@ fn fan_out_delivers_every_message_to_every_subscriber_once() {
     assert_eq!(summary["lost"], 0);
     assert_eq!(count(&summary, "duplicates"), 0);
     assert_eq!(count(&summary, "out_of_order"), 0);
-    assert_eq!(
-        summary["latency_us"]["count"], 2000,
-        "the measured phase holds the last 400 sends x 5"
-    );
+    assert_eq!(summary["latency_us"]["count"], 2000, "the measured phase holds the last 400 sends x 5");
 }
 
 #[test]
@@ -192,35 +133,14 @@ fn open_loop_rate_is_held_within_one_percent() {
         return;
     };
     let started = Instant::now();
-    let summary = run_loadgen(
-        &broker,
-        "p2p",
-        &[
-            "--pairs",
-            "4",
-            "--rate",
-            "3000",
-            "--warmup",
-            "0.5",
-            "--duration",
-            "2",
-        ],
-    );
+    let summary =
+        run_loadgen(&broker, "p2p", &["--pairs", "4", "--rate", "3000", "--warmup", "0.5", "--duration", "2"]);
     let elapsed = started.elapsed();
     let sent_per_sec = summary["sent_per_sec"].as_f64().unwrap();
-    assert!(
-        (sent_per_sec - 3000.0).abs() <= 30.0,
-        "measured send rate {sent_per_sec}"
-    );
+    assert!((sent_per_sec - 3000.0).abs() <= 30.0, "measured send rate {sent_per_sec}");
     let sent = count(&summary, "sent");
-    assert!(
-        (7496..=7500).contains(&sent),
-        "3000/s for 2.5 s, got {sent}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(15),
-        "run bounded in time, took {elapsed:?}"
-    );
+    assert!((7496..=7500).contains(&sent), "3000/s for 2.5 s, got {sent}");
+    assert!(elapsed < Duration::from_secs(15), "run bounded in time, took {elapsed:?}");
     assert_eq!(count(&summary, "delivered"), sent);
 }
 
@@ -229,20 +149,8 @@ fn p2p_qos1_over_mqtt5_is_acknowledged_and_delivered_exactly() {
     let Some(broker) = start_broker("qos1") else {
         return;
     };
-    let args = [
-        "--pairs",
-        "10",
-        "--qos",
-        "1",
-        "--mqtt-version",
-        "5",
-        "--rate",
-        "1000",
-        "--warmup",
-        "0.2",
-        "--duration",
-        "1",
-    ];
+    let args =
+        ["--pairs", "10", "--qos", "1", "--mqtt-version", "5", "--rate", "1000", "--warmup", "0.2", "--duration", "1"];
     let summary = run_loadgen(&broker, "p2p", &args);
     let sent = count(&summary, "sent");
     assert_eq!(sent, 1200);
@@ -268,14 +176,7 @@ fn refused_connection_is_reported_clearly() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "fan-out",
-            "--port",
-            &port.to_string(),
-            "--quiet",
-            "--duration",
-            "1",
-        ])
+        .args(["fan-out", "--port", &port.to_string(), "--quiet", "--duration", "1"])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -288,23 +189,10 @@ fn reconnect_storm_finds_every_persistent_session_again() {
     let Some(broker) = start_broker("reconnect") else {
         return;
     };
-    let args = [
-        "--connections",
-        "200",
-        "--duration",
-        "0.5",
-        "--reconnect",
-        "--persistent",
-        "--mqtt-version",
-        "5",
-    ];
+    let args = ["--connections", "200", "--duration", "0.5", "--reconnect", "--persistent", "--mqtt-version", "5"];
     let summary = run_loadgen(&broker, "idle", &args);
     assert_eq!(count(&summary, "connections"), 200);
-    assert_eq!(
-        count(&summary, "sessions_present"),
-        0,
-        "first connect starts fresh sessions"
-    );
+    assert_eq!(count(&summary, "sessions_present"), 0, "first connect starts fresh sessions");
     assert_eq!(count(&summary, "reconnections"), 200);
     assert_eq!(count(&summary, "reconnect_sessions_present"), 200);
     assert_eq!(summary["reconnect_connack_us"]["count"], 200);
@@ -334,10 +222,7 @@ fn worker_processes_merge_their_counts_and_histograms() {
     assert_eq!(count(&summary, "connections"), 7);
     assert_eq!(count(&summary, "delivered"), 1800);
     assert_eq!(summary["lost"], 0);
-    assert_eq!(
-        summary["latency_us"]["count"], 1200,
-        "both workers' measured histograms merged"
-    );
+    assert_eq!(summary["latency_us"]["count"], 1200, "both workers' measured histograms merged");
 }
 
 #[test]
@@ -374,24 +259,13 @@ fn idle_devices_with_shared_groups_get_commands_and_resumed_sessions_still_deliv
         "1",
     ];
     let summary = run_loadgen(&broker, "idle", &args);
-    assert_eq!(
-        count(&summary, "connections"),
-        202,
-        "200 devices + 2 commanders"
-    );
+    assert_eq!(count(&summary, "connections"), 202, "200 devices + 2 commanders");
     // 200/s for 1 s in the measured phase, then 200/s for 1 s after the storm.
     assert_eq!(count(&summary, "probe_sent"), 200);
     assert_eq!(count(&summary, "sent"), 400);
-    assert_eq!(
-        summary["latency_us"]["count"], 200,
-        "only the measured phase's commands are in the histogram"
-    );
+    assert_eq!(summary["latency_us"]["count"], 200, "only the measured phase's commands are in the histogram");
     assert_eq!(count(&summary, "reconnect_sessions_present"), 202);
-    assert_eq!(
-        count(&summary, "probe_delivered"),
-        200,
-        "resumed sessions (not subscribed again) still deliver"
-    );
+    assert_eq!(count(&summary, "probe_delivered"), 200, "resumed sessions (not subscribed again) still deliver");
     assert_eq!(count(&summary, "delivered"), 400);
     assert_eq!(summary["lost"], 0);
 }
@@ -402,28 +276,11 @@ fn idle_warmup_is_pings_only_and_gives_broker_cpu_per_ping() {
         return;
     };
     let pid = broker.child.id().to_string();
-    let args = [
-        "--connections",
-        "100",
-        "--keepalive",
-        "1",
-        "--warmup",
-        "2.5",
-        "--duration",
-        "0.5",
-        "--broker-pid",
-        &pid,
-    ];
+    let args =
+        ["--connections", "100", "--keepalive", "1", "--warmup", "2.5", "--duration", "0.5", "--broker-pid", &pid];
     let summary = run_loadgen(&broker, "idle", &args);
     let pings_warmup = count(&summary, "pings_warmup");
     // Every connection pings once a second from its CONNACK on: 2 or 3 times in a 2.5 s window.
-    assert!(
-        (200..=300).contains(&pings_warmup),
-        "pings in the warm-up: {pings_warmup}"
-    );
-    assert!(
-        summary["broker"]["cpu_us_per_ping"].as_f64().is_some(),
-        "{}",
-        summary["broker"]
-    );
+    assert!((200..=300).contains(&pings_warmup), "pings in the warm-up: {pings_warmup}");
+    assert!(summary["broker"]["cpu_us_per_ping"].as_f64().is_some(), "{}", summary["broker"]);
 }

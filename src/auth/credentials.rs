@@ -26,10 +26,7 @@ pub struct ScramUser {
 
 impl fmt::Debug for ScramUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramUser")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("ScramUser").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
@@ -51,12 +48,7 @@ impl ScramCredentials {
     /// form clients send.
     pub fn derive(password: &str, salt: &[u8], iterations: u32) -> ScramCredentials {
         let mut salted_password = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
-            password.as_bytes(),
-            salt,
-            iterations,
-            &mut salted_password,
-        );
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt, iterations, &mut salted_password);
         let client_key = hmac_sha256(&salted_password, &[b"Client Key"]);
         ScramCredentials {
             salt: salt.to_vec(),
@@ -69,9 +61,7 @@ impl ScramCredentials {
 
 impl fmt::Debug for ScramCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramCredentials")
-            .field("iterations", &self.iterations)
-            .finish_non_exhaustive()
+        f.debug_struct("ScramCredentials").field("iterations", &self.iterations).finish_non_exhaustive()
     }
 }
 
@@ -95,10 +85,7 @@ impl MemoryCredentialStore {
         for user in users {
             let mut salt = [0u8; SALT_BYTES];
             getrandom::fill(&mut salt).expect("the OS random source works (salts for scram_users)");
-            store.insert(
-                &user.username,
-                ScramCredentials::derive(&user.password, &salt, SCRAM_ITERATIONS),
-            );
+            store.insert(&user.username, ScramCredentials::derive(&user.password, &salt, SCRAM_ITERATIONS));
         }
         store
     }
@@ -125,14 +112,8 @@ mod tests {
     #[test]
     fn users_get_distinct_salts_and_only_derived_keys() {
         let users = [
-            ScramUser {
-                username: "alice".into(),
-                password: "secret".into(),
-            },
-            ScramUser {
-                username: "bob".into(),
-                password: "secret".into(),
-            },
+            ScramUser { username: "alice".into(), password: "secret".into() },
+            ScramUser { username: "bob".into(), password: "secret".into() },
         ];
         let store = MemoryCredentialStore::from_users(&users);
         let alice = store.scram_sha256("alice").expect("alice configured");
@@ -140,19 +121,13 @@ mod tests {
         assert_eq!(alice.iterations, SCRAM_ITERATIONS);
         assert_ne!(alice.salt, bob.salt, "same password, different salts");
         assert_ne!(alice.stored_key, bob.stored_key);
-        assert_eq!(
-            alice,
-            ScramCredentials::derive("secret", &alice.salt, SCRAM_ITERATIONS)
-        );
+        assert_eq!(alice, ScramCredentials::derive("secret", &alice.salt, SCRAM_ITERATIONS));
         assert!(store.scram_sha256("carol").is_none());
     }
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let user = ScramUser {
-            username: "alice".into(),
-            password: "hunter2".into(),
-        };
+        let user = ScramUser { username: "alice".into(), password: "hunter2".into() };
         assert!(!format!("{user:?}").contains("hunter2"));
         let credentials = ScramCredentials::derive("hunter2", b"salt", 1);
         assert!(!format!("{credentials:?}").contains("key"));

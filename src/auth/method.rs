@@ -65,17 +65,11 @@ pub enum FailureKind {
 
 impl AuthFailure {
     pub fn bad_credentials(detail: &'static str) -> AuthFailure {
-        AuthFailure {
-            kind: FailureKind::BadCredentials,
-            detail,
-        }
+        AuthFailure { kind: FailureKind::BadCredentials, detail }
     }
 
     pub fn not_authorized(detail: &'static str) -> AuthFailure {
-        AuthFailure {
-            kind: FailureKind::NotAuthorized,
-            detail,
-        }
+        AuthFailure { kind: FailureKind::NotAuthorized, detail }
     }
 }
 
@@ -110,10 +104,7 @@ impl AuthMethods {
     }
 
     pub fn find(&self, name: &str) -> Option<Rc<dyn AuthMethod>> {
-        self.methods
-            .iter()
-            .find(|method| method.name() == name)
-            .cloned()
+        self.methods.iter().find(|method| method.name() == name).cloned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -155,10 +146,7 @@ mod tests {
         }
         fn proceed(&mut self, client_data: &[u8]) -> Step {
             let user = String::from_utf8_lossy(client_data).into_owned();
-            Step::Success(Authenticated {
-                user,
-                server_data: None,
-            })
+            Step::Success(Authenticated { user, server_data: None })
         }
     }
 
@@ -168,32 +156,20 @@ mod tests {
         assert!(methods.is_empty());
         methods.register(Rc::new(Echo("ECHO")));
         assert!(methods.find("ECHO").is_some());
-        assert!(
-            methods.find("echo").is_none(),
-            "method names are compared exactly"
-        );
+        assert!(methods.find("echo").is_none(), "method names are compared exactly");
         assert!(methods.find("OTHER").is_none());
-        let mut exchange = methods
-            .find("ECHO")
-            .map(|method| method.begin())
-            .expect("registered");
+        let mut exchange = methods.find("ECHO").map(|method| method.begin()).expect("registered");
         assert_eq!(exchange.start(b"hi"), Step::Continue(b"hi".to_vec()));
         assert_eq!(
             exchange.proceed(b"alice"),
-            Step::Success(Authenticated {
-                user: "alice".into(),
-                server_data: None
-            })
+            Step::Success(Authenticated { user: "alice".into(), server_data: None })
         );
     }
 
     #[test]
     fn scram_is_offered_only_when_users_are_configured() {
         assert!(AuthMethods::from_config(&[]).is_empty());
-        let users = [ScramUser {
-            username: "alice".into(),
-            password: "pw".into(),
-        }];
+        let users = [ScramUser { username: "alice".into(), password: "pw".into() }];
         let methods = AuthMethods::from_config(&users);
         assert_eq!(methods.names().collect::<Vec<_>>(), ["SCRAM-SHA-256"]);
     }

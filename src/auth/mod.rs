@@ -14,10 +14,6 @@ mod credentials;
 mod method;
 mod scram;
 
-pub use credentials::{
-    CredentialStore, MemoryCredentialStore, ScramCredentials, ScramUser, SCRAM_ITERATIONS,
-};
-pub use method::{
-    AuthExchange, AuthFailure, AuthMethod, AuthMethods, Authenticated, FailureKind, Step,
-};
+pub use credentials::{CredentialStore, MemoryCredentialStore, ScramCredentials, ScramUser, SCRAM_ITERATIONS};
+pub use method::{AuthExchange, AuthFailure, AuthMethod, AuthMethods, Authenticated, FailureKind, Step};
 pub use scram::{ScramSha256, SCRAM_SHA_256};

@@ -90,9 +90,7 @@ impl AuthExchange for ScramExchange {
     fn start(&mut self, client_data: &[u8]) -> Step {
         if !matches!(self.state, State::AwaitingClientFirst) {
             self.state = State::Done;
-            return Step::Fail(AuthFailure::not_authorized(
-                "SCRAM client-first-message sent twice",
-            ));
+            return Step::Fail(AuthFailure::not_authorized("SCRAM client-first-message sent twice"));
         }
         match self.server_first(client_data) {
             Ok(sent) => {
@@ -110,18 +108,15 @@ impl AuthExchange for ScramExchange {
     fn proceed(&mut self, client_data: &[u8]) -> Step {
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingClientFinal(sent) => match verify_client_final(&sent, client_data) {
-                Ok(server_final) => Step::Success(Authenticated {
-                    user: sent.username,
-                    server_data: Some(server_final.into_bytes()),
-                }),
+                Ok(server_final) => {
+                    Step::Success(Authenticated { user: sent.username, server_data: Some(server_final.into_bytes()) })
+                }
                 Err(failure) => Step::Fail(failure),
             },
-            State::AwaitingClientFirst => Step::Fail(AuthFailure::not_authorized(
-                "SCRAM exchange continued before client-first-message",
-            )),
-            State::Done => Step::Fail(AuthFailure::not_authorized(
-                "SCRAM exchange continued after it ended",
-            )),
+            State::AwaitingClientFirst => {
+                Step::Fail(AuthFailure::not_authorized("SCRAM exchange continued before client-first-message"))
+            }
+            State::Done => Step::Fail(AuthFailure::not_authorized("SCRAM exchange continued after it ended")),
         }
     }
 }
@@ -129,17 +124,10 @@ impl AuthExchange for ScramExchange {
 impl ScramExchange {
     /// Parses client-first-message and builds server-first-message: r=nonce,s=salt,i=iterations.
     fn server_first(&mut self, client_data: &[u8]) -> Result<ServerFirstSent, AuthFailure> {
-        let text = std::str::from_utf8(client_data)
-            .map_err(|_| malformed("client-first-message is not UTF-8"))?;
+        let text = std::str::from_utf8(client_data).map_err(|_| malformed("client-first-message is not UTF-8"))?;
         let first = parse_client_first(text)?;
-        if first
-            .authzid
-            .as_ref()
-            .is_some_and(|authzid| *authzid != first.username)
-        {
-            return Err(AuthFailure::not_authorized(
-                "SCRAM authorization identity differs from the user",
-            ));
+        if first.authzid.as_ref().is_some_and(|authzid| *authzid != first.username) {
+            return Err(AuthFailure::not_authorized("SCRAM authorization identity differs from the user"));
         }
         let (credentials, user_known) = match self.store.scram_sha256(&first.username) {
             Some(credentials) => (credentials, true),
@@ -150,11 +138,7 @@ impl ScramExchange {
             None => random_nonce()?,
         };
         let nonce = format!("{}{server_nonce}", first.client_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            BASE64.encode(&credentials.salt),
-            credentials.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", BASE64.encode(&credentials.salt), credentials.iterations);
         Ok(ServerFirstSent {
             username: first.username,
             gs2_header: first.gs2_header.to_owned(),
@@ -180,52 +164,29 @@ impl ScramExchange {
 
 /// Checks client-final-message (c=, r=, p=) and returns server-final-message (v=ServerSignature).
 fn verify_client_final(sent: &ServerFirstSent, client_data: &[u8]) -> Result<String, AuthFailure> {
-    let text = std::str::from_utf8(client_data)
-        .map_err(|_| malformed("client-final-message is not UTF-8"))?;
+    let text = std::str::from_utf8(client_data).map_err(|_| malformed("client-final-message is not UTF-8"))?;
     // The proof is the last attribute; the AuthMessage covers everything before it.
-    let (without_proof, proof) = text
-        .rsplit_once(",p=")
-        .ok_or(malformed("client-final-message has no proof"))?;
+    let (without_proof, proof) = text.rsplit_once(",p=").ok_or(malformed("client-final-message has no proof"))?;
     let mut attributes = without_proof.split(',');
-    let channel_binding = attribute(attributes.next(), 'c')
-        .ok_or(malformed("client-final-message has no channel binding"))?;
-    let nonce =
-        attribute(attributes.next(), 'r').ok_or(malformed("client-final-message has no nonce"))?;
+    let channel_binding =
+        attribute(attributes.next(), 'c').ok_or(malformed("client-final-message has no channel binding"))?;
+    let nonce = attribute(attributes.next(), 'r').ok_or(malformed("client-final-message has no nonce"))?;
     // With no channel binding, c= carries just the gs2 header ("biws" for "n,,").
     if BASE64.decode(channel_binding).ok().as_deref() != Some(sent.gs2_header.as_bytes()) {
-        return Err(AuthFailure::not_authorized(
-            "SCRAM channel binding does not match the gs2 header",
-        ));
+        return Err(AuthFailure::not_authorized("SCRAM channel binding does not match the gs2 header"));
     }
     if nonce != sent.nonce {
-        return Err(AuthFailure::not_authorized(
-            "SCRAM nonce differs from the server-first-message",
-        ));
+        return Err(AuthFailure::not_authorized("SCRAM nonce differs from the server-first-message"));
     }
-    let proof = BASE64
-        .decode(proof)
-        .map_err(|_| malformed("client proof is not base64"))?;
-    let proof: [u8; 32] = proof
-        .as_slice()
-        .try_into()
-        .map_err(|_| malformed("client proof is not 32 bytes"))?;
-    let auth_message = format!(
-        "{},{},{without_proof}",
-        sent.client_first_bare, sent.server_first
-    );
+    let proof = BASE64.decode(proof).map_err(|_| malformed("client proof is not base64"))?;
+    let proof: [u8; 32] = proof.as_slice().try_into().map_err(|_| malformed("client proof is not 32 bytes"))?;
+    let auth_message = format!("{},{},{without_proof}", sent.client_first_bare, sent.server_first);
     let client_signature = hmac_sha256(&sent.credentials.stored_key, &[auth_message.as_bytes()]);
     let mut client_key = proof;
-    client_key
-        .iter_mut()
-        .zip(client_signature)
-        .for_each(|(byte, signature)| *byte ^= signature);
-    let proof_valid: bool = sha256(&client_key)
-        .ct_eq(&sent.credentials.stored_key)
-        .into();
+    client_key.iter_mut().zip(client_signature).for_each(|(byte, signature)| *byte ^= signature);
+    let proof_valid: bool = sha256(&client_key).ct_eq(&sent.credentials.stored_key).into();
     if !(proof_valid && sent.user_known) {
-        return Err(AuthFailure::bad_credentials(
-            "SCRAM proof does not match (wrong password or unknown user)",
-        ));
+        return Err(AuthFailure::bad_credentials("SCRAM proof does not match (wrong password or unknown user)"));
     }
     let server_signature = hmac_sha256(&sent.credentials.server_key, &[auth_message.as_bytes()]);
     Ok(format!("v={}", BASE64.encode(server_signature)))
@@ -241,58 +202,31 @@ struct ClientFirst<'a> {
 }
 
 fn parse_client_first(text: &str) -> Result<ClientFirst<'_>, AuthFailure> {
-    let (flag, rest) = text
-        .split_once(',')
-        .ok_or(malformed("client-first-message has no gs2 header"))?;
+    let (flag, rest) = text.split_once(',').ok_or(malformed("client-first-message has no gs2 header"))?;
     match flag {
         "n" | "y" => {}
         _ if flag.starts_with("p=") => {
-            return Err(AuthFailure::not_authorized(
-                "SCRAM channel binding is not supported",
-            ))
+            return Err(AuthFailure::not_authorized("SCRAM channel binding is not supported"))
         }
-        _ => {
-            return Err(malformed(
-                "client-first-message has an unknown gs2 channel binding flag",
-            ))
-        }
+        _ => return Err(malformed("client-first-message has an unknown gs2 channel binding flag")),
     }
-    let (authzid, bare) = rest
-        .split_once(',')
-        .ok_or(malformed("client-first-message gs2 header is not closed"))?;
+    let (authzid, bare) = rest.split_once(',').ok_or(malformed("client-first-message gs2 header is not closed"))?;
     let authzid = match authzid {
         "" => None,
-        _ => Some(sasl_name(
-            authzid
-                .strip_prefix("a=")
-                .ok_or(malformed("gs2 authzid without a="))?,
-        )?),
+        _ => Some(sasl_name(authzid.strip_prefix("a=").ok_or(malformed("gs2 authzid without a="))?)?),
     };
     let gs2_header = &text[..text.len() - bare.len()];
     let mut attributes = bare.split(',');
     let first = attributes.next().unwrap_or_default();
     if first.starts_with("m=") {
-        return Err(AuthFailure::not_authorized(
-            "SCRAM mandatory extension is not supported",
-        ));
+        return Err(AuthFailure::not_authorized("SCRAM mandatory extension is not supported"));
     }
-    let username = sasl_name(
-        attribute(Some(first), 'n').ok_or(malformed("client-first-message has no user name"))?,
-    )?;
-    let client_nonce =
-        attribute(attributes.next(), 'r').ok_or(malformed("client-first-message has no nonce"))?;
+    let username = sasl_name(attribute(Some(first), 'n').ok_or(malformed("client-first-message has no user name"))?)?;
+    let client_nonce = attribute(attributes.next(), 'r').ok_or(malformed("client-first-message has no nonce"))?;
     if username.is_empty() || !is_printable_nonce(client_nonce) {
-        return Err(malformed(
-            "client-first-message has an empty user name or an invalid nonce",
-        ));
+        return Err(malformed("client-first-message has an empty user name or an invalid nonce"));
     }
-    Ok(ClientFirst {
-        gs2_header,
-        authzid,
-        bare,
-        username,
-        client_nonce,
-    })
+    Ok(ClientFirst { gs2_header, authzid, bare, username, client_nonce })
 }
 
 /// The value of `name=value` when the attribute has that name.
@@ -320,16 +254,12 @@ fn sasl_name(encoded: &str) -> Result<String, AuthFailure> {
 
 /// A nonce is printable ASCII without ',' (RFC 5802 section 7).
 fn is_printable_nonce(nonce: &str) -> bool {
-    !nonce.is_empty()
-        && nonce
-            .bytes()
-            .all(|byte| (0x21..=0x7E).contains(&byte) && byte != b',')
+    !nonce.is_empty() && nonce.bytes().all(|byte| (0x21..=0x7E).contains(&byte) && byte != b',')
 }
 
 fn random_nonce() -> Result<String, AuthFailure> {
     let mut bytes = [0u8; SERVER_NONCE_BYTES];
-    getrandom::fill(&mut bytes)
-        .map_err(|_| AuthFailure::not_authorized("no random source for the SCRAM nonce"))?;
+    getrandom::fill(&mut bytes).map_err(|_| AuthFailure::not_authorized("no random source for the SCRAM nonce"))?;
     Ok(BASE64.encode(bytes))
 }
 
@@ -339,8 +269,7 @@ fn malformed(detail: &'static str) -> AuthFailure {
 
 /// HMAC-SHA-256 of the concatenated `parts`.
 pub(super) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {
         mac.update(part);
     }

@@ -85,10 +85,7 @@ impl Connections {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
-                self.slots.push(ConnectionSlot {
-                    generation: 0,
-                    connection: None,
-                });
+                self.slots.push(ConnectionSlot { generation: 0, connection: None });
                 u32::try_from(self.slots.len() - 1).expect("more than u32::MAX connections")
             }
         };
@@ -99,37 +96,25 @@ impl Connections {
     }
 
     fn slot_of(conn: ConnId) -> (usize, u32) {
-        (
-            (conn.0 & u64::from(u32::MAX)) as usize,
-            (conn.0 >> 32) as u32,
-        )
+        ((conn.0 & u64::from(u32::MAX)) as usize, (conn.0 >> 32) as u32)
     }
 
     pub fn get(&self, conn: &ConnId) -> Option<&Connection> {
         let (slot, generation) = Self::slot_of(*conn);
-        let entry = self
-            .slots
-            .get(slot)
-            .filter(|entry| entry.generation == generation)?;
+        let entry = self.slots.get(slot).filter(|entry| entry.generation == generation)?;
         entry.connection.as_ref()
     }
 
     pub fn get_mut(&mut self, conn: &ConnId) -> Option<&mut Connection> {
         let (slot, generation) = Self::slot_of(*conn);
-        let entry = self
-            .slots
-            .get_mut(slot)
-            .filter(|entry| entry.generation == generation)?;
+        let entry = self.slots.get_mut(slot).filter(|entry| entry.generation == generation)?;
         entry.connection.as_mut()
     }
 
     /// Takes the connection out; its slot's next connection gets a new generation.
     pub fn remove(&mut self, conn: &ConnId) -> Option<Connection> {
         let (slot, generation) = Self::slot_of(*conn);
-        let entry = self
-            .slots
-            .get_mut(slot)
-            .filter(|entry| entry.generation == generation)?;
+        let entry = self.slots.get_mut(slot).filter(|entry| entry.generation == generation)?;
         let connection = entry.connection.take()?;
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(slot as u32);
@@ -184,9 +169,8 @@ impl Connection {
 
     /// When the keep-alive runs out: 1.5 x the interval after the last packet [MQTT-3.1.2-24].
     pub fn keepalive_deadline(&self) -> Option<Instant> {
-        (self.keepalive_secs > 0).then(|| {
-            self.last_packet_at + Duration::from_millis(u64::from(self.keepalive_secs) * 1500)
-        })
+        (self.keepalive_secs > 0)
+            .then(|| self.last_packet_at + Duration::from_millis(u64::from(self.keepalive_secs) * 1500))
     }
 }
 
@@ -199,11 +183,7 @@ mod tests {
     /// entry an idle connection costs ~120 bytes of core state; its session adds ~250 (session tests).
     #[test]
     fn idle_connection_state_is_small() {
-        assert!(
-            std::mem::size_of::<Connection>() <= 88,
-            "{}",
-            std::mem::size_of::<Connection>()
-        );
+        assert!(std::mem::size_of::<Connection>() <= 88, "{}", std::mem::size_of::<Connection>());
     }
 
     #[test]
@@ -229,15 +209,8 @@ mod tests {
     fn keepalive_deadline_is_one_and_a_half_intervals_mqtt_3_1_2_24() {
         let now = Instant::now();
         let mut connection = Connection::new(now);
-        assert_eq!(
-            connection.keepalive_deadline(),
-            None,
-            "keep-alive 0 disables it"
-        );
+        assert_eq!(connection.keepalive_deadline(), None, "keep-alive 0 disables it");
         connection.keepalive_secs = 10;
-        assert_eq!(
-            connection.keepalive_deadline(),
-            Some(now + Duration::from_secs(15))
-        );
+        assert_eq!(connection.keepalive_deadline(), Some(now + Duration::from_secs(15)));
     }
 }

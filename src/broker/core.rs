@@ -116,16 +116,13 @@ impl ShardCore {
     pub fn open_connection(&mut self, now: Instant) -> ConnId {
         let conn = self.connections.open(Connection::new(now));
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
-        self.timers
-            .insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
+        self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn
     }
 
     /// The connection's protocol level; `None` until it sent CONNECT.
     pub fn protocol_version(&self, conn: ConnId) -> Option<ProtocolVersion> {
-        self.connections
-            .get(&conn)
-            .and_then(|connection| connection.version)
+        self.connections.get(&conn).and_then(|connection| connection.version)
     }
 
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
@@ -155,8 +152,7 @@ impl ShardCore {
     /// Fires due deadlines: connect timeout, keep-alive, will delay, session expiry.
     pub fn tick(&mut self, now: Instant) {
         self.fire_timers(now);
-        self.closing
-            .retain(|_, (closed_at, _)| now.saturating_duration_since(*closed_at).as_secs() < 5);
+        self.closing.retain(|_, (closed_at, _)| now.saturating_duration_since(*closed_at).as_secs() < 5);
     }
 
     /// When `tick` next has work to do.

@@ -37,17 +37,13 @@ impl ShardCore {
         };
         let mut shards = ShardSet::default();
         let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
-        self.interest
-            .matching(&message.topic, &mut shards, |group| {
-                remote_groups.push((group.share.clone(), group.shards.clone()))
-            });
+        self.interest.matching(&message.topic, &mut shards, |group| {
+            remote_groups.push((group.share.clone(), group.shards.clone()))
+        });
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
-                let msg = MeshMessage::Retain {
-                    message: Arc::clone(&message),
-                    deliver: shards.contains(shard),
-                };
+                let msg = MeshMessage::Retain { message: Arc::clone(&message), deliver: shards.contains(shard) };
                 self.actions.push_back(Action::Mesh { to: shard, msg });
             }
         } else {
@@ -73,30 +69,23 @@ impl ShardCore {
         now: Instant,
     ) -> bool {
         let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
-        self.subscriptions
-            .for_each_shared_match(&message.topic, |share| local.push(share.clone()));
+        self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
         local.sort_unstable();
         local.dedup();
         let mut routed = false;
         let mut forwarded: SmallVec<[ByteStr; 2]> = SmallVec::new();
         for (share, shards) in remote {
-            if forwarded.contains(&share)
-                || (local.contains(&share) && self.has_connected_share_member(&share))
-            {
+            if forwarded.contains(&share) || (local.contains(&share) && self.has_connected_share_member(&share)) {
                 continue;
             }
-            let candidates: SmallVec<[usize; 4]> =
-                shards.iter().filter(|&shard| shard != self.shard).collect();
+            let candidates: SmallVec<[usize; 4]> = shards.iter().filter(|&shard| shard != self.shard).collect();
             if candidates.is_empty() {
                 continue;
             }
             self.shared_rotation = self.shared_rotation.wrapping_add(1);
             let to = candidates[self.shared_rotation % candidates.len()];
             forwarded.push(share.clone());
-            let msg = MeshMessage::SharedPublish {
-                message: Arc::clone(message),
-                share,
-            };
+            let msg = MeshMessage::SharedPublish { message: Arc::clone(message), share };
             self.actions.push_back(Action::Mesh { to, msg });
             routed = true;
         }
@@ -109,31 +98,19 @@ impl ShardCore {
 
     fn has_connected_share_member(&self, share: &ByteStr) -> bool {
         let sessions = &self.sessions;
-        self.subscriptions.has_shared_member(share, |key| {
-            sessions
-                .get(key)
-                .is_some_and(|session| session.conn.is_some())
-        })
+        self.subscriptions
+            .has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
     }
 
     /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose
     /// members are all offline queues QoS 1/2 in the chosen member's session).
-    pub(super) fn deliver_to_share_member(
-        &mut self,
-        message: &Arc<Message>,
-        share: &ByteStr,
-        now: Instant,
-    ) {
+    pub(super) fn deliver_to_share_member(&mut self, message: &Arc<Message>, share: &ByteStr, now: Instant) {
         if message.is_expired(now) {
             self.stats.dropped_expired += 1;
             return;
         }
         let sessions = &self.sessions;
-        let connected = |key: SessionKey| {
-            sessions
-                .get(key)
-                .is_some_and(|session| session.conn.is_some())
-        };
+        let connected = |key: SessionKey| sessions.get(key).is_some_and(|session| session.conn.is_some());
         let Some(member) = self.subscriptions.pick_shared_member(share, connected) else {
             self.stats.dropped_no_share_member += 1;
             return;
@@ -156,8 +133,7 @@ impl ShardCore {
             return false;
         }
         let mut matches: SmallVec<[Subscriber; 8]> = SmallVec::new();
-        self.subscriptions
-            .for_each_match(&message.topic, |subscriber| matches.push(*subscriber));
+        self.subscriptions.for_each_match(&message.topic, |subscriber| matches.push(*subscriber));
         if matches.is_empty() {
             return false;
         }
@@ -175,20 +151,12 @@ impl ShardCore {
 
     /// Merges one session's matching subscriptions into its single copy, or `None` when No Local
     /// excludes every one of them [MQTT-3.8.3-3].
-    fn delivery_for(
-        &self,
-        subscriptions: &[Subscriber],
-        message: &Arc<Message>,
-    ) -> Option<Delivery> {
+    fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
         let session = self.sessions.get(subscriptions[0].session)?;
-        let own_message = message.origin.shard == self.shard
-            && message.origin.conn.is_some()
-            && message.origin.conn == session.conn;
+        let own_message =
+            message.origin.shard == self.shard && message.origin.conn.is_some() && message.origin.conn == session.conn;
         let mut delivery: Option<Delivery> = None;
-        for subscription in subscriptions
-            .iter()
-            .filter(|sub| !(sub.options.no_local && own_message))
-        {
+        for subscription in subscriptions.iter().filter(|sub| !(sub.options.no_local && own_message)) {
             let qos = subscription.options.qos.min(message.qos);
             // Retain is cleared on forwarding unless Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
             let retain = message.retain && subscription.options.retain_as_published;
@@ -226,15 +194,10 @@ impl ShardCore {
         }
         let delivery = match conn {
             Some(_) => delivery,
-            None => Delivery {
-                message: self.offline_message(&delivery.message),
-                ..delivery
-            },
+            None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
         };
-        let (messages_max, bytes_max) = (
-            self.settings.session_queue_messages_max,
-            self.settings.session_queue_bytes_max,
-        );
+        let (messages_max, bytes_max) =
+            (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -273,12 +236,7 @@ impl ShardCore {
         let Some(connection) = self.connections.get(&conn) else {
             return;
         };
-        let window = usize::from(
-            connection
-                .client_receive_maximum
-                .min(self.settings.max_inflight)
-                .max(1),
-        );
+        let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
         loop {
             let Some(session) = self.sessions.get_mut(key) else {
                 return;
@@ -323,37 +281,19 @@ pub(crate) mod tests {
 
     pub(crate) fn message_on(topic: &str, payload: &str) -> Arc<Message> {
         let payload = Bytes::copy_from_slice(payload.as_bytes());
-        let origin = Origin {
-            shard: 0,
-            conn: None,
-        };
-        Message::new(
-            ByteStr::from(topic),
-            payload,
-            QoS::AtLeastOnce,
-            true,
-            Properties::default(),
-            None,
-            origin,
-        )
-        .expect("encodable")
+        let origin = Origin { shard: 0, conn: None };
+        Message::new(ByteStr::from(topic), payload, QoS::AtLeastOnce, true, Properties::default(), None, origin)
+            .expect("encodable")
     }
 
     pub(crate) fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            message: message_on("t", "payload"),
-            qos,
-            retain: false,
-            subscription_ids: SmallVec::new(),
-        }
+        Delivery { message: message_on("t", "payload"), qos, retain: false, subscription_ids: SmallVec::new() }
     }
 
     #[test]
     fn offline_queue_keeps_an_owned_copy_not_the_read_buffer() {
         use crate::broker::{BrokerSettings, ShardCore};
-        use crate::protocol::{
-            Connect, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions,
-        };
+        use crate::protocol::{Connect, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions};
         use std::time::Instant;
 
         let now = Instant::now();
@@ -372,15 +312,9 @@ pub(crate) mod tests {
         };
         let subscriber = core.open_connection(now);
         core.handle_packet(subscriber, connect("sleeper"), now);
-        let options = SubscriptionOptions {
-            qos: QoS::AtLeastOnce,
-            ..SubscriptionOptions::default()
-        };
-        let subscribe = Subscribe {
-            packet_id: 1,
-            filters: vec![(ByteStr::from("t"), options)],
-            ..Subscribe::default()
-        };
+        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
+        let subscribe =
+            Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
         core.handle_packet(subscriber, Packet::Subscribe(subscribe), now);
         core.connection_lost(subscriber, now);
 
@@ -397,16 +331,9 @@ pub(crate) mod tests {
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
         let key = core.sessions.find("sleeper").expect("session kept");
-        let queued = &core
-            .sessions
-            .get(key)
-            .and_then(|session| session.traffic())
-            .expect("queued")
-            .queue[0]
-            .message;
+        let queued = &core.sessions.get(key).and_then(|session| session.traffic()).expect("queued").queue[0].message;
         assert!(queued.owned);
-        let buffer_range =
-            read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
+        let buffer_range = read_buffer.as_ptr() as usize..read_buffer.as_ptr() as usize + read_buffer.len();
         assert!(!buffer_range.contains(&(queued.payload.as_ptr() as usize)));
         assert_eq!(&queued.payload[..], &read_buffer[100..200]);
     }

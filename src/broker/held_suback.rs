@@ -59,11 +59,7 @@ impl ShardCore {
             *acked = (*acked).max(seq);
         }
         let acked = self.interest_seq_acked();
-        while self
-            .held_subacks
-            .front()
-            .is_some_and(|held| held.needs_seq <= acked)
-        {
+        while self.held_subacks.front().is_some_and(|held| held.needs_seq <= acked) {
             if let Some(held) = self.held_subacks.pop_front() {
                 self.release_suback(held, now);
             }
@@ -71,36 +67,17 @@ impl ShardCore {
     }
 
     fn release_suback(&mut self, held: HeldSubAck, now: Instant) {
-        let HeldSubAck {
-            conn,
-            session,
-            suback,
-            retained,
-            subscription_id,
-            ..
-        } = held;
-        let still_attached = self
-            .connections
-            .get(&conn)
-            .and_then(|connection| connection.phase.session_key())
-            == Some(session);
+        let HeldSubAck { conn, session, suback, retained, subscription_id, .. } = held;
+        let still_attached =
+            self.connections.get(&conn).and_then(|connection| connection.phase.session_key()) == Some(session);
         if !still_attached {
             return;
         }
         self.send(conn, &Packet::SubAck(suback));
         for (message, granted) in retained {
             // Retained messages are sent with RETAIN set [MQTT-3.3.1-8].
-            let subscription_ids = if subscription_id == 0 {
-                smallvec![]
-            } else {
-                smallvec![subscription_id]
-            };
-            let delivery = Delivery {
-                qos: granted.min(message.qos),
-                retain: true,
-                subscription_ids,
-                message,
-            };
+            let subscription_ids = if subscription_id == 0 { smallvec![] } else { smallvec![subscription_id] };
+            let delivery = Delivery { qos: granted.min(message.qos), retain: true, subscription_ids, message };
             self.deliver_to_session(session, delivery, now);
         }
     }

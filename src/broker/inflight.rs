@@ -54,11 +54,7 @@ impl Inflight {
     pub fn push(&mut self, delivery: Delivery) -> Option<u16> {
         debug_assert!(delivery.qos != QoS::AtMostOnce);
         let packet_id = self.allocate_packet_id()?;
-        self.entries.push_back(InflightEntry {
-            packet_id,
-            state: InflightState::Sent,
-            delivery,
-        });
+        self.entries.push_back(InflightEntry { packet_id, state: InflightState::Sent, delivery });
         Some(packet_id)
     }
 
@@ -95,16 +91,8 @@ impl Inflight {
         self.remove_where(packet_id, |_| true)
     }
 
-    fn remove_where(
-        &mut self,
-        packet_id: u16,
-        accept: impl Fn(&InflightEntry) -> bool,
-    ) -> AckOutcome {
-        match self
-            .entries
-            .iter()
-            .position(|entry| entry.packet_id == packet_id && accept(entry))
-        {
+    fn remove_where(&mut self, packet_id: u16, accept: impl Fn(&InflightEntry) -> bool) -> AckOutcome {
+        match self.entries.iter().position(|entry| entry.packet_id == packet_id && accept(entry)) {
             Some(index) => {
                 self.entries.remove(index);
                 AckOutcome::Done
@@ -121,11 +109,7 @@ impl Inflight {
         loop {
             self.last_packet_id = self.last_packet_id.wrapping_add(1).max(1);
             let candidate = self.last_packet_id;
-            if !self
-                .entries
-                .iter()
-                .any(|entry| entry.packet_id == candidate)
-            {
+            if !self.entries.iter().any(|entry| entry.packet_id == candidate) {
                 return Some(candidate);
             }
         }
@@ -139,22 +123,11 @@ mod tests {
 
     #[test]
     fn packet_ids_are_nonzero_unique_and_wrap_mqtt_2_2_1_3() {
-        let mut inflight = Inflight {
-            last_packet_id: u16::MAX - 1,
-            ..Inflight::default()
-        };
+        let mut inflight = Inflight { last_packet_id: u16::MAX - 1, ..Inflight::default() };
         assert_eq!(inflight.push(delivery(QoS::AtLeastOnce)), Some(u16::MAX));
-        assert_eq!(
-            inflight.push(delivery(QoS::AtLeastOnce)),
-            Some(1),
-            "0 is skipped on wrap"
-        );
+        assert_eq!(inflight.push(delivery(QoS::AtLeastOnce)), Some(1), "0 is skipped on wrap");
         inflight.last_packet_id = u16::MAX - 1;
-        assert_eq!(
-            inflight.push(delivery(QoS::AtLeastOnce)),
-            Some(2),
-            "ids in use are skipped"
-        );
+        assert_eq!(inflight.push(delivery(QoS::AtLeastOnce)), Some(2), "ids in use are skipped");
     }
 
     #[test]
@@ -162,11 +135,7 @@ mod tests {
         let mut inflight = Inflight::default();
         let id = inflight.push(delivery(QoS::AtLeastOnce)).expect("id");
         assert_eq!(inflight.pubcomp(id), AckOutcome::UnknownPacketId);
-        assert_eq!(
-            inflight.pubrec(id),
-            AckOutcome::UnknownPacketId,
-            "PUBREC is for QoS 2"
-        );
+        assert_eq!(inflight.pubrec(id), AckOutcome::UnknownPacketId, "PUBREC is for QoS 2");
         assert_eq!(inflight.puback(id), AckOutcome::Done);
         assert_eq!(inflight.puback(id), AckOutcome::UnknownPacketId);
         assert_eq!(inflight.len(), 0);
@@ -178,23 +147,10 @@ mod tests {
         let first = inflight.push(delivery(QoS::ExactlyOnce)).expect("id");
         let second = inflight.push(delivery(QoS::ExactlyOnce)).expect("id");
         assert_eq!(inflight.puback(first), AckOutcome::UnknownPacketId);
-        assert_eq!(
-            inflight.pubcomp(first),
-            AckOutcome::UnknownPacketId,
-            "PUBCOMP before PUBREC"
-        );
+        assert_eq!(inflight.pubcomp(first), AckOutcome::UnknownPacketId, "PUBCOMP before PUBREC");
         assert_eq!(inflight.pubrec(first), AckOutcome::Done);
-        assert_eq!(
-            inflight.iter().next().map(|entry| entry.state),
-            Some(InflightState::Released)
-        );
+        assert_eq!(inflight.iter().next().map(|entry| entry.state), Some(InflightState::Released));
         assert_eq!(inflight.pubcomp(first), AckOutcome::Done);
-        assert_eq!(
-            inflight
-                .iter()
-                .map(|entry| entry.packet_id)
-                .collect::<Vec<_>>(),
-            vec![second]
-        );
+        assert_eq!(inflight.iter().map(|entry| entry.packet_id).collect::<Vec<_>>(), vec![second]);
     }
 }

@@ -44,9 +44,7 @@ impl ShardSet {
     }
 
     pub fn contains(&self, shard: ShardId) -> bool {
-        self.words
-            .get(shard / 64)
-            .is_some_and(|word| word & (1 << (shard % 64)) != 0)
+        self.words.get(shard / 64).is_some_and(|word| word & (1 << (shard % 64)) != 0)
     }
 
     pub fn union_with(&mut self, other: &ShardSet) {
@@ -60,9 +58,7 @@ impl ShardSet {
 
     pub fn iter(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.words.iter().enumerate().flat_map(|(index, &word)| {
-            (0..64)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| index * 64 + bit)
+            (0..64).filter(move |bit| word & (1 << bit) != 0).map(move |bit| index * 64 + bit)
         })
     }
 }
@@ -99,11 +95,7 @@ impl InterestTrie {
     pub fn add(&mut self, filter: &ByteStr, shard: ShardId) {
         match parse_shared_subscription(filter) {
             Ok(Some(shared)) => {
-                let groups = self
-                    .filters
-                    .value_or_default(shared.filter)
-                    .groups
-                    .get_or_insert_with(Box::default);
+                let groups = self.filters.value_or_default(shared.filter).groups.get_or_insert_with(Box::default);
                 match groups.iter_mut().find(|group| group.share == *filter) {
                     Some(group) => {
                         group.shards.insert(shard);
@@ -111,10 +103,7 @@ impl InterestTrie {
                     None => {
                         let mut shards = ShardSet::default();
                         shards.insert(shard);
-                        groups.push(GroupInterest {
-                            share: filter.clone(),
-                            shards,
-                        });
+                        groups.push(GroupInterest { share: filter.clone(), shards });
                     }
                 }
             }
@@ -151,19 +140,10 @@ impl InterestTrie {
 
     /// Adds to `shards` every shard with a plain subscription matching `topic`, and calls `group` for every
     /// shared-subscription group matching it.
-    pub fn matching(
-        &self,
-        topic: &str,
-        shards: &mut ShardSet,
-        mut group: impl FnMut(&GroupInterest),
-    ) {
+    pub fn matching(&self, topic: &str, shards: &mut ShardSet, mut group: impl FnMut(&GroupInterest)) {
         self.filters.for_each_match(topic, |interest| {
             shards.union_with(&interest.shards);
-            interest
-                .groups
-                .iter()
-                .flat_map(|groups| groups.iter())
-                .for_each(&mut group);
+            interest.groups.iter().flat_map(|groups| groups.iter()).for_each(&mut group);
         });
     }
 
@@ -202,17 +182,11 @@ mod tests {
         assert_eq!(shards_for(&interest, "a/b"), vec![3]);
         assert_eq!(
             groups_for(&interest, "a/b"),
-            vec![
-                ("$share/g/a/+".into(), vec![1, 2]),
-                ("$share/h/a/#".into(), vec![2])
-            ]
+            vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]
         );
         interest.remove(&"$share/g/a/+".into(), 1);
         interest.remove(&"$share/h/a/#".into(), 2);
-        assert_eq!(
-            groups_for(&interest, "a/b"),
-            vec![("$share/g/a/+".into(), vec![2])]
-        );
+        assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![2])]);
         interest.remove(&"$share/g/a/+".into(), 2);
         interest.remove(&"a/b".into(), 3);
         assert_eq!(interest.node_count(), 1);

@@ -43,16 +43,9 @@ impl CloseReason {
     fn disconnect(&self) -> Option<(ReasonCode, Cow<'static, str>)> {
         match self {
             CloseReason::ProtocolError { reason, detail } => Some((*reason, detail.clone())),
-            CloseReason::KeepAliveTimeout => {
-                Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into()))
-            }
-            CloseReason::TakenOver => {
-                Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into()))
-            }
-            CloseReason::ServerShutdown => Some((
-                ReasonCode::SERVER_SHUTTING_DOWN,
-                "server shutting down".into(),
-            )),
+            CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
+            CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
+            CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
             _ => None,
         }
     }
@@ -72,12 +65,8 @@ impl fmt::Display for CloseReason {
     /// The reason as an operator reads it in the disconnect log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CloseReason::SocketClosed => {
-                f.write_str("connection closed by the client or the network")
-            }
-            CloseReason::ClientDisconnect {
-                publish_will: false,
-            } => f.write_str("client sent DISCONNECT"),
+            CloseReason::SocketClosed => f.write_str("connection closed by the client or the network"),
+            CloseReason::ClientDisconnect { publish_will: false } => f.write_str("client sent DISCONNECT"),
             CloseReason::ClientDisconnect { publish_will: true } => {
                 f.write_str("client sent DISCONNECT with will (0x04)")
             }
@@ -89,9 +78,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::ConnectRefused => f.write_str("CONNECT refused"),
             CloseReason::ConnectTimeout => f.write_str("no CONNECT within connect_timeout_secs"),
-            CloseReason::KeepAliveTimeout => {
-                f.write_str("keep alive timeout (1.5 x keep alive without a packet)")
-            }
+            CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
         }
@@ -102,11 +89,7 @@ impl ShardCore {
     /// Ends the connection: final DISCONNECT (v5, after CONNACK), `Close` action (unless the socket is
     /// already gone), and the session is detached.
     pub(super) fn end_connection(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
-        let Some(phase) = self
-            .connections
-            .get(&conn)
-            .map(|connection| connection.phase)
-        else {
+        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else {
             return;
         };
         if let (Phase::Connected(_), Some((code, detail))) = (phase, reason.disconnect()) {
@@ -155,18 +138,13 @@ impl ShardCore {
         let Some(connection) = self.connections.remove(&conn) else {
             return;
         };
-        debug_assert_eq!(
-            connection.phase,
-            Phase::AwaitingConnect,
-            "only unconnected connections move"
-        );
+        debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
         self.enhanced_auth.remove(&conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
-        let connect_deadline = connection.last_packet_at
-            + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
-        self.timers
-            .cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
+        let connect_deadline =
+            connection.last_packet_at + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
+        self.timers.cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
     }
 
     /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
@@ -185,8 +163,7 @@ impl ShardCore {
             } else {
                 let publish_at = now + Duration::from_secs(u64::from(will.delay_secs));
                 will.publish_at = Some(publish_at);
-                self.timers
-                    .insert(now, publish_at, TimerKey::WillDelay(key));
+                self.timers.insert(now, publish_at, TimerKey::WillDelay(key));
             }
         }
         match expiry_secs {
@@ -197,28 +174,17 @@ impl ShardCore {
                 if let Some(session) = self.sessions.get_mut(key) {
                     session.expires_at = Some(expires_at);
                 }
-                self.timers
-                    .insert(now, expires_at, TimerKey::SessionExpiry(key));
+                self.timers.insert(now, expires_at, TimerKey::SessionExpiry(key));
             }
         }
     }
 
     /// Publishes the session's pending will, if any.
     pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
-        let Some(will) = self
-            .sessions
-            .get_mut(key)
-            .and_then(|session| session.will.take())
-        else {
+        let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else {
             return;
         };
-        match will.into_message(
-            Origin {
-                shard: self.shard,
-                conn: None,
-            },
-            now,
-        ) {
+        match will.into_message(Origin { shard: self.shard, conn: None }, now) {
             Ok(message) => {
                 self.route_published(message, now);
             }
@@ -246,9 +212,7 @@ impl ShardCore {
         match self.subscriptions.unsubscribe(filter, key) {
             Some(last_on_shard) => {
                 if last_on_shard {
-                    self.broadcast(|| MeshMessage::InterestRemoved {
-                        filter: filter.clone(),
-                    });
+                    self.broadcast(|| MeshMessage::InterestRemoved { filter: filter.clone() });
                 }
                 true
             }
@@ -259,10 +223,7 @@ impl ShardCore {
     /// Queues `make()` for every other shard.
     pub(super) fn broadcast(&mut self, make: impl Fn() -> MeshMessage) {
         for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
-            self.actions.push_back(Action::Mesh {
-                to: shard,
-                msg: make(),
-            });
+            self.actions.push_back(Action::Mesh { to: shard, msg: make() });
         }
     }
 }
@@ -276,21 +237,14 @@ mod tests {
 
     #[test]
     fn a_forgotten_connection_leaves_no_state_action_or_timer_behind() {
-        let settings = BrokerSettings {
-            connect_timeout_secs: 1,
-            ..BrokerSettings::default()
-        };
+        let settings = BrokerSettings { connect_timeout_secs: 1, ..BrokerSettings::default() };
         let mut core = ShardCore::new(0, 2, Rc::new(settings));
         let start = Instant::now();
         let moved = core.open_connection(start);
         let stays = core.open_connection(start);
         core.forget_connection(moved);
         assert_eq!(core.gauges().connections, 1);
-        assert_eq!(
-            core.gauges().timers,
-            1,
-            "the moved connection's connect timeout is cancelled"
-        );
+        assert_eq!(core.gauges().timers, 1, "the moved connection's connect timeout is cancelled");
         assert!(core.poll_action().is_none(), "forgetting queues nothing");
         core.tick(start + Duration::from_secs(2));
         let mut closed = Vec::new();
@@ -298,10 +252,7 @@ mod tests {
             closed.push(action);
         }
         // Only the connection still here times out; the moved one's stale wheel entry does nothing.
-        assert!(
-            matches!(closed.as_slice(), [super::Action::Close(conn)] if *conn == stays),
-            "{closed:?}"
-        );
+        assert!(matches!(closed.as_slice(), [super::Action::Close(conn)] if *conn == stays), "{closed:?}");
         assert_eq!(core.gauges().connections, 0);
     }
 }

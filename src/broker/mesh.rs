@@ -11,10 +11,7 @@ impl ShardCore {
         match msg {
             MeshMessage::InterestAdded { filter, seq } => {
                 self.interest.add(&filter, from);
-                self.actions.push_back(Action::Mesh {
-                    to: from,
-                    msg: MeshMessage::InterestAck { seq },
-                });
+                self.actions.push_back(Action::Mesh { to: from, msg: MeshMessage::InterestAck { seq } });
             }
             MeshMessage::InterestAck { seq } => self.interest_acknowledged(from, seq, now),
             MeshMessage::InterestRemoved { filter } => self.interest.remove(&filter, from),

@@ -42,16 +42,10 @@ pub enum MeshMessage {
     Publish(Arc<Message>),
     /// An application message for one member of the shared-subscription group `share`
     /// (`$share/{group}/{filter}`) on the receiving shard.
-    SharedPublish {
-        message: Arc<Message>,
-        share: ByteStr,
-    },
+    SharedPublish { message: Arc<Message>, share: ByteStr },
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
     /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
-    Retain {
-        message: Arc<Message>,
-        deliver: bool,
-    },
+    Retain { message: Arc<Message>, deliver: bool },
 }
 
 /// An application message as published, shared by every shard and delivery. Never mutated after creation:
@@ -94,17 +88,7 @@ impl Message {
         origin: Origin,
     ) -> Result<Arc<Message>, EncodeError> {
         let encoded = EncodedPublish::new(&topic, &properties, payload.clone())?;
-        Ok(Arc::new(Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-            expires_at,
-            origin,
-            encoded,
-            owned: false,
-        }))
+        Ok(Arc::new(Message { topic, payload, qos, retain, properties, expires_at, origin, encoded, owned: false }))
     }
 
     /// A copy holding its own topic and payload (not slices of a read buffer), for long-term storage.

@@ -49,9 +49,7 @@ pub use stats::{CoreGauges, CoreStats};
 pub fn home_shard(client_id: &str, shard_count: usize) -> ShardId {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = client_id.bytes().fold(FNV_OFFSET, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
-    });
+    let hash = client_id.bytes().fold(FNV_OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME));
     (hash % shard_count.max(1) as u64) as ShardId
 }
 
@@ -64,8 +62,7 @@ mod tests {
         // FNV-1a of "" is the offset basis itself; fixed numbers prove it is not seeded per process.
         assert_eq!(home_shard("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as usize);
         assert_eq!(home_shard("client-1", 4), home_shard("client-1", 4));
-        let spread: std::collections::HashSet<_> =
-            (0..64).map(|i| home_shard(&format!("c{i}"), 4)).collect();
+        let spread: std::collections::HashSet<_> = (0..64).map(|i| home_shard(&format!("c{i}"), 4)).collect();
         assert_eq!(spread.len(), 4, "64 ids should reach all 4 shards");
         assert_eq!(home_shard("anything", 1), 0);
     }

@@ -13,8 +13,8 @@ use super::delivery::Delivery;
 use super::message::{Action, ConnId, Message};
 use super::topic_alias::{AliasPlan, OutgoingAliases, TopicAliases};
 use crate::protocol::{
-    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties,
-    ProtocolVersion, QoS, ReasonCode,
+    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS,
+    ReasonCode,
 };
 
 /// Why a PUBLISH was not queued for a connection.
@@ -69,17 +69,15 @@ impl ShardCore {
         };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        if delivery.qos == QoS::AtMostOnce
-            && connection.out_queue_bytes > self.settings.out_queue_bytes_max
-        {
+        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
             return Err(PublishRefused::OutQueueFull);
         }
         let message = &delivery.message;
         let with_remaining_expiry;
         let encoded = match (version.is_v5(), message.expires_at) {
             (true, Some(deadline)) => {
-                with_remaining_expiry = remaining_expiry_encoding(message, deadline, now)
-                    .ok_or(PublishRefused::TooLarge)?;
+                with_remaining_expiry =
+                    remaining_expiry_encoding(message, deadline, now).ok_or(PublishRefused::TooLarge)?;
                 &with_remaining_expiry
             }
             _ => &message.encoded,
@@ -90,10 +88,7 @@ impl ShardCore {
             && message.expires_at.is_none()
             && alias_plan.is_none();
         if shareable {
-            if let Some(header) = self
-                .fanout_headers
-                .get(message, version.is_v5(), delivery.retain)
-            {
+            if let Some(header) = self.fanout_headers.get(message, version.is_v5(), delivery.retain) {
                 if header.len() + message.payload.len() > max_packet_size {
                     return Err(PublishRefused::TooLarge);
                 }
@@ -110,9 +105,7 @@ impl ShardCore {
             topic_alias: alias_plan.map(|plan| plan.alias),
             omit_topic: alias_plan.is_some_and(|plan| plan.known),
         };
-        let frame = encoded
-            .frame(version, &receiver, &mut self.encode_buf)
-            .map_err(|_| PublishRefused::TooLarge)?;
+        let frame = encoded.frame(version, &receiver, &mut self.encode_buf).map_err(|_| PublishRefused::TooLarge)?;
         if frame.len() > max_packet_size {
             return Err(PublishRefused::TooLarge);
         }
@@ -120,12 +113,7 @@ impl ShardCore {
             self.commit_alias(conn, &message.topic, plan);
         }
         if shareable {
-            self.fanout_headers.insert(
-                message,
-                version.is_v5(),
-                delivery.retain,
-                frame.header.clone(),
-            );
+            self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
         }
         self.queue_publish_frames(conn, frame.header, frame.payload);
         Ok(())
@@ -143,9 +131,7 @@ impl ShardCore {
             return;
         };
         let alias_max = connection.outgoing_alias_max;
-        let aliases = connection
-            .aliases
-            .get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
+        let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
         aliases.outgoing.commit(topic, plan);
     }
 
@@ -157,10 +143,7 @@ impl ShardCore {
     /// A v5 Reason String for an acknowledgement (PUBACK, PUBREC, SUBACK, ...): also not when the client set
     /// Request Problem Information to 0 [MQTT-3.1.2-29].
     pub(super) fn ack_reason_string(&self, conn: ConnId, text: &str) -> Option<ByteStr> {
-        let wanted = self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.problem_information);
+        let wanted = self.connections.get(&conn).is_some_and(|connection| connection.problem_information);
         if wanted {
             self.reason_string(text)
         } else {
@@ -170,21 +153,11 @@ impl ShardCore {
 
     /// Queues a v5 DISCONNECT with `reason` (nothing for 3.x, which has no server DISCONNECT).
     pub(super) fn send_disconnect(&mut self, conn: ConnId, reason: ReasonCode, text: &str) {
-        if !self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.is_v5())
-        {
+        if !self.connections.get(&conn).is_some_and(|connection| connection.is_v5()) {
             return;
         }
-        let properties = Properties {
-            reason_string: self.reason_string(text),
-            ..Properties::default()
-        };
-        self.send(
-            conn,
-            &Packet::Disconnect(crate::protocol::Disconnect { reason, properties }),
-        );
+        let properties = Properties { reason_string: self.reason_string(text), ..Properties::default() };
+        self.send(conn, &Packet::Disconnect(crate::protocol::Disconnect { reason, properties }));
     }
 
     fn encode(&mut self, packet: &Packet, version: ProtocolVersion) -> Option<Bytes> {
@@ -216,9 +189,7 @@ fn without_problem_details(packet: &Packet) -> Option<Packet> {
     let mut bare = packet.clone();
     let properties = match &mut bare {
         Packet::ConnAck(connack) => &mut connack.properties,
-        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
-            &mut ack.properties
-        }
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => &mut ack.properties,
         Packet::SubAck(ack) => &mut ack.properties,
         Packet::UnsubAck(ack) => &mut ack.properties,
         Packet::Disconnect(disconnect) => &mut disconnect.properties,
@@ -243,11 +214,7 @@ fn plan_alias(connection: &Connection, topic: &ByteStr) -> Option<AliasPlan> {
 }
 
 /// The message prepared again with the Message Expiry Interval that remains (v5 section 3.3.2.3.3).
-fn remaining_expiry_encoding(
-    message: &Message,
-    deadline: Instant,
-    now: Instant,
-) -> Option<EncodedPublish> {
+fn remaining_expiry_encoding(message: &Message, deadline: Instant, now: Instant) -> Option<EncodedPublish> {
     let remaining_secs = deadline.saturating_duration_since(now).as_secs().max(1);
     let properties = Properties {
         message_expiry_interval_secs: Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX)),
@@ -273,11 +240,7 @@ impl FanoutHeaders {
     }
 
     fn get(&self, message: &Arc<Message>, v5: bool, retain: bool) -> Option<Bytes> {
-        if !self
-            .message
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, message))
-        {
+        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
             return None;
         }
         self.headers
@@ -287,11 +250,7 @@ impl FanoutHeaders {
     }
 
     fn insert(&mut self, message: &Arc<Message>, v5: bool, retain: bool, header: Bytes) {
-        if !self
-            .message
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, message))
-        {
+        if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
             self.clear();
             self.message = Some(Arc::clone(message));
         }

@@ -53,9 +53,6 @@ mod tests {
         assert_eq!(owned.content_type.as_deref(), Some("client-1"));
         assert_eq!(owned.topic_alias, None, "per-hop properties are dropped");
         assert_eq!(owned.message_expiry_interval_secs, None);
-        assert_ne!(
-            owned.user_properties[0].0.as_bytes().as_ptr(),
-            buffer.as_ptr()
-        );
+        assert_ne!(owned.user_properties[0].0.as_bytes().as_ptr(), buffer.as_ptr());
     }
 }

@@ -31,11 +31,7 @@ pub enum RetainOutcome {
 
 impl RetainedStore {
     pub fn new(count_max: usize) -> Self {
-        RetainedStore {
-            trie: TopicTrie::default(),
-            count: 0,
-            count_max,
-        }
+        RetainedStore { trie: TopicTrie::default(), count: 0, count_max }
     }
 
     /// Sets, replaces or (empty payload) deletes the retained message of the message's topic
@@ -47,20 +43,12 @@ impl RetainedStore {
             }
             return RetainOutcome::Deleted;
         }
-        let existing = self
-            .trie
-            .find(&message.topic)
-            .filter(|&node| self.trie.value(node).is_some());
+        let existing = self.trie.find(&message.topic).filter(|&node| self.trie.value(node).is_some());
         if existing.is_none() && self.count >= self.count_max {
             return RetainOutcome::Full;
         }
         let node = self.trie.entry(&message.topic);
-        if self
-            .trie
-            .value_mut(node)
-            .replace(Arc::clone(message))
-            .is_none()
-        {
+        if self.trie.value_mut(node).replace(Arc::clone(message)).is_none() {
             self.count += 1;
         }
         RetainOutcome::Stored
@@ -95,10 +83,7 @@ mod tests {
     fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
         let mut found = Vec::new();
         store.matching(filter, Instant::now(), &mut found);
-        let mut topics: Vec<String> = found
-            .iter()
-            .map(|message| message.topic.to_string())
-            .collect();
+        let mut topics: Vec<String> = found.iter().map(|message| message.topic.to_string()).collect();
         topics.sort();
         topics
     }
@@ -106,14 +91,8 @@ mod tests {
     #[test]
     fn set_replace_delete_mqtt_3_3_1_5_to_7() {
         let mut store = RetainedStore::new(10);
-        assert_eq!(
-            store.apply(&message_on("a/b", "one")),
-            RetainOutcome::Stored
-        );
-        assert_eq!(
-            store.apply(&message_on("a/b", "two")),
-            RetainOutcome::Stored
-        );
+        assert_eq!(store.apply(&message_on("a/b", "one")), RetainOutcome::Stored);
+        assert_eq!(store.apply(&message_on("a/b", "two")), RetainOutcome::Stored);
         assert_eq!(store.len(), 1);
         let mut found = Vec::new();
         store.matching("a/b", Instant::now(), &mut found);

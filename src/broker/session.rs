@@ -86,11 +86,7 @@ impl Session {
     /// Frees the message state once nothing is queued, in flight or awaiting PUBREL (no capacity is kept
     /// from a burst).
     pub fn release_idle_traffic(&mut self) {
-        if self
-            .traffic
-            .as_ref()
-            .is_some_and(|traffic| traffic.is_idle())
-        {
+        if self.traffic.as_ref().is_some_and(|traffic| traffic.is_idle()) {
             self.traffic = None;
         }
     }
@@ -100,8 +96,7 @@ impl Session {
     }
 
     pub fn awaiting_pubrel(&self) -> &[u16] {
-        self.traffic()
-            .map_or(&[], |traffic| &traffic.awaiting_pubrel)
+        self.traffic().map_or(&[], |traffic| &traffic.awaiting_pubrel)
     }
 
     /// Appends to the queue unless that would pass either bound; `false` = dropped.
@@ -119,11 +114,7 @@ impl Session {
 
     /// The next queued message; when there is none, idle message state is freed.
     pub fn dequeue(&mut self) -> Option<Delivery> {
-        let Some(delivery) = self
-            .traffic
-            .as_mut()
-            .and_then(|traffic| traffic.queue.pop_front())
-        else {
+        let Some(delivery) = self.traffic.as_mut().and_then(|traffic| traffic.queue.pop_front()) else {
             self.release_idle_traffic();
             return None;
         };
@@ -146,9 +137,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn find(&self, client_id: &str) -> Option<SessionKey> {
         let hash = self.hasher.hash_one(client_id);
-        self.by_client_id
-            .find(hash, |key| self.client_id_at(*key) == Some(client_id))
-            .copied()
+        self.by_client_id.find(hash, |key| self.client_id_at(*key) == Some(client_id)).copied()
     }
 
     pub fn get(&self, key: SessionKey) -> Option<&Session> {
@@ -170,15 +159,11 @@ impl Sessions {
             }
             None => {
                 self.slots.push(Some(session));
-                SessionKey(
-                    u32::try_from(self.slots.len() - 1).expect("more than u32::MAX sessions"),
-                )
+                SessionKey(u32::try_from(self.slots.len() - 1).expect("more than u32::MAX sessions"))
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_client_id.insert_unique(hash, key, |key| {
-            hasher.hash_one(client_id_in(slots, *key).unwrap_or(""))
-        });
+        self.by_client_id.insert_unique(hash, key, |key| hasher.hash_one(client_id_in(slots, *key).unwrap_or("")));
         key
     }
 
@@ -203,10 +188,7 @@ impl Sessions {
 }
 
 fn client_id_in(slots: &[Option<Session>], key: SessionKey) -> Option<&str> {
-    slots
-        .get(key.0 as usize)?
-        .as_ref()
-        .map(|session| &*session.client_id)
+    slots.get(key.0 as usize)?.as_ref().map(|session| &*session.client_id)
 }
 
 #[cfg(test)]
@@ -221,11 +203,7 @@ mod tests {
     /// (and filter) strings.
     #[test]
     fn idle_session_state_is_small() {
-        assert!(
-            std::mem::size_of::<Session>() <= 112,
-            "{}",
-            std::mem::size_of::<Session>()
-        );
+        assert!(std::mem::size_of::<Session>() <= 112, "{}", std::mem::size_of::<Session>());
     }
 
     #[test]
@@ -234,25 +212,13 @@ mod tests {
         let size = delivery(QoS::AtLeastOnce).message.queued_size_bytes();
         assert!(session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10));
         assert!(session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10));
-        assert!(
-            !session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10),
-            "message bound"
-        );
+        assert!(!session.enqueue(delivery(QoS::AtLeastOnce), 2, size * 10), "message bound");
         assert!(session.dequeue().is_some());
-        assert!(
-            !session.enqueue(delivery(QoS::AtLeastOnce), 10, size),
-            "byte bound"
-        );
-        assert_eq!(
-            session.traffic().map(|traffic| traffic.queued_bytes),
-            Some(size)
-        );
+        assert!(!session.enqueue(delivery(QoS::AtLeastOnce), 10, size), "byte bound");
+        assert_eq!(session.traffic().map(|traffic| traffic.queued_bytes), Some(size));
         assert!(session.dequeue().is_some());
         assert!(session.dequeue().is_none());
-        assert!(
-            session.traffic().is_none(),
-            "an emptied queue frees the message state"
-        );
+        assert!(session.traffic().is_none(), "an emptied queue frees the message state");
     }
 
     #[test]

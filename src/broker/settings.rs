@@ -92,14 +92,10 @@ mod tests {
 
     #[test]
     fn partial_table_keeps_defaults_for_missing_fields() {
-        let settings: BrokerSettings =
-            toml::from_str("max_qos = 1\nreceive_maximum = 5").expect("valid toml");
+        let settings: BrokerSettings = toml::from_str("max_qos = 1\nreceive_maximum = 5").expect("valid toml");
         assert_eq!(settings.max_qos, 1);
         assert_eq!(settings.receive_maximum, 5);
-        assert_eq!(
-            settings.max_inflight,
-            BrokerSettings::default().max_inflight
-        );
+        assert_eq!(settings.max_inflight, BrokerSettings::default().max_inflight);
     }
 
     #[test]

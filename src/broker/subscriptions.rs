@@ -51,10 +51,7 @@ impl FilterSubscribers {
     fn list_mut(&mut self, share: Option<&ByteStr>) -> Option<&mut SubscriberList> {
         match share {
             None => Some(&mut self.subscribers),
-            Some(share) => self
-                .groups_mut()
-                .find(|group| group.share == *share)
-                .map(|group| &mut group.members),
+            Some(share) => self.groups_mut().find(|group| group.share == *share).map(|group| &mut group.members),
         }
     }
 
@@ -67,11 +64,7 @@ impl FilterSubscribers {
         let index = match groups.iter().position(|group| group.share == *share) {
             Some(index) => index,
             None => {
-                groups.push(SharedGroup {
-                    share: share.clone(),
-                    members: SmallVec::new(),
-                    next: 0,
-                });
+                groups.push(SharedGroup { share: share.clone(), members: SmallVec::new(), next: 0 });
                 groups.len() - 1
             }
         };
@@ -123,23 +116,14 @@ impl SubscriptionTrie {
         let (key, share) = split_share(filter);
         let list = self.filters.value_or_default(key).list_or_create(share);
         let first_on_shard = list.is_empty();
-        match list
-            .iter_mut()
-            .find(|existing| existing.session == subscriber.session)
-        {
+        match list.iter_mut().find(|existing| existing.session == subscriber.session) {
             Some(existing) => {
                 *existing = subscriber;
-                SubscribeOutcome {
-                    new_subscription: false,
-                    first_on_shard,
-                }
+                SubscribeOutcome { new_subscription: false, first_on_shard }
             }
             None => {
                 list.push(subscriber);
-                SubscribeOutcome {
-                    new_subscription: true,
-                    first_on_shard,
-                }
+                SubscribeOutcome { new_subscription: true, first_on_shard }
             }
         }
     }
@@ -150,9 +134,7 @@ impl SubscriptionTrie {
         let (key, share) = split_share(filter);
         let value = self.filters.value_mut(key)?;
         let list = value.list_mut(share)?;
-        let index = list
-            .iter()
-            .position(|existing| existing.session == session)?;
+        let index = list.iter().position(|existing| existing.session == session)?;
         list.swap_remove(index);
         let last = list.is_empty();
         value.drop_empty_groups();
@@ -162,15 +144,12 @@ impl SubscriptionTrie {
 
     /// Visits every plain (not shared) subscription whose filter matches the topic name.
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&Subscriber)) {
-        self.filters
-            .for_each_match(topic, |value| value.subscribers.iter().for_each(&mut visit));
+        self.filters.for_each_match(topic, |value| value.subscribers.iter().for_each(&mut visit));
     }
 
     /// Visits the share name of every local shared group whose filter matches the topic name.
     pub fn for_each_shared_match(&self, topic: &str, mut visit: impl FnMut(&ByteStr)) {
-        self.filters.for_each_match(topic, |value| {
-            value.groups().for_each(|group| visit(&group.share))
-        });
+        self.filters.for_each_match(topic, |value| value.groups().for_each(|group| visit(&group.share)));
     }
 
     /// Whether the shared group `share` has a member here for which `wanted` is true (a connected one).
@@ -191,16 +170,10 @@ impl SubscriptionTrie {
         preferred: impl Fn(SessionKey) -> bool,
     ) -> Option<Subscriber> {
         let (key, _) = split_share(share);
-        let group = self
-            .filters
-            .value_mut(key)?
-            .groups_mut()
-            .find(|group| group.share == *share)?;
+        let group = self.filters.value_mut(key)?.groups_mut().find(|group| group.share == *share)?;
         let count = group.members.len();
         let start = group.next;
-        let offset = (0..count)
-            .find(|offset| preferred(group.members[(start + offset) % count].session))
-            .unwrap_or(0);
+        let offset = (0..count).find(|offset| preferred(group.members[(start + offset) % count].session)).unwrap_or(0);
         let chosen = (start + offset) % count;
         group.next = (chosen + 1) % count;
         Some(group.members[chosen])
@@ -220,10 +193,7 @@ mod tests {
     fn subscriber(session: u32, qos: QoS) -> Subscriber {
         Subscriber {
             session: SessionKey(session),
-            options: SubscriptionOptions {
-                qos,
-                ..SubscriptionOptions::default()
-            },
+            options: SubscriptionOptions { qos, ..SubscriptionOptions::default() },
             subscription_id: 0,
         }
     }
@@ -232,33 +202,13 @@ mod tests {
     fn resubscribe_replaces_options_mqtt_3_8_4_3() {
         let mut trie = SubscriptionTrie::default();
         let first = trie.subscribe(&"a/+".into(), subscriber(1, QoS::AtMostOnce));
-        assert_eq!(
-            first,
-            SubscribeOutcome {
-                new_subscription: true,
-                first_on_shard: true
-            }
-        );
+        assert_eq!(first, SubscribeOutcome { new_subscription: true, first_on_shard: true });
         let again = trie.subscribe(&"a/+".into(), subscriber(1, QoS::ExactlyOnce));
-        assert_eq!(
-            again,
-            SubscribeOutcome {
-                new_subscription: false,
-                first_on_shard: false
-            }
-        );
+        assert_eq!(again, SubscribeOutcome { new_subscription: false, first_on_shard: false });
         let other = trie.subscribe(&"a/+".into(), subscriber(2, QoS::AtMostOnce));
-        assert_eq!(
-            other,
-            SubscribeOutcome {
-                new_subscription: true,
-                first_on_shard: false
-            }
-        );
+        assert_eq!(other, SubscribeOutcome { new_subscription: true, first_on_shard: false });
         let mut seen = Vec::new();
-        trie.for_each_match("a/b", |found| {
-            seen.push((found.session.0, found.options.qos))
-        });
+        trie.for_each_match("a/b", |found| seen.push((found.session.0, found.options.qos)));
         seen.sort();
         assert_eq!(seen, vec![(1, QoS::ExactlyOnce), (2, QoS::AtMostOnce)]);
     }
@@ -272,11 +222,7 @@ mod tests {
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(1)), Some(false));
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), Some(true));
         assert_eq!(trie.unsubscribe(&"x/y".into(), SessionKey(2)), None);
-        assert_eq!(
-            trie.node_count(),
-            1,
-            "only the wildcard trie's root remains"
-        );
+        assert_eq!(trie.node_count(), 1, "only the wildcard trie's root remains");
     }
 
     #[test]
@@ -293,10 +239,8 @@ mod tests {
         let mut shares = Vec::new();
         trie.for_each_shared_match("s/t", |found| shares.push(found.to_string()));
         assert_eq!(shares, vec!["$share/g/s/+"]);
-        let picks: Vec<u32> = (0..4)
-            .filter_map(|_| trie.pick_shared_member(&share, |_| true))
-            .map(|s| s.session.0)
-            .collect();
+        let picks: Vec<u32> =
+            (0..4).filter_map(|_| trie.pick_shared_member(&share, |_| true)).map(|s| s.session.0).collect();
         assert_eq!(picks, vec![1, 2, 3, 1]);
         let connected_only: Vec<u32> = (0..3)
             .filter_map(|_| trie.pick_shared_member(&share, |session| session.0 == 2))
@@ -307,10 +251,6 @@ mod tests {
         assert_eq!(trie.unsubscribe(&share, SessionKey(2)), Some(false));
         assert_eq!(trie.unsubscribe(&share, SessionKey(3)), Some(true));
         assert_eq!(trie.pick_shared_member(&share, |_| true), None);
-        assert_eq!(
-            trie.node_count(),
-            1,
-            "only the wildcard trie's root remains"
-        );
+        assert_eq!(trie.node_count(), 1, "only the wildcard trie's root remains");
     }
 }

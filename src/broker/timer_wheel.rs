@@ -68,19 +68,13 @@ impl<K> TimerWheel<K> {
         let Some(origin) = self.origin else {
             return false;
         };
-        let due_tick = deadline
-            .saturating_duration_since(origin)
-            .as_nanos()
-            .div_ceil(TICK.as_nanos()) as u64;
+        let due_tick = deadline.saturating_duration_since(origin).as_nanos().div_ceil(TICK.as_nanos()) as u64;
         if due_tick < self.next_tick {
             return false;
         }
         let slot = (due_tick % SLOT_COUNT as u64) as usize;
         let entries = &mut self.slots[slot];
-        let Some(index) = entries
-            .iter()
-            .position(|entry| entry.due_tick == due_tick && entry.key == *key)
-        else {
+        let Some(index) = entries.iter().position(|entry| entry.due_tick == due_tick && entry.key == *key) else {
             return false;
         };
         entries.swap_remove(index);
@@ -163,10 +157,7 @@ mod tests {
         wheel.insert(start, deadline, "stays");
         assert!(wheel.cancel(deadline, &"moved"));
         assert!(!wheel.cancel(deadline, &"moved"), "only once");
-        assert!(
-            !wheel.cancel(deadline + Duration::from_secs(1), &"stays"),
-            "another deadline"
-        );
+        assert!(!wheel.cancel(deadline + Duration::from_secs(1), &"stays"), "another deadline");
         assert_eq!(wheel.len(), 1);
         let mut due = Vec::new();
         wheel.expire(deadline, &mut due);
@@ -200,10 +191,7 @@ mod tests {
         due.clear();
         wheel.expire(start + Duration::from_millis(1400), &mut due);
         assert!(due.is_empty());
-        assert_eq!(
-            wheel.next_deadline(),
-            Some(start + Duration::from_millis(1500))
-        );
+        assert_eq!(wheel.next_deadline(), Some(start + Duration::from_millis(1500)));
         wheel.expire(start + Duration::from_millis(1500), &mut due);
         assert_eq!(due, vec!["keepalive"]);
         assert_eq!(wheel.len(), 1);
@@ -266,10 +254,7 @@ mod tests {
         let deadline = start + Duration::from_millis(2000) + Duration::from_micros(500);
         wheel.insert(start, deadline, "will");
         let mut due = Vec::new();
-        wheel.expire(
-            start + Duration::from_millis(2000) + Duration::from_micros(100),
-            &mut due,
-        );
+        wheel.expire(start + Duration::from_millis(2000) + Duration::from_micros(100), &mut due);
         assert_eq!(due, vec!["anchor"]);
         assert!(wheel.next_deadline().is_some_and(|at| at >= deadline));
         wheel.expire(wheel.next_deadline().unwrap(), &mut due);

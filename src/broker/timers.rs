@@ -38,31 +38,19 @@ impl ShardCore {
 
     /// Arms the keep-alive check of a connection that just connected.
     pub(super) fn arm_keepalive(&mut self, conn: ConnId, now: Instant) {
-        if let Some(deadline) = self
-            .connections
-            .get(&conn)
-            .and_then(|connection| connection.keepalive_deadline())
-        {
+        if let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) {
             self.timers.insert(now, deadline, TimerKey::KeepAlive(conn));
         }
     }
 
     fn connect_timeout(&mut self, conn: ConnId, now: Instant) {
-        if self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.phase == Phase::AwaitingConnect)
-        {
+        if self.connections.get(&conn).is_some_and(|connection| connection.phase == Phase::AwaitingConnect) {
             self.end_connection(conn, CloseReason::ConnectTimeout, now);
         }
     }
 
     fn keepalive_check(&mut self, conn: ConnId, now: Instant) {
-        let Some(deadline) = self
-            .connections
-            .get(&conn)
-            .and_then(|connection| connection.keepalive_deadline())
-        else {
+        let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) else {
             return;
         };
         if deadline <= now {
@@ -73,11 +61,7 @@ impl ShardCore {
     }
 
     fn will_delay_ended(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self
-            .sessions
-            .get(key)
-            .filter(|session| session.conn.is_none())
-        else {
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else {
             return;
         };
         match session.will.as_ref().and_then(|will| will.publish_at) {
@@ -88,11 +72,7 @@ impl ShardCore {
     }
 
     fn session_expiry_check(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self
-            .sessions
-            .get(key)
-            .filter(|session| session.conn.is_none())
-        else {
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else {
             return;
         };
         match session.expires_at {

@@ -21,10 +21,7 @@ pub struct TopicAliases {
 
 impl TopicAliases {
     pub fn new(outgoing_alias_max: u16) -> Self {
-        TopicAliases {
-            incoming: Vec::new(),
-            outgoing: OutgoingAliases::new(outgoing_alias_max),
-        }
+        TopicAliases { incoming: Vec::new(), outgoing: OutgoingAliases::new(outgoing_alias_max) }
     }
 }
 
@@ -46,12 +43,7 @@ pub struct AliasPlan {
 
 impl OutgoingAliases {
     pub fn new(alias_max: u16) -> Self {
-        OutgoingAliases {
-            alias_max,
-            by_topic: AHashMap::new(),
-            slots: Vec::new(),
-            clock: 0,
-        }
+        OutgoingAliases { alias_max, by_topic: AHashMap::new(), slots: Vec::new(), clock: 0 }
     }
 
     /// The alias for `topic` without changing anything (the PUBLISH may still be dropped).
@@ -65,17 +57,10 @@ impl OutgoingAliases {
         let alias = if self.slots.len() < usize::from(self.alias_max) {
             self.slots.len() + 1
         } else {
-            let (index, _) = self
-                .slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, used))| *used)?;
+            let (index, _) = self.slots.iter().enumerate().min_by_key(|(_, (_, used))| *used)?;
             index + 1
         };
-        Some(AliasPlan {
-            alias: u16::try_from(alias).ok()?,
-            known: false,
-        })
+        Some(AliasPlan { alias: u16::try_from(alias).ok()?, known: false })
     }
 
     /// Records that the PUBLISH planned by `plan` was sent.
@@ -88,8 +73,7 @@ impl OutgoingAliases {
         }
         let topic = owned_str(topic);
         if index < self.slots.len() {
-            let (old_topic, _) =
-                std::mem::replace(&mut self.slots[index], (topic.clone(), self.clock));
+            let (old_topic, _) = std::mem::replace(&mut self.slots[index], (topic.clone(), self.clock));
             self.by_topic.remove(&old_topic);
         } else {
             self.slots.push((topic.clone(), self.clock));
@@ -112,76 +96,21 @@ mod tests {
     #[test]
     fn first_use_sends_topic_then_alias_only_and_lru_is_reassigned() {
         let mut aliases = OutgoingAliases::new(2);
-        assert_eq!(
-            send(&mut aliases, "a"),
-            AliasPlan {
-                alias: 1,
-                known: false
-            }
-        );
-        assert_eq!(
-            send(&mut aliases, "a"),
-            AliasPlan {
-                alias: 1,
-                known: true
-            }
-        );
-        assert_eq!(
-            send(&mut aliases, "b"),
-            AliasPlan {
-                alias: 2,
-                known: false
-            }
-        );
-        assert_eq!(
-            send(&mut aliases, "a"),
-            AliasPlan {
-                alias: 1,
-                known: true
-            }
-        );
-        assert_eq!(
-            send(&mut aliases, "c"),
-            AliasPlan {
-                alias: 2,
-                known: false
-            },
-            "b was least recently used"
-        );
-        assert_eq!(
-            send(&mut aliases, "b"),
-            AliasPlan {
-                alias: 1,
-                known: false
-            }
-        );
-        assert_eq!(
-            send(&mut aliases, "c"),
-            AliasPlan {
-                alias: 2,
-                known: true
-            }
-        );
+        assert_eq!(send(&mut aliases, "a"), AliasPlan { alias: 1, known: false });
+        assert_eq!(send(&mut aliases, "a"), AliasPlan { alias: 1, known: true });
+        assert_eq!(send(&mut aliases, "b"), AliasPlan { alias: 2, known: false });
+        assert_eq!(send(&mut aliases, "a"), AliasPlan { alias: 1, known: true });
+        assert_eq!(send(&mut aliases, "c"), AliasPlan { alias: 2, known: false }, "b was least recently used");
+        assert_eq!(send(&mut aliases, "b"), AliasPlan { alias: 1, known: false });
+        assert_eq!(send(&mut aliases, "c"), AliasPlan { alias: 2, known: true });
     }
 
     #[test]
     fn plan_without_commit_changes_nothing() {
         let aliases = OutgoingAliases::new(1);
         let topic = ByteStr::from("t");
-        assert_eq!(
-            aliases.plan(&topic),
-            Some(AliasPlan {
-                alias: 1,
-                known: false
-            })
-        );
-        assert_eq!(
-            aliases.plan(&topic),
-            Some(AliasPlan {
-                alias: 1,
-                known: false
-            })
-        );
+        assert_eq!(aliases.plan(&topic), Some(AliasPlan { alias: 1, known: false }));
+        assert_eq!(aliases.plan(&topic), Some(AliasPlan { alias: 1, known: false }));
         assert!(OutgoingAliases::new(0).plan(&topic).is_none());
     }
 }

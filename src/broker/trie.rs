@@ -68,10 +68,7 @@ pub struct TopicTrie<V> {
 
 impl<V: TrieValue> Default for TopicTrie<V> {
     fn default() -> Self {
-        TopicTrie {
-            nodes: vec![Node::new(NO_NODE, "")],
-            free: Vec::new(),
-        }
+        TopicTrie { nodes: vec![Node::new(NO_NODE, "")], free: Vec::new() }
     }
 }
 
@@ -92,8 +89,7 @@ impl<V: TrieValue> TopicTrie<V> {
 
     /// The node for exactly `key`, if present.
     pub fn find(&self, key: &str) -> Option<NodeIdx> {
-        key.split('/')
-            .try_fold(ROOT, |node, level| self.child(node, level))
+        key.split('/').try_fold(ROOT, |node, level| self.child(node, level))
     }
 
     pub fn value(&self, node: NodeIdx) -> &V {
@@ -106,10 +102,7 @@ impl<V: TrieValue> TopicTrie<V> {
 
     /// Frees `node` and its ancestors for as long as they hold nothing.
     pub fn prune(&mut self, mut node: NodeIdx) {
-        while node != ROOT
-            && self.nodes[node as usize].is_leaf()
-            && self.nodes[node as usize].value.is_empty()
-        {
+        while node != ROOT && self.nodes[node as usize].is_leaf() && self.nodes[node as usize].value.is_empty() {
             let parent = self.nodes[node as usize].parent;
             let level = std::mem::take(&mut self.nodes[node as usize].level);
             let parent_node = &mut self.nodes[parent as usize];
@@ -246,10 +239,7 @@ pub struct FilterMap<V> {
 
 impl<V: TrieValue> Default for FilterMap<V> {
     fn default() -> Self {
-        FilterMap {
-            exact: ExactFilters::default(),
-            wildcard: TopicTrie::default(),
-        }
+        FilterMap { exact: ExactFilters::default(), wildcard: TopicTrie::default() }
     }
 }
 
@@ -269,26 +259,19 @@ struct ExactFilter<V> {
 
 impl<V> Default for ExactFilters<V> {
     fn default() -> Self {
-        ExactFilters {
-            index: HashTable::new(),
-            entries: Vec::new(),
-            hasher: RandomState::new(),
-        }
+        ExactFilters { index: HashTable::new(), entries: Vec::new(), hasher: RandomState::new() }
     }
 }
 
 impl<V: TrieValue> ExactFilters<V> {
     fn position(&self, filter: &str) -> Option<usize> {
         let hash = self.hasher.hash_one(filter);
-        let found = self.index.find(hash, |&index| {
-            &*self.entries[index as usize].filter == filter
-        })?;
+        let found = self.index.find(hash, |&index| &*self.entries[index as usize].filter == filter)?;
         Some(*found as usize)
     }
 
     fn get(&self, filter: &str) -> Option<&V> {
-        self.position(filter)
-            .map(|index| &self.entries[index].value)
+        self.position(filter).map(|index| &self.entries[index].value)
     }
 
     fn get_mut(&mut self, filter: &str) -> Option<&mut V> {
@@ -302,15 +285,10 @@ impl<V: TrieValue> ExactFilters<V> {
             None => {
                 let index = self.entries.len();
                 let hash = self.hasher.hash_one(filter);
-                self.entries.push(ExactFilter {
-                    filter: filter.into(),
-                    value: V::default(),
-                });
+                self.entries.push(ExactFilter { filter: filter.into(), value: V::default() });
                 let (entries, hasher) = (&self.entries, &self.hasher);
                 let slot = u32::try_from(index).expect("more than u32::MAX exact filters");
-                self.index.insert_unique(hash, slot, |&index| {
-                    hasher.hash_one(&*entries[index as usize].filter)
-                });
+                self.index.insert_unique(hash, slot, |&index| hasher.hash_one(&*entries[index as usize].filter));
                 index
             }
         };
@@ -320,10 +298,7 @@ impl<V: TrieValue> ExactFilters<V> {
     fn remove(&mut self, filter: &str) {
         let hash = self.hasher.hash_one(filter);
         let entries = &self.entries;
-        let Ok(found) = self
-            .index
-            .find_entry(hash, |&index| &*entries[index as usize].filter == filter)
-        else {
+        let Ok(found) = self.index.find_entry(hash, |&index| &*entries[index as usize].filter == filter) else {
             return;
         };
         let index = found.remove().0 as usize;
@@ -331,10 +306,7 @@ impl<V: TrieValue> ExactFilters<V> {
         if index != last {
             // The last entry moves into the freed place; its index entry follows it.
             let moved_hash = self.hasher.hash_one(&*self.entries[last].filter);
-            if let Some(moved) = self
-                .index
-                .find_mut(moved_hash, |&candidate| candidate as usize == last)
-            {
+            if let Some(moved) = self.index.find_mut(moved_hash, |&candidate| candidate as usize == last) {
                 *moved = index as u32;
             }
         }
@@ -423,42 +395,19 @@ mod tests {
 
     #[test]
     fn wildcards_match_per_mqtt_4_7() {
-        let trie = filter_trie(&[
-            "sport/#",
-            "sport/+",
-            "sport/tennis/+",
-            "+/+",
-            "#",
-            "sport/tennis",
-            "+",
-        ]);
+        let trie = filter_trie(&["sport/#", "sport/+", "sport/tennis/+", "+/+", "#", "sport/tennis", "+"]);
         assert_eq!(matches(&trie, "sport"), vec!["#", "+", "sport/#"]);
-        assert_eq!(
-            matches(&trie, "sport/tennis"),
-            vec!["#", "+/+", "sport/#", "sport/+", "sport/tennis"]
-        );
-        assert_eq!(
-            matches(&trie, "sport/tennis/player1"),
-            vec!["#", "sport/#", "sport/tennis/+"]
-        );
+        assert_eq!(matches(&trie, "sport/tennis"), vec!["#", "+/+", "sport/#", "sport/+", "sport/tennis"]);
+        assert_eq!(matches(&trie, "sport/tennis/player1"), vec!["#", "sport/#", "sport/tennis/+"]);
         assert_eq!(matches(&trie, "/finance"), vec!["#", "+/+"]);
-        assert_eq!(
-            matches(&trie, "sport/"),
-            vec!["#", "+/+", "sport/#", "sport/+"]
-        );
+        assert_eq!(matches(&trie, "sport/"), vec!["#", "+/+", "sport/#", "sport/+"]);
     }
 
     #[test]
     fn dollar_topics_not_matched_by_leading_wildcard_mqtt_4_7_2_1() {
         let trie = filter_trie(&["#", "+/monitor/Clients", "$SYS/#", "$SYS/monitor/+"]);
-        assert_eq!(
-            matches(&trie, "$SYS/monitor/Clients"),
-            vec!["$SYS/#", "$SYS/monitor/+"]
-        );
-        assert_eq!(
-            matches(&trie, "SYS/monitor/Clients"),
-            vec!["#", "+/monitor/Clients"]
-        );
+        assert_eq!(matches(&trie, "$SYS/monitor/Clients"), vec!["$SYS/#", "$SYS/monitor/+"]);
+        assert_eq!(matches(&trie, "SYS/monitor/Clients"), vec!["#", "+/monitor/Clients"]);
     }
 
     #[test]
@@ -530,26 +479,14 @@ mod tests {
             found
         };
         assert_eq!(matches(&filters, "a/b"), vec!["#", "a/+", "a/b"]);
-        assert_eq!(
-            matches(&filters, "$SYS/x"),
-            vec!["$SYS/x"],
-            "an exact filter matches a $ topic, # does not"
-        );
-        assert_eq!(
-            filters.entry_count(),
-            3 + 4,
-            "three exact filters; root, a, + under a, and # in the trie"
-        );
+        assert_eq!(matches(&filters, "$SYS/x"), vec!["$SYS/x"], "an exact filter matches a $ topic, # does not");
+        assert_eq!(filters.entry_count(), 3 + 4, "three exact filters; root, a, + under a, and # in the trie");
         *filters.value_mut("a/b").expect("stored") = None;
         filters.remove_if_empty("a/b");
         *filters.value_mut("a/+").expect("stored") = None;
         filters.remove_if_empty("a/+");
         assert_eq!(matches(&filters, "a/b"), vec!["#"]);
         assert!(filters.value_mut("a/b").is_none());
-        assert_eq!(
-            filters.entry_count(),
-            2 + 2,
-            "a/b/c and $SYS/x; root and # in the trie"
-        );
+        assert_eq!(filters.entry_count(), 2 + 2, "a/b/c and $SYS/x; root and # in the trie");
     }
 }

@@ -85,11 +85,7 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Passwd {
         /// Arguments for `shardmq passwd` (see `shardmq passwd --help`)
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "ARGS"
-        )]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
         args: Vec<String>,
     },
 }
@@ -117,21 +113,8 @@ mod tests {
             shards: Some(2),
             listen: Some("127.0.0.1:0".into()),
         };
-        assert_eq!(
-            cli,
-            Cli {
-                run: expected,
-                command: None
-            }
-        );
-        let cli = parse(&[
-            "--mosquitto-config",
-            "m.conf",
-            "--shards=3",
-            "-l",
-            "[::1]:1883",
-        ])
-        .unwrap();
+        assert_eq!(cli, Cli { run: expected, command: None });
+        let cli = parse(&["--mosquitto-config", "m.conf", "--shards=3", "-l", "[::1]:1883"]).unwrap();
         assert_eq!(cli.run.mosquitto_config, Some(PathBuf::from("m.conf")));
         assert_eq!(cli.run.shards, Some(3));
         assert_eq!(cli.run.listen.as_deref(), Some("[::1]:1883"));
@@ -139,48 +122,27 @@ mod tests {
 
     #[test]
     fn cli_rejects_unknown_flags_and_missing_or_bad_values() {
-        assert!(parse(&["--bogus"])
-            .unwrap_err()
-            .to_string()
-            .contains("--bogus"));
-        assert!(parse(&["--shards"])
-            .unwrap_err()
-            .to_string()
-            .contains("--shards"));
-        assert!(parse(&["--shards", "x"])
-            .unwrap_err()
-            .to_string()
-            .contains("--shards"));
+        assert!(parse(&["--bogus"]).unwrap_err().to_string().contains("--bogus"));
+        assert!(parse(&["--shards"]).unwrap_err().to_string().contains("--shards"));
+        assert!(parse(&["--shards", "x"]).unwrap_err().to_string().contains("--shards"));
     }
 
     #[test]
     fn config_and_mosquitto_config_exclude_each_other() {
-        let err = parse(&["--config", "a.toml", "--mosquitto-config", "b.conf"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--mosquitto-config") && err.contains("--config"),
-            "{err}"
-        );
+        let err = parse(&["--config", "a.toml", "--mosquitto-config", "b.conf"]).unwrap_err().to_string();
+        assert!(err.contains("--mosquitto-config") && err.contains("--config"), "{err}");
     }
 
     #[test]
     fn config_default_is_a_subcommand() {
         let cli = parse(&["config", "default"]).unwrap();
-        assert_eq!(
-            cli.command,
-            Some(Command::Config {
-                action: ConfigCommand::Default
-            })
-        );
+        assert_eq!(cli.command, Some(Command::Config { action: ConfigCommand::Default }));
     }
 
     #[test]
     fn passwd_gets_every_argument_after_it_untouched() {
         let cli = parse(&["passwd", "-c", "--help", "pwfile", "alice"]).unwrap();
-        let args = ["-c", "--help", "pwfile", "alice"]
-            .map(String::from)
-            .to_vec();
+        let args = ["-c", "--help", "pwfile", "alice"].map(String::from).to_vec();
         assert_eq!(cli.command, Some(Command::Passwd { args }));
     }
 

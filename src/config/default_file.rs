@@ -145,19 +145,9 @@ mod tests {
     /// The field names a table accepts, read from the parser's own "unknown field, expected one of" error,
     /// so a field added to the code without a line here fails this test.
     fn fields_of(table_prefix: &str) -> Vec<String> {
-        let err = Config::from_toml(&format!("{table_prefix}no_such_field_zz = 1\n"))
-            .unwrap_err()
-            .to_string();
-        let expected = err
-            .split("expected one of")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no field list in: {err}"));
-        let fields: Vec<String> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect();
+        let err = Config::from_toml(&format!("{table_prefix}no_such_field_zz = 1\n")).unwrap_err().to_string();
+        let expected = err.split("expected one of").nth(1).unwrap_or_else(|| panic!("no field list in: {err}"));
+        let fields: Vec<String> = expected.split('`').skip(1).step_by(2).map(str::to_string).collect();
         assert!(fields.len() > 1, "{err}");
         fields
     }
@@ -170,14 +160,8 @@ mod tests {
             ("[auth]\n", "[auth]"),
             ("[mqtt]\n", "[mqtt]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n", "[[listeners]]"),
-            (
-                "[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.tls]\n",
-                "[listeners.tls]",
-            ),
-            (
-                "[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.auth]\n",
-                "[listeners.auth]",
-            ),
+            ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.tls]\n", "[listeners.tls]"),
+            ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.auth]\n", "[listeners.auth]"),
         ];
         for (prefix, table) in tables {
             for field in fields_of(prefix) {
@@ -185,9 +169,7 @@ mod tests {
                     let line = line.trim_start_matches(['#', ' ']);
                     let first_word = line.split_whitespace().next().unwrap_or("");
                     line.starts_with(&format!("{field} ="))
-                        || [format!("[{field}]"), format!("[[{field}]]")]
-                            .iter()
-                            .any(|table| first_word == table)
+                        || [format!("[{field}]"), format!("[[{field}]]")].iter().any(|table| first_word == table)
                         || first_word.ends_with(&format!(".{field}]"))
                         || first_word.ends_with(&format!(".{field}]]"))
                 };
@@ -195,10 +177,7 @@ mod tests {
                     .iter()
                     .position(written)
                     .unwrap_or_else(|| panic!("{table}: `{field}` is not in the default file"));
-                assert!(
-                    at > 0 && lines[at - 1].starts_with('#'),
-                    "{table}: `{field}` has no comment above it"
-                );
+                assert!(at > 0 && lines[at - 1].starts_with('#'), "{table}: `{field}` has no comment above it");
             }
         }
     }

@@ -89,11 +89,7 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings {
-            allow_anonymous: true,
-            password_file: None,
-            acl_file: None,
-        }
+        AuthSettings { allow_anonymous: true, password_file: None, acl_file: None }
     }
 }
 
@@ -155,10 +151,7 @@ impl ListenerConfig {
 
     /// The bind address, resolved (a host name resolves to its first address).
     pub fn bind_addr(&self) -> Result<SocketAddr, String> {
-        self.bind_addrs()?
-            .into_iter()
-            .next()
-            .ok_or_else(|| format!("`{}` resolves to no address", self.bind))
+        self.bind_addrs()?.into_iter().next().ok_or_else(|| format!("`{}` resolves to no address", self.bind))
     }
 
     fn bind_addrs(&self) -> Result<Vec<SocketAddr>, String> {
@@ -170,58 +163,34 @@ impl ListenerConfig {
 
     /// True when every address `bind` resolves to is a loopback address: only this machine can connect.
     pub fn is_loopback_only(&self) -> bool {
-        self.bind_addrs().is_ok_and(|addrs| {
-            !addrs.is_empty() && addrs.iter().all(|addr| addr.ip().is_loopback())
-        })
+        self.bind_addrs().is_ok_and(|addrs| !addrs.is_empty() && addrs.iter().all(|addr| addr.ip().is_loopback()))
     }
 
     /// The auth this listener applies: its own overrides over the top-level `[auth]`.
     pub fn effective_auth(&self, global: &AuthSettings) -> AuthSettings {
         AuthSettings {
             allow_anonymous: self.auth.allow_anonymous.unwrap_or(global.allow_anonymous),
-            password_file: self
-                .auth
-                .password_file
-                .clone()
-                .or_else(|| global.password_file.clone()),
-            acl_file: self
-                .auth
-                .acl_file
-                .clone()
-                .or_else(|| global.acl_file.clone()),
+            password_file: self.auth.password_file.clone().or_else(|| global.password_file.clone()),
+            acl_file: self.auth.acl_file.clone().or_else(|| global.acl_file.clone()),
         }
     }
 
     /// True when a client with no username and no client certificate may connect from another machine.
     pub fn is_open_to_anonymous_remote_clients(&self, global: &AuthSettings) -> bool {
         let certificate_required = self.tls.as_ref().is_some_and(|tls| tls.require_certificate);
-        self.effective_auth(global).allow_anonymous
-            && !certificate_required
-            && !self.is_loopback_only()
+        self.effective_auth(global).allow_anonymous && !certificate_required && !self.is_loopback_only()
     }
 
     /// Checks this entry alone; `index` is its place in `listeners`, named in the error.
     pub fn validate(&self, index: usize) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, reason: String| ConfigError::Listener {
-            index,
-            field,
-            reason,
-        };
+        let invalid = |field: &'static str, reason: String| ConfigError::Listener { index, field, reason };
         self.bind_addr().map_err(|reason| invalid("bind", reason))?;
         if self.transport.uses_websocket() {
             if !self.websocket_path.starts_with('/') {
-                return Err(invalid(
-                    "websocket_path",
-                    format!("`{}` must start with `/`", self.websocket_path),
-                ));
+                return Err(invalid("websocket_path", format!("`{}` must start with `/`", self.websocket_path)));
             }
-        } else if self.websocket_path != DEFAULT_WEBSOCKET_PATH
-            || !self.websocket_origins.is_empty()
-        {
-            let reason = format!(
-                "only for ws/wss listeners, this one is `{}`",
-                self.transport.as_str()
-            );
+        } else if self.websocket_path != DEFAULT_WEBSOCKET_PATH || !self.websocket_origins.is_empty() {
+            let reason = format!("only for ws/wss listeners, this one is `{}`", self.transport.as_str());
             return Err(invalid("websocket_path / websocket_origins", reason));
         }
         match (&self.tls, self.transport.uses_tls()) {
@@ -233,27 +202,17 @@ impl ListenerConfig {
                 return Err(invalid("tls", reason));
             }
             (Some(_), false) => {
-                let reason = format!(
-                    "only for tls/wss listeners, this one is `{}`",
-                    self.transport.as_str()
-                );
+                let reason = format!("only for tls/wss listeners, this one is `{}`", self.transport.as_str());
                 return Err(invalid("tls", reason));
             }
-            (Some(tls), true) => tls
-                .validate()
-                .map_err(|(field, reason)| invalid(field, reason))?,
+            (Some(tls), true) => tls.validate().map_err(|(field, reason)| invalid(field, reason))?,
             (None, false) => {}
         }
         if self.max_connections == Some(0) {
-            return Err(invalid(
-                "max_connections",
-                "must be at least 1 when set".into(),
-            ));
+            return Err(invalid("max_connections", "must be at least 1 when set".into()));
         }
-        for (field, path) in [
-            ("auth.password_file", &self.auth.password_file),
-            ("auth.acl_file", &self.auth.acl_file),
-        ] {
+        for (field, path) in [("auth.password_file", &self.auth.password_file), ("auth.acl_file", &self.auth.acl_file)]
+        {
             if let Some(path) = path {
                 readable(path).map_err(|reason| invalid(field, reason))?;
             }
@@ -270,14 +229,10 @@ impl TlsSettings {
             readable(ca_file).map_err(|reason| ("tls.ca_file", reason))?;
         }
         if self.require_certificate && self.ca_file.is_none() {
-            return Err((
-                "tls.ca_file",
-                "require_certificate needs the CAs that sign client certificates".into(),
-            ));
+            return Err(("tls.ca_file", "require_certificate needs the CAs that sign client certificates".into()));
         }
         if self.use_identity_as_username && !self.require_certificate {
-            let reason =
-                "needs require_certificate = true (without a certificate there is no identity)";
+            let reason = "needs require_certificate = true (without a certificate there is no identity)";
             return Err(("tls.use_identity_as_username", reason.into()));
         }
         Ok(())
@@ -286,9 +241,7 @@ impl TlsSettings {
 
 /// Opens the file to prove it can be read at start, rather than failing on the first connection.
 pub(super) fn readable(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))
+    std::fs::File::open(path).map(drop).map_err(|err| format!("cannot read {}: {err}", path.display()))
 }
 
 /// Refuses two listeners that cannot both bind: the same port on the same address, or on an address and
@@ -305,17 +258,11 @@ pub(super) fn check_distinct_binds(listeners: &[ListenerConfig]) -> Result<(), C
         let clash = seen.iter().find(|(_, other)| {
             other.port() == addr.port()
                 && other.is_ipv4() == addr.is_ipv4()
-                && (other.ip() == addr.ip()
-                    || other.ip().is_unspecified()
-                    || addr.ip().is_unspecified())
+                && (other.ip() == addr.ip() || other.ip().is_unspecified() || addr.ip().is_unspecified())
         });
         if let Some((first, other)) = clash {
             let reason = format!("{addr} clashes with listeners[{first}] on {other}; each listener needs its own port");
-            return Err(ConfigError::Listener {
-                index,
-                field: "bind",
-                reason,
-            });
+            return Err(ConfigError::Listener { index, field: "bind", reason });
         }
         seen.push((index, addr));
     }

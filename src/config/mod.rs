@@ -16,9 +16,7 @@ use crate::broker::BrokerSettings;
 
 pub use cli::{Cli, Command, ConfigCommand, RunArgs};
 pub use default_file::DEFAULT_CONFIG_TOML;
-pub use listener::{
-    AuthSettings, ListenerAuth, ListenerConfig, TlsSettings, TransportKind, DEFAULT_WEBSOCKET_PATH,
-};
+pub use listener::{AuthSettings, ListenerAuth, ListenerConfig, TlsSettings, TransportKind, DEFAULT_WEBSOCKET_PATH};
 
 /// Plain MQTT listener used when neither `listeners` nor `listen` is configured: every interface, the MQTT
 /// port.
@@ -92,23 +90,13 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("bad config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("bad value for `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("bad value for `listeners[{index}].{field}`: {reason}")]
-    Listener {
-        index: usize,
-        field: &'static str,
-        reason: String,
-    },
+    Listener { index: usize, field: &'static str, reason: String },
     /// The mosquitto.conf uses directives shardmq must not ignore; one line each, with file:line.
     #[error("{}", mosquitto::Finding::lines(.0))]
     Mosquitto(Vec<mosquitto::Finding>),
@@ -130,10 +118,7 @@ impl Config {
             (Some(path), _) => (Config::from_file(path)?, Vec::new()),
             (None, Some(path)) => {
                 let converted = mosquitto::read(path)?;
-                (
-                    converted.config,
-                    converted.warnings.iter().map(ToString::to_string).collect(),
-                )
+                (converted.config, converted.warnings.iter().map(ToString::to_string).collect())
             }
             (None, None) => (Config::default(), Vec::new()),
         };
@@ -150,14 +135,9 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
     }
 
     pub fn from_toml(text: &str) -> Result<Config, Box<toml::de::Error>> {
@@ -174,10 +154,7 @@ impl Config {
         } else if let Some(listen) = &self.listen {
             vec![ListenerConfig::mqtt(listen.clone())]
         } else {
-            vec![
-                ListenerConfig::mqtt(DEFAULT_LISTEN),
-                ListenerConfig::websocket(DEFAULT_WEBSOCKET_LISTEN),
-            ]
+            vec![ListenerConfig::mqtt(DEFAULT_LISTEN), ListenerConfig::websocket(DEFAULT_WEBSOCKET_LISTEN)]
         };
         for (index, listener) in listeners.iter().enumerate() {
             listener.validate(index)?;
@@ -190,19 +167,14 @@ impl Config {
     /// [`Config::effective_listeners`].
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         let listeners = self.effective_listeners()?;
-        let (index, first) = listeners
-            .iter()
-            .enumerate()
-            .find(|(_, listener)| listener.transport == TransportKind::Mqtt)
-            .ok_or_else(|| ConfigError::Invalid {
-                field: "listeners",
-                reason: "no plain MQTT (`transport = \"mqtt\"`) listener".to_string(),
-            })?;
-        first.bind_addr().map_err(|reason| ConfigError::Listener {
-            index,
-            field: "bind",
-            reason,
-        })
+        let (index, first) =
+            listeners.iter().enumerate().find(|(_, listener)| listener.transport == TransportKind::Mqtt).ok_or_else(
+                || ConfigError::Invalid {
+                    field: "listeners",
+                    reason: "no plain MQTT (`transport = \"mqtt\"`) listener".to_string(),
+                },
+            )?;
+        first.bind_addr().map_err(|reason| ConfigError::Listener { index, field: "bind", reason })
     }
 
     /// The listeners that accept clients with no username and no certificate from other machines: the
@@ -214,31 +186,20 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.to_string(),
-            })
-        };
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_string() });
         if self.listen.is_some() && !self.listeners.is_empty() {
             return invalid("listen", "set either `listen` or `[[listeners]]`, not both");
         }
         if let Some(listen) = &self.listen {
             ListenerConfig::mqtt(listen.clone())
                 .bind_addr()
-                .map_err(|reason| ConfigError::Invalid {
-                    field: "listen",
-                    reason,
-                })?;
+                .map_err(|reason| ConfigError::Invalid { field: "listen", reason })?;
         }
         self.effective_listeners()?;
-        for (field, path) in [
-            ("auth.password_file", &self.auth.password_file),
-            ("auth.acl_file", &self.auth.acl_file),
-        ] {
+        for (field, path) in [("auth.password_file", &self.auth.password_file), ("auth.acl_file", &self.auth.acl_file)]
+        {
             if let Some(path) = path {
-                listener::readable(path)
-                    .map_err(|reason| ConfigError::Invalid { field, reason })?;
+                listener::readable(path).map_err(|reason| ConfigError::Invalid { field, reason })?;
             }
         }
         if self.shards == Some(0) {
@@ -251,10 +212,7 @@ impl Config {
             return invalid("max_connections", "must be at least 1");
         }
         if self.socket_send_buffer_bytes == Some(0) || self.socket_recv_buffer_bytes == Some(0) {
-            return invalid(
-                "socket_send_buffer_bytes / socket_recv_buffer_bytes",
-                "must be above 0 when set",
-            );
+            return invalid("socket_send_buffer_bytes / socket_recv_buffer_bytes", "must be above 0 when set");
         }
         if self.mesh_queue_batches == 0 {
             return invalid("mesh_queue_batches", "must be at least 1");
@@ -269,10 +227,7 @@ impl Config {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return invalid(
-                "log_level",
-                "not a level (error, warn, info, debug, trace) or filter directive",
-            );
+            return invalid("log_level", "not a level (error, warn, info, debug, trace) or filter directive");
         }
         Ok(())
     }

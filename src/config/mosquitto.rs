@@ -45,25 +45,14 @@ impl fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}: {kind}: `{}`: {}",
-            self.file.display(),
-            self.line,
-            self.directive,
-            self.message
-        )
+        write!(f, "{}:{}: {kind}: `{}`: {}", self.file.display(), self.line, self.directive, self.message)
     }
 }
 
 impl Finding {
     /// One line per finding, for an error message.
     pub fn lines(findings: &[Finding]) -> String {
-        findings
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -83,18 +72,11 @@ pub fn read(path: &Path) -> Result<Converted, ConfigError> {
     let mut converted = convert(&lines, findings);
     // Listener problems are found once the whole file is read; list everything in file order, the main
     // file first.
-    converted
-        .findings
-        .sort_by(|a, b| (a.file != path, &a.file, a.line).cmp(&(b.file != path, &b.file, b.line)));
-    let (errors, warnings): (Vec<Finding>, Vec<Finding>) = converted
-        .findings
-        .into_iter()
-        .partition(|finding| finding.severity == Severity::Error);
+    converted.findings.sort_by(|a, b| (a.file != path, &a.file, a.line).cmp(&(b.file != path, &b.file, b.line)));
+    let (errors, warnings): (Vec<Finding>, Vec<Finding>) =
+        converted.findings.into_iter().partition(|finding| finding.severity == Severity::Error);
     if errors.is_empty() {
-        Ok(Converted {
-            config: converted.config,
-            warnings,
-        })
+        Ok(Converted { config: converted.config, warnings })
     } else {
         Err(ConfigError::Mosquitto(errors))
     }
@@ -138,34 +120,20 @@ fn split_lines(text: &str, file: &Path) -> Vec<Line> {
 
 /// Appends the lines of `path`, expanding `include_dir` in the main file (Mosquitto processes it only
 /// there) in Mosquitto's order: case-sensitive alphabetical, each upper-case letter before its lower case.
-fn read_lines(
-    path: &Path,
-    main: bool,
-    out: &mut Vec<Line>,
-    findings: &mut Vec<Finding>,
-) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn read_lines(path: &Path, main: bool, out: &mut Vec<Line>, findings: &mut Vec<Finding>) -> Result<(), ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     for line in split_lines(&text, path) {
         if line.directive != "include_dir" {
             out.push(line);
             continue;
         }
         if !main {
-            findings.push(finding(
-                Severity::Error,
-                &line,
-                "only allowed in the main config file (as in Mosquitto)",
-            ));
+            findings.push(finding(Severity::Error, &line, "only allowed in the main config file (as in Mosquitto)"));
             continue;
         }
         let dir = PathBuf::from(&line.value);
-        let entries = std::fs::read_dir(&dir).map_err(|source| ConfigError::Read {
-            path: dir.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| ConfigError::Read { path: dir.clone(), source })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|entry| entry.path())
@@ -181,13 +149,8 @@ fn read_lines(
 
 /// Sort key giving Mosquitto's include order: `00 01 A a B b`.
 fn mosquitto_order_key(file: &Path) -> Vec<(char, bool)> {
-    let name = file
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.chars()
-        .map(|c| (c.to_ascii_lowercase(), c.is_ascii_lowercase()))
-        .collect()
+    let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    name.chars().map(|c| (c.to_ascii_lowercase(), c.is_ascii_lowercase())).collect()
 }
 
 fn finding(severity: Severity, line: &Line, message: impl Into<String>) -> Finding {
@@ -281,11 +244,7 @@ fn convert(lines: &[Line], findings: Vec<Finding>) -> Output {
 
 /// A directive that is accepted but not carried out, and why that is harmless.
 fn warning(line: &Line, message: &str) -> Result<(), Finding> {
-    Err(finding(
-        Severity::Warning,
-        line,
-        format!("not supported, ignored: {message}"),
-    ))
+    Err(finding(Severity::Warning, line, format!("not supported, ignored: {message}")))
 }
 
 fn error(line: &Line, message: &str) -> Result<(), Finding> {
@@ -296,22 +255,14 @@ fn parse_bool(line: &Line) -> Result<bool, Finding> {
     match line.value.as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        other => Err(finding(
-            Severity::Error,
-            line,
-            format!("expected `true` or `false`, got `{other}`"),
-        )),
+        other => Err(finding(Severity::Error, line, format!("expected `true` or `false`, got `{other}`"))),
     }
 }
 
 fn parse_number<T: std::str::FromStr>(line: &Line) -> Result<T, Finding> {
-    line.value.parse().map_err(|_| {
-        finding(
-            Severity::Error,
-            line,
-            format!("expected a whole number, got `{}`", line.value),
-        )
-    })
+    line.value
+        .parse()
+        .map_err(|_| finding(Severity::Error, line, format!("expected a whole number, got `{}`", line.value)))
 }
 
 fn parse_path(line: &Line) -> Result<PathBuf, Finding> {
@@ -366,72 +317,20 @@ const BRIDGE_OPTIONS: &[&str] = &[
 
 /// Listener options shardmq does not carry out, whether ignoring them would weaken security, and why.
 const UNSUPPORTED_LISTENER_OPTIONS: &[(&str, Severity, &str)] = &[
-    (
-        "capath",
-        Severity::Error,
-        "put the CA certificates in one PEM file and name it with `cafile`",
-    ),
-    (
-        "crlfile",
-        Severity::Error,
-        "no certificate revocation lists: revoked client certificates would be accepted",
-    ),
+    ("capath", Severity::Error, "put the CA certificates in one PEM file and name it with `cafile`"),
+    ("crlfile", Severity::Error, "no certificate revocation lists: revoked client certificates would be accepted"),
     ("psk_hint", Severity::Error, "no pre-shared-key TLS"),
-    (
-        "use_subject_as_username",
-        Severity::Error,
-        "only use_identity_as_username: usernames, and so ACLs, would differ",
-    ),
-    (
-        "mount_point",
-        Severity::Error,
-        "clients of this listener would not be kept to their topic prefix",
-    ),
-    (
-        "use_username_as_clientid",
-        Severity::Error,
-        "clients could take over each other's sessions",
-    ),
-    (
-        "bind_interface",
-        Severity::Error,
-        "the listener would accept on every interface; give an address instead",
-    ),
-    (
-        "tls_engine",
-        Severity::Error,
-        "no OpenSSL engines; give a PEM key file",
-    ),
-    (
-        "tls_engine_kpass_sha1",
-        Severity::Error,
-        "no OpenSSL engines; give a PEM key file",
-    ),
-    (
-        "ciphers",
-        Severity::Warning,
-        "shardmq uses its own modern cipher suites (no weak ciphers)",
-    ),
-    (
-        "ciphers_tls1.3",
-        Severity::Warning,
-        "shardmq uses its own modern cipher suites",
-    ),
-    (
-        "dhparamfile",
-        Severity::Warning,
-        "shardmq uses ECDHE key exchange only",
-    ),
-    (
-        "socket_domain",
-        Severity::Warning,
-        "the listener binds the address family of its address",
-    ),
-    (
-        "http_dir",
-        Severity::Warning,
-        "WebSocket listeners serve no HTTP files",
-    ),
+    ("use_subject_as_username", Severity::Error, "only use_identity_as_username: usernames, and so ACLs, would differ"),
+    ("mount_point", Severity::Error, "clients of this listener would not be kept to their topic prefix"),
+    ("use_username_as_clientid", Severity::Error, "clients could take over each other's sessions"),
+    ("bind_interface", Severity::Error, "the listener would accept on every interface; give an address instead"),
+    ("tls_engine", Severity::Error, "no OpenSSL engines; give a PEM key file"),
+    ("tls_engine_kpass_sha1", Severity::Error, "no OpenSSL engines; give a PEM key file"),
+    ("ciphers", Severity::Warning, "shardmq uses its own modern cipher suites (no weak ciphers)"),
+    ("ciphers_tls1.3", Severity::Warning, "shardmq uses its own modern cipher suites"),
+    ("dhparamfile", Severity::Warning, "shardmq uses ECDHE key exchange only"),
+    ("socket_domain", Severity::Warning, "the listener binds the address family of its address"),
+    ("http_dir", Severity::Warning, "WebSocket listeners serve no HTTP files"),
 ];
 
 impl Conversion {
@@ -441,9 +340,7 @@ impl Conversion {
             Some(listener) => listener,
             None => {
                 self.default_listener_used = true;
-                self.default_listener
-                    .origin
-                    .get_or_insert_with(|| (line.file.clone(), line.number));
+                self.default_listener.origin.get_or_insert_with(|| (line.file.clone(), line.number));
                 &mut self.default_listener
             }
         }
@@ -454,10 +351,7 @@ impl Conversion {
         if self.bridge_open && BRIDGE_OPTIONS.contains(&directive) {
             return Ok(());
         }
-        if self.apply_listener_option(line)?
-            || self.apply_auth_option(line)?
-            || self.apply_limit(line)?
-        {
+        if self.apply_listener_option(line)? || self.apply_auth_option(line)? || self.apply_limit(line)? {
             return Ok(());
         }
         match directive {
@@ -469,7 +363,9 @@ impl Conversion {
                 warning(line, &format!("bridges are not supported, bridge `{}` will not run", line.value))
             }
             "persistence" => match parse_bool(line)? {
-                true => warning(line, "sessions and retained messages are kept in memory only, not across restarts yet"),
+                true => {
+                    warning(line, "sessions and retained messages are kept in memory only, not across restarts yet")
+                }
                 false => Ok(()),
             },
             "persistence_location" | "persistence_file" | "autosave_interval" | "autosave_on_changes" => {
@@ -485,11 +381,19 @@ impl Conversion {
             "log_timestamp" | "log_timestamp_format" | "log_facility" => {
                 warning(line, "log lines always carry an RFC 3339 timestamp")
             }
-            "allow_duplicate_messages" | "allow_zero_length_clientid" | "auto_id_prefix" | "check_retain_source"
-            | "max_inflight_bytes" | "memory_limit" | "persistent_client_expiration" | "queue_qos0_messages"
-            | "set_tcp_nodelay" | "upgrade_outgoing_qos" | "retry_interval" | "websockets_log_level" | "websockets_headers_size" => {
-                warning(line, "no such setting in shardmq")
-            }
+            "allow_duplicate_messages"
+            | "allow_zero_length_clientid"
+            | "auto_id_prefix"
+            | "check_retain_source"
+            | "max_inflight_bytes"
+            | "memory_limit"
+            | "persistent_client_expiration"
+            | "queue_qos0_messages"
+            | "set_tcp_nodelay"
+            | "upgrade_outgoing_qos"
+            | "retry_interval"
+            | "websockets_log_level"
+            | "websockets_headers_size" => warning(line, "no such setting in shardmq"),
             "auth_plugin" | "plugin" | "global_plugin" | "auth_plugin_deny_special_chars" => {
                 error(line, "plugins are not supported, and the access checks they make would be skipped")
             }
@@ -520,11 +424,7 @@ impl Conversion {
                     "mqtt" => false,
                     "websockets" => true,
                     other => {
-                        return error(
-                            line,
-                            &format!("expected `mqtt` or `websockets`, got `{other}`"),
-                        )
-                        .map(|()| true)
+                        return error(line, &format!("expected `mqtt` or `websockets`, got `{other}`")).map(|()| true)
                     }
                 };
                 self.current_listener(line).websockets = websockets;
@@ -536,19 +436,12 @@ impl Conversion {
                 let required = parse_bool(line)?;
                 self.current_listener(line).require_certificate = required.then_some(line.number);
             }
-            "use_identity_as_username" => {
-                self.current_listener(line).use_identity_as_username = parse_bool(line)?
-            }
+            "use_identity_as_username" => self.current_listener(line).use_identity_as_username = parse_bool(line)?,
             "max_connections" => {
                 let count: i64 = parse_number(line)?;
-                let limit = if count < 0 {
-                    None
-                } else {
-                    Some(usize::try_from(count).unwrap_or(usize::MAX))
-                };
+                let limit = if count < 0 { None } else { Some(usize::try_from(count).unwrap_or(usize::MAX)) };
                 if limit == Some(0) {
-                    return error(line, "0 would refuse every client; use -1 for no limit")
-                        .map(|()| true);
+                    return error(line, "0 would refuse every client; use -1 for no limit").map(|()| true);
                 }
                 self.current_listener(line).max_connections = limit;
             }
@@ -576,17 +469,13 @@ impl Conversion {
             "tls_version" => {
                 self.current_listener(line);
                 match line.value.as_str() {
-                    "tlsv1.3" => error(
-                        line,
-                        "a TLS 1.3 minimum is not supported; shardmq accepts TLS 1.2 and 1.3",
-                    )?,
+                    "tlsv1.3" => error(line, "a TLS 1.3 minimum is not supported; shardmq accepts TLS 1.2 and 1.3")?,
                     _ => warning(line, "shardmq accepts TLS 1.2 and 1.3 only")?,
                 }
             }
             directive => {
-                let Some((_, severity, reason)) = UNSUPPORTED_LISTENER_OPTIONS
-                    .iter()
-                    .find(|(name, _, _)| *name == directive)
+                let Some((_, severity, reason)) =
+                    UNSUPPORTED_LISTENER_OPTIONS.iter().find(|(name, _, _)| *name == directive)
                 else {
                     return Ok(false);
                 };
@@ -604,9 +493,7 @@ impl Conversion {
 
     fn touch_default_listener(&mut self, line: &Line) -> &mut DraftListener {
         self.default_listener_used = true;
-        self.default_listener
-            .origin
-            .get_or_insert_with(|| (line.file.clone(), line.number));
+        self.default_listener.origin.get_or_insert_with(|| (line.file.clone(), line.number));
         &mut self.default_listener
     }
 
@@ -617,11 +504,7 @@ impl Conversion {
             None => (line.value.as_str(), None),
         };
         let port: u16 = port.parse().map_err(|_| {
-            finding(
-                Severity::Error,
-                line,
-                format!("expected `listener PORT [ADDRESS]`, got `{}`", line.value),
-            )
+            finding(Severity::Error, line, format!("expected `listener PORT [ADDRESS]`, got `{}`", line.value))
         })?;
         if port == 0 && host.as_deref().is_some_and(|host| host.starts_with('/')) {
             return error(line, "unix socket listeners are not supported");
@@ -650,8 +533,7 @@ impl Conversion {
         if !self.per_listener_settings {
             // Checked here to point at the line; per-listener files are checked with their listener.
             if let Some(path) = &path {
-                super::listener::readable(path)
-                    .map_err(|reason| finding(Severity::Error, line, reason))?;
+                super::listener::readable(path).map_err(|reason| finding(Severity::Error, line, reason))?;
             }
             match directive {
                 "allow_anonymous" => self.allow_anonymous = allow,
@@ -664,11 +546,7 @@ impl Conversion {
             (Some(listener), _) => &mut listener.auth,
             (None, "password_file") => &mut self.touch_default_listener(line).auth,
             (None, _) => {
-                self.orphan_auth_lines.push((
-                    line.file.clone(),
-                    line.number,
-                    directive.to_string(),
-                ));
+                self.orphan_auth_lines.push((line.file.clone(), line.number, directive.to_string()));
                 &mut self.default_listener.auth
             }
         };
@@ -686,11 +564,7 @@ impl Conversion {
         match line.directive.as_str() {
             "max_inflight_messages" => {
                 let count: u32 = parse_number(line)?;
-                mqtt.max_inflight = if count == 0 {
-                    u16::MAX
-                } else {
-                    u16::try_from(count).unwrap_or(u16::MAX)
-                };
+                mqtt.max_inflight = if count == 0 { u16::MAX } else { u16::try_from(count).unwrap_or(u16::MAX) };
             }
             "max_queued_messages" => {
                 let count: usize = parse_number(line)?;
@@ -705,14 +579,9 @@ impl Conversion {
             "max_packet_size" => {
                 let bytes: u32 = parse_number(line)?;
                 if bytes != 0 && bytes < 20 {
-                    return error(line, "below 20 bytes is refused (as Mosquitto does)")
-                        .map(|()| true);
+                    return error(line, "below 20 bytes is refused (as Mosquitto does)").map(|()| true);
                 }
-                self.max_packet_size = Some(if bytes == 0 {
-                    MQTT_PACKET_BYTES_MAX
-                } else {
-                    bytes
-                });
+                self.max_packet_size = Some(if bytes == 0 { MQTT_PACKET_BYTES_MAX } else { bytes });
             }
             "message_size_limit" => {
                 let bytes: u32 = parse_number(line)?;
@@ -738,10 +607,9 @@ impl Conversion {
                 self.log_dest_none = true;
                 Ok(())
             }
-            "stdout" | "file" | "syslog" | "topic" | "dlt" => warning(
-                line,
-                "shardmq logs to stderr only (redirect it, or let systemd's journal keep it)",
-            ),
+            "stdout" | "file" | "syslog" | "topic" | "dlt" => {
+                warning(line, "shardmq logs to stderr only (redirect it, or let systemd's journal keep it)")
+            }
             other => error(line, &format!("unknown log destination `{other}`")),
         }
     }
@@ -773,22 +641,13 @@ impl Conversion {
             for (file, line, directive) in std::mem::take(&mut self.orphan_auth_lines) {
                 let (severity, consequence) = match directive.as_str() {
                     "acl_file" => (Severity::Error, "its ACL would apply to no client"),
-                    _ => (
-                        Severity::Warning,
-                        "ignored; each listener defaults to `allow_anonymous false`",
-                    ),
+                    _ => (Severity::Warning, "ignored; each listener defaults to `allow_anonymous false`"),
                 };
                 let message = format!(
                     "with per_listener_settings true this belongs to the default listener, which is not started \
                      (no `port`): {consequence}; put it under a `listener` line"
                 );
-                self.findings.push(Finding {
-                    severity,
-                    file,
-                    line,
-                    directive,
-                    message,
-                });
+                self.findings.push(Finding { severity, file, line, directive, message });
             }
         }
         let mut drafts = std::mem::take(&mut self.listeners);
@@ -804,21 +663,11 @@ impl Conversion {
         self.apply_packet_limit();
         self.apply_listener_scoped_limits(drafts.len());
         self.check_listeners(&drafts);
-        Output {
-            config: self.config,
-            findings: self.findings,
-        }
+        Output { config: self.config, findings: self.findings }
     }
 
-    fn build_listener(
-        &mut self,
-        draft: &DraftListener,
-        allow_anonymous_default: bool,
-    ) -> Option<ListenerConfig> {
-        let (file, line) = draft
-            .origin
-            .clone()
-            .unwrap_or_else(|| (PathBuf::from("(default)"), 0));
+    fn build_listener(&mut self, draft: &DraftListener, allow_anonymous_default: bool) -> Option<ListenerConfig> {
+        let (file, line) = draft.origin.clone().unwrap_or_else(|| (PathBuf::from("(default)"), 0));
         let mut problem = |message: String| {
             self.findings.push(Finding {
                 severity: Severity::Error,
@@ -845,10 +694,7 @@ impl Conversion {
                 use_identity_as_username: draft.use_identity_as_username,
             }),
             (None, None) => {
-                if draft.cafile.is_some()
-                    || draft.require_certificate.is_some()
-                    || draft.use_identity_as_username
-                {
+                if draft.cafile.is_some() || draft.require_certificate.is_some() || draft.use_identity_as_username {
                     problem(format!(
                         "{bind}: cafile / require_certificate / use_identity_as_username without certfile and \
                          keyfile: the listener would run without TLS and accept clients without certificates"
@@ -910,17 +756,8 @@ impl Conversion {
         if self.log_levels.is_empty() {
             return;
         }
-        let rank = |level: &str| {
-            ["off", "error", "warn", "info", "debug"]
-                .iter()
-                .position(|known| *known == level)
-        };
-        let most_verbose = self
-            .log_levels
-            .iter()
-            .copied()
-            .max_by_key(|level| rank(level))
-            .unwrap_or("info");
+        let rank = |level: &str| ["off", "error", "warn", "info", "debug"].iter().position(|known| *known == level);
+        let most_verbose = self.log_levels.iter().copied().max_by_key(|level| rank(level)).unwrap_or("info");
         self.config.log_level = most_verbose.to_string();
     }
 
@@ -944,9 +781,7 @@ impl Conversion {
         if let Some(aliases) = self.topic_alias_max.iter().copied().min() {
             self.config.mqtt.topic_alias_max = aliases;
         }
-        if let (Some((file, line, directive)), true) =
-            (self.listener_scoped_limit_line.take(), listener_count > 1)
-        {
+        if let (Some((file, line, directive)), true) = (self.listener_scoped_limit_line.take(), listener_count > 1) {
             self.findings.push(Finding {
                 severity: Severity::Warning,
                 file,
@@ -960,8 +795,7 @@ impl Conversion {
     }
 
     fn note_listener_scoped_limit(&mut self, line: &Line) {
-        self.listener_scoped_limit_line
-            .get_or_insert_with(|| (line.file.clone(), line.number, line.directive.clone()));
+        self.listener_scoped_limit_line.get_or_insert_with(|| (line.file.clone(), line.number, line.directive.clone()));
     }
 }
 

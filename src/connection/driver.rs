@@ -156,14 +156,7 @@ impl ConnSlot {
         let scratch = reads.scratch();
         loop {
             // SAFETY: recv(2) into the shard's buffer, which outlives the call.
-            let read = unsafe {
-                libc::recv(
-                    self.fd(),
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let read = unsafe { libc::recv(self.fd(), scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT) };
             if read > 0 {
                 let partial = self.partial.borrow_mut().take();
                 return Filled::Data(reads.take_input(read as usize, partial));
@@ -191,19 +184,14 @@ pub fn open_accepted(shard: &Rc<Shard>, stream: TcpStream, permit: PermitGuard) 
     // The connection keeps only the descriptor: glommio's stream (and the poll it armed) goes now.
     let socket = match duplicate_fd(stream.as_raw_fd()) {
         Ok(socket) => socket,
-        Err(err) => {
-            return tracing::warn!(shard = shard.id, %err, "cannot take over an accepted socket; closing it")
-        }
+        Err(err) => return tracing::warn!(shard = shard.id, %err, "cannot take over an accepted socket; closing it"),
     };
     drop(stream);
     set_nodelay(shard, &socket);
     let conn = shard.core.borrow_mut().open_connection(Instant::now());
     if let Err(err) = readiness::register(socket.as_raw_fd(), conn) {
         tracing::warn!(shard = shard.id, %err, "cannot watch an accepted socket; closing it");
-        shard
-            .core
-            .borrow_mut()
-            .connection_lost(conn, Instant::now());
+        shard.core.borrow_mut().connection_lost(conn, Instant::now());
         return;
     }
     let slot = Rc::new(ConnSlot::new(conn, socket, permit));
@@ -242,12 +230,7 @@ fn duplicate_fd(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// A connection handed over by another shard: open it, feed the CONNECT and the bytes read after it.
 pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
-    let Handoff {
-        fd,
-        leftover,
-        connect,
-        permit,
-    } = handoff;
+    let Handoff { fd, leftover, connect, permit } = handoff;
     if shard.is_stopping() {
         return; // dropping the descriptor closes the socket
     }
@@ -277,9 +260,7 @@ pub fn adopt(shard: &Rc<Shard>, handoff: Handoff) {
 pub async fn pump_reads(shard: Rc<Shard>) {
     let mut doorbell = match readiness::Doorbell::new() {
         Ok(doorbell) => doorbell,
-        Err(err) => {
-            return tracing::error!(shard = shard.id, %err, "cannot watch connections (epoll); not reading")
-        }
+        Err(err) => return tracing::error!(shard = shard.id, %err, "cannot watch connections (epoll); not reading"),
     };
     let mut batch = Vec::new();
     loop {
@@ -330,11 +311,7 @@ fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> Inp
     let now = Instant::now();
     let max_packet_size_bytes = shard.settings.max_packet_size_bytes;
     loop {
-        let version = shard
-            .core
-            .borrow()
-            .protocol_version(slot.conn)
-            .unwrap_or(ProtocolVersion::V5);
+        let version = shard.core.borrow().protocol_version(slot.conn).unwrap_or(ProtocolVersion::V5);
         match decode_packet(buf, version, max_packet_size_bytes) {
             Ok(None) => return InputStep::Continue,
             Ok(Some(packet)) => {
@@ -344,19 +321,13 @@ fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> Inp
                         return InputStep::Stop;
                     }
                 }
-                shard
-                    .core
-                    .borrow_mut()
-                    .handle_packet(slot.conn, packet, now);
+                shard.core.borrow_mut().handle_packet(slot.conn, packet, now);
                 if slot.ended.get() {
                     return InputStep::Stop;
                 }
             }
             Err(err) => {
-                shard
-                    .core
-                    .borrow_mut()
-                    .handle_decode_error(slot.conn, &err, now);
+                shard.core.borrow_mut().handle_decode_error(slot.conn, &err, now);
                 return InputStep::Stop;
             }
         }
@@ -365,13 +336,7 @@ fn feed_input(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, buf: &mut BytesMut) -> Inp
 
 /// Moves the connection to `home`: this core forgets it (it had not seen a CONNECT yet), the socket is
 /// duplicated into the handoff, and this shard's descriptor closes when the slot drops.
-fn hand_off(
-    shard: &Rc<Shard>,
-    slot: &Rc<ConnSlot>,
-    connect: crate::protocol::Packet,
-    leftover: BytesMut,
-    home: usize,
-) {
+fn hand_off(shard: &Rc<Shard>, slot: &Rc<ConnSlot>, connect: crate::protocol::Packet, leftover: BytesMut, home: usize) {
     slot.ended.set(true);
     shard.core.borrow_mut().forget_connection(slot.conn);
     shard.conns.borrow_mut().remove(&slot.conn);
@@ -380,15 +345,7 @@ fn hand_off(
         Ok(fd) => {
             tracing::trace!(shard = shard.id, home, "connection moves to its home shard");
             let permit = shard.permits.for_handoff();
-            shard.push_mesh(
-                home,
-                ShardMeshItem::Handoff(Handoff {
-                    fd,
-                    leftover,
-                    connect,
-                    permit,
-                }),
-            );
+            shard.push_mesh(home, ShardMeshItem::Handoff(Handoff { fd, leftover, connect, permit }));
         }
         Err(err) => {
             tracing::warn!(shard = shard.id, home, %err, "cannot hand connection over; closing it")

@@ -28,10 +28,7 @@ pub struct PermitGuard {
 
 impl ConnectionPermit {
     pub fn new(max: usize) -> Self {
-        ConnectionPermit {
-            open: Arc::new(AtomicUsize::new(0)),
-            max,
-        }
+        ConnectionPermit { open: Arc::new(AtomicUsize::new(0)), max }
     }
 
     /// A place for a newly accepted connection, or `None` at the limit.
@@ -41,18 +38,14 @@ impl ConnectionPermit {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(PermitGuard {
-            open: self.open.clone(),
-        })
+        Some(PermitGuard { open: self.open.clone() })
     }
 
     /// A second place for a connection about to move to its home shard, taken while the accepting shard
     /// still holds the first, so never refused (the connection is already counted).
     pub fn for_handoff(&self) -> PermitGuard {
         self.open.fetch_add(1, Ordering::Relaxed);
-        PermitGuard {
-            open: self.open.clone(),
-        }
+        PermitGuard { open: self.open.clone() }
     }
 
     pub fn open_connections(&self) -> usize {

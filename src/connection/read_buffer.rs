@@ -12,9 +12,7 @@ pub struct ShardReadBuffer {
 
 impl ShardReadBuffer {
     pub fn new(buffer_bytes: usize) -> Self {
-        ShardReadBuffer {
-            scratch: vec![0; buffer_bytes].into_boxed_slice(),
-        }
+        ShardReadBuffer { scratch: vec![0; buffer_bytes].into_boxed_slice() }
     }
 
     /// Where the next read goes.
@@ -46,16 +44,9 @@ mod tests {
         reads.scratch()[..5].copy_from_slice(b"hello");
         let input = reads.take_input(5, None);
         assert_eq!(&input[..], b"hello");
-        assert!(
-            input.capacity() < 64,
-            "a 5 byte read must not pin a 1 KiB buffer"
-        );
+        assert!(input.capacity() < 64, "a 5 byte read must not pin a 1 KiB buffer");
         reads.scratch()[..3].copy_from_slice(b"abc");
-        assert_eq!(
-            &input[..],
-            b"hello",
-            "the copy does not alias the scratch buffer"
-        );
+        assert_eq!(&input[..], b"hello", "the copy does not alias the scratch buffer");
     }
 
     #[test]

@@ -63,10 +63,7 @@ impl ShardReadiness {
 fn epoll_ctl(op: libc::c_int, fd: RawFd, conn: ConnId, events: u32) -> io::Result<()> {
     READINESS.with(|readiness| {
         let epoll = readiness.borrow_mut().epoll_fd()?;
-        let mut event = libc::epoll_event {
-            events,
-            u64: conn.0,
-        };
+        let mut event = libc::epoll_event { events, u64: conn.0 };
         // SAFETY: epoll_ctl(2) on descriptors this shard owns, with a valid event struct.
         if unsafe { libc::epoll_ctl(epoll, op, fd, &mut event) } < 0 {
             return Err(io::Error::last_os_error());
@@ -108,12 +105,7 @@ pub async fn writable(fd: RawFd, conn: ConnId) -> io::Result<()> {
         if armed && READINESS.with(|readiness| !readiness.borrow().writers.contains_key(&conn)) {
             return Poll::Ready(Ok(()));
         }
-        READINESS.with(|readiness| {
-            readiness
-                .borrow_mut()
-                .writers
-                .insert(conn, cx.waker().clone())
-        });
+        READINESS.with(|readiness| readiness.borrow_mut().writers.insert(conn, cx.waker().clone()));
         if !armed {
             armed = true;
             // Modifying re-checks the socket: if it has room already, the event comes at once.
@@ -160,8 +152,7 @@ impl Doorbell {
         if duplicate < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.stream =
-            Some(unsafe { <glommio::net::TcpStream as FromRawFd>::from_raw_fd(duplicate) });
+        self.stream = Some(unsafe { <glommio::net::TcpStream as FromRawFd>::from_raw_fd(duplicate) });
         Ok(())
     }
 
@@ -192,8 +183,7 @@ fn drain_epoll() {
         let epoll = READINESS.with(|readiness| readiness.borrow_mut().epoll_fd());
         let Ok(epoll) = epoll else { return };
         // SAFETY: epoll_wait(2) into a buffer of EVENTS_PER_WAIT entries, without blocking.
-        let count =
-            unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS_PER_WAIT as i32, 0) };
+        let count = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), EVENTS_PER_WAIT as i32, 0) };
         if count <= 0 {
             return;
         }
@@ -205,9 +195,7 @@ fn drain_epoll() {
                 if flags & (READ_EVENTS | CLOSED_EVENTS) != 0 {
                     readiness.reported.push(conn);
                 }
-                if flags & (libc::EPOLLOUT as u32 | CLOSED_EVENTS) != 0
-                    && !readiness.writers.is_empty()
-                {
+                if flags & (libc::EPOLLOUT as u32 | CLOSED_EVENTS) != 0 && !readiness.writers.is_empty() {
                     woken.extend(readiness.writers.remove(&conn));
                 }
             }
@@ -221,11 +209,7 @@ fn drain_epoll() {
 
 /// Moves the connections ready to read into `batch` (which must be empty; those epoll reported first), or arranges for the pump to be
 /// woken (by the doorbell or `mark_ready`) and returns `Pending` when there are none.
-pub fn poll_ready(
-    cx: &mut Context<'_>,
-    batch: &mut Vec<ConnId>,
-    doorbell: &mut Doorbell,
-) -> Poll<()> {
+pub fn poll_ready(cx: &mut Context<'_>, batch: &mut Vec<ConnId>, doorbell: &mut Doorbell) -> Poll<()> {
     while doorbell.poll_ring(cx).is_ready() {
         drain_epoll();
     }
@@ -261,38 +245,22 @@ mod tests {
 
             mark_ready(ConnId(9));
             std::future::poll_fn(|cx| poll_ready(cx, &mut batch, &mut doorbell)).await;
-            assert_eq!(
-                batch,
-                vec![ConnId(9)],
-                "marked connections come first, nothing else is ready"
-            );
+            assert_eq!(batch, vec![ConnId(9)], "marked connections come first, nothing else is ready");
             batch.clear();
 
             peer.write_all(b"x").expect("write");
             std::future::poll_fn(|cx| poll_ready(cx, &mut batch, &mut doorbell)).await;
-            assert_eq!(
-                batch,
-                vec![ConnId(7)],
-                "input on a registered socket rings the doorbell"
-            );
+            assert_eq!(batch, vec![ConnId(7)], "input on a registered socket rings the doorbell");
             batch.clear();
 
             peer.write_all(b"y").expect("write");
             std::future::poll_fn(|cx| poll_ready(cx, &mut batch, &mut doorbell)).await;
-            assert_eq!(
-                batch,
-                vec![ConnId(7)],
-                "the re-armed doorbell rings again (edge-triggered: new input)"
-            );
+            assert_eq!(batch, vec![ConnId(7)], "the re-armed doorbell rings again (edge-triggered: new input)");
             peer.write_all(b"z").expect("write");
             mark_ready(ConnId(9));
             glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
             std::future::poll_fn(|cx| poll_ready(cx, &mut batch, &mut doorbell)).await;
-            assert_eq!(
-                batch,
-                vec![ConnId(7), ConnId(9)],
-                "input on established connections is read first"
-            );
+            assert_eq!(batch, vec![ConnId(7), ConnId(9)], "input on established connections is read first");
             deregister(ours.as_raw_fd());
         });
     }

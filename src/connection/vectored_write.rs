@@ -21,10 +21,7 @@ pub fn write_frames(fd: RawFd, frames: &mut VecDeque<Bytes>) -> io::Result<usize
         .iter()
         .filter(|frame| !frame.is_empty())
         .take(IOVECS_PER_WRITE)
-        .map(|frame| libc::iovec {
-            iov_base: frame.as_ptr() as *mut libc::c_void,
-            iov_len: frame.len(),
-        })
+        .map(|frame| libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() })
         .collect();
     // SAFETY: every iovec points into a `Bytes` held by `frames`, unchanged until sendmsg returns.
     let written = unsafe {
@@ -62,10 +59,8 @@ mod tests {
     #[test]
     fn all_frames_go_out_in_one_write_in_order() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut frames: VecDeque<Bytes> = ["one", "", "two", "three"]
-            .iter()
-            .map(|text| Bytes::from_static(text.as_bytes()))
-            .collect();
+        let mut frames: VecDeque<Bytes> =
+            ["one", "", "two", "three"].iter().map(|text| Bytes::from_static(text.as_bytes())).collect();
         assert_eq!(write_frames(ours.as_raw_fd(), &mut frames).unwrap(), 11);
         assert!(frames.is_empty());
         let mut received = [0u8; 11];
@@ -77,14 +72,10 @@ mod tests {
     fn a_full_socket_keeps_the_rest_and_reports_would_block() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let big = Bytes::from(vec![7u8; 4 * 1024 * 1024]);
-        let mut frames: VecDeque<Bytes> =
-            VecDeque::from([big.clone(), Bytes::from_static(b"tail")]);
+        let mut frames: VecDeque<Bytes> = VecDeque::from([big.clone(), Bytes::from_static(b"tail")]);
         let written = write_frames(ours.as_raw_fd(), &mut frames).unwrap();
         assert!(written < big.len(), "a socket pair does not buffer 4 MiB");
-        assert_eq!(
-            frames.iter().map(Bytes::len).sum::<usize>(),
-            big.len() + 4 - written
-        );
+        assert_eq!(frames.iter().map(Bytes::len).sum::<usize>(), big.len() + 4 - written);
         let err = write_frames(ours.as_raw_fd(), &mut frames).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // Drain and finish: the peer gets every byte once, in order.
@@ -104,8 +95,7 @@ mod tests {
 
     #[test]
     fn consume_advances_a_partly_written_frame() {
-        let mut frames: VecDeque<Bytes> =
-            VecDeque::from([Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
+        let mut frames: VecDeque<Bytes> = VecDeque::from([Bytes::from_static(b"abc"), Bytes::from_static(b"de")]);
         consume(&mut frames, 4);
         assert_eq!(frames, VecDeque::from([Bytes::from_static(b"e")]));
     }

@@ -11,14 +11,12 @@ use std::io;
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it and we only read it after success.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect();
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect();
     if cpus.is_empty() {
         return Err(io::Error::other("the process affinity mask holds no CPU"));
     }
@@ -29,9 +27,7 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// more shards than CPUs. `allowed` must not be empty.
 pub fn shard_cpus(shards: usize, allowed: &[usize]) -> Vec<usize> {
     assert!(!allowed.is_empty(), "no CPU to place shards on");
-    (0..shards)
-        .map(|shard| allowed[shard % allowed.len()])
-        .collect()
+    (0..shards).map(|shard| allowed[shard % allowed.len()]).collect()
 }
 
 #[cfg(test)]
@@ -65,8 +61,7 @@ mod tests {
         let first = allowed_cpus().unwrap()[0];
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::CPU_SET(first, &mut set) };
-        let rc =
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         assert_eq!(rc, 0);
         assert_eq!(allowed_cpus().unwrap(), vec![first]);
     }

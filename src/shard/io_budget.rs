@@ -43,31 +43,19 @@ pub enum IoBudgetError {
         "locked memory limit (ulimit -l) is {limit_kib} KiB, too small for {shards} shards (each needs at least \
          {needed_kib} KiB); run fewer shards (--shards) or raise `ulimit -l`"
     )]
-    TooManyShards {
-        limit_kib: u64,
-        shards: usize,
-        needed_kib: u64,
-    },
+    TooManyShards { limit_kib: u64, shards: usize, needed_kib: u64 },
     #[error(
         "io_memory_bytes = {requested} does not fit: {shards} shards under a locked memory limit of {limit_kib} \
          KiB allow at most {allowed} per shard; lower io_memory_bytes or remove it to size it automatically"
     )]
-    OverrideTooLarge {
-        requested: usize,
-        shards: usize,
-        limit_kib: u64,
-        allowed: usize,
-    },
+    OverrideTooLarge { requested: usize, shards: usize, limit_kib: u64, allowed: usize },
     #[error("io_memory_bytes = {requested} is below glommio's minimum of {MIN_IO_MEMORY_BYTES}")]
     OverrideTooSmall { requested: usize },
 }
 
 /// The current RLIMIT_MEMLOCK soft limit in bytes; `None` when unlimited.
 pub fn memlock_limit_bytes() -> std::io::Result<Option<u64>> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -88,11 +76,7 @@ fn locked_bytes(budget: IoBudget) -> usize {
 
 /// Sizes each shard's io memory and ring depth so `shards` executors fit under `limit` (None = unlimited).
 /// `io_memory_override` is the config's `io_memory_bytes`.
-pub fn plan(
-    limit: Option<u64>,
-    shards: usize,
-    io_memory_override: Option<usize>,
-) -> Result<IoBudget, IoBudgetError> {
+pub fn plan(limit: Option<u64>, shards: usize, io_memory_override: Option<usize>) -> Result<IoBudget, IoBudgetError> {
     assert!(shards > 0);
     if let Some(requested) = io_memory_override {
         if requested < MIN_IO_MEMORY_BYTES {
@@ -114,42 +98,22 @@ pub fn plan(
     if locked_bytes(preferred) <= per_shard {
         return Ok(preferred);
     }
-    let smallest = IoBudget {
-        io_memory_bytes: MIN_IO_MEMORY_BYTES,
-        ring_depth: MIN_RING_DEPTH,
-    };
+    let smallest = IoBudget { io_memory_bytes: MIN_IO_MEMORY_BYTES, ring_depth: MIN_RING_DEPTH };
     if locked_bytes(smallest) > per_shard {
         let needed_kib = (locked_bytes(smallest) as u64 * 100 / USABLE_PERCENT).div_ceil(1024);
-        return Err(IoBudgetError::TooManyShards {
-            limit_kib,
-            shards,
-            needed_kib,
-        });
+        return Err(IoBudgetError::TooManyShards { limit_kib, shards, needed_kib });
     }
     // Keep the preferred ring depth if the minimum io memory still fits beside it, else shrink both.
     let mut ring_depth = PREFERRED_RING_DEPTH;
-    while ring_depth > MIN_RING_DEPTH
-        && locked_bytes(IoBudget {
-            ring_depth,
-            ..smallest
-        }) > per_shard
-    {
+    while ring_depth > MIN_RING_DEPTH && locked_bytes(IoBudget { ring_depth, ..smallest }) > per_shard {
         ring_depth /= 2;
     }
     let room = (per_shard - ring_bytes(ring_depth)) / RINGS_PER_EXECUTOR;
     let allowed = room / 4096 * 4096;
     if let Some(requested) = io_memory_override {
-        return Err(IoBudgetError::OverrideTooLarge {
-            requested,
-            shards,
-            limit_kib,
-            allowed,
-        });
+        return Err(IoBudgetError::OverrideTooLarge { requested, shards, limit_kib, allowed });
     }
-    Ok(IoBudget {
-        io_memory_bytes: allowed.min(PREFERRED_IO_MEMORY_BYTES),
-        ring_depth,
-    })
+    Ok(IoBudget { io_memory_bytes: allowed.min(PREFERRED_IO_MEMORY_BYTES), ring_depth })
 }
 
 #[cfg(test)]
@@ -161,13 +125,7 @@ mod tests {
     #[test]
     fn unlimited_gets_the_preferred_sizes() {
         let budget = plan(None, 64, None).unwrap();
-        assert_eq!(
-            budget,
-            IoBudget {
-                io_memory_bytes: PREFERRED_IO_MEMORY_BYTES,
-                ring_depth: PREFERRED_RING_DEPTH
-            }
-        );
+        assert_eq!(budget, IoBudget { io_memory_bytes: PREFERRED_IO_MEMORY_BYTES, ring_depth: PREFERRED_RING_DEPTH });
     }
 
     #[test]
@@ -182,24 +140,15 @@ mod tests {
         for shards in [4, 8, 16, 24] {
             let budget = plan(Some(8 * MIB), shards, None).unwrap();
             assert!(budget.io_memory_bytes >= MIN_IO_MEMORY_BYTES);
-            assert!(
-                budget.io_memory_bytes < PREFERRED_IO_MEMORY_BYTES,
-                "{shards} shards: {budget:?}"
-            );
-            assert!(
-                (locked_bytes(budget) * shards) as u64 <= 8 * MIB,
-                "{shards} shards: {budget:?}"
-            );
+            assert!(budget.io_memory_bytes < PREFERRED_IO_MEMORY_BYTES, "{shards} shards: {budget:?}");
+            assert!((locked_bytes(budget) * shards) as u64 <= 8 * MIB, "{shards} shards: {budget:?}");
         }
     }
 
     #[test]
     fn too_many_shards_is_a_clear_error() {
         let err = plan(Some(8 * MIB), 200, None).unwrap_err();
-        assert!(matches!(
-            err,
-            IoBudgetError::TooManyShards { shards: 200, .. }
-        ));
+        assert!(matches!(err, IoBudgetError::TooManyShards { shards: 200, .. }));
         assert!(err.to_string().contains("ulimit -l"), "{err}");
     }
 
@@ -212,17 +161,9 @@ mod tests {
     #[test]
     fn an_override_that_does_not_fit_is_refused() {
         let err = plan(Some(8 * MIB), 2, Some(4 * MIB as usize)).unwrap_err();
-        assert!(
-            matches!(err, IoBudgetError::OverrideTooLarge { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IoBudgetError::OverrideTooLarge { .. }), "{err}");
         assert!(plan(Some(8 * MIB), 2, Some(1024)).is_err());
-        assert_eq!(
-            plan(Some(8 * MIB), 2, Some(256 * 1024))
-                .unwrap()
-                .io_memory_bytes,
-            256 * 1024
-        );
+        assert_eq!(plan(Some(8 * MIB), 2, Some(256 * 1024)).unwrap().io_memory_bytes, 256 * 1024);
     }
 
     #[test]

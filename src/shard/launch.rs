@@ -52,11 +52,7 @@ pub enum StartError {
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
     #[error("shard {shard} (CPU {cpu}) could not start: {reason}")]
-    Shard {
-        shard: usize,
-        cpu: usize,
-        reason: String,
-    },
+    Shard { shard: usize, cpu: usize, reason: String },
     #[error("not all of the {shards} shards were ready within {secs} s (an executor stuck starting); giving up")]
     StartTimeout { shards: usize, secs: u64 },
 }
@@ -70,10 +66,7 @@ pub fn plan(config: &Config) -> Result<ShardPlan, StartError> {
     }
     let limit = io_budget::memlock_limit_bytes().map_err(StartError::MemlockLimit)?;
     let budget = io_budget::plan(limit, shards, config.io_memory_bytes)?;
-    Ok(ShardPlan {
-        cpus: affinity::shard_cpus(shards, &allowed),
-        budget,
-    })
+    Ok(ShardPlan { cpus: affinity::shard_cpus(shards, &allowed), budget })
 }
 
 /// The executor builder every shard uses (also used by the wakeup-latency bench, so it measures this).
@@ -114,8 +107,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
         send_bytes: config.socket_send_buffer_bytes,
         recv_bytes: config.socket_recv_buffer_bytes,
     };
-    let (listeners, bound) =
-        listener::bind_reuseport(listen, shards, caps).map_err(StartError::Listen)?;
+    let (listeners, bound) = listener::bind_reuseport(listen, shards, caps).map_err(StartError::Listen)?;
     tracing::info!(shards, cpus = ?plan.cpus, io_memory_bytes = plan.budget.io_memory_bytes,
         ring_depth = plan.budget.ring_depth, "starting shards");
     let config = Arc::new(config);
@@ -128,13 +120,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
     let mut threads = Vec::with_capacity(shards);
     let per_shard = meshes.into_iter().zip(listeners).zip(stop_receivers);
     for (shard, ((mesh, listener), stop)) in per_shard.enumerate() {
-        let context = ShardContext {
-            shard,
-            shards,
-            config: config.clone(),
-            stop,
-            permits: permits.clone(),
-        };
+        let context = ShardContext { shard, shards, config: config.clone(), stop, permits: permits.clone() };
         let cpu = plan.cpus[shard];
         let spin = Duration::from_micros(config.spin_before_park_micros);
         let builder = executor_builder(shard, cpu, plan.budget, spin);
@@ -142,11 +128,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
         let thread = std::thread::Builder::new()
             .name(format!("shard-{shard}"))
             .spawn(move || run_shard(builder, context, mesh, listener, report))
-            .map_err(|err| StartError::Shard {
-                shard,
-                cpu,
-                reason: err.to_string(),
-            })?;
+            .map_err(|err| StartError::Shard { shard, cpu, reason: err.to_string() })?;
         threads.push(thread);
     }
     drop(report_tx);
@@ -169,35 +151,20 @@ pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), Star
     started
 }
 
-fn wait_until_ready(
-    reports: &mpsc::Receiver<StartReport>,
-    shards: usize,
-    plan: &ShardPlan,
-) -> Result<(), StartError> {
+fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: &ShardPlan) -> Result<(), StartError> {
     let deadline = std::time::Instant::now() + START_TIMEOUT;
     for _ in 0..shards {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match reports.recv_timeout(left) {
             Ok(StartReport::Ready) => {}
             Ok(StartReport::Failed { shard, reason }) => {
-                return Err(StartError::Shard {
-                    shard,
-                    cpu: plan.cpus[shard],
-                    reason,
-                })
+                return Err(StartError::Shard { shard, cpu: plan.cpus[shard], reason })
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(StartError::StartTimeout {
-                    shards,
-                    secs: START_TIMEOUT.as_secs(),
-                })
+                return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() })
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(StartError::Shard {
-                    shard: 0,
-                    cpu: plan.cpus[0],
-                    reason: "thread ended early".into(),
-                })
+                return Err(StartError::Shard { shard: 0, cpu: plan.cpus[0], reason: "thread ended early".into() })
             }
         }
     }

@@ -43,9 +43,7 @@ fn bind_one(addr: SocketAddr, caps: SocketBufferCaps) -> io::Result<TcpListener>
     if let Some(bytes) = caps.recv_bytes {
         socket.set_recv_buffer_size(bytes as usize)?;
     }
-    socket
-        .bind(&addr.into())
-        .map_err(|err| io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))?;
+    socket.bind(&addr.into()).map_err(|err| io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
@@ -56,12 +54,8 @@ mod tests {
 
     #[test]
     fn port_zero_gives_every_shard_the_same_real_port() {
-        let (listeners, bound) = bind_reuseport(
-            "127.0.0.1:0".parse().unwrap(),
-            3,
-            SocketBufferCaps::default(),
-        )
-        .unwrap();
+        let (listeners, bound) =
+            bind_reuseport("127.0.0.1:0".parse().unwrap(), 3, SocketBufferCaps::default()).unwrap();
         assert_ne!(bound.port(), 0);
         assert_eq!(listeners.len(), 3);
         for listener in &listeners {
@@ -74,20 +68,14 @@ mod tests {
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !listeners.iter().any(|listener| listener.accept().is_ok()) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no listener got the connection"
-            );
+            assert!(std::time::Instant::now() < deadline, "no listener got the connection");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
     #[test]
     fn accepted_sockets_inherit_the_buffer_caps() {
-        let caps = SocketBufferCaps {
-            send_bytes: Some(8192),
-            recv_bytes: Some(4096),
-        };
+        let caps = SocketBufferCaps { send_bytes: Some(8192), recv_bytes: Some(4096) };
         let (listeners, bound) = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, caps).unwrap();
         let _client = std::net::TcpStream::connect(bound).unwrap();
         let (accepted, _) = listeners[0].accept().unwrap();

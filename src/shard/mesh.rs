@@ -11,9 +11,7 @@
 
 use std::collections::VecDeque;
 
-use glommio::channels::shared_channel::{
-    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::GlommioError;
 
 /// Index of a shard, `0..shard_count`.
@@ -134,9 +132,7 @@ impl<T: Send> BatchSink<T> for MeshSenders<T> {
         };
         match sender.try_send(batch) {
             Ok(()) => Ok(()),
-            Err(GlommioError::WouldBlock(glommio::ResourceType::Channel(batch))) => {
-                Err(SendRefused::Full(batch))
-            }
+            Err(GlommioError::WouldBlock(glommio::ResourceType::Channel(batch))) => Err(SendRefused::Full(batch)),
             Err(_) => Err(SendRefused::Closed),
         }
     }
@@ -304,10 +300,7 @@ mod tests {
 
     impl BoundedSink {
         fn new(shards: usize, capacity: usize) -> Self {
-            BoundedSink {
-                capacity,
-                queues: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()),
-            }
+            BoundedSink { capacity, queues: RefCell::new((0..shards).map(|_| VecDeque::new()).collect()) }
         }
         fn drain(&self, to: ShardIndex) -> Vec<u32> {
             self.queues.borrow_mut()[to].drain(..).flatten().collect()
@@ -315,11 +308,7 @@ mod tests {
     }
 
     impl BatchSink<u32> for BoundedSink {
-        fn try_send_batch(
-            &self,
-            to: ShardIndex,
-            batch: Vec<u32>,
-        ) -> Result<(), SendRefused<Vec<u32>>> {
+        fn try_send_batch(&self, to: ShardIndex, batch: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
             let mut queues = self.queues.borrow_mut();
             if queues[to].len() >= self.capacity {
                 return Err(SendRefused::Full(batch));
@@ -343,8 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn a_destination_that_takes_nothing_sheds_qos0_then_reliable_publishes_but_keeps_control_messages(
-    ) {
+    fn a_destination_that_takes_nothing_sheds_qos0_then_reliable_publishes_but_keeps_control_messages() {
         let bound = 10;
         let sink = BoundedSink::new(2, 1);
         let mut outbox = MeshOutbox::new(2, bound, class_by_last_digit);
@@ -357,26 +345,13 @@ mod tests {
             }
             outbox.flush(&sink); // never waits although nobody drains the queue
             let controls_so_far = (turn + 1) as usize;
-            assert!(
-                outbox.overflow_messages(1) <= 2 * bound + controls_so_far,
-                "turn {turn}"
-            );
+            assert!(outbox.overflow_messages(1) <= 2 * bound + controls_so_far, "turn {turn}");
         }
         let drops = outbox.drops();
-        assert!(
-            drops.shed_qos0_messages > 0 && drops.shed_reliable_messages > 0,
-            "{drops:?}"
-        );
+        assert!(drops.shed_qos0_messages > 0 && drops.shed_reliable_messages > 0, "{drops:?}");
         // Of the 300 messages: 3 went into the queue, the overflow holds at most 2 x bound publishes.
-        let publishes_waiting = outbox.overflow[1]
-            .iter()
-            .flatten()
-            .filter(|m| *m % 10 != 2)
-            .count();
-        assert!(
-            publishes_waiting <= 2 * bound,
-            "{publishes_waiting} publishes waiting"
-        );
+        let publishes_waiting = outbox.overflow[1].iter().flatten().filter(|m| *m % 10 != 2).count();
+        assert!(publishes_waiting <= 2 * bound, "{publishes_waiting} publishes waiting");
         // Once the destination drains, what was kept arrives in the order it was sent, every control
         // message included.
         let mut received = sink.drain(1);
@@ -384,21 +359,10 @@ mod tests {
             outbox.flush(&sink);
             received.extend(sink.drain(1));
         }
-        assert_eq!(
-            received.len() as u64,
-            300 - drops.shed_qos0_messages - drops.shed_reliable_messages
-        );
-        let kept_in_sent_order: Vec<u32> = sent
-            .iter()
-            .copied()
-            .filter(|m| received.contains(m))
-            .collect();
+        assert_eq!(received.len() as u64, 300 - drops.shed_qos0_messages - drops.shed_reliable_messages);
+        let kept_in_sent_order: Vec<u32> = sent.iter().copied().filter(|m| received.contains(m)).collect();
         assert_eq!(received, kept_in_sent_order);
-        assert_eq!(
-            received.iter().filter(|m| *m % 10 == 2).count(),
-            100,
-            "a control message was dropped"
-        );
+        assert_eq!(received.iter().filter(|m| *m % 10 == 2).count(), 100, "a control message was dropped");
         assert_eq!(outbox.overflow_messages(1), 0);
     }
 
@@ -468,11 +432,7 @@ mod tests {
     fn batches_to_a_closed_shard_are_counted_and_dropped() {
         struct ClosedSink;
         impl BatchSink<u32> for ClosedSink {
-            fn try_send_batch(
-                &self,
-                _: ShardIndex,
-                _: Vec<u32>,
-            ) -> Result<(), SendRefused<Vec<u32>>> {
+            fn try_send_batch(&self, _: ShardIndex, _: Vec<u32>) -> Result<(), SendRefused<Vec<u32>>> {
                 Err(SendRefused::Closed)
             }
         }
@@ -489,42 +449,39 @@ mod tests {
         let second = ends.pop().unwrap();
         let first = ends.pop().unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let executor =
-            |index: usize, ends: MeshEnds<u32>, done: std::sync::mpsc::Sender<Vec<u32>>| {
-                std::thread::spawn(move || {
-                    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                        .io_memory(64 * 1024)
-                        .make()
-                        .unwrap();
-                    ex.run(async move {
-                        let (senders, mut receivers) = ends.connect().await;
-                        if index == 0 {
-                            let mut outbox = unbounded(2);
-                            for n in 0..3 {
-                                outbox.push(1, n);
-                                outbox.flush(&senders); // capacity 1: later batches overflow, never block
-                            }
-                            while outbox.has_overflow() {
-                                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-                                outbox.flush(&senders);
-                            }
-                        } else {
-                            let (from, receiver) = receivers.pop().unwrap();
-                            assert_eq!(from, 0);
-                            let mut got = Vec::new();
-                            while got.len() < 3 {
-                                got.extend(receiver.recv().await.unwrap());
-                            }
-                            done.send(got).unwrap();
+        let executor = |index: usize, ends: MeshEnds<u32>, done: std::sync::mpsc::Sender<Vec<u32>>| {
+            std::thread::spawn(move || {
+                let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                    .io_memory(64 * 1024)
+                    .make()
+                    .unwrap();
+                ex.run(async move {
+                    let (senders, mut receivers) = ends.connect().await;
+                    if index == 0 {
+                        let mut outbox = unbounded(2);
+                        for n in 0..3 {
+                            outbox.push(1, n);
+                            outbox.flush(&senders); // capacity 1: later batches overflow, never block
                         }
-                    });
-                })
-            };
+                        while outbox.has_overflow() {
+                            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                            outbox.flush(&senders);
+                        }
+                    } else {
+                        let (from, receiver) = receivers.pop().unwrap();
+                        assert_eq!(from, 0);
+                        let mut got = Vec::new();
+                        while got.len() < 3 {
+                            got.extend(receiver.recv().await.unwrap());
+                        }
+                        done.send(got).unwrap();
+                    }
+                });
+            })
+        };
         let a = executor(0, first, done_tx.clone());
         let b = executor(1, second, done_tx);
-        let got = done_rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
+        let got = done_rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(got, vec![0, 1, 2]);
         a.join().unwrap();
         b.join().unwrap();

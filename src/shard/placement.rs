@@ -37,11 +37,7 @@ impl Handoff {
 
 /// The shard `first_packet` must be handled on, when it is not `this_shard`: only a CONNECT with a
 /// non-empty client id whose home is elsewhere moves.
-pub fn move_target(
-    first_packet: &Packet,
-    this_shard: ShardId,
-    shard_count: usize,
-) -> Option<ShardId> {
+pub fn move_target(first_packet: &Packet, this_shard: ShardId, shard_count: usize) -> Option<ShardId> {
     let Packet::Connect(connect) = first_packet else {
         return None;
     };
@@ -73,10 +69,7 @@ mod tests {
 
     /// A client id whose home is `shard` among `shards`.
     fn id_homed_on(shard: ShardId, shards: usize) -> &'static str {
-        let id = (0..)
-            .map(|n| format!("client-{n}"))
-            .find(|id| home_shard(id, shards) == shard)
-            .unwrap();
+        let id = (0..).map(|n| format!("client-{n}")).find(|id| home_shard(id, shards) == shard).unwrap();
         Box::leak(id.into_boxed_str())
     }
 
@@ -94,11 +87,7 @@ mod tests {
             let home = home_shard(id, 4);
             for shard in 0..4 {
                 let expected = (shard != home).then_some(home);
-                assert_eq!(
-                    move_target(&connect(id), shard, 4),
-                    expected,
-                    "{id} on shard {shard}"
-                );
+                assert_eq!(move_target(&connect(id), shard, 4), expected, "{id} on shard {shard}");
             }
         }
     }

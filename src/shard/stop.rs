@@ -50,14 +50,12 @@ impl StopSender {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let sender = self.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    tracing::info!(signal, "stopping");
-                    sender.stop_all();
-                }
-            })?;
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for signal in signals.forever() {
+                tracing::info!(signal, "stopping");
+                sender.stop_all();
+            }
+        })?;
         Ok(())
     }
 }
@@ -67,9 +65,7 @@ impl StopReceiver {
     pub fn into_shard_stop(self) -> ShardStop {
         // SAFETY: the descriptor is ours; ownership moves into the glommio stream.
         let stream = unsafe { glommio::net::UnixStream::from_raw_fd(self.fd.into_raw_fd()) };
-        ShardStop {
-            stream: RefCell::new(stream),
-        }
+        ShardStop { stream: RefCell::new(stream) }
     }
 }
 
@@ -77,10 +73,7 @@ impl ShardStop {
     /// Completes once a stop was requested (or the process side is gone).
     pub async fn wait(&self) {
         let mut byte = [0u8; 1];
-        let _ = std::future::poll_fn(|cx| {
-            Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut byte)
-        })
-        .await;
+        let _ = std::future::poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, &mut byte)).await;
     }
 }
 
@@ -93,10 +86,8 @@ mod tests {
         let (sender, mut receivers) = stop_channels(1).unwrap();
         let receiver = receivers.pop().unwrap();
         let shard = std::thread::spawn(move || {
-            let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .io_memory(64 * 1024)
-                .make()
-                .unwrap();
+            let executor =
+                glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 * 1024).make().unwrap();
             executor.run(async move {
                 let stop = receiver.into_shard_stop();
                 let started = std::time::Instant::now();
@@ -107,9 +98,6 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         sender.stop_all();
         let waited = shard.join().unwrap();
-        assert!(
-            waited >= std::time::Duration::from_millis(150),
-            "woke before the stop: {waited:?}"
-        );
+        assert!(waited >= std::time::Duration::from_millis(150), "woke before the stop: {waited:?}");
     }
 }

@@ -34,9 +34,7 @@ impl ShardMeshItem {
     /// What the mesh outbox may drop when the queue towards a shard stays full (see [`Shedding`]).
     pub fn shedding(&self) -> Shedding {
         match self {
-            ShardMeshItem::Core(
-                MeshMessage::Publish(message) | MeshMessage::SharedPublish { message, .. },
-            ) => {
+            ShardMeshItem::Core(MeshMessage::Publish(message) | MeshMessage::SharedPublish { message, .. }) => {
                 if message.qos == QoS::AtMostOnce {
                     Shedding::AtBound
                 } else {
@@ -84,11 +82,7 @@ impl Shard {
         permits: ConnectionPermit,
     ) -> Self {
         let settings = Rc::new(config.mqtt.clone());
-        let outbox = MeshOutbox::new(
-            shard_count,
-            config.mesh_overflow_messages_max,
-            ShardMeshItem::shedding,
-        );
+        let outbox = MeshOutbox::new(shard_count, config.mesh_overflow_messages_max, ShardMeshItem::shedding);
         Shard {
             id,
             shard_count,
@@ -130,11 +124,7 @@ impl Shard {
         loop {
             self.wait_for_turn().await;
             let now = Instant::now();
-            let due = self
-                .core
-                .borrow()
-                .next_deadline()
-                .is_some_and(|deadline| deadline <= now);
+            let due = self.core.borrow().next_deadline().is_some_and(|deadline| deadline <= now);
             if due {
                 self.core.borrow_mut().tick(now);
             }
@@ -151,16 +141,8 @@ impl Shard {
             Poll::Pending
         });
         let now = Instant::now();
-        let longest = if self.outbox.borrow().has_overflow() {
-            MESH_RETRY_INTERVAL
-        } else {
-            MAX_TIMER_SLEEP
-        };
-        let deadline = self
-            .core
-            .borrow()
-            .next_deadline()
-            .map_or(now + longest, |at| at.min(now + longest));
+        let longest = if self.outbox.borrow().has_overflow() { MESH_RETRY_INTERVAL } else { MAX_TIMER_SLEEP };
+        let deadline = self.core.borrow().next_deadline().map_or(now + longest, |at| at.min(now + longest));
         let sleep = deadline.saturating_duration_since(now).max(MIN_TIMER_SLEEP);
         futures_lite::future::or(requested, glommio::timer::sleep(sleep)).await
     }
@@ -214,9 +196,7 @@ impl Shard {
     /// The socket ended without us closing it (EOF, reset, write error).
     pub fn connection_ended(&self, slot: &ConnSlot) {
         if slot.mark_ended() {
-            self.core
-                .borrow_mut()
-                .connection_lost(slot.conn, Instant::now());
+            self.core.borrow_mut().connection_lost(slot.conn, Instant::now());
             self.conns.borrow_mut().remove(&slot.conn);
             self.request_turn();
         }
@@ -226,19 +206,10 @@ impl Shard {
     pub fn begin_shutdown(self: &Rc<Self>) {
         self.stopping.set(true);
         let connections = self.core.borrow().gauges().connections;
-        tracing::info!(
-            shard = self.id,
-            connections,
-            "server shutting down: closing every connection"
-        );
+        tracing::info!(shard = self.id, connections, "server shutting down: closing every connection");
         self.core.borrow_mut().shutdown(Instant::now());
         self.run_actions();
-        let remaining: Vec<Rc<ConnSlot>> = self
-            .conns
-            .borrow_mut()
-            .drain()
-            .map(|(_, slot)| slot)
-            .collect();
+        let remaining: Vec<Rc<ConnSlot>> = self.conns.borrow_mut().drain().map(|(_, slot)| slot).collect();
         for slot in remaining {
             slot.mark_closing();
             self.flush(&slot);

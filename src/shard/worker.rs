@@ -37,13 +37,7 @@ pub async fn run(
     listener: std::net::TcpListener,
     ready: impl FnOnce(),
 ) {
-    let ShardContext {
-        shard: id,
-        shards,
-        config,
-        stop,
-        permits,
-    } = context;
+    let ShardContext { shard: id, shards, config, stop, permits } = context;
     let stop = stop.into_shard_stop();
     let stopped = async {
         stop.wait().await;
@@ -61,9 +55,8 @@ pub async fn run(
     let turns = glommio::spawn_local(shard.clone().run_turns());
     let reads = glommio::spawn_local(connection::pump_reads(shard.clone()));
     // SAFETY: the listener's descriptor moves into the glommio listener, which now owns it.
-    let listener = unsafe {
-        <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd())
-    };
+    let listener =
+        unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
     ready();
     futures_lite::future::or(accept_loop(shard.clone(), listener), stop.wait()).await;
     shut_down(&shard).await;
@@ -125,10 +118,7 @@ impl RefusalLog {
     fn refused(&mut self, shard: &Shard, peer: Option<std::net::SocketAddr>) {
         self.unlogged += 1;
         let now = std::time::Instant::now();
-        if self
-            .last_logged
-            .is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL)
-        {
+        if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
             return;
         }
         tracing::warn!(
@@ -143,11 +133,7 @@ impl RefusalLog {
     }
 }
 
-async fn receive_mesh(
-    shard: Rc<Shard>,
-    from: usize,
-    receiver: ConnectedReceiver<Vec<ShardMeshItem>>,
-) {
+async fn receive_mesh(shard: Rc<Shard>, from: usize, receiver: ConnectedReceiver<Vec<ShardMeshItem>>) {
     while let Some(batch) = receiver.recv().await {
         let now = std::time::Instant::now();
         for item in batch {

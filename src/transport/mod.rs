@@ -55,11 +55,7 @@ pub trait Transport {
     /// Turn the encoded MQTT `frames` (taken from the front, all of them) into bytes for the socket,
     /// appended to `wire`, together with any bytes the transport itself has to send. Plain frames may be
     /// passed through without copying.
-    fn send(
-        &mut self,
-        frames: &mut VecDeque<Bytes>,
-        wire: &mut VecDeque<Bytes>,
-    ) -> Result<(), TransportError>;
+    fn send(&mut self, frames: &mut VecDeque<Bytes>, wire: &mut VecDeque<Bytes>) -> Result<(), TransportError>;
 
     /// Whether the transport has bytes of its own to send (call `send` with no frames).
     fn wants_write(&self) -> bool;
@@ -87,12 +83,7 @@ pub struct Stacked<O, I> {
 
 impl<O: Transport, I: Transport> Stacked<O, I> {
     pub fn new(outer: O, inner: I) -> Self {
-        Stacked {
-            outer,
-            inner,
-            between_in: BytesMut::new(),
-            between_out: VecDeque::new(),
-        }
+        Stacked { outer, inner, between_in: BytesMut::new(), between_out: VecDeque::new() }
     }
 }
 
@@ -111,11 +102,7 @@ impl<O: Transport, I: Transport> Transport for Stacked<O, I> {
         result
     }
 
-    fn send(
-        &mut self,
-        frames: &mut VecDeque<Bytes>,
-        wire: &mut VecDeque<Bytes>,
-    ) -> Result<(), TransportError> {
+    fn send(&mut self, frames: &mut VecDeque<Bytes>, wire: &mut VecDeque<Bytes>) -> Result<(), TransportError> {
         self.inner.send(frames, &mut self.between_out)?;
         self.outer.send(&mut self.between_out, wire)
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shardmq::broker::{home_shard, Action, BrokerSettings, ConnId, MeshMessage, ShardCore};
 use shardmq::protocol::{
-    decode_packet, encode_packet, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion,
-    PubResponse, Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe, Will,
+    decode_packet, encode_packet, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish,
+    QoS, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,16 +44,8 @@ impl Broker {
 
     pub fn with_settings(shard_count: usize, settings: BrokerSettings) -> Broker {
         let settings = Rc::new(settings);
-        let shards = (0..shard_count)
-            .map(|shard| ShardCore::new(shard, shard_count, Rc::clone(&settings)))
-            .collect();
-        Broker {
-            shards,
-            now: Instant::now(),
-            clients: HashMap::new(),
-            mesh_paused: false,
-            mesh_waiting: Vec::new(),
-        }
+        let shards = (0..shard_count).map(|shard| ShardCore::new(shard, shard_count, Rc::clone(&settings))).collect();
+        Broker { shards, now: Instant::now(), clients: HashMap::new(), mesh_paused: false, mesh_waiting: Vec::new() }
     }
 
     /// The shard a client id lives on (where the runtime would move its connection).
@@ -65,33 +57,21 @@ impl Broker {
     pub fn open(&mut self, shard: usize, version: ProtocolVersion) -> Client {
         let conn = self.shards[shard].open_connection(self.now);
         let client = Client { shard, conn };
-        let state = ClientState {
-            version,
-            inbox: BytesMut::new(),
-            received: VecDeque::new(),
-            closed: false,
-        };
+        let state = ClientState { version, inbox: BytesMut::new(), received: VecDeque::new(), closed: false };
         self.clients.insert(client, state);
         client
     }
 
     /// Opens a connection on the client id's home shard, sends CONNECT and returns the CONNACK.
     pub fn connect(&mut self, connect: Connect) -> (Client, ConnAck) {
-        let shard = if connect.client_id.is_empty() {
-            0
-        } else {
-            self.home(&connect.client_id)
-        };
+        let shard = if connect.client_id.is_empty() { 0 } else { self.home(&connect.client_id) };
         self.connect_on(shard, connect)
     }
 
     pub fn connect_on(&mut self, shard: usize, connect: Connect) -> (Client, ConnAck) {
         let client = self.open(shard, connect.version);
         self.send(client, Packet::Connect(Box::new(connect)));
-        let first = self
-            .clients
-            .get_mut(&client)
-            .and_then(|state| state.received.pop_front());
+        let first = self.clients.get_mut(&client).and_then(|state| state.received.pop_front());
         match first {
             Some(Packet::ConnAck(connack)) => (client, connack),
             other => panic!("expected CONNACK, got {other:?}"),
@@ -103,14 +83,9 @@ impl Broker {
         let version = self.clients[&client].version;
         let mut wire = BytesMut::new();
         encode_packet(&packet, version, &mut wire).expect("test packet encodes");
-        let decode_version = if matches!(packet, Packet::Connect(_)) {
-            ProtocolVersion::V5
-        } else {
-            version
-        };
-        let decoded = decode_packet(&mut wire, decode_version, u32::MAX)
-            .expect("test packet decodes")
-            .expect("complete");
+        let decode_version = if matches!(packet, Packet::Connect(_)) { ProtocolVersion::V5 } else { version };
+        let decoded =
+            decode_packet(&mut wire, decode_version, u32::MAX).expect("test packet decodes").expect("complete");
         self.shards[client.shard].handle_packet(client.conn, decoded, self.now);
         self.pump();
     }
@@ -140,10 +115,7 @@ impl Broker {
 
     /// Every packet the client received since the last call.
     pub fn recv(&mut self, client: Client) -> Vec<Packet> {
-        self.clients
-            .get_mut(&client)
-            .map(|state| state.received.drain(..).collect())
-            .unwrap_or_default()
+        self.clients.get_mut(&client).map(|state| state.received.drain(..).collect()).unwrap_or_default()
     }
 
     /// Only the PUBLISHes among what the client received (acks the test does not care about are dropped).
@@ -193,15 +165,11 @@ impl Broker {
         let mut frames: Vec<Bytes> = Vec::new();
         self.shards[client.shard].take_output(client.conn, &mut frames);
         let state = self.clients.get_mut(&client).expect("known client");
-        assert!(
-            !state.closed || frames.is_empty(),
-            "frames for a closed connection"
-        );
+        assert!(!state.closed || frames.is_empty(), "frames for a closed connection");
         for frame in frames {
             state.inbox.extend_from_slice(&frame);
         }
-        while let Some(packet) =
-            decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes")
+        while let Some(packet) = decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes")
         {
             state.received.push_back(packet);
         }
@@ -245,41 +213,23 @@ pub fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &str) -> Publish 
 pub fn subscribe(packet_id: u16, filter: &str, qos: QoS) -> Subscribe {
     Subscribe {
         packet_id,
-        filters: vec![(
-            ByteStr::from(filter),
-            SubscriptionOptions {
-                qos,
-                ..SubscriptionOptions::default()
-            },
-        )],
+        filters: vec![(ByteStr::from(filter), SubscriptionOptions { qos, ..SubscriptionOptions::default() })],
         properties: Properties::default(),
     }
 }
 
 pub fn unsubscribe(packet_id: u16, filter: &str) -> Unsubscribe {
-    Unsubscribe {
-        packet_id,
-        filters: vec![ByteStr::from(filter)],
-        properties: Properties::default(),
-    }
+    Unsubscribe { packet_id, filters: vec![ByteStr::from(filter)], properties: Properties::default() }
 }
 
 pub fn ack(packet_id: u16) -> PubResponse {
-    PubResponse {
-        packet_id,
-        ..PubResponse::default()
-    }
+    PubResponse { packet_id, ..PubResponse::default() }
 }
 
 /// Topic and payload of each PUBLISH, for compact assertions.
 pub fn contents(publishes: &[Publish]) -> Vec<(String, String)> {
     publishes
         .iter()
-        .map(|publish| {
-            (
-                publish.topic.to_string(),
-                String::from_utf8_lossy(&publish.payload).into_owned(),
-            )
-        })
+        .map(|publish| (publish.topic.to_string(), String::from_utf8_lossy(&publish.payload).into_owned()))
         .collect()
 }

@@ -69,11 +69,7 @@ impl ClientOptions {
     /// A session that outlives the connection: Clean Session 0 (3.1.1), or Clean Start 0 with a
     /// 5-minute Session Expiry Interval (5).
     pub fn persistent(version: Version, client_id: &str) -> ClientOptions {
-        ClientOptions {
-            clean: false,
-            session_expiry_secs: Some(300),
-            ..ClientOptions::clean(version, client_id)
-        }
+        ClientOptions { clean: false, session_expiry_secs: Some(300), ..ClientOptions::clean(version, client_id) }
     }
 
     pub fn with_will(mut self, will: Will) -> ClientOptions {
@@ -97,16 +93,9 @@ impl Client {
         match options.version {
             Version::V311 => {
                 let mut mqtt = v4::options(port, &options.client_id);
-                mqtt.set_clean_session(options.clean)
-                    .set_keep_alive(keep_alive)
-                    .set_manual_acks(options.manual_acks);
+                mqtt.set_clean_session(options.clean).set_keep_alive(keep_alive).set_manual_acks(options.manual_acks);
                 if let Some(will) = &options.will {
-                    mqtt.set_last_will(v4::will(
-                        &will.topic,
-                        &will.payload,
-                        v4_qos(will.qos),
-                        will.retain,
-                    ));
+                    mqtt.set_last_will(v4::will(&will.topic, &will.payload, v4_qos(will.qos), will.retain));
                 }
                 Client::V4(V4Client::connect(mqtt).await)
             }
@@ -117,13 +106,7 @@ impl Client {
                     .set_manual_acks(options.manual_acks)
                     .set_session_expiry_interval(options.session_expiry_secs);
                 if let Some(will) = &options.will {
-                    mqtt.set_last_will(v5::will(
-                        &will.topic,
-                        &will.payload,
-                        v5_qos(will.qos),
-                        will.retain,
-                        None,
-                    ));
+                    mqtt.set_last_will(v5::will(&will.topic, &will.payload, v5_qos(will.qos), will.retain, None));
                 }
                 Client::V5(V5Client::connect(mqtt).await)
             }
@@ -152,12 +135,10 @@ impl Client {
                 [V4SubscribeCode::Failure] => 0x80,
                 ref other => panic!("SUBACK for one filter had {other:?}"),
             },
-            Client::V5(client) => {
-                match client.subscribe(filter, v5_qos(qos)).await.return_codes[..] {
-                    [code] => v5_subscribe_code(code),
-                    ref other => panic!("SUBACK for one filter had {other:?}"),
-                }
-            }
+            Client::V5(client) => match client.subscribe(filter, v5_qos(qos)).await.return_codes[..] {
+                [code] => v5_subscribe_code(code),
+                ref other => panic!("SUBACK for one filter had {other:?}"),
+            },
         }
     }
 
@@ -178,25 +159,11 @@ impl Client {
     }
 
     /// Queues a PUBLISH without waiting for its acknowledgement (for bursts).
-    pub async fn publish_no_wait(
-        &mut self,
-        topic: &str,
-        qos: u8,
-        retain: bool,
-        payload: impl Into<Bytes>,
-    ) {
+    pub async fn publish_no_wait(&mut self, topic: &str, qos: u8, retain: bool, payload: impl Into<Bytes>) {
         let payload = payload.into();
         let queued = match self {
-            Client::V4(client) => client
-                .client
-                .publish_bytes(topic, v4_qos(qos), retain, payload)
-                .await
-                .is_ok(),
-            Client::V5(client) => client
-                .client
-                .publish_bytes(topic, v5_qos(qos), retain, payload)
-                .await
-                .is_ok(),
+            Client::V4(client) => client.client.publish_bytes(topic, v4_qos(qos), retain, payload).await.is_ok(),
+            Client::V5(client) => client.client.publish_bytes(topic, v5_qos(qos), retain, payload).await.is_ok(),
         };
         assert!(queued, "request channel closed");
     }

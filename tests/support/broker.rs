@@ -96,11 +96,7 @@ impl Broker {
     }
 
     /// Waits up to `timeout` for a log line `wanted` accepts, and returns it.
-    pub fn wait_for_log_line(
-        &self,
-        timeout: Duration,
-        mut wanted: impl FnMut(&str) -> bool,
-    ) -> Option<String> {
+    pub fn wait_for_log_line(&self, timeout: Duration, mut wanted: impl FnMut(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.log().lines().find(|line| wanted(line)) {
@@ -143,12 +139,7 @@ impl Drop for Broker {
             self.stop_with(libc::SIGTERM);
         }
         if thread::panicking() {
-            eprintln!(
-                "---- {:?} broker log (port {}) ----\n{}",
-                self.kind,
-                self.port,
-                self.log()
-            );
+            eprintln!("---- {:?} broker log (port {}) ----\n{}", self.kind, self.port, self.log());
         }
         if let Some(path) = &self.config_path {
             let _ = std::fs::remove_file(path);
@@ -157,8 +148,7 @@ impl Drop for Broker {
 }
 
 fn start_shardmq(limits: &BrokerLimits) -> Broker {
-    let binary =
-        std::env::var("SHARDMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardmq").to_string());
+    let binary = std::env::var("SHARDMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_shardmq").to_string());
     let mut command = Command::new(&binary);
     command.args(["--listen", "127.0.0.1:0", "--shards", &SHARDS.to_string()]);
     let config = shardmq_config(limits);
@@ -180,13 +170,7 @@ fn start_shardmq(limits: &BrokerLimits) -> Broker {
         .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
     let stderr = capture(child.stderr.take().expect("stderr is piped"));
     let lines = stdout_lines(child.stdout.take().expect("stdout is piped"));
-    let mut broker = Broker {
-        kind: BrokerKind::Shardmq,
-        port: 0,
-        child,
-        stderr,
-        config_path,
-    };
+    let mut broker = Broker { kind: BrokerKind::Shardmq, port: 0, child, stderr, config_path };
     broker.port = wait_for_listening_line(&lines, &mut broker);
     broker
 }
@@ -237,9 +221,9 @@ fn wait_for_listening_line(lines: &mpsc::Receiver<String>, broker: &mut Broker) 
         match lines.recv_timeout(left) {
             Ok(line) => {
                 if let Some(port) = line.trim_end().strip_prefix(LISTENING_PREFIX) {
-                    return port.parse().unwrap_or_else(|_| {
-                        panic!("shardmq printed a listening line with a bad port: {line:?}")
-                    });
+                    return port
+                        .parse()
+                        .unwrap_or_else(|_| panic!("shardmq printed a listening line with a bad port: {line:?}"));
                 }
                 seen.push(line);
             }
@@ -257,7 +241,9 @@ fn wait_for_listening_line(lines: &mpsc::Receiver<String>, broker: &mut Broker) 
 
 fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     let port = free_port();
-    let mut config = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\nset_tcp_nodelay true\n");
+    let mut config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\nset_tcp_nodelay true\n"
+    );
     if let Some(bytes) = limits.max_packet_size_bytes {
         config.push_str(&format!("max_packet_size {bytes}\n"));
     }
@@ -286,20 +272,10 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start mosquitto (apt-get install mosquitto): {e}"));
     let stderr = capture(child.stderr.take().expect("stderr is piped"));
-    let broker = Broker {
-        kind: BrokerKind::Mosquitto,
-        port,
-        child,
-        stderr,
-        config_path: Some(config_path),
-    };
+    let broker = Broker { kind: BrokerKind::Mosquitto, port, child, stderr, config_path: Some(config_path) };
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto did not listen on {port}:\n{}",
-            broker.log()
-        );
+        assert!(Instant::now() < deadline, "mosquitto did not listen on {port}:\n{}", broker.log());
         thread::sleep(Duration::from_millis(20));
     }
     broker
@@ -312,10 +288,7 @@ fn free_port() -> u16 {
 }
 
 fn write_temp_file(prefix: &str, extension: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "{}.{extension}",
-        super::unique(&format!("{prefix}-itest"))
-    ));
+    let path = std::env::temp_dir().join(format!("{}.{extension}", super::unique(&format!("{prefix}-itest"))));
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
 }
@@ -329,9 +302,7 @@ fn capture(mut stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
             if n == 0 {
                 break;
             }
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&chunk[..n]);
+            sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
         }
     });
     buffer

@@ -21,21 +21,12 @@ pub struct EventStream<E> {
 impl<E: std::fmt::Debug + Send + 'static> EventStream<E> {
     /// Events arrive on `receiver` from `poller`, the task that owns the client's event loop.
     pub fn new(receiver: mpsc::UnboundedReceiver<E>, poller: JoinHandle<()>) -> Self {
-        EventStream {
-            receiver,
-            backlog: VecDeque::new(),
-            poller,
-            ended: false,
-        }
+        EventStream { receiver, backlog: VecDeque::new(), poller, ended: false }
     }
 
     /// The first event (kept ones first) that `wanted` accepts, or None after `timeout` or when the
     /// connection's events ended without one.
-    pub async fn wait_for(
-        &mut self,
-        timeout: Duration,
-        mut wanted: impl FnMut(&E) -> bool,
-    ) -> Option<E> {
+    pub async fn wait_for(&mut self, timeout: Duration, mut wanted: impl FnMut(&E) -> bool) -> Option<E> {
         if let Some(index) = self.backlog.iter().position(&mut wanted) {
             return self.backlog.remove(index);
         }

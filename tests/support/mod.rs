@@ -28,11 +28,7 @@ pub const SILENCE: Duration = Duration::from_millis(300);
 /// A client id / topic suffix unique in this process, so parallel tests never share names.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A unique client id whose home is `shard` of the 2-shard broker the tests start.
@@ -46,9 +42,7 @@ pub fn client_id_on_shard(prefix: &str, shard: usize) -> String {
 
 /// `count` unique client ids alternating between the shards, so every shard gets clients.
 pub fn spread_client_ids(prefix: &str, count: usize) -> Vec<String> {
-    (0..count)
-        .map(|i| client_id_on_shard(prefix, i % SHARDS))
-        .collect()
+    (0..count).map(|i| client_id_on_shard(prefix, i % SHARDS)).collect()
 }
 
 /// Returns true (and says so on stderr) when the test must not run against the broker in use, because

@@ -75,10 +75,7 @@ impl PacketFields for Packet {
             Packet::SubAck(ack) => ack.packet_id,
             Packet::UnsubAck(ack) => ack.packet_id,
             Packet::Publish(publish) => publish.packet_id,
-            Packet::PubAck(ack)
-            | Packet::PubRec(ack)
-            | Packet::PubRel(ack)
-            | Packet::PubComp(ack) => ack.packet_id,
+            Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => ack.packet_id,
             other => panic!("expected a packet with a packet id, got {other:?}"),
         }
     }
@@ -109,23 +106,14 @@ pub struct RawClient {
 impl RawClient {
     /// A TCP connection whose replies are decoded as `level` packets.
     pub async fn connect(port: u16, level: Level) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("TCP connect to the broker");
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("TCP connect to the broker");
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        RawClient {
-            stream,
-            buffer: BytesMut::new(),
-            level,
-        }
+        RawClient { stream, buffer: BytesMut::new(), level }
     }
 
     /// The client's own port, which the broker logs as the peer of the connection it accepted.
     pub fn local_port(&self) -> u16 {
-        self.stream
-            .local_addr()
-            .expect("local address of a connected socket")
-            .port()
+        self.stream.local_addr().expect("local address of a connected socket").port()
     }
 
     /// Sends bytes; errors are ignored because a test may write to a connection the broker already closed.
@@ -148,10 +136,7 @@ impl RawClient {
             match decode_packet(&mut self.buffer, self.level.protocol_version(), u32::MAX) {
                 Ok(Some(packet)) => return Received::Packet(packet),
                 Ok(None) => {}
-                Err(error) => panic!(
-                    "broker sent a packet we cannot decode ({error}): {:02X?}",
-                    &before[..]
-                ),
+                Err(error) => panic!("broker sent a packet we cannot decode ({error}): {:02X?}", &before[..]),
             }
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
@@ -205,9 +190,7 @@ impl RawClient {
     /// MQTT 5: the broker must send DISCONNECT with `reason` and close [MQTT-4.13.1-1].
     pub async fn expect_disconnect_and_close(&mut self, reason: u8) {
         let packets = self.expect_closed().await;
-        let disconnect = packets
-            .iter()
-            .find(|packet| matches!(packet, Packet::Disconnect(_)));
+        let disconnect = packets.iter().find(|packet| matches!(packet, Packet::Disconnect(_)));
         match disconnect {
             Some(packet) => assert_eq!(
                 packet.disconnect_reason(),
@@ -215,9 +198,7 @@ impl RawClient {
                 "DISCONNECT reason 0x{:02X}, expected 0x{reason:02X}",
                 packet.disconnect_reason()
             ),
-            None => panic!(
-                "closed without DISCONNECT 0x{reason:02X}; packets before close: {packets:?}"
-            ),
+            None => panic!("closed without DISCONNECT 0x{reason:02X}; packets before close: {packets:?}"),
         }
     }
 
@@ -278,13 +259,7 @@ pub struct RawWill<'a> {
 }
 
 /// CONNECT with protocol name "MQTT"; `connect_properties` is the encoded v5 property list (ignored for 3.1.1).
-pub fn connect(
-    level: Level,
-    client_id: &str,
-    clean: bool,
-    keep_alive_secs: u16,
-    will: Option<&RawWill>,
-) -> Vec<u8> {
+pub fn connect(level: Level, client_id: &str, clean: bool, keep_alive_secs: u16, will: Option<&RawWill>) -> Vec<u8> {
     connect_with(level as u8, client_id, clean, keep_alive_secs, will, &[])
 }
 
@@ -343,23 +318,8 @@ pub fn unsubscribe(level: Level, packet_id: u16, filters: &[&str]) -> Vec<u8> {
 }
 
 /// PUBLISH; `packet_id` is written only for QoS > 0.
-pub fn publish(
-    level: Level,
-    topic: &str,
-    qos: u8,
-    retain: bool,
-    packet_id: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    publish_with(
-        level,
-        topic.as_bytes(),
-        qos,
-        retain,
-        packet_id,
-        &[],
-        payload,
-    )
+pub fn publish(level: Level, topic: &str, qos: u8, retain: bool, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    publish_with(level, topic.as_bytes(), qos, retain, packet_id, &[], payload)
 }
 
 /// PUBLISH with raw topic bytes (may be invalid UTF-8) and encoded v5 properties.

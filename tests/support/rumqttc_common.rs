@@ -23,18 +23,14 @@ macro_rules! rumqttc_common_methods {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => {
                     self.wait_for("PUBACK", |event| match event {
-                        Ok(Event::Incoming(Packet::PubAck(ack))) if ack.pkid == packet_id => {
-                            Some(())
-                        }
+                        Ok(Event::Incoming(Packet::PubAck(ack))) if ack.pkid == packet_id => Some(()),
                         _ => None,
                     })
                     .await
                 }
                 QoS::ExactlyOnce => {
                     self.wait_for("PUBCOMP", |event| match event {
-                        Ok(Event::Incoming(Packet::PubComp(ack))) if ack.pkid == packet_id => {
-                            Some(())
-                        }
+                        Ok(Event::Incoming(Packet::PubComp(ack))) if ack.pkid == packet_id => Some(()),
                         _ => None,
                     })
                     .await
@@ -62,12 +58,8 @@ macro_rules! rumqttc_common_methods {
 
         /// Asserts that no PUBLISH arrives for a short while.
         pub async fn expect_no_publish(&mut self) {
-            let unexpected = self
-                .events
-                .wait_for(SILENCE, |event| {
-                    matches!(event, Ok(Event::Incoming(Packet::Publish(_))))
-                })
-                .await;
+            let unexpected =
+                self.events.wait_for(SILENCE, |event| matches!(event, Ok(Event::Incoming(Packet::Publish(_))))).await;
             assert!(unexpected.is_none(), "unexpected PUBLISH: {unexpected:?}");
         }
 
@@ -75,19 +67,13 @@ macro_rules! rumqttc_common_methods {
         pub async fn wait_closed(&mut self, timeout: Duration) -> ConnectionError {
             match self.events.wait_for(timeout, |event| event.is_err()).await {
                 Some(Err(error)) => error,
-                _ => panic!(
-                    "connection still open after {timeout:?}; events: {:?}",
-                    self.events.backlog()
-                ),
+                _ => panic!("connection still open after {timeout:?}; events: {:?}", self.events.backlog()),
             }
         }
 
         /// A DISCONNECT (reason 0x00 in v5), then waits for the broker to close the connection.
         pub async fn disconnect(mut self) {
-            self.client
-                .disconnect()
-                .await
-                .expect("request channel open");
+            self.client.disconnect().await.expect("request channel open");
             self.wait_for("outgoing DISCONNECT", |event| match event {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(()),
                 _ => None,
@@ -102,21 +88,11 @@ macro_rules! rumqttc_common_methods {
         }
 
         /// The first event `pick` maps to Some; panics after the timeout.
-        pub async fn wait_for<R>(
-            &mut self,
-            what: &str,
-            mut pick: impl FnMut(&$event) -> Option<R>,
-        ) -> R {
-            let found = self
-                .events
-                .wait_for(EVENT_TIMEOUT, |event| pick(event).is_some())
-                .await;
+        pub async fn wait_for<R>(&mut self, what: &str, mut pick: impl FnMut(&$event) -> Option<R>) -> R {
+            let found = self.events.wait_for(EVENT_TIMEOUT, |event| pick(event).is_some()).await;
             match found.as_ref().and_then(&mut pick) {
                 Some(found) => found,
-                None => panic!(
-                    "no {what} within {EVENT_TIMEOUT:?}; events so far: {:?}",
-                    self.events.backlog()
-                ),
+                None => panic!("no {what} within {EVENT_TIMEOUT:?}; events so far: {:?}", self.events.backlog()),
             }
         }
     };

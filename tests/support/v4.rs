@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing,
-    Packet, Publish, QoS, SubscribeReasonCode,
+    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, Publish,
+    QoS, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 
@@ -45,9 +45,7 @@ impl V4Client {
     /// Connects and waits for a successful CONNACK; panics otherwise.
     pub async fn connect(options: MqttOptions) -> V4Client {
         let id = options.client_id();
-        V4Client::try_connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
+        V4Client::try_connect(options).await.unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
     }
 
     /// Connects; a refusal comes back as `ConnectionError::ConnectionRefused(code)`.
@@ -66,11 +64,7 @@ impl V4Client {
         });
         let mut events = EventStream::new(receiver, poller);
         match events.wait_for(EVENT_TIMEOUT, |_| true).await {
-            Some(Ok(Event::Incoming(Packet::ConnAck(connack)))) => Ok(V4Client {
-                client,
-                connack,
-                events,
-            }),
+            Some(Ok(Event::Incoming(Packet::ConnAck(connack)))) => Ok(V4Client { client, connack, events }),
             Some(Ok(other)) => panic!("first event was not CONNACK: {other:?}"),
             Some(Err(error)) => Err(error),
             None => panic!("no CONNACK within {EVENT_TIMEOUT:?}"),
@@ -80,10 +74,7 @@ impl V4Client {
     rumqttc_common_methods!(V4Event);
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
-        self.client
-            .subscribe(filter, qos)
-            .await
-            .expect("request channel open");
+        self.client.subscribe(filter, qos).await.expect("request channel open");
         self.wait_for("SUBACK", |event| match event {
             Ok(Event::Incoming(Packet::SubAck(ack))) => Some(ack.return_codes.clone()),
             _ => None,
@@ -92,10 +83,7 @@ impl V4Client {
     }
 
     pub async fn unsubscribe(&mut self, filter: &str) {
-        self.client
-            .unsubscribe(filter)
-            .await
-            .expect("request channel open");
+        self.client.unsubscribe(filter).await.expect("request channel open");
         self.wait_for("UNSUBACK", |event| match event {
             Ok(Event::Incoming(Packet::UnsubAck(_))) => Some(()),
             _ => None,
@@ -104,17 +92,8 @@ impl V4Client {
     }
 
     /// Publishes and waits until the broker acknowledged it (QoS 1/2) or it was written (QoS 0).
-    pub async fn publish(
-        &mut self,
-        topic: &str,
-        qos: QoS,
-        retain: bool,
-        payload: impl Into<Bytes>,
-    ) {
-        self.client
-            .publish_bytes(topic, qos, retain, payload.into())
-            .await
-            .expect("request channel open");
+    pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Bytes>) {
+        self.client.publish_bytes(topic, qos, retain, payload.into()).await.expect("request channel open");
         self.wait_publish_done(qos).await;
     }
 }

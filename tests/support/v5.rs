@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, Publish,
-    PublishProperties, SubAck, SubscribeProperties, UnsubAck,
+    ConnAck, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, Publish, PublishProperties, SubAck,
+    SubscribeProperties, UnsubAck,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
@@ -28,13 +28,7 @@ pub fn options(port: u16, client_id: &str) -> MqttOptions {
     options
 }
 
-pub fn will(
-    topic: &str,
-    payload: &str,
-    qos: QoS,
-    retain: bool,
-    properties: Option<LastWillProperties>,
-) -> LastWill {
+pub fn will(topic: &str, payload: &str, qos: QoS, retain: bool, properties: Option<LastWillProperties>) -> LastWill {
     LastWill::new(topic, payload.as_bytes().to_vec(), qos, retain, properties)
 }
 
@@ -48,9 +42,7 @@ impl V5Client {
     /// Connects and waits for a successful CONNACK; panics otherwise.
     pub async fn connect(options: MqttOptions) -> V5Client {
         let id = options.client_id();
-        V5Client::try_connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
+        V5Client::try_connect(options).await.unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
     }
 
     /// Connects; a refusal comes back as `ConnectionError::ConnectionRefused(code)`.
@@ -68,11 +60,7 @@ impl V5Client {
         });
         let mut events = EventStream::new(receiver, poller);
         match events.wait_for(EVENT_TIMEOUT, |_| true).await {
-            Some(Ok(Event::Incoming(Packet::ConnAck(connack)))) => Ok(V5Client {
-                client,
-                connack,
-                events,
-            }),
+            Some(Ok(Event::Incoming(Packet::ConnAck(connack)))) => Ok(V5Client { client, connack, events }),
             Some(Ok(other)) => panic!("first event was not CONNACK: {other:?}"),
             Some(Err(error)) => Err(error),
             None => panic!("no CONNACK within {EVENT_TIMEOUT:?}"),
@@ -82,21 +70,12 @@ impl V5Client {
     rumqttc_common_methods!(V5Event);
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAck {
-        self.subscribe_with(vec![Filter::new(filter, qos)], None)
-            .await
+        self.subscribe_with(vec![Filter::new(filter, qos)], None).await
     }
 
-    pub async fn subscribe_with(
-        &mut self,
-        filters: Vec<Filter>,
-        properties: Option<SubscribeProperties>,
-    ) -> SubAck {
+    pub async fn subscribe_with(&mut self, filters: Vec<Filter>, properties: Option<SubscribeProperties>) -> SubAck {
         let request = match properties {
-            Some(properties) => {
-                self.client
-                    .subscribe_many_with_properties(filters, properties)
-                    .await
-            }
+            Some(properties) => self.client.subscribe_many_with_properties(filters, properties).await,
             None => self.client.subscribe_many(filters).await,
         };
         request.expect("request channel open");
@@ -108,10 +87,7 @@ impl V5Client {
     }
 
     pub async fn unsubscribe(&mut self, filter: &str) -> UnsubAck {
-        self.client
-            .unsubscribe(filter)
-            .await
-            .expect("request channel open");
+        self.client.unsubscribe(filter).await.expect("request channel open");
         self.wait_for("UNSUBACK", |event| match event {
             Ok(Event::Incoming(Packet::UnsubAck(ack))) => Some(ack.clone()),
             _ => None,
@@ -119,13 +95,7 @@ impl V5Client {
         .await
     }
 
-    pub async fn publish(
-        &mut self,
-        topic: &str,
-        qos: QoS,
-        retain: bool,
-        payload: impl Into<Bytes>,
-    ) {
+    pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Bytes>) {
         self.publish_with(topic, qos, retain, payload, None).await
     }
 
@@ -140,11 +110,7 @@ impl V5Client {
     ) {
         let payload = payload.into();
         let request = match properties {
-            Some(properties) => {
-                self.client
-                    .publish_with_properties(topic, qos, retain, payload, properties)
-                    .await
-            }
+            Some(properties) => self.client.publish_with_properties(topic, qos, retain, payload, properties).await,
             None => self.client.publish(topic, qos, retain, payload).await,
         };
         request.expect("request channel open");
@@ -154,9 +120,7 @@ impl V5Client {
     /// Waits for the broker's DISCONNECT and returns its reason code.
     pub async fn wait_server_disconnect(&mut self) -> DisconnectReasonCode {
         match self.wait_closed(EVENT_TIMEOUT).await {
-            ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => {
-                reason_code
-            }
+            ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => reason_code,
             other => panic!("connection ended without a DISCONNECT from the broker: {other:?}"),
         }
     }
@@ -164,8 +128,5 @@ impl V5Client {
 
 /// A user-property list from string pairs.
 pub fn user_properties(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect()
+    pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
 }

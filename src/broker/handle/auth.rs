@@ -19,11 +19,7 @@ use crate::protocol::{Auth, ByteStr, Connect, Packet, Properties, ReasonCode};
 impl ShardCore {
     /// CONNECT named an Authentication Method: refuse it if unknown [MQTT-4.12.0-1], else start the exchange.
     pub(super) fn start_connect_auth(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
-        let name = connect
-            .properties
-            .authentication_method
-            .as_deref()
-            .unwrap_or_default();
+        let name = connect.properties.authentication_method.as_deref().unwrap_or_default();
         let Some(method) = self.auth_methods.find(name) else {
             let refusal = Refusal {
                 reason: ReasonCode::BAD_AUTHENTICATION_METHOD,
@@ -32,22 +28,8 @@ impl ShardCore {
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         };
         let mut exchange = method.begin();
-        let step = exchange.start(
-            connect
-                .properties
-                .authentication_data
-                .as_deref()
-                .unwrap_or_default(),
-        );
-        self.enhanced_auth.insert(
-            conn,
-            ConnectionAuth {
-                method,
-                exchange: None,
-                pending_connect: None,
-                user: None,
-            },
-        );
+        let step = exchange.start(connect.properties.authentication_data.as_deref().unwrap_or_default());
+        self.enhanced_auth.insert(conn, ConnectionAuth { method, exchange: None, pending_connect: None, user: None });
         self.connect_auth_step(conn, exchange, connect, step, now);
     }
 
@@ -62,17 +44,11 @@ impl ShardCore {
             warn!(shard = self.shard, "{detail}, closing");
             return self.end_connection(
                 conn,
-                CloseReason::ProtocolError {
-                    reason: ReasonCode::PROTOCOL_ERROR,
-                    detail,
-                },
+                CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
                 now,
             );
         };
-        let refuse = |rule| Refusal {
-            reason: ReasonCode::PROTOCOL_ERROR,
-            rule,
-        };
+        let refuse = |rule| Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule };
         if auth.reason != ReasonCode::CONTINUE_AUTHENTICATION {
             return self.refuse_connect(
                 conn,
@@ -89,12 +65,7 @@ impl ShardCore {
                 now,
             );
         }
-        let step = exchange.proceed(
-            auth.properties
-                .authentication_data
-                .as_deref()
-                .unwrap_or_default(),
-        );
+        let step = exchange.proceed(auth.properties.authentication_data.as_deref().unwrap_or_default());
         self.connect_auth_step(conn, exchange, connect, step, now);
     }
 
@@ -116,21 +87,14 @@ impl ShardCore {
             Step::Continue(data) => {
                 state.exchange = Some(exchange);
                 state.pending_connect = Some(connect);
-                self.send_auth(
-                    conn,
-                    ReasonCode::CONTINUE_AUTHENTICATION,
-                    method,
-                    Some(data),
-                );
+                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, Some(data));
             }
-            Step::Success(done)
-                if connect
-                    .username
-                    .as_deref()
-                    .is_some_and(|username| username != done.user) =>
-            {
+            Step::Success(done) if connect.username.as_deref().is_some_and(|username| username != done.user) => {
                 warn!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "CONNECT User Name is not the authenticated user");
-                let refusal = Refusal { reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD, rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated" };
+                let refusal = Refusal {
+                    reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated",
+                };
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
             }
             Step::Success(done) => {
@@ -144,10 +108,7 @@ impl ShardCore {
                     FailureKind::BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                     FailureKind::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
                 };
-                let refusal = Refusal {
-                    reason,
-                    rule: "[MQTT-4.12.0-4] enhanced authentication failed",
-                };
+                let refusal = Refusal { reason, rule: "[MQTT-4.12.0-4] enhanced authentication failed" };
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
             }
         }
@@ -169,11 +130,7 @@ impl ShardCore {
                 now,
             );
         }
-        let data = auth
-            .properties
-            .authentication_data
-            .as_deref()
-            .unwrap_or_default();
+        let data = auth.properties.authentication_data.as_deref().unwrap_or_default();
         let (exchange, step) = match (auth.reason, state.exchange.take()) {
             (ReasonCode::RE_AUTHENTICATE, None) => {
                 let mut exchange = state.method.begin();
@@ -184,19 +141,20 @@ impl ShardCore {
                 let step = exchange.proceed(data);
                 (exchange, step)
             }
-            _ => return self.protocol_error(conn, "(section 3.15.2.1) AUTH 0x19 starts a re-authentication, 0x18 continues one in progress", now),
+            _ => {
+                return self.protocol_error(
+                    conn,
+                    "(section 3.15.2.1) AUTH 0x19 starts a re-authentication, 0x18 continues one in progress",
+                    now,
+                )
+            }
         };
         let method = ByteStr::from(state.method.name());
         match step {
             Step::Continue(data) => {
                 state.exchange = Some(exchange);
                 self.enhanced_auth.insert(conn, state);
-                self.send_auth(
-                    conn,
-                    ReasonCode::CONTINUE_AUTHENTICATION,
-                    method,
-                    Some(data),
-                );
+                self.send_auth(conn, ReasonCode::CONTINUE_AUTHENTICATION, method, Some(data));
             }
             Step::Success(done) if state.user.as_deref() == Some(done.user.as_str()) => {
                 self.enhanced_auth.insert(conn, state);
@@ -210,24 +168,13 @@ impl ShardCore {
             ),
             Step::Fail(failure) => {
                 warn!(shard = self.shard, client_id = ?self.client_id_of(conn), %method, "re-authentication failed: {failure}");
-                self.close_for(
-                    conn,
-                    ReasonCode::NOT_AUTHORIZED,
-                    "[MQTT-4.12.1-2] re-authentication failed",
-                    now,
-                );
+                self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authentication failed", now);
             }
         }
     }
 
     /// AUTH with the method name on every packet of the exchange [MQTT-4.12.0-5].
-    fn send_auth(
-        &mut self,
-        conn: ConnId,
-        reason: ReasonCode,
-        method: ByteStr,
-        data: Option<Vec<u8>>,
-    ) {
+    fn send_auth(&mut self, conn: ConnId, reason: ReasonCode, method: ByteStr, data: Option<Vec<u8>>) {
         let properties = Properties {
             authentication_method: Some(method),
             authentication_data: data.map(Bytes::from),

@@ -18,9 +18,7 @@ use super::super::owned::owned_str;
 use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
 use crate::protocol::topic::validate_topic_name;
-use crate::protocol::{
-    ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode,
-};
+use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
 
 /// A CONNECT we refuse: the CONNACK reason and the rule for the log.
 pub(super) struct Refusal {
@@ -38,17 +36,11 @@ struct Negotiated {
 }
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_connect(
-        &mut self,
-        conn: ConnId,
-        connect: Connect,
-        now: Instant,
-    ) {
+    pub(in crate::broker) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.version = Some(connect.version);
             // Also a refusing CONNACK keeps within it [MQTT-3.2.2-19].
-            connection.client_max_packet_size =
-                connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+            connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         }
         if self.enhanced_auth.contains_key(&conn) {
             let refusal = Refusal {
@@ -57,10 +49,7 @@ impl ShardCore {
             };
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
-        if let Err(refusal) = self
-            .check_connect(&connect)
-            .and_then(|()| self.check_capacity(&connect))
-        {
+        if let Err(refusal) = self.check_connect(&connect).and_then(|()| self.check_capacity(&connect)) {
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
         if connect.properties.authentication_method.is_some() {
@@ -71,34 +60,17 @@ impl ShardCore {
 
     /// Attaches the (authenticated) client to its session and sends CONNACK; `auth_data` is the final
     /// Authentication Data of an enhanced authentication.
-    pub(super) fn accept_connect(
-        &mut self,
-        conn: ConnId,
-        connect: Connect,
-        auth_data: Option<Bytes>,
-        now: Instant,
-    ) {
+    pub(super) fn accept_connect(&mut self, conn: ConnId, connect: Connect, auth_data: Option<Bytes>, now: Instant) {
         let negotiated = self.negotiate(&connect);
-        let client_id = negotiated
-            .assigned_client_id
-            .clone()
-            .unwrap_or_else(|| owned_str(&connect.client_id));
+        let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| owned_str(&connect.client_id));
         self.configure_connection(conn, &connect, negotiated.keepalive_secs);
-        let (key, session_present) =
-            self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
+        let (key, session_present) = self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
         let mut connack = self.connack(&connect, session_present, negotiated);
         // A successful CONNACK repeats the CONNECT's Authentication Method [MQTT-4.12.0-5].
-        connack.properties.authentication_method = connect
-            .properties
-            .authentication_method
-            .as_ref()
-            .map(owned_str);
+        connack.properties.authentication_method = connect.properties.authentication_method.as_ref().map(owned_str);
         connack.properties.authentication_data = auth_data;
         if let Some(session) = self.sessions.get_mut(key) {
-            session.will = connect
-                .will
-                .as_ref()
-                .map(|will| Box::new(PendingWill::new(will)));
+            session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
         self.send(conn, &Packet::ConnAck(connack));
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
@@ -131,10 +103,7 @@ impl ShardCore {
         }
         if let Some(will) = &connect.will {
             if will.qos as u8 > self.settings.max_qos {
-                return refuse(
-                    ReasonCode::QOS_NOT_SUPPORTED,
-                    "[MQTT-3.2.2-12] will QoS above the Maximum QoS",
-                );
+                return refuse(ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12] will QoS above the Maximum QoS");
             }
             if will.retain && !self.settings.retain_available {
                 return refuse(
@@ -143,10 +112,7 @@ impl ShardCore {
                 );
             }
             if validate_topic_name(&will.topic).is_err() {
-                return refuse(
-                    ReasonCode::TOPIC_NAME_INVALID,
-                    "[MQTT-3.1.3-11] will topic is not a valid topic name",
-                );
+                return refuse(ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.1.3-11] will topic is not a valid topic name");
             }
         }
         Ok(())
@@ -162,32 +128,19 @@ impl ShardCore {
         }
         let existing = self.sessions.find(&connect.client_id).is_some();
         if !existing && self.sessions.len() >= self.settings.sessions_per_shard_max {
-            return Err(Refusal {
-                reason: ReasonCode::SERVER_BUSY,
-                rule: "sessions_per_shard_max reached",
-            });
+            return Err(Refusal { reason: ReasonCode::SERVER_BUSY, rule: "sessions_per_shard_max reached" });
         }
         Ok(())
     }
 
-    pub(super) fn refuse_connect(
-        &mut self,
-        conn: ConnId,
-        client_id: &ByteStr,
-        refusal: Refusal,
-        now: Instant,
-    ) {
+    pub(super) fn refuse_connect(&mut self, conn: ConnId, client_id: &ByteStr, refusal: Refusal, now: Instant) {
         warn!(shard = self.shard, %client_id, reason = %refusal.reason, "{}, CONNECT refused", refusal.rule);
         let properties = Properties {
             reason_string: self.reason_string(refusal.rule),
             server_reference: self.settings.server_reference.as_deref().map(ByteStr::from),
             ..Properties::default()
         };
-        let connack = ConnAck {
-            session_present: false,
-            reason: refusal.reason,
-            properties,
-        };
+        let connack = ConnAck { session_present: false, reason: refusal.reason, properties };
         self.send(conn, &Packet::ConnAck(connack));
         self.end_connection(conn, CloseReason::ConnectRefused, now);
     }
@@ -199,21 +152,14 @@ impl ShardCore {
         // also when it asked for none.
         let uncapped = connect.keep_alive_secs == 0 && keepalive_max < u16::MAX;
         let server_keep_alive = v5 && (connect.keep_alive_secs > keepalive_max || uncapped);
-        let keepalive_secs = if server_keep_alive {
-            keepalive_max
-        } else {
-            connect.keep_alive_secs
-        };
+        let keepalive_secs = if server_keep_alive { keepalive_max } else { connect.keep_alive_secs };
         let requested_expiry = match (v5, connect.clean_start) {
             (true, _) => connect.properties.session_expiry_interval_secs.unwrap_or(0),
             (false, true) => 0,
             (false, false) => SESSION_NEVER_EXPIRES,
         };
         let expiry_secs = requested_expiry.min(self.settings.session_expiry_max_secs);
-        let assigned_client_id = connect
-            .client_id
-            .is_empty()
-            .then(|| self.assign_client_id());
+        let assigned_client_id = connect.client_id.is_empty().then(|| self.assign_client_id());
         Negotiated {
             keepalive_secs,
             server_keep_alive,
@@ -227,13 +173,8 @@ impl ShardCore {
     fn assign_client_id(&mut self) -> ByteStr {
         loop {
             self.next_assigned_id += 1;
-            let candidate = ByteStr::from(format!(
-                "shardmq-{}-{:x}",
-                self.shard, self.next_assigned_id
-            ));
-            if home_shard(&candidate, self.shard_count) == self.shard
-                && self.sessions.find(&candidate).is_none()
-            {
+            let candidate = ByteStr::from(format!("shardmq-{}-{:x}", self.shard, self.next_assigned_id));
+            if home_shard(&candidate, self.shard_count) == self.shard && self.sessions.find(&candidate).is_none() {
                 return candidate;
             }
         }
@@ -245,13 +186,9 @@ impl ShardCore {
         };
         connection.keepalive_secs = keepalive_secs;
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
-        connection.client_max_packet_size =
-            connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
-        connection.outgoing_alias_max = connect
-            .properties
-            .topic_alias_maximum
-            .unwrap_or(0)
-            .min(self.settings.topic_alias_max);
+        connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
+        connection.outgoing_alias_max =
+            connect.properties.topic_alias_maximum.unwrap_or(0).min(self.settings.topic_alias_max);
         connection.problem_information = connect.properties.request_problem_information != Some(0);
     }
 
@@ -265,11 +202,8 @@ impl ShardCore {
         expiry_secs: u32,
         now: Instant,
     ) -> (SessionKey, bool) {
-        if let Some(old_conn) = self
-            .sessions
-            .find(client_id)
-            .and_then(|key| self.sessions.get(key))
-            .and_then(|session| session.conn)
+        if let Some(old_conn) =
+            self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).and_then(|session| session.conn)
         {
             info!(shard = self.shard, %client_id, "session taken over by a new connection");
             self.end_connection(old_conn, CloseReason::TakenOver, now);
@@ -289,11 +223,7 @@ impl ShardCore {
         }
         let (key, session_present) = match present {
             Some(key) => (key, true),
-            None => (
-                self.sessions
-                    .insert(Session::new(client_id, conn, expiry_secs)),
-                false,
-            ),
+            None => (self.sessions.insert(Session::new(client_id, conn, expiry_secs)), false),
         };
         if let Some(connection) = self.connections.get_mut(&conn) {
             connection.phase = Phase::Connected(key);
@@ -302,38 +232,24 @@ impl ShardCore {
     }
 
     fn connack(&self, connect: &Connect, session_present: bool, negotiated: Negotiated) -> ConnAck {
-        let mut connack = ConnAck {
-            session_present,
-            reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
-        };
+        let mut connack = ConnAck { session_present, reason: ReasonCode::SUCCESS, properties: Properties::default() };
         if !connect.version.is_v5() {
             return connack;
         }
         let settings = &self.settings;
         let flag = |available: bool| Some(u8::from(available));
         let properties = &mut connack.properties;
-        properties.receive_maximum =
-            (settings.receive_maximum != u16::MAX).then_some(settings.receive_maximum);
+        properties.receive_maximum = (settings.receive_maximum != u16::MAX).then_some(settings.receive_maximum);
         properties.maximum_packet_size = Some(settings.max_packet_size_bytes);
-        properties.topic_alias_maximum =
-            (settings.topic_alias_max > 0).then_some(settings.topic_alias_max);
+        properties.topic_alias_maximum = (settings.topic_alias_max > 0).then_some(settings.topic_alias_max);
         properties.retain_available = (!settings.retain_available).then_some(0);
         properties.maximum_qos = (settings.max_qos < 2).then_some(settings.max_qos);
-        properties.wildcard_subscription_available =
-            flag(settings.wildcard_subscriptions_available);
-        properties.subscription_identifier_available =
-            flag(settings.subscription_identifiers_available);
+        properties.wildcard_subscription_available = flag(settings.wildcard_subscriptions_available);
+        properties.subscription_identifier_available = flag(settings.subscription_identifiers_available);
         properties.shared_subscription_available = flag(settings.shared_subscriptions_available);
-        properties.server_keep_alive_secs = negotiated
-            .server_keep_alive
-            .then_some(negotiated.keepalive_secs);
-        properties.session_expiry_interval_secs =
-            negotiated.expiry_capped.then_some(negotiated.expiry_secs);
-        let client_id = negotiated
-            .assigned_client_id
-            .as_ref()
-            .unwrap_or(&connect.client_id);
+        properties.server_keep_alive_secs = negotiated.server_keep_alive.then_some(negotiated.keepalive_secs);
+        properties.session_expiry_interval_secs = negotiated.expiry_capped.then_some(negotiated.expiry_secs);
+        let client_id = negotiated.assigned_client_id.as_ref().unwrap_or(&connect.client_id);
         if connect.properties.request_response_information == Some(1) {
             properties.response_information = settings
                 .response_information_prefix
@@ -353,31 +269,21 @@ impl ShardCore {
         let resend: Vec<_> = session
             .traffic()
             .map(|traffic| {
-                traffic
-                    .inflight
-                    .iter()
-                    .map(|entry| (entry.packet_id, entry.state, entry.delivery.clone()))
-                    .collect()
+                traffic.inflight.iter().map(|entry| (entry.packet_id, entry.state, entry.delivery.clone())).collect()
             })
             .unwrap_or_default();
         for (packet_id, state, delivery) in resend {
             match state {
                 InflightState::Sent => {
                     let dup = delivery.qos != QoS::AtMostOnce;
-                    if self
-                        .send_publish(conn, &delivery, packet_id, dup, now)
-                        .is_err()
-                    {
+                    if self.send_publish(conn, &delivery, packet_id, dup, now).is_err() {
                         if let Some(session) = self.sessions.get_mut(key) {
                             session.traffic_mut().inflight.remove_failed(packet_id);
                         }
                     }
                 }
                 InflightState::Released => {
-                    let pubrel = PubResponse {
-                        packet_id,
-                        ..PubResponse::default()
-                    };
+                    let pubrel = PubResponse { packet_id, ..PubResponse::default() };
                     self.send(conn, &Packet::PubRel(pubrel));
                 }
             }

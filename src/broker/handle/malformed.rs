@@ -13,12 +13,7 @@ use super::super::message::ConnId;
 use crate::protocol::{ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
 
 impl ShardCore {
-    pub(in crate::broker) fn refuse_malformed(
-        &mut self,
-        conn: ConnId,
-        err: &DecodeError,
-        now: Instant,
-    ) {
+    pub(in crate::broker) fn refuse_malformed(&mut self, conn: ConnId, err: &DecodeError, now: Instant) {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
@@ -26,19 +21,12 @@ impl ShardCore {
         let awaiting_connect = connection.phase == Phase::AwaitingConnect;
         if awaiting_connect && reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
             connection.version = Some(ProtocolVersion::V3_1_1);
-            let connack = ConnAck {
-                reason,
-                ..ConnAck::default()
-            };
+            let connack = ConnAck { reason, ..ConnAck::default() };
             self.send(conn, &Packet::ConnAck(connack));
         }
         let client_id = self.client_id_of(conn);
         warn!(shard = self.shard, client_id = ?client_id, %reason, "malformed packet: {err}, closing");
-        let detail = if self.settings.reason_strings {
-            err.to_string().into()
-        } else {
-            "".into()
-        };
+        let detail = if self.settings.reason_strings { err.to_string().into() } else { "".into() };
         self.end_connection(conn, CloseReason::ProtocolError { reason, detail }, now);
     }
 }

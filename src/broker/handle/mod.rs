@@ -26,29 +26,18 @@ use crate::protocol::{Packet, ReasonCode};
 
 impl ShardCore {
     pub(super) fn dispatch(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        let Some(phase) = self
-            .connections
-            .get(&conn)
-            .map(|connection| connection.phase)
-        else {
+        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else {
             return;
         };
         let key = match (phase, packet) {
-            (Phase::AwaitingConnect, Packet::Connect(connect)) => {
-                return self.handle_connect(conn, *connect, now)
-            }
-            (Phase::AwaitingConnect, Packet::Auth(auth)) => {
-                return self.handle_connect_auth(conn, auth, now)
-            }
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => return self.handle_connect(conn, *connect, now),
+            (Phase::AwaitingConnect, Packet::Auth(auth)) => return self.handle_connect_auth(conn, auth, now),
             (Phase::AwaitingConnect, other) => {
                 warn!(shard = self.shard, packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT, closing");
                 let detail = "[MQTT-3.1.0-1] first packet must be CONNECT".into();
                 return self.end_connection(
                     conn,
-                    CloseReason::ProtocolError {
-                        reason: ReasonCode::PROTOCOL_ERROR,
-                        detail,
-                    },
+                    CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
                     now,
                 );
             }
@@ -66,15 +55,10 @@ impl ShardCore {
             Packet::PingReq => self.handle_pingreq(conn),
             Packet::Disconnect(disconnect) => self.handle_disconnect(conn, key, disconnect, now),
             Packet::Auth(auth) => self.handle_reauth(conn, auth, now),
-            Packet::Connect(_) => {
-                self.protocol_error(conn, "[MQTT-3.1.0-2] second CONNECT on a connection", now)
+            Packet::Connect(_) => self.protocol_error(conn, "[MQTT-3.1.0-2] second CONNECT on a connection", now),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_error(conn, "(section 2.1.2) server-to-client packet sent by a client", now)
             }
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => self
-                .protocol_error(
-                    conn,
-                    "(section 2.1.2) server-to-client packet sent by a client",
-                    now,
-                ),
         }
     }
 
@@ -84,29 +68,14 @@ impl ShardCore {
     }
 
     /// Closes a connection with a v5 DISCONNECT `reason`; logs the rule with the client id.
-    pub(super) fn close_for(
-        &mut self,
-        conn: ConnId,
-        reason: ReasonCode,
-        rule: &'static str,
-        now: Instant,
-    ) {
+    pub(super) fn close_for(&mut self, conn: ConnId, reason: ReasonCode, rule: &'static str, now: Instant) {
         let client_id = self.client_id_of(conn);
         warn!(shard = self.shard, client_id = ?client_id, %reason, "{rule}, closing");
-        self.end_connection(
-            conn,
-            CloseReason::ProtocolError {
-                reason,
-                detail: rule.into(),
-            },
-            now,
-        );
+        self.end_connection(conn, CloseReason::ProtocolError { reason, detail: rule.into() }, now);
     }
 
     pub(super) fn client_id_of(&self, conn: ConnId) -> Option<crate::protocol::ByteStr> {
         let key = self.connections.get(&conn)?.phase.session_key()?;
-        Some(crate::protocol::ByteStr::from(
-            &*self.sessions.get(key)?.client_id,
-        ))
+        Some(crate::protocol::ByteStr::from(&*self.sessions.get(key)?.client_id))
     }
 }

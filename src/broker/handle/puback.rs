@@ -10,12 +10,7 @@ use super::super::session::SessionKey;
 use crate::protocol::PubResponse;
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_puback(
-        &mut self,
-        key: SessionKey,
-        ack: PubResponse,
-        now: Instant,
-    ) {
+    pub(in crate::broker) fn handle_puback(&mut self, key: SessionKey, ack: PubResponse, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };

@@ -19,17 +19,8 @@ use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, Re
 type Violation = (ReasonCode, &'static str);
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_publish(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        publish: Publish,
-        now: Instant,
-    ) {
-        let topic = match self
-            .resolve_topic(conn, &publish)
-            .and_then(|topic| self.check_publish(&publish, topic))
-        {
+    pub(in crate::broker) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: Publish, now: Instant) {
+        let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
             Ok(topic) => topic,
             Err((reason, rule)) => return self.close_for(conn, reason, rule, now),
         };
@@ -52,14 +43,7 @@ impl ShardCore {
 
     /// QoS 2: a packet id still awaiting PUBREL is a resend and is not routed again [MQTT-4.3.3-9]; a new
     /// one beyond our Receive Maximum is refused with 0x93 [MQTT-3.3.4-7].
-    fn publish_exactly_once(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        topic: ByteStr,
-        publish: Publish,
-        now: Instant,
-    ) {
+    fn publish_exactly_once(&mut self, conn: ConnId, key: SessionKey, topic: ByteStr, publish: Publish, now: Instant) {
         let packet_id = publish.packet_id;
         let Some(session) = self.sessions.get(key) else {
             return;
@@ -68,8 +52,7 @@ impl ShardCore {
             return self.acknowledge(conn, Packet::PubRec, packet_id, true);
         }
         if session.awaiting_pubrel().len() >= usize::from(self.settings.receive_maximum) {
-            let rule =
-                "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
+            let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
             return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
         }
         let matched = self.route(self.message_from(conn, topic, publish, now), now);
@@ -79,41 +62,18 @@ impl ShardCore {
         self.acknowledge(conn, Packet::PubRec, packet_id, matched);
     }
 
-    fn acknowledge(
-        &mut self,
-        conn: ConnId,
-        kind: fn(PubResponse) -> Packet,
-        packet_id: u16,
-        matched: bool,
-    ) {
-        let reason = if matched {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::NO_MATCHING_SUBSCRIBERS
-        };
-        self.send(
-            conn,
-            &kind(PubResponse {
-                packet_id,
-                reason,
-                ..PubResponse::default()
-            }),
-        );
+    fn acknowledge(&mut self, conn: ConnId, kind: fn(PubResponse) -> Packet, packet_id: u16, matched: bool) {
+        let reason = if matched { ReasonCode::SUCCESS } else { ReasonCode::NO_MATCHING_SUBSCRIBERS };
+        self.send(conn, &kind(PubResponse { packet_id, reason, ..PubResponse::default() }));
     }
 
     /// Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 in the PUBACK / PUBREC, or a
     /// DISCONNECT for QoS 0 (v5 section 3.3.2.3.2). Not routed.
     fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
         let rule = "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1";
-        let properties = Properties {
-            reason_string: self.ack_reason_string(conn, rule),
-            ..Properties::default()
-        };
-        let response = PubResponse {
-            packet_id: publish.packet_id,
-            reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
-            properties,
-        };
+        let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
+        let response =
+            PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
         match publish.qos {
             QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
             QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
@@ -125,10 +85,7 @@ impl ShardCore {
     fn resolve_topic(&mut self, conn: ConnId, publish: &Publish) -> Result<ByteStr, Violation> {
         let Some(alias) = publish.properties.topic_alias else {
             if publish.topic.is_empty() {
-                return Err((
-                    ReasonCode::PROTOCOL_ERROR,
-                    "[MQTT-3.3.2-1] empty topic name without a topic alias",
-                ));
+                return Err((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.2-1] empty topic name without a topic alias"));
             }
             return Ok(publish.topic.clone());
         };
@@ -143,18 +100,15 @@ impl ShardCore {
             return Err((ReasonCode::PROTOCOL_ERROR, "connection gone"));
         };
         let outgoing_alias_max = connection.outgoing_alias_max;
-        let aliases = connection
-            .aliases
-            .get_or_insert_with(|| Box::new(TopicAliases::new(outgoing_alias_max)));
+        let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(outgoing_alias_max)));
         if aliases.incoming.len() < usize::from(alias) {
             aliases.incoming.resize(usize::from(alias), None);
         }
         let slot = &mut aliases.incoming[usize::from(alias - 1)];
         if publish.topic.is_empty() {
-            return slot.clone().ok_or((
-                ReasonCode::PROTOCOL_ERROR,
-                "(v5 section 3.3.2.3.4) topic alias used before it was set",
-            ));
+            return slot
+                .clone()
+                .ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
         }
         *slot = Some(owned_str(&publish.topic));
         Ok(publish.topic.clone())
@@ -168,10 +122,7 @@ impl ShardCore {
             ));
         }
         if publish.qos as u8 > self.settings.max_qos {
-            return Err((
-                ReasonCode::QOS_NOT_SUPPORTED,
-                "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS",
-            ));
+            return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
         }
         if publish.retain && !self.settings.retain_available {
             return Err((
@@ -180,50 +131,20 @@ impl ShardCore {
             ));
         }
         if validate_topic_name(&topic).is_err() {
-            return Err((
-                ReasonCode::TOPIC_NAME_INVALID,
-                "[MQTT-3.3.2-2] topic name contains a wildcard or is empty",
-            ));
+            return Err((ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] topic name contains a wildcard or is empty"));
         }
         Ok(topic)
     }
 
     /// The shared message of a client's PUBLISH; `None` (logged, dropped) if it cannot be re-encoded.
-    fn message_from(
-        &self,
-        conn: ConnId,
-        topic: ByteStr,
-        publish: Publish,
-        now: Instant,
-    ) -> Option<Arc<Message>> {
-        let Publish {
-            qos,
-            retain,
-            payload,
-            properties,
-            ..
-        } = publish;
-        let expires_at = properties
-            .message_expiry_interval_secs
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+    fn message_from(&self, conn: ConnId, topic: ByteStr, publish: Publish, now: Instant) -> Option<Arc<Message>> {
+        let Publish { qos, retain, payload, properties, .. } = publish;
+        let expires_at = properties.message_expiry_interval_secs.map(|secs| now + Duration::from_secs(u64::from(secs)));
         trace!(shard = self.shard, %topic, ?qos, retain, bytes = payload.len(), "publish");
-        let origin = Origin {
-            shard: self.shard,
-            conn: Some(conn),
-        };
-        Message::new(
-            topic,
-            payload,
-            qos,
-            retain,
-            owned_forwarded_properties(&properties),
-            expires_at,
-            origin,
-        )
-        .map_err(
-            |err| warn!(shard = self.shard, error = %err, "PUBLISH cannot be re-encoded, dropped"),
-        )
-        .ok()
+        let origin = Origin { shard: self.shard, conn: Some(conn) };
+        Message::new(topic, payload, qos, retain, owned_forwarded_properties(&properties), expires_at, origin)
+            .map_err(|err| warn!(shard = self.shard, error = %err, "PUBLISH cannot be re-encoded, dropped"))
+            .ok()
     }
 
     /// Routes the message if there is one; whether anyone subscribed.

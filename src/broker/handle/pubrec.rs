@@ -10,13 +10,7 @@ use super::super::session::SessionKey;
 use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_pubrec(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        rec: PubResponse,
-        now: Instant,
-    ) {
+    pub(in crate::broker) fn handle_pubrec(&mut self, conn: ConnId, key: SessionKey, rec: PubResponse, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
@@ -28,11 +22,7 @@ impl ShardCore {
             AckOutcome::Done => ReasonCode::SUCCESS,
             AckOutcome::UnknownPacketId => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };
-        let pubrel = PubResponse {
-            packet_id: rec.packet_id,
-            reason,
-            ..PubResponse::default()
-        };
+        let pubrel = PubResponse { packet_id: rec.packet_id, reason, ..PubResponse::default() };
         self.send(conn, &Packet::PubRel(pubrel));
     }
 }

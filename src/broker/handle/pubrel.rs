@@ -7,20 +7,11 @@ use super::super::session::SessionKey;
 use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_pubrel(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        rel: PubResponse,
-    ) {
+    pub(in crate::broker) fn handle_pubrel(&mut self, conn: ConnId, key: SessionKey, rel: PubResponse) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        let reason = match session
-            .awaiting_pubrel()
-            .iter()
-            .position(|&id| id == rel.packet_id)
-        {
+        let reason = match session.awaiting_pubrel().iter().position(|&id| id == rel.packet_id) {
             Some(index) => {
                 session.traffic_mut().awaiting_pubrel.swap_remove(index);
                 session.release_idle_traffic();
@@ -28,11 +19,7 @@ impl ShardCore {
             }
             None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };
-        let pubcomp = PubResponse {
-            packet_id: rel.packet_id,
-            reason,
-            ..PubResponse::default()
-        };
+        let pubcomp = PubResponse { packet_id: rel.packet_id, reason, ..PubResponse::default() };
         self.send(conn, &Packet::PubComp(pubcomp));
     }
 }

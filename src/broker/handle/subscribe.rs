@@ -13,9 +13,7 @@ use super::super::owned::owned_str;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
 use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
-use crate::protocol::{
-    ByteStr, Properties, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
-};
+use crate::protocol::{ByteStr, Properties, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
 
 /// A filter refused in the SUBACK: its reason code and the rule.
 type Refusal = (ReasonCode, &'static str);
@@ -28,16 +26,8 @@ impl ShardCore {
         subscribe: Subscribe,
         now: Instant,
     ) {
-        let v5 = self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.is_v5());
-        let subscription_id = subscribe
-            .properties
-            .subscription_identifiers
-            .first()
-            .copied()
-            .unwrap_or(0);
+        let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
+        let subscription_id = subscribe.properties.subscription_identifiers.first().copied().unwrap_or(0);
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained: Vec<(Arc<Message>, QoS)> = Vec::new();
         let mut refusal_rules: Vec<&'static str> = Vec::new();
@@ -68,20 +58,9 @@ impl ShardCore {
             reason_string: self.ack_reason_string(conn, &refusal_rules.join("; ")),
             ..Properties::default()
         };
-        let suback = SubAck {
-            packet_id: subscribe.packet_id,
-            reasons,
-            properties,
-        };
+        let suback = SubAck { packet_id: subscribe.packet_id, reasons, properties };
         let needs_seq = self.interest_seq_sent;
-        let held = HeldSubAck {
-            conn,
-            session: key,
-            suback,
-            retained,
-            subscription_id,
-            needs_seq,
-        };
+        let held = HeldSubAck { conn, session: key, suback, retained, subscription_id, needs_seq };
         self.complete_subscribe(held, now);
     }
 
@@ -120,35 +99,18 @@ impl ShardCore {
                 "(v5 section 3.2.2.3.15) subscription identifiers are turned off",
             ));
         }
-        let session = self
-            .sessions
-            .get(key)
-            .ok_or((ReasonCode::UNSPECIFIED_ERROR, "session gone"))?;
+        let session = self.sessions.get(key).ok_or((ReasonCode::UNSPECIFIED_ERROR, "session gone"))?;
         let known = session.filters.iter().any(|existing| existing == filter);
         if !known && session.filters.len() >= settings.subscriptions_per_session_max {
-            return Err((
-                ReasonCode::QUOTA_EXCEEDED,
-                "subscriptions_per_session_max reached",
-            ));
+            return Err((ReasonCode::QUOTA_EXCEEDED, "subscriptions_per_session_max reached"));
         }
-        let granted = options
-            .qos
-            .min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
-        let subscriber = Subscriber {
-            session: key,
-            options: SubscriptionOptions {
-                qos: granted,
-                ..options
-            },
-            subscription_id,
-        };
+        let granted = options.qos.min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
+        let subscriber =
+            Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
         let outcome = self.subscriptions.subscribe(filter, subscriber);
         if outcome.first_on_shard {
             let seq = self.next_interest_seq();
-            self.broadcast(|| MeshMessage::InterestAdded {
-                filter: filter.clone(),
-                seq,
-            });
+            self.broadcast(|| MeshMessage::InterestAdded { filter: filter.clone(), seq });
         }
         if outcome.new_subscription {
             if let Some(session) = self.sessions.get_mut(key) {

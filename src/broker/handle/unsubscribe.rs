@@ -8,16 +8,8 @@ use crate::protocol::topic::validate_topic_filter;
 use crate::protocol::{Packet, ReasonCode, UnsubAck, Unsubscribe};
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_unsubscribe(
-        &mut self,
-        conn: ConnId,
-        key: SessionKey,
-        unsubscribe: Unsubscribe,
-    ) {
-        let v5 = self
-            .connections
-            .get(&conn)
-            .is_some_and(|connection| connection.is_v5());
+    pub(in crate::broker) fn handle_unsubscribe(&mut self, conn: ConnId, key: SessionKey, unsubscribe: Unsubscribe) {
+        let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
         let mut reasons = Vec::with_capacity(if v5 { unsubscribe.filters.len() } else { 0 });
         for filter in &unsubscribe.filters {
             if validate_topic_filter(filter).is_err() {
@@ -33,18 +25,10 @@ impl ShardCore {
                 }
             }
             if v5 {
-                reasons.push(if existed {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::NO_SUBSCRIPTION_EXISTED
-                });
+                reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
             }
         }
-        let unsuback = UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            reasons,
-            ..UnsubAck::default()
-        };
+        let unsuback = UnsubAck { packet_id: unsubscribe.packet_id, reasons, ..UnsubAck::default() };
         self.send(conn, &Packet::UnsubAck(unsuback));
     }
 }

@@ -9,10 +9,7 @@ fn convert_text(text: &str) -> (Config, Vec<Finding>) {
 }
 
 fn errors(findings: &[Finding]) -> Vec<&Finding> {
-    findings
-        .iter()
-        .filter(|finding| finding.severity == Severity::Error)
-        .collect()
+    findings.iter().filter(|finding| finding.severity == Severity::Error).collect()
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -22,11 +19,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn pem_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let files = (
-        dir.join("server.crt"),
-        dir.join("server.key"),
-        dir.join("ca.crt"),
-    );
+    let files = (dir.join("server.crt"), dir.join("server.key"), dir.join("ca.crt"));
     for file in [&files.0, &files.1, &files.2] {
         std::fs::write(file, "pem").unwrap();
     }
@@ -37,10 +30,7 @@ fn pem_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 fn no_listener_means_localhost_1883_only_with_anonymous_allowed() {
     let (config, findings) = convert_text("# nothing but a comment\n\nmax_queued_messages 50\n");
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(
-        config.effective_listeners().unwrap(),
-        vec![ListenerConfig::mqtt("127.0.0.1:1883")]
-    );
+    assert_eq!(config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("127.0.0.1:1883")]);
     assert!(config.auth.allow_anonymous);
     assert!(config.anonymous_remote_listeners().unwrap().is_empty());
     assert_eq!(config.mqtt.session_queue_messages_max, 50);
@@ -50,22 +40,13 @@ fn no_listener_means_localhost_1883_only_with_anonymous_allowed() {
 fn any_listener_turns_anonymous_off_unless_allowed() {
     let (config, findings) = convert_text("listener 1883\n");
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(
-        config.effective_listeners().unwrap(),
-        vec![ListenerConfig::mqtt("0.0.0.0:1883")]
-    );
+    assert_eq!(config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("0.0.0.0:1883")]);
     assert!(!config.auth.allow_anonymous);
     let (config, _) = convert_text("listener 1883\nallow_anonymous true\n");
     assert!(config.auth.allow_anonymous);
     let (config, _) = convert_text("port 1884\n");
-    assert_eq!(
-        config.effective_listeners().unwrap(),
-        vec![ListenerConfig::mqtt("0.0.0.0:1884")]
-    );
-    assert!(
-        !config.auth.allow_anonymous,
-        "`port` configures the default listener"
-    );
+    assert_eq!(config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("0.0.0.0:1884")]);
+    assert!(!config.auth.allow_anonymous, "`port` configures the default listener");
 }
 
 #[test]
@@ -86,10 +67,8 @@ fn each_listener_line_starts_a_listener_with_its_own_options() {
     let (config, findings) = convert_text(&text);
     assert!(findings.is_empty(), "{findings:?}");
     let listeners = config.effective_listeners().unwrap();
-    let kinds: Vec<(&str, TransportKind, Option<usize>)> = listeners
-        .iter()
-        .map(|l| (l.bind.as_str(), l.transport, l.max_connections))
-        .collect();
+    let kinds: Vec<(&str, TransportKind, Option<usize>)> =
+        listeners.iter().map(|l| (l.bind.as_str(), l.transport, l.max_connections)).collect();
     assert_eq!(
         kinds,
         vec![
@@ -117,8 +96,7 @@ fn each_listener_line_starts_a_listener_with_its_own_options() {
 
 #[test]
 fn default_listener_options_come_before_the_first_listener_line() {
-    let (config, findings) =
-        convert_text("bind_address 127.0.0.1\nport 1885\nmax_connections 7\nlistener 1886\n");
+    let (config, findings) = convert_text("bind_address 127.0.0.1\nport 1885\nmax_connections 7\nlistener 1886\n");
     assert!(findings.is_empty(), "{findings:?}");
     let listeners = config.effective_listeners().unwrap();
     assert_eq!(listeners[0].bind, "127.0.0.1:1885");
@@ -137,18 +115,8 @@ fn auth_options_are_global_without_per_listener_settings() {
     );
     let (config, findings) = convert_text(&text);
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(
-        config.auth,
-        AuthSettings {
-            allow_anonymous: true,
-            password_file: Some(pw),
-            acl_file: Some(acl)
-        }
-    );
-    assert!(config
-        .listeners
-        .iter()
-        .all(|listener| listener.auth == ListenerAuth::default()));
+    assert_eq!(config.auth, AuthSettings { allow_anonymous: true, password_file: Some(pw), acl_file: Some(acl) });
+    assert!(config.listeners.iter().all(|listener| listener.auth == ListenerAuth::default()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -158,11 +126,7 @@ fn an_unreadable_password_file_is_an_error_at_its_line() {
     let errors = errors(&findings);
     assert_eq!(errors.len(), 1, "{findings:?}");
     assert_eq!(errors[0].line, 3);
-    assert!(
-        errors[0].message.contains("/nonexistent/pw"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].message.contains("/nonexistent/pw"), "{}", errors[0]);
 }
 
 /// An ACL file and a password file that exist (listeners refuse unreadable ones).
@@ -189,10 +153,7 @@ fn per_listener_settings_scopes_auth_to_each_listener() {
     assert_eq!(first.acl_file, Some(acl));
     assert_eq!(first.password_file, None);
     let second = config.listeners[1].effective_auth(&config.auth);
-    assert!(
-        !second.allow_anonymous,
-        "a configured listener defaults to allow_anonymous false"
-    );
+    assert!(!second.allow_anonymous, "a configured listener defaults to allow_anonymous false");
     assert_eq!(second.password_file, Some(pw));
     assert_eq!(second.acl_file, None);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -200,35 +161,23 @@ fn per_listener_settings_scopes_auth_to_each_listener() {
 
 #[test]
 fn per_listener_settings_given_late_still_governs_earlier_lines() {
-    let (config, _) = convert_text(
-        "listener 1883\nallow_anonymous true\nlistener 1884\nper_listener_settings true\n",
-    );
+    let (config, _) = convert_text("listener 1883\nallow_anonymous true\nlistener 1884\nper_listener_settings true\n");
     assert_eq!(config.listeners[0].auth.allow_anonymous, Some(true));
     assert_eq!(config.listeners[1].auth.allow_anonymous, Some(false));
 }
 
 #[test]
 fn per_listener_acl_before_any_listener_is_refused_when_the_default_listener_is_not_started() {
-    let (_, findings) =
-        convert_text("per_listener_settings true\nacl_file /etc/mosquitto/acl\nlistener 1883\n");
+    let (_, findings) = convert_text("per_listener_settings true\nacl_file /etc/mosquitto/acl\nlistener 1883\n");
     let errors = errors(&findings);
     assert_eq!(errors.len(), 1, "{findings:?}");
-    assert_eq!(
-        (errors[0].line, errors[0].directive.as_str()),
-        (2, "acl_file")
-    );
+    assert_eq!((errors[0].line, errors[0].directive.as_str()), (2, "acl_file"));
     let dir = temp_dir("per-listener-default");
     let (_, pw) = auth_files(&dir);
-    let text = format!(
-        "per_listener_settings true\npassword_file {}\nlistener 1884\n",
-        pw.display()
-    );
+    let text = format!("per_listener_settings true\npassword_file {}\nlistener 1884\n", pw.display());
     let (config, findings) = convert_text(&text);
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(
-        config.listeners[0].bind, "0.0.0.0:1883",
-        "password_file starts the default listener"
-    );
+    assert_eq!(config.listeners[0].bind, "0.0.0.0:1883", "password_file starts the default listener");
     assert_eq!(config.listeners[0].auth.password_file, Some(pw));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -240,11 +189,7 @@ fn limits_map_to_broker_settings() {
     let (config, findings) = convert_text(text);
     assert!(findings.is_empty(), "{findings:?}");
     assert_eq!(config.mqtt.max_inflight, 5);
-    assert_eq!(
-        config.mqtt.session_queue_messages_max,
-        usize::MAX,
-        "0 is no maximum"
-    );
+    assert_eq!(config.mqtt.session_queue_messages_max, usize::MAX, "0 is no maximum");
     assert_eq!(config.mqtt.session_queue_bytes_max, 4096);
     assert_eq!(config.mqtt.keepalive_max_secs, 120);
     assert!(!config.mqtt.retain_available);
@@ -256,83 +201,49 @@ fn limits_map_to_broker_settings() {
 #[test]
 fn message_size_limit_becomes_a_packet_limit_with_one_warning() {
     let (config, findings) = convert_text("message_size_limit 1000\n");
-    assert_eq!(
-        config.mqtt.max_packet_size_bytes,
-        1000 + MESSAGE_SIZE_HEADROOM_BYTES
-    );
+    assert_eq!(config.mqtt.max_packet_size_bytes, 1000 + MESSAGE_SIZE_HEADROOM_BYTES);
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].severity, Severity::Warning);
-    assert!(
-        findings[0]
-            .to_string()
-            .starts_with("test.conf:1: warning: `message_size_limit`"),
-        "{}",
-        findings[0]
-    );
+    assert!(findings[0].to_string().starts_with("test.conf:1: warning: `message_size_limit`"), "{}", findings[0]);
 }
 
 #[test]
 fn max_qos_and_topic_aliases_apply_globally_at_their_lowest() {
-    let (config, findings) =
-        convert_text("listener 1883\nmax_qos 1\nlistener 1884\nmax_topic_alias 3\n");
+    let (config, findings) = convert_text("listener 1883\nmax_qos 1\nlistener 1884\nmax_topic_alias 3\n");
     assert_eq!(config.mqtt.max_qos, 1);
     assert_eq!(config.mqtt.topic_alias_max, 3);
     assert_eq!(findings.len(), 1, "{findings:?}");
-    assert_eq!(
-        (findings[0].severity, findings[0].line),
-        (Severity::Warning, 2)
-    );
+    assert_eq!((findings[0].severity, findings[0].line), (Severity::Warning, 2));
 }
 
 #[test]
 fn log_type_and_log_dest_set_the_log_level() {
-    assert_eq!(
-        convert_text("log_type error\nlog_type warning\n")
-            .0
-            .log_level,
-        "warn"
-    );
+    assert_eq!(convert_text("log_type error\nlog_type warning\n").0.log_level, "warn");
     assert_eq!(convert_text("log_type all\n").0.log_level, "debug");
     assert_eq!(convert_text("log_type information\n").0.log_level, "info");
     assert_eq!(convert_text("log_dest none\n").0.log_level, "off");
     assert_eq!(convert_text("").0.log_level, "info");
     let (_, findings) = convert_text("log_dest stderr\nlog_dest file /var/log/mosquitto.log\n");
     assert_eq!(findings.len(), 1);
-    assert_eq!(
-        (findings[0].line, findings[0].severity),
-        (2, Severity::Warning)
-    );
+    assert_eq!((findings[0].line, findings[0].severity), (2, Severity::Warning));
 }
 
 #[test]
 fn persistence_is_a_warning_saying_nothing_survives_a_restart() {
-    let (_, findings) = convert_text(
-        "persistence true\npersistence_location /var/lib/mosquitto/\npersistence false\n",
-    );
+    let (_, findings) = convert_text("persistence true\npersistence_location /var/lib/mosquitto/\npersistence false\n");
     assert_eq!(findings.len(), 2, "{findings:?}");
-    assert!(findings
-        .iter()
-        .all(|finding| finding.severity == Severity::Warning));
-    assert!(
-        findings[0].message.contains("not across restarts"),
-        "{}",
-        findings[0]
-    );
+    assert!(findings.iter().all(|finding| finding.severity == Severity::Warning));
+    assert!(findings[0].message.contains("not across restarts"), "{}", findings[0]);
 }
 
 #[test]
 fn harmless_unsupported_directives_are_one_warning_line_each() {
-    let text =
-        "autosave_interval 1800\nsys_interval 10\npid_file /run/m.pid\nset_tcp_nodelay true\n";
+    let text = "autosave_interval 1800\nsys_interval 10\npid_file /run/m.pid\nset_tcp_nodelay true\n";
     let (_, findings) = convert_text(text);
     let lines: Vec<usize> = findings.iter().map(|finding| finding.line).collect();
     assert_eq!(lines, vec![1, 2, 3, 4]);
-    assert!(findings
-        .iter()
-        .all(|finding| finding.severity == Severity::Warning));
-    assert!(findings
-        .iter()
-        .all(|finding| !finding.to_string().contains('\n')));
+    assert!(findings.iter().all(|finding| finding.severity == Severity::Warning));
+    assert!(findings.iter().all(|finding| !finding.to_string().contains('\n')));
     assert!(findings[1].message.contains("$SYS"));
 }
 
@@ -358,11 +269,7 @@ fn directives_whose_absence_would_weaken_security_are_errors() {
         let errors = errors(&findings);
         assert_eq!(errors.len(), 1, "{directive}: {findings:?}");
         assert_eq!(errors[0].line, 2, "{directive}");
-        assert!(
-            errors[0].to_string().starts_with("test.conf:2: error: `"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].to_string().starts_with("test.conf:2: error: `"), "{}", errors[0]);
     }
 }
 
@@ -383,17 +290,12 @@ fn errors_of(findings: &[Finding]) -> String {
 
 #[test]
 fn unreadable_certificate_files_are_errors_at_the_listener_line() {
-    let (_, findings) = convert_text(
-        "listener 1883\nlistener 8883\ncertfile /nonexistent/a.crt\nkeyfile /nonexistent/a.key\n",
-    );
+    let (_, findings) =
+        convert_text("listener 1883\nlistener 8883\ncertfile /nonexistent/a.crt\nkeyfile /nonexistent/a.key\n");
     let errors = errors(&findings);
     assert_eq!(errors.len(), 1, "{findings:?}");
     assert_eq!(errors[0].line, 2);
-    assert!(
-        errors[0].message.contains("/nonexistent/a.crt"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].message.contains("/nonexistent/a.crt"), "{}", errors[0]);
 }
 
 #[test]
@@ -426,18 +328,11 @@ fn bridges_are_one_warning_and_their_options_are_skipped() {
     let text = "connection upstream\naddress broker.example:1883\ntopic # both 0\nremote_username u\nlistener 1883\n";
     let (config, findings) = convert_text(text);
     assert_eq!(findings.len(), 1, "{findings:?}");
-    assert_eq!(
-        (findings[0].line, findings[0].severity),
-        (1, Severity::Warning)
-    );
+    assert_eq!((findings[0].line, findings[0].severity), (1, Severity::Warning));
     assert!(findings[0].message.contains("upstream"));
     assert_eq!(config.listeners.len(), 1);
     let (_, findings) = convert_text("topic # both 0\n");
-    assert_eq!(
-        errors(&findings).len(),
-        1,
-        "a bridge option outside a bridge"
-    );
+    assert_eq!(errors(&findings).len(), 1, "a bridge option outside a bridge");
 }
 
 #[test]
@@ -446,41 +341,22 @@ fn include_dir_reads_conf_files_in_mosquitto_order() {
     let conf_d = dir.join("conf.d");
     std::fs::create_dir_all(&conf_d).unwrap();
     // Each file sets max_keepalive; the last one read wins.
-    for (name, port) in [
-        ("b.conf", 1),
-        ("A.conf", 2),
-        ("01.conf", 3),
-        ("a.conf", 4),
-        ("B.conf", 5),
-        ("00.conf", 6),
-    ] {
+    for (name, port) in [("b.conf", 1), ("A.conf", 2), ("01.conf", 3), ("a.conf", 4), ("B.conf", 5), ("00.conf", 6)] {
         std::fs::write(conf_d.join(name), format!("max_keepalive {}\n", 100 + port)).unwrap();
     }
     std::fs::write(conf_d.join("README"), "not a config file\n").unwrap();
     std::fs::write(conf_d.join("z.conf.disabled"), "auth_plugin /x.so\n").unwrap();
     let main = dir.join("mosquitto.conf");
-    std::fs::write(
-        &main,
-        format!("max_keepalive 60\ninclude_dir {}\n", conf_d.display()),
-    )
-    .unwrap();
+    std::fs::write(&main, format!("max_keepalive 60\ninclude_dir {}\n", conf_d.display())).unwrap();
     let converted = read(&main).unwrap();
     // Order 00 01 A a B b: b.conf (101) is read last.
     assert_eq!(converted.config.mqtt.keepalive_max_secs, 101);
     assert!(converted.warnings.is_empty(), "{:?}", converted.warnings);
-    let mut names: Vec<PathBuf> = ["b.conf", "A.conf", "01.conf", "a.conf", "B.conf", "00.conf"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut names: Vec<PathBuf> =
+        ["b.conf", "A.conf", "01.conf", "a.conf", "B.conf", "00.conf"].iter().map(PathBuf::from).collect();
     names.sort_by_key(|name| mosquitto_order_key(name));
-    let order: Vec<String> = names
-        .iter()
-        .map(|name| name.display().to_string())
-        .collect();
-    assert_eq!(
-        order,
-        ["00.conf", "01.conf", "A.conf", "a.conf", "B.conf", "b.conf"]
-    );
+    let order: Vec<String> = names.iter().map(|name| name.display().to_string()).collect();
+    assert_eq!(order, ["00.conf", "01.conf", "A.conf", "a.conf", "B.conf", "b.conf"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -489,21 +365,11 @@ fn findings_in_included_files_name_that_file() {
     let dir = temp_dir("include-findings");
     let conf_d = dir.join("conf.d");
     std::fs::create_dir_all(&conf_d).unwrap();
-    std::fs::write(
-        conf_d.join("auth.conf"),
-        "# plugin\n\nauth_plugin /usr/lib/x.so\n",
-    )
-    .unwrap();
+    std::fs::write(conf_d.join("auth.conf"), "# plugin\n\nauth_plugin /usr/lib/x.so\n").unwrap();
     let main = dir.join("mosquitto.conf");
     std::fs::write(&main, format!("include_dir {}\n", conf_d.display())).unwrap();
     let err = read(&main).unwrap_err().to_string();
-    assert!(
-        err.starts_with(&format!(
-            "{}:3: error: `auth_plugin`",
-            conf_d.join("auth.conf").display()
-        )),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("{}:3: error: `auth_plugin`", conf_d.join("auth.conf").display())), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -512,17 +378,10 @@ fn include_dir_in_an_included_file_is_refused() {
     let dir = temp_dir("nested-include");
     let conf_d = dir.join("conf.d");
     std::fs::create_dir_all(&conf_d).unwrap();
-    std::fs::write(
-        conf_d.join("x.conf"),
-        format!("include_dir {}\n", dir.display()),
-    )
-    .unwrap();
+    std::fs::write(conf_d.join("x.conf"), format!("include_dir {}\n", dir.display())).unwrap();
     let main = dir.join("mosquitto.conf");
     std::fs::write(&main, format!("include_dir {}\n", conf_d.display())).unwrap();
-    assert!(read(&main)
-        .unwrap_err()
-        .to_string()
-        .contains("only allowed in the main config file"));
+    assert!(read(&main).unwrap_err().to_string().contains("only allowed in the main config file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -531,40 +390,19 @@ fn include_dir_in_an_included_file_is_refused() {
 #[test]
 fn debian_packaged_mosquitto_conf_is_read() {
     let path = Path::new("/etc/mosquitto/mosquitto.conf");
-    assert!(
-        path.exists(),
-        "{} is missing: install Debian's `mosquitto` package (scripts/test does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: install Debian's `mosquitto` package (scripts/test does)", path.display());
     let converted = read(path).unwrap();
-    assert_eq!(
-        converted.config.effective_listeners().unwrap(),
-        vec![ListenerConfig::mqtt("127.0.0.1:1883")]
-    );
+    assert_eq!(converted.config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("127.0.0.1:1883")]);
     assert!(converted.config.auth.allow_anonymous);
-    let warned: Vec<&str> = converted
-        .warnings
-        .iter()
-        .map(|finding| finding.directive.as_str())
-        .collect();
-    for directive in [
-        "pid_file",
-        "persistence",
-        "persistence_location",
-        "log_dest",
-    ] {
+    let warned: Vec<&str> = converted.warnings.iter().map(|finding| finding.directive.as_str()).collect();
+    for directive in ["pid_file", "persistence", "persistence_location", "log_dest"] {
         assert!(warned.contains(&directive), "{directive} not in {warned:?}");
     }
-    assert!(converted
-        .warnings
-        .iter()
-        .all(|finding| finding.file.starts_with("/etc/mosquitto")));
+    assert!(converted.warnings.iter().all(|finding| finding.file.starts_with("/etc/mosquitto")));
 }
 
 #[test]
 fn a_missing_file_names_the_path() {
-    let err = read(Path::new("/nonexistent/mosquitto.conf"))
-        .unwrap_err()
-        .to_string();
+    let err = read(Path::new("/nonexistent/mosquitto.conf")).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/mosquitto.conf"), "{err}");
 }
