@@ -1,27 +1,44 @@
-//! The shardmq broker binary: `shardmq [--config FILE] [--shards N] [--listen ADDR:PORT]`.
+//! The shardmq broker binary: `shardmq [--config FILE | --mosquitto-config FILE] [--shards N]
+//! [--listen ADDR:PORT]`, `shardmq config default`, `shardmq passwd ...` (see `shardmq --help`).
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use shardmq::config::{CliArgs, Config, USAGE};
+use clap::Parser;
+use shardmq::config::{Cli, Command, Config, ConfigCommand, LoadedConfig, DEFAULT_CONFIG_TOML};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match CliArgs::parse(std::env::args().skip(1)) {
-        Ok(cli) => cli,
-        Err(err) => return fail(&err),
-    };
-    if cli.help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config { action: ConfigCommand::Default }) => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Passwd { args }) => passwd(args),
+        None => run(&cli.run),
     }
-    let config = match Config::load(&cli) {
-        Ok(config) => config,
+}
+
+/// `shardmq passwd ARGS...`: the password-file tool lives in `shardmq::auth::passwd` (branch `auth`).
+fn passwd(args: Vec<String>) -> ExitCode {
+    let _ = args;
+    eprintln!("shardmq: `passwd` is not built into this binary yet");
+    ExitCode::from(2)
+}
+
+fn run(args: &shardmq::config::RunArgs) -> ExitCode {
+    let LoadedConfig { config, warnings } = match Config::load(args) {
+        Ok(loaded) => loaded,
         Err(err) => return fail(&err),
     };
     init_logging(&config.log_level);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
     let result = shardmq::shard::run(config, |bound| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "shardmq listening on {bound}");
@@ -37,8 +54,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// One line at start when clients on other machines may connect without credentials, saying how to
+/// require passwords in the kind of file in use.
+fn warn_if_open_to_anonymous_clients(config: &Config, from_mosquitto_conf: bool) {
+    let Ok(open) = config.anonymous_remote_listeners() else {
+        return;
+    };
+    if open.is_empty() {
+        return;
+    }
+    let binds: Vec<&str> = open.iter().map(|listener| listener.bind.as_str()).collect();
+    let fix = if from_mosquitto_conf {
+        "name it with `password_file` and set `allow_anonymous false` in mosquitto.conf"
+    } else {
+        "name it in `[auth] password_file` and set `[auth] allow_anonymous = false`"
+    };
+    tracing::warn!(
+        "anonymous clients may connect from other machines on {}: create a password file with `shardmq passwd`, {fix}",
+        binds.join(", ")
+    );
+}
+
+/// Prints each line of the error on its own `shardmq:` line (a mosquitto.conf error lists every
+/// directive, one line each).
 fn fail(err: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("shardmq: {err}");
+    for line in err.to_string().lines() {
+        eprintln!("shardmq: {line}");
+    }
     ExitCode::FAILURE
 }
 

@@ -118,7 +118,9 @@ fn second_connect_is_protocol_error_mqtt_3_1_0_2() {
     let (v5, _) = broker.connect(connect(V5, "twice5", true));
     broker.send(v5, Packet::Connect(Box::new(connect(V5, "twice5", true))));
     match broker.recv(v5).as_slice() {
-        [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::PROTOCOL_ERROR),
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::PROTOCOL_ERROR)
+        }
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
     }
     assert!(broker.is_closed(v5));
@@ -163,7 +165,9 @@ fn keepalive_timeout_after_one_and_a_half_intervals_mqtt_3_1_2_24() {
     assert!(!broker.is_closed(client), "the PINGREQ renewed the keep-alive");
     broker.advance(Duration::from_secs(2));
     match broker.recv(client).as_slice() {
-        [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::KEEP_ALIVE_TIMEOUT),
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::KEEP_ALIVE_TIMEOUT)
+        }
         other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
     }
     assert!(broker.is_closed(client));
@@ -188,7 +192,9 @@ fn unsupported_protocol_level_answered_with_return_code_1_mqtt_3_1_2_2() {
     broker.shards[0].handle_decode_error(client.conn, &DecodeError::UnsupportedProtocolLevel { level: 6 }, now);
     broker.advance(Duration::ZERO);
     match broker.recv(client).as_slice() {
-        [Packet::ConnAck(connack)] => assert_eq!(connack.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+        [Packet::ConnAck(connack)] => {
+            assert_eq!(connack.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION)
+        }
         other => panic!("expected CONNACK return code 1, got {other:?}"),
     }
     assert!(broker.is_closed(client));
@@ -230,7 +236,9 @@ fn publish_qos_above_maximum_disconnects_0x9b_mqtt_3_2_2_11() {
     let (client, _) = broker.connect(connect(V5, "qos2", true));
     broker.send(client, Packet::Publish(publish("t", QoS::ExactlyOnce, 1, "x")));
     match broker.recv(client).as_slice() {
-        [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::QOS_NOT_SUPPORTED),
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::QOS_NOT_SUPPORTED)
+        }
         other => panic!("expected DISCONNECT 0x9B, got {other:?}"),
     }
 }

@@ -257,7 +257,9 @@ fn our_receive_maximum_exceeded_disconnects_0x93_mqtt_3_3_4_7() {
     broker.recv(client);
     broker.send(client, Packet::Publish(publish("f", QoS::ExactlyOnce, 3, "x")));
     match broker.recv(client).as_slice() {
-        [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+        }
         other => panic!("expected DISCONNECT 0x93, got {other:?}"),
     }
     assert!(broker.is_closed(client));
@@ -290,7 +292,9 @@ fn topic_alias_zero_or_over_maximum_disconnects_0x94_mqtt_3_3_2_8() {
         request.properties.topic_alias = Some(alias);
         broker.send(client, Packet::Publish(request));
         match broker.recv(client).as_slice() {
-            [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::TOPIC_ALIAS_INVALID),
+            [Packet::Disconnect(disconnect)] => {
+                assert_eq!(disconnect.reason, ReasonCode::TOPIC_ALIAS_INVALID)
+            }
             other => panic!("alias {alias}: expected DISCONNECT 0x94, got {other:?}"),
         }
     }

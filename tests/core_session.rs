@@ -26,7 +26,9 @@ fn takeover_disconnects_old_connection_0x8e_and_resumes_session_mqtt_3_1_4_3() {
     let (new, connack) = broker.connect(v5_persistent("dup", 60));
     assert!(connack.session_present, "[MQTT-3.2.2-3]");
     match broker.recv(old).as_slice() {
-        [Packet::Disconnect(disconnect)] => assert_eq!(disconnect.reason, ReasonCode::SESSION_TAKEN_OVER),
+        [Packet::Disconnect(disconnect)] => {
+            assert_eq!(disconnect.reason, ReasonCode::SESSION_TAKEN_OVER)
+        }
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
     }
     assert!(broker.is_closed(old));

@@ -74,7 +74,9 @@ async fn next_publish(client: &mut RawClient) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_client_publishes_and_receives_across_shards_and_no_false_disconnect_is_logged() {
-    let Some(broker) = broker_with_debug_log() else { return };
+    let Some(broker) = broker_with_debug_log() else {
+        return;
+    };
     let mut connected = Vec::new();
     for level in [Level::V311, Level::V5] {
         let (mut moved, moved_id) = connection_that_moves(&broker, level, "moved").await;
@@ -108,7 +110,9 @@ async fn a_moved_client_publishes_and_receives_across_shards_and_no_false_discon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_client_is_taken_over_and_its_session_carries_over() {
-    let Some(broker) = broker_with_debug_log() else { return };
+    let Some(broker) = broker_with_debug_log() else {
+        return;
+    };
     let (mut first, id) = connection_that_moves(&broker, Level::V5, "takeover").await;
     let persistent = session_expiry(60);
     first.handshake(&raw::connect_with(5, &id, false, 30, None, &persistent)).await;
@@ -137,7 +141,9 @@ async fn publishes_sent_with_the_connect_in_one_write_are_all_delivered_in_order
     // moved socket, and a packet is split between the two.
     const PUBLISHES: u16 = 90; // under the default Receive Maximum of 100
     let payload_bytes = 400;
-    let Some(broker) = broker_with_debug_log() else { return };
+    let Some(broker) = broker_with_debug_log() else {
+        return;
+    };
     for level in [Level::V311, Level::V5] {
         let topic = unique("handoff/burst");
         let mut subscriber = RawClient::connect(broker.port(), level).await;

@@ -136,7 +136,9 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(in_file.contains("INFO"), "{in_file}");
     assert!(!in_file.contains('\u{1b}'), "colour codes in a log file: {in_file:?}");
 
-    let Some(terminal) = log_on_a_terminal(false) else { return };
+    let Some(terminal) = log_on_a_terminal(false) else {
+        return;
+    };
     assert!(terminal.contains('\u{1b}'), "no colour on a terminal: {terminal:?}");
     let terminal_no_color = log_on_a_terminal(true).expect("a second pseudo-terminal");
     assert!(terminal_no_color.contains("INFO"), "{terminal_no_color:?}");

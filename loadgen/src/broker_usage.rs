@@ -30,7 +30,9 @@ pub fn sample(pid: u32) -> Option<Sample> {
 }
 
 fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
     // Threads of one name (glommio starts helpers named like their shard) are summed.
     let mut by_name = std::collections::BTreeMap::<String, f64>::new();
     for stat in tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok()) {

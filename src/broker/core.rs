@@ -128,7 +128,9 @@ impl ShardCore {
     }
 
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.last_packet_at = now;
         self.dispatch(conn, packet, now);
     }

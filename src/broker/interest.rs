@@ -36,7 +36,9 @@ impl ShardSet {
 
     pub fn remove(&mut self, shard: ShardId) -> bool {
         let (word, bit) = (shard / 64, 1u64 << (shard % 64));
-        let Some(slot) = self.words.get_mut(word) else { return false };
+        let Some(slot) = self.words.get_mut(word) else {
+            return false;
+        };
         let removed = *slot & bit != 0;
         *slot &= !bit;
         while self.words.last() == Some(&0) {
@@ -152,7 +154,9 @@ impl InterestTrie {
     pub fn remove(&mut self, filter: &ByteStr, shard: ShardId) {
         let shared = parse_shared_subscription(filter).ok().flatten();
         let key = shared.map_or(filter.as_str(), |shared| shared.filter);
-        let Some(interest) = self.filters.value_mut(key) else { return };
+        let Some(interest) = self.filters.value_mut(key) else {
+            return;
+        };
         if shared.is_some() {
             if let Some(groups) = &mut interest.groups {
                 if let Some(index) = groups.iter().position(|group| group.share == *filter) {

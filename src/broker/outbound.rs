@@ -34,10 +34,14 @@ impl ShardCore {
     /// large [MQTT-3.1.2-25] (e.g. [MQTT-3.4.2-2], [MQTT-3.9.2-1], [MQTT-3.14.2-3]); dropped, logged, only if
     /// even the bare packet would not fit.
     pub(super) fn send(&mut self, conn: ConnId, packet: &Packet) {
-        let Some(connection) = self.connections.get(&conn) else { return };
+        let Some(connection) = self.connections.get(&conn) else {
+            return;
+        };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        let Some(mut frame) = self.encode(packet, version) else { return };
+        let Some(mut frame) = self.encode(packet, version) else {
+            return;
+        };
         if frame.len() > max_packet_size {
             match without_problem_details(packet).and_then(|bare| self.encode(&bare, version)) {
                 Some(bare) if bare.len() <= max_packet_size => frame = bare,
@@ -60,7 +64,9 @@ impl ShardCore {
         dup: bool,
         now: Instant,
     ) -> Result<(), PublishRefused> {
-        let Some(connection) = self.connections.get(&conn) else { return Err(PublishRefused::NoConnection) };
+        let Some(connection) = self.connections.get(&conn) else {
+            return Err(PublishRefused::NoConnection);
+        };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
         if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
@@ -121,7 +127,9 @@ impl ShardCore {
     }
 
     fn commit_alias(&mut self, conn: ConnId, topic: &ByteStr, plan: AliasPlan) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         let alias_max = connection.outgoing_alias_max;
         let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(alias_max)));
         aliases.outgoing.commit(topic, plan);
@@ -164,7 +172,9 @@ impl ShardCore {
     }
 
     fn queue_frame(&mut self, conn: ConnId, frame: Bytes) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.out_queue_bytes += frame.len();
         connection.out_queue.push_back(frame);
         if !connection.write_requested {

@@ -65,7 +65,9 @@ impl<K> TimerWheel<K> {
     where
         K: PartialEq,
     {
-        let Some(origin) = self.origin else { return false };
+        let Some(origin) = self.origin else {
+            return false;
+        };
         let due_tick = deadline.saturating_duration_since(origin).as_nanos().div_ceil(TICK.as_nanos()) as u64;
         if due_tick < self.next_tick {
             return false;

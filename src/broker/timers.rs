@@ -61,7 +61,9 @@ impl ShardCore {
     }
 
     fn will_delay_ended(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else { return };
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else {
+            return;
+        };
         match session.will.as_ref().and_then(|will| will.publish_at) {
             Some(at) if at <= now => self.publish_will(key, now),
             Some(at) => self.timers.insert(now, at, TimerKey::WillDelay(key)),
@@ -70,7 +72,9 @@ impl ShardCore {
     }
 
     fn session_expiry_check(&mut self, key: SessionKey, now: Instant) {
-        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else { return };
+        let Some(session) = self.sessions.get(key).filter(|session| session.conn.is_none()) else {
+            return;
+        };
         match session.expires_at {
             Some(at) if at <= now => self.end_session(key, now),
             Some(at) => self.timers.insert(now, at, TimerKey::SessionExpiry(key)),

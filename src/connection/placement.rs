@@ -43,7 +43,9 @@ impl Handoff {
 /// The shard `first_packet` must be handled on, when it is not `this_shard`: only a CONNECT with a
 /// non-empty client id whose home is elsewhere moves.
 pub fn move_target(first_packet: &Packet, this_shard: ShardId, shard_count: usize) -> Option<ShardId> {
-    let Packet::Connect(connect) = first_packet else { return None };
+    let Packet::Connect(connect) = first_packet else {
+        return None;
+    };
     if shard_count < 2 || connect.client_id.is_empty() {
         return None;
     }

@@ -181,7 +181,9 @@ impl ShardCore {
     }
 
     fn configure_connection(&mut self, conn: ConnId, connect: &Connect, keepalive_secs: u16) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         connection.keepalive_secs = keepalive_secs;
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
@@ -264,7 +266,9 @@ impl ShardCore {
     /// Sends again what the session had in flight, PUBLISH with DUP or PUBREL, in the original order
     /// [MQTT-4.4.0-1] [MQTT-4.6.0-1], then what waited in its queue.
     fn resume_session(&mut self, key: SessionKey, conn: ConnId, now: Instant) {
-        let Some(session) = self.sessions.get(key) else { return };
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
         let resend: Vec<_> = session
             .traffic()
             .map(|traffic| {

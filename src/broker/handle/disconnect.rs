@@ -20,7 +20,9 @@ impl ShardCore {
     ) {
         if let Some(requested) = disconnect.properties.session_expiry_interval_secs {
             let expiry_max = self.settings.session_expiry_max_secs;
-            let Some(session) = self.sessions.get_mut(key) else { return };
+            let Some(session) = self.sessions.get_mut(key) else {
+                return;
+            };
             if session.expiry_interval_secs == 0 && requested != 0 {
                 let rule = "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0";
                 return self.protocol_error(conn, rule, now);

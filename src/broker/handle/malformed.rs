@@ -14,7 +14,9 @@ use crate::protocol::{ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode}
 
 impl ShardCore {
     pub(in crate::broker) fn refuse_malformed(&mut self, conn: ConnId, err: &DecodeError, now: Instant) {
-        let Some(connection) = self.connections.get_mut(&conn) else { return };
+        let Some(connection) = self.connections.get_mut(&conn) else {
+            return;
+        };
         let reason = err.reason_code();
         let awaiting_connect = connection.phase == Phase::AwaitingConnect;
         if awaiting_connect && reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {

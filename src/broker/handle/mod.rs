@@ -26,7 +26,9 @@ use crate::protocol::{Packet, ReasonCode};
 
 impl ShardCore {
     pub(super) fn dispatch(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else { return };
+        let Some(phase) = self.connections.get(&conn).map(|connection| connection.phase) else {
+            return;
+        };
         let key = match (phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => return self.handle_connect(conn, *connect, now),
             (Phase::AwaitingConnect, Packet::Auth(auth)) => return self.handle_connect_auth(conn, auth, now),

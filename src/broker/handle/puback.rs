@@ -11,7 +11,9 @@ use crate::protocol::PubResponse;
 
 impl ShardCore {
     pub(in crate::broker) fn handle_puback(&mut self, key: SessionKey, ack: PubResponse, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         if session.traffic_mut().inflight.puback(ack.packet_id) == AckOutcome::UnknownPacketId {
             trace!(client_id = %session.client_id, packet_id = ack.packet_id, "PUBACK for no inflight QoS 1 PUBLISH, ignored");
         }

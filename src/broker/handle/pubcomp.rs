@@ -11,7 +11,9 @@ use crate::protocol::PubResponse;
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubcomp(&mut self, key: SessionKey, comp: PubResponse, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         if session.traffic_mut().inflight.pubcomp(comp.packet_id) == AckOutcome::UnknownPacketId {
             trace!(client_id = %session.client_id, packet_id = comp.packet_id, "PUBCOMP for no released QoS 2 PUBLISH, ignored");
         }

@@ -45,7 +45,9 @@ impl ShardCore {
     /// one beyond our Receive Maximum is refused with 0x93 [MQTT-3.3.4-7].
     fn publish_exactly_once(&mut self, conn: ConnId, key: SessionKey, topic: ByteStr, publish: Publish, now: Instant) {
         let packet_id = publish.packet_id;
-        let Some(session) = self.sessions.get(key) else { return };
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
         if session.awaiting_pubrel().contains(&packet_id) {
             return self.acknowledge(conn, Packet::PubRec, packet_id, true);
         }

@@ -11,7 +11,9 @@ use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubrec(&mut self, conn: ConnId, key: SessionKey, rec: PubResponse, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         if !rec.reason.is_success() {
             session.traffic_mut().inflight.remove_failed(rec.packet_id);
             return self.drain_queue(key, now);

@@ -8,7 +8,9 @@ use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubrel(&mut self, conn: ConnId, key: SessionKey, rel: PubResponse) {
-        let Some(session) = self.sessions.get_mut(key) else { return };
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
         let reason = match session.awaiting_pubrel().iter().position(|&id| id == rel.packet_id) {
             Some(index) => {
                 session.traffic_mut().awaiting_pubrel.swap_remove(index);

@@ -1,0 +1,185 @@
+//! The default native config as a commented TOML file (`shardmq config default`): every field with what
+//! it does, its unit and its default. Tests check that it parses back to `Config::default()` and that it
+//! names every field the parser knows, so it cannot drift from the code.
+
+/// `shardmq config default` prints this. Fields whose default is "unset" are shown commented out.
+pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). Every field is optional; the values below are the defaults.
+# Use it with `shardmq --config FILE`. Flags (--listen, --shards) override the file.
+
+# Where clients connect. With neither `listen` nor any [[listeners]] entry, shardmq listens for MQTT on
+# 0.0.0.0:1883 and MQTT over WebSocket on 0.0.0.0:8083 (path /mqtt), as if these were written:
+#
+# [[listeners]]
+# bind = "0.0.0.0:1883"
+# transport = "mqtt"
+#
+# [[listeners]]
+# bind = "0.0.0.0:8083"
+# transport = "ws"
+#
+# Each [[listeners]] entry takes:
+#   bind = "host:port"            address to accept on; port 0 picks a free port (required)
+#   transport = "mqtt"            "mqtt" (TCP), "tls", "ws" (WebSocket) or "wss" (WebSocket over TLS)
+#   websocket_path = "/mqtt"      HTTP path of the WebSocket upgrade (ws/wss only)
+#   websocket_origins = []        allowed Origin headers of a WebSocket upgrade; empty = any (ws/wss only)
+#   max_connections = 1000        connections open at once on this listener (default: no per-listener cap)
+#   [listeners.tls]               required for tls/wss, refused for mqtt/ws
+#   cert_file = "server.pem"      PEM server certificate chain, leaf first (required)
+#   key_file = "server.key"       PEM private key (required)
+#   ca_file = "ca.pem"            PEM CAs that sign client certificates (default: none)
+#   require_certificate = false   refuse clients without a certificate signed by ca_file
+#   use_identity_as_username = false  the certificate's Common Name becomes the MQTT username
+#   [listeners.auth]              overrides of [auth] for this listener; unset = inherit
+#   allow_anonymous = false
+#   password_file = "/etc/shardmq/passwd"
+#   acl_file = "/etc/shardmq/acl"
+
+# A single plain MQTT listener, short for one [[listeners]] entry (not together with [[listeners]]).
+# listen = "0.0.0.0:1883"
+
+# Shards: executors pinned one per CPU. Default: one per CPU in the process affinity mask.
+# shards = 4
+
+# Connections open at once over the whole process; more are closed right after accept (no CONNACK).
+max_connections = 19000
+
+# Cap on each socket's kernel send buffer (SO_SNDBUF), bytes. Default: the kernel's.
+# socket_send_buffer_bytes = 65536
+
+# Cap on each socket's kernel receive buffer (SO_RCVBUF), bytes. Default: the kernel's.
+# socket_recv_buffer_bytes = 65536
+
+# Submission queue entries of each shard's io_uring (a power of two, 8 to 32768; the completion queue
+# holds four times as many). An unprivileged broker shrinks it to fit the locked-memory limit (ulimit -l).
+ring_entries = 4096
+
+# Provided receive buffers per shard (a power of two, at most 32768), each read_buffer_bytes long. An idle
+# connection holds none: a receive takes one and gives it back as soon as its bytes are copied out.
+read_buffers = 256
+
+# Log filter when RUST_LOG is not set: error, warn, info, debug, trace, or tracing directives.
+log_level = "info"
+
+# Batches one shard may have queued towards another before it parks batches in an overflow list.
+mesh_queue_batches = 1024
+
+# Messages one shard may hold for another while their queue is full. Past it QoS 0 publishes to that shard
+# are dropped, past twice it QoS 1/2 publishes too (counted, logged). Never blocks the shard.
+mesh_overflow_messages_max = 65536
+
+# Bytes a shard receives from one socket in one go (size of each provided receive buffer; 512 to 16777216).
+read_buffer_bytes = 16384
+
+# Who may connect, for every listener without its own [listeners.auth].
+[auth]
+# Accept clients that send no username. Turn it off once a password file is set.
+allow_anonymous = true
+# Mosquitto-format password file, written by `shardmq passwd` or `mosquitto_passwd`. Default: none.
+# password_file = "/etc/shardmq/passwd"
+# Mosquitto-format ACL file (topic / user / pattern lines). Default: none (every topic allowed).
+# acl_file = "/etc/shardmq/acl"
+
+# MQTT limits and switches.
+[mqtt]
+# Largest packet accepted, bytes (announced as Maximum Packet Size in a v5 CONNACK).
+max_packet_size_bytes = 1048576
+# Incoming QoS 1/2 PUBLISHes a client may have unacknowledged (our Receive Maximum), messages.
+receive_maximum = 100
+# Outgoing unacknowledged QoS 1/2 PUBLISHes per session, messages (lower if the client asks for less).
+max_inflight = 100
+# Offline/overflow queue of a session: most messages kept.
+session_queue_messages_max = 1000
+# Offline/overflow queue of a session: most payload + topic bytes kept.
+session_queue_bytes_max = 8388608
+# Encoded frames waiting for one connection's socket, bytes; QoS 0 deliveries beyond it are dropped.
+out_queue_bytes_max = 4194304
+# Cap on a v5 client's keep-alive, seconds (sent back as Server Keep Alive when lower than asked).
+keepalive_max_secs = 65535
+# A connection that sends no CONNECT within this many seconds is closed.
+connect_timeout_secs = 10
+# Cap on a session's expiry interval, seconds; 4294967295 allows sessions that never expire.
+session_expiry_max_secs = 4294967295
+# Most retained messages kept (per shard replica); new topics beyond it are not retained.
+retained_messages_max = 100000
+# Most client-to-server topic aliases per connection (v5 Topic Alias Maximum); 0 disables them.
+topic_alias_max = 10
+# Highest QoS accepted and granted: 0, 1 or 2.
+max_qos = 2
+# Accept retained messages (v5 Retain Available).
+retain_available = true
+# Accept subscriptions with + and # (v5 Wildcard Subscription Available).
+wildcard_subscriptions_available = true
+# Accept v5 Subscription Identifiers.
+subscription_identifiers_available = true
+# Accept $share/... subscriptions (v5 Shared Subscription Available).
+shared_subscriptions_available = true
+# Most sessions (connected or not) one shard keeps; a CONNECT needing a new one beyond it gets Server Busy.
+sessions_per_shard_max = 1000000
+# When set, every v5 client is refused with 0x9C Use Another Server and this Server Reference, 3.x clients
+# with return code 3. Default: unset.
+# server_reference = "other-broker:1883"
+# Longest client identifier accepted, bytes.
+client_id_max_bytes = 256
+# Most topic filters one session may hold.
+subscriptions_per_session_max = 1000
+# Send v5 Reason Strings with error reason codes.
+reason_strings = true
+# Prefix of the v5 Response Information sent when a client asks for it. Default: unset (not sent).
+# response_information_prefix = "reply/"
+# Users of the v5 enhanced authentication method SCRAM-SHA-256; none = the method is not offered.
+# [[mqtt.scram_users]]
+# username = "alice"
+# password = "secret"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn default_file_parses_back_to_the_defaults() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    /// The field names a table accepts, read from the parser's own "unknown field, expected one of" error,
+    /// so a field added to the code without a line here fails this test.
+    fn fields_of(table_prefix: &str) -> Vec<String> {
+        let err = Config::from_toml(&format!("{table_prefix}no_such_field_zz = 1\n")).unwrap_err().to_string();
+        let expected = err.split("expected one of").nth(1).unwrap_or_else(|| panic!("no field list in: {err}"));
+        let fields: Vec<String> = expected.split('`').skip(1).step_by(2).map(str::to_string).collect();
+        assert!(fields.len() > 1, "{err}");
+        fields
+    }
+
+    #[test]
+    fn default_file_names_every_field_with_a_comment_above() {
+        let lines: Vec<&str> = DEFAULT_CONFIG_TOML.lines().collect();
+        let tables = [
+            ("", "listeners"),
+            ("[auth]\n", "[auth]"),
+            ("[mqtt]\n", "[mqtt]"),
+            ("[[listeners]]\nbind = \"127.0.0.1:1\"\n", "[[listeners]]"),
+            ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.tls]\n", "[listeners.tls]"),
+            ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.auth]\n", "[listeners.auth]"),
+        ];
+        for (prefix, table) in tables {
+            for field in fields_of(prefix) {
+                let written = |line: &&str| {
+                    let line = line.trim_start_matches(['#', ' ']);
+                    let first_word = line.split_whitespace().next().unwrap_or("");
+                    line.starts_with(&format!("{field} ="))
+                        || [format!("[{field}]"), format!("[[{field}]]")].iter().any(|table| first_word == table)
+                        || first_word.ends_with(&format!(".{field}]"))
+                        || first_word.ends_with(&format!(".{field}]]"))
+                };
+                let at = lines
+                    .iter()
+                    .position(written)
+                    .unwrap_or_else(|| panic!("{table}: `{field}` is not in the default file"));
+                assert!(at > 0 && lines[at - 1].starts_with('#'), "{table}: `{field}` has no comment above it");
+            }
+        }
+    }
+}
