@@ -39,11 +39,18 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
-    let result = shardmq::shard::run(config, |bound| {
+    let result = shardmq::shard::run(config, |listeners| {
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "shardmq listening on {bound}");
+        // The first line is the first listener as it always was (scripts read its port); others say
+        // what they serve.
+        for (index, listener) in listeners.iter().enumerate() {
+            let _ = match index {
+                0 => writeln!(stdout, "shardmq listening on {}", listener.addr),
+                _ => writeln!(stdout, "shardmq listening on {} ({})", listener.addr, listener.transport.as_str()),
+            };
+            tracing::info!(addr = %listener.addr, transport = listener.transport.as_str(), "listening");
+        }
         let _ = stdout.flush();
-        tracing::info!(%bound, "all shards accepting");
     });
     match result {
         Ok(()) => {

@@ -48,7 +48,7 @@ impl TransportKind {
 }
 
 /// `[listeners.tls]`: the server certificate and, optionally, client-certificate checks.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM file with the server certificate (chain), leaf first.

@@ -31,6 +31,8 @@ use crate::config::Config;
 use crate::connection::send::SendBatch;
 use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
 use crate::protocol::QoS;
+use crate::transport::tls::TlsAcceptor;
+use crate::transport::BoxedTransport;
 
 /// How long shutdown waits for connections to flush their last frames.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +69,28 @@ impl ShardMeshItem {
     }
 }
 
+/// How a listener's connections are carried: plain TCP, or through a transport made per connection.
+pub enum ListenerTransport {
+    Plain,
+    Tls(Arc<TlsAcceptor>),
+}
+
+impl ListenerTransport {
+    /// The transport state of a newly accepted connection (`None` for plain TCP).
+    fn accept(&self) -> Option<BoxedTransport> {
+        match self {
+            ListenerTransport::Plain => None,
+            ListenerTransport::Tls(acceptor) => Some(Box::new(acceptor.accept())),
+        }
+    }
+}
+
+/// One listener's socket on one shard (every shard has its own, SO_REUSEPORT) and its transport.
+pub struct ListenerSocket {
+    pub socket: TcpListener,
+    pub transport: Arc<ListenerTransport>,
+}
+
 /// What a shard is given to run.
 pub struct ShardSetup {
     pub shard: ShardId,
@@ -76,12 +100,13 @@ pub struct ShardSetup {
     pub permits: ConnectionPermit,
     pub links: MeshLinks<ShardMeshItem>,
     /// This shard's socket of every listener (SO_REUSEPORT), in listener order.
-    pub listeners: Vec<TcpListener>,
+    pub listeners: Vec<ListenerSocket>,
 }
 
 /// One listener as a shard serves it.
 struct ShardListener {
     socket: TcpListener,
+    transport: Arc<ListenerTransport>,
     accepting: bool,
     retry_at: Option<Instant>,
 }
@@ -126,7 +151,7 @@ impl Shard {
             conns: ConnTable::default(),
             listeners: listeners
                 .into_iter()
-                .map(|socket| ShardListener { socket, accepting: false, retry_at: None })
+                .map(|ListenerSocket { socket, transport }| ShardListener { socket, transport, accepting: false, retry_at: None })
                 .collect(),
             outbox: MeshOutbox::new(shards, config.mesh_overflow_messages_max, ShardMeshItem::shedding),
             links,
@@ -308,7 +333,8 @@ impl Shard {
         }
         let conn = self.core.open_connection(now);
         let placed = self.shard_count < 2;
-        let key = self.conns.insert(ConnSlot::new(conn, fd, index as u16, None, permit, placed));
+        let transport = self.listeners[index].transport.accept();
+        let key = self.conns.insert(ConnSlot::new(conn, fd, index as u16, transport, permit, placed));
         self.arm_recv(key);
     }
 

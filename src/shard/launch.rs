@@ -8,11 +8,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::affinity;
-use super::event_loop::{Shard, ShardMeshItem, ShardSetup};
+use super::event_loop::{ListenerSocket, ListenerTransport, Shard, ShardMeshItem, ShardSetup};
 use super::listener;
 use super::mesh::build_mesh;
 use super::stop::{stop_channels, StopSender};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ListenerConfig, TransportKind};
+use crate::transport::tls::{TlsAcceptor, TlsError};
 use crate::connection::ConnectionPermit;
 
 /// How long the shards may take to start (each normally needs milliseconds; seconds on a loaded machine).
@@ -40,6 +41,10 @@ pub enum StartError {
     Shard { shard: usize, cpu: usize, reason: String },
     #[error("not all of the {shards} shards were ready within {secs} s; giving up")]
     StartTimeout { shards: usize, secs: u64 },
+    #[error("listener {bind}: {source}")]
+    Tls { bind: String, source: TlsError },
+    #[error("listener {bind}: {transport} is not served yet")]
+    TransportNotServed { bind: String, transport: &'static str },
     #[error("cannot read RLIMIT_MEMLOCK: {0}")]
     MemlockLimit(std::io::Error),
     #[error("the locked-memory limit (ulimit -l) of {limit_kib} KiB is too small for {shards} shards: each shard's io_uring needs at least {needed_kib} KiB; raise it (ulimit -l, systemd LimitMEMLOCK=) or run fewer shards")]
@@ -107,9 +112,16 @@ enum StartReport {
     Failed { shard: usize, reason: String },
 }
 
-/// A started broker: its bound address, a way to stop it and its shard threads.
+/// A listener as bound (port 0 resolved) and what it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundListener {
+    pub addr: SocketAddr,
+    pub transport: TransportKind,
+}
+
+/// A started broker: its bound listeners, a way to stop it and its shard threads.
 pub struct RunningBroker {
-    bound: SocketAddr,
+    listeners: Vec<BoundListener>,
     stop: StopSender,
     threads: Vec<JoinHandle<()>>,
 }
@@ -117,7 +129,12 @@ pub struct RunningBroker {
 impl RunningBroker {
     /// The address of the first listener, as bound (port 0 resolved).
     pub fn bound(&self) -> SocketAddr {
-        self.bound
+        self.listeners[0].addr
+    }
+
+    /// Every listener, in configuration order.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
     }
 
     /// Asks every shard to stop (as SIGTERM does).
@@ -141,12 +158,21 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let plan = plan(&config)?;
     let shards = plan.cpus.len();
     config.ring_entries = ring_entries_within(config.ring_entries, shards, memlock_limit()?)?;
-    let listen = config.listen_addr()?;
     let caps = listener::SocketBufferCaps {
         send_bytes: config.socket_send_buffer_bytes,
         recv_bytes: config.socket_recv_buffer_bytes,
     };
-    let (listeners, bound) = listener::bind_reuseport(listen, shards, caps).map_err(StartError::Listen)?;
+    let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for spec in config.effective_listeners()? {
+        let transport = Arc::new(listener_transport(&spec)?);
+        let addr = spec.bind_addr().map_err(|reason| ConfigError::Invalid { field: "listeners.bind", reason })?;
+        let (sockets, addr) = listener::bind_reuseport(addr, shards, caps).map_err(StartError::Listen)?;
+        bound.push(BoundListener { addr, transport: spec.transport });
+        for (shard, socket) in sockets.into_iter().enumerate() {
+            per_shard[shard].push(ListenerSocket { socket, transport: transport.clone() });
+        }
+    }
     tracing::info!(shards, cpus = ?plan.cpus, ring_entries = config.ring_entries, "starting shards");
     let config = Arc::new(config);
     let permits = ConnectionPermit::new(config.max_connections);
@@ -154,7 +180,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let (stop, stop_receivers) = stop_channels(shards).map_err(StartError::Signals)?;
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
-    for (shard, (listener, stop_receiver)) in listeners.into_iter().zip(stop_receivers).enumerate() {
+    for (shard, (listeners, stop_receiver)) in per_shard.into_iter().zip(stop_receivers).enumerate() {
         let setup = ShardSetup {
             shard,
             shards,
@@ -162,7 +188,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             stop: stop_receiver,
             permits: permits.clone(),
             links: mesh.links(shard),
-            listeners: vec![listener],
+            listeners,
         };
         let cpu = plan.cpus[shard];
         let report = report_tx.clone();
@@ -173,7 +199,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         threads.push(thread);
     }
     drop(report_tx);
-    let running = RunningBroker { bound, stop, threads };
+    let running = RunningBroker { listeners: bound, stop, threads };
     match wait_until_ready(&report_rx, shards, &plan) {
         Ok(()) => Ok(running),
         // A shard that never started may never see the stop either: return without joining (the process
@@ -191,13 +217,28 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
 }
 
 /// Runs the broker until SIGINT/SIGTERM and every shard has shut down. `on_ready` runs once, with the
-/// bound address, after every shard is accepting.
-pub fn run(config: Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), StartError> {
+/// bound listeners, after every shard is accepting.
+pub fn run(config: Config, on_ready: impl FnOnce(&[BoundListener])) -> Result<(), StartError> {
     let running = start(config)?;
     running.stop.on_signals().map_err(StartError::Signals)?;
-    on_ready(running.bound());
+    on_ready(running.listeners());
     running.join();
     Ok(())
+}
+
+/// What carries a listener's connections, built once (a TLS listener's certificates are read here).
+fn listener_transport(spec: &ListenerConfig) -> Result<ListenerTransport, StartError> {
+    let tls = || {
+        let settings = spec.tls.clone().unwrap_or_default();
+        TlsAcceptor::new(settings).map(Arc::new).map_err(|source| StartError::Tls { bind: spec.bind.clone(), source })
+    };
+    match spec.transport {
+        TransportKind::Mqtt => Ok(ListenerTransport::Plain),
+        TransportKind::Tls => Ok(ListenerTransport::Tls(tls()?)),
+        TransportKind::Ws | TransportKind::Wss => {
+            Err(StartError::TransportNotServed { bind: spec.bind.clone(), transport: spec.transport.as_str() })
+        }
+    }
 }
 
 fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: &ShardPlan) -> Result<(), StartError> {

@@ -11,4 +11,4 @@ pub mod mesh;
 pub mod ring;
 pub mod stop;
 
-pub use launch::{run, start, RunningBroker, StartError};
+pub use launch::{run, start, BoundListener, RunningBroker, StartError};

@@ -20,21 +20,8 @@ use rustls::{AlertDescription, RootCertStore, ServerConfig, ServerConnection};
 
 use super::{PeerIdentity, Transport, TransportError};
 
-/// The TLS part of a listener's configuration (mirrors `config::TlsSettings`, same field names).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
-    pub cert_file: PathBuf,
-    /// PEM private key of the leaf: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-    pub key_file: PathBuf,
-    /// PEM CA certificates that client certificates are verified against; `None` = no client certificates.
-    pub ca_file: Option<PathBuf>,
-    /// Refuse a client that presents no certificate (needs `ca_file`). Without it a certificate is
-    /// optional, but verified when offered.
-    pub require_certificate: bool,
-    /// The verified client certificate's Common Name becomes the MQTT user name (needs `ca_file`).
-    pub use_identity_as_username: bool,
-}
+/// The TLS part of a listener's configuration (`[listeners.tls]`).
+pub use crate::config::TlsSettings;
 
 /// Why a TLS listener's configuration could not be built. Each names the setting and file at fault.
 #[derive(Debug, thiserror::Error)]
