@@ -22,11 +22,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `shardmq passwd ARGS...`: the password-file tool lives in `shardmq::auth::passwd` (branch `auth`).
+/// `shardmq passwd ARGS...`: Mosquitto password files (`shardmq::auth::passwd`).
 fn passwd(args: Vec<String>) -> ExitCode {
-    let _ = args;
-    eprintln!("shardmq: `passwd` is not built into this binary yet");
-    ExitCode::from(2)
+    shardmq::auth::passwd::main(args)
 }
 
 fn run(args: &shardmq::config::RunArgs) -> ExitCode {

@@ -85,7 +85,7 @@ impl SimCluster {
     /// Connects `client_id` on its home shard (as the runtime places it) and answers the CONNACK.
     pub fn connect(&mut self, client_id: &str, keep_alive_secs: u16, now: Instant) -> SimClient {
         let shard = home_shard(client_id, self.cores.len());
-        let conn = self.cores[shard].open_connection(now);
+        let conn = self.cores[shard].open_connection(now, crate::broker::ListenerId(0));
         let connect = Connect {
             version: self.version,
             clean_start: true,

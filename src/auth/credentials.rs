@@ -1,22 +1,22 @@
-//! Where methods look users up: the `CredentialStore` trait and `MemoryCredentialStore`, built from the
-//! `scram_users` of the config. Only salted SCRAM keys are kept; the configured passwords are dropped
-//! once the keys are derived at start.
-//!
-//! Later stores (a Mosquitto password file read unchanged, token verifiers) implement the same trait.
+//! Where methods look users up: the `CredentialStore` trait and `MemoryCredentialStore`, and
+//! `ScramUsers`, the `[[mqtt.scram_users]]` of the config: their keys are derived while the config is
+//! read, once for the whole process, so no configured password is kept anywhere (not in the config, not
+//! per shard). Mosquitto password files are read by `password_file`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use ahash::AHashMap;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use super::scram::{hmac_sha256, sha256};
+use super::scram::{hmac_sha256, sha256, ScramSha256};
 
 /// PBKDF2 iterations for keys derived from configured passwords: the minimum RFC 7677 section 4 asks for.
 pub const SCRAM_ITERATIONS: u32 = 4096;
 /// Bytes of random salt per derived user.
 const SALT_BYTES: usize = 16;
 
-/// One `[[mqtt.scram_users]]` entry of the config.
+/// One `[[mqtt.scram_users]]` entry as written in the config; lives only while the config is read.
 #[derive(Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ScramUser {
@@ -65,8 +65,8 @@ impl fmt::Debug for ScramCredentials {
     }
 }
 
-/// Answers what a method needs to know about a user.
-pub trait CredentialStore {
+/// Answers what a method needs to know about a user. Shared by every shard, so `Send + Sync`.
+pub trait CredentialStore: Send + Sync {
     /// The user's SCRAM-SHA-256 keys; None when the user is unknown (or has none).
     fn scram_sha256(&self, username: &str) -> Option<ScramCredentials>;
 }
@@ -105,6 +105,60 @@ impl CredentialStore for MemoryCredentialStore {
     }
 }
 
+/// The SCRAM-SHA-256 users of the config, as derived keys behind the method that serves them (built
+/// once; every shard shares it). Deserialized from `[[mqtt.scram_users]]`: the passwords are hashed as the
+/// file is read and dropped with the parser's copy.
+#[derive(Clone, Default)]
+pub struct ScramUsers {
+    usernames: Vec<String>,
+    method: Option<Arc<ScramSha256>>,
+}
+
+impl ScramUsers {
+    /// Derives every user's keys ([`MemoryCredentialStore::from_users`]); empty = SCRAM not offered.
+    pub fn from_users(users: &[ScramUser]) -> ScramUsers {
+        if users.is_empty() {
+            return ScramUsers::default();
+        }
+        let store = Arc::new(MemoryCredentialStore::from_users(users));
+        ScramUsers {
+            usernames: users.iter().map(|user| user.username.clone()).collect(),
+            method: Some(Arc::new(ScramSha256::new(store))),
+        }
+    }
+
+    /// The SCRAM-SHA-256 method over these users; `None` when there are none.
+    pub fn method(&self) -> Option<Arc<ScramSha256>> {
+        self.method.clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.usernames.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for ScramUsers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let users = Vec::<ScramUser>::deserialize(deserializer)?;
+        Ok(ScramUsers::from_users(&users))
+    }
+}
+
+impl fmt::Debug for ScramUsers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ScramUsers").field(&self.usernames).finish()
+    }
+}
+
+impl PartialEq for ScramUsers {
+    /// The same users (keys are salted afresh each time, so they cannot be compared).
+    fn eq(&self, other: &Self) -> bool {
+        self.usernames == other.usernames
+    }
+}
+
+impl Eq for ScramUsers {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +177,18 @@ mod tests {
         assert_ne!(alice.stored_key, bob.stored_key);
         assert_eq!(alice, ScramCredentials::derive("secret", &alice.salt, SCRAM_ITERATIONS));
         assert!(store.scram_sha256("carol").is_none());
+    }
+
+    #[test]
+    fn scram_users_from_the_config_keep_no_password() {
+        #[derive(Deserialize)]
+        struct Table {
+            scram_users: ScramUsers,
+        }
+        let table: Table = toml::from_str("[[scram_users]]\nusername = \"alice\"\npassword = \"hunter2\"\n").unwrap();
+        assert!(table.scram_users.method().is_some());
+        assert!(!format!("{:?}", table.scram_users).contains("hunter2"));
+        assert!(ScramUsers::default().method().is_none());
     }
 
     #[test]

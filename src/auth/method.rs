@@ -5,13 +5,12 @@
 //! sees only the Authentication Data bytes and answers with a `Step`.
 
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
-use super::credentials::{MemoryCredentialStore, ScramUser};
-use super::scram::ScramSha256;
+use super::credentials::ScramUsers;
 
-/// One authentication method, e.g. SCRAM-SHA-256. Lives as long as the shard.
-pub trait AuthMethod {
+/// One authentication method, e.g. SCRAM-SHA-256. Built once at start and shared by every shard.
+pub trait AuthMethod: Send + Sync {
     /// The Authentication Method name clients put in CONNECT (case-sensitive, as the spec compares strings).
     fn name(&self) -> &str;
     /// A fresh exchange for one connection (or one re-authentication of it).
@@ -83,27 +82,27 @@ impl fmt::Display for AuthFailure {
 /// is not offered at all (every Authentication Method gets 0x8C).
 #[derive(Default, Clone)]
 pub struct AuthMethods {
-    methods: Vec<Rc<dyn AuthMethod>>,
+    methods: Vec<Arc<dyn AuthMethod>>,
 }
 
 impl AuthMethods {
-    /// The built-in methods the config enables: SCRAM-SHA-256 when `scram_users` is not empty.
-    pub fn from_config(scram_users: &[ScramUser]) -> AuthMethods {
+    /// The built-in methods the config enables: SCRAM-SHA-256 when `scram_users` is not empty (its keys
+    /// were derived once, when the config was read; this only shares them).
+    pub fn from_config(scram_users: &ScramUsers) -> AuthMethods {
         let mut methods = AuthMethods::default();
-        if !scram_users.is_empty() {
-            let store = Rc::new(MemoryCredentialStore::from_users(scram_users));
-            methods.register(Rc::new(ScramSha256::new(store)));
+        if let Some(scram) = scram_users.method() {
+            methods.register(scram);
         }
         methods
     }
 
     /// Adds a method; a later method with the same name replaces the earlier one.
-    pub fn register(&mut self, method: Rc<dyn AuthMethod>) {
+    pub fn register(&mut self, method: Arc<dyn AuthMethod>) {
         self.methods.retain(|known| known.name() != method.name());
         self.methods.push(method);
     }
 
-    pub fn find(&self, name: &str) -> Option<Rc<dyn AuthMethod>> {
+    pub fn find(&self, name: &str) -> Option<Arc<dyn AuthMethod>> {
         self.methods.iter().find(|method| method.name() == name).cloned()
     }
 
@@ -154,7 +153,7 @@ mod tests {
     fn registry_finds_methods_by_exact_name() {
         let mut methods = AuthMethods::default();
         assert!(methods.is_empty());
-        methods.register(Rc::new(Echo("ECHO")));
+        methods.register(Arc::new(Echo("ECHO")));
         assert!(methods.find("ECHO").is_some());
         assert!(methods.find("echo").is_none(), "method names are compared exactly");
         assert!(methods.find("OTHER").is_none());
@@ -168,17 +167,17 @@ mod tests {
 
     #[test]
     fn scram_is_offered_only_when_users_are_configured() {
-        assert!(AuthMethods::from_config(&[]).is_empty());
-        let users = [ScramUser { username: "alice".into(), password: "pw".into() }];
-        let methods = AuthMethods::from_config(&users);
+        assert!(AuthMethods::from_config(&ScramUsers::default()).is_empty());
+        let users = [crate::auth::ScramUser { username: "alice".into(), password: "pw".into() }];
+        let methods = AuthMethods::from_config(&ScramUsers::from_users(&users));
         assert_eq!(methods.names().collect::<Vec<_>>(), ["SCRAM-SHA-256"]);
     }
 
     #[test]
     fn registering_a_name_again_replaces_the_method() {
         let mut methods = AuthMethods::default();
-        methods.register(Rc::new(Echo("ECHO")));
-        methods.register(Rc::new(Echo("ECHO")));
+        methods.register(Arc::new(Echo("ECHO")));
+        methods.register(Arc::new(Echo("ECHO")));
         assert_eq!(methods.names().count(), 1);
     }
 }

@@ -1,19 +1,35 @@
-//! Client authentication: the seam the broker core calls for MQTT 5 enhanced authentication (v5 section
-//! 4.12) and the stores credentials come from.
+//! Client authentication and authorization: who may connect, and what a connected client may publish,
+//! subscribe to and receive.
 //!
-//! - `method`: the `AuthMethod` trait (one per Authentication Method name), the per-connection
-//!   `AuthExchange` state machine it starts, and `AuthMethods`, the registry the core looks names up in.
-//! - `credentials`: the `CredentialStore` trait (what a method asks about a user) and the in-memory store
-//!   built from the config. Other stores (a Mosquitto password file, token verifiers) and an ACL check
-//!   plug in beside it behind the same traits; none exist yet.
-//! - `scram`: SCRAM-SHA-256 (RFC 5802 + RFC 7677), the built-in method.
+//! - `access`: the seam the broker core calls: `Authenticator` (CONNECT), `Authorizer` (publish /
+//!   subscribe / deliver), `ListenerId`, the `[auth]` settings, and `AccessControl`, which holds every
+//!   listener's hooks, is built once at start, shared by all shards and rebuilt by a reload.
+//! - `password_file`, `acl_file`: Mosquitto's password file (`$7$` PBKDF2-SHA512 and `$6$` SHA-512) and
+//!   ACL file, read unchanged; `passwd`: the `shardmq passwd` command (like `mosquitto_passwd`).
+//! - `method`: MQTT 5 enhanced authentication: the `AuthMethod` trait (one per Authentication Method
+//!   name), the per-connection `AuthExchange` state machine, and the `AuthMethods` registry.
+//! - `credentials`: the `CredentialStore` trait and the SCRAM users of the config (keys derived once);
+//!   `scram`: SCRAM-SHA-256 (RFC 5802 + RFC 7677), the built-in method.
 //!
-//! Everything here is sans-I/O and per shard (`Rc`, no locks): each shard builds its own registry at start.
+//! Everything here is sans-I/O except loading the files; what is built at start is immutable and
+//! `Send + Sync`. Per-connection exchanges live on the shard that owns the connection.
 
+mod access;
+mod acl_file;
 mod credentials;
 mod method;
+pub mod passwd;
+mod password_file;
 mod scram;
 
-pub use credentials::{CredentialStore, MemoryCredentialStore, ScramCredentials, ScramUser, SCRAM_ITERATIONS};
+pub use access::{
+    AccessControl, AuthDecision, AuthLoadError, AuthSettings, Authenticator, Authorizer, ClientIdentity,
+    ConnectRequest, ListenerAccess, ListenerId, PasswordAuthenticator,
+};
+pub use acl_file::{Access, AclFile, AclFileError, AclSubject};
+pub use credentials::{
+    CredentialStore, MemoryCredentialStore, ScramCredentials, ScramUser, ScramUsers, SCRAM_ITERATIONS,
+};
 pub use method::{AuthExchange, AuthFailure, AuthMethod, AuthMethods, Authenticated, FailureKind, Step};
+pub use password_file::{PasswordFile, PasswordFileError, PasswordHash, PBKDF2_ITERATIONS, SALT_BYTES};
 pub use scram::{ScramSha256, SCRAM_SHA_256};

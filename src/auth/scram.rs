@@ -7,7 +7,7 @@
 //! server-first message does not tell whether a user exists (RFC 5802 section 5.1); they fail at the proof
 //! like a wrong password.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -27,14 +27,14 @@ const MOCK_SALT_BYTES: usize = 16;
 
 /// The SCRAM-SHA-256 method over a credential store.
 pub struct ScramSha256 {
-    store: Rc<dyn CredentialStore>,
+    store: Arc<dyn CredentialStore>,
     /// Key for the mock credentials of unknown users; random per start.
     mock_key: [u8; 32],
 }
 
 impl ScramSha256 {
     /// Panics only when the operating system has no random source.
-    pub fn new(store: Rc<dyn CredentialStore>) -> ScramSha256 {
+    pub fn new(store: Arc<dyn CredentialStore>) -> ScramSha256 {
         let mut mock_key = [0u8; 32];
         getrandom::fill(&mut mock_key).expect("the OS random source works (SCRAM mock key)");
         ScramSha256 { store, mock_key }
@@ -42,7 +42,7 @@ impl ScramSha256 {
 
     fn exchange(&self, fixed_server_nonce: Option<String>) -> ScramExchange {
         ScramExchange {
-            store: Rc::clone(&self.store),
+            store: Arc::clone(&self.store),
             mock_key: self.mock_key,
             fixed_server_nonce,
             state: State::AwaitingClientFirst,
@@ -61,7 +61,7 @@ impl AuthMethod for ScramSha256 {
 }
 
 struct ScramExchange {
-    store: Rc<dyn CredentialStore>,
+    store: Arc<dyn CredentialStore>,
     mock_key: [u8; 32],
     /// Only tests set it (to replay RFC 7677's vector); otherwise the server nonce is random.
     fixed_server_nonce: Option<String>,

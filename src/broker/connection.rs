@@ -4,7 +4,7 @@
 //! `Session`.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::message::ConnId;
 use super::session::SessionKey;
 use super::topic_alias::TopicAliases;
-use crate::auth::{AuthExchange, AuthMethod};
+use crate::auth::{AuthExchange, AuthMethod, ListenerId};
 use crate::protocol::Connect;
 use crate::protocol::ProtocolVersion;
 
@@ -48,13 +48,15 @@ pub struct Connection {
     /// v5 Request Problem Information of the client: when false, no Reason String on packets other than
     /// CONNACK, DISCONNECT and PUBLISH [MQTT-3.1.2-29].
     pub problem_information: bool,
+    /// The listener the connection arrived on (picks its authenticator and authorizer).
+    pub listener: ListenerId,
 }
 
 /// Enhanced authentication state of a connection whose CONNECT named an Authentication Method (v5
 /// section 4.12). Kept beside `Connection`, in `ShardCore::enhanced_auth`, so that connections without
 /// enhanced authentication pay nothing for it.
 pub struct ConnectionAuth {
-    pub method: Rc<dyn AuthMethod>,
+    pub method: Arc<dyn AuthMethod>,
     /// The exchange in progress (CONNECT or re-authentication); None between exchanges.
     pub exchange: Option<Box<dyn AuthExchange>>,
     /// The CONNECT waiting for its exchange to succeed; None once connected.
@@ -146,8 +148,9 @@ impl Phase {
 }
 
 impl Connection {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Instant, listener: ListenerId) -> Self {
         Connection {
+            listener,
             phase: Phase::AwaitingConnect,
             version: None,
             keepalive_secs: 0,
@@ -190,11 +193,11 @@ mod tests {
     fn slab_ids_of_closed_connections_never_reach_the_slot_reused_after_them() {
         let now = Instant::now();
         let mut connections = Connections::default();
-        let first = connections.open(Connection::new(now));
-        let second = connections.open(Connection::new(now));
+        let first = connections.open(Connection::new(now, ListenerId::default()));
+        let second = connections.open(Connection::new(now, ListenerId::default()));
         assert!(connections.remove(&first).is_some());
         assert!(connections.remove(&first).is_none(), "removed once");
-        let third = connections.open(Connection::new(now));
+        let third = connections.open(Connection::new(now, ListenerId::default()));
         assert_ne!(third, first, "the reused slot has a new generation");
         assert!(connections.get(&first).is_none() && connections.get(&third).is_some());
         assert_eq!(connections.len(), 2);
@@ -208,7 +211,7 @@ mod tests {
     #[test]
     fn keepalive_deadline_is_one_and_a_half_intervals_mqtt_3_1_2_24() {
         let now = Instant::now();
-        let mut connection = Connection::new(now);
+        let mut connection = Connection::new(now, ListenerId::default());
         assert_eq!(connection.keepalive_deadline(), None, "keep-alive 0 disables it");
         connection.keepalive_secs = 10;
         assert_eq!(connection.keepalive_deadline(), Some(now + Duration::from_secs(15)));

@@ -23,7 +23,7 @@ use super::stats::{CoreGauges, CoreStats};
 use super::subscriptions::SubscriptionTrie;
 use super::timer_wheel::TimerWheel;
 use super::timers::TimerKey;
-use crate::auth::AuthMethods;
+use crate::auth::{AccessControl, AuthMethods, ListenerId};
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 
 /// All MQTT state and behaviour of one shard.
@@ -55,6 +55,8 @@ pub struct ShardCore {
     pub(super) auth_methods: AuthMethods,
     /// Connections that use enhanced authentication (during and after their exchange).
     pub(super) enhanced_auth: AHashMap<ConnId, ConnectionAuth>,
+    /// Who may connect and what they may do (shared by every shard; swapped by `replace_access`).
+    pub(super) access: Arc<AccessControl>,
 }
 
 impl ShardCore {
@@ -64,6 +66,7 @@ impl ShardCore {
             shard_count,
             retained: RetainedStore::new(settings.retained_messages_max),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
+            access: Arc::clone(&settings.access),
             settings,
             connections: Connections::default(),
             sessions: Sessions::default(),
@@ -109,9 +112,10 @@ impl ShardCore {
         }
     }
 
-    /// A socket was accepted on (or handed to) this shard. It must send CONNECT within the connect timeout.
-    pub fn open_connection(&mut self, now: Instant) -> ConnId {
-        let conn = self.connections.open(Connection::new(now));
+    /// A socket was accepted on (or handed to) this shard from `listener`. It must send CONNECT within the
+    /// connect timeout.
+    pub fn open_connection(&mut self, now: Instant, listener: ListenerId) -> ConnId {
+        let conn = self.connections.open(Connection::new(now, listener));
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
         self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn

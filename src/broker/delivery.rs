@@ -114,7 +114,12 @@ impl ShardCore {
 
     /// Sends now if the session is connected and its window allows, else queues QoS 1/2 (bounded) and
     /// drops QoS 0 (counted).
+    /// A client without read access to the topic gets nothing (also retained messages on subscribe).
     pub(super) fn deliver_to_session(&mut self, key: SessionKey, delivery: Delivery, now: Instant) {
+        if !self.may_receive(key, &delivery.message.topic) {
+            self.stats.denied_deliveries += 1;
+            return;
+        }
         let Some(session) = self.sessions.get(key) else { return };
         let conn = session.conn;
         if delivery.qos == QoS::AtMostOnce {
@@ -231,7 +236,7 @@ pub(crate) mod tests {
                 properties: Properties::default(),
             }))
         };
-        let subscriber = core.open_connection(now);
+        let subscriber = core.open_connection(now, crate::broker::ListenerId(0));
         core.handle_packet(subscriber, connect("sleeper"), now);
         let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
         let subscribe =
@@ -240,7 +245,7 @@ pub(crate) mod tests {
         core.connection_lost(subscriber, now);
 
         let read_buffer = Bytes::from(vec![b'x'; 16 * 1024]);
-        let publisher = core.open_connection(now);
+        let publisher = core.open_connection(now, crate::broker::ListenerId(0));
         core.handle_packet(publisher, connect("writer"), now);
         let publish = Publish {
             qos: QoS::AtLeastOnce,

@@ -175,6 +175,12 @@ impl ShardCore {
     /// Publishes the session's pending will, if any.
     pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
         let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else { return };
+        if !self.may_publish(key, &will.will.topic) {
+            self.stats.denied_publishes += 1;
+            let client_id = self.sessions.get(key).map(|session| tracing::field::display(&*session.client_id));
+            debug!(shard = self.shard, client_id, topic = %will.will.topic, "will not authorized (no write access), not published");
+            return;
+        }
         match will.into_message(Origin { shard: self.shard, conn: None }, now) {
             Ok(message) => {
                 self.route_published(message, now);
@@ -229,8 +235,8 @@ mod tests {
         let settings = BrokerSettings { connect_timeout_secs: 1, ..BrokerSettings::default() };
         let mut core = ShardCore::new(0, 2, Rc::new(settings));
         let start = Instant::now();
-        let moved = core.open_connection(start);
-        let stays = core.open_connection(start);
+        let moved = core.open_connection(start, crate::broker::ListenerId(0));
+        let stays = core.open_connection(start, crate::broker::ListenerId(0));
         core.forget_connection(moved);
         assert_eq!(core.gauges().connections, 1);
         assert_eq!(core.gauges().timers, 1, "the moved connection's connect timeout is cancelled");

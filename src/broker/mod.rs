@@ -7,6 +7,7 @@
 //! testable by hand (see `tests/core_*.rs`).
 //!
 //! Where things are:
+//! - `authorization`: the CONNECT check and the publish / subscribe / delivery checks (`crate::auth`).
 //! - `core`: the `ShardCore` struct and the runtime's entry points; `handle/`: one file per packet kind.
 //! - `connection` (per-socket protocol state, kept small), `session` (what outlives a connection),
 //!   `inflight` (outgoing QoS 1/2 window and packet ids), `will`, `topic_alias`, `lifecycle` (how
@@ -16,6 +17,7 @@
 //!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh` (messages from other shards), `outbound` (encoding and out-queues),
 //!   `owned` (copies that must not pin read buffers), `stats`, `settings`.
 
+mod authorization;
 mod connection;
 mod core;
 mod delivery;
@@ -41,6 +43,7 @@ mod trie;
 mod will;
 
 pub use self::core::ShardCore;
+pub use crate::auth::ListenerId;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};

@@ -1,12 +1,14 @@
 //! `BrokerSettings`: every MQTT limit and feature switch of the broker core, deserialized from the `[mqtt]`
 //! table of the config file. Every field has a default that works with no file at all.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use crate::auth::ScramUser;
+use crate::auth::{AccessControl, ScramUsers};
 
 /// MQTT behaviour limits and switches. Units are last in the names.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerSettings {
     /// Largest packet we accept (announced as Maximum Packet Size in a v5 CONNACK).
@@ -56,8 +58,13 @@ pub struct BrokerSettings {
     /// Prefix of the v5 Response Information sent when a client asks for it; none = not sent.
     pub response_information_prefix: Option<String>,
     /// Users of the v5 enhanced authentication method SCRAM-SHA-256 (`[[mqtt.scram_users]]` with
-    /// `username` and `password`); empty = the method is not offered (CONNECT naming it gets 0x8C).
-    pub scram_users: Vec<ScramUser>,
+    /// `username` and `password`); empty = the method is not offered (CONNECT naming it gets 0x8C). Their
+    /// keys are derived as the config is read; the passwords are not kept.
+    pub scram_users: ScramUsers,
+    /// Who may connect and what they may do, as the shard starts: built once from the `[auth]` table by
+    /// `Config::load` (not part of `[mqtt]`); a reload swaps the core's copy (`ShardCore::replace_access`).
+    #[serde(skip)]
+    pub access: Arc<AccessControl>,
 }
 
 /// How a shared-subscription group picks the member of a message (`[mqtt] shared_subscription_strategy`).
@@ -99,7 +106,8 @@ impl Default for BrokerSettings {
             subscriptions_per_session_max: 1000,
             reason_strings: true,
             response_information_prefix: None,
-            scram_users: Vec::new(),
+            scram_users: ScramUsers::default(),
+            access: Arc::new(AccessControl::allow_all()),
         }
     }
 }

@@ -17,6 +17,10 @@ pub struct CoreStats {
     pub dropped_no_share_member: u64,
     /// Retained store full, topic not retained.
     pub retained_refused: u64,
+    /// PUBLISHes (and wills) dropped because the client has no write access to the topic.
+    pub denied_publishes: u64,
+    /// Deliveries skipped because the receiving client has no read access to the topic.
+    pub denied_deliveries: u64,
 }
 
 /// Sizes of a shard core's state right now; read with `ShardCore::gauges`.

@@ -76,22 +76,7 @@ pub struct ListenerAuth {
 }
 
 /// `[auth]`: who may connect and what they may do, for every listener without its own override.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Accept clients that send no username.
-    pub allow_anonymous: bool,
-    /// Mosquitto-format password file (`shardmq passwd` or `mosquitto_passwd` writes it).
-    pub password_file: Option<PathBuf>,
-    /// Mosquitto-format ACL file.
-    pub acl_file: Option<PathBuf>,
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        AuthSettings { allow_anonymous: true, password_file: None, acl_file: None }
-    }
-}
+pub use crate::auth::AuthSettings;
 
 /// One `[[listeners]]` entry: an address clients connect to and how they talk there.
 #[derive(Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:1883";
 pub const DEFAULT_WEBSOCKET_LISTEN: &str = "0.0.0.0:8083";
 
 /// Everything the runtime needs to start. Built by [`Config::load`] from an optional file plus CLI flags.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `host:port` of a single plain MQTT listener (the short form of one `[[listeners]]` entry). Port 0
@@ -101,6 +101,8 @@ pub enum ConfigError {
     /// The mosquitto.conf uses directives shardmq must not ignore; one line each, with file:line.
     #[error("{}", mosquitto::Finding::lines(.0))]
     Mosquitto(Vec<mosquitto::Finding>),
+    #[error("[auth]: {0}")]
+    Auth(#[from] crate::auth::AuthLoadError),
 }
 
 /// A usable configuration and what the user should hear about it at start (directives of a
@@ -132,7 +134,21 @@ impl Config {
             config.listeners.clear();
         }
         config.validate()?;
+        config.load_access()?;
         Ok(LoadedConfig { config, warnings })
+    }
+
+    /// Reads every listener's password and ACL files into the access control all shards share
+    /// (`mqtt.access`, indexed by listener as `effective_listeners()` orders them).
+    pub fn load_access(&mut self) -> Result<(), ConfigError> {
+        let per_listener: Vec<AuthSettings> =
+            self.effective_listeners()?.iter().map(|listener| listener.effective_auth(&self.auth)).collect();
+        if per_listener.iter().any(|auth| !auth.allow_anonymous && auth.password_file.is_none()) {
+            // Logging starts after the config is loaded, so this goes to stderr directly.
+            eprintln!("shardmq: warning: allow_anonymous = false without a password_file: any client giving a user name is accepted (as Mosquitto does)");
+        }
+        self.mqtt.access = std::sync::Arc::new(crate::auth::AccessControl::load(&per_listener)?);
+        Ok(())
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
 use super::stop::StopReceiver;
-use crate::broker::{Action, ConnId, MeshMessage, ShardCore, ShardId};
+use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
 use crate::connection::send::SendBatch;
 use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
@@ -151,7 +151,12 @@ impl Shard {
             conns: ConnTable::default(),
             listeners: listeners
                 .into_iter()
-                .map(|ListenerSocket { socket, transport }| ShardListener { socket, transport, accepting: false, retry_at: None })
+                .map(|ListenerSocket { socket, transport }| ShardListener {
+                    socket,
+                    transport,
+                    accepting: false,
+                    retry_at: None,
+                })
                 .collect(),
             outbox: MeshOutbox::new(shards, config.mesh_overflow_messages_max, ShardMeshItem::shedding),
             links,
@@ -331,7 +336,7 @@ impl Shard {
             let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
             tracing::debug!(shard = self.id, peer = peer.map(tracing::field::display), "connection accepted");
         }
-        let conn = self.core.open_connection(now);
+        let conn = self.core.open_connection(now, ListenerId(index as u16));
         let placed = self.shard_count < 2;
         let transport = self.listeners[index].transport.accept();
         let key = self.conns.insert(ConnSlot::new(conn, fd, index as u16, transport, permit, placed));
@@ -448,7 +453,7 @@ impl Shard {
             return; // dropping the descriptor closes the socket
         }
         let Handoff { fd, listener, transport, leftover, connect, permit } = handoff;
-        let conn = self.core.open_connection(now);
+        let conn = self.core.open_connection(now, ListenerId(listener));
         let key = self.conns.insert(ConnSlot::new(conn, fd, listener, transport, permit, true));
         self.core.handle_packet(conn, connect, now);
         let slot = self.conns.get_by_key(key).expect("just inserted");

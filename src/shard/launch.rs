@@ -13,8 +13,8 @@ use super::listener;
 use super::mesh::build_mesh;
 use super::stop::{stop_channels, StopSender};
 use crate::config::{Config, ConfigError, ListenerConfig, TransportKind};
-use crate::transport::tls::{TlsAcceptor, TlsError};
 use crate::connection::ConnectionPermit;
+use crate::transport::tls::{TlsAcceptor, TlsError};
 
 /// How long the shards may take to start (each normally needs milliseconds; seconds on a loaded machine).
 /// Past it the process reports the failure and exits instead of hanging unnoticed.

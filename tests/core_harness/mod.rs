@@ -55,7 +55,7 @@ impl Broker {
 
     /// Opens a connection on `shard` without sending anything.
     pub fn open(&mut self, shard: usize, version: ProtocolVersion) -> Client {
-        let conn = self.shards[shard].open_connection(self.now);
+        let conn = self.shards[shard].open_connection(self.now, shardmq::broker::ListenerId(0));
         let client = Client { shard, conn };
         let state = ClientState { version, inbox: BytesMut::new(), received: VecDeque::new(), closed: false };
         self.clients.insert(client, state);

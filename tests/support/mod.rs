@@ -8,6 +8,7 @@
 pub mod any_version;
 pub mod broker;
 pub mod events;
+pub mod mosquitto_clients;
 pub mod raw;
 mod rumqttc_common;
 pub mod v4;

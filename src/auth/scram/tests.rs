@@ -1,7 +1,7 @@
 //! SCRAM-SHA-256 server checked against RFC 7677's example exchange and against an independent client
 //! (the `scram` crate), plus every way a client message can be refused.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::*;
 use crate::auth::{FailureKind, MemoryCredentialStore};
@@ -19,7 +19,7 @@ fn rfc_method() -> ScramSha256 {
     let salt = BASE64.decode(RFC_SALT_B64).expect("RFC salt is base64");
     let mut store = MemoryCredentialStore::default();
     store.insert("user", ScramCredentials::derive("pencil", &salt, 4096));
-    ScramSha256::new(Rc::new(store))
+    ScramSha256::new(Arc::new(store))
 }
 
 fn method_with(users: &[(&str, &str)]) -> ScramSha256 {
@@ -30,7 +30,7 @@ fn method_with(users: &[(&str, &str)]) -> ScramSha256 {
             password: (*password).into(),
         })
         .collect();
-    ScramSha256::new(Rc::new(MemoryCredentialStore::from_users(&users)))
+    ScramSha256::new(Arc::new(MemoryCredentialStore::from_users(&users)))
 }
 
 fn continue_data(step: Step) -> String {
@@ -169,7 +169,7 @@ fn escaped_user_names_and_matching_authzid_are_accepted() {
     let mut store = MemoryCredentialStore::default();
     let credentials = ScramCredentials::derive("pw", b"escaped-user-salt", 4096);
     store.insert("a,b=c", credentials.clone());
-    let method = ScramSha256::new(Rc::new(store));
+    let method = ScramSha256::new(Arc::new(store));
     let server_first = continue_data(method.begin().start(b"n,a=a=2Cb=3Dc,n=a=2Cb=3Dc,r=abc"));
     let salt = format!("s={}", BASE64.encode(&credentials.salt));
     assert!(server_first.split(',').any(|part| part == salt), "decoded name must find the stored user: {server_first}");

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use tracing::{info, warn};
 
+use super::super::authorization::Login;
 use super::super::connection::Phase;
 use super::super::core::ShardCore;
 use super::super::home_shard;
@@ -21,9 +22,9 @@ use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
 
 /// A CONNECT we refuse: the CONNACK reason and the rule for the log.
-pub(super) struct Refusal {
-    pub(super) reason: ReasonCode,
-    pub(super) rule: &'static str,
+pub(in crate::broker) struct Refusal {
+    pub(in crate::broker) reason: ReasonCode,
+    pub(in crate::broker) rule: &'static str,
 }
 
 /// What the connection agreed to, echoed in CONNACK where it differs from what the client asked.
@@ -55,16 +56,31 @@ impl ShardCore {
         if connect.properties.authentication_method.is_some() {
             return self.start_connect_auth(conn, Box::new(connect), now);
         }
-        self.accept_connect(conn, connect, None, now);
+        match self.check_login(conn, &connect, now) {
+            Login::Accepted { username } => self.accept_connect(conn, connect, None, username, now),
+            Login::Refused => {}
+        }
     }
 
-    /// Attaches the (authenticated) client to its session and sends CONNACK; `auth_data` is the final
-    /// Authentication Data of an enhanced authentication.
-    pub(super) fn accept_connect(&mut self, conn: ConnId, connect: Connect, auth_data: Option<Bytes>, now: Instant) {
+    /// Attaches the authenticated client (`username`: who it is for authorization, None = anonymous) to its
+    /// session and sends CONNACK; `auth_data` is the final Authentication Data of an enhanced authentication.
+    pub(super) fn accept_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        auth_data: Option<Bytes>,
+        username: Option<String>,
+        now: Instant,
+    ) {
         let negotiated = self.negotiate(&connect);
         let client_id = negotiated.assigned_client_id.clone().unwrap_or_else(|| owned_str(&connect.client_id));
         self.configure_connection(conn, &connect, negotiated.keepalive_secs);
         let (key, session_present) = self.attach_session(conn, &client_id, &connect, negotiated.expiry_secs, now);
+        let listener = self.connections.get(&conn).map(|connection| connection.listener).unwrap_or_default();
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.username = username.map(String::into_boxed_str);
+            session.listener = listener;
+        }
         let mut connack = self.connack(&connect, session_present, negotiated);
         // A successful CONNACK repeats the CONNECT's Authentication Method [MQTT-4.12.0-5].
         connack.properties.authentication_method = connect.properties.authentication_method.as_ref().map(owned_str);
@@ -133,16 +149,27 @@ impl ShardCore {
         Ok(())
     }
 
-    pub(super) fn refuse_connect(&mut self, conn: ConnId, client_id: &ByteStr, refusal: Refusal, now: Instant) {
+    pub(in crate::broker) fn refuse_connect(
+        &mut self,
+        conn: ConnId,
+        client_id: &ByteStr,
+        refusal: Refusal,
+        now: Instant,
+    ) {
         warn!(shard = self.shard, %client_id, reason = %refusal.reason, "{}, CONNECT refused", refusal.rule);
+        self.send_connect_refusal(conn, refusal.reason, refusal.rule);
+        self.end_connection(conn, CloseReason::ConnectRefused, now);
+    }
+
+    /// The refusing CONNACK (`text` as its v5 Reason String); the caller logs and closes.
+    pub(in crate::broker) fn send_connect_refusal(&mut self, conn: ConnId, reason: ReasonCode, text: &str) {
         let properties = Properties {
-            reason_string: self.reason_string(refusal.rule),
+            reason_string: self.reason_string(text),
             server_reference: self.settings.server_reference.as_deref().map(ByteStr::from),
             ..Properties::default()
         };
-        let connack = ConnAck { session_present: false, reason: refusal.reason, properties };
+        let connack = ConnAck { session_present: false, reason, properties };
         self.send(conn, &Packet::ConnAck(connack));
-        self.end_connection(conn, CloseReason::ConnectRefused, now);
     }
 
     fn negotiate(&mut self, connect: &Connect) -> Negotiated {

@@ -14,6 +14,8 @@ mod pubrel;
 mod subscribe;
 mod unsubscribe;
 
+pub(super) use connect::Refusal;
+
 use std::time::Instant;
 
 use tracing::warn;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{trace, warn};
+use tracing::{debug, trace, warn};
 
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
@@ -28,22 +28,56 @@ impl ShardCore {
         if payload_is_text && std::str::from_utf8(&publish.payload).is_err() {
             return self.refuse_payload(conn, &publish, now);
         }
+        let allowed = self.may_publish(key, &topic);
+        if !allowed {
+            self.stats.denied_publishes += 1;
+            debug!(shard = self.shard, client_id = ?self.client_id_of(conn), %topic, "PUBLISH not authorized (no write access), dropped");
+            let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
+            if v5 && publish.qos != QoS::AtMostOnce {
+                return self.refuse_unauthorized(conn, &publish);
+            }
+        }
+        // A 3.x client cannot be told: its PUBLISH is acknowledged as usual and dropped, as Mosquitto does.
         match publish.qos {
             QoS::AtMostOnce => {
-                self.route(self.message_from(conn, topic, publish, now), now);
+                if allowed {
+                    self.route(self.message_from(conn, topic, publish, now), now);
+                }
             }
             QoS::AtLeastOnce => {
                 let packet_id = publish.packet_id;
-                let matched = self.route(self.message_from(conn, topic, publish, now), now);
+                let matched = allowed && self.route(self.message_from(conn, topic, publish, now), now);
                 self.acknowledge(conn, Packet::PubAck, packet_id, matched);
             }
-            QoS::ExactlyOnce => self.publish_exactly_once(conn, key, topic, publish, now),
+            QoS::ExactlyOnce => self.publish_exactly_once(conn, key, topic, publish, allowed, now),
+        }
+    }
+
+    /// v5 PUBACK / PUBREC 0x87 for a PUBLISH the client may not send. A QoS 2 flow ends at a PUBREC with a
+    /// failure code (v5 section 4.3.3), so no packet id is kept awaiting PUBREL.
+    fn refuse_unauthorized(&mut self, conn: ConnId, publish: &Publish) {
+        let rule = "not authorized to publish to this topic";
+        let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
+        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::NOT_AUTHORIZED, properties };
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
+            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(response)),
         }
     }
 
     /// QoS 2: a packet id still awaiting PUBREL is a resend and is not routed again [MQTT-4.3.3-9]; a new
-    /// one beyond our Receive Maximum is refused with 0x93 [MQTT-3.3.4-7].
-    fn publish_exactly_once(&mut self, conn: ConnId, key: SessionKey, topic: ByteStr, publish: Publish, now: Instant) {
+    /// one beyond our Receive Maximum is refused with 0x93 [MQTT-3.3.4-7]. `allowed` false (a 3.x client
+    /// without write access): the flow completes but nothing is routed.
+    fn publish_exactly_once(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        topic: ByteStr,
+        publish: Publish,
+        allowed: bool,
+        now: Instant,
+    ) {
         let packet_id = publish.packet_id;
         let Some(session) = self.sessions.get(key) else {
             return;
@@ -55,7 +89,7 @@ impl ShardCore {
             let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
             return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
         }
-        let matched = self.route(self.message_from(conn, topic, publish, now), now);
+        let matched = allowed && self.route(self.message_from(conn, topic, publish, now), now);
         if let Some(session) = self.sessions.get_mut(key) {
             session.traffic_mut().awaiting_pubrel.push(packet_id);
         }

@@ -80,7 +80,14 @@ impl ShardCore {
                 "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid",
             ));
         }
-        let shared = matches!(parse_shared_subscription(filter), Ok(Some(_)));
+        let shared_filter = parse_shared_subscription(filter).ok().flatten().map(|shared| shared.filter);
+        let shared = shared_filter.is_some();
+        if !self.may_subscribe(key, shared_filter.unwrap_or(filter)) {
+            return Err((
+                ReasonCode::NOT_AUTHORIZED,
+                "not authorized to subscribe to this topic filter (no read access)",
+            ));
+        }
         if shared && !settings.shared_subscriptions_available {
             return Err((
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,

@@ -1,0 +1,117 @@
+//! Where the core asks `crate::auth` what a client may do: the CONNECT check (password file,
+//! allow_anonymous), and publish (also wills), subscribe and delivery checks against the listener's
+//! authorizer (ACL file). A session remembers the user name and listener of its last connection, so
+//! deliveries to it, and its will, are checked as that client also while it is offline. With no
+//! authorizer configured no check runs at all.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::warn;
+
+use super::core::ShardCore;
+use super::handle::Refusal;
+use super::lifecycle::CloseReason;
+use super::message::ConnId;
+use super::session::SessionKey;
+use crate::auth::{AccessControl, AuthDecision, AuthFailure, ClientIdentity, ConnectRequest, FailureKind, ListenerId};
+use crate::protocol::{ByteStr, Connect, ReasonCode};
+
+/// The Reason String a refused login gets: never the detail (it would tell which user names exist).
+const BAD_CREDENTIALS_TEXT: &str = "bad user name or password";
+const NOT_AUTHORIZED_TEXT: &str = "not authorized";
+
+/// What the CONNECT check decided.
+pub(super) enum Login {
+    Accepted { username: Option<String> },
+    Refused,
+}
+
+impl ShardCore {
+    /// Swaps in a reloaded access control (from [`AccessControl::reload`]). Connected clients keep their
+    /// sessions; every later check, including deliveries to sessions that already exist, uses the new rules.
+    pub fn replace_access(&mut self, access: Arc<AccessControl>) {
+        self.access = access;
+    }
+
+    pub fn access(&self) -> &Arc<AccessControl> {
+        &self.access
+    }
+
+    /// The listener's authenticator decides a CONNECT without an Authentication Method. A refusal is
+    /// answered here (CONNACK 0x86 / 0x87, 3.x return code 4 / 5) and logged once with the client id and why.
+    pub(super) fn check_login(&mut self, conn: ConnId, connect: &Connect, now: Instant) -> Login {
+        let listener = self.connections.get(&conn).map_or(ListenerId::default(), |connection| connection.listener);
+        let request = ConnectRequest {
+            listener,
+            client_id: &connect.client_id,
+            username: connect.username.as_deref(),
+            password: connect.password.as_deref(),
+            peer_identity: None,
+        };
+        let failure = match self.access.authenticate(&request) {
+            AuthDecision::Allow { username } => return Login::Accepted { username },
+            AuthDecision::Refuse(failure) => failure,
+            // No asynchronous authenticator exists yet; refuse rather than hold the CONNECT forever.
+            AuthDecision::Pending => {
+                let rule = "asynchronous authentication is not supported by this broker core yet";
+                self.refuse_connect(
+                    conn,
+                    &connect.client_id,
+                    Refusal { reason: ReasonCode::SERVER_UNAVAILABLE, rule },
+                    now,
+                );
+                return Login::Refused;
+            }
+        };
+        self.refuse_login(conn, connect, failure, now);
+        Login::Refused
+    }
+
+    fn refuse_login(&mut self, conn: ConnId, connect: &Connect, failure: AuthFailure, now: Instant) {
+        let (reason, text) = match failure.kind {
+            FailureKind::BadCredentials => (ReasonCode::BAD_USER_NAME_OR_PASSWORD, BAD_CREDENTIALS_TEXT),
+            FailureKind::NotAuthorized => (ReasonCode::NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT),
+        };
+        let client_id = &connect.client_id;
+        let user = connect.username.as_deref().unwrap_or("");
+        warn!(shard = self.shard, %client_id, user, reason = %reason, "CONNECT refused: {failure}");
+        self.send_connect_refusal(conn, reason, text);
+        self.end_connection(conn, CloseReason::ConnectRefused, now);
+    }
+
+    /// Who the session's client is, for an authorization check.
+    fn identity(&self, key: SessionKey) -> Option<ClientIdentity<'_>> {
+        let session = self.sessions.get(key)?;
+        Some(ClientIdentity {
+            listener: session.listener,
+            client_id: &session.client_id,
+            username: session.username.as_deref(),
+        })
+    }
+
+    /// May the session's client publish to `topic`?
+    pub(super) fn may_publish(&self, key: SessionKey, topic: &str) -> bool {
+        if !self.access.authorizes() {
+            return true;
+        }
+        self.identity(key).is_some_and(|client| self.access.may_publish(&client, topic))
+    }
+
+    /// May the session's client subscribe to `filter` (the filter proper for a shared subscription)?
+    pub(super) fn may_subscribe(&self, key: SessionKey, filter: &str) -> bool {
+        if !self.access.authorizes() {
+            return true;
+        }
+        self.identity(key).is_some_and(|client| self.access.may_subscribe(&client, filter))
+    }
+
+    /// May the session's client receive a message on `topic`? Runs on every delivery when an ACL is
+    /// configured: one user lookup and a walk over that user's rules and the patterns.
+    pub(super) fn may_receive(&self, key: SessionKey, topic: &ByteStr) -> bool {
+        if !self.access.authorizes() {
+            return true;
+        }
+        self.identity(key).is_some_and(|client| self.access.may_receive(&client, topic))
+    }
+}
