@@ -49,7 +49,7 @@ fn connect_packet(client_id: &str) -> Vec<u8> {
 #[test]
 fn idle_connections_cost_little_heap() {
     let config =
-        Config { listen: "127.0.0.1:0".into(), shards: Some(1), log_level: "warn".into(), ..Config::default() };
+        Config { listen: Some("127.0.0.1:0".into()), shards: Some(1), log_level: "warn".into(), ..Config::default() };
     let broker = shardmq::shard::start(config).expect("broker starts");
     let addr = broker.bound();
     // Warm up: allocator caches, maps and the timer wheel reach their steady size.
