@@ -18,6 +18,9 @@
 //! - `close` is called when the broker closes the connection: it queues the transport's goodbye
 //!   (WebSocket close frame, TLS close_notify) after the last frames.
 
+pub mod http;
+pub mod websocket;
+
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
