@@ -32,7 +32,8 @@ use crate::connection::send::SendBatch;
 use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
 use crate::protocol::QoS;
 use crate::transport::tls::TlsAcceptor;
-use crate::transport::BoxedTransport;
+use crate::transport::websocket::{WebSocketSettings, WebSocketTransport};
+use crate::transport::{BoxedTransport, Stacked};
 
 /// How long shutdown waits for connections to flush their last frames.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +74,9 @@ impl ShardMeshItem {
 pub enum ListenerTransport {
     Plain,
     Tls(Arc<TlsAcceptor>),
+    WebSocket(WebSocketSettings),
+    /// WebSocket over TLS.
+    WebSocketTls(Arc<TlsAcceptor>, WebSocketSettings),
 }
 
 impl ListenerTransport {
@@ -81,6 +85,10 @@ impl ListenerTransport {
         match self {
             ListenerTransport::Plain => None,
             ListenerTransport::Tls(acceptor) => Some(Box::new(acceptor.accept())),
+            ListenerTransport::WebSocket(settings) => Some(Box::new(WebSocketTransport::new(settings))),
+            ListenerTransport::WebSocketTls(acceptor, settings) => {
+                Some(Box::new(Stacked::new(acceptor.accept(), WebSocketTransport::new(settings))))
+            }
         }
     }
 }

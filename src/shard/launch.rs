@@ -15,6 +15,7 @@ use super::stop::{stop_channels, StopSender};
 use crate::config::{Config, ConfigError, ListenerConfig, TransportKind};
 use crate::connection::ConnectionPermit;
 use crate::transport::tls::{TlsAcceptor, TlsError};
+use crate::transport::websocket::WebSocketSettings;
 
 /// How long the shards may take to start (each normally needs milliseconds; seconds on a loaded machine).
 /// Past it the process reports the failure and exits instead of hanging unnoticed.
@@ -43,8 +44,6 @@ pub enum StartError {
     StartTimeout { shards: usize, secs: u64 },
     #[error("listener {bind}: {source}")]
     Tls { bind: String, source: TlsError },
-    #[error("listener {bind}: {transport} is not served yet")]
-    TransportNotServed { bind: String, transport: &'static str },
     #[error("cannot read RLIMIT_MEMLOCK: {0}")]
     MemlockLimit(std::io::Error),
     #[error("the locked-memory limit (ulimit -l) of {limit_kib} KiB is too small for {shards} shards: each shard's io_uring needs at least {needed_kib} KiB; raise it (ulimit -l, systemd LimitMEMLOCK=) or run fewer shards")]
@@ -165,7 +164,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for spec in config.effective_listeners()? {
-        let transport = Arc::new(listener_transport(&spec)?);
+        let transport = Arc::new(listener_transport(&spec, config.mqtt.max_packet_size_bytes)?);
         let addr = spec.bind_addr().map_err(|reason| ConfigError::Invalid { field: "listeners.bind", reason })?;
         let (sockets, addr) = listener::bind_reuseport(addr, shards, caps).map_err(StartError::Listen)?;
         bound.push(BoundListener { addr, transport: spec.transport });
@@ -227,17 +226,23 @@ pub fn run(config: Config, on_ready: impl FnOnce(&[BoundListener])) -> Result<()
 }
 
 /// What carries a listener's connections, built once (a TLS listener's certificates are read here).
-fn listener_transport(spec: &ListenerConfig) -> Result<ListenerTransport, StartError> {
+fn listener_transport(spec: &ListenerConfig, max_packet_size_bytes: u32) -> Result<ListenerTransport, StartError> {
     let tls = || {
         let settings = spec.tls.clone().unwrap_or_default();
         TlsAcceptor::new(settings).map(Arc::new).map_err(|source| StartError::Tls { bind: spec.bind.clone(), source })
     };
+    let websocket = || WebSocketSettings {
+        path: spec.websocket_path.clone(),
+        origins: spec.websocket_origins.clone(),
+        // A whole MQTT packet fits one frame (or one reassembled message); a frame header is at most 14 bytes.
+        max_frame_bytes: max_packet_size_bytes as usize + 16,
+        ..WebSocketSettings::default()
+    };
     match spec.transport {
         TransportKind::Mqtt => Ok(ListenerTransport::Plain),
         TransportKind::Tls => Ok(ListenerTransport::Tls(tls()?)),
-        TransportKind::Ws | TransportKind::Wss => {
-            Err(StartError::TransportNotServed { bind: spec.bind.clone(), transport: spec.transport.as_str() })
-        }
+        TransportKind::Ws => Ok(ListenerTransport::WebSocket(websocket())),
+        TransportKind::Wss => Ok(ListenerTransport::WebSocketTls(tls()?, websocket())),
     }
 }
 

@@ -19,6 +19,8 @@
 //!   (WebSocket close frame, TLS close_notify) after the last frames.
 
 pub mod tls;
+pub mod http;
+pub mod websocket;
 
 use std::collections::VecDeque;
 
