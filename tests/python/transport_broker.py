@@ -28,12 +28,14 @@ def free_port():
 
 
 class TransportBroker(Broker):
-    """`ports[name]` is the port of listener `name` (a key of LISTENERS); `kind` is "shardmq" or "mosquitto"."""
+    """`ports[name]` is the port of listener `name` (a key of LISTENERS); `kind` is "shardmq" or "mosquitto".
+    `mtls_acl_file`: a Mosquitto-format ACL file for the `mtls` listener only (anonymous everywhere else)."""
 
-    def __init__(self, pki):
+    def __init__(self, pki, mtls_acl_file=None):
         self.kind = os.environ.get("SHARDMQ_TEST_BROKER", "shardmq")
         self.log = []
         self.pki = pki
+        self.mtls_acl_file = mtls_acl_file
         self.ports = {name: free_port() for name in LISTENERS}
         self.port = self.ports["mqtt"]
         suffix, text, command = self._mosquitto() if self.kind == "mosquitto" else self._shardmq()
@@ -58,14 +60,16 @@ class TransportBroker(Broker):
                 table += (f'[listeners.tls]\ncert_file = "{self.pki.server_cert}"\n'
                           f'key_file = "{self.pki.server_key}"\nca_file = "{self.pki.ca_cert}"\n'
                           f"require_certificate = {required}\nuse_identity_as_username = {required}\n")
+            if name == "mtls" and self.mtls_acl_file:
+                table += f'[listeners.auth]\nacl_file = "{self.mtls_acl_file}"\n'
             tables.append(table)
         return ".toml", "\n".join(tables), [binary, "--shards", "2", "--config"]
 
     def _mosquitto(self):
         # Run as root by the tests: stay root (not the "mosquitto" user) so the private temp dir stays readable.
-        lines = ["user root", "per_listener_settings false", "allow_anonymous true", "persistence false", "log_type all"]
+        lines = ["user root", "per_listener_settings true", "persistence false", "log_type all"]
         for name, transport in LISTENERS.items():
-            lines.append(f"listener {self.ports[name]} 127.0.0.1")
+            lines += [f"listener {self.ports[name]} 127.0.0.1", "allow_anonymous true"]
             if transport in ("ws", "wss"):
                 lines.append("protocol websockets")
             if transport in ("tls", "wss"):
@@ -73,6 +77,8 @@ class TransportBroker(Broker):
                           f"cafile {self.pki.ca_cert}"]
             if name == "mtls":
                 lines += ["require_certificate true", "use_identity_as_username true"]
+                if self.mtls_acl_file:
+                    lines.append(f"acl_file {self.mtls_acl_file}")
         return ".conf", "\n".join(lines) + "\n", ["mosquitto", "-c"]
 
     def _wait_until_listening(self):

@@ -3,6 +3,7 @@ and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls
 and `mtls` (a client certificate from the test CA is required; its CN becomes the user name).
 """
 
+import os
 import socket
 import ssl
 import tempfile
@@ -10,7 +11,7 @@ import unittest
 
 from test_paho import VERSIONS, unique
 from transport_broker import TransportBroker
-from transport_certs import make_test_pki
+from transport_certs import CLIENT_USER, make_test_pki
 from transport_cli import MosquittoSub, mosquitto_pub
 from transport_paho import TransportClient, connect_outcome, tls_context
 from transport_raw import mqtt_connect_packet, read_until_closed
@@ -103,6 +104,26 @@ class TlsTest(unittest.TestCase):
                                                                self.pki.expired_client_key))
         self.check_round_trip("mtls", VERSIONS["5"],
                               tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
+
+    def test_client_certificate_cn_is_the_user_name_acls_see(self):
+        # use_identity_as_username on `mtls`: with an ACL granting only user alice (the client certificate's CN)
+        # identity/alice/#, alice's publish there arrives and her publish elsewhere does not. Were the CN not
+        # taken as the user name she would be anonymous, granted nothing, and neither would arrive.
+        acl = os.path.join(self.pki_dir.name, "mtls.acl")
+        with open(acl, "w") as file:
+            file.write(f"user {CLIENT_USER}\ntopic readwrite identity/{CLIENT_USER}/#\n")
+        self.broker.stop()
+        self.broker = TransportBroker(self.pki, mtls_acl_file=acl)
+        watcher = TransportClient(self.broker.ports["mqtt"], VERSIONS["3.1.1"])  # anonymous, no ACL there
+        self.clients.append(watcher)
+        self.assertEqual(watcher.subscribe("identity/#", 1), [1])
+        alice = self.connect("mtls", VERSIONS["3.1.1"],
+                             tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
+        alice.publish("identity/bob/x", b"not hers", qos=1)
+        alice.publish(f"identity/{CLIENT_USER}/x", b"hers", qos=1)
+        message = watcher.next_message()
+        self.assertEqual((message.topic, message.payload), (f"identity/{CLIENT_USER}/x", b"hers"))
+        watcher.assert_no_message()
 
     def test_mosquitto_clients_with_cafile(self):
         port = self.broker.ports["tls"]
