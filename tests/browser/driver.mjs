@@ -6,8 +6,9 @@
 //   {"op": "publish", "topic": T, "payload": P, "qos": Q}   publish from the page, wait for its completion
 //   {"op": "screenshot", "path": F}                 save a PNG of the page
 //   {"op": "quit"}
-// Options (argv): --user-data-dir DIR (fresh, made by the caller; its HOME holds the NSS db trusting the test
-// CA) and --ignore-certificate-errors to accept any server certificate instead.
+// Argument: --user-data-dir DIR, a fresh profile made by the caller. Certificates are checked as usual: the
+// caller trusts the test CA through the NSS database in $HOME/.pki/nssdb (Chromium's store on Linux), so
+// no --ignore-certificate-errors is needed and a wrong certificate still fails.
 
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -15,7 +16,6 @@ import { chromium } from "playwright-core";
 const COMMAND_TIMEOUT_MS = 15000;
 const argv = process.argv.slice(2);
 const userDataDir = argv[argv.indexOf("--user-data-dir") + 1];
-const extraArgs = argv.includes("--ignore-certificate-errors") ? ["--ignore-certificate-errors"] : [];
 
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.SHARDMQ_CHROMIUM || "/usr/bin/chromium",
@@ -30,7 +30,6 @@ const context = await chromium.launchPersistentContext(userDataDir, {
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    ...extraArgs,
   ],
 });
 context.setDefaultTimeout(COMMAND_TIMEOUT_MS);
