@@ -1,11 +1,13 @@
 """Bad input on the WebSocket listener from raw python sockets: HTTP garbage and an upgrade request without
-`Upgrade: websocket` get an HTTP error or a clean close, never a 101; a client frame that is not masked
-closes the connection [RFC 6455 5.1]; and after each, a paho client over WebSocket still gets through.
+`Upgrade: websocket` get an HTTP error or a clean close, never a 101; an upgrade on a path other than the
+listener's is refused; a client frame that is not masked closes the connection [RFC 6455 5.1]; and after
+each, a paho client over WebSocket still gets through.
 
-Mosquitto differs on one point, checked here as it is rather than skipped: its libwebsockets listener
+Mosquitto differs on two points, checked here as they are rather than skipped: its libwebsockets listener
 accepts an unmasked client frame and answers the CONNECT inside it, where RFC 6455 5.1 says the server
 MUST close the connection. shardmq must close it; against Mosquitto the same bytes must get a CONNACK,
-which shows the frame is well formed apart from the missing mask.
+which shows the frame is well formed apart from the missing mask. And Mosquitto upgrades on any HTTP path,
+where shardmq serves only its listener's `websocket_path` and answers 404 elsewhere.
 """
 
 import re
@@ -88,6 +90,15 @@ class WebSocketInputTest(unittest.TestCase):
     def test_upgrade_request_without_upgrade_header_gets_an_error_or_a_close(self):
         data, how = self.send_raw(websocket_upgrade_request(self.port, WEBSOCKET_PATH, upgrade=False))
         self.assert_http_error_or_clean_close(data, how)
+        self.assert_still_serving()
+
+    def test_upgrade_on_another_path_is_refused(self):
+        data, how = self.send_raw(websocket_upgrade_request(self.port, "/not-mqtt"))
+        if self.broker.kind == "mosquitto":
+            # Mosquitto has no WebSocket path setting and upgrades on any path (see the module doc).
+            self.assertTrue(data.startswith(b"HTTP/1.1 101 "), data)
+        else:
+            self.assertTrue(data.startswith(b"HTTP/1.1 404 "), f"upgrade on /not-mqtt: {data!r}")
         self.assert_still_serving()
 
     def test_masked_connect_frame_gets_connack(self):
