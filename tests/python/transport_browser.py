@@ -22,7 +22,8 @@ COMMAND_TIMEOUT_SECS = 30
 
 def artifacts_dir():
     """Where screenshots go: SHARDMQ_TEST_ARTIFACTS, or a fixed directory under the system temp dir."""
-    directory = os.environ.get("SHARDMQ_TEST_ARTIFACTS") or os.path.join(tempfile.gettempdir(), "shardmq-test-artifacts")
+    directory = (os.environ.get("SHARDMQ_TEST_ARTIFACTS")
+                 or os.path.join(tempfile.gettempdir(), "shardmq-test-artifacts"))
     os.makedirs(directory, exist_ok=True)
     return directory
 
@@ -77,8 +78,10 @@ class Chromium:
         if trust_ca:
             nssdb = os.path.join(self.home, ".pki", "nssdb")
             os.makedirs(nssdb)
-            subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, capture_output=True)
-            subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "shardmq-test-ca", "-i", trust_ca],
+            certutil = ["certutil", "-d", f"sql:{nssdb}"]
+            subprocess.run([*certutil, "-N", "--empty-password"], check=True, capture_output=True)
+            # "C,,": a CA trusted to issue server certificates (not e-mail or code-signing ones).
+            subprocess.run([*certutil, "-A", "-t", "C,,", "-n", "shardmq-test-ca", "-i", trust_ca],
                            check=True, capture_output=True)
         self.stderr = []
         self.process = subprocess.Popen(

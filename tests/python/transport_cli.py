@@ -27,8 +27,9 @@ class MosquittoSub:
     def __init__(self, port, version, topic, count, *extra):
         self.process = subprocess.Popen(
             # stdbuf: mosquitto_sub's stdout is a pipe here, block-buffered, and the SUBACK line must come now.
-            ["stdbuf", "-oL", "mosquitto_sub", "-d", "-V", version, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1",
-             "-C", str(count), "-W", str(EVENT_TIMEOUT_SECS * 2), "-F", f"{MESSAGE_PREFIX}%t %p", *extra],
+            ["stdbuf", "-oL", "mosquitto_sub", "-d", "-V", version, "-h", "127.0.0.1", "-p", str(port),
+             "-t", topic, "-q", "1", "-C", str(count), "-W", str(EVENT_TIMEOUT_SECS * 2),
+             "-F", f"{MESSAGE_PREFIX}%t %p", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = queue.Queue()
         self.output = []

@@ -122,7 +122,8 @@ class WebSocketInputTest(unittest.TestCase):
             self.assertNotIn(CONNACK_ACCEPTED, data, "CONNECT in an unmasked frame was accepted [RFC 6455 5.1]")
             self.assertIn(how, ("eof", "reset"), f"unmasked frame: connection left open, got {data!r}")
             if data:
-                self.assertEqual(data[0] & 0x0F, CLOSE_FRAME_OPCODE, f"only a Close frame may precede the close: {data!r}")
+                self.assertEqual(data[0] & 0x0F, CLOSE_FRAME_OPCODE,
+                                 f"only a Close frame may precede the close: {data!r}")
         self.assert_still_serving()
 
 
