@@ -42,9 +42,10 @@ class TransportBroker(Broker):
         self.config = tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False)
         self.config.write(text)
         self.config.close()
+        # Debug logs by default, as the Rust tests' broker has: a failing test prints them.
+        env = {"RUST_LOG": "debug", **os.environ, "NO_COLOR": "1"}
         self.process = subprocess.Popen([*command, self.config.name], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "NO_COLOR": "1"})
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         threading.Thread(target=self._collect, args=(self.process.stderr,), daemon=True).start()
         self._wait_until_listening()
 
