@@ -1,6 +1,6 @@
 """MQTT over TLS with clients nobody here wrote: paho-mqtt with a python `ssl` context trusting the test CA,
-and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls` (server certificate only)
-and `mtls` (a client certificate from the test CA is required; its CN becomes the user name).
+and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls` (server certificate only),
+`mtls` (a client certificate from the test CA is required; its CN becomes the user name) and `wss`.
 """
 
 import os
@@ -43,7 +43,8 @@ class TlsTest(unittest.TestCase):
         self.broker.stop()
 
     def connect(self, listener, protocol, context):
-        client = TransportClient(self.broker.ports[listener], protocol, context=context)
+        client = TransportClient(self.broker.ports[listener], protocol, context=context,
+                                 websocket=listener == "wss")
         self.clients.append(client)
         return client
 
@@ -68,6 +69,12 @@ class TlsTest(unittest.TestCase):
         for name, protocol in VERSIONS.items():
             with self.subTest(version=name):
                 self.check_round_trip("tls", protocol, tls_context(self.pki.ca_cert))
+
+    def test_publish_subscribe_over_wss_with_paho(self):
+        # The browser tests' wss listener without a browser: tells a TLS-over-WebSocket fault from a Chromium one.
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.check_round_trip("wss", protocol, tls_context(self.pki.ca_cert))
 
     def test_client_refuses_a_broker_its_ca_did_not_sign(self):
         # The client side of the trust: the broker must present the test server certificate, nothing else.
