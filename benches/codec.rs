@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shardmq::protocol::{
-    decode_packet, encode_packet, Connect, Delivery, EncodedPublish, Packet, Properties,
-    ProtocolVersion, Publish, QoS, Will,
+    decode_packet, encode_packet, Connect, Delivery, EncodedPublish, Packet, Properties, ProtocolVersion, Publish, QoS,
+    Will,
 };
 
 const PACKETS_PER_BUFFER: usize = 1000;
@@ -58,10 +58,7 @@ fn connect_v5() -> Packet {
             payload: Bytes::from_static(b"offline"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties {
-                will_delay_interval_secs: Some(5),
-                ..Properties::default()
-            },
+            properties: Properties { will_delay_interval_secs: Some(5), ..Properties::default() },
         }),
         username: Some("bench".into()),
         password: Some(Bytes::from_static(b"secret-password")),
@@ -99,10 +96,7 @@ fn decode_all(buf: &mut BytesMut, version: ProtocolVersion) {
 struct ThreadCpuTime;
 
 fn thread_cpu_nanos() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid, writable timespec; the clock id is a constant the kernel supports.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
@@ -149,19 +143,11 @@ fn bench_packet<M: Measurement>(
     let mut group = c.benchmark_group(format!("{clock}/decode/{name}"));
     group.throughput(Throughput::Elements(PACKETS_PER_BUFFER as u64));
     group.bench_function("packets", |b| {
-        b.iter_batched_ref(
-            || buffer.clone(),
-            |buf| decode_all(buf, version),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched_ref(|| buffer.clone(), |buf| decode_all(buf, version), BatchSize::SmallInput)
     });
     group.throughput(Throughput::Bytes(buffer.len() as u64));
     group.bench_function("bytes", |b| {
-        b.iter_batched_ref(
-            || buffer.clone(),
-            |buf| decode_all(buf, version),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched_ref(|| buffer.clone(), |buf| decode_all(buf, version), BatchSize::SmallInput)
     });
     group.finish();
 
@@ -187,29 +173,15 @@ fn bench_packet<M: Measurement>(
 fn codec<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
     let publish = publish_qos0_64_bytes();
     assert_eq!(encoded(&publish, ProtocolVersion::V3_1_1).len(), 64);
-    bench_packet(
-        c,
-        clock,
-        "publish_qos0_64B_v3.1.1",
-        &publish,
-        ProtocolVersion::V3_1_1,
-    );
-    bench_packet(
-        c,
-        clock,
-        "publish_qos1_props_v5",
-        &publish_qos1_with_properties(),
-        ProtocolVersion::V5,
-    );
+    bench_packet(c, clock, "publish_qos0_64B_v3.1.1", &publish, ProtocolVersion::V3_1_1);
+    bench_packet(c, clock, "publish_qos1_props_v5", &publish_qos1_with_properties(), ProtocolVersion::V5);
     bench_packet(c, clock, "connect_v5", &connect_v5(), ProtocolVersion::V5);
 }
 
 /// One message to many receivers: each gets its own packet id and subscription identifier; the payload is
 /// shared. Measured per receiver (header written into a reused scratch buffer, frame split off).
 fn fan_out<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
-    let Packet::Publish(publish) = publish_qos1_with_properties() else {
-        unreachable!("a PUBLISH")
-    };
+    let Packet::Publish(publish) = publish_qos1_with_properties() else { unreachable!("a PUBLISH") };
     let mut group = c.benchmark_group(format!("{clock}/fan_out/publish_qos1_props_v5"));
     group.throughput(Throughput::Elements(FAN_OUT_RECEIVERS as u64));
     let mut scratch = BytesMut::with_capacity(64 * 1024);
@@ -224,11 +196,7 @@ fn fan_out<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
                     subscription_identifiers: &ids,
                     ..Delivery::default()
                 };
-                black_box(
-                    message
-                        .frame(ProtocolVersion::V5, &delivery, &mut scratch)
-                        .expect("encodes"),
-                );
+                black_box(message.frame(ProtocolVersion::V5, &delivery, &mut scratch).expect("encodes"));
             }
         })
     });
@@ -238,12 +206,9 @@ fn fan_out<M: Measurement>(c: &mut Criterion<M>, clock: &str) {
             for receiver in 0..FAN_OUT_RECEIVERS {
                 let mut copy = publish.clone();
                 copy.packet_id = receiver as u16 + 1;
-                copy.properties
-                    .subscription_identifiers
-                    .push(receiver as u32 + 1);
+                copy.properties.subscription_identifiers.push(receiver as u32 + 1);
                 out.clear();
-                encode_packet(&Packet::Publish(copy), ProtocolVersion::V5, &mut out)
-                    .expect("encodes");
+                encode_packet(&Packet::Publish(copy), ProtocolVersion::V5, &mut out).expect("encodes");
                 black_box(&out);
             }
         })

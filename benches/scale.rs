@@ -51,7 +51,8 @@ struct Options {
 }
 
 fn parse_options() -> Options {
-    let mut options = Options { sessions: 1_000_000, shards: 2, keepalive_secs: 30, publishes: 200_000, broadcast: false };
+    let mut options =
+        Options { sessions: 1_000_000, shards: 2, keepalive_secs: 30, publishes: 200_000, broadcast: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> usize {
@@ -91,8 +92,12 @@ fn main() {
     let options = parse_options();
     let start = Instant::now();
     let mut now = start;
-    let mut cluster = SimCluster::new(options.shards, settings(options.sessions), ProtocolVersion::V5, OutputMode::Discard);
-    println!("scale simulation: {} sessions over {} shards, keep-alive {} s", options.sessions, options.shards, options.keepalive_secs);
+    let mut cluster =
+        SimCluster::new(options.shards, settings(options.sessions), ProtocolVersion::V5, OutputMode::Discard);
+    println!(
+        "scale simulation: {} sessions over {} shards, keep-alive {} s",
+        options.sessions, options.shards, options.keepalive_secs
+    );
 
     let (bytes_before, rss_before) = (live_bytes(), rss_bytes());
     let timer = Instant::now();
@@ -164,8 +169,16 @@ fn main() {
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| sessions created | {} in {:.2} s ({:.0}/s) |", options.sessions, connect_time.as_secs_f64(), options.sessions as f64 / connect_time.as_secs_f64());
-    println!("| broker heap per connected idle session (allocator) | {:.0} B |", session_bytes as f64 / options.sessions as f64);
+    println!(
+        "| sessions created | {} in {:.2} s ({:.0}/s) |",
+        options.sessions,
+        connect_time.as_secs_f64(),
+        options.sessions as f64 / connect_time.as_secs_f64()
+    );
+    println!(
+        "| broker heap per connected idle session (allocator) | {:.0} B |",
+        session_bytes as f64 / options.sessions as f64
+    );
     println!("| RSS per connected idle session | {:.0} B |", rss_sessions as f64 / options.sessions as f64);
     println!("| subscriptions created | {} in {:.2} s |", options.sessions, subscribe_time.as_secs_f64());
     println!("| heap per distinct filter (subscription + interest entries, session entry) | {:.0} B ({} subscription + {} interest entries) |",
@@ -173,7 +186,11 @@ fn main() {
     println!("| keep-alive: {} pings/s + 1 tick/s, CPU per simulated second | {:.2} ms ({:.3}% of a core per 100k connections) |",
         pings_per_sec, keepalive_time.as_secs_f64() * 1e3 / simulated_secs as f64,
         keepalive_time.as_secs_f64() / simulated_secs as f64 * 100.0 * 100_000.0 / options.sessions as f64);
-    println!("| point publish routed and encoded (QoS1 sub, 64 B) | {:.0} ns each, {} B written |", publish_time.as_nanos() as f64 / options.publishes as f64, publish_bytes);
+    println!(
+        "| point publish routed and encoded (QoS1 sub, 64 B) | {:.0} ns each, {} B written |",
+        publish_time.as_nanos() as f64 / options.publishes as f64,
+        publish_bytes
+    );
 
     if options.broadcast {
         let per_subscriber = run_broadcast(&mut cluster, &clients, now);
@@ -194,7 +211,11 @@ fn main() {
 /// subscribes to a distinct wildcard filter `devices/{id}/+`, less what the subscription entries cost.
 fn measure_wildcard_trie(cluster: &mut SimCluster, clients: &[SimClient], per_subscriber: f64, now: Instant) {
     let nodes = |cluster: &SimCluster| -> usize {
-        cluster.cores().iter().map(|core| core.gauges().subscription_trie_nodes + core.gauges().interest_trie_nodes).sum()
+        cluster
+            .cores()
+            .iter()
+            .map(|core| core.gauges().subscription_trie_nodes + core.gauges().interest_trie_nodes)
+            .sum()
     };
     let (bytes_before, nodes_before) = (live_bytes(), nodes(cluster));
     for (index, client) in clients.iter().enumerate() {

@@ -5,9 +5,9 @@
 
 pub mod auth;
 pub mod broker;
-pub mod protocol;
 pub mod config;
+pub mod connection;
+pub mod protocol;
 pub mod shard;
 pub mod sim;
-pub mod connection;
 pub mod transport;

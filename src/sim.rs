@@ -102,7 +102,8 @@ impl SimCluster {
 
     pub fn subscribe(&mut self, client: SimClient, filter: &str, qos: QoS, packet_id: u16, now: Instant) {
         let options = SubscriptionOptions { qos, ..Default::default() };
-        let subscribe = Subscribe { packet_id, filters: vec![(ByteStr::from(filter), options)], properties: Default::default() };
+        let subscribe =
+            Subscribe { packet_id, filters: vec![(ByteStr::from(filter), options)], properties: Default::default() };
         self.cores[client.shard].handle_packet(client.conn, Packet::Subscribe(subscribe), now);
     }
 

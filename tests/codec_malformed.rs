@@ -29,15 +29,7 @@ fn user_property(key: &[u8], value: &[u8]) -> Vec<u8> {
 
 /// A v5 CONNECT with the given flags, CONNECT properties and payload.
 fn connect_v5(flags: u8, properties: &[u8], payload: &[&[u8]]) -> Vec<u8> {
-    pkt(
-        0x10,
-        &[
-            &s(b"MQTT"),
-            &[5, flags, 0, 60],
-            properties,
-            &payload.concat(),
-        ],
-    )
+    pkt(0x10, &[&s(b"MQTT"), &[5, flags, 0, 60], properties, &payload.concat()])
 }
 
 /// A 3.1.1 CONNECT with the given flags and payload.
@@ -57,49 +49,16 @@ impl Table {
         self.add_with_max(name, version, MAX_PACKET_SIZE_BYTES, bytes, expected);
     }
 
-    fn add_with_max(
-        &mut self,
-        name: &str,
-        version: ProtocolVersion,
-        max: u32,
-        bytes: Vec<u8>,
-        expected: DecodeError,
-    ) {
-        self.0.push(Case {
-            name: name.to_string(),
-            version,
-            max_packet_size_bytes: max,
-            bytes,
-            expected,
-        });
+    fn add_with_max(&mut self, name: &str, version: ProtocolVersion, max: u32, bytes: Vec<u8>, expected: DecodeError) {
+        self.0.push(Case { name: name.to_string(), version, max_packet_size_bytes: max, bytes, expected });
     }
 }
 
 fn fixed_header_cases(t: &mut Table) {
-    t.add(
-        "reserved_packet_type_0_v5_2_1_2",
-        V5,
-        vec![0x00, 0x00],
-        E::ReservedPacketType { packet_type: 0 },
-    );
-    t.add(
-        "reserved_packet_type_0_v4_2_1_2",
-        V3_1_1,
-        vec![0x00, 0x00],
-        E::ReservedPacketType { packet_type: 0 },
-    );
-    t.add(
-        "auth_packet_type_15_in_v4_2_1_2",
-        V3_1_1,
-        vec![0xF0, 0x00],
-        E::ReservedPacketType { packet_type: 15 },
-    );
-    t.add(
-        "auth_packet_type_15_in_v3_2_1_2",
-        V3_1,
-        vec![0xF0, 0x00],
-        E::ReservedPacketType { packet_type: 15 },
-    );
+    t.add("reserved_packet_type_0_v5_2_1_2", V5, vec![0x00, 0x00], E::ReservedPacketType { packet_type: 0 });
+    t.add("reserved_packet_type_0_v4_2_1_2", V3_1_1, vec![0x00, 0x00], E::ReservedPacketType { packet_type: 0 });
+    t.add("auth_packet_type_15_in_v4_2_1_2", V3_1_1, vec![0xF0, 0x00], E::ReservedPacketType { packet_type: 15 });
+    t.add("auth_packet_type_15_in_v3_2_1_2", V3_1, vec![0xF0, 0x00], E::ReservedPacketType { packet_type: 15 });
     // [MQTT-2.1.3-1]: every packet type but PUBLISH with each kind of wrong flags.
     let fixed_zero = [
         (0x10, PacketType::Connect),
@@ -117,27 +76,15 @@ fn fixed_header_cases(t: &mut Table) {
     for (type_bits, packet_type) in fixed_zero {
         for flags in [0x1u8, 0x2, 0x8] {
             let name = format!("reserved_flags_{flags:x}_on_{packet_type:?}_mqtt_2_1_3_1");
-            t.add(
-                &name,
-                V5,
-                vec![type_bits | flags, 0],
-                E::ReservedFlags { packet_type, flags },
-            );
+            t.add(&name, V5, vec![type_bits | flags, 0], E::ReservedFlags { packet_type, flags });
         }
     }
-    for (type_bits, packet_type) in [
-        (0x60, PacketType::PubRel),
-        (0x80, PacketType::Subscribe),
-        (0xA0, PacketType::Unsubscribe),
-    ] {
+    for (type_bits, packet_type) in
+        [(0x60, PacketType::PubRel), (0x80, PacketType::Subscribe), (0xA0, PacketType::Unsubscribe)]
+    {
         for flags in [0x0u8, 0x3, 0xA] {
             let name = format!("reserved_flags_{flags:x}_on_{packet_type:?}_mqtt_2_1_3_1");
-            t.add(
-                &name,
-                V3_1_1,
-                vec![type_bits | flags, 0],
-                E::ReservedFlags { packet_type, flags },
-            );
+            t.add(&name, V3_1_1, vec![type_bits | flags, 0], E::ReservedFlags { packet_type, flags });
         }
     }
     t.add(
@@ -152,12 +99,7 @@ fn fixed_header_cases(t: &mut Table) {
         vec![0xC0, 0x80, 0x80, 0x80, 0x80],
         E::VariableByteIntegerTooLong,
     );
-    t.add(
-        "remaining_length_padded_mqtt_1_5_5_1",
-        V5,
-        vec![0xC0, 0x80, 0x00],
-        E::VariableByteIntegerNotMinimal,
-    );
+    t.add("remaining_length_padded_mqtt_1_5_5_1", V5, vec![0xC0, 0x80, 0x00], E::VariableByteIntegerNotMinimal);
     t.add(
         "remaining_length_padded_3_bytes_mqtt_1_5_5_1",
         V5,
@@ -169,158 +111,52 @@ fn fixed_header_cases(t: &mut Table) {
         V5,
         16,
         vec![0x30, 0x0F],
-        E::PacketTooLarge {
-            size_bytes: 17,
-            max_bytes: 16,
-        },
+        E::PacketTooLarge { size_bytes: 17, max_bytes: 16 },
     );
     t.add_with_max(
         "packet_too_large_max_remaining_length_3_1_2_11_4",
         V3_1_1,
         1 << 20,
         vec![0x30, 0xFF, 0xFF, 0xFF, 0x7F],
-        E::PacketTooLarge {
-            size_bytes: 5 + 268_435_455,
-            max_bytes: 1 << 20,
-        },
+        E::PacketTooLarge { size_bytes: 5 + 268_435_455, max_bytes: 1 << 20 },
     );
 }
 
 fn length_cases(t: &mut Table) {
     let end = |packet_type| E::UnexpectedEndOfPacket { packet_type };
     let trailing = |packet_type, count| E::TrailingBytes { packet_type, count };
-    t.add(
-        "pingreq_with_body_2_1_4",
-        V5,
-        vec![0xC0, 1, 0],
-        trailing(PacketType::PingReq, 1),
-    );
-    t.add(
-        "pingresp_with_body_2_1_4",
-        V3_1_1,
-        vec![0xD0, 2, 0, 0],
-        trailing(PacketType::PingResp, 2),
-    );
-    t.add(
-        "disconnect_v4_with_body_2_1_4",
-        V3_1_1,
-        vec![0xE0, 1, 0],
-        trailing(PacketType::Disconnect, 1),
-    );
-    t.add(
-        "puback_v4_with_reason_2_1_4",
-        V3_1_1,
-        vec![0x40, 3, 0, 1, 0],
-        trailing(PacketType::PubAck, 1),
-    );
-    t.add(
-        "unsuback_v4_with_reason_2_1_4",
-        V3_1_1,
-        vec![0xB0, 3, 0, 1, 0],
-        trailing(PacketType::UnsubAck, 1),
-    );
-    t.add(
-        "connack_v4_extra_byte_2_1_4",
-        V3_1_1,
-        vec![0x20, 3, 0, 0, 0],
-        trailing(PacketType::ConnAck, 1),
-    );
+    t.add("pingreq_with_body_2_1_4", V5, vec![0xC0, 1, 0], trailing(PacketType::PingReq, 1));
+    t.add("pingresp_with_body_2_1_4", V3_1_1, vec![0xD0, 2, 0, 0], trailing(PacketType::PingResp, 2));
+    t.add("disconnect_v4_with_body_2_1_4", V3_1_1, vec![0xE0, 1, 0], trailing(PacketType::Disconnect, 1));
+    t.add("puback_v4_with_reason_2_1_4", V3_1_1, vec![0x40, 3, 0, 1, 0], trailing(PacketType::PubAck, 1));
+    t.add("unsuback_v4_with_reason_2_1_4", V3_1_1, vec![0xB0, 3, 0, 1, 0], trailing(PacketType::UnsubAck, 1));
+    t.add("connack_v4_extra_byte_2_1_4", V3_1_1, vec![0x20, 3, 0, 0, 0], trailing(PacketType::ConnAck, 1));
     t.add(
         "connect_v4_extra_byte_after_client_id_2_1_4",
         V3_1_1,
         connect_v4(0x02, &[&s(b"c"), &[0]]),
         trailing(PacketType::Connect, 1),
     );
-    t.add(
-        "puback_v5_truncated_packet_id_2_1_4",
-        V5,
-        vec![0x40, 1, 0],
-        end(PacketType::PubAck),
-    );
-    t.add(
-        "connack_truncated_2_1_4",
-        V5,
-        vec![0x20, 1, 0],
-        end(PacketType::ConnAck),
-    );
-    t.add(
-        "connect_truncated_after_name_2_1_4",
-        V5,
-        pkt(0x10, &[&s(b"MQTT")]),
-        end(PacketType::Connect),
-    );
-    t.add(
-        "connect_name_length_overrun_2_1_4",
-        V5,
-        pkt(0x10, &[&[0, 9], b"MQTT"]),
-        end(PacketType::Connect),
-    );
-    t.add(
-        "connect_no_keep_alive_2_1_4",
-        V3_1_1,
-        pkt(0x10, &[&s(b"MQTT"), &[4, 2]]),
-        end(PacketType::Connect),
-    );
-    t.add(
-        "connect_no_client_id_2_1_4",
-        V3_1_1,
-        connect_v4(0x02, &[]),
-        end(PacketType::Connect),
-    );
+    t.add("puback_v5_truncated_packet_id_2_1_4", V5, vec![0x40, 1, 0], end(PacketType::PubAck));
+    t.add("connack_truncated_2_1_4", V5, vec![0x20, 1, 0], end(PacketType::ConnAck));
+    t.add("connect_truncated_after_name_2_1_4", V5, pkt(0x10, &[&s(b"MQTT")]), end(PacketType::Connect));
+    t.add("connect_name_length_overrun_2_1_4", V5, pkt(0x10, &[&[0, 9], b"MQTT"]), end(PacketType::Connect));
+    t.add("connect_no_keep_alive_2_1_4", V3_1_1, pkt(0x10, &[&s(b"MQTT"), &[4, 2]]), end(PacketType::Connect));
+    t.add("connect_no_client_id_2_1_4", V3_1_1, connect_v4(0x02, &[]), end(PacketType::Connect));
     t.add(
         "connect_will_payload_missing_2_1_4",
         V3_1_1,
         connect_v4(0x06, &[&s(b"c"), &s(b"w")]),
         end(PacketType::Connect),
     );
-    t.add(
-        "connect_username_missing_2_1_4",
-        V3_1_1,
-        connect_v4(0x82, &[&s(b"c")]),
-        end(PacketType::Connect),
-    );
-    t.add(
-        "connect_password_missing_2_1_4",
-        V3_1_1,
-        connect_v4(0xC2, &[&s(b"c"), &s(b"u")]),
-        end(PacketType::Connect),
-    );
-    t.add(
-        "publish_topic_length_overrun_2_1_4",
-        V3_1_1,
-        pkt(0x30, &[&[0, 5], b"ab"]),
-        end(PacketType::Publish),
-    );
-    t.add(
-        "publish_qos1_no_packet_id_2_1_4",
-        V3_1_1,
-        pkt(0x32, &[&s(b"a"), &[0]]),
-        end(PacketType::Publish),
-    );
-    t.add(
-        "publish_v5_no_property_length_2_1_4",
-        V5,
-        pkt(0x30, &[&s(b"a")]),
-        end(PacketType::Publish),
-    );
-    t.add(
-        "subscribe_missing_options_2_1_4",
-        V3_1_1,
-        pkt(0x82, &[&[0, 1], &s(b"a")]),
-        end(PacketType::Subscribe),
-    );
-    t.add(
-        "subscribe_filter_overrun_2_1_4",
-        V3_1_1,
-        pkt(0x82, &[&[0, 1, 0, 4], b"a"]),
-        end(PacketType::Subscribe),
-    );
-    t.add(
-        "unsubscribe_filter_overrun_2_1_4",
-        V5,
-        pkt(0xA2, &[&[0, 1, 0, 0, 3], b"a"]),
-        end(PacketType::Unsubscribe),
-    );
+    t.add("connect_username_missing_2_1_4", V3_1_1, connect_v4(0x82, &[&s(b"c")]), end(PacketType::Connect));
+    t.add("connect_password_missing_2_1_4", V3_1_1, connect_v4(0xC2, &[&s(b"c"), &s(b"u")]), end(PacketType::Connect));
+    t.add("publish_topic_length_overrun_2_1_4", V3_1_1, pkt(0x30, &[&[0, 5], b"ab"]), end(PacketType::Publish));
+    t.add("publish_qos1_no_packet_id_2_1_4", V3_1_1, pkt(0x32, &[&s(b"a"), &[0]]), end(PacketType::Publish));
+    t.add("publish_v5_no_property_length_2_1_4", V5, pkt(0x30, &[&s(b"a")]), end(PacketType::Publish));
+    t.add("subscribe_missing_options_2_1_4", V3_1_1, pkt(0x82, &[&[0, 1], &s(b"a")]), end(PacketType::Subscribe));
+    t.add("subscribe_filter_overrun_2_1_4", V3_1_1, pkt(0x82, &[&[0, 1, 0, 4], b"a"]), end(PacketType::Subscribe));
+    t.add("unsubscribe_filter_overrun_2_1_4", V5, pkt(0xA2, &[&[0, 1, 0, 0, 3], b"a"]), end(PacketType::Unsubscribe));
 }
 
 /// Builds a packet (and the version to decode it at) that carries the given raw bytes in one string field.
@@ -335,65 +171,27 @@ fn string_cases(t: &mut Table) {
         ("above_u10ffff", b"\xF4\x90\x80\x80"),
     ];
     for (label, text) in bad_utf8 {
-        t.add(
-            &format!("publish_topic_{label}_mqtt_1_5_4_1"),
-            V3_1_1,
-            pkt(0x30, &[&s(text), b"x"]),
-            E::InvalidUtf8,
-        );
+        t.add(&format!("publish_topic_{label}_mqtt_1_5_4_1"), V3_1_1, pkt(0x30, &[&s(text), b"x"]), E::InvalidUtf8);
     }
     let cases: [(&str, PacketWithField); 10] = [
         ("client_id", |x| (V3_1_1, connect_v4(0x02, &[&s(x)]))),
-        ("username", |x| {
-            (V3_1_1, connect_v4(0x82, &[&s(b"c"), &s(x)]))
-        }),
-        ("will_topic", |x| {
-            (V3_1_1, connect_v4(0x06, &[&s(b"c"), &s(x), &s(b"")]))
-        }),
-        ("subscribe_filter", |x| {
-            (V3_1_1, pkt(0x82, &[&[0, 1], &s(x), &[0]]))
-        }),
-        ("unsubscribe_filter", |x| {
-            (V3_1_1, pkt(0xA2, &[&[0, 1], &s(x)]))
-        }),
-        ("user_property_key", |x| {
-            (V5, publish_v5(&props(&[&user_property(x, b"v")])))
-        }),
-        ("user_property_value", |x| {
-            (V5, publish_v5(&props(&[&user_property(b"k", x)])))
-        }),
-        ("content_type", |x| {
-            (V5, publish_v5(&props(&[&[0x03], &s(x)])))
-        }),
-        ("reason_string", |x| {
-            (V5, pkt(0x40, &[&[0, 1, 0x80], &props(&[&[0x1F], &s(x)])]))
-        }),
-        ("auth_method", |x| {
-            (V5, pkt(0xF0, &[&[0x18], &props(&[&[0x15], &s(x)])]))
-        }),
+        ("username", |x| (V3_1_1, connect_v4(0x82, &[&s(b"c"), &s(x)]))),
+        ("will_topic", |x| (V3_1_1, connect_v4(0x06, &[&s(b"c"), &s(x), &s(b"")]))),
+        ("subscribe_filter", |x| (V3_1_1, pkt(0x82, &[&[0, 1], &s(x), &[0]]))),
+        ("unsubscribe_filter", |x| (V3_1_1, pkt(0xA2, &[&[0, 1], &s(x)]))),
+        ("user_property_key", |x| (V5, publish_v5(&props(&[&user_property(x, b"v")])))),
+        ("user_property_value", |x| (V5, publish_v5(&props(&[&user_property(b"k", x)])))),
+        ("content_type", |x| (V5, publish_v5(&props(&[&[0x03], &s(x)])))),
+        ("reason_string", |x| (V5, pkt(0x40, &[&[0, 1, 0x80], &props(&[&[0x1F], &s(x)])]))),
+        ("auth_method", |x| (V5, pkt(0xF0, &[&[0x18], &props(&[&[0x15], &s(x)])]))),
     ];
     for (field, build) in cases {
         let (version, bytes) = build(b"a\xFEb");
-        t.add(
-            &format!("{field}_invalid_utf8_mqtt_1_5_4_1"),
-            version,
-            bytes,
-            E::InvalidUtf8,
-        );
+        t.add(&format!("{field}_invalid_utf8_mqtt_1_5_4_1"), version, bytes, E::InvalidUtf8);
         let (version, bytes) = build(b"a\0b");
-        t.add(
-            &format!("{field}_contains_u0000_mqtt_1_5_4_2"),
-            version,
-            bytes,
-            E::NullCharacter,
-        );
+        t.add(&format!("{field}_contains_u0000_mqtt_1_5_4_2"), version, bytes, E::NullCharacter);
     }
-    t.add(
-        "publish_topic_u0000_mqtt_1_5_4_2",
-        V5,
-        pkt(0x30, &[&s(b"a\0"), &[0]]),
-        E::NullCharacter,
-    );
+    t.add("publish_topic_u0000_mqtt_1_5_4_2", V5, pkt(0x30, &[&s(b"a\0"), &[0]]), E::NullCharacter);
 }
 
 fn packet_id_cases(t: &mut Table) {
@@ -413,24 +211,9 @@ fn packet_id_cases(t: &mut Table) {
             pkt(0x34, &[&s(b"a"), &[0, 0], props_v5]),
             zero(PacketType::Publish),
         );
-        t.add(
-            &format!("puback_packet_id_0_v{v}_mqtt_2_2_1_3"),
-            version,
-            vec![0x40, 2, 0, 0],
-            zero(PacketType::PubAck),
-        );
-        t.add(
-            &format!("pubrec_packet_id_0_v{v}_mqtt_2_2_1_3"),
-            version,
-            vec![0x50, 2, 0, 0],
-            zero(PacketType::PubRec),
-        );
-        t.add(
-            &format!("pubrel_packet_id_0_v{v}_mqtt_2_2_1_3"),
-            version,
-            vec![0x62, 2, 0, 0],
-            zero(PacketType::PubRel),
-        );
+        t.add(&format!("puback_packet_id_0_v{v}_mqtt_2_2_1_3"), version, vec![0x40, 2, 0, 0], zero(PacketType::PubAck));
+        t.add(&format!("pubrec_packet_id_0_v{v}_mqtt_2_2_1_3"), version, vec![0x50, 2, 0, 0], zero(PacketType::PubRec));
+        t.add(&format!("pubrel_packet_id_0_v{v}_mqtt_2_2_1_3"), version, vec![0x62, 2, 0, 0], zero(PacketType::PubRel));
         t.add(
             &format!("pubcomp_packet_id_0_v{v}_mqtt_2_2_1_3"),
             version,
@@ -484,60 +267,27 @@ fn connect_cases(t: &mut Table) {
         pkt(0x10, &[&s(b""), &[4, 2, 0, 60], &client]),
         E::ProtocolNameInvalid,
     );
-    for (name, level) in [
-        (&b"MQTT"[..], 3u8),
-        (b"MQTT", 6),
-        (b"MQTT", 0),
-        (b"MQIsdp", 4),
-        (b"MQIsdp", 5),
-        (b"MQTT", 0x84),
-    ] {
+    for (name, level) in
+        [(&b"MQTT"[..], 3u8), (b"MQTT", 6), (b"MQTT", 0), (b"MQIsdp", 4), (b"MQIsdp", 5), (b"MQTT", 0x84)]
+    {
         t.add(
-            &format!(
-                "protocol_{}_level_{level}_mqtt_3_1_2_2",
-                String::from_utf8_lossy(name)
-            ),
+            &format!("protocol_{}_level_{level}_mqtt_3_1_2_2", String::from_utf8_lossy(name)),
             V5,
             pkt(0x10, &[&s(name), &[level, 2, 0, 60], &client]),
             E::UnsupportedProtocolLevel { level },
         );
     }
-    t.add(
-        "connect_reserved_flag_v4_mqtt_3_1_2_3",
-        V3_1_1,
-        connect_v4(0x03, &[&client]),
-        E::ConnectReservedFlag,
-    );
-    t.add(
-        "connect_reserved_flag_v5_mqtt_3_1_2_3",
-        V5,
-        connect_v5(0x01, &[0], &[&client]),
-        E::ConnectReservedFlag,
-    );
+    t.add("connect_reserved_flag_v4_mqtt_3_1_2_3", V3_1_1, connect_v4(0x03, &[&client]), E::ConnectReservedFlag);
+    t.add("connect_reserved_flag_v5_mqtt_3_1_2_3", V5, connect_v5(0x01, &[0], &[&client]), E::ConnectReservedFlag);
     t.add(
         "connect_reserved_flag_v3_mqtt_3_1_2_3",
         V3_1,
         pkt(0x10, &[&s(b"MQIsdp"), &[3, 0x03, 0, 60], &client]),
         E::ConnectReservedFlag,
     );
-    t.add(
-        "will_qos1_without_will_v4_mqtt_3_1_2_11",
-        V3_1_1,
-        connect_v4(0x0A, &[&client]),
-        E::WillQosWithoutWill,
-    );
-    t.add(
-        "will_qos2_without_will_v5_mqtt_3_1_2_11",
-        V5,
-        connect_v5(0x12, &[0], &[&client]),
-        E::WillQosWithoutWill,
-    );
-    t.add(
-        "will_retain_without_will_v4_mqtt_3_1_2_13",
-        V3_1_1,
-        connect_v4(0x22, &[&client]),
-        E::WillRetainWithoutWill,
-    );
+    t.add("will_qos1_without_will_v4_mqtt_3_1_2_11", V3_1_1, connect_v4(0x0A, &[&client]), E::WillQosWithoutWill);
+    t.add("will_qos2_without_will_v5_mqtt_3_1_2_11", V5, connect_v5(0x12, &[0], &[&client]), E::WillQosWithoutWill);
+    t.add("will_retain_without_will_v4_mqtt_3_1_2_13", V3_1_1, connect_v4(0x22, &[&client]), E::WillRetainWithoutWill);
     t.add(
         "will_retain_without_will_v5_mqtt_3_1_2_13",
         V5,
@@ -545,12 +295,7 @@ fn connect_cases(t: &mut Table) {
         E::WillRetainWithoutWill,
     );
     let will = [&client[..], &s(b"w"), &s(b"m")];
-    t.add(
-        "will_qos3_v4_mqtt_3_1_2_12",
-        V3_1_1,
-        connect_v4(0x1E, &will),
-        E::WillQosInvalid,
-    );
+    t.add("will_qos3_v4_mqtt_3_1_2_12", V3_1_1, connect_v4(0x1E, &will), E::WillQosInvalid);
     t.add(
         "will_qos3_v5_mqtt_3_1_2_12",
         V5,
@@ -592,28 +337,19 @@ fn connect_cases(t: &mut Table) {
         "connect_topic_alias_not_allowed_2_2_2_2",
         V5,
         connect_props(props(&[&[0x23, 0, 1]])),
-        E::PropertyNotAllowed {
-            id: 0x23,
-            packet_type: PacketType::Connect,
-        },
+        E::PropertyNotAllowed { id: 0x23, packet_type: PacketType::Connect },
     );
     t.add(
         "connect_reason_string_not_allowed_2_2_2_2",
         V5,
         connect_props(props(&[&[0x1F], &s(b"r")])),
-        E::PropertyNotAllowed {
-            id: 0x1F,
-            packet_type: PacketType::Connect,
-        },
+        E::PropertyNotAllowed { id: 0x1F, packet_type: PacketType::Connect },
     );
     t.add(
         "connect_will_delay_not_allowed_2_2_2_2",
         V5,
         connect_props(props(&[&[0x18, 0, 0, 0, 1]])),
-        E::PropertyNotAllowed {
-            id: 0x18,
-            packet_type: PacketType::Connect,
-        },
+        E::PropertyNotAllowed { id: 0x18, packet_type: PacketType::Connect },
     );
     t.add(
         "connect_session_expiry_twice_2_2_2_2",
@@ -663,25 +399,18 @@ fn connect_cases(t: &mut Table) {
         connect_v5(0x02, &[50, 0x11], &[&client]),
         E::PropertyLengthOverrun,
     );
-    let will_props =
-        |properties: Vec<u8>| connect_v5(0x06, &[0], &[&client, &properties, &s(b"w"), &s(b"m")]);
+    let will_props = |properties: Vec<u8>| connect_v5(0x06, &[0], &[&client, &properties, &s(b"w"), &s(b"m")]);
     t.add(
         "will_session_expiry_not_allowed_2_2_2_2",
         V5,
         will_props(props(&[&[0x11, 0, 0, 0, 1]])),
-        E::PropertyNotAllowed {
-            id: 0x11,
-            packet_type: PacketType::Connect,
-        },
+        E::PropertyNotAllowed { id: 0x11, packet_type: PacketType::Connect },
     );
     t.add(
         "will_topic_alias_not_allowed_2_2_2_2",
         V5,
         will_props(props(&[&[0x23, 0, 1]])),
-        E::PropertyNotAllowed {
-            id: 0x23,
-            packet_type: PacketType::Connect,
-        },
+        E::PropertyNotAllowed { id: 0x23, packet_type: PacketType::Connect },
     );
     t.add(
         "will_delay_twice_2_2_2_2",
@@ -704,24 +433,9 @@ fn connect_cases(t: &mut Table) {
 }
 
 fn connack_cases(t: &mut Table) {
-    t.add(
-        "connack_reserved_flags_v4_mqtt_3_2_2_1",
-        V3_1_1,
-        vec![0x20, 2, 0x02, 0],
-        E::ConnAckReservedFlags,
-    );
-    t.add(
-        "connack_reserved_flags_v5_mqtt_3_2_2_1",
-        V5,
-        vec![0x20, 3, 0x80, 0, 0],
-        E::ConnAckReservedFlags,
-    );
-    t.add(
-        "connack_v4_return_code_6_3_2_2_3",
-        V3_1_1,
-        vec![0x20, 2, 0, 6],
-        E::ConnAckReturnCodeInvalid { code: 6 },
-    );
+    t.add("connack_reserved_flags_v4_mqtt_3_2_2_1", V3_1_1, vec![0x20, 2, 0x02, 0], E::ConnAckReservedFlags);
+    t.add("connack_reserved_flags_v5_mqtt_3_2_2_1", V5, vec![0x20, 3, 0x80, 0, 0], E::ConnAckReservedFlags);
+    t.add("connack_v4_return_code_6_3_2_2_3", V3_1_1, vec![0x20, 2, 0, 6], E::ConnAckReturnCodeInvalid { code: 6 });
     t.add(
         "connack_v3_return_code_0x80_3_2_2_3",
         V3_1,
@@ -733,20 +447,14 @@ fn connack_cases(t: &mut Table) {
             &format!("connack_v5_reason_{code:02x}_2_4"),
             V5,
             vec![0x20, 3, 0, code, 0],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::ConnAck,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::ConnAck, code },
         );
     }
     t.add(
         "connack_topic_alias_not_allowed_2_2_2_2",
         V5,
         pkt(0x20, &[&[0, 0], &props(&[&[0x23, 0, 1]])]),
-        E::PropertyNotAllowed {
-            id: 0x23,
-            packet_type: PacketType::ConnAck,
-        },
+        E::PropertyNotAllowed { id: 0x23, packet_type: PacketType::ConnAck },
     );
     t.add(
         "connack_maximum_qos_2_3_2_2_3_4",
@@ -783,36 +491,13 @@ fn publish_cases(t: &mut Table) {
             E::PublishQosInvalid,
         );
     }
-    t.add(
-        "publish_dup_qos0_v4_mqtt_3_3_1_2",
-        V3_1_1,
-        pkt(0x38, &[&s(b"a")]),
-        E::DupOnQos0,
-    );
-    t.add(
-        "publish_dup_qos0_retain_v5_mqtt_3_3_1_2",
-        V5,
-        pkt(0x39, &[&s(b"a"), &[0]]),
-        E::DupOnQos0,
-    );
+    t.add("publish_dup_qos0_v4_mqtt_3_3_1_2", V3_1_1, pkt(0x38, &[&s(b"a")]), E::DupOnQos0);
+    t.add("publish_dup_qos0_retain_v5_mqtt_3_3_1_2", V5, pkt(0x39, &[&s(b"a"), &[0]]), E::DupOnQos0);
     let wildcard = E::TopicNameInvalid(TopicError::WildcardInName);
     for topic in [&b"a/+"[..], b"#", b"a/#", b"+/b", b"a+b", b"sport/tennis#"] {
-        let label = String::from_utf8_lossy(topic)
-            .replace('+', "plus")
-            .replace('#', "hash")
-            .replace('/', "_");
-        t.add(
-            &format!("publish_topic_{label}_v4_mqtt_3_3_2_2"),
-            V3_1_1,
-            pkt(0x30, &[&s(topic)]),
-            wildcard.clone(),
-        );
-        t.add(
-            &format!("publish_topic_{label}_v5_mqtt_3_3_2_2"),
-            V5,
-            pkt(0x30, &[&s(topic), &[0]]),
-            wildcard.clone(),
-        );
+        let label = String::from_utf8_lossy(topic).replace('+', "plus").replace('#', "hash").replace('/', "_");
+        t.add(&format!("publish_topic_{label}_v4_mqtt_3_3_2_2"), V3_1_1, pkt(0x30, &[&s(topic)]), wildcard.clone());
+        t.add(&format!("publish_topic_{label}_v5_mqtt_3_3_2_2"), V5, pkt(0x30, &[&s(topic), &[0]]), wildcard.clone());
     }
     t.add(
         "publish_topic_empty_v4_mqtt_4_7_3_1",
@@ -826,43 +511,18 @@ fn publish_cases(t: &mut Table) {
         pkt(0x30, &[&s(b""), &[0], b"x"]),
         E::TopicNameInvalid(TopicError::Empty),
     );
-    let not_allowed = |id| E::PropertyNotAllowed {
-        id,
-        packet_type: PacketType::Publish,
-    };
+    let not_allowed = |id| E::PropertyNotAllowed { id, packet_type: PacketType::Publish };
     t.add(
         "publish_session_expiry_not_allowed_2_2_2_2",
         V5,
         publish_v5(&props(&[&[0x11, 0, 0, 0, 1]])),
         not_allowed(0x11),
     );
-    t.add(
-        "publish_receive_maximum_not_allowed_2_2_2_2",
-        V5,
-        publish_v5(&props(&[&[0x21, 0, 1]])),
-        not_allowed(0x21),
-    );
-    t.add(
-        "publish_will_delay_not_allowed_2_2_2_2",
-        V5,
-        publish_v5(&props(&[&[0x18, 0, 0, 0, 1]])),
-        not_allowed(0x18),
-    );
-    t.add(
-        "publish_reason_string_not_allowed_2_2_2_2",
-        V5,
-        publish_v5(&props(&[&[0x1F], &s(b"r")])),
-        not_allowed(0x1F),
-    );
-    t.add(
-        "publish_auth_method_not_allowed_2_2_2_2",
-        V5,
-        publish_v5(&props(&[&[0x15], &s(b"m")])),
-        not_allowed(0x15),
-    );
-    for id in [
-        0x00u8, 0x04, 0x05, 0x0A, 0x14, 0x1B, 0x20, 0x2B, 0x7F, 0x80, 0xFF,
-    ] {
+    t.add("publish_receive_maximum_not_allowed_2_2_2_2", V5, publish_v5(&props(&[&[0x21, 0, 1]])), not_allowed(0x21));
+    t.add("publish_will_delay_not_allowed_2_2_2_2", V5, publish_v5(&props(&[&[0x18, 0, 0, 0, 1]])), not_allowed(0x18));
+    t.add("publish_reason_string_not_allowed_2_2_2_2", V5, publish_v5(&props(&[&[0x1F], &s(b"r")])), not_allowed(0x1F));
+    t.add("publish_auth_method_not_allowed_2_2_2_2", V5, publish_v5(&props(&[&[0x15], &s(b"m")])), not_allowed(0x15));
+    for id in [0x00u8, 0x04, 0x05, 0x0A, 0x14, 0x1B, 0x20, 0x2B, 0x7F, 0x80, 0xFF] {
         t.add(
             &format!("publish_property_id_{id:02x}_unknown_2_2_2_2"),
             V5,
@@ -969,27 +629,18 @@ fn pub_response_cases(t: &mut Table) {
             &format!("{name}_reason_{bad_code:02x}_2_4"),
             V5,
             vec![first_byte, 3, 0, 1, bad_code],
-            E::ReasonCodeInvalid {
-                packet_type,
-                code: bad_code,
-            },
+            E::ReasonCodeInvalid { packet_type, code: bad_code },
         );
         t.add(
             &format!("{name}_payload_format_not_allowed_2_2_2_2"),
             V5,
             pkt(first_byte, &[&[0, 1, 0], &props(&[&[0x01, 0]])]),
-            E::PropertyNotAllowed {
-                id: 0x01,
-                packet_type,
-            },
+            E::PropertyNotAllowed { id: 0x01, packet_type },
         );
         t.add(
             &format!("{name}_reason_string_twice_2_2_2_2"),
             V5,
-            pkt(
-                first_byte,
-                &[&[0, 1, 0], &props(&[&[0x1F], &s(b"a"), &[0x1F], &s(b"b")])],
-            ),
+            pkt(first_byte, &[&[0, 1, 0], &props(&[&[0x1F], &s(b"a"), &[0x1F], &s(b"b")])]),
             E::PropertyDuplicate { id: 0x1F },
         );
         t.add(
@@ -1004,24 +655,9 @@ fn pub_response_cases(t: &mut Table) {
 fn subscribe_cases(t: &mut Table) {
     let sub_v4 = |filter: &[u8], options: u8| pkt(0x82, &[&[0, 1], &s(filter), &[options]]);
     let sub_v5 = |filter: &[u8], options: u8| pkt(0x82, &[&[0, 1, 0], &s(filter), &[options]]);
-    t.add(
-        "subscribe_empty_v4_mqtt_3_8_3_3",
-        V3_1_1,
-        pkt(0x82, &[&[0, 1]]),
-        E::SubscribeEmpty,
-    );
-    t.add(
-        "subscribe_empty_v3_mqtt_3_8_3_3",
-        V3_1,
-        pkt(0x82, &[&[0, 1]]),
-        E::SubscribeEmpty,
-    );
-    t.add(
-        "subscribe_empty_v5_mqtt_3_8_3_2",
-        V5,
-        pkt(0x82, &[&[0, 1, 0]]),
-        E::SubscribeEmpty,
-    );
+    t.add("subscribe_empty_v4_mqtt_3_8_3_3", V3_1_1, pkt(0x82, &[&[0, 1]]), E::SubscribeEmpty);
+    t.add("subscribe_empty_v3_mqtt_3_8_3_3", V3_1, pkt(0x82, &[&[0, 1]]), E::SubscribeEmpty);
+    t.add("subscribe_empty_v5_mqtt_3_8_3_2", V5, pkt(0x82, &[&[0, 1, 0]]), E::SubscribeEmpty);
     for options in [0x04u8, 0x08, 0x10, 0x40, 0x80] {
         t.add(
             &format!("subscribe_v4_options_{options:02x}_reserved_mqtt_3_8_3_5"),
@@ -1038,24 +674,9 @@ fn subscribe_cases(t: &mut Table) {
             E::SubscriptionOptionsReserved,
         );
     }
-    t.add(
-        "subscribe_v4_qos3_3_8_3_1",
-        V3_1_1,
-        sub_v4(b"a", 3),
-        E::SubscriptionQosInvalid,
-    );
-    t.add(
-        "subscribe_v5_qos3_3_8_3_1",
-        V5,
-        sub_v5(b"a", 3),
-        E::SubscriptionQosInvalid,
-    );
-    t.add(
-        "subscribe_v5_retain_handling_3_3_8_3_1",
-        V5,
-        sub_v5(b"a", 0x30),
-        E::RetainHandlingInvalid,
-    );
+    t.add("subscribe_v4_qos3_3_8_3_1", V3_1_1, sub_v4(b"a", 3), E::SubscriptionQosInvalid);
+    t.add("subscribe_v5_qos3_3_8_3_1", V5, sub_v5(b"a", 3), E::SubscriptionQosInvalid);
+    t.add("subscribe_v5_retain_handling_3_3_8_3_1", V5, sub_v5(b"a", 0x30), E::RetainHandlingInvalid);
     t.add(
         "subscribe_v5_no_local_on_shared_mqtt_3_8_3_4",
         V5,
@@ -1079,10 +700,7 @@ fn subscribe_cases(t: &mut Table) {
         "subscribe_topic_alias_not_allowed_2_2_2_2",
         V5,
         sub_props(props(&[&[0x23, 0, 1]])),
-        E::PropertyNotAllowed {
-            id: 0x23,
-            packet_type: PacketType::Subscribe,
-        },
+        E::PropertyNotAllowed { id: 0x23, packet_type: PacketType::Subscribe },
     );
     t.add(
         "subscribe_property_length_overrun_2_2_2_1",
@@ -1097,47 +715,15 @@ fn subscribe_cases(t: &mut Table) {
 /// so the decoder must hand them over untouched.
 fn invalid_filters() -> [(&'static [u8], TopicError, &'static str); 9] {
     [
-        (
-            b"a/#/b",
-            TopicError::MultiLevelWildcardMisplaced,
-            "hash_not_last_mqtt_4_7_1_1",
-        ),
-        (
-            b"a#",
-            TopicError::MultiLevelWildcardMisplaced,
-            "hash_not_alone_mqtt_4_7_1_1",
-        ),
-        (
-            b"#/",
-            TopicError::MultiLevelWildcardMisplaced,
-            "hash_then_level_mqtt_4_7_1_1",
-        ),
-        (
-            b"a+",
-            TopicError::SingleLevelWildcardMisplaced,
-            "plus_not_alone_mqtt_4_7_1_2",
-        ),
-        (
-            b"a/+b/c",
-            TopicError::SingleLevelWildcardMisplaced,
-            "plus_inside_level_mqtt_4_7_1_2",
-        ),
+        (b"a/#/b", TopicError::MultiLevelWildcardMisplaced, "hash_not_last_mqtt_4_7_1_1"),
+        (b"a#", TopicError::MultiLevelWildcardMisplaced, "hash_not_alone_mqtt_4_7_1_1"),
+        (b"#/", TopicError::MultiLevelWildcardMisplaced, "hash_then_level_mqtt_4_7_1_1"),
+        (b"a+", TopicError::SingleLevelWildcardMisplaced, "plus_not_alone_mqtt_4_7_1_2"),
+        (b"a/+b/c", TopicError::SingleLevelWildcardMisplaced, "plus_inside_level_mqtt_4_7_1_2"),
         (b"", TopicError::Empty, "empty_mqtt_4_7_3_1"),
-        (
-            b"$share//a",
-            TopicError::SharedGroupInvalid,
-            "shared_empty_group_mqtt_4_8_2_1",
-        ),
-        (
-            b"$share/g+/a",
-            TopicError::SharedGroupInvalid,
-            "shared_wildcard_group_mqtt_4_8_2_2",
-        ),
-        (
-            b"$share/g",
-            TopicError::SharedFilterMissing,
-            "shared_without_filter_mqtt_4_8_2_2",
-        ),
+        (b"$share//a", TopicError::SharedGroupInvalid, "shared_empty_group_mqtt_4_8_2_1"),
+        (b"$share/g+/a", TopicError::SharedGroupInvalid, "shared_wildcard_group_mqtt_4_8_2_2"),
+        (b"$share/g", TopicError::SharedFilterMissing, "shared_without_filter_mqtt_4_8_2_2"),
     ]
 }
 
@@ -1154,8 +740,12 @@ fn invalid_filters_decode_for_the_broker_to_refuse_per_filter_mqtt_4_7_1_1() {
         for (version, bytes) in packets {
             let decoded = decode_packet(&mut BytesMut::from(&bytes[..]), version, MAX_PACKET_SIZE_BYTES);
             let filters: Vec<String> = match decoded {
-                Ok(Some(Packet::Subscribe(subscribe))) => subscribe.filters.iter().map(|(f, _)| f.to_string()).collect(),
-                Ok(Some(Packet::Unsubscribe(unsubscribe))) => unsubscribe.filters.iter().map(|f| f.to_string()).collect(),
+                Ok(Some(Packet::Subscribe(subscribe))) => {
+                    subscribe.filters.iter().map(|(f, _)| f.to_string()).collect()
+                }
+                Ok(Some(Packet::Unsubscribe(unsubscribe))) => {
+                    unsubscribe.filters.iter().map(|f| f.to_string()).collect()
+                }
                 other => panic!("{label} {version:?}: expected a SUBSCRIBE/UNSUBSCRIBE, got {other:?}"),
             };
             assert_eq!(filters.last().map(String::as_str), Some(text), "{label} {version:?}");
@@ -1169,10 +759,7 @@ fn ack_cases(t: &mut Table) {
             &format!("suback_v4_return_code_{code:02x}_3_9_3"),
             V3_1_1,
             vec![0x90, 3, 0, 1, code],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::SubAck,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::SubAck, code },
         );
     }
     for code in [0x03u8, 0x10, 0x8E] {
@@ -1180,51 +767,29 @@ fn ack_cases(t: &mut Table) {
             &format!("suback_v5_reason_{code:02x}_3_9_3"),
             V5,
             vec![0x90, 4, 0, 1, 0, code],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::SubAck,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::SubAck, code },
         );
     }
     t.add(
         "suback_subscription_identifier_not_allowed_2_2_2_2",
         V5,
         pkt(0x90, &[&[0, 1], &props(&[&[0x0B, 1]]), &[0]]),
-        E::PropertyNotAllowed {
-            id: 0x0B,
-            packet_type: PacketType::SubAck,
-        },
+        E::PropertyNotAllowed { id: 0x0B, packet_type: PacketType::SubAck },
     );
-    t.add(
-        "unsubscribe_empty_v4_mqtt_3_10_3_2",
-        V3_1_1,
-        pkt(0xA2, &[&[0, 1]]),
-        E::UnsubscribeEmpty,
-    );
-    t.add(
-        "unsubscribe_empty_v5_mqtt_3_10_3_2",
-        V5,
-        pkt(0xA2, &[&[0, 1, 0]]),
-        E::UnsubscribeEmpty,
-    );
+    t.add("unsubscribe_empty_v4_mqtt_3_10_3_2", V3_1_1, pkt(0xA2, &[&[0, 1]]), E::UnsubscribeEmpty);
+    t.add("unsubscribe_empty_v5_mqtt_3_10_3_2", V5, pkt(0xA2, &[&[0, 1, 0]]), E::UnsubscribeEmpty);
     t.add(
         "unsubscribe_subscription_identifier_not_allowed_2_2_2_2",
         V5,
         pkt(0xA2, &[&[0, 1], &props(&[&[0x0B, 1]]), &s(b"a")]),
-        E::PropertyNotAllowed {
-            id: 0x0B,
-            packet_type: PacketType::Unsubscribe,
-        },
+        E::PropertyNotAllowed { id: 0x0B, packet_type: PacketType::Unsubscribe },
     );
     for code in [0x01u8, 0x10, 0x8E] {
         t.add(
             &format!("unsuback_v5_reason_{code:02x}_3_11_3"),
             V5,
             vec![0xB0, 4, 0, 1, 0, code],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::UnsubAck,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::UnsubAck, code },
         );
     }
     for code in [0x01u8, 0x84, 0x86, 0x8A] {
@@ -1232,10 +797,7 @@ fn ack_cases(t: &mut Table) {
             &format!("disconnect_v5_reason_{code:02x}_3_14_2_1"),
             V5,
             vec![0xE0, 1, code],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::Disconnect,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::Disconnect, code },
         );
     }
     let not_allowed = |id, packet_type| E::PropertyNotAllowed { id, packet_type };
@@ -1254,10 +816,7 @@ fn ack_cases(t: &mut Table) {
     t.add(
         "disconnect_server_reference_twice_2_2_2_2",
         V5,
-        pkt(
-            0xE0,
-            &[&[0x9C], &props(&[&[0x1C], &s(b"a"), &[0x1C], &s(b"b")])],
-        ),
+        pkt(0xE0, &[&[0x9C], &props(&[&[0x1C], &s(b"a"), &[0x1C], &s(b"b")])]),
         E::PropertyDuplicate { id: 0x1C },
     );
     for code in [0x01u8, 0x80, 0x87] {
@@ -1265,10 +824,7 @@ fn ack_cases(t: &mut Table) {
             &format!("auth_reason_{code:02x}_3_15_2_1"),
             V5,
             vec![0xF0, 1, code],
-            E::ReasonCodeInvalid {
-                packet_type: PacketType::Auth,
-                code,
-            },
+            E::ReasonCodeInvalid { packet_type: PacketType::Auth, code },
         );
     }
     t.add(
@@ -1280,10 +836,7 @@ fn ack_cases(t: &mut Table) {
     t.add(
         "auth_method_twice_2_2_2_2",
         V5,
-        pkt(
-            0xF0,
-            &[&[0x18], &props(&[&[0x15], &s(b"a"), &[0x15], &s(b"a")])],
-        ),
+        pkt(0xF0, &[&[0x18], &props(&[&[0x15], &s(b"a"), &[0x15], &s(b"a")])]),
         E::PropertyDuplicate { id: 0x15 },
     );
     t.add(
@@ -1319,10 +872,7 @@ fn table_has_at_least_150_distinct_cases() {
     let before = names.len();
     names.dedup();
     assert_eq!(before, names.len(), "case names are unique");
-    let mut inputs: Vec<(u8, &[u8])> = cases
-        .iter()
-        .map(|case| (case.version.level(), &case.bytes[..]))
-        .collect();
+    let mut inputs: Vec<(u8, &[u8])> = cases.iter().map(|case| (case.version.level(), &case.bytes[..])).collect();
     inputs.sort_unstable();
     inputs.dedup();
     assert_eq!(before, inputs.len(), "case inputs are distinct");
@@ -1335,18 +885,10 @@ fn every_malformed_packet_fails_with_its_error() {
         let mut buf = BytesMut::from(&case.bytes[..]);
         let got = decode_packet(&mut buf, case.version, case.max_packet_size_bytes);
         if got != Err(case.expected.clone()) {
-            failures.push(format!(
-                "{}: expected {:?}, got {:?}",
-                case.name, case.expected, got
-            ));
+            failures.push(format!("{}: expected {:?}, got {:?}", case.name, case.expected, got));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -1370,9 +912,7 @@ fn malformed_packets_map_to_v5_reason_codes() {
     for case in all_cases() {
         let expected = match &case.expected {
             E::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
-            E::ProtocolNameInvalid | E::UnsupportedProtocolLevel { .. } => {
-                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
-            }
+            E::ProtocolNameInvalid | E::UnsupportedProtocolLevel { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             E::TopicNameInvalid(TopicError::Empty) => ReasonCode::PROTOCOL_ERROR,
             E::TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             E::PropertyDuplicate { .. }

@@ -7,38 +7,31 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use shardmq::protocol::{
-    decode_packet, encode_packet, Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties,
-    ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    decode_packet, encode_packet, Auth, ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion,
+    PubResponse, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
 const MAX_PACKET_SIZE_BYTES: u32 = 1 << 24;
 
 const CONNACK_REASONS: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
-    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B,
+    0x9C, 0x9D, 0x9F,
 ];
 /// The reason codes a 3.x CONNACK return code decodes to.
 const CONNACK_V3_REASONS: &[u8] = &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87];
 const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
-const SUBACK_REASONS: &[u8] = &[
-    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
-];
+const SUBACK_REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
 const SUBACK_V3_REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80];
 const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_REASONS: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
 ];
 const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 
 fn version() -> impl Strategy<Value = ProtocolVersion> {
-    prop_oneof![
-        Just(ProtocolVersion::V3_1),
-        Just(ProtocolVersion::V3_1_1),
-        Just(ProtocolVersion::V5)
-    ]
+    prop_oneof![Just(ProtocolVersion::V3_1), Just(ProtocolVersion::V3_1_1), Just(ProtocolVersion::V5)]
 }
 
 fn reason(codes: &'static [u8]) -> impl Strategy<Value = ReasonCode> {
@@ -97,13 +90,8 @@ enum Scope {
 
 /// Any property values (each property valid in itself), before restricting them to a scope.
 fn any_properties() -> impl Strategy<Value = Properties> {
-    let message = (
-        flag(),
-        option::of(any::<u32>()),
-        option::of(text()),
-        option::of(topic_name()),
-        option::of(binary()),
-    );
+    let message =
+        (flag(), option::of(any::<u32>()), option::of(text()), option::of(topic_name()), option::of(binary()));
     let session = (
         vec(1u32..=268_435_455, 0..3),
         option::of(any::<u32>()),
@@ -128,13 +116,8 @@ fn any_properties() -> impl Strategy<Value = Properties> {
         (flag(), flag(), flag()),
     );
     (message, session, server).prop_map(|(message, session, server)| {
-        let (
-            payload_format_indicator,
-            message_expiry_interval_secs,
-            content_type,
-            response_topic,
-            correlation_data,
-        ) = message;
+        let (payload_format_indicator, message_expiry_interval_secs, content_type, response_topic, correlation_data) =
+            message;
         let (
             subscription_ids,
             session_expiry,
@@ -218,10 +201,7 @@ fn restrict(p: Properties, scope: Scope) -> Properties {
         response_topic: keep(message, p.response_topic),
         correlation_data: keep(message, p.correlation_data),
         subscription_identifiers,
-        session_expiry_interval_secs: keep(
-            is(&[Connect, ConnAck, Disconnect]),
-            p.session_expiry_interval_secs,
-        ),
+        session_expiry_interval_secs: keep(is(&[Connect, ConnAck, Disconnect]), p.session_expiry_interval_secs),
         assigned_client_identifier: keep(connack, p.assigned_client_identifier),
         server_keep_alive_secs: keep(connack, p.server_keep_alive_secs),
         authentication_method: keep(auth, p.authentication_method),
@@ -231,10 +211,7 @@ fn restrict(p: Properties, scope: Scope) -> Properties {
         request_response_information: keep(is(&[Connect]), p.request_response_information),
         response_information: keep(connack, p.response_information),
         server_reference: keep(is(&[ConnAck, Disconnect]), p.server_reference),
-        reason_string: keep(
-            is(&[ConnAck, PubResponse, SubAck, UnsubAck, Disconnect, Auth]),
-            p.reason_string,
-        ),
+        reason_string: keep(is(&[ConnAck, PubResponse, SubAck, UnsubAck, Disconnect, Auth]), p.reason_string),
         receive_maximum: keep(is(&[Connect, ConnAck]), p.receive_maximum),
         topic_alias_maximum: keep(is(&[Connect, ConnAck]), p.topic_alias_maximum),
         topic_alias: keep(is(&[Publish]), p.topic_alias),
@@ -251,37 +228,19 @@ fn restrict(p: Properties, scope: Scope) -> Properties {
 /// Properties for `scope` at `version`: none at all before MQTT 5.
 fn properties(version: ProtocolVersion, scope: Scope) -> BoxedStrategy<Properties> {
     if version.is_v5() {
-        any_properties()
-            .prop_map(move |p| restrict(p, scope))
-            .boxed()
+        any_properties().prop_map(move |p| restrict(p, scope)).boxed()
     } else {
         Just(Properties::default()).boxed()
     }
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![
-        Just(QoS::AtMostOnce),
-        Just(QoS::AtLeastOnce),
-        Just(QoS::ExactlyOnce)
-    ]
+    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
 }
 
 fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let will = (
-        topic_name(),
-        binary(),
-        qos(),
-        any::<bool>(),
-        properties(version, Scope::Will),
-    )
-        .prop_map(|(topic, payload, qos, retain, properties)| Will {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-        });
+    let will = (topic_name(), binary(), qos(), any::<bool>(), properties(version, Scope::Will))
+        .prop_map(|(topic, payload, qos, retain, properties)| Will { topic, payload, qos, retain, properties });
     (
         any::<bool>(),
         any::<u16>(),
@@ -291,8 +250,11 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         option::of(binary()),
         properties(version, Scope::Connect),
     )
-        .prop_map(
-            move |(
+        .prop_map(move |(clean_start, keep_alive_secs, client_id, will, username, password, properties)| {
+            // 3.x sends a password only with a user name [MQTT-3.1.2-22].
+            let password = if version.is_v5() || username.is_some() { password } else { None };
+            Packet::Connect(Box::new(Connect {
+                version,
                 clean_start,
                 keep_alive_secs,
                 client_id,
@@ -300,25 +262,8 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 username,
                 password,
                 properties,
-            )| {
-                // 3.x sends a password only with a user name [MQTT-3.1.2-22].
-                let password = if version.is_v5() || username.is_some() {
-                    password
-                } else {
-                    None
-                };
-                Packet::Connect(Box::new(Connect {
-                    version,
-                    clean_start,
-                    keep_alive_secs,
-                    client_id,
-                    will,
-                    username,
-                    password,
-                    properties,
-                }))
-            },
-        )
+            }))
+        })
 }
 
 fn publish(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -332,82 +277,51 @@ fn publish(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         binary(),
         any::<bool>(),
     )
-        .prop_map(
-            move |(qos, dup, retain, topic, packet_id, properties, payload, alias_only)| {
-                let at_most_once = qos == QoS::AtMostOnce;
-                // An empty topic name is only valid in MQTT 5 with a Topic Alias.
-                let topic = if alias_only && properties.topic_alias.is_some() {
-                    ByteStr::default()
-                } else {
-                    topic
-                };
-                Packet::Publish(Publish {
-                    dup: dup && !at_most_once,
-                    qos,
-                    retain,
-                    topic,
-                    packet_id: if at_most_once { 0 } else { packet_id },
-                    properties,
-                    payload,
-                })
-            },
-        )
+        .prop_map(move |(qos, dup, retain, topic, packet_id, properties, payload, alias_only)| {
+            let at_most_once = qos == QoS::AtMostOnce;
+            // An empty topic name is only valid in MQTT 5 with a Topic Alias.
+            let topic = if alias_only && properties.topic_alias.is_some() { ByteStr::default() } else { topic };
+            Packet::Publish(Publish {
+                dup: dup && !at_most_once,
+                qos,
+                retain,
+                topic,
+                packet_id: if at_most_once { 0 } else { packet_id },
+                properties,
+                payload,
+            })
+        })
 }
 
 fn pub_response(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let reasons = if version.is_v5() {
-        (PUBACK_REASONS, PUBREL_REASONS)
-    } else {
-        (&[0u8][..], &[0u8][..])
-    };
-    (
-        0u8..4,
-        1u16..,
-        reason(reasons.0),
-        reason(reasons.1),
-        properties(version, Scope::PubResponse),
-    )
-        .prop_map(|(kind, packet_id, ack_reason, rel_reason, properties)| {
-            let response = |reason| PubResponse {
-                packet_id,
-                reason,
-                properties: properties.clone(),
-            };
+    let reasons = if version.is_v5() { (PUBACK_REASONS, PUBREL_REASONS) } else { (&[0u8][..], &[0u8][..]) };
+    (0u8..4, 1u16.., reason(reasons.0), reason(reasons.1), properties(version, Scope::PubResponse)).prop_map(
+        |(kind, packet_id, ack_reason, rel_reason, properties)| {
+            let response = |reason| PubResponse { packet_id, reason, properties: properties.clone() };
             match kind {
                 0 => Packet::PubAck(response(ack_reason)),
                 1 => Packet::PubRec(response(ack_reason)),
                 2 => Packet::PubRel(response(rel_reason)),
                 _ => Packet::PubComp(response(rel_reason)),
             }
-        })
+        },
+    )
 }
 
 fn subscription_options(version: ProtocolVersion) -> impl Strategy<Value = SubscriptionOptions> {
     (qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(
         move |(qos, no_local, retain_as_published, retain_handling)| {
             if version.is_v5() {
-                SubscriptionOptions {
-                    qos,
-                    no_local,
-                    retain_as_published,
-                    retain_handling,
-                }
+                SubscriptionOptions { qos, no_local, retain_as_published, retain_handling }
             } else {
-                SubscriptionOptions {
-                    qos,
-                    ..SubscriptionOptions::default()
-                }
+                SubscriptionOptions { qos, ..SubscriptionOptions::default() }
             }
         },
     )
 }
 
 fn subscribe(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (
-        1u16..,
-        vec((topic_filter(), subscription_options(version)), 1..4),
-        properties(version, Scope::Subscribe),
-    )
+    (1u16.., vec((topic_filter(), subscription_options(version)), 1..4), properties(version, Scope::Subscribe))
         .prop_map(|(packet_id, filters, properties)| {
             // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
             let filters = filters
@@ -417,94 +331,35 @@ fn subscribe(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     (filter, options)
                 })
                 .collect();
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                filters,
-                properties,
-            })
+            Packet::Subscribe(Subscribe { packet_id, filters, properties })
         })
 }
 
 fn acks(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let suback_reasons = if version.is_v5() {
-        SUBACK_REASONS
-    } else {
-        SUBACK_V3_REASONS
-    };
-    let unsuback_reasons = if version.is_v5() {
-        vec(reason(UNSUBACK_REASONS), 0..4).boxed()
-    } else {
-        Just(Vec::new()).boxed()
-    };
+    let suback_reasons = if version.is_v5() { SUBACK_REASONS } else { SUBACK_V3_REASONS };
+    let unsuback_reasons =
+        if version.is_v5() { vec(reason(UNSUBACK_REASONS), 0..4).boxed() } else { Just(Vec::new()).boxed() };
     prop_oneof![
-        (
-            1u16..,
-            vec(reason(suback_reasons), 0..4),
-            properties(version, Scope::SubAck)
-        )
-            .prop_map(|(packet_id, reasons, properties)| Packet::SubAck(SubAck {
-                packet_id,
-                reasons,
-                properties
-            })),
-        (
-            1u16..,
-            vec(topic_filter(), 1..4),
-            properties(version, Scope::Unsubscribe)
-        )
-            .prop_map(|(packet_id, filters, properties)| Packet::Unsubscribe(
-                Unsubscribe {
-                    packet_id,
-                    filters,
-                    properties
-                }
-            )),
-        (
-            1u16..,
-            unsuback_reasons,
-            properties(version, Scope::UnsubAck)
-        )
-            .prop_map(
-                |(packet_id, reasons, properties)| Packet::UnsubAck(UnsubAck {
-                    packet_id,
-                    reasons,
-                    properties
-                })
-            ),
+        (1u16.., vec(reason(suback_reasons), 0..4), properties(version, Scope::SubAck))
+            .prop_map(|(packet_id, reasons, properties)| Packet::SubAck(SubAck { packet_id, reasons, properties })),
+        (1u16.., vec(topic_filter(), 1..4), properties(version, Scope::Unsubscribe)).prop_map(
+            |(packet_id, filters, properties)| Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties })
+        ),
+        (1u16.., unsuback_reasons, properties(version, Scope::UnsubAck))
+            .prop_map(|(packet_id, reasons, properties)| Packet::UnsubAck(UnsubAck { packet_id, reasons, properties })),
     ]
 }
 
 fn control(version: ProtocolVersion) -> BoxedStrategy<Packet> {
-    let connack_reasons = if version.is_v5() {
-        CONNACK_REASONS
-    } else {
-        CONNACK_V3_REASONS
-    };
-    let connack = (
-        any::<bool>(),
-        reason(connack_reasons),
-        properties(version, Scope::ConnAck),
-    )
-        .prop_map(|(session_present, reason, properties)| {
-            Packet::ConnAck(ConnAck {
-                session_present,
-                reason,
-                properties,
-            })
-        });
+    let connack_reasons = if version.is_v5() { CONNACK_REASONS } else { CONNACK_V3_REASONS };
+    let connack = (any::<bool>(), reason(connack_reasons), properties(version, Scope::ConnAck)).prop_map(
+        |(session_present, reason, properties)| Packet::ConnAck(ConnAck { session_present, reason, properties }),
+    );
     let simple = prop_oneof![Just(Packet::PingReq), Just(Packet::PingResp)];
     if !version.is_v5() {
-        return prop_oneof![
-            connack,
-            simple,
-            Just(Packet::Disconnect(Disconnect::default()))
-        ]
-        .boxed();
+        return prop_oneof![connack, simple, Just(Packet::Disconnect(Disconnect::default()))].boxed();
     }
-    let disconnect = (
-        reason(DISCONNECT_REASONS),
-        properties(version, Scope::Disconnect),
-    )
+    let disconnect = (reason(DISCONNECT_REASONS), properties(version, Scope::Disconnect))
         .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }));
     let auth = (reason(AUTH_REASONS), properties(version, Scope::Auth))
         .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties }));

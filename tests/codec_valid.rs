@@ -5,9 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use shardmq::protocol::{
-    decode_packet, encode_packet, Auth, ConnAck, Connect, Disconnect, Packet, Properties,
-    ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    decode_packet, encode_packet, Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResponse,
+    Publish, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
 use ProtocolVersion::{V3_1, V3_1_1, V5};
@@ -47,32 +46,18 @@ fn connect(version: ProtocolVersion, client_id: &str) -> Connect {
 }
 
 fn publish(qos: QoS, topic: &str, packet_id: u16, payload: &'static [u8]) -> Publish {
-    Publish {
-        qos,
-        topic: topic.into(),
-        packet_id,
-        payload: Bytes::from_static(payload),
-        ..Publish::default()
-    }
+    Publish { qos, topic: topic.into(), packet_id, payload: Bytes::from_static(payload), ..Publish::default() }
 }
 
 fn options(qos: QoS) -> SubscriptionOptions {
-    SubscriptionOptions {
-        qos,
-        ..SubscriptionOptions::default()
-    }
+    SubscriptionOptions { qos, ..SubscriptionOptions::default() }
 }
 
 struct Table(Vec<Case>);
 
 impl Table {
     fn add(&mut self, name: &str, version: ProtocolVersion, bytes: Vec<u8>, expected: Packet) {
-        self.0.push(Case {
-            name: name.to_string(),
-            version,
-            bytes,
-            expected,
-        });
+        self.0.push(Case { name: name.to_string(), version, bytes, expected });
     }
 }
 
@@ -80,11 +65,7 @@ impl Table {
 fn every_packet_type(t: &mut Table, version: ProtocolVersion) {
     let v = version.level();
     let p: &[u8] = if version.is_v5() { &[0] } else { &[] };
-    let (name, level): (&[u8], u8) = if version == V3_1 {
-        (b"MQIsdp", 3)
-    } else {
-        (b"MQTT", v)
-    };
+    let (name, level): (&[u8], u8) = if version == V3_1 { (b"MQIsdp", 3) } else { (b"MQTT", v) };
     t.add(
         &format!("connect_minimal_v{v}"),
         version,
@@ -95,10 +76,7 @@ fn every_packet_type(t: &mut Table, version: ProtocolVersion) {
         &format!("connack_session_present_v{v}"),
         version,
         pkt(0x20, &[&[1, 0], p]),
-        Packet::ConnAck(ConnAck {
-            session_present: true,
-            ..ConnAck::default()
-        }),
+        Packet::ConnAck(ConnAck { session_present: true, ..ConnAck::default() }),
     );
     t.add(
         &format!("publish_qos0_v{v}"),
@@ -110,38 +88,21 @@ fn every_packet_type(t: &mut Table, version: ProtocolVersion) {
         &format!("publish_qos1_retain_v{v}"),
         version,
         pkt(0x33, &[&s(b"a/b"), &[0, 9], p, b"hi"]),
-        Packet::Publish(Publish {
-            retain: true,
-            ..publish(QoS::AtLeastOnce, "a/b", 9, b"hi")
-        }),
+        Packet::Publish(Publish { retain: true, ..publish(QoS::AtLeastOnce, "a/b", 9, b"hi") }),
     );
     t.add(
         &format!("publish_qos2_dup_v{v}"),
         version,
         pkt(0x3C, &[&s(b"a/b"), &[0xFF, 0xFF], p, b"hi"]),
-        Packet::Publish(Publish {
-            dup: true,
-            ..publish(QoS::ExactlyOnce, "a/b", 0xFFFF, b"hi")
-        }),
+        Packet::Publish(Publish { dup: true, ..publish(QoS::ExactlyOnce, "a/b", 0xFFFF, b"hi") }),
     );
-    for (type_bits, label) in [
-        (4u8, "puback"),
-        (5, "pubrec"),
-        (6, "pubrel"),
-        (7, "pubcomp"),
-    ] {
+    for (type_bits, label) in [(4u8, "puback"), (5, "pubrec"), (6, "pubrel"), (7, "pubcomp")] {
         let first_byte = type_bits << 4 | if type_bits == 6 { 2 } else { 0 };
         t.add(
             &format!("{label}_packet_id_only_v{v}"),
             version,
             vec![first_byte, 2, 0x12, 0x34],
-            ack(
-                type_bits,
-                PubResponse {
-                    packet_id: 0x1234,
-                    ..PubResponse::default()
-                },
-            ),
+            ack(type_bits, PubResponse { packet_id: 0x1234, ..PubResponse::default() }),
         );
     }
     t.add(
@@ -160,12 +121,7 @@ fn every_packet_type(t: &mut Table, version: ProtocolVersion) {
         pkt(0x90, &[&[0, 1], p, &[0, 1, 2, 0x80]]),
         Packet::SubAck(SubAck {
             packet_id: 1,
-            reasons: vec![
-                ReasonCode(0),
-                ReasonCode(1),
-                ReasonCode(2),
-                ReasonCode(0x80),
-            ],
+            reasons: vec![ReasonCode(0), ReasonCode(1), ReasonCode(2), ReasonCode(0x80)],
             ..SubAck::default()
         }),
     );
@@ -186,66 +142,34 @@ fn every_packet_type(t: &mut Table, version: ProtocolVersion) {
         pkt(0xB0, &[&[0, 2], p, unsuback_reasons]),
         Packet::UnsubAck(UnsubAck {
             packet_id: 2,
-            reasons: unsuback_reasons
-                .iter()
-                .map(|&code| ReasonCode(code))
-                .collect(),
+            reasons: unsuback_reasons.iter().map(|&code| ReasonCode(code)).collect(),
             ..UnsubAck::default()
         }),
     );
-    t.add(
-        &format!("pingreq_v{v}"),
-        version,
-        vec![0xC0, 0],
-        Packet::PingReq,
-    );
-    t.add(
-        &format!("pingresp_v{v}"),
-        version,
-        vec![0xD0, 0],
-        Packet::PingResp,
-    );
-    t.add(
-        &format!("disconnect_empty_v{v}"),
-        version,
-        vec![0xE0, 0],
-        Packet::Disconnect(Disconnect::default()),
-    );
+    t.add(&format!("pingreq_v{v}"), version, vec![0xC0, 0], Packet::PingReq);
+    t.add(&format!("pingresp_v{v}"), version, vec![0xD0, 0], Packet::PingResp);
+    t.add(&format!("disconnect_empty_v{v}"), version, vec![0xE0, 0], Packet::Disconnect(Disconnect::default()));
 }
 
 fn v5_forms(t: &mut Table) {
-    t.add(
-        "auth_empty_means_success_3_15_2_1",
-        V5,
-        vec![0xF0, 0],
-        Packet::Auth(Auth::default()),
-    );
+    t.add("auth_empty_means_success_3_15_2_1", V5, vec![0xF0, 0], Packet::Auth(Auth::default()));
     t.add(
         "auth_continue_without_properties_3_15_2_2",
         V5,
         vec![0xF0, 1, 0x18],
-        Packet::Auth(Auth {
-            reason: ReasonCode::CONTINUE_AUTHENTICATION,
-            ..Auth::default()
-        }),
+        Packet::Auth(Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, ..Auth::default() }),
     );
     t.add(
         "disconnect_reason_without_properties_3_14_2_2",
         V5,
         vec![0xE0, 1, 0x04],
-        Packet::Disconnect(Disconnect {
-            reason: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
-            ..Disconnect::default()
-        }),
+        Packet::Disconnect(Disconnect { reason: ReasonCode::DISCONNECT_WITH_WILL_MESSAGE, ..Disconnect::default() }),
     );
     t.add(
         "disconnect_reason_and_empty_properties",
         V5,
         vec![0xE0, 2, 0x8E, 0],
-        Packet::Disconnect(Disconnect {
-            reason: ReasonCode::SESSION_TAKEN_OVER,
-            ..Disconnect::default()
-        }),
+        Packet::Disconnect(Disconnect { reason: ReasonCode::SESSION_TAKEN_OVER, ..Disconnect::default() }),
     );
     t.add(
         "puback_reason_without_properties_3_4_2_1",
@@ -271,43 +195,19 @@ fn v5_forms(t: &mut Table) {
         "connack_v5_refused_bad_credentials",
         V5,
         vec![0x20, 3, 0, 0x86, 0],
-        Packet::ConnAck(ConnAck {
-            reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-            ..ConnAck::default()
-        }),
+        Packet::ConnAck(ConnAck { reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD, ..ConnAck::default() }),
     );
-    let all_options = SubscriptionOptions {
-        qos: QoS::ExactlyOnce,
-        no_local: true,
-        retain_as_published: true,
-        retain_handling: 2,
-    };
+    let all_options =
+        SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, retain_as_published: true, retain_handling: 2 };
     t.add(
         "subscribe_v5_every_option_bit_3_8_3_1",
         V5,
-        pkt(
-            0x82,
-            &[
-                &[0, 3, 0],
-                &s(b"a"),
-                &[0x2E],
-                &s(b"b"),
-                &[0x10],
-                &s(b"$share/g/c/#"),
-                &[0x09],
-            ],
-        ),
+        pkt(0x82, &[&[0, 3, 0], &s(b"a"), &[0x2E], &s(b"b"), &[0x10], &s(b"$share/g/c/#"), &[0x09]]),
         Packet::Subscribe(Subscribe {
             packet_id: 3,
             filters: vec![
                 ("a".into(), all_options),
-                (
-                    "b".into(),
-                    SubscriptionOptions {
-                        retain_handling: 1,
-                        ..SubscriptionOptions::default()
-                    },
-                ),
+                ("b".into(), SubscriptionOptions { retain_handling: 1, ..SubscriptionOptions::default() }),
                 (
                     "$share/g/c/#".into(),
                     SubscriptionOptions {
@@ -326,10 +226,7 @@ fn v5_forms(t: &mut Table) {
         pkt(0x30, &[&s(b""), &props(&[&[0x23, 0, 5]]), b"x"]),
         Packet::Publish(Publish {
             topic: "".into(),
-            properties: Properties {
-                topic_alias: Some(5),
-                ..Properties::default()
-            },
+            properties: Properties { topic_alias: Some(5), ..Properties::default() },
             payload: Bytes::from_static(b"x"),
             ..Publish::default()
         }),
@@ -337,13 +234,7 @@ fn v5_forms(t: &mut Table) {
     t.add(
         "publish_several_subscription_identifiers_3_3_4",
         V5,
-        pkt(
-            0x30,
-            &[
-                &s(b"t"),
-                &props(&[&[0x0B, 1, 0x0B, 0x80, 0x01, 0x0B, 0xFF, 0xFF, 0xFF, 0x7F]]),
-            ],
-        ),
+        pkt(0x30, &[&s(b"t"), &props(&[&[0x0B, 1, 0x0B, 0x80, 0x01, 0x0B, 0xFF, 0xFF, 0xFF, 0x7F]])]),
         Packet::Publish(Publish {
             topic: "t".into(),
             properties: Properties {
@@ -358,29 +249,12 @@ fn v5_forms(t: &mut Table) {
         V5,
         pkt(
             0x30,
-            &[
-                &s(b"t"),
-                &props(&[
-                    &[0x26],
-                    &s(b"k"),
-                    &s(b"1"),
-                    &[0x26],
-                    &s(b"k"),
-                    &s(b"2"),
-                    &[0x26],
-                    &s(b""),
-                    &s(b""),
-                ]),
-            ],
+            &[&s(b"t"), &props(&[&[0x26], &s(b"k"), &s(b"1"), &[0x26], &s(b"k"), &s(b"2"), &[0x26], &s(b""), &s(b"")])],
         ),
         Packet::Publish(Publish {
             topic: "t".into(),
             properties: Properties {
-                user_properties: vec![
-                    ("k".into(), "1".into()),
-                    ("k".into(), "2".into()),
-                    ("".into(), "".into()),
-                ],
+                user_properties: vec![("k".into(), "1".into()), ("k".into(), "2".into()), ("".into(), "".into())],
                 ..Properties::default()
             },
             ..Publish::default()
@@ -389,10 +263,7 @@ fn v5_forms(t: &mut Table) {
     t.add(
         "connect_v5_password_without_username_3_1_2_9",
         V5,
-        pkt(
-            0x10,
-            &[&s(b"MQTT"), &[5, 0x42, 0, 0, 0], &s(b"c"), &s(b"secret")],
-        ),
+        pkt(0x10, &[&s(b"MQTT"), &[5, 0x42, 0, 0, 0], &s(b"c"), &s(b"secret")]),
         Packet::Connect(Box::new(Connect {
             keep_alive_secs: 0,
             password: Some(Bytes::from_static(b"secret")),
@@ -402,19 +273,10 @@ fn v5_forms(t: &mut Table) {
     t.add(
         "suback_v5_every_failure_reason",
         V5,
-        pkt(
-            0x90,
-            &[
-                &[0, 4, 0],
-                &[0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2],
-            ],
-        ),
+        pkt(0x90, &[&[0, 4, 0], &[0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2]]),
         Packet::SubAck(SubAck {
             packet_id: 4,
-            reasons: [0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2]
-                .into_iter()
-                .map(ReasonCode)
-                .collect(),
+            reasons: [0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2].into_iter().map(ReasonCode).collect(),
             ..SubAck::default()
         }),
     );
@@ -431,19 +293,12 @@ fn connect_edge_cases(t: &mut Table) {
         "connect_v5_empty_client_id_not_clean",
         V5,
         pkt(0x10, &[&s(b"MQTT"), &[5, 0x00, 0xFF, 0xFF, 0], &s(b"")]),
-        Packet::Connect(Box::new(Connect {
-            clean_start: false,
-            keep_alive_secs: 0xFFFF,
-            ..connect(V5, "")
-        })),
+        Packet::Connect(Box::new(Connect { clean_start: false, keep_alive_secs: 0xFFFF, ..connect(V5, "") })),
     );
     t.add(
         "connect_v4_empty_username_and_password",
         V3_1_1,
-        pkt(
-            0x10,
-            &[&s(b"MQTT"), &[4, 0xC2, 0, 60], &s(b"c"), &s(b""), &s(b"")],
-        ),
+        pkt(0x10, &[&s(b"MQTT"), &[4, 0xC2, 0, 60], &s(b"c"), &s(b""), &s(b"")]),
         Packet::Connect(Box::new(Connect {
             username: Some("".into()),
             password: Some(Bytes::new()),
@@ -455,15 +310,7 @@ fn connect_edge_cases(t: &mut Table) {
         V3_1,
         pkt(
             0x10,
-            &[
-                &s(b"MQIsdp"),
-                &[3, 0xF6, 0, 10],
-                &s(b"client"),
-                &s(b"w/t"),
-                &s(b"bye"),
-                &s(b"user"),
-                &s(b"\x00\xFF"),
-            ],
+            &[&s(b"MQIsdp"), &[3, 0xF6, 0, 10], &s(b"client"), &s(b"w/t"), &s(b"bye"), &s(b"user"), &s(b"\x00\xFF")],
         ),
         Packet::Connect(Box::new(Connect {
             keep_alive_secs: 10,
@@ -482,10 +329,7 @@ fn connect_edge_cases(t: &mut Table) {
     t.add(
         "connect_v4_will_empty_payload_qos1",
         V3_1_1,
-        pkt(
-            0x10,
-            &[&s(b"MQTT"), &[4, 0x0E, 0, 60], &s(b"c"), &s(b"w"), &s(b"")],
-        ),
+        pkt(0x10, &[&s(b"MQTT"), &[4, 0x0E, 0, 60], &s(b"c"), &s(b"w"), &s(b"")]),
         Packet::Connect(Box::new(Connect {
             will: Some(Will {
                 topic: "w".into(),
@@ -500,14 +344,7 @@ fn connect_edge_cases(t: &mut Table) {
     t.add(
         "connect_v4_unicode_client_id",
         V3_1_1,
-        pkt(
-            0x10,
-            &[
-                &s(b"MQTT"),
-                &[4, 0x02, 0, 60],
-                &s("Zürich-東京-𝄞".as_bytes()),
-            ],
-        ),
+        pkt(0x10, &[&s(b"MQTT"), &[4, 0x02, 0, 60], &s("Zürich-東京-𝄞".as_bytes())]),
         Packet::Connect(Box::new(connect(V3_1_1, "Zürich-東京-𝄞"))),
     );
 }
@@ -537,10 +374,7 @@ fn publish_edge_cases(t: &mut Table) {
             &format!("publish_dollar_topic_v{v}"),
             version,
             pkt(0x31, &[&s(b"$SYS/broker/uptime"), p, b"1"]),
-            Packet::Publish(Publish {
-                retain: true,
-                ..publish(QoS::AtMostOnce, "$SYS/broker/uptime", 0, b"1")
-            }),
+            Packet::Publish(Publish { retain: true, ..publish(QoS::AtMostOnce, "$SYS/broker/uptime", 0, b"1") }),
         );
         t.add(
             &format!("publish_unicode_topic_v{v}"),
@@ -612,43 +446,20 @@ const ALL_SCOPES: [Scope; 14] = [
     Scope::Auth,
 ];
 
-fn packet_with_properties(
-    scope: Scope,
-    section: &[u8],
-    properties: Properties,
-) -> (Vec<u8>, Packet) {
+fn packet_with_properties(scope: Scope, section: &[u8], properties: Properties) -> (Vec<u8>, Packet) {
     let response = |packet_type: u8| {
         let first_byte = packet_type << 4 | if packet_type == 6 { 2 } else { 0 };
-        let packet = ack(
-            packet_type,
-            PubResponse {
-                packet_id: 1,
-                reason: ReasonCode::SUCCESS,
-                properties: properties.clone(),
-            },
-        );
+        let packet =
+            ack(packet_type, PubResponse { packet_id: 1, reason: ReasonCode::SUCCESS, properties: properties.clone() });
         (pkt(first_byte, &[&[0, 1, 0], section]), packet)
     };
     match scope {
         Scope::Connect => (
             pkt(0x10, &[&s(b"MQTT"), &[5, 0x02, 0, 60], section, &s(b"c")]),
-            Packet::Connect(Box::new(Connect {
-                properties,
-                ..connect(V5, "c")
-            })),
+            Packet::Connect(Box::new(Connect { properties, ..connect(V5, "c") })),
         ),
         Scope::Will => (
-            pkt(
-                0x10,
-                &[
-                    &s(b"MQTT"),
-                    &[5, 0x06, 0, 60, 0],
-                    &s(b"c"),
-                    section,
-                    &s(b"w"),
-                    &s(b"m"),
-                ],
-            ),
+            pkt(0x10, &[&s(b"MQTT"), &[5, 0x06, 0, 60, 0], &s(b"c"), section, &s(b"w"), &s(b"m")]),
             Packet::Connect(Box::new(Connect {
                 will: Some(Will {
                     topic: "w".into(),
@@ -660,19 +471,12 @@ fn packet_with_properties(
                 ..connect(V5, "c")
             })),
         ),
-        Scope::ConnAck => (
-            pkt(0x20, &[&[0, 0], section]),
-            Packet::ConnAck(ConnAck {
-                properties,
-                ..ConnAck::default()
-            }),
-        ),
+        Scope::ConnAck => {
+            (pkt(0x20, &[&[0, 0], section]), Packet::ConnAck(ConnAck { properties, ..ConnAck::default() }))
+        }
         Scope::Publish => (
             pkt(0x30, &[&s(b"t"), section, b"p"]),
-            Packet::Publish(Publish {
-                properties,
-                ..publish(QoS::AtMostOnce, "t", 0, b"p")
-            }),
+            Packet::Publish(Publish { properties, ..publish(QoS::AtMostOnce, "t", 0, b"p") }),
         ),
         Scope::PubAck => response(4),
         Scope::PubRec => response(5),
@@ -688,41 +492,22 @@ fn packet_with_properties(
         ),
         Scope::SubAck => (
             pkt(0x90, &[&[0, 1], section, &[0]]),
-            Packet::SubAck(SubAck {
-                packet_id: 1,
-                reasons: vec![ReasonCode(0)],
-                properties,
-            }),
+            Packet::SubAck(SubAck { packet_id: 1, reasons: vec![ReasonCode(0)], properties }),
         ),
         Scope::Unsubscribe => (
             pkt(0xA2, &[&[0, 1], section, &s(b"a")]),
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id: 1,
-                filters: vec!["a".into()],
-                properties,
-            }),
+            Packet::Unsubscribe(Unsubscribe { packet_id: 1, filters: vec!["a".into()], properties }),
         ),
         Scope::UnsubAck => (
             pkt(0xB0, &[&[0, 1], section, &[0]]),
-            Packet::UnsubAck(UnsubAck {
-                packet_id: 1,
-                reasons: vec![ReasonCode(0)],
-                properties,
-            }),
+            Packet::UnsubAck(UnsubAck { packet_id: 1, reasons: vec![ReasonCode(0)], properties }),
         ),
-        Scope::Disconnect => (
-            pkt(0xE0, &[&[0], section]),
-            Packet::Disconnect(Disconnect {
-                properties,
-                ..Disconnect::default()
-            }),
-        ),
+        Scope::Disconnect => {
+            (pkt(0xE0, &[&[0], section]), Packet::Disconnect(Disconnect { properties, ..Disconnect::default() }))
+        }
         Scope::Auth => (
             pkt(0xF0, &[&[0x18], section]),
-            Packet::Auth(Auth {
-                reason: ReasonCode::CONTINUE_AUTHENTICATION,
-                properties,
-            }),
+            Packet::Auth(Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, properties }),
         ),
     }
 }
@@ -731,100 +516,63 @@ fn packet_with_properties(
 fn property_table() -> Vec<(&'static str, Vec<u8>, Vec<Scope>, Properties)> {
     use Scope::*;
     let message = vec![Will, Publish];
-    let reason_string_scopes = vec![
-        ConnAck, PubAck, PubRec, PubRel, PubComp, SubAck, UnsubAck, Disconnect, Auth,
-    ];
+    let reason_string_scopes = vec![ConnAck, PubAck, PubRec, PubRel, PubComp, SubAck, UnsubAck, Disconnect, Auth];
     let p = Properties::default;
     vec![
         (
             "payload_format_indicator",
             vec![0x01, 1],
             message.clone(),
-            Properties {
-                payload_format_indicator: Some(1),
-                ..p()
-            },
+            Properties { payload_format_indicator: Some(1), ..p() },
         ),
         (
             "message_expiry_interval",
             vec![0x02, 0, 0, 1, 0],
             message.clone(),
-            Properties {
-                message_expiry_interval_secs: Some(256),
-                ..p()
-            },
+            Properties { message_expiry_interval_secs: Some(256), ..p() },
         ),
         (
             "content_type",
             [&[0x03][..], &s(b"text/plain")].concat(),
             message.clone(),
-            Properties {
-                content_type: Some("text/plain".into()),
-                ..p()
-            },
+            Properties { content_type: Some("text/plain".into()), ..p() },
         ),
         (
             "response_topic",
             [&[0x08][..], &s(b"reply/to")].concat(),
             message.clone(),
-            Properties {
-                response_topic: Some("reply/to".into()),
-                ..p()
-            },
+            Properties { response_topic: Some("reply/to".into()), ..p() },
         ),
         (
             "correlation_data_empty",
             [&[0x09][..], &s(b"")].concat(),
             message,
-            Properties {
-                correlation_data: Some(Bytes::new()),
-                ..p()
-            },
+            Properties { correlation_data: Some(Bytes::new()), ..p() },
         ),
         (
             "subscription_identifier_max",
             vec![0x0B, 0xFF, 0xFF, 0xFF, 0x7F],
             vec![Publish, Subscribe],
-            Properties {
-                subscription_identifiers: [268_435_455].into_iter().collect(),
-                ..p()
-            },
+            Properties { subscription_identifiers: [268_435_455].into_iter().collect(), ..p() },
         ),
         (
             "session_expiry_interval_max",
             vec![0x11, 0xFF, 0xFF, 0xFF, 0xFF],
             vec![Connect, ConnAck, Disconnect],
-            Properties {
-                session_expiry_interval_secs: Some(u32::MAX),
-                ..p()
-            },
+            Properties { session_expiry_interval_secs: Some(u32::MAX), ..p() },
         ),
         (
             "assigned_client_identifier",
             [&[0x12][..], &s(b"auto-1")].concat(),
             vec![ConnAck],
-            Properties {
-                assigned_client_identifier: Some("auto-1".into()),
-                ..p()
-            },
+            Properties { assigned_client_identifier: Some("auto-1".into()), ..p() },
         ),
-        (
-            "server_keep_alive_0",
-            vec![0x13, 0, 0],
-            vec![ConnAck],
-            Properties {
-                server_keep_alive_secs: Some(0),
-                ..p()
-            },
-        ),
+        ("server_keep_alive_0", vec![0x13, 0, 0], vec![ConnAck], Properties { server_keep_alive_secs: Some(0), ..p() }),
         (
             "authentication_method",
             [&[0x15][..], &s(b"SCRAM-SHA-1")].concat(),
             vec![Connect, ConnAck, Auth],
-            Properties {
-                authentication_method: Some("SCRAM-SHA-1".into()),
-                ..p()
-            },
+            Properties { authentication_method: Some("SCRAM-SHA-1".into()), ..p() },
         ),
         (
             "authentication_method_and_data",
@@ -840,146 +588,83 @@ fn property_table() -> Vec<(&'static str, Vec<u8>, Vec<Scope>, Properties)> {
             "request_problem_information_0",
             vec![0x17, 0],
             vec![Connect],
-            Properties {
-                request_problem_information: Some(0),
-                ..p()
-            },
+            Properties { request_problem_information: Some(0), ..p() },
         ),
         (
             "will_delay_interval",
             vec![0x18, 0, 0, 0, 30],
             vec![Will],
-            Properties {
-                will_delay_interval_secs: Some(30),
-                ..p()
-            },
+            Properties { will_delay_interval_secs: Some(30), ..p() },
         ),
         (
             "request_response_information_1",
             vec![0x19, 1],
             vec![Connect],
-            Properties {
-                request_response_information: Some(1),
-                ..p()
-            },
+            Properties { request_response_information: Some(1), ..p() },
         ),
         (
             "response_information",
             [&[0x1A][..], &s(b"resp/")].concat(),
             vec![ConnAck],
-            Properties {
-                response_information: Some("resp/".into()),
-                ..p()
-            },
+            Properties { response_information: Some("resp/".into()), ..p() },
         ),
         (
             "server_reference",
             [&[0x1C][..], &s(b"other:1883")].concat(),
             vec![ConnAck, Disconnect],
-            Properties {
-                server_reference: Some("other:1883".into()),
-                ..p()
-            },
+            Properties { server_reference: Some("other:1883".into()), ..p() },
         ),
         (
             "reason_string",
             [&[0x1F][..], &s(b"why")].concat(),
             reason_string_scopes,
-            Properties {
-                reason_string: Some("why".into()),
-                ..p()
-            },
+            Properties { reason_string: Some("why".into()), ..p() },
         ),
         (
             "receive_maximum_max",
             vec![0x21, 0xFF, 0xFF],
             vec![Connect, ConnAck],
-            Properties {
-                receive_maximum: Some(u16::MAX),
-                ..p()
-            },
+            Properties { receive_maximum: Some(u16::MAX), ..p() },
         ),
         (
             "topic_alias_maximum_0",
             vec![0x22, 0, 0],
             vec![Connect, ConnAck],
-            Properties {
-                topic_alias_maximum: Some(0),
-                ..p()
-            },
+            Properties { topic_alias_maximum: Some(0), ..p() },
         ),
         // Topic Alias 0 is invalid, but that is the connection layer's call (it replies 0x94); the codec decodes it.
-        (
-            "topic_alias_0",
-            vec![0x23, 0, 0],
-            vec![Publish],
-            Properties {
-                topic_alias: Some(0),
-                ..p()
-            },
-        ),
-        (
-            "maximum_qos_0",
-            vec![0x24, 0],
-            vec![ConnAck],
-            Properties {
-                maximum_qos: Some(0),
-                ..p()
-            },
-        ),
-        (
-            "retain_available_1",
-            vec![0x25, 1],
-            vec![ConnAck],
-            Properties {
-                retain_available: Some(1),
-                ..p()
-            },
-        ),
+        ("topic_alias_0", vec![0x23, 0, 0], vec![Publish], Properties { topic_alias: Some(0), ..p() }),
+        ("maximum_qos_0", vec![0x24, 0], vec![ConnAck], Properties { maximum_qos: Some(0), ..p() }),
+        ("retain_available_1", vec![0x25, 1], vec![ConnAck], Properties { retain_available: Some(1), ..p() }),
         (
             "user_property",
             [&[0x26][..], &s(b"region"), &s(b"eu")].concat(),
             ALL_SCOPES.to_vec(),
-            Properties {
-                user_properties: vec![("region".into(), "eu".into())],
-                ..p()
-            },
+            Properties { user_properties: vec![("region".into(), "eu".into())], ..p() },
         ),
         (
             "maximum_packet_size_max",
             vec![0x27, 0xFF, 0xFF, 0xFF, 0xFF],
             vec![Connect, ConnAck],
-            Properties {
-                maximum_packet_size: Some(u32::MAX),
-                ..p()
-            },
+            Properties { maximum_packet_size: Some(u32::MAX), ..p() },
         ),
         (
             "wildcard_subscription_available_0",
             vec![0x28, 0],
             vec![ConnAck],
-            Properties {
-                wildcard_subscription_available: Some(0),
-                ..p()
-            },
+            Properties { wildcard_subscription_available: Some(0), ..p() },
         ),
         (
             "subscription_identifier_available_1",
             vec![0x29, 1],
             vec![ConnAck],
-            Properties {
-                subscription_identifier_available: Some(1),
-                ..p()
-            },
+            Properties { subscription_identifier_available: Some(1), ..p() },
         ),
         (
             "shared_subscription_available_0",
             vec![0x2A, 0],
             vec![ConnAck],
-            Properties {
-                shared_subscription_available: Some(0),
-                ..p()
-            },
+            Properties { shared_subscription_available: Some(0), ..p() },
         ),
     ]
 }
@@ -987,34 +672,21 @@ fn property_table() -> Vec<(&'static str, Vec<u8>, Vec<Scope>, Properties)> {
 fn property_cases(t: &mut Table) {
     for (name, raw, scopes, properties) in property_table() {
         for scope in scopes {
-            let (bytes, expected) =
-                packet_with_properties(scope, &props(&[&raw]), properties.clone());
-            t.add(
-                &format!("property_{name}_in_{scope:?}"),
-                V5,
-                bytes,
-                expected,
-            );
+            let (bytes, expected) = packet_with_properties(scope, &props(&[&raw]), properties.clone());
+            t.add(&format!("property_{name}_in_{scope:?}"), V5, bytes, expected);
         }
     }
     // Every property a CONNACK may carry, all at once.
     let mut raw = Vec::new();
     let mut all = Properties::default();
     for (name, bytes, scopes, properties) in property_table() {
-        if scopes.iter().any(|scope| matches!(scope, Scope::ConnAck))
-            && name != "authentication_method"
-        {
+        if scopes.iter().any(|scope| matches!(scope, Scope::ConnAck)) && name != "authentication_method" {
             raw.extend_from_slice(&bytes);
             merge(&mut all, properties);
         }
     }
     let (bytes, expected) = packet_with_properties(Scope::ConnAck, &props(&[&raw]), all);
-    t.add(
-        "connack_every_allowed_property_at_once",
-        V5,
-        bytes,
-        expected,
-    );
+    t.add("connack_every_allowed_property_at_once", V5, bytes, expected);
 }
 
 /// Copies the fields set in `from` into `into`.
@@ -1049,8 +721,7 @@ fn merge(into: &mut Properties, from: Properties) {
         subscription_identifier_available,
         shared_subscription_available
     );
-    into.subscription_identifiers
-        .extend(from.subscription_identifiers);
+    into.subscription_identifiers.extend(from.subscription_identifiers);
     into.user_properties.extend(from.user_properties);
 }
 
@@ -1093,12 +764,7 @@ fn every_valid_packet_decodes_to_its_expected_value() {
             )),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failing cases:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failing cases:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -1109,14 +775,9 @@ fn every_valid_packet_decodes_the_same_when_streamed() {
         let mut buf = BytesMut::new();
         let mut decoded = None;
         for piece in case.bytes.chunks(chunk) {
-            assert!(
-                decoded.is_none(),
-                "{}: decoded before the last byte",
-                case.name
-            );
+            assert!(decoded.is_none(), "{}: decoded before the last byte", case.name);
             buf.extend_from_slice(piece);
-            decoded =
-                decode_packet(&mut buf, case.version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
+            decoded = decode_packet(&mut buf, case.version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
         }
         assert_eq!(decoded.as_ref(), Some(&case.expected), "{}", case.name);
     }
@@ -1127,8 +788,7 @@ fn every_valid_packet_re_encodes_to_an_equal_packet() {
     for case in all_cases() {
         let mut out = BytesMut::new();
         encode_packet(&case.expected, case.version, &mut out).expect(&case.name);
-        let decoded =
-            decode_packet(&mut out, case.version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
+        let decoded = decode_packet(&mut out, case.version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
         assert_eq!(decoded.as_ref(), Some(&case.expected), "{}", case.name);
         assert!(out.is_empty(), "{}", case.name);
     }
@@ -1137,17 +797,13 @@ fn every_valid_packet_re_encodes_to_an_equal_packet() {
 #[test]
 fn back_to_back_packets_decode_in_order_from_one_buffer() {
     for version in [V3_1, V3_1_1, V5] {
-        let cases: Vec<Case> = all_cases()
-            .into_iter()
-            .filter(|case| case.version == version)
-            .collect();
+        let cases: Vec<Case> = all_cases().into_iter().filter(|case| case.version == version).collect();
         let mut buf = BytesMut::new();
         for case in &cases {
             buf.extend_from_slice(&case.bytes);
         }
         for case in &cases {
-            let decoded =
-                decode_packet(&mut buf, version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
+            let decoded = decode_packet(&mut buf, version, MAX_PACKET_SIZE_BYTES).expect(&case.name);
             assert_eq!(decoded.as_ref(), Some(&case.expected), "{}", case.name);
         }
         assert!(buf.is_empty());
@@ -1157,13 +813,7 @@ fn back_to_back_packets_decode_in_order_from_one_buffer() {
 #[test]
 fn encoder_chooses_the_shortest_v5_acknowledgement_forms() {
     let cases = [
-        (
-            Packet::PubAck(PubResponse {
-                packet_id: 1,
-                ..PubResponse::default()
-            }),
-            vec![0x40, 2, 0, 1],
-        ),
+        (Packet::PubAck(PubResponse { packet_id: 1, ..PubResponse::default() }), vec![0x40, 2, 0, 1]),
         (
             Packet::PubRec(PubResponse {
                 packet_id: 1,
@@ -1174,10 +824,7 @@ fn encoder_chooses_the_shortest_v5_acknowledgement_forms() {
         ),
         (Packet::Disconnect(Disconnect::default()), vec![0xE0, 0]),
         (
-            Packet::Disconnect(Disconnect {
-                reason: ReasonCode::SERVER_SHUTTING_DOWN,
-                ..Disconnect::default()
-            }),
+            Packet::Disconnect(Disconnect { reason: ReasonCode::SERVER_SHUTTING_DOWN, ..Disconnect::default() }),
             vec![0xE0, 1, 0x8B],
         ),
         (Packet::Auth(Auth::default()), vec![0xF0, 0]),
@@ -1202,23 +849,9 @@ fn v3_connack_return_codes_map_to_reason_codes_and_back() {
     for (code, reason) in pairs {
         let mut buf = BytesMut::from(&[0x20, 2, 0, code][..]);
         let decoded = decode_packet(&mut buf, V3_1_1, MAX_PACKET_SIZE_BYTES).expect("decodes");
-        assert_eq!(
-            decoded,
-            Some(Packet::ConnAck(ConnAck {
-                reason,
-                ..ConnAck::default()
-            }))
-        );
+        assert_eq!(decoded, Some(Packet::ConnAck(ConnAck { reason, ..ConnAck::default() })));
         let mut out = BytesMut::new();
-        encode_packet(
-            &Packet::ConnAck(ConnAck {
-                reason,
-                ..ConnAck::default()
-            }),
-            V3_1_1,
-            &mut out,
-        )
-        .expect("encodes");
+        encode_packet(&Packet::ConnAck(ConnAck { reason, ..ConnAck::default() }), V3_1_1, &mut out).expect("encodes");
         assert_eq!(&out[..], &[0x20, 2, 0, code]);
     }
     for (reason, code) in [
@@ -1228,15 +861,7 @@ fn v3_connack_return_codes_map_to_reason_codes_and_back() {
         (ReasonCode::QUOTA_EXCEEDED, 3),
     ] {
         let mut out = BytesMut::new();
-        encode_packet(
-            &Packet::ConnAck(ConnAck {
-                reason,
-                ..ConnAck::default()
-            }),
-            V3_1,
-            &mut out,
-        )
-        .expect("encodes");
+        encode_packet(&Packet::ConnAck(ConnAck { reason, ..ConnAck::default() }), V3_1, &mut out).expect("encodes");
         assert_eq!(&out[..], &[0x20, 2, 0, code], "{reason:?}");
     }
 }

@@ -25,7 +25,8 @@ fn connack_accepts_each_protocol_level_without_session_present() {
 
 #[test]
 fn v5_connack_announces_limits() {
-    let settings = BrokerSettings { max_qos: 1, retain_available: false, receive_maximum: 7, ..BrokerSettings::default() };
+    let settings =
+        BrokerSettings { max_qos: 1, retain_available: false, receive_maximum: 7, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings.clone());
     let (_, connack) = broker.connect(connect(V5, "limits", true));
     let properties = connack.properties;
@@ -249,7 +250,8 @@ fn configured_server_reference_redirects_v5_0x9c_and_refuses_v3() {
 
 #[test]
 fn session_limit_refuses_new_sessions_with_server_busy_but_not_resumes() {
-    let mut broker = Broker::with_settings(1, BrokerSettings { sessions_per_shard_max: 1, ..BrokerSettings::default() });
+    let mut broker =
+        Broker::with_settings(1, BrokerSettings { sessions_per_shard_max: 1, ..BrokerSettings::default() });
     let (first, _) = broker.connect(connect(V311, "only", false));
     let (busy, connack) = broker.connect(connect(V5, "another", true));
     assert_eq!(connack.reason, ReasonCode::SERVER_BUSY);

@@ -13,7 +13,13 @@ const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// Two clients on the given shards, the second subscribed to `filter`.
-fn publisher_and_subscriber(broker: &mut Broker, shards: (usize, usize), version: ProtocolVersion, filter: &str, qos: QoS) -> (Client, Client) {
+fn publisher_and_subscriber(
+    broker: &mut Broker,
+    shards: (usize, usize),
+    version: ProtocolVersion,
+    filter: &str,
+    qos: QoS,
+) -> (Client, Client) {
     let (publisher, _) = broker.connect_on(shards.0, connect(version, "pub", true));
     let (subscriber, _) = broker.connect_on(shards.1, connect(version, "sub", true));
     broker.send(subscriber, Packet::Subscribe(subscribe(1, filter, qos)));
@@ -130,7 +136,11 @@ fn cross_shard_publish_delivered_once_and_stops_after_unsubscribe() {
         [Packet::UnsubAck(unsuback)] => assert_eq!(unsuback.reasons, vec![ReasonCode::SUCCESS]),
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
-    assert_eq!(broker.shards[0].gauges().interest_trie_nodes, 2, "wildcard trie root + exact x/y from shard 1; x/# pruned");
+    assert_eq!(
+        broker.shards[0].gauges().interest_trie_nodes,
+        2,
+        "wildcard trie root + exact x/y from shard 1; x/# pruned"
+    );
     broker.send(publisher, Packet::Publish(publish("x/y", QoS::AtLeastOnce, 2, "gone")));
     assert!(broker.recv_publishes(subscriber).is_empty());
     assert_eq!(broker.recv_publishes(other).len(), 1);
@@ -264,7 +274,10 @@ fn topic_alias_from_client_set_then_used_mqtt_3_3_2_3_4() {
     second.properties.topic_alias = Some(3);
     broker.send(publisher, Packet::Publish(second));
     let received = broker.recv_publishes(subscriber);
-    assert_eq!(contents(&received), vec![("alias/long/topic".into(), "1".into()), ("alias/long/topic".into(), "2".into())]);
+    assert_eq!(
+        contents(&received),
+        vec![("alias/long/topic".into(), "1".into()), ("alias/long/topic".into(), "2".into())]
+    );
     assert!(received.iter().all(|publish| publish.properties.topic_alias.is_none()), "aliases are per hop");
 }
 
@@ -363,13 +376,17 @@ fn suback_reason_codes_per_filter() {
     request.filters.push(("$share/g/t".into(), SubscriptionOptions::default()));
     broker.send(v5, Packet::Subscribe(request.clone()));
     match broker.recv(v5).as_slice() {
-        [Packet::SubAck(suback)] => assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]),
+        [Packet::SubAck(suback)] => {
+            assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED])
+        }
         other => panic!("expected SUBACK, got {other:?}"),
     }
     let (v3, _) = broker.connect(connect(V311, "codes3", true));
     broker.send(v3, Packet::Subscribe(request));
     match broker.recv(v3).as_slice() {
-        [Packet::SubAck(suback)] => assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::UNSPECIFIED_ERROR]),
+        [Packet::SubAck(suback)] => {
+            assert_eq!(suback.reasons, vec![ReasonCode::GRANTED_QOS_1, ReasonCode::UNSPECIFIED_ERROR])
+        }
         other => panic!("expected SUBACK, got {other:?}"),
     }
 }

@@ -37,7 +37,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (client.clone(), any::<bool>(), any::<bool>(), 1..4u16)
             .prop_map(|(client, v5, clean, receive_maximum)| Op::Connect { client, v5, clean, receive_maximum }),
-        (client.clone(), 0..FILTERS.len(), 0..3u8).prop_map(|(client, filter, qos)| Op::Subscribe { client, filter, qos }),
+        (client.clone(), 0..FILTERS.len(), 0..3u8).prop_map(|(client, filter, qos)| Op::Subscribe {
+            client,
+            filter,
+            qos
+        }),
         (client.clone(), 0..FILTERS.len()).prop_map(|(client, filter)| Op::Unsubscribe { client, filter }),
         (client.clone(), 0..TOPICS.len(), 0..3u8, any::<bool>(), 1..6u16)
             .prop_map(|(client, topic, qos, retain, packet_id)| Op::Publish { client, topic, qos, retain, packet_id }),
@@ -90,7 +94,8 @@ impl World {
             }
             Op::Publish { client, topic, qos: level, retain, packet_id } => {
                 if let Some((connection, _)) = self.live(client) {
-                    let mut message = publish(TOPICS[topic], qos(level), if level % 3 == 0 { 0 } else { packet_id }, "m");
+                    let mut message =
+                        publish(TOPICS[topic], qos(level), if level % 3 == 0 { 0 } else { packet_id }, "m");
                     message.retain = retain;
                     self.broker.send(connection, Packet::Publish(message));
                 }
@@ -114,7 +119,8 @@ impl World {
             }
             Op::Disconnect { client, with_will } => {
                 if let Some((connection, v5)) = self.live(client) {
-                    let reason = if with_will && v5 { ReasonCode::DISCONNECT_WITH_WILL_MESSAGE } else { ReasonCode::SUCCESS };
+                    let reason =
+                        if with_will && v5 { ReasonCode::DISCONNECT_WITH_WILL_MESSAGE } else { ReasonCode::SUCCESS };
                     self.broker.send(connection, Packet::Disconnect(Disconnect { reason, ..Disconnect::default() }));
                 }
             }

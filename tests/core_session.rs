@@ -120,7 +120,9 @@ fn v5_session_expiry_zero_ends_with_connection_and_disconnect_can_extend() {
     let mut disconnect = Disconnect::default();
     disconnect.properties.session_expiry_interval_secs = Some(30);
     broker.send(client, Packet::Disconnect(disconnect.clone()));
-    assert!(matches!(broker.recv(client).as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
+    assert!(
+        matches!(broker.recv(client).as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR)
+    );
 
     let (client, _) = broker.connect(v5_persistent("some", 5));
     broker.send(client, Packet::Disconnect(disconnect));
@@ -301,7 +303,9 @@ fn shutdown_sends_0x8b_to_v5_and_closes_all() {
     let now = broker.now;
     broker.shards[0].shutdown(now);
     broker.advance(Duration::ZERO);
-    assert!(matches!(broker.recv(v5).as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SERVER_SHUTTING_DOWN));
+    assert!(
+        matches!(broker.recv(v5).as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SERVER_SHUTTING_DOWN)
+    );
     assert!(broker.recv(v3).is_empty());
     assert!(broker.is_closed(v5) && broker.is_closed(v3));
 }

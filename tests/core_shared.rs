@@ -78,7 +78,9 @@ fn unsubscribed_group_gets_nothing_and_v311_may_share() {
     let mut broker = Broker::new(2);
     let (v3, _) = broker.connect_on(1, connect(V311, "three", true));
     broker.send(v3, Packet::Subscribe(subscribe(1, "$share/g/v", QoS::AtMostOnce)));
-    assert!(matches!(broker.recv(v3).as_slice(), [Packet::SubAck(suback)] if suback.reasons == vec![ReasonCode::GRANTED_QOS_0]));
+    assert!(
+        matches!(broker.recv(v3).as_slice(), [Packet::SubAck(suback)] if suback.reasons == vec![ReasonCode::GRANTED_QOS_0])
+    );
     let (publisher, _) = broker.connect_on(0, connect(V5, "p", true));
     broker.send(publisher, Packet::Publish(publish("v", QoS::AtMostOnce, 0, "1")));
     assert_eq!(broker.recv_publishes(v3).len(), 1);

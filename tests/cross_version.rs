@@ -41,7 +41,9 @@ async fn v5_properties_dropped_for_v311_subscriber__mqtt_3_3_2() {
 
         let mut publisher =
             V5Client::connect(v5::options(broker.port(), &client_id_on_shard("v5pub", publisher_shard))).await;
-        publisher.publish_with(&topic, QoS::AtLeastOnce, false, "plain payload", Some(every_forwarded_property())).await;
+        publisher
+            .publish_with(&topic, QoS::AtLeastOnce, false, "plain payload", Some(every_forwarded_property()))
+            .await;
 
         match raw_subscriber.expect_packet().await {
             Packet::Publish(publish) => {

@@ -59,7 +59,8 @@ fn auth_fields(packet: &Packet) -> (u8, Option<String>, String) {
         Packet::Auth(auth) => (
             auth.reason.0,
             auth.properties.authentication_method.as_ref().map(|method| method.to_string()),
-            String::from_utf8(auth.properties.authentication_data.as_deref().unwrap_or_default().to_vec()).expect("UTF-8 data"),
+            String::from_utf8(auth.properties.authentication_data.as_deref().unwrap_or_default().to_vec())
+                .expect("UTF-8 data"),
         ),
         other => panic!("expected AUTH, got {other:?}"),
     }
@@ -91,7 +92,9 @@ async fn scram_client(broker: &Broker) -> RawClient {
     let Packet::ConnAck(connack) = connack else { unreachable!("checked above") };
     assert_eq!(connack.properties.authentication_method.as_deref(), Some(SCRAM), "[MQTT-4.12.0-5]");
     let server_final = connack.properties.authentication_data.expect("CONNACK carries server-final");
-    scram.handle_server_final(std::str::from_utf8(&server_final).expect("UTF-8")).expect("the server signature verifies");
+    scram
+        .handle_server_final(std::str::from_utf8(&server_final).expect("UTF-8"))
+        .expect("the server signature verifies");
     client
 }
 
@@ -235,7 +238,8 @@ async fn connect_user_name_other_than_the_authenticated_user_refused_0x86__mqtt_
 #[tokio::test]
 async fn stalled_authentication_exchange_closed_by_connect_timeout__mqtt_4_12_0_2() {
     let users = format!("[[mqtt.scram_users]]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n");
-    let limits = BrokerLimits { shardmq_mqtt_toml: Some(users), connect_timeout_secs: Some(1), ..BrokerLimits::default() };
+    let limits =
+        BrokerLimits { shardmq_mqtt_toml: Some(users), connect_timeout_secs: Some(1), ..BrokerLimits::default() };
     let broker = Broker::start_with(&limits);
     if skip_on_mosquitto(&broker, "Mosquitto has no built-in SCRAM method") {
         return;
@@ -244,5 +248,8 @@ async fn stalled_authentication_exchange_closed_by_connect_timeout__mqtt_4_12_0_
     client.send(&connect_with_auth(SCRAM, b"n,,n=alice,r=abc")).await;
     assert_eq!(auth_fields(&client.expect_packet().await).0, AUTH_CONTINUE);
     let packets = client.expect_closed_within(std::time::Duration::from_secs(4)).await;
-    assert!(packets.iter().all(|packet| !matches!(packet, Packet::ConnAck(connack) if connack.reason.0 == 0)), "{packets:?}");
+    assert!(
+        packets.iter().all(|packet| !matches!(packet, Packet::ConnAck(connack) if connack.reason.0 == 0)),
+        "{packets:?}"
+    );
 }

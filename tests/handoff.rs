@@ -164,8 +164,11 @@ async fn publishes_sent_with_the_connect_in_one_write_are_all_delivered_in_order
         for n in 1..=PUBLISHES {
             let (_, payload) = next_publish(&mut subscriber).await;
             let expected = format!("message {n:03} ");
-            assert!(payload.starts_with(expected.as_bytes()), "{level:?}: expected {expected:?} next, got {:?}",
-                String::from_utf8_lossy(&payload[..16]));
+            assert!(
+                payload.starts_with(expected.as_bytes()),
+                "{level:?}: expected {expected:?} next, got {:?}",
+                String::from_utf8_lossy(&payload[..16])
+            );
             assert_eq!(payload.len(), payload_bytes);
         }
         assert_handed_over(&broker, &id);

@@ -90,7 +90,8 @@ async fn packet_of_exactly_maximum_packet_size_is_accepted_and_delivered__mqtt_3
     let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
     for (publisher_shard, subscriber_shard) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
         let topic = unique("fits");
-        let mut subscriber = Client::connect(broker.port(), Version::V311, &client_id_on_shard("sub", subscriber_shard)).await;
+        let mut subscriber =
+            Client::connect(broker.port(), Version::V311, &client_id_on_shard("sub", subscriber_shard)).await;
         subscriber.subscribe(&topic, 0).await;
         let mut publisher = RawClient::connect(broker.port(), Level::V311).await;
         let publisher_id = client_id_on_shard("pub", publisher_shard);
@@ -101,7 +102,11 @@ async fn packet_of_exactly_maximum_packet_size_is_accepted_and_delivered__mqtt_3
         assert_eq!(packet.len(), 1024);
         publisher.send(&packet).await;
         let message = subscriber.next_message().await;
-        assert_eq!(message.payload.len(), payload_len, "publisher on shard {publisher_shard}, subscriber on {subscriber_shard}");
+        assert_eq!(
+            message.payload.len(),
+            payload_len,
+            "publisher on shard {publisher_shard}, subscriber on {subscriber_shard}"
+        );
         publisher.expect_alive().await;
     }
 }

@@ -144,7 +144,11 @@ async fn server_topic_aliases_start_afresh_on_a_new_connection__mqtt_3_3_2_3_4()
             publisher.publish(&topic, QoS::AtLeastOnce, false, "x").await;
             let Packet::Publish(publish) = subscriber.expect_packet().await else { panic!("expected PUBLISH") };
             assert!(publish.properties.topic_alias.is_some(), "connection {connection}: aliases allowed");
-            assert_eq!(publish.topic.is_empty(), i > 0, "connection {connection}, message {i}: the first carries the topic");
+            assert_eq!(
+                publish.topic.is_empty(),
+                i > 0,
+                "connection {connection}, message {i}: the first carries the topic"
+            );
         }
         subscriber.send(&raw::disconnect(Level::V5, 0)).await;
         subscriber.expect_closed().await;

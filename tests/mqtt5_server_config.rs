@@ -130,7 +130,8 @@ async fn request_problem_information_0_keeps_reason_strings_off_acknowledgements
     if skip_on_mosquitto(&broker, "Mosquitto sends no Reason Strings") {
         return;
     }
-    let [connack, suback, puback, disconnect] = refusal_reason_strings(&broker, &[REQUEST_PROBLEM_INFORMATION, 0]).await;
+    let [connack, suback, puback, disconnect] =
+        refusal_reason_strings(&broker, &[REQUEST_PROBLEM_INFORMATION, 0]).await;
     assert_eq!((suback, puback), (None, None), "only CONNACK, DISCONNECT and PUBLISH may carry one");
     assert!(connack.is_some() && disconnect.is_some(), "CONNACK and DISCONNECT still may [MQTT-3.1.2-29]");
 }
@@ -281,7 +282,8 @@ async fn client_silent_past_the_server_keep_alive_is_disconnected_0x8d__mqtt_3_1
         return;
     }
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
-    let Packet::ConnAck(connack) = client.handshake(&raw::connect(Level::V5, &unique("slow"), true, 60, None)).await else {
+    let Packet::ConnAck(connack) = client.handshake(&raw::connect(Level::V5, &unique("slow"), true, 60, None)).await
+    else {
         unreachable!("handshake returns CONNACK")
     };
     let connected_at = Instant::now();

@@ -108,9 +108,8 @@ fn run_briefly(stderr: Stdio, no_color: bool) -> Option<i32> {
 fn log_on_a_terminal(no_color: bool) -> Option<String> {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty(3) fills in two new descriptors, which we own from here on.
-    let opened = unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-    };
+    let opened =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     if opened != 0 {
         eprintln!("terminal part skipped: openpty: {}", std::io::Error::last_os_error());
         return None;

@@ -62,10 +62,8 @@ fn idle_connections_cost_little_heap() {
     let shard_done = accepted_all.clone();
     let shard_measure = measure.clone();
     let shard_thread = std::thread::spawn(move || {
-        let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(64 * 1024)
-            .make()
-            .unwrap();
+        let executor =
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 * 1024).make().unwrap();
         executor.run(async move {
             let (senders, _receivers) = build_mesh::<ShardMeshItem>(1, 4).pop().unwrap().connect().await;
             let config = Arc::new(Config::default());

@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::raw::{self, Level, PacketFields, Received, RawClient};
+use support::raw::{self, Level, PacketFields, RawClient, Received};
 use support::{unique, Broker, BrokerLimits, EVENT_TIMEOUT};
 
 const MAX_CONNECTIONS: usize = 3;
@@ -20,8 +20,11 @@ async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slo
     let limits = BrokerLimits { max_connections: Some(MAX_CONNECTIONS), ..BrokerLimits::default() };
     let broker = Broker::start_with(&limits);
     // Checked by hand: Mosquitto also closes at accept ("denied: max_connections exceeded").
-    if support::skip_on_mosquitto(&broker, "Mosquitto 2.0.11 admits one connection too many after a connection \
-        closed before CONNECT, which the harness's readiness probe is") {
+    if support::skip_on_mosquitto(
+        &broker,
+        "Mosquitto 2.0.11 admits one connection too many after a connection \
+        closed before CONNECT, which the harness's readiness probe is",
+    ) {
         return;
     }
     let mut clients = Vec::new();
@@ -152,7 +155,9 @@ fn run_with_memlock(limit_bytes: u64, shards: usize) -> (Option<i32>, String) {
 #[test]
 fn a_locked_memory_limit_too_small_for_glommio_is_a_clear_error_and_exit_1_not_a_panic() {
     // Below glommio's own minimum, and enough for one shard but not for two.
-    for (limit_bytes, shards, says) in [(256 * 1024, 1, "glommio needs at least"), (530_000, 2, "too small for 2 shards")] {
+    for (limit_bytes, shards, says) in
+        [(256 * 1024, 1, "glommio needs at least"), (530_000, 2, "too small for 2 shards")]
+    {
         let (code, stderr) = run_with_memlock(limit_bytes, shards);
         assert_eq!(code, Some(1), "exit code with memlock {limit_bytes}: stderr {stderr}");
         assert!(!stderr.contains("panicked"), "panic instead of an error: {stderr}");

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
 use shardmq::protocol::Packet;
+use support::any_version::{Client, ClientOptions, Version, BOTH_VERSIONS};
 use support::raw::{self, Level, PacketFields, RawClient, Received};
 use support::{client_id_on_shard, unique, Broker, BrokerLimits};
 

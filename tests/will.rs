@@ -22,10 +22,14 @@ async fn abnormal_close_publishes_will__mqtt_3_1_2_8() {
         // Will owner and watcher on each pair of shards.
         for (owner_shard, watcher_shard) in [(0, 0), (0, 1), (1, 0)] {
             let will_topic = unique("will/abnormal");
-            let mut watcher = Client::connect(broker.port(), version, &client_id_on_shard("watch", watcher_shard)).await;
+            let mut watcher =
+                Client::connect(broker.port(), version, &client_id_on_shard("watch", watcher_shard)).await;
             watcher.subscribe(&will_topic, 1).await;
-            let options = ClientOptions::clean(version, &client_id_on_shard("owner", owner_shard))
-                .with_will(will_on(&will_topic, "died", false));
+            let options = ClientOptions::clean(version, &client_id_on_shard("owner", owner_shard)).with_will(will_on(
+                &will_topic,
+                "died",
+                false,
+            ));
             let owner = Client::connect_with(broker.port(), &options).await;
             owner.drop_connection().await;
             let will = watcher.next_message().await;

@@ -21,7 +21,12 @@ pub fn sample(pid: u32) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let (user_secs, system_secs) = user_and_system_secs(&stat)?;
-    Some(Sample { cpu_secs: user_secs + system_secs, system_secs, rss_kib: rss_kib_from_status(&status)?, threads: thread_cpu_secs(pid) })
+    Some(Sample {
+        cpu_secs: user_secs + system_secs,
+        system_secs,
+        rss_kib: rss_kib_from_status(&status)?,
+        threads: thread_cpu_secs(pid),
+    })
 }
 
 fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
@@ -125,7 +130,8 @@ impl Samples {
             .threads
             .iter()
             .map(|(name, end)| {
-                let start = self.warmup_start.threads.iter().find(|(other, _)| other == name).map_or(0.0, |(_, cpu)| *cpu);
+                let start =
+                    self.warmup_start.threads.iter().find(|(other, _)| other == name).map_or(0.0, |(_, cpu)| *cpu);
                 (name.clone(), (end - start).max(0.0))
             })
             .collect();
@@ -177,8 +183,14 @@ mod tests {
 
     #[test]
     fn cpu_per_ping_comes_from_a_pings_only_warmup() {
-        let at = |cpu_secs| Sample { cpu_secs, system_secs: 0.0, rss_kib: 1000, threads: vec![("shard-0".into(), cpu_secs)] };
-        let samples = Samples { warmup_start: at(1.0), measure_start: at(1.5), measure_end: at(2.0), ..Samples::default() };
+        let at = |cpu_secs| Sample {
+            cpu_secs,
+            system_secs: 0.0,
+            rss_kib: 1000,
+            threads: vec![("shard-0".into(), cpu_secs)],
+        };
+        let samples =
+            Samples { warmup_start: at(1.0), measure_start: at(1.5), measure_end: at(2.0), ..Samples::default() };
         let mut counters = Counters { pings_warmup: 10_000, connections: 100, ..Counters::default() };
         let usage = samples.usage(1, &counters);
         assert_eq!(usage.cpu_us_per_ping, Some(50.0));

@@ -186,7 +186,12 @@ impl RunArgs {
         if self.threads == 0 || self.workers == 0 || self.workers > 250 {
             return Err("--threads must be >= 1 and --workers between 1 and 250".into());
         }
-        if !(self.rate >= 0.0 && self.duration >= 0.0 && self.drain >= 0.0 && self.reconnect_settle >= 0.0 && self.probe >= 0.0) {
+        if !(self.rate >= 0.0
+            && self.duration >= 0.0
+            && self.drain >= 0.0
+            && self.reconnect_settle >= 0.0
+            && self.probe >= 0.0)
+        {
             return Err("--rate, --duration, --drain, --reconnect-settle and --probe must be >= 0".into());
         }
         if scenario == Scenario::Idle && self.publishers.unwrap_or(0) > 0 && self.sub_pattern.is_none() {
@@ -216,7 +221,8 @@ impl RunArgs {
         let (warmup_secs, duration_secs) = self.phases_secs(scenario);
         let source_ip = (self.workers > 1 && broker.ip().is_loopback())
             .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + worker as u8)));
-        let idle_commands = scenario == Scenario::Idle && self.sub_pattern.is_some() && self.publishers.unwrap_or(0) > 0;
+        let idle_commands =
+            scenario == Scenario::Idle && self.sub_pattern.is_some() && self.publishers.unwrap_or(0) > 0;
         let has_traffic = idle_commands || !matches!(scenario, Scenario::ConnStorm | Scenario::Idle);
         let probe = idle_commands && self.reconnect;
         EngineSettings {

@@ -57,7 +57,8 @@ fn max_search(scenario: Scenario, args: &RunArgs) -> Result<(RunSummary, ThreadR
         Some(best) => best,
         None => run_once(scenario, args, args.rate)?,
     };
-    summary.max_sustainable_rate_per_sec = steps.iter().filter(|step| step.passed).map(|step| step.rate_target_per_sec).reduce(f64::max);
+    summary.max_sustainable_rate_per_sec =
+        steps.iter().filter(|step| step.passed).map(|step| step.rate_target_per_sec).reduce(f64::max);
     summary.max_steps = steps;
     Ok((summary, report))
 }
@@ -70,7 +71,9 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
         label: args.label.clone(),
         scenario: scenario.name().to_string(),
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
-        started_unix_secs: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        started_unix_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         mqtt_version: if args.mqtt_version == 5 { 5 } else { 4 },
         qos: args.qos,
         payload_bytes: args.payload_bytes,
@@ -90,7 +93,8 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
         samples.baseline = broker_usage::sample(pid).ok_or_else(|| format!("--broker-pid {pid}: no such process"))?;
     }
     let progress: Vec<Arc<Progress>> = (0..args.workers * args.threads).map(|_| Arc::default()).collect();
-    let printer = (!args.quiet && duration_secs + warmup_secs >= 3.0).then(|| ProgressPrinter::start(progress.clone(), false));
+    let printer =
+        (!args.quiet && duration_secs + warmup_secs >= 3.0).then(|| ProgressPrinter::start(progress.clone(), false));
     let (warmup_ns, duration_ns) = ((warmup_secs * 1e9) as u64, (duration_secs * 1e9) as u64);
     let mut sampler: Option<JoinHandle<Vec<Sample>>> = None;
     let engine_settings = args.engine_settings(scenario, broker_addr, 0);
@@ -111,11 +115,8 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
         Some(t0_ns)
     };
     let mut jobs = split_jobs(plan.specs, args, scenario, broker_addr);
-    let report = if args.workers == 1 {
-        run_job(jobs.remove(0), &progress, start)
-    } else {
-        run_workers(jobs, &progress, start)
-    };
+    let report =
+        if args.workers == 1 { run_job(jobs.remove(0), &progress, start) } else { run_workers(jobs, &progress, start) };
     drop(printer);
     let report = report?;
     summary.absorb(&report, plan.deliveries_per_message);
@@ -133,7 +134,10 @@ pub fn run_once(scenario: Scenario, args: &RunArgs, rate_per_sec: f64) -> Result
 /// One job per worker process, its connections dealt round-robin over its threads.
 fn split_jobs(specs: Vec<ConnSpec>, args: &RunArgs, scenario: Scenario, broker: std::net::SocketAddr) -> Vec<Job> {
     let mut jobs: Vec<Job> = (0..args.workers)
-        .map(|worker| Job { settings: args.engine_settings(scenario, broker, worker), threads: vec![Vec::new(); args.threads] })
+        .map(|worker| Job {
+            settings: args.engine_settings(scenario, broker, worker),
+            threads: vec![Vec::new(); args.threads],
+        })
         .collect();
     for (index, spec) in specs.into_iter().enumerate() {
         let (worker, thread) = placement(index, args.workers, args.threads);

@@ -326,7 +326,12 @@ impl Engine {
             conns: specs.into_iter().map(Conn::new).collect(),
             due: BinaryHeap::new(),
             read_buffer: vec![0; READ_BUFFER_BYTES],
-            timeline: Timeline { t0_ns: u64::MAX, publish_start_ns: u64::MAX, measure_start_ns: u64::MAX, publish_end_ns: u64::MAX },
+            timeline: Timeline {
+                t0_ns: u64::MAX,
+                publish_start_ns: u64::MAX,
+                measure_start_ns: u64::MAX,
+                publish_end_ns: u64::MAX,
+            },
             counters: Counters::default(),
             warmup: new_latency_histogram(),
             measure: new_latency_histogram(),
@@ -435,8 +440,12 @@ impl Engine {
         // The probe's timeline is set before reconnecting, so a device that resumes late still accounts it.
         let probe_start_ns = storm_start_ns + self.settings.reconnect_settle_ns;
         let probe_end_ns = probe_start_ns + self.settings.probe_ns;
-        self.timeline =
-            Timeline { t0_ns: probe_start_ns, publish_start_ns: probe_start_ns, measure_start_ns: probe_start_ns, publish_end_ns: probe_end_ns };
+        self.timeline = Timeline {
+            t0_ns: probe_start_ns,
+            publish_start_ns: probe_start_ns,
+            measure_start_ns: probe_start_ns,
+            publish_end_ns: probe_end_ns,
+        };
         self.probing = true;
         for conn in &mut self.conns {
             conn.sequence_base = conn.next_sequence;
@@ -452,7 +461,8 @@ impl Engine {
         }
         self.due.clear();
         let saved_connack = std::mem::replace(&mut self.connack, new_latency_histogram());
-        let saved = (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
+        let saved =
+            (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present);
         self.first_connect_ns = u64::MAX;
         self.last_connack_ns = 0;
         self.reconnecting = true;
@@ -462,7 +472,8 @@ impl Engine {
         self.counters.reconnections = self.counters.connections - saved.2;
         self.counters.reconnect_sessions_present = self.counters.sessions_present - saved.3;
         let storm = (std::mem::replace(&mut self.connack, saved_connack), self.first_connect_ns, self.last_connack_ns);
-        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) = saved;
+        (self.first_connect_ns, self.last_connack_ns, self.counters.connections, self.counters.sessions_present) =
+            saved;
         if self.settings.probe_ns > 0 {
             self.probe_devices(probe_start_ns)?;
         }
@@ -530,7 +541,13 @@ impl Engine {
         let ready: Vec<(usize, bool, bool)> = self
             .events
             .iter()
-            .map(|event| (event.token().0, event.is_readable() || event.is_read_closed() || event.is_error(), event.is_writable()))
+            .map(|event| {
+                (
+                    event.token().0,
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable(),
+                )
+            })
             .collect();
         for (token, readable, writable) in ready {
             if token == TIMER_TOKEN.0 {
@@ -690,7 +707,12 @@ impl Engine {
                 }
             }
             Packet::Disconnect(Disconnect { reason, .. }) => {
-                return Err(format!("broker sent DISCONNECT to {}: {} (0x{:02x})", conn.spec.client_id, reason.name(), reason.0))
+                return Err(format!(
+                    "broker sent DISCONNECT to {}: {} (0x{:02x})",
+                    conn.spec.client_id,
+                    reason.name(),
+                    reason.0
+                ))
             }
             other => return Err(format!("unexpected {:?} from broker", other.packet_type())),
         }
@@ -752,15 +774,20 @@ impl Engine {
     fn on_publish(&mut self, index: usize, publish: &Publish, received_ns: u64) -> Result<(), String> {
         let conn = &mut self.conns[index];
         match publish.qos {
-            QoS::AtLeastOnce => packets::encode(&Packet::PubAck(packets::response(publish.packet_id)), self.version, &mut conn.out)?,
-            QoS::ExactlyOnce => packets::encode(&Packet::PubRec(packets::response(publish.packet_id)), self.version, &mut conn.out)?,
+            QoS::AtLeastOnce => {
+                packets::encode(&Packet::PubAck(packets::response(publish.packet_id)), self.version, &mut conn.out)?
+            }
+            QoS::ExactlyOnce => {
+                packets::encode(&Packet::PubRec(packets::response(publish.packet_id)), self.version, &mut conn.out)?
+            }
             QoS::AtMostOnce => {}
         }
         let Some(stamp) = Stamp::from_payload(&publish.payload) else {
             self.counters.stale += 1;
             return Ok(());
         };
-        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns {
+        if stamp.intended_ns < self.timeline.t0_ns.min(received_ns) || stamp.intended_ns >= self.timeline.publish_end_ns
+        {
             self.counters.stale += 1;
             return Ok(());
         }
@@ -805,10 +832,13 @@ impl Engine {
     /// Sends every message whose intended time has come, unless the socket backlog or the in-flight window
     /// is full; then it waits for room and catches up later with the original intended times.
     fn publish_due(&mut self, index: usize, now: u64) -> Result<(), String> {
-        let (qos, version, payload_bytes, probing) = (self.qos, self.version, self.settings.payload_bytes, self.probing);
+        let (qos, version, payload_bytes, probing) =
+            (self.qos, self.version, self.settings.payload_bytes, self.probing);
         let Timeline { publish_start_ns, measure_start_ns, publish_end_ns, .. } = self.timeline;
         let conn = &mut self.conns[index];
-        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else { return Ok(()) };
+        let Role::Publisher { publisher, period_ns, offset_ns, ref targets, .. } = conn.spec.role else {
+            return Ok(());
+        };
         conn.waiting_for_room = false;
         loop {
             let scheduled = conn.next_sequence - conn.sequence_base;
@@ -832,7 +862,9 @@ impl Engine {
             }
             let stamp = Stamp { publisher, sequence: conn.next_sequence, intended_ns }.to_bytes();
             let topic = match targets {
-                Some(targets) => ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str()),
+                Some(targets) => {
+                    ByteStr::from(targets.topic(next_random(&mut conn.random_state) % targets.devices.max(1)).as_str())
+                }
                 None => conn.topic.clone(),
             };
             packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
@@ -924,7 +956,11 @@ impl Engine {
         self.progress_published_ns = now;
         self.progress.sent.store(self.counters.sent, Ordering::Relaxed);
         self.progress.delivered.store(self.counters.delivered, Ordering::Relaxed);
-        let p99 = if self.measure.is_empty() { self.warmup.value_at_quantile(0.99) } else { self.measure.value_at_quantile(0.99) };
+        let p99 = if self.measure.is_empty() {
+            self.warmup.value_at_quantile(0.99)
+        } else {
+            self.measure.value_at_quantile(0.99)
+        };
         self.progress.p99_us.store(p99, Ordering::Relaxed);
     }
 

@@ -82,14 +82,22 @@ pub fn hgrm_text(histogram: &Histogram<u64>) -> String {
         let quantile = step.quantile_iterated_to();
         if quantile < 1.0 {
             let inverse = 1.0 / (1.0 - quantile);
-            let _ = writeln!(text, "{:12.3} {:2.12} {:10} {:14.2}", step.value_iterated_to() as f64, quantile, total, inverse);
+            let _ = writeln!(
+                text,
+                "{:12.3} {:2.12} {:10} {:14.2}",
+                step.value_iterated_to() as f64,
+                quantile,
+                total,
+                inverse
+            );
         } else {
             let _ = writeln!(text, "{:12.3} {:2.12} {:10}", step.value_iterated_to() as f64, quantile, total);
         }
     }
     let _ = writeln!(text, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", histogram.mean(), histogram.stdev());
     let _ = writeln!(text, "#[Max     = {:12.3}, Total count    = {:12}]", histogram.max() as f64, histogram.len());
-    let _ = writeln!(text, "#[Buckets = {:12}, SubBuckets     = {:12}]", histogram.buckets(), histogram.distinct_values());
+    let _ =
+        writeln!(text, "#[Buckets = {:12}, SubBuckets     = {:12}]", histogram.buckets(), histogram.distinct_values());
     text
 }
 

@@ -22,7 +22,13 @@ pub fn qos(level: u8) -> QoS {
     QoS::from_u8(level).unwrap_or(QoS::AtMostOnce)
 }
 
-pub fn connect(version: ProtocolVersion, client_id: &str, clean_start: bool, keepalive_secs: u16, session_expiry_secs: u32) -> Packet {
+pub fn connect(
+    version: ProtocolVersion,
+    client_id: &str,
+    clean_start: bool,
+    keepalive_secs: u16,
+    session_expiry_secs: u32,
+) -> Packet {
     let mut properties = Properties::default();
     if version.is_v5() && session_expiry_secs > 0 {
         properties.session_expiry_interval_secs = Some(session_expiry_secs);

@@ -69,12 +69,15 @@ pub fn build(options: &PlanOptions) -> Plan {
         Scenario::P2p => (options.publishers, options.publishers),
         _ => (options.publishers, options.subscribers),
     };
-    let period_ns = if options.rate_per_sec > 0.0 { publishers as f64 * 1e9 / options.rate_per_sec } else { f64::INFINITY };
+    let period_ns =
+        if options.rate_per_sec > 0.0 { publishers as f64 * 1e9 / options.rate_per_sec } else { f64::INFINITY };
     // Idle publishers command random devices on their own filter's topic.
     let targets = match (options.scenario, &options.sub_pattern) {
-        (Scenario::Idle, Some(pattern)) => {
-            Some(DeviceTargets { pattern: pattern.clone(), device_prefix: format!("{prefix}-c"), devices: options.connections as u64 })
-        }
+        (Scenario::Idle, Some(pattern)) => Some(DeviceTargets {
+            pattern: pattern.clone(),
+            device_prefix: format!("{prefix}-c"),
+            devices: options.connections as u64,
+        }),
         _ => None,
     };
     for id in 0..publishers {

@@ -57,7 +57,19 @@ pub fn table(runs: &[RunSummary]) -> String {
     let _ = writeln!(
         text,
         "{:<22} {:<10} {:>7} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>11} {:>10} {:>10}",
-        "run", "scenario", "conns", "sent/s", "delivered/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "lost", "cpu-s/M del", "B/conn", "connects/s"
+        "run",
+        "scenario",
+        "conns",
+        "sent/s",
+        "delivered/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "lost",
+        "cpu-s/M del",
+        "B/conn",
+        "connects/s"
     );
     for run in runs {
         let (_, latency) = headline_latency(run);
@@ -107,7 +119,10 @@ pub fn svg(runs: &[RunSummary]) -> String {
     let low_exp = all_points().map(|(_, v)| (*v.max(&1) as f64).log10().floor()).fold(f64::INFINITY, f64::min).min(6.0);
     let high_exp = all_points().map(|(_, v)| (*v.max(&1) as f64).log10().ceil()).fold(0.0, f64::max).max(low_exp + 1.0);
     let mut out = String::new();
-    let _ = writeln!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(out, r#"<text x="{}" y="22" font-size="15">Latency by percentile</text>"#, MARGIN_LEFT);
     draw_axes(&mut out, decades, low_exp, high_exp);
@@ -119,13 +134,24 @@ pub fn svg(runs: &[RunSummary]) -> String {
             .filter(|(p, _)| *p < 100.0)
             .map(|(p, v)| format!("{:.1},{:.1}", x_of(*p, decades), y_of(*v, low_exp, high_exp)))
             .collect();
-        let _ = writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
+        let _ =
+            writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
         let legend_y = MARGIN_TOP + 20.0 + index as f64 * 34.0;
         let legend_x = WIDTH - MARGIN_RIGHT + 15.0;
-        let _ = writeln!(out, r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="3"/>"#, legend_x + 20.0);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{legend_x}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="3"/>"#,
+            legend_x + 20.0
+        );
         let _ = writeln!(out, r#"<text x="{}" y="{}">{}</text>"#, legend_x + 26.0, legend_y + 4.0, escape(&run.label));
         let detail = format!("{} p99 {} µs", run.scenario, latency.p99);
-        let _ = writeln!(out, r##"<text x="{}" y="{}" fill="#555" font-size="10">{}</text>"##, legend_x + 26.0, legend_y + 17.0, escape(&detail));
+        let _ = writeln!(
+            out,
+            r##"<text x="{}" y="{}" fill="#555" font-size="10">{}</text>"##,
+            legend_x + 26.0,
+            legend_y + 17.0,
+            escape(&detail)
+        );
     }
     out.push_str("</svg>\n");
     out
@@ -134,7 +160,12 @@ pub fn svg(runs: &[RunSummary]) -> String {
 fn draw_axes(out: &mut String, decades: f64, low_exp: f64, high_exp: f64) {
     let (left, right) = (MARGIN_LEFT, WIDTH - MARGIN_RIGHT);
     let (top, bottom) = (MARGIN_TOP, HEIGHT - MARGIN_BOTTOM);
-    let _ = writeln!(out, r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#333"/>"##, right - left, bottom - top);
+    let _ = writeln!(
+        out,
+        r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
+        right - left,
+        bottom - top
+    );
     for decade in 0..=decades as u32 {
         let percentile = 100.0 * (1.0 - 10f64.powi(-(decade as i32)));
         let x = x_of(percentile, decades);
@@ -145,10 +176,25 @@ fn draw_axes(out: &mut String, decades: f64, low_exp: f64, high_exp: f64) {
     for exponent in low_exp as i32..=high_exp as i32 {
         let y = y_of(10u64.pow(exponent as u32), low_exp, high_exp);
         let _ = writeln!(out, r##"<line x1="{left}" y1="{y:.1}" x2="{right}" y2="{y:.1}" stroke="#ddd"/>"##);
-        let _ = writeln!(out, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, 10u64.pow(exponent as u32));
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + 4.0,
+            10u64.pow(exponent as u32)
+        );
     }
-    let _ = writeln!(out, r#"<text x="{}" y="{}" text-anchor="middle">percentile (log tail axis, 1/(1-p))</text>"#, (left + right) / 2.0, bottom + 42.0);
-    let _ = writeln!(out, r#"<text transform="translate(20,{}) rotate(-90)" text-anchor="middle">latency µs (log)</text>"#, (top + bottom) / 2.0);
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile (log tail axis, 1/(1-p))</text>"#,
+        (left + right) / 2.0,
+        bottom + 42.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text transform="translate(20,{}) rotate(-90)" text-anchor="middle">latency µs (log)</text>"#,
+        (top + bottom) / 2.0
+    );
 }
 
 fn trim_float(value: f64) -> String {

@@ -125,7 +125,10 @@ impl RunSummary {
             );
             print_latency("reconnect connack", &self.reconnect_connack_us);
             if counters.probe_sent > 0 {
-                println!("  after the storm: {} commands sent, {} delivered", counters.probe_sent, counters.probe_delivered);
+                println!(
+                    "  after the storm: {} commands sent, {} delivered",
+                    counters.probe_sent, counters.probe_delivered
+                );
             }
         }
         if self.ping_rtt_us.count > 0 {
@@ -145,8 +148,12 @@ impl RunSummary {
         }
         if let Some(broker) = &self.broker {
             if let Some(per_ping) = broker.cpu_us_per_ping {
-                let threads: Vec<String> =
-                    broker.cpu_secs_warmup_by_thread.iter().filter(|(_, cpu)| *cpu > 0.0).map(|(name, cpu)| format!("{name} {cpu:.2} s")).collect();
+                let threads: Vec<String> = broker
+                    .cpu_secs_warmup_by_thread
+                    .iter()
+                    .filter(|(_, cpu)| *cpu > 0.0)
+                    .map(|(name, cpu)| format!("{name} {cpu:.2} s"))
+                    .collect();
                 println!(
                     "  pings-only window: broker cpu {:.2} s for {} pings = {per_ping:.1} µs per PINGREQ ({})",
                     broker.cpu_secs_warmup,
@@ -155,7 +162,10 @@ impl RunSummary {
                 );
             }
             if let Some(rss_kib) = broker.rss_after_reconnect_kib {
-                println!("  broker rss after the reconnect storm: {rss_kib} KiB (before it: {} KiB)", broker.rss_loaded_kib);
+                println!(
+                    "  broker rss after the reconnect storm: {rss_kib} KiB (before it: {} KiB)",
+                    broker.rss_loaded_kib
+                );
             }
         }
         if let Some(rate) = self.max_sustainable_rate_per_sec {
@@ -182,7 +192,8 @@ impl RunSummary {
         for (phase, histogram) in phases {
             if !histogram.is_empty() {
                 let path = dir.join(format!("{name}.{phase}.hgrm"));
-                std::fs::write(&path, hgrm_text(histogram)).map_err(|err| format!("write {}: {err}", path.display()))?;
+                std::fs::write(&path, hgrm_text(histogram))
+                    .map_err(|err| format!("write {}: {err}", path.display()))?;
             }
         }
         Ok(json_path)

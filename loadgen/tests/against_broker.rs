@@ -79,7 +79,8 @@ fn start_mosquitto(dir: TempDir) -> Broker {
     drop(listener);
     let config = dir.0.join("mosquitto.conf");
     std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let child = Command::new("mosquitto").arg("-c").arg(&config).stderr(Stdio::null()).spawn().expect("spawn mosquitto");
+    let child =
+        Command::new("mosquitto").arg("-c").arg(&config).stderr(Stdio::null()).spawn().expect("spawn mosquitto");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
@@ -112,7 +113,8 @@ fn count(summary: &Value, field: &str) -> u64 {
 #[test]
 fn fan_out_delivers_every_message_to_every_subscriber_once() {
     let Some(broker) = start_broker("fan-out") else { return };
-    let summary = run_loadgen(&broker, "fan-out", &["--subscribers", "5", "--rate", "400", "--warmup", "0.5", "--duration", "1"]);
+    let summary =
+        run_loadgen(&broker, "fan-out", &["--subscribers", "5", "--rate", "400", "--warmup", "0.5", "--duration", "1"]);
     // 400/s for 1.5 s on a fixed schedule: exactly 600 sends.
     assert_eq!(count(&summary, "sent"), 600);
     assert_eq!(count(&summary, "delivered"), 3000);
@@ -127,7 +129,8 @@ fn fan_out_delivers_every_message_to_every_subscriber_once() {
 fn open_loop_rate_is_held_within_one_percent() {
     let Some(broker) = start_broker("rate") else { return };
     let started = Instant::now();
-    let summary = run_loadgen(&broker, "p2p", &["--pairs", "4", "--rate", "3000", "--warmup", "0.5", "--duration", "2"]);
+    let summary =
+        run_loadgen(&broker, "p2p", &["--pairs", "4", "--rate", "3000", "--warmup", "0.5", "--duration", "2"]);
     let elapsed = started.elapsed();
     let sent_per_sec = summary["sent_per_sec"].as_f64().unwrap();
     assert!((sent_per_sec - 3000.0).abs() <= 30.0, "measured send rate {sent_per_sec}");
@@ -140,7 +143,8 @@ fn open_loop_rate_is_held_within_one_percent() {
 #[test]
 fn p2p_qos1_over_mqtt5_is_acknowledged_and_delivered_exactly() {
     let Some(broker) = start_broker("qos1") else { return };
-    let args = ["--pairs", "10", "--qos", "1", "--mqtt-version", "5", "--rate", "1000", "--warmup", "0.2", "--duration", "1"];
+    let args =
+        ["--pairs", "10", "--qos", "1", "--mqtt-version", "5", "--rate", "1000", "--warmup", "0.2", "--duration", "1"];
     let summary = run_loadgen(&broker, "p2p", &args);
     let sent = count(&summary, "sent");
     assert_eq!(sent, 1200);
@@ -187,7 +191,20 @@ fn reconnect_storm_finds_every_persistent_session_again() {
 #[test]
 fn worker_processes_merge_their_counts_and_histograms() {
     let Some(broker) = start_broker("workers") else { return };
-    let args = ["--subscribers", "6", "--workers", "2", "--threads", "2", "--rate", "200", "--warmup", "0.5", "--duration", "1"];
+    let args = [
+        "--subscribers",
+        "6",
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+        "--rate",
+        "200",
+        "--warmup",
+        "0.5",
+        "--duration",
+        "1",
+    ];
     let summary = run_loadgen(&broker, "fan-out", &args);
     assert_eq!(count(&summary, "sent"), 300);
     assert_eq!(count(&summary, "connections"), 7);
@@ -200,9 +217,32 @@ fn worker_processes_merge_their_counts_and_histograms() {
 fn idle_devices_with_shared_groups_get_commands_and_resumed_sessions_still_deliver() {
     let Some(broker) = start_broker("commands") else { return };
     let args = [
-        "--connections", "200", "--sub-pattern", "devices/{client_id}/cmd", "--shared-subs", "2", "--publishers", "2",
-        "--rate", "200", "--qos", "1", "--mqtt-version", "5", "--persistent", "--warmup", "0.3", "--duration", "1",
-        "--drain", "1", "--reconnect", "--reconnect-settle", "1", "--probe", "1",
+        "--connections",
+        "200",
+        "--sub-pattern",
+        "devices/{client_id}/cmd",
+        "--shared-subs",
+        "2",
+        "--publishers",
+        "2",
+        "--rate",
+        "200",
+        "--qos",
+        "1",
+        "--mqtt-version",
+        "5",
+        "--persistent",
+        "--warmup",
+        "0.3",
+        "--duration",
+        "1",
+        "--drain",
+        "1",
+        "--reconnect",
+        "--reconnect-settle",
+        "1",
+        "--probe",
+        "1",
     ];
     let summary = run_loadgen(&broker, "idle", &args);
     assert_eq!(count(&summary, "connections"), 202, "200 devices + 2 commanders");
@@ -220,7 +260,8 @@ fn idle_devices_with_shared_groups_get_commands_and_resumed_sessions_still_deliv
 fn idle_warmup_is_pings_only_and_gives_broker_cpu_per_ping() {
     let Some(broker) = start_broker("pings") else { return };
     let pid = broker.child.id().to_string();
-    let args = ["--connections", "100", "--keepalive", "1", "--warmup", "2.5", "--duration", "0.5", "--broker-pid", &pid];
+    let args =
+        ["--connections", "100", "--keepalive", "1", "--warmup", "2.5", "--duration", "0.5", "--broker-pid", &pid];
     let summary = run_loadgen(&broker, "idle", &args);
     let pings_warmup = count(&summary, "pings_warmup");
     // Every connection pings once a second from its CONNACK on: 2 or 3 times in a 2.5 s window.

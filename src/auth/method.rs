@@ -160,7 +160,10 @@ mod tests {
         assert!(methods.find("OTHER").is_none());
         let mut exchange = methods.find("ECHO").map(|method| method.begin()).expect("registered");
         assert_eq!(exchange.start(b"hi"), Step::Continue(b"hi".to_vec()));
-        assert_eq!(exchange.proceed(b"alice"), Step::Success(Authenticated { user: "alice".into(), server_data: None }));
+        assert_eq!(
+            exchange.proceed(b"alice"),
+            Step::Success(Authenticated { user: "alice".into(), server_data: None })
+        );
     }
 
     #[test]

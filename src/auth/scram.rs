@@ -113,7 +113,9 @@ impl AuthExchange for ScramExchange {
                 }
                 Err(failure) => Step::Fail(failure),
             },
-            State::AwaitingClientFirst => Step::Fail(AuthFailure::not_authorized("SCRAM exchange continued before client-first-message")),
+            State::AwaitingClientFirst => {
+                Step::Fail(AuthFailure::not_authorized("SCRAM exchange continued before client-first-message"))
+            }
             State::Done => Step::Fail(AuthFailure::not_authorized("SCRAM exchange continued after it ended")),
         }
     }
@@ -166,7 +168,8 @@ fn verify_client_final(sent: &ServerFirstSent, client_data: &[u8]) -> Result<Str
     // The proof is the last attribute; the AuthMessage covers everything before it.
     let (without_proof, proof) = text.rsplit_once(",p=").ok_or(malformed("client-final-message has no proof"))?;
     let mut attributes = without_proof.split(',');
-    let channel_binding = attribute(attributes.next(), 'c').ok_or(malformed("client-final-message has no channel binding"))?;
+    let channel_binding =
+        attribute(attributes.next(), 'c').ok_or(malformed("client-final-message has no channel binding"))?;
     let nonce = attribute(attributes.next(), 'r').ok_or(malformed("client-final-message has no nonce"))?;
     // With no channel binding, c= carries just the gs2 header ("biws" for "n,,").
     if BASE64.decode(channel_binding).ok().as_deref() != Some(sent.gs2_header.as_bytes()) {
@@ -202,7 +205,9 @@ fn parse_client_first(text: &str) -> Result<ClientFirst<'_>, AuthFailure> {
     let (flag, rest) = text.split_once(',').ok_or(malformed("client-first-message has no gs2 header"))?;
     match flag {
         "n" | "y" => {}
-        _ if flag.starts_with("p=") => return Err(AuthFailure::not_authorized("SCRAM channel binding is not supported")),
+        _ if flag.starts_with("p=") => {
+            return Err(AuthFailure::not_authorized("SCRAM channel binding is not supported"))
+        }
         _ => return Err(malformed("client-first-message has an unknown gs2 channel binding flag")),
     }
     let (authzid, bare) = rest.split_once(',').ok_or(malformed("client-first-message gs2 header is not closed"))?;

@@ -11,9 +11,9 @@ use bytes::Bytes;
 
 use super::message::ConnId;
 use super::session::SessionKey;
+use super::topic_alias::TopicAliases;
 use crate::auth::{AuthExchange, AuthMethod};
 use crate::protocol::Connect;
-use super::topic_alias::TopicAliases;
 use crate::protocol::ProtocolVersion;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,9 +128,11 @@ impl Connections {
 
     /// The ids of every connection.
     pub fn ids(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.slots.iter().enumerate().filter(|(_, entry)| entry.connection.is_some()).map(|(slot, entry)| {
-            ConnId(u64::from(entry.generation) << 32 | slot as u64)
-        })
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.connection.is_some())
+            .map(|(slot, entry)| ConnId(u64::from(entry.generation) << 32 | slot as u64))
     }
 }
 

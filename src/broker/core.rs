@@ -21,8 +21,8 @@ use super::session::Sessions;
 use super::settings::BrokerSettings;
 use super::stats::{CoreGauges, CoreStats};
 use super::subscriptions::SubscriptionTrie;
-use super::timers::TimerKey;
 use super::timer_wheel::TimerWheel;
+use super::timers::TimerKey;
 use crate::auth::AuthMethods;
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 

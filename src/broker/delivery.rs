@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 use super::core::ShardCore;
 use super::interest::ShardSet;
-use super::message::{Action, Message, MeshMessage};
+use super::message::{Action, MeshMessage, Message};
 use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
 use super::session::SessionKey;
@@ -37,7 +37,9 @@ impl ShardCore {
         };
         let mut shards = ShardSet::default();
         let mut remote_groups: SmallVec<[(ByteStr, ShardSet); 2]> = SmallVec::new();
-        self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push((group.share.clone(), group.shards.clone())));
+        self.interest.matching(&message.topic, &mut shards, |group| {
+            remote_groups.push((group.share.clone(), group.shards.clone()))
+        });
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
@@ -60,7 +62,12 @@ impl ShardCore {
     /// if there is one, else one other shard holding members (rotating), which picks a member there; a local
     /// offline member's session queues it only when no other shard has members. What was already sent to or
     /// queued for a member stays in its session (redelivered when it resumes).
-    fn route_to_shared_groups(&mut self, message: &Arc<Message>, remote: SmallVec<[(ByteStr, ShardSet); 2]>, now: Instant) -> bool {
+    fn route_to_shared_groups(
+        &mut self,
+        message: &Arc<Message>,
+        remote: SmallVec<[(ByteStr, ShardSet); 2]>,
+        now: Instant,
+    ) -> bool {
         let mut local: SmallVec<[ByteStr; 2]> = SmallVec::new();
         self.subscriptions.for_each_shared_match(&message.topic, |share| local.push(share.clone()));
         local.sort_unstable();
@@ -91,7 +98,8 @@ impl ShardCore {
 
     fn has_connected_share_member(&self, share: &ByteStr) -> bool {
         let sessions = &self.sessions;
-        self.subscriptions.has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
+        self.subscriptions
+            .has_shared_member(share, |key| sessions.get(key).is_some_and(|session| session.conn.is_some()))
     }
 
     /// Delivers to one member of the local shared group `share`, a connected one if any (a group whose
@@ -145,8 +153,8 @@ impl ShardCore {
     /// excludes every one of them [MQTT-3.8.3-3].
     fn delivery_for(&self, subscriptions: &[Subscriber], message: &Arc<Message>) -> Option<Delivery> {
         let session = self.sessions.get(subscriptions[0].session)?;
-        let own_message = message.origin.shard == self.shard && message.origin.conn.is_some()
-            && message.origin.conn == session.conn;
+        let own_message =
+            message.origin.shard == self.shard && message.origin.conn.is_some() && message.origin.conn == session.conn;
         let mut delivery: Option<Delivery> = None;
         for subscription in subscriptions.iter().filter(|sub| !(sub.options.no_local && own_message)) {
             let qos = subscription.options.qos.min(message.qos);
@@ -186,7 +194,8 @@ impl ShardCore {
             Some(_) => delivery,
             None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
         };
-        let (messages_max, bytes_max) = (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
+        let (messages_max, bytes_max) =
+            (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
         let Some(session) = self.sessions.get_mut(key) else { return };
         if !session.enqueue(delivery, messages_max, bytes_max) {
             self.stats.dropped_queue_full += 1;
@@ -288,14 +297,21 @@ pub(crate) mod tests {
         let subscriber = core.open_connection(now);
         core.handle_packet(subscriber, connect("sleeper"), now);
         let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
-        let subscribe = Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
+        let subscribe =
+            Subscribe { packet_id: 1, filters: vec![(ByteStr::from("t"), options)], ..Subscribe::default() };
         core.handle_packet(subscriber, Packet::Subscribe(subscribe), now);
         core.connection_lost(subscriber, now);
 
         let read_buffer = Bytes::from(vec![b'x'; 16 * 1024]);
         let publisher = core.open_connection(now);
         core.handle_packet(publisher, connect("writer"), now);
-        let publish = Publish { qos: QoS::AtLeastOnce, topic: ByteStr::from("t"), packet_id: 1, payload: read_buffer.slice(100..200), ..Publish::default() };
+        let publish = Publish {
+            qos: QoS::AtLeastOnce,
+            topic: ByteStr::from("t"),
+            packet_id: 1,
+            payload: read_buffer.slice(100..200),
+            ..Publish::default()
+        };
         core.handle_packet(publisher, Packet::Publish(publish), now);
 
         let key = core.sessions.find("sleeper").expect("session kept");

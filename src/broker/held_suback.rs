@@ -68,7 +68,8 @@ impl ShardCore {
 
     fn release_suback(&mut self, held: HeldSubAck, now: Instant) {
         let HeldSubAck { conn, session, suback, retained, subscription_id, .. } = held;
-        let still_attached = self.connections.get(&conn).and_then(|connection| connection.phase.session_key()) == Some(session);
+        let still_attached =
+            self.connections.get(&conn).and_then(|connection| connection.phase.session_key()) == Some(session);
         if !still_attached {
             return;
         }

@@ -60,13 +60,19 @@ impl Inflight {
 
     /// PUBACK for a QoS 1 PUBLISH.
     pub fn puback(&mut self, packet_id: u16) -> AckOutcome {
-        self.remove_where(packet_id, |entry| entry.state == InflightState::Sent && entry.delivery.qos == QoS::AtLeastOnce)
+        self.remove_where(packet_id, |entry| {
+            entry.state == InflightState::Sent && entry.delivery.qos == QoS::AtLeastOnce
+        })
     }
 
     /// PUBREC for a QoS 2 PUBLISH; a repeated PUBREC for a released entry is answered again, not an error.
     /// A PUBREC with an error reason ends the exchange (v5 section 4.3.3), like `remove_failed`.
     pub fn pubrec(&mut self, packet_id: u16) -> AckOutcome {
-        match self.entries.iter_mut().find(|entry| entry.packet_id == packet_id && entry.delivery.qos == QoS::ExactlyOnce) {
+        match self
+            .entries
+            .iter_mut()
+            .find(|entry| entry.packet_id == packet_id && entry.delivery.qos == QoS::ExactlyOnce)
+        {
             Some(entry) => {
                 entry.state = InflightState::Released;
                 AckOutcome::Done

@@ -176,7 +176,10 @@ mod tests {
         interest.add(&"$share/h/a/#".into(), 2);
         interest.add(&"a/b".into(), 3);
         assert_eq!(shards_for(&interest, "a/b"), vec![3]);
-        assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]);
+        assert_eq!(
+            groups_for(&interest, "a/b"),
+            vec![("$share/g/a/+".into(), vec![1, 2]), ("$share/h/a/#".into(), vec![2])]
+        );
         interest.remove(&"$share/g/a/+".into(), 1);
         interest.remove(&"$share/h/a/#".into(), 2);
         assert_eq!(groups_for(&interest, "a/b"), vec![("$share/g/a/+".into(), vec![2])]);

@@ -21,9 +21,14 @@ pub enum CloseReason {
     /// EOF or socket error seen by the runtime (it closes the socket itself).
     SocketClosed,
     /// The client sent DISCONNECT; any v5 reason but 0x00 keeps the will.
-    ClientDisconnect { publish_will: bool },
+    ClientDisconnect {
+        publish_will: bool,
+    },
     /// The client broke a rule; v5 clients get DISCONNECT with `reason` after CONNACK.
-    ProtocolError { reason: ReasonCode, detail: Cow<'static, str> },
+    ProtocolError {
+        reason: ReasonCode,
+        detail: Cow<'static, str>,
+    },
     /// CONNACK with a refusal was sent.
     ConnectRefused,
     ConnectTimeout,
@@ -62,8 +67,12 @@ impl fmt::Display for CloseReason {
         match self {
             CloseReason::SocketClosed => f.write_str("connection closed by the client or the network"),
             CloseReason::ClientDisconnect { publish_will: false } => f.write_str("client sent DISCONNECT"),
-            CloseReason::ClientDisconnect { publish_will: true } => f.write_str("client sent DISCONNECT with will (0x04)"),
-            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => write!(f, "protocol error ({reason})"),
+            CloseReason::ClientDisconnect { publish_will: true } => {
+                f.write_str("client sent DISCONNECT with will (0x04)")
+            }
+            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => {
+                write!(f, "protocol error ({reason})")
+            }
             CloseReason::ProtocolError { reason, detail } => write!(f, "protocol error ({reason}): {detail}"),
             CloseReason::ConnectRefused => f.write_str("CONNECT refused"),
             CloseReason::ConnectTimeout => f.write_str("no CONNECT within connect_timeout_secs"),
@@ -125,7 +134,8 @@ impl ShardCore {
         self.enhanced_auth.remove(&conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
-        let connect_deadline = connection.last_packet_at + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
+        let connect_deadline =
+            connection.last_packet_at + Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
         self.timers.cancel(connect_deadline, &TimerKey::ConnectTimeout(conn));
     }
 

@@ -49,9 +49,7 @@ pub use stats::{CoreGauges, CoreStats};
 pub fn home_shard(client_id: &str, shard_count: usize) -> ShardId {
     const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = client_id
-        .bytes()
-        .fold(FNV_OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME));
+    let hash = client_id.bytes().fold(FNV_OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME));
     (hash % shard_count.max(1) as u64) as ShardId
 }
 

@@ -13,7 +13,8 @@ use super::delivery::Delivery;
 use super::message::{Action, ConnId, Message};
 use super::topic_alias::{AliasPlan, OutgoingAliases, TopicAliases};
 use crate::protocol::{
-    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+    encode_packet, ByteStr, Delivery as FrameDelivery, EncodedPublish, Packet, Properties, ProtocolVersion, QoS,
+    ReasonCode,
 };
 
 /// Why a PUBLISH was not queued for a connection.
@@ -69,7 +70,8 @@ impl ShardCore {
         let with_remaining_expiry;
         let encoded = match (version.is_v5(), message.expires_at) {
             (true, Some(deadline)) => {
-                with_remaining_expiry = remaining_expiry_encoding(message, deadline, now).ok_or(PublishRefused::TooLarge)?;
+                with_remaining_expiry =
+                    remaining_expiry_encoding(message, deadline, now).ok_or(PublishRefused::TooLarge)?;
                 &with_remaining_expiry
             }
             _ => &message.encoded,
@@ -134,7 +136,11 @@ impl ShardCore {
     /// Request Problem Information to 0 [MQTT-3.1.2-29].
     pub(super) fn ack_reason_string(&self, conn: ConnId, text: &str) -> Option<ByteStr> {
         let wanted = self.connections.get(&conn).is_some_and(|connection| connection.problem_information);
-        if wanted { self.reason_string(text) } else { None }
+        if wanted {
+            self.reason_string(text)
+        } else {
+            None
+        }
     }
 
     /// Queues a v5 DISCONNECT with `reason` (nothing for 3.x, which has no server DISCONNECT).
@@ -227,7 +233,10 @@ impl FanoutHeaders {
         if !self.message.as_ref().is_some_and(|current| Arc::ptr_eq(current, message)) {
             return None;
         }
-        self.headers.iter().find(|(is_v5, is_retain, _)| *is_v5 == v5 && *is_retain == retain).map(|(_, _, header)| header.clone())
+        self.headers
+            .iter()
+            .find(|(is_v5, is_retain, _)| *is_v5 == v5 && *is_retain == retain)
+            .map(|(_, _, header)| header.clone())
     }
 
     fn insert(&mut self, message: &Arc<Message>, v5: bool, retain: bool, header: Bytes) {

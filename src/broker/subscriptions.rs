@@ -160,14 +160,16 @@ impl SubscriptionTrie {
 
     /// The next member of the shared group `share` in round-robin order, preferring members for which
     /// `preferred` is true (connected ones); `None` if the group has no member here.
-    pub fn pick_shared_member(&mut self, share: &ByteStr, preferred: impl Fn(SessionKey) -> bool) -> Option<Subscriber> {
+    pub fn pick_shared_member(
+        &mut self,
+        share: &ByteStr,
+        preferred: impl Fn(SessionKey) -> bool,
+    ) -> Option<Subscriber> {
         let (key, _) = split_share(share);
         let group = self.filters.value_mut(key)?.groups_mut().find(|group| group.share == *share)?;
         let count = group.members.len();
         let start = group.next;
-        let offset = (0..count)
-            .find(|offset| preferred(group.members[(start + offset) % count].session))
-            .unwrap_or(0);
+        let offset = (0..count).find(|offset| preferred(group.members[(start + offset) % count].session)).unwrap_or(0);
         let chosen = (start + offset) % count;
         group.next = (chosen + 1) % count;
         Some(group.members[chosen])
@@ -233,7 +235,8 @@ mod tests {
         let mut shares = Vec::new();
         trie.for_each_shared_match("s/t", |found| shares.push(found.to_string()));
         assert_eq!(shares, vec!["$share/g/s/+"]);
-        let picks: Vec<u32> = (0..4).filter_map(|_| trie.pick_shared_member(&share, |_| true)).map(|s| s.session.0).collect();
+        let picks: Vec<u32> =
+            (0..4).filter_map(|_| trie.pick_shared_member(&share, |_| true)).map(|s| s.session.0).collect();
         assert_eq!(picks, vec![1, 2, 3, 1]);
         let connected_only: Vec<u32> = (0..3)
             .filter_map(|_| trie.pick_shared_member(&share, |session| session.0 == 2))

@@ -46,7 +46,14 @@ struct Node<V> {
 
 impl<V: TrieValue> Node<V> {
     fn new(parent: NodeIdx, level: &str) -> Self {
-        Node { parent, level: level.into(), children: AHashMap::new(), plus: NO_NODE, hash: NO_NODE, value: V::default() }
+        Node {
+            parent,
+            level: level.into(),
+            children: AHashMap::new(),
+            plus: NO_NODE,
+            hash: NO_NODE,
+            value: V::default(),
+        }
     }
 
     fn is_leaf(&self) -> bool {
@@ -291,7 +298,9 @@ impl<V: TrieValue> ExactFilters<V> {
     fn remove(&mut self, filter: &str) {
         let hash = self.hasher.hash_one(filter);
         let entries = &self.entries;
-        let Ok(found) = self.index.find_entry(hash, |&index| &*entries[index as usize].filter == filter) else { return };
+        let Ok(found) = self.index.find_entry(hash, |&index| &*entries[index as usize].filter == filter) else {
+            return;
+        };
         let index = found.remove().0 as usize;
         let last = self.entries.len() - 1;
         if index != last {

@@ -39,9 +39,7 @@ impl PendingWill {
     /// The application message to route, built when it is published (its expiry counts from then).
     pub fn into_message(self, origin: Origin, now: Instant) -> Result<Arc<Message>, EncodeError> {
         let Will { topic, payload, qos, retain, properties } = self.will;
-        let expires_at = properties
-            .message_expiry_interval_secs
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        let expires_at = properties.message_expiry_interval_secs.map(|secs| now + Duration::from_secs(u64::from(secs)));
         let properties = Properties { message_expiry_interval_secs: None, ..properties };
         Message::new(topic, payload, qos, retain, properties, expires_at, origin)
     }

@@ -156,9 +156,7 @@ impl ConnSlot {
         let scratch = reads.scratch();
         loop {
             // SAFETY: recv(2) into the shard's buffer, which outlives the call.
-            let read = unsafe {
-                libc::recv(self.fd(), scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT)
-            };
+            let read = unsafe { libc::recv(self.fd(), scratch.as_mut_ptr().cast(), scratch.len(), libc::MSG_DONTWAIT) };
             if read > 0 {
                 let partial = self.partial.borrow_mut().take();
                 return Filled::Data(reads.take_input(read as usize, partial));
@@ -179,7 +177,6 @@ impl ConnSlot {
     fn keep_partial(&self, input: BytesMut) {
         *self.partial.borrow_mut() = (!input.is_empty()).then_some(input);
     }
-
 }
 
 /// A socket accepted by this shard: open it in the core and start reading.

@@ -10,9 +10,7 @@ use super::error::DecodeError;
 use super::packet::*;
 use super::properties::{Properties, PropertyScope};
 use super::reason::ReasonCode;
-use super::topic::{
-    parse_shared_subscription, validate_topic_name, TopicError,
-};
+use super::topic::{parse_shared_subscription, validate_topic_name, TopicError};
 use super::wire::{decode_variable_byte_integer, Reader};
 
 /// Decode one packet from the front of `buf` (advancing it). `Ok(None)` = need more bytes (nothing consumed).
@@ -36,10 +34,7 @@ pub fn decode_packet(
     };
     let size_bytes = 1 + len_bytes as u64 + u64::from(remaining_len);
     if size_bytes > u64::from(max_packet_size_bytes) {
-        return Err(DecodeError::PacketTooLarge {
-            size_bytes,
-            max_bytes: max_packet_size_bytes,
-        });
+        return Err(DecodeError::PacketTooLarge { size_bytes, max_bytes: max_packet_size_bytes });
     }
     let size_bytes = size_bytes as usize;
     if buf.len() < size_bytes {
@@ -127,18 +122,12 @@ fn decode_body(
 
 fn packet_id(r: &mut Reader) -> Result<u16, DecodeError> {
     match r.u16()? {
-        0 => Err(DecodeError::PacketIdZero {
-            packet_type: r.packet_type(),
-        }),
+        0 => Err(DecodeError::PacketIdZero { packet_type: r.packet_type() }),
         id => Ok(id),
     }
 }
 
-fn properties_if_v5(
-    r: &mut Reader,
-    version: ProtocolVersion,
-    scope: PropertyScope,
-) -> Result<Properties, DecodeError> {
+fn properties_if_v5(r: &mut Reader, version: ProtocolVersion, scope: PropertyScope) -> Result<Properties, DecodeError> {
     if version.is_v5() {
         Properties::decode(r, scope)
     } else {
@@ -149,10 +138,7 @@ fn properties_if_v5(
 fn reason_code(r: &mut Reader) -> Result<ReasonCode, DecodeError> {
     let code = ReasonCode(r.u8()?);
     if !code.is_valid_in(r.packet_type()) {
-        return Err(DecodeError::ReasonCodeInvalid {
-            packet_type: r.packet_type(),
-            code: code.0,
-        });
+        return Err(DecodeError::ReasonCodeInvalid { packet_type: r.packet_type(), code: code.0 });
     }
     Ok(code)
 }
@@ -217,28 +203,13 @@ fn decode_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         let topic = r.string()?;
         validate_topic_name(&topic).map_err(DecodeError::TopicNameInvalid)?;
         let payload = r.binary()?;
-        let qos =
-            QoS::from_u8((flags >> WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::WillQosInvalid)?;
-        Some(Will {
-            topic,
-            payload,
-            qos,
-            retain: flags & WILL_RETAIN != 0,
-            properties,
-        })
+        let qos = QoS::from_u8((flags >> WILL_QOS_SHIFT) & 0b11).ok_or(DecodeError::WillQosInvalid)?;
+        Some(Will { topic, payload, qos, retain: flags & WILL_RETAIN != 0, properties })
     } else {
         None
     };
-    let username = if flags & USERNAME != 0 {
-        Some(r.string()?)
-    } else {
-        None
-    };
-    let password = if flags & PASSWORD != 0 {
-        Some(r.binary()?)
-    } else {
-        None
-    };
+    let username = if flags & USERNAME != 0 { Some(r.string()?) } else { None };
+    let password = if flags & PASSWORD != 0 { Some(r.binary()?) } else { None };
     Ok(Connect {
         version,
         clean_start: flags & CLEAN_START != 0,
@@ -260,15 +231,10 @@ fn decode_connack(r: &mut Reader, version: ProtocolVersion) -> Result<ConnAck, D
         reason_code(r)?
     } else {
         let code = r.u8()?;
-        ReasonCode::from_v3_connack_return_code(code)
-            .ok_or(DecodeError::ConnAckReturnCodeInvalid { code })?
+        ReasonCode::from_v3_connack_return_code(code).ok_or(DecodeError::ConnAckReturnCodeInvalid { code })?
     };
     let properties = properties_if_v5(r, version, PropertyScope::ConnAck)?;
-    Ok(ConnAck {
-        session_present: flags & 1 != 0,
-        reason,
-        properties,
-    })
+    Ok(ConnAck { session_present: flags & 1 != 0, reason, properties })
 }
 
 fn decode_publish(
@@ -305,20 +271,13 @@ fn decode_publish(
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In MQTT 5 the reason code and properties may be left out.
-fn decode_pub_response(
-    r: &mut Reader,
-    version: ProtocolVersion,
-) -> Result<PubResponse, DecodeError> {
+fn decode_pub_response(r: &mut Reader, version: ProtocolVersion) -> Result<PubResponse, DecodeError> {
     let packet_id = packet_id(r)?;
-    let mut response = PubResponse {
-        packet_id,
-        ..PubResponse::default()
-    };
+    let mut response = PubResponse { packet_id, ..PubResponse::default() };
     if version.is_v5() && r.remaining() > 0 {
         response.reason = reason_code(r)?;
         if r.remaining() > 0 {
-            response.properties =
-                Properties::decode(r, PropertyScope::PubResponse(r.packet_type()))?;
+            response.properties = Properties::decode(r, PropertyScope::PubResponse(r.packet_type()))?;
         }
     }
     Ok(response)
@@ -340,24 +299,13 @@ fn decode_subscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Subscrib
         }
         filters.push((filter, options));
     }
-    Ok(Subscribe {
-        packet_id,
-        filters,
-        properties,
-    })
+    Ok(Subscribe { packet_id, filters, properties })
 }
 
 /// The subscription options byte: 3.x has only the QoS bits, MQTT 5 adds No Local, Retain As Published and
 /// Retain Handling; the rest are reserved [MQTT-3.8.3-5].
-fn decode_subscription_options(
-    byte: u8,
-    version: ProtocolVersion,
-) -> Result<SubscriptionOptions, DecodeError> {
-    let reserved_bits = if version.is_v5() {
-        0b1100_0000
-    } else {
-        0b1111_1100
-    };
+fn decode_subscription_options(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
+    let reserved_bits = if version.is_v5() { 0b1100_0000 } else { 0b1111_1100 };
     if byte & reserved_bits != 0 {
         return Err(DecodeError::SubscriptionOptionsReserved);
     }
@@ -385,27 +333,15 @@ fn decode_suback(r: &mut Reader, version: ProtocolVersion) -> Result<SubAck, Dec
         } else {
             match r.u8()? {
                 code @ (0x00..=0x02 | 0x80) => ReasonCode(code),
-                code => {
-                    return Err(DecodeError::ReasonCodeInvalid {
-                        packet_type: PacketType::SubAck,
-                        code,
-                    })
-                }
+                code => return Err(DecodeError::ReasonCodeInvalid { packet_type: PacketType::SubAck, code }),
             }
         };
         reasons.push(reason);
     }
-    Ok(SubAck {
-        packet_id,
-        reasons,
-        properties,
-    })
+    Ok(SubAck { packet_id, reasons, properties })
 }
 
-fn decode_unsubscribe(
-    r: &mut Reader,
-    version: ProtocolVersion,
-) -> Result<Unsubscribe, DecodeError> {
+fn decode_unsubscribe(r: &mut Reader, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = properties_if_v5(r, version, PropertyScope::Unsubscribe)?;
     if r.remaining() == 0 {
@@ -417,11 +353,7 @@ fn decode_unsubscribe(
         let filter = r.string()?;
         filters.push(filter);
     }
-    Ok(Unsubscribe {
-        packet_id,
-        filters,
-        properties,
-    })
+    Ok(Unsubscribe { packet_id, filters, properties })
 }
 
 fn decode_unsuback(r: &mut Reader, version: ProtocolVersion) -> Result<UnsubAck, DecodeError> {
@@ -431,11 +363,7 @@ fn decode_unsuback(r: &mut Reader, version: ProtocolVersion) -> Result<UnsubAck,
     while version.is_v5() && r.remaining() > 0 {
         reasons.push(reason_code(r)?);
     }
-    Ok(UnsubAck {
-        packet_id,
-        reasons,
-        properties,
-    })
+    Ok(UnsubAck { packet_id, reasons, properties })
 }
 
 /// DISCONNECT: empty in 3.x; in MQTT 5 the reason code and properties may be left out.
@@ -507,31 +435,13 @@ mod tests {
                 properties: properties.clone(),
                 payload: Bytes::from_static(b"hello"),
             }),
-            Packet::PubAck(PubResponse {
-                packet_id: 1,
-                ..Default::default()
-            }),
-            Packet::PubRec(PubResponse {
-                packet_id: 2,
-                ..Default::default()
-            }),
-            Packet::PubRel(PubResponse {
-                packet_id: 3,
-                ..Default::default()
-            }),
-            Packet::PubComp(PubResponse {
-                packet_id: 4,
-                ..Default::default()
-            }),
+            Packet::PubAck(PubResponse { packet_id: 1, ..Default::default() }),
+            Packet::PubRec(PubResponse { packet_id: 2, ..Default::default() }),
+            Packet::PubRel(PubResponse { packet_id: 3, ..Default::default() }),
+            Packet::PubComp(PubResponse { packet_id: 4, ..Default::default() }),
             Packet::Subscribe(Subscribe {
                 packet_id: 5,
-                filters: vec![(
-                    "a/+".into(),
-                    SubscriptionOptions {
-                        qos: QoS::AtLeastOnce,
-                        ..Default::default()
-                    },
-                )],
+                filters: vec![("a/+".into(), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() })],
                 properties: properties.clone(),
             }),
             Packet::SubAck(SubAck {
@@ -539,46 +449,28 @@ mod tests {
                 reasons: vec![ReasonCode(1), ReasonCode(0x80)],
                 ..Default::default()
             }),
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id: 6,
-                filters: vec!["a/#".into()],
-                ..Default::default()
-            }),
-            Packet::UnsubAck(UnsubAck {
-                packet_id: 6,
-                ..Default::default()
-            }),
+            Packet::Unsubscribe(Unsubscribe { packet_id: 6, filters: vec!["a/#".into()], ..Default::default() }),
+            Packet::UnsubAck(UnsubAck { packet_id: 6, ..Default::default() }),
             Packet::PingReq,
             Packet::PingResp,
             Packet::Disconnect(Disconnect::default()),
         ];
         if version.is_v5() {
-            packets.push(Packet::Auth(Auth {
-                reason: ReasonCode::CONTINUE_AUTHENTICATION,
-                properties,
-            }));
+            packets.push(Packet::Auth(Auth { reason: ReasonCode::CONTINUE_AUTHENTICATION, properties }));
         }
         packets
     }
 
     #[test]
     fn every_packet_round_trips_back_to_back_at_every_version() {
-        for version in [
-            ProtocolVersion::V3_1,
-            ProtocolVersion::V3_1_1,
-            ProtocolVersion::V5,
-        ] {
+        for version in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
             let packets = sample_packets(version);
             let mut buf = BytesMut::new();
             for packet in &packets {
                 encode_packet(packet, version, &mut buf).expect("encodes");
             }
             for packet in &packets {
-                assert_eq!(
-                    decode_packet(&mut buf, version, MAX).as_ref(),
-                    Ok(&Some(packet.clone())),
-                    "{version:?}"
-                );
+                assert_eq!(decode_packet(&mut buf, version, MAX).as_ref(), Ok(&Some(packet.clone())), "{version:?}");
             }
             assert!(buf.is_empty());
         }
@@ -587,19 +479,10 @@ mod tests {
     #[test]
     fn partial_input_needs_more_bytes_and_consumes_nothing() {
         let mut whole = BytesMut::new();
-        encode_packet(
-            &sample_packets(ProtocolVersion::V5)[0],
-            ProtocolVersion::V5,
-            &mut whole,
-        )
-        .expect("encodes");
+        encode_packet(&sample_packets(ProtocolVersion::V5)[0], ProtocolVersion::V5, &mut whole).expect("encodes");
         for cut in 0..whole.len() {
             let mut partial = BytesMut::from(&whole[..cut]);
-            assert_eq!(
-                decode_packet(&mut partial, ProtocolVersion::V5, MAX),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode_packet(&mut partial, ProtocolVersion::V5, MAX), Ok(None), "cut at {cut}");
             assert_eq!(partial.len(), cut);
         }
     }
@@ -609,10 +492,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0x30, 0xFF, 0x7F][..]);
         assert_eq!(
             decode_packet(&mut buf, ProtocolVersion::V5, 1024),
-            Err(DecodeError::PacketTooLarge {
-                size_bytes: 3 + 16_383,
-                max_bytes: 1024
-            })
+            Err(DecodeError::PacketTooLarge { size_bytes: 3 + 16_383, max_bytes: 1024 })
         );
     }
 
@@ -621,9 +501,7 @@ mod tests {
         let mut buf = BytesMut::with_capacity(64);
         buf.put_slice(&[0x30, 8, 0, 1, b't', b'p', b'a', b'y', b'l', b'd']);
         let start = buf.as_ptr() as usize;
-        let Ok(Some(Packet::Publish(publish))) =
-            decode_packet(&mut buf, ProtocolVersion::V3_1_1, MAX)
-        else {
+        let Ok(Some(Packet::Publish(publish))) = decode_packet(&mut buf, ProtocolVersion::V3_1_1, MAX) else {
             panic!("expected a PUBLISH");
         };
         assert_eq!(&publish.payload[..], b"payld");
@@ -634,10 +512,7 @@ mod tests {
     fn wildcard_topic_name_is_rejected_with_topic_name_invalid_mqtt_3_3_2_2() {
         let mut buf = BytesMut::from(&[0x30, 6, 0, 3, b'a', b'/', b'+', 0][..]);
         let err = decode_packet(&mut buf, ProtocolVersion::V5, MAX).expect_err("wildcard");
-        assert_eq!(
-            err,
-            DecodeError::TopicNameInvalid(TopicError::WildcardInName)
-        );
+        assert_eq!(err, DecodeError::TopicNameInvalid(TopicError::WildcardInName));
         assert_eq!(err.reason_code(), ReasonCode::TOPIC_NAME_INVALID);
     }
 }

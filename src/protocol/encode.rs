@@ -15,11 +15,7 @@ use super::wire::{field_len, put_field, put_fixed_header, variable_byte_integer_
 /// Encode into the caller's buffer without intermediate allocation.
 ///
 /// `version` is the connection's level; CONNECT is encoded at its own `Connect::version`.
-pub fn encode_packet(
-    packet: &Packet,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+pub fn encode_packet(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     match packet {
         Packet::Connect(connect) => encode_connect(connect, out),
         Packet::ConnAck(connack) => encode_connack(connack, version, out),
@@ -27,9 +23,7 @@ pub fn encode_packet(
         Packet::PubAck(response) => encode_pub_response(response, PacketType::PubAck, version, out),
         Packet::PubRec(response) => encode_pub_response(response, PacketType::PubRec, version, out),
         Packet::PubRel(response) => encode_pub_response(response, PacketType::PubRel, version, out),
-        Packet::PubComp(response) => {
-            encode_pub_response(response, PacketType::PubComp, version, out)
-        }
+        Packet::PubComp(response) => encode_pub_response(response, PacketType::PubComp, version, out),
         Packet::Subscribe(subscribe) => encode_subscribe(subscribe, version, out),
         Packet::SubAck(suback) => encode_suback(suback, version, out),
         Packet::Unsubscribe(unsubscribe) => encode_unsubscribe(unsubscribe, version, out),
@@ -46,19 +40,9 @@ pub fn encode_packet(
         ),
         Packet::Auth(auth) => {
             if !version.is_v5() {
-                return Err(EncodeError::PacketNotInVersion {
-                    packet_type: PacketType::Auth,
-                    version,
-                });
+                return Err(EncodeError::PacketNotInVersion { packet_type: PacketType::Auth, version });
             }
-            encode_reason_and_properties(
-                0xF0,
-                auth.reason,
-                &auth.properties,
-                Trailer::Auth,
-                version,
-                out,
-            )
+            encode_reason_and_properties(0xF0, auth.reason, &auth.properties, Trailer::Auth, version, out)
         }
     }
 }
@@ -85,12 +69,7 @@ fn section_len(content_len_bytes: Option<usize>) -> usize {
     content_len_bytes.map_or(0, property_section_len)
 }
 
-fn put_properties(
-    out: &mut BytesMut,
-    properties: &Properties,
-    scope: PropertyScope,
-    len_bytes: Option<usize>,
-) {
+fn put_properties(out: &mut BytesMut, properties: &Properties, scope: PropertyScope, len_bytes: Option<usize>) {
     if let Some(len_bytes) = len_bytes {
         properties.encode(scope, len_bytes, out);
     }
@@ -105,10 +84,7 @@ fn check_packet_id(packet_id: u16, packet_type: PacketType) -> Result<(), Encode
 
 fn check_reason(reason: ReasonCode, packet_type: PacketType) -> Result<(), EncodeError> {
     if !reason.is_valid_in(packet_type) {
-        return Err(EncodeError::ReasonCodeInvalid {
-            packet_type,
-            code: reason.0,
-        });
+        return Err(EncodeError::ReasonCodeInvalid { packet_type, code: reason.0 });
     }
     Ok(())
 }
@@ -144,17 +120,11 @@ fn encode_connect(connect: &Connect, out: &mut BytesMut) -> Result<(), EncodeErr
     let version = connect.version;
     let name = protocol_name(version);
     let properties_len = measure_properties(&connect.properties, PropertyScope::Connect, version)?;
-    let mut len = field_len(name.len())?
-        + 4
-        + section_len(properties_len)
-        + field_len(connect.client_id.len())?;
+    let mut len = field_len(name.len())? + 4 + section_len(properties_len) + field_len(connect.client_id.len())?;
     let will_properties_len = match &connect.will {
         Some(will) => {
-            let will_properties_len =
-                measure_properties(&will.properties, PropertyScope::Will, version)?;
-            len += section_len(will_properties_len)
-                + field_len(will.topic.len())?
-                + field_len(will.payload.len())?;
+            let will_properties_len = measure_properties(&will.properties, PropertyScope::Will, version)?;
+            len += section_len(will_properties_len) + field_len(will.topic.len())? + field_len(will.payload.len())?;
             will_properties_len
         }
         None => None,
@@ -170,20 +140,10 @@ fn encode_connect(connect: &Connect, out: &mut BytesMut) -> Result<(), EncodeErr
     out.put_u8(version.level());
     out.put_u8(connect_flags(connect));
     out.put_u16(connect.keep_alive_secs);
-    put_properties(
-        out,
-        &connect.properties,
-        PropertyScope::Connect,
-        properties_len,
-    );
+    put_properties(out, &connect.properties, PropertyScope::Connect, properties_len);
     put_field(out, connect.client_id.as_str().as_bytes());
     if let Some(will) = &connect.will {
-        put_properties(
-            out,
-            &will.properties,
-            PropertyScope::Will,
-            will_properties_len,
-        );
+        put_properties(out, &will.properties, PropertyScope::Will, will_properties_len);
         put_field(out, will.topic.as_str().as_bytes());
         put_field(out, &will.payload);
     }
@@ -198,11 +158,7 @@ fn encode_connect(connect: &Connect, out: &mut BytesMut) -> Result<(), EncodeErr
 
 /// CONNACK: MQTT 5 sends the reason code; 3.x maps it to a return code 0..=5
 /// (see [`ReasonCode::to_v3_connack_return_code`]).
-fn encode_connack(
-    connack: &ConnAck,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_connack(connack: &ConnAck, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     let code = if version.is_v5() {
         check_reason(connack.reason, PacketType::ConnAck)?;
         connack.reason.0
@@ -213,12 +169,7 @@ fn encode_connack(
     put_fixed_header(out, 0x20, 2 + section_len(properties_len))?;
     out.put_u8(u8::from(connack.session_present));
     out.put_u8(code);
-    put_properties(
-        out,
-        &connack.properties,
-        PropertyScope::ConnAck,
-        properties_len,
-    );
+    put_properties(out, &connack.properties, PropertyScope::ConnAck, properties_len);
     Ok(())
 }
 
@@ -227,11 +178,7 @@ pub(crate) fn publish_first_byte(dup: bool, qos: QoS, retain: bool) -> u8 {
     0x30 | u8::from(dup) << 3 | (qos as u8) << 1 | u8::from(retain)
 }
 
-fn encode_publish(
-    publish: &Publish,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_publish(publish: &Publish, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     let has_packet_id = publish.qos != QoS::AtMostOnce;
     if has_packet_id {
         check_packet_id(publish.packet_id, PacketType::Publish)?;
@@ -241,21 +188,12 @@ fn encode_publish(
         + if has_packet_id { 2 } else { 0 }
         + section_len(properties_len)
         + publish.payload.len();
-    put_fixed_header(
-        out,
-        publish_first_byte(publish.dup, publish.qos, publish.retain),
-        len,
-    )?;
+    put_fixed_header(out, publish_first_byte(publish.dup, publish.qos, publish.retain), len)?;
     put_field(out, publish.topic.as_str().as_bytes());
     if has_packet_id {
         out.put_u16(publish.packet_id);
     }
-    put_properties(
-        out,
-        &publish.properties,
-        PropertyScope::Publish,
-        properties_len,
-    );
+    put_properties(out, &publish.properties, PropertyScope::Publish, properties_len);
     out.put_slice(&publish.payload);
     Ok(())
 }
@@ -269,12 +207,7 @@ fn encode_pub_response(
     out: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     check_packet_id(response.packet_id, packet_type)?;
-    let first_byte = (packet_type as u8) << 4
-        | if packet_type == PacketType::PubRel {
-            0b0010
-        } else {
-            0
-        };
+    let first_byte = (packet_type as u8) << 4 | if packet_type == PacketType::PubRel { 0b0010 } else { 0 };
     let scope = PropertyScope::PubResponse(packet_type);
     let properties_len = measure_properties(&response.properties, scope, version)?;
     let len = match properties_len {
@@ -308,31 +241,19 @@ fn subscription_options_byte(options: &SubscriptionOptions, version: ProtocolVer
     byte
 }
 
-fn encode_subscribe(
-    subscribe: &Subscribe,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_subscribe(subscribe: &Subscribe, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     check_packet_id(subscribe.packet_id, PacketType::Subscribe)?;
     if subscribe.filters.is_empty() {
-        return Err(EncodeError::NoTopicFilters {
-            packet_type: PacketType::Subscribe,
-        });
+        return Err(EncodeError::NoTopicFilters { packet_type: PacketType::Subscribe });
     }
-    let properties_len =
-        measure_properties(&subscribe.properties, PropertyScope::Subscribe, version)?;
+    let properties_len = measure_properties(&subscribe.properties, PropertyScope::Subscribe, version)?;
     let mut len = 2 + section_len(properties_len);
     for (filter, _) in &subscribe.filters {
         len += field_len(filter.len())? + 1;
     }
     put_fixed_header(out, 0x82, len)?;
     out.put_u16(subscribe.packet_id);
-    put_properties(
-        out,
-        &subscribe.properties,
-        PropertyScope::Subscribe,
-        properties_len,
-    );
+    put_properties(out, &subscribe.properties, PropertyScope::Subscribe, properties_len);
     for (filter, options) in &subscribe.filters {
         put_field(out, filter.as_str().as_bytes());
         out.put_u8(subscription_options_byte(options, version));
@@ -349,35 +270,19 @@ fn suback_code(reason: ReasonCode, version: ProtocolVersion) -> Result<u8, Encod
     match reason.0 {
         code @ 0x00..=0x02 => Ok(code),
         0x80.. => Ok(0x80),
-        code => Err(EncodeError::ReasonCodeInvalid {
-            packet_type: PacketType::SubAck,
-            code,
-        }),
+        code => Err(EncodeError::ReasonCodeInvalid { packet_type: PacketType::SubAck, code }),
     }
 }
 
-fn encode_suback(
-    suback: &SubAck,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_suback(suback: &SubAck, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     check_packet_id(suback.packet_id, PacketType::SubAck)?;
     for &reason in &suback.reasons {
         suback_code(reason, version)?;
     }
     let properties_len = measure_properties(&suback.properties, PropertyScope::SubAck, version)?;
-    put_fixed_header(
-        out,
-        0x90,
-        2 + section_len(properties_len) + suback.reasons.len(),
-    )?;
+    put_fixed_header(out, 0x90, 2 + section_len(properties_len) + suback.reasons.len())?;
     out.put_u16(suback.packet_id);
-    put_properties(
-        out,
-        &suback.properties,
-        PropertyScope::SubAck,
-        properties_len,
-    );
+    put_properties(out, &suback.properties, PropertyScope::SubAck, properties_len);
     for &reason in &suback.reasons {
         out.put_u8(suback_code(reason, version)?);
     }
@@ -391,24 +296,16 @@ fn encode_unsubscribe(
 ) -> Result<(), EncodeError> {
     check_packet_id(unsubscribe.packet_id, PacketType::Unsubscribe)?;
     if unsubscribe.filters.is_empty() {
-        return Err(EncodeError::NoTopicFilters {
-            packet_type: PacketType::Unsubscribe,
-        });
+        return Err(EncodeError::NoTopicFilters { packet_type: PacketType::Unsubscribe });
     }
-    let properties_len =
-        measure_properties(&unsubscribe.properties, PropertyScope::Unsubscribe, version)?;
+    let properties_len = measure_properties(&unsubscribe.properties, PropertyScope::Unsubscribe, version)?;
     let mut len = 2 + section_len(properties_len);
     for filter in &unsubscribe.filters {
         len += field_len(filter.len())?;
     }
     put_fixed_header(out, 0xA2, len)?;
     out.put_u16(unsubscribe.packet_id);
-    put_properties(
-        out,
-        &unsubscribe.properties,
-        PropertyScope::Unsubscribe,
-        properties_len,
-    );
+    put_properties(out, &unsubscribe.properties, PropertyScope::Unsubscribe, properties_len);
     for filter in &unsubscribe.filters {
         put_field(out, filter.as_str().as_bytes());
     }
@@ -416,30 +313,16 @@ fn encode_unsubscribe(
 }
 
 /// UNSUBACK: 3.x carries only the packet id; MQTT 5 adds properties and one reason code per filter.
-fn encode_unsuback(
-    unsuback: &UnsubAck,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+fn encode_unsuback(unsuback: &UnsubAck, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     check_packet_id(unsuback.packet_id, PacketType::UnsubAck)?;
-    let properties_len =
-        measure_properties(&unsuback.properties, PropertyScope::UnsubAck, version)?;
-    let reasons: &[ReasonCode] = if version.is_v5() {
-        &unsuback.reasons
-    } else {
-        &[]
-    };
+    let properties_len = measure_properties(&unsuback.properties, PropertyScope::UnsubAck, version)?;
+    let reasons: &[ReasonCode] = if version.is_v5() { &unsuback.reasons } else { &[] };
     for &reason in reasons {
         check_reason(reason, PacketType::UnsubAck)?;
     }
     put_fixed_header(out, 0xB0, 2 + section_len(properties_len) + reasons.len())?;
     out.put_u16(unsuback.packet_id);
-    put_properties(
-        out,
-        &unsuback.properties,
-        PropertyScope::UnsubAck,
-        properties_len,
-    );
+    put_properties(out, &unsuback.properties, PropertyScope::UnsubAck, properties_len);
     for &reason in reasons {
         out.put_u8(reason.0);
     }

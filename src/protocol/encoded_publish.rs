@@ -38,8 +38,7 @@ use super::error::EncodeError;
 use super::packet::{PacketType, ProtocolVersion, Publish, QoS};
 use super::properties::{id, Properties, PropertyScope};
 use super::wire::{
-    field_len, put_field, put_variable_byte_integer, variable_byte_integer_len,
-    VARIABLE_BYTE_INTEGER_MAX,
+    field_len, put_field, put_variable_byte_integer, variable_byte_integer_len, VARIABLE_BYTE_INTEGER_MAX,
 };
 use super::ByteStr;
 
@@ -93,11 +92,7 @@ pub struct EncodedPublish {
 impl EncodedPublish {
     /// Prepares `topic`, the message properties of `properties` (Topic Alias and Subscription Identifiers
     /// are per receiver and left out) and `payload` (shared, not copied).
-    pub fn new(
-        topic: &ByteStr,
-        properties: &Properties,
-        payload: Bytes,
-    ) -> Result<EncodedPublish, EncodeError> {
+    pub fn new(topic: &ByteStr, properties: &Properties, payload: Bytes) -> Result<EncodedPublish, EncodeError> {
         field_len(topic.len())?;
         let properties_len = properties.wire_len(PropertyScope::PublishMessage)?;
         let message_properties = if properties_len == 0 {
@@ -107,11 +102,7 @@ impl EncodedPublish {
             properties.encode_content(PropertyScope::PublishMessage, &mut encoded);
             encoded.freeze()
         };
-        Ok(EncodedPublish {
-            topic: topic.clone(),
-            message_properties,
-            payload,
-        })
+        Ok(EncodedPublish { topic: topic.clone(), message_properties, payload })
     }
 
     /// Prepares the message of a received PUBLISH (its flags and packet id are per delivery).
@@ -135,10 +126,7 @@ impl EncodedPublish {
         }
         for &value in delivery.subscription_identifiers {
             if value == 0 || value > VARIABLE_BYTE_INTEGER_MAX {
-                return Err(EncodeError::PropertyValueInvalid {
-                    id: id::SUBSCRIPTION_IDENTIFIER,
-                    value,
-                });
+                return Err(EncodeError::PropertyValueInvalid { id: id::SUBSCRIPTION_IDENTIFIER, value });
             }
             len += 1 + variable_byte_integer_len(value as usize);
         }
@@ -147,57 +135,29 @@ impl EncodedPublish {
 
     /// The topic bytes this delivery sends, the Remaining Length and, for MQTT 5, the property content
     /// length.
-    fn layout(
-        &self,
-        version: ProtocolVersion,
-        delivery: &Delivery<'_>,
-    ) -> Result<Layout<'_>, EncodeError> {
+    fn layout(&self, version: ProtocolVersion, delivery: &Delivery<'_>) -> Result<Layout<'_>, EncodeError> {
         if delivery.qos != QoS::AtMostOnce && delivery.packet_id == 0 {
-            return Err(EncodeError::PacketIdZero {
-                packet_type: PacketType::Publish,
-            });
+            return Err(EncodeError::PacketIdZero { packet_type: PacketType::Publish });
         }
         let omit_topic = version.is_v5() && delivery.omit_topic;
         if omit_topic && delivery.topic_alias.is_none() {
             return Err(EncodeError::TopicAliasMissing);
         }
-        let topic: &[u8] = if omit_topic {
-            b""
-        } else {
-            self.topic.as_str().as_bytes()
-        };
-        let properties_len = if version.is_v5() {
-            Some(self.delivery_properties_len(delivery)?)
-        } else {
-            None
-        };
+        let topic: &[u8] = if omit_topic { b"" } else { self.topic.as_str().as_bytes() };
+        let properties_len = if version.is_v5() { Some(self.delivery_properties_len(delivery)?) } else { None };
         let remaining_len = 2
             + topic.len()
-            + if delivery.qos == QoS::AtMostOnce {
-                0
-            } else {
-                2
-            }
+            + if delivery.qos == QoS::AtMostOnce { 0 } else { 2 }
             + properties_len.map_or(0, property_section_len)
             + self.payload.len();
         if remaining_len > VARIABLE_BYTE_INTEGER_MAX as usize {
-            return Err(EncodeError::PacketTooLarge {
-                remaining_bytes: remaining_len,
-            });
+            return Err(EncodeError::PacketTooLarge { remaining_bytes: remaining_len });
         }
-        Ok(Layout {
-            topic,
-            remaining_len,
-            properties_len,
-        })
+        Ok(Layout { topic, remaining_len, properties_len })
     }
 
     /// Size of the whole packet this delivery produces, for checking the receiver's Maximum Packet Size.
-    pub fn frame_len(
-        &self,
-        version: ProtocolVersion,
-        delivery: &Delivery<'_>,
-    ) -> Result<usize, EncodeError> {
+    pub fn frame_len(&self, version: ProtocolVersion, delivery: &Delivery<'_>) -> Result<usize, EncodeError> {
         let layout = self.layout(version, delivery)?;
         Ok(1 + variable_byte_integer_len(layout.remaining_len) + layout.remaining_len)
     }
@@ -210,8 +170,8 @@ impl EncodedPublish {
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         let layout = self.layout(version, delivery)?;
-        let header_len = 1 + variable_byte_integer_len(layout.remaining_len) + layout.remaining_len
-            - self.payload.len();
+        let header_len =
+            1 + variable_byte_integer_len(layout.remaining_len) + layout.remaining_len - self.payload.len();
         out.reserve(header_len);
         let first_byte = publish_first_byte(delivery.dup, delivery.qos, delivery.retain);
         out.put_u8(first_byte);
@@ -245,10 +205,7 @@ impl EncodedPublish {
     ) -> Result<PublishFrame, EncodeError> {
         scratch.clear();
         self.write_header(version, delivery, scratch)?;
-        Ok(PublishFrame {
-            header: scratch.split().freeze(),
-            payload: self.payload.clone(),
-        })
+        Ok(PublishFrame { header: scratch.split().freeze(), payload: self.payload.clone() })
     }
 }
 
@@ -288,45 +245,24 @@ mod tests {
     #[test]
     fn each_receiver_gets_its_own_packet_id_sharing_the_payload() {
         let payload = Bytes::from_static(b"shared payload");
-        let message = EncodedPublish::new(&"a/b".into(), &Properties::default(), payload.clone())
-            .expect("prepares");
+        let message = EncodedPublish::new(&"a/b".into(), &Properties::default(), payload.clone()).expect("prepares");
         let mut scratch = BytesMut::with_capacity(256);
-        for (packet_id, version) in [
-            (1, ProtocolVersion::V3_1),
-            (2, ProtocolVersion::V3_1_1),
-            (3, ProtocolVersion::V5),
-        ] {
-            let delivery = Delivery {
-                qos: QoS::AtLeastOnce,
-                packet_id,
-                ..Delivery::default()
-            };
-            let frame = message
-                .frame(version, &delivery, &mut scratch)
-                .expect("encodes");
-            assert_eq!(
-                frame.payload.as_ptr(),
-                payload.as_ptr(),
-                "payload shared, not copied"
-            );
+        for (packet_id, version) in [(1, ProtocolVersion::V3_1), (2, ProtocolVersion::V3_1_1), (3, ProtocolVersion::V5)]
+        {
+            let delivery = Delivery { qos: QoS::AtLeastOnce, packet_id, ..Delivery::default() };
+            let frame = message.frame(version, &delivery, &mut scratch).expect("encodes");
+            assert_eq!(frame.payload.as_ptr(), payload.as_ptr(), "payload shared, not copied");
             assert_eq!(message.frame_len(version, &delivery), Ok(frame.len()));
             let publish = decode_frame(&frame, version);
-            assert_eq!(
-                (publish.packet_id, publish.qos, &publish.topic[..]),
-                (packet_id, QoS::AtLeastOnce, "a/b")
-            );
+            assert_eq!((publish.packet_id, publish.qos, &publish.topic[..]), (packet_id, QoS::AtLeastOnce, "a/b"));
             assert_eq!(publish.payload, payload);
         }
     }
 
     #[test]
     fn v5_delivery_properties_are_per_receiver_and_message_properties_shared() {
-        let message = EncodedPublish::new(
-            &"a/b".into(),
-            &message_properties(),
-            Bytes::from_static(b"x"),
-        )
-        .expect("prepares");
+        let message =
+            EncodedPublish::new(&"a/b".into(), &message_properties(), Bytes::from_static(b"x")).expect("prepares");
         let mut scratch = BytesMut::new();
         let ids = [5, 300_000];
         let delivery = Delivery {
@@ -339,9 +275,7 @@ mod tests {
             omit_topic: true,
         };
         let publish = decode_frame(
-            &message
-                .frame(ProtocolVersion::V5, &delivery, &mut scratch)
-                .expect("encodes"),
+            &message.frame(ProtocolVersion::V5, &delivery, &mut scratch).expect("encodes"),
             ProtocolVersion::V5,
         );
         let expected_properties = Properties {
@@ -350,83 +284,46 @@ mod tests {
             ..message_properties()
         };
         assert_eq!(publish.properties, expected_properties);
-        assert_eq!(
-            (publish.topic.as_str(), publish.retain, publish.dup),
-            ("", true, true)
-        );
+        assert_eq!((publish.topic.as_str(), publish.retain, publish.dup), ("", true, true));
 
         let plain = decode_frame(
-            &message
-                .frame(ProtocolVersion::V5, &Delivery::default(), &mut scratch)
-                .expect("encodes"),
+            &message.frame(ProtocolVersion::V5, &Delivery::default(), &mut scratch).expect("encodes"),
             ProtocolVersion::V5,
         );
         assert_eq!(plain.topic.as_str(), "a/b");
         assert_eq!(
             plain.properties,
-            Properties {
-                topic_alias: None,
-                subscription_identifiers: Default::default(),
-                ..message_properties()
-            }
+            Properties { topic_alias: None, subscription_identifiers: Default::default(), ..message_properties() }
         );
     }
 
     #[test]
     fn v3_frames_carry_no_properties() {
-        let message = EncodedPublish::new(&"t".into(), &message_properties(), Bytes::new())
-            .expect("prepares");
+        let message = EncodedPublish::new(&"t".into(), &message_properties(), Bytes::new()).expect("prepares");
         let ids = [1];
-        let delivery = Delivery {
-            subscription_identifiers: &ids,
-            topic_alias: Some(1),
-            omit_topic: true,
-            ..Delivery::default()
-        };
-        let frame = message
-            .frame(ProtocolVersion::V3_1_1, &delivery, &mut BytesMut::new())
-            .expect("encodes");
+        let delivery =
+            Delivery { subscription_identifiers: &ids, topic_alias: Some(1), omit_topic: true, ..Delivery::default() };
+        let frame = message.frame(ProtocolVersion::V3_1_1, &delivery, &mut BytesMut::new()).expect("encodes");
         assert_eq!(&frame.header[..], &[0x30, 3, 0, 1, b't']);
     }
 
     #[test]
     fn invalid_deliveries_are_refused_without_writing() {
-        let message = EncodedPublish::new(&"t".into(), &Properties::default(), Bytes::new())
-            .expect("prepares");
+        let message = EncodedPublish::new(&"t".into(), &Properties::default(), Bytes::new()).expect("prepares");
         let mut out = BytesMut::new();
         let cases = [
             (
-                Delivery {
-                    qos: QoS::AtLeastOnce,
-                    ..Delivery::default()
-                },
-                EncodeError::PacketIdZero {
-                    packet_type: PacketType::Publish,
-                },
+                Delivery { qos: QoS::AtLeastOnce, ..Delivery::default() },
+                EncodeError::PacketIdZero { packet_type: PacketType::Publish },
             ),
+            (Delivery { omit_topic: true, ..Delivery::default() }, EncodeError::TopicAliasMissing),
             (
-                Delivery {
-                    omit_topic: true,
-                    ..Delivery::default()
-                },
-                EncodeError::TopicAliasMissing,
-            ),
-            (
-                Delivery {
-                    subscription_identifiers: &[0],
-                    ..Delivery::default()
-                },
-                EncodeError::PropertyValueInvalid {
-                    id: id::SUBSCRIPTION_IDENTIFIER,
-                    value: 0,
-                },
+                Delivery { subscription_identifiers: &[0], ..Delivery::default() },
+                EncodeError::PropertyValueInvalid { id: id::SUBSCRIPTION_IDENTIFIER, value: 0 },
             ),
         ];
         for (delivery, expected) in cases {
-            assert_eq!(
-                message.write_header(ProtocolVersion::V5, &delivery, &mut out),
-                Err(expected)
-            );
+            assert_eq!(message.write_header(ProtocolVersion::V5, &delivery, &mut out), Err(expected));
             assert!(out.is_empty());
         }
     }

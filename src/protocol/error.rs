@@ -31,10 +31,7 @@ pub enum DecodeError {
     UnexpectedEndOfPacket { packet_type: PacketType },
     /// Bytes remain after the last field of the packet (section 2.1.4).
     #[error("{count} unexpected bytes at the end of the {packet_type:?} packet (section 2.1.4)")]
-    TrailingBytes {
-        packet_type: PacketType,
-        count: usize,
-    },
+    TrailingBytes { packet_type: PacketType, count: usize },
     /// Strings are well-formed UTF-8 [MQTT-1.5.4-1].
     #[error("string is not well-formed UTF-8 [MQTT-1.5.4-1]")]
     InvalidUtf8,
@@ -131,9 +128,7 @@ impl DecodeError {
         use DecodeError::*;
         match self {
             PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
-            ProtocolNameInvalid | UnsupportedProtocolLevel { .. } => {
-                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
-            }
+            ProtocolNameInvalid | UnsupportedProtocolLevel { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             TopicNameInvalid(TopicError::Empty) => ReasonCode::PROTOCOL_ERROR,
             TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             PacketIdZero { .. }
@@ -176,10 +171,7 @@ impl DecodeError {
 pub enum EncodeError {
     /// AUTH exists only in MQTT 5.
     #[error("{packet_type:?} does not exist in protocol {version:?}")]
-    PacketNotInVersion {
-        packet_type: PacketType,
-        version: ProtocolVersion,
-    },
+    PacketNotInVersion { packet_type: PacketType, version: ProtocolVersion },
     /// The reason code is not one the spec allows in this packet (for this version).
     #[error("reason code {code:#04x} cannot be sent in {packet_type:?}")]
     ReasonCodeInvalid { packet_type: PacketType, code: u8 },

@@ -9,8 +9,7 @@ use smallvec::SmallVec;
 use super::error::{DecodeError, EncodeError};
 use super::packet::PacketType;
 use super::wire::{
-    field_len, put_field, put_variable_byte_integer, variable_byte_integer_len, Reader,
-    VARIABLE_BYTE_INTEGER_MAX,
+    field_len, put_field, put_variable_byte_integer, variable_byte_integer_len, Reader, VARIABLE_BYTE_INTEGER_MAX,
 };
 use super::ByteStr;
 
@@ -179,9 +178,7 @@ fn allowed_scopes(property_id: u8) -> Option<u16> {
         id::WILL_DELAY_INTERVAL => WILL,
         id::SERVER_REFERENCE => CONNACK | DISCONNECT,
         id::REASON_STRING => CONNACK | PUB_RESPONSE | SUBACK | UNSUBACK | DISCONNECT | AUTH,
-        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => {
-            CONNECT | CONNACK
-        }
+        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => CONNECT | CONNACK,
         id::TOPIC_ALIAS => PUBLISH,
         id::USER_PROPERTY => ALL,
         _ => return None,
@@ -200,39 +197,27 @@ fn set_once<T>(slot: &mut Option<T>, property_id: u8, value: T) -> Result<(), De
 fn read_flag(reader: &mut Reader, property_id: u8) -> Result<u8, DecodeError> {
     match reader.u8()? {
         value @ (0 | 1) => Ok(value),
-        value => Err(DecodeError::PropertyValueInvalid {
-            id: property_id,
-            value: u32::from(value),
-        }),
+        value => Err(DecodeError::PropertyValueInvalid { id: property_id, value: u32::from(value) }),
     }
 }
 
 fn read_non_zero_u16(reader: &mut Reader, property_id: u8) -> Result<u16, DecodeError> {
     match reader.u16()? {
-        0 => Err(DecodeError::PropertyValueInvalid {
-            id: property_id,
-            value: 0,
-        }),
+        0 => Err(DecodeError::PropertyValueInvalid { id: property_id, value: 0 }),
         value => Ok(value),
     }
 }
 
 fn read_non_zero_u32(reader: &mut Reader, property_id: u8) -> Result<u32, DecodeError> {
     match reader.u32()? {
-        0 => Err(DecodeError::PropertyValueInvalid {
-            id: property_id,
-            value: 0,
-        }),
+        0 => Err(DecodeError::PropertyValueInvalid { id: property_id, value: 0 }),
         value => Ok(value),
     }
 }
 
 impl Properties {
     /// Decodes a property section (Property Length, then properties) allowed in `scope`.
-    pub(crate) fn decode(
-        reader: &mut Reader,
-        scope: PropertyScope,
-    ) -> Result<Properties, DecodeError> {
+    pub(crate) fn decode(reader: &mut Reader, scope: PropertyScope) -> Result<Properties, DecodeError> {
         let mut properties = Properties::default();
         properties.decode_into(reader, scope)?;
         Ok(properties)
@@ -240,11 +225,7 @@ impl Properties {
 
     /// Like [`Properties::decode`], filling `self` (which starts empty) in place: `Properties` is large, and
     /// the hot PUBLISH path avoids moving it through return values.
-    pub(crate) fn decode_into(
-        &mut self,
-        reader: &mut Reader,
-        scope: PropertyScope,
-    ) -> Result<(), DecodeError> {
+    pub(crate) fn decode_into(&mut self, reader: &mut Reader, scope: PropertyScope) -> Result<(), DecodeError> {
         let len = reader.variable_byte_integer()? as usize;
         if len > reader.remaining() {
             return Err(DecodeError::PropertyLengthOverrun);
@@ -271,18 +252,11 @@ impl Properties {
         let pid = r.u8()?;
         let allowed = allowed_scopes(pid).ok_or(DecodeError::PropertyIdInvalid { id: pid })?;
         if allowed & scope.bit() == 0 {
-            return Err(DecodeError::PropertyNotAllowed {
-                id: pid,
-                packet_type: scope.packet_type(),
-            });
+            return Err(DecodeError::PropertyNotAllowed { id: pid, packet_type: scope.packet_type() });
         }
         match pid {
-            id::PAYLOAD_FORMAT_INDICATOR => {
-                set_once(&mut self.payload_format_indicator, pid, read_flag(r, pid)?)
-            }
-            id::MESSAGE_EXPIRY_INTERVAL => {
-                set_once(&mut self.message_expiry_interval_secs, pid, r.u32()?)
-            }
+            id::PAYLOAD_FORMAT_INDICATOR => set_once(&mut self.payload_format_indicator, pid, read_flag(r, pid)?),
+            id::MESSAGE_EXPIRY_INTERVAL => set_once(&mut self.message_expiry_interval_secs, pid, r.u32()?),
             id::CONTENT_TYPE => set_once(&mut self.content_type, pid, r.string()?),
             id::RESPONSE_TOPIC => {
                 let topic = r.string()?;
@@ -292,34 +266,20 @@ impl Properties {
             }
             id::CORRELATION_DATA => set_once(&mut self.correlation_data, pid, r.binary()?),
             id::SUBSCRIPTION_IDENTIFIER => self.decode_subscription_identifier(r, scope),
-            id::SESSION_EXPIRY_INTERVAL => {
-                set_once(&mut self.session_expiry_interval_secs, pid, r.u32()?)
-            }
-            id::ASSIGNED_CLIENT_IDENTIFIER => {
-                set_once(&mut self.assigned_client_identifier, pid, r.string()?)
-            }
+            id::SESSION_EXPIRY_INTERVAL => set_once(&mut self.session_expiry_interval_secs, pid, r.u32()?),
+            id::ASSIGNED_CLIENT_IDENTIFIER => set_once(&mut self.assigned_client_identifier, pid, r.string()?),
             id::SERVER_KEEP_ALIVE => set_once(&mut self.server_keep_alive_secs, pid, r.u16()?),
-            id::AUTHENTICATION_METHOD => {
-                set_once(&mut self.authentication_method, pid, r.string()?)
-            }
+            id::AUTHENTICATION_METHOD => set_once(&mut self.authentication_method, pid, r.string()?),
             id::AUTHENTICATION_DATA => set_once(&mut self.authentication_data, pid, r.binary()?),
-            id::REQUEST_PROBLEM_INFORMATION => set_once(
-                &mut self.request_problem_information,
-                pid,
-                read_flag(r, pid)?,
-            ),
+            id::REQUEST_PROBLEM_INFORMATION => set_once(&mut self.request_problem_information, pid, read_flag(r, pid)?),
             id::WILL_DELAY_INTERVAL => set_once(&mut self.will_delay_interval_secs, pid, r.u32()?),
-            id::REQUEST_RESPONSE_INFORMATION => set_once(
-                &mut self.request_response_information,
-                pid,
-                read_flag(r, pid)?,
-            ),
+            id::REQUEST_RESPONSE_INFORMATION => {
+                set_once(&mut self.request_response_information, pid, read_flag(r, pid)?)
+            }
             id::RESPONSE_INFORMATION => set_once(&mut self.response_information, pid, r.string()?),
             id::SERVER_REFERENCE => set_once(&mut self.server_reference, pid, r.string()?),
             id::REASON_STRING => set_once(&mut self.reason_string, pid, r.string()?),
-            id::RECEIVE_MAXIMUM => {
-                set_once(&mut self.receive_maximum, pid, read_non_zero_u16(r, pid)?)
-            }
+            id::RECEIVE_MAXIMUM => set_once(&mut self.receive_maximum, pid, read_non_zero_u16(r, pid)?),
             id::TOPIC_ALIAS_MAXIMUM => set_once(&mut self.topic_alias_maximum, pid, r.u16()?),
             id::TOPIC_ALIAS => set_once(&mut self.topic_alias, pid, r.u16()?),
             id::MAXIMUM_QOS => set_once(&mut self.maximum_qos, pid, read_flag(r, pid)?),
@@ -330,36 +290,22 @@ impl Properties {
                 self.user_properties.push((name, value));
                 Ok(())
             }
-            id::MAXIMUM_PACKET_SIZE => set_once(
-                &mut self.maximum_packet_size,
-                pid,
-                read_non_zero_u32(r, pid)?,
-            ),
-            id::WILDCARD_SUBSCRIPTION_AVAILABLE => set_once(
-                &mut self.wildcard_subscription_available,
-                pid,
-                read_flag(r, pid)?,
-            ),
-            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE => set_once(
-                &mut self.subscription_identifier_available,
-                pid,
-                read_flag(r, pid)?,
-            ),
-            id::SHARED_SUBSCRIPTION_AVAILABLE => set_once(
-                &mut self.shared_subscription_available,
-                pid,
-                read_flag(r, pid)?,
-            ),
+            id::MAXIMUM_PACKET_SIZE => set_once(&mut self.maximum_packet_size, pid, read_non_zero_u32(r, pid)?),
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                set_once(&mut self.wildcard_subscription_available, pid, read_flag(r, pid)?)
+            }
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
+                set_once(&mut self.subscription_identifier_available, pid, read_flag(r, pid)?)
+            }
+            id::SHARED_SUBSCRIPTION_AVAILABLE => {
+                set_once(&mut self.shared_subscription_available, pid, read_flag(r, pid)?)
+            }
             _ => Err(DecodeError::PropertyIdInvalid { id: pid }),
         }
     }
 
     /// Several in a PUBLISH sent to a client, one in SUBSCRIBE; never 0 (section 3.8.2.1.2).
-    fn decode_subscription_identifier(
-        &mut self,
-        r: &mut Reader,
-        scope: PropertyScope,
-    ) -> Result<(), DecodeError> {
+    fn decode_subscription_identifier(&mut self, r: &mut Reader, scope: PropertyScope) -> Result<(), DecodeError> {
         let pid = id::SUBSCRIPTION_IDENTIFIER;
         let value = r.variable_byte_integer()?;
         if value == 0 {
@@ -375,29 +321,19 @@ impl Properties {
     /// Length of the property section's content (without its Property Length prefix) for `scope`,
     /// checking every field's limit. Properties not allowed in `scope` are left out.
     pub(crate) fn wire_len(&self, scope: PropertyScope) -> Result<usize, EncodeError> {
-        let mut sink = LengthSink {
-            len_bytes: 0,
-            error: None,
-        };
+        let mut sink = LengthSink { len_bytes: 0, error: None };
         self.visit(scope, &mut sink);
         match sink.error {
             Some(err) => Err(err),
             None if sink.len_bytes > VARIABLE_BYTE_INTEGER_MAX as usize => {
-                Err(EncodeError::PacketTooLarge {
-                    remaining_bytes: sink.len_bytes,
-                })
+                Err(EncodeError::PacketTooLarge { remaining_bytes: sink.len_bytes })
             }
             None => Ok(sink.len_bytes),
         }
     }
 
     /// Writes Property Length (`content_len_bytes`, from [`Properties::wire_len`]) and the properties.
-    pub(crate) fn encode(
-        &self,
-        scope: PropertyScope,
-        content_len_bytes: usize,
-        out: &mut BytesMut,
-    ) {
+    pub(crate) fn encode(&self, scope: PropertyScope, content_len_bytes: usize, out: &mut BytesMut) {
         put_variable_byte_integer(out, content_len_bytes);
         if content_len_bytes > 0 {
             self.encode_content(scope, out);
@@ -411,15 +347,9 @@ impl Properties {
 
     /// Hands every present property allowed in `scope` to `sink`, in identifier order.
     fn visit(&self, scope: PropertyScope, sink: &mut impl PropertySink) {
-        let mut s = ScopedSink {
-            sink,
-            scope_bit: scope.bit(),
-        };
+        let mut s = ScopedSink { sink, scope_bit: scope.bit() };
         s.byte(id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        s.four(
-            id::MESSAGE_EXPIRY_INTERVAL,
-            self.message_expiry_interval_secs,
-        );
+        s.four(id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval_secs);
         s.field(id::CONTENT_TYPE, text(&self.content_type));
         s.field(id::RESPONSE_TOPIC, text(&self.response_topic));
         s.field(id::CORRELATION_DATA, self.correlation_data.as_deref());
@@ -428,26 +358,14 @@ impl Properties {
                 s.sink.variable(id::SUBSCRIPTION_IDENTIFIER, value);
             }
         }
-        s.four(
-            id::SESSION_EXPIRY_INTERVAL,
-            self.session_expiry_interval_secs,
-        );
-        s.field(
-            id::ASSIGNED_CLIENT_IDENTIFIER,
-            text(&self.assigned_client_identifier),
-        );
+        s.four(id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval_secs);
+        s.field(id::ASSIGNED_CLIENT_IDENTIFIER, text(&self.assigned_client_identifier));
         s.two(id::SERVER_KEEP_ALIVE, self.server_keep_alive_secs);
         s.field(id::AUTHENTICATION_METHOD, text(&self.authentication_method));
         s.field(id::AUTHENTICATION_DATA, self.authentication_data.as_deref());
-        s.byte(
-            id::REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
+        s.byte(id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
         s.four(id::WILL_DELAY_INTERVAL, self.will_delay_interval_secs);
-        s.byte(
-            id::REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
+        s.byte(id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
         s.field(id::RESPONSE_INFORMATION, text(&self.response_information));
         s.field(id::SERVER_REFERENCE, text(&self.server_reference));
         s.field(id::REASON_STRING, text(&self.reason_string));
@@ -458,23 +376,13 @@ impl Properties {
         s.byte(id::RETAIN_AVAILABLE, self.retain_available);
         if s.allows(id::USER_PROPERTY) {
             for (name, value) in &self.user_properties {
-                s.sink
-                    .pair(id::USER_PROPERTY, name.as_bytes(), value.as_bytes());
+                s.sink.pair(id::USER_PROPERTY, name.as_bytes(), value.as_bytes());
             }
         }
         s.four(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        s.byte(
-            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
-            self.wildcard_subscription_available,
-        );
-        s.byte(
-            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            self.subscription_identifier_available,
-        );
-        s.byte(
-            id::SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
+        s.byte(id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
+        s.byte(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available);
+        s.byte(id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
     }
 }
 
@@ -554,10 +462,7 @@ impl PropertySink for LengthSink {
     }
     fn variable(&mut self, property_id: u8, value: u32) {
         if value == 0 || value > VARIABLE_BYTE_INTEGER_MAX {
-            self.error = Some(EncodeError::PropertyValueInvalid {
-                id: property_id,
-                value,
-            });
+            self.error = Some(EncodeError::PropertyValueInvalid { id: property_id, value });
         }
         self.len_bytes += 1 + variable_byte_integer_len(value as usize);
     }

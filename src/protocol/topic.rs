@@ -76,10 +76,7 @@ pub fn parse_shared_subscription(filter: &str) -> Result<Option<SharedFilter<'_>
     if inner.is_empty() {
         return Err(TopicError::SharedFilterMissing);
     }
-    Ok(Some(SharedFilter {
-        group,
-        filter: inner,
-    }))
+    Ok(Some(SharedFilter { group, filter: inner }))
 }
 
 fn validate_plain_filter(filter: &str) -> Result<(), TopicError> {
@@ -125,10 +122,7 @@ mod tests {
 
     #[test]
     fn topic_name_rejects_wildcards_mqtt_3_3_2_2() {
-        assert_eq!(
-            validate_topic_name("a/+/b"),
-            Err(TopicError::WildcardInName)
-        );
+        assert_eq!(validate_topic_name("a/+/b"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name("a#"), Err(TopicError::WildcardInName));
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
@@ -138,31 +132,14 @@ mod tests {
 
     #[test]
     fn filter_wildcard_placement_mqtt_4_7_1() {
-        for ok in [
-            "#", "+", "a/#", "+/+", "a/+/b", "/", "//#", "+/#", "$SYS/#", "a//b",
-        ] {
+        for ok in ["#", "+", "a/#", "+/+", "a/+/b", "/", "//#", "+/#", "$SYS/#", "a//b"] {
             assert_eq!(validate_topic_filter(ok), Ok(()), "{ok}");
         }
-        assert_eq!(
-            validate_topic_filter("a/#/b"),
-            Err(TopicError::MultiLevelWildcardMisplaced)
-        );
-        assert_eq!(
-            validate_topic_filter("a#"),
-            Err(TopicError::MultiLevelWildcardMisplaced)
-        );
-        assert_eq!(
-            validate_topic_filter("a/b#"),
-            Err(TopicError::MultiLevelWildcardMisplaced)
-        );
-        assert_eq!(
-            validate_topic_filter("a+"),
-            Err(TopicError::SingleLevelWildcardMisplaced)
-        );
-        assert_eq!(
-            validate_topic_filter("a/+b/c"),
-            Err(TopicError::SingleLevelWildcardMisplaced)
-        );
+        assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::MultiLevelWildcardMisplaced));
+        assert_eq!(validate_topic_filter("a#"), Err(TopicError::MultiLevelWildcardMisplaced));
+        assert_eq!(validate_topic_filter("a/b#"), Err(TopicError::MultiLevelWildcardMisplaced));
+        assert_eq!(validate_topic_filter("a+"), Err(TopicError::SingleLevelWildcardMisplaced));
+        assert_eq!(validate_topic_filter("a/+b/c"), Err(TopicError::SingleLevelWildcardMisplaced));
         assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
     }
 
@@ -170,41 +147,17 @@ mod tests {
     fn shared_subscription_parse_mqtt_4_8_2() {
         assert_eq!(
             parse_shared_subscription("$share/g1/a/+/c"),
-            Ok(Some(SharedFilter {
-                group: "g1",
-                filter: "a/+/c"
-            }))
+            Ok(Some(SharedFilter { group: "g1", filter: "a/+/c" }))
         );
         assert_eq!(parse_shared_subscription("a/b"), Ok(None));
         assert_eq!(parse_shared_subscription("$shared/g/a"), Ok(None));
-        assert_eq!(
-            parse_shared_subscription("$share/"),
-            Err(TopicError::SharedGroupInvalid)
-        );
-        assert_eq!(
-            parse_shared_subscription("$share//a"),
-            Err(TopicError::SharedGroupInvalid)
-        );
-        assert_eq!(
-            parse_shared_subscription("$share/g+/a"),
-            Err(TopicError::SharedGroupInvalid)
-        );
-        assert_eq!(
-            parse_shared_subscription("$share/#"),
-            Err(TopicError::SharedGroupInvalid)
-        );
-        assert_eq!(
-            parse_shared_subscription("$share/g"),
-            Err(TopicError::SharedFilterMissing)
-        );
-        assert_eq!(
-            parse_shared_subscription("$share/g/"),
-            Err(TopicError::SharedFilterMissing)
-        );
-        assert_eq!(
-            validate_topic_filter("$share/g/a/#/b"),
-            Err(TopicError::MultiLevelWildcardMisplaced)
-        );
+        assert_eq!(parse_shared_subscription("$share/"), Err(TopicError::SharedGroupInvalid));
+        assert_eq!(parse_shared_subscription("$share//a"), Err(TopicError::SharedGroupInvalid));
+        assert_eq!(parse_shared_subscription("$share/g+/a"), Err(TopicError::SharedGroupInvalid));
+        assert_eq!(parse_shared_subscription("$share/#"), Err(TopicError::SharedGroupInvalid));
+        assert_eq!(parse_shared_subscription("$share/g"), Err(TopicError::SharedFilterMissing));
+        assert_eq!(parse_shared_subscription("$share/g/"), Err(TopicError::SharedFilterMissing));
+        assert_eq!(validate_topic_filter("$share/g/a/#/b"), Err(TopicError::MultiLevelWildcardMisplaced));
         assert_eq!(validate_topic_filter("$share/g/#"), Ok(()));
     }
 

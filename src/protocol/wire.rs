@@ -44,12 +44,7 @@ pub(crate) struct Reader {
 impl Reader {
     pub(crate) fn new(bytes: Bytes, packet_type: PacketType) -> Reader {
         let end = bytes.len();
-        Reader {
-            bytes,
-            pos: 0,
-            end,
-            packet_type,
-        }
+        Reader { bytes, pos: 0, end, packet_type }
     }
 
     pub(crate) fn packet_type(&self) -> PacketType {
@@ -61,9 +56,7 @@ impl Reader {
     }
 
     fn past_end(&self) -> DecodeError {
-        DecodeError::UnexpectedEndOfPacket {
-            packet_type: self.packet_type,
-        }
+        DecodeError::UnexpectedEndOfPacket { packet_type: self.packet_type }
     }
 
     /// Narrows the readable range to the next `len` bytes; returns the old end for [`Reader::restore_end`].
@@ -163,10 +156,7 @@ impl Reader {
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
-            count => Err(DecodeError::TrailingBytes {
-                packet_type: self.packet_type,
-                count,
-            }),
+            count => Err(DecodeError::TrailingBytes { packet_type: self.packet_type, count }),
         }
     }
 }
@@ -212,11 +202,7 @@ pub fn put_field(out: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// Writes the fixed header: the first byte and the Remaining Length.
-pub fn put_fixed_header(
-    out: &mut BytesMut,
-    first_byte: u8,
-    remaining_bytes: usize,
-) -> Result<(), EncodeError> {
+pub fn put_fixed_header(out: &mut BytesMut, first_byte: u8, remaining_bytes: usize) -> Result<(), EncodeError> {
     if remaining_bytes > VARIABLE_BYTE_INTEGER_MAX as usize {
         return Err(EncodeError::PacketTooLarge { remaining_bytes });
     }
@@ -232,27 +218,12 @@ mod tests {
 
     #[test]
     fn variable_byte_integer_boundaries() {
-        for value in [
-            0usize,
-            127,
-            128,
-            16_383,
-            16_384,
-            2_097_151,
-            2_097_152,
-            268_435_455,
-        ] {
+        for value in [0usize, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455] {
             let mut out = BytesMut::new();
             put_variable_byte_integer(&mut out, value);
             assert_eq!(out.len(), variable_byte_integer_len(value));
-            assert_eq!(
-                decode_variable_byte_integer(&out),
-                Ok(Some((value as u32, out.len())))
-            );
-            assert_eq!(
-                decode_variable_byte_integer(&out[..out.len() - 1]),
-                Ok(None)
-            );
+            assert_eq!(decode_variable_byte_integer(&out), Ok(Some((value as u32, out.len()))));
+            assert_eq!(decode_variable_byte_integer(&out[..out.len() - 1]), Ok(None));
         }
     }
 
@@ -262,9 +233,6 @@ mod tests {
             decode_variable_byte_integer(&[0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
             Err(DecodeError::VariableByteIntegerTooLong)
         );
-        assert_eq!(
-            decode_variable_byte_integer(&[0x80, 0x00]),
-            Err(DecodeError::VariableByteIntegerNotMinimal)
-        );
+        assert_eq!(decode_variable_byte_integer(&[0x80, 0x00]), Err(DecodeError::VariableByteIntegerNotMinimal));
     }
 }

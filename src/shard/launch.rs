@@ -74,7 +74,12 @@ pub fn plan(config: &Config) -> Result<ShardPlan, StartError> {
 /// sleeps at once, as glommio does by default). Spinning saves a wake-up when work arrives within the spin,
 /// but at low message rates every message ends a spin: 50 µs cost 18-57% more CPU per message at 1,500
 /// msgs/s (perf/RESULTS.md "Low-rate CPU"), with no measurable gain in shard wakeup latency.
-pub fn executor_builder(shard: usize, cpu: usize, budget: IoBudget, spin_before_park: Duration) -> LocalExecutorBuilder {
+pub fn executor_builder(
+    shard: usize,
+    cpu: usize,
+    budget: IoBudget,
+    spin_before_park: Duration,
+) -> LocalExecutorBuilder {
     let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(&format!("shard-{shard}"))
         .io_memory(budget.io_memory_bytes)
@@ -155,7 +160,9 @@ fn wait_until_ready(reports: &mpsc::Receiver<StartReport>, shards: usize, plan: 
             Ok(StartReport::Failed { shard, reason }) => {
                 return Err(StartError::Shard { shard, cpu: plan.cpus[shard], reason })
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() }),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(StartError::StartTimeout { shards, secs: START_TIMEOUT.as_secs() })
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(StartError::Shard { shard: 0, cpu: plan.cpus[0], reason: "thread ended early".into() })
             }

@@ -85,12 +85,14 @@ impl<T: Send + 'static> MeshEnds<T> {
         let sender_tasks: Vec<_> = self
             .senders
             .into_iter()
-            .map(|end| glommio::spawn_local(async move {
-                match end {
-                    Some(end) => Some(end.connect().await),
-                    None => None,
-                }
-            }))
+            .map(|end| {
+                glommio::spawn_local(async move {
+                    match end {
+                        Some(end) => Some(end.connect().await),
+                        None => None,
+                    }
+                })
+            })
             .collect();
         let receiver_tasks: Vec<_> = self
             .receivers
@@ -253,10 +255,14 @@ impl<T> MeshOutbox<T> {
         self.drops.shed_reliable_messages += reliable;
         if qos0 + reliable > 0 && !self.shed_warned[to] {
             self.shed_warned[to] = true;
-            tracing::warn!(to_shard = to, waiting, overflow_messages_max = bound,
+            tracing::warn!(
+                to_shard = to,
+                waiting,
+                overflow_messages_max = bound,
                 shed_qos0_messages = self.drops.shed_qos0_messages,
                 shed_reliable_messages = self.drops.shed_reliable_messages,
-                "mesh queue full and overflow list at its bound: dropping publishes");
+                "mesh queue full and overflow list at its bound: dropping publishes"
+            );
         }
     }
 

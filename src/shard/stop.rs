@@ -86,10 +86,8 @@ mod tests {
         let (sender, mut receivers) = stop_channels(1).unwrap();
         let receiver = receivers.pop().unwrap();
         let shard = std::thread::spawn(move || {
-            let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .io_memory(64 * 1024)
-                .make()
-                .unwrap();
+            let executor =
+                glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(64 * 1024).make().unwrap();
             executor.run(async move {
                 let stop = receiver.into_shard_stop();
                 let started = std::time::Instant::now();

@@ -53,7 +53,8 @@ pub async fn run(
     let turns = glommio::spawn_local(shard.clone().run_turns());
     let reads = glommio::spawn_local(connection::pump_reads(shard.clone()));
     // SAFETY: the listener's descriptor moves into the glommio listener, which now owns it.
-    let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
+    let listener =
+        unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
     ready();
     futures_lite::future::or(accept_loop(shard.clone(), listener), stop.wait()).await;
     shut_down(&shard).await;
@@ -83,7 +84,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {
                 let peer = stream.peer_addr().ok();
                 match shard.permits.try_acquire() {
                     Some(permit) => {
-                        tracing::debug!(shard = shard.id, peer = peer.map(tracing::field::display), "connection accepted");
+                        tracing::debug!(
+                            shard = shard.id,
+                            peer = peer.map(tracing::field::display),
+                            "connection accepted"
+                        );
                         connection::open_accepted(&shard, stream, permit);
                     }
                     // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
@@ -114,8 +119,13 @@ impl RefusalLog {
         if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
             return;
         }
-        tracing::warn!(shard = shard.id, peer = peer.map(tracing::field::display), max_connections = shard.permits.max_connections(),
-            refused = self.unlogged, "connection refused: max_connections reached, closed at accept");
+        tracing::warn!(
+            shard = shard.id,
+            peer = peer.map(tracing::field::display),
+            max_connections = shard.permits.max_connections(),
+            refused = self.unlogged,
+            "connection refused: max_connections reached, closed at accept"
+        );
         self.last_logged = Some(now);
         self.unlogged = 0;
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use shardmq::broker::{home_shard, Action, BrokerSettings, ConnId, MeshMessage, ShardCore};
 use shardmq::protocol::{
-    decode_packet, encode_packet, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse,
-    Publish, QoS, Subscribe, SubscriptionOptions, Unsubscribe, Will,
+    decode_packet, encode_packet, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish,
+    QoS, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,7 +84,8 @@ impl Broker {
         let mut wire = BytesMut::new();
         encode_packet(&packet, version, &mut wire).expect("test packet encodes");
         let decode_version = if matches!(packet, Packet::Connect(_)) { ProtocolVersion::V5 } else { version };
-        let decoded = decode_packet(&mut wire, decode_version, u32::MAX).expect("test packet decodes").expect("complete");
+        let decoded =
+            decode_packet(&mut wire, decode_version, u32::MAX).expect("test packet decodes").expect("complete");
         self.shards[client.shard].handle_packet(client.conn, decoded, self.now);
         self.pump();
     }
@@ -168,7 +169,8 @@ impl Broker {
         for frame in frames {
             state.inbox.extend_from_slice(&frame);
         }
-        while let Some(packet) = decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes") {
+        while let Some(packet) = decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes")
+        {
             state.received.push_back(packet);
         }
         state.closed |= close;

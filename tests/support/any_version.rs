@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::QoS as V5QoS;
 use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as V5SubscribeCode;
+use rumqttc::v5::mqttbytes::QoS as V5QoS;
 use rumqttc::{QoS as V4QoS, SubscribeReasonCode as V4SubscribeCode};
 
 use super::v4::{self, V4Client};

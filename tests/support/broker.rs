@@ -241,7 +241,9 @@ fn wait_for_listening_line(lines: &mpsc::Receiver<String>, broker: &mut Broker) 
 
 fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     let port = free_port();
-    let mut config = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\nset_tcp_nodelay true\n");
+    let mut config = format!(
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\nset_tcp_nodelay true\n"
+    );
     if let Some(bytes) = limits.max_packet_size_bytes {
         config.push_str(&format!("max_packet_size {bytes}\n"));
     }

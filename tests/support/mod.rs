@@ -13,9 +13,9 @@ mod rumqttc_common;
 pub mod v4;
 pub mod v5;
 
-pub use broker::{Broker, BrokerKind, SHARDS};
 #[allow(unused_imports)] // not every test binary configures limits
 pub use broker::BrokerLimits;
+pub use broker::{Broker, BrokerKind, SHARDS};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

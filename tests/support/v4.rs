@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeReasonCode,
+    AsyncClient, ConnAck, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing, Packet, Publish,
+    QoS, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
 
@@ -45,9 +45,7 @@ impl V4Client {
     /// Connects and waits for a successful CONNACK; panics otherwise.
     pub async fn connect(options: MqttOptions) -> V4Client {
         let id = options.client_id();
-        V4Client::try_connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
+        V4Client::try_connect(options).await.unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
     }
 
     /// Connects; a refusal comes back as `ConnectionError::ConnectionRefused(code)`.

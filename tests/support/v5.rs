@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, Publish, PublishProperties,
-    SubAck, SubscribeProperties, UnsubAck,
+    ConnAck, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet, Publish, PublishProperties, SubAck,
+    SubscribeProperties, UnsubAck,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
@@ -42,9 +42,7 @@ impl V5Client {
     /// Connects and waits for a successful CONNACK; panics otherwise.
     pub async fn connect(options: MqttOptions) -> V5Client {
         let id = options.client_id();
-        V5Client::try_connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
+        V5Client::try_connect(options).await.unwrap_or_else(|e| panic!("client {id:?} could not connect: {e:?}"))
     }
 
     /// Connects; a refusal comes back as `ConnectionError::ConnectionRefused(code)`.

@@ -10,8 +10,7 @@ use crate::auth::{FailureKind, MemoryCredentialStore};
 const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
 const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
 const RFC_SALT_B64: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
-const RFC_SERVER_FIRST: &str =
-    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const RFC_SERVER_FIRST: &str = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
 const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
                                 p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
 const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
@@ -24,8 +23,13 @@ fn rfc_method() -> ScramSha256 {
 }
 
 fn method_with(users: &[(&str, &str)]) -> ScramSha256 {
-    let users: Vec<_> =
-        users.iter().map(|(username, password)| crate::auth::ScramUser { username: (*username).into(), password: (*password).into() }).collect();
+    let users: Vec<_> = users
+        .iter()
+        .map(|(username, password)| crate::auth::ScramUser {
+            username: (*username).into(),
+            password: (*password).into(),
+        })
+        .collect();
     ScramSha256::new(Rc::new(MemoryCredentialStore::from_users(&users)))
 }
 
@@ -182,5 +186,9 @@ fn steps_out_of_order_fail() {
     let mut exchange = method.exchange(Some(RFC_SERVER_NONCE.into()));
     exchange.start(RFC_CLIENT_FIRST.as_bytes());
     assert!(matches!(exchange.proceed(RFC_CLIENT_FINAL.as_bytes()), Step::Success(_)));
-    assert_eq!(failure_kind(exchange.proceed(RFC_CLIENT_FINAL.as_bytes())), FailureKind::NotAuthorized, "replay after success");
+    assert_eq!(
+        failure_kind(exchange.proceed(RFC_CLIENT_FINAL.as_bytes())),
+        FailureKind::NotAuthorized,
+        "replay after success"
+    );
 }

@@ -21,7 +21,10 @@ impl ShardCore {
     pub(super) fn start_connect_auth(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
         let name = connect.properties.authentication_method.as_deref().unwrap_or_default();
         let Some(method) = self.auth_methods.find(name) else {
-            let refusal = Refusal { reason: ReasonCode::BAD_AUTHENTICATION_METHOD, rule: "[MQTT-4.12.0-1] unsupported authentication method" };
+            let refusal = Refusal {
+                reason: ReasonCode::BAD_AUTHENTICATION_METHOD,
+                rule: "[MQTT-4.12.0-1] unsupported authentication method",
+            };
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         };
         let mut exchange = method.begin();
@@ -32,18 +35,35 @@ impl ShardCore {
 
     /// AUTH before CONNACK: the client's next step of the CONNECT's exchange.
     pub(super) fn handle_connect_auth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
-        let pending = self.enhanced_auth.get_mut(&conn).and_then(|state| Some((state.pending_connect.take()?, state.exchange.take()?)));
+        let pending = self
+            .enhanced_auth
+            .get_mut(&conn)
+            .and_then(|state| Some((state.pending_connect.take()?, state.exchange.take()?)));
         let Some((connect, mut exchange)) = pending else {
             let detail = "[MQTT-4.12.0-7] AUTH before CONNECT or without an Authentication Method in CONNECT".into();
             warn!(shard = self.shard, "{detail}, closing");
-            return self.end_connection(conn, CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail }, now);
+            return self.end_connection(
+                conn,
+                CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
+                now,
+            );
         };
         let refuse = |rule| Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule };
         if auth.reason != ReasonCode::CONTINUE_AUTHENTICATION {
-            return self.refuse_connect(conn, &connect.client_id, refuse("[MQTT-4.12.0-3] AUTH during CONNECT must carry reason 0x18"), now);
+            return self.refuse_connect(
+                conn,
+                &connect.client_id,
+                refuse("[MQTT-4.12.0-3] AUTH during CONNECT must carry reason 0x18"),
+                now,
+            );
         }
         if auth.properties.authentication_method != connect.properties.authentication_method {
-            return self.refuse_connect(conn, &connect.client_id, refuse("[MQTT-4.12.0-5] AUTH names another Authentication Method than CONNECT"), now);
+            return self.refuse_connect(
+                conn,
+                &connect.client_id,
+                refuse("[MQTT-4.12.0-5] AUTH names another Authentication Method than CONNECT"),
+                now,
+            );
         }
         let step = exchange.proceed(auth.properties.authentication_data.as_deref().unwrap_or_default());
         self.connect_auth_step(conn, exchange, connect, step, now);
@@ -51,7 +71,14 @@ impl ShardCore {
 
     /// Acts on a step of the CONNECT's exchange: AUTH 0x18 [MQTT-4.12.0-2], CONNACK 0x00 with the final
     /// data, or CONNACK 0x86 / 0x87 and close [MQTT-4.12.0-4].
-    fn connect_auth_step(&mut self, conn: ConnId, exchange: Box<dyn AuthExchange>, connect: Box<Connect>, step: Step, now: Instant) {
+    fn connect_auth_step(
+        &mut self,
+        conn: ConnId,
+        exchange: Box<dyn AuthExchange>,
+        connect: Box<Connect>,
+        step: Step,
+        now: Instant,
+    ) {
         let Some(state) = self.enhanced_auth.get_mut(&conn) else { return };
         let method = ByteStr::from(state.method.name());
         match step {
@@ -62,7 +89,10 @@ impl ShardCore {
             }
             Step::Success(done) if connect.username.as_deref().is_some_and(|username| username != done.user) => {
                 warn!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "CONNECT User Name is not the authenticated user");
-                let refusal = Refusal { reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD, rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated" };
+                let refusal = Refusal {
+                    reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                    rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated",
+                };
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
             }
             Step::Success(done) => {
@@ -85,10 +115,18 @@ impl ShardCore {
     /// AUTH from a connected client: re-authentication [MQTT-4.12.1-1]. Other traffic goes on meanwhile.
     pub(super) fn handle_reauth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
         let Some(mut state) = self.enhanced_auth.remove(&conn) else {
-            return self.protocol_error(conn, "[MQTT-4.12.0-7] AUTH from a client whose CONNECT had no Authentication Method", now);
+            return self.protocol_error(
+                conn,
+                "[MQTT-4.12.0-7] AUTH from a client whose CONNECT had no Authentication Method",
+                now,
+            );
         };
         if auth.properties.authentication_method.as_deref() != Some(state.method.name()) {
-            return self.protocol_error(conn, "[MQTT-4.12.1-1] re-authentication must use the CONNECT's Authentication Method", now);
+            return self.protocol_error(
+                conn,
+                "[MQTT-4.12.1-1] re-authentication must use the CONNECT's Authentication Method",
+                now,
+            );
         }
         let data = auth.properties.authentication_data.as_deref().unwrap_or_default();
         let (exchange, step) = match (auth.reason, state.exchange.take()) {
@@ -101,7 +139,13 @@ impl ShardCore {
                 let step = exchange.proceed(data);
                 (exchange, step)
             }
-            _ => return self.protocol_error(conn, "(section 3.15.2.1) AUTH 0x19 starts a re-authentication, 0x18 continues one in progress", now),
+            _ => {
+                return self.protocol_error(
+                    conn,
+                    "(section 3.15.2.1) AUTH 0x19 starts a re-authentication, 0x18 continues one in progress",
+                    now,
+                )
+            }
         };
         let method = ByteStr::from(state.method.name());
         match step {
@@ -114,7 +158,12 @@ impl ShardCore {
                 self.enhanced_auth.insert(conn, state);
                 self.send_auth(conn, ReasonCode::SUCCESS, method, done.server_data);
             }
-            Step::Success(_) => self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authenticated as another user", now),
+            Step::Success(_) => self.close_for(
+                conn,
+                ReasonCode::NOT_AUTHORIZED,
+                "[MQTT-4.12.1-2] re-authenticated as another user",
+                now,
+            ),
             Step::Fail(failure) => {
                 warn!(shard = self.shard, client_id = ?self.client_id_of(conn), %method, "re-authentication failed: {failure}");
                 self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authentication failed", now);
@@ -124,7 +173,11 @@ impl ShardCore {
 
     /// AUTH with the method name on every packet of the exchange [MQTT-4.12.0-5].
     fn send_auth(&mut self, conn: ConnId, reason: ReasonCode, method: ByteStr, data: Option<Vec<u8>>) {
-        let properties = Properties { authentication_method: Some(method), authentication_data: data.map(Bytes::from), ..Properties::default() };
+        let properties = Properties {
+            authentication_method: Some(method),
+            authentication_data: data.map(Bytes::from),
+            ..Properties::default()
+        };
         self.send(conn, &Packet::Auth(Auth { reason, properties }));
     }
 }

@@ -14,8 +14,8 @@ use super::super::home_shard;
 use super::super::inflight::InflightState;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
-use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::owned::owned_str;
+use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
@@ -43,7 +43,10 @@ impl ShardCore {
             connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         }
         if self.enhanced_auth.contains_key(&conn) {
-            let refusal = Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule: "[MQTT-3.1.0-2] second CONNECT during enhanced authentication" };
+            let refusal = Refusal {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                rule: "[MQTT-3.1.0-2] second CONNECT during enhanced authentication",
+            };
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
         if let Err(refusal) = self.check_connect(&connect).and_then(|()| self.check_capacity(&connect)) {
@@ -81,20 +84,32 @@ impl ShardCore {
         let refuse = |reason, rule| Err(Refusal { reason, rule });
         let id = &connect.client_id;
         if id.len() > self.settings.client_id_max_bytes {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "client identifier longer than client_id_max_bytes");
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "client identifier longer than client_id_max_bytes",
+            );
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1 {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "(MQTT 3.1 section 3.1.3.1) client identifier must be 1 to 23 characters");
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "(MQTT 3.1 section 3.1.3.1) client identifier must be 1 to 23 characters",
+            );
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1_1 && !connect.clean_start {
-            return refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "[MQTT-3.1.3-8] empty client identifier requires clean session");
+            return refuse(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "[MQTT-3.1.3-8] empty client identifier requires clean session",
+            );
         }
         if let Some(will) = &connect.will {
             if will.qos as u8 > self.settings.max_qos {
                 return refuse(ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12] will QoS above the Maximum QoS");
             }
             if will.retain && !self.settings.retain_available {
-                return refuse(ReasonCode::RETAIN_NOT_SUPPORTED, "[MQTT-3.2.2-13] will retain while Retain Available is 0");
+                return refuse(
+                    ReasonCode::RETAIN_NOT_SUPPORTED,
+                    "[MQTT-3.2.2-13] will retain while Retain Available is 0",
+                );
             }
             if validate_topic_name(&will.topic).is_err() {
                 return refuse(ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.1.3-11] will topic is not a valid topic name");
@@ -106,7 +121,10 @@ impl ShardCore {
     /// Refusals that are about this server, not the client: a configured redirect, or no room for a session.
     fn check_capacity(&self, connect: &Connect) -> Result<(), Refusal> {
         if self.settings.server_reference.is_some() {
-            return Err(Refusal { reason: ReasonCode::USE_ANOTHER_SERVER, rule: "clients are redirected (server_reference)" });
+            return Err(Refusal {
+                reason: ReasonCode::USE_ANOTHER_SERVER,
+                rule: "clients are redirected (server_reference)",
+            });
         }
         let existing = self.sessions.find(&connect.client_id).is_some();
         if !existing && self.sessions.len() >= self.settings.sessions_per_shard_max {
@@ -142,7 +160,13 @@ impl ShardCore {
         };
         let expiry_secs = requested_expiry.min(self.settings.session_expiry_max_secs);
         let assigned_client_id = connect.client_id.is_empty().then(|| self.assign_client_id());
-        Negotiated { keepalive_secs, server_keep_alive, expiry_secs, expiry_capped: v5 && expiry_secs != requested_expiry, assigned_client_id }
+        Negotiated {
+            keepalive_secs,
+            server_keep_alive,
+            expiry_secs,
+            expiry_capped: v5 && expiry_secs != requested_expiry,
+            assigned_client_id,
+        }
     }
 
     /// A fresh client id whose home is this shard, so the client reconnecting with it lands here.
@@ -161,14 +185,24 @@ impl ShardCore {
         connection.keepalive_secs = keepalive_secs;
         connection.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
-        connection.outgoing_alias_max = connect.properties.topic_alias_maximum.unwrap_or(0).min(self.settings.topic_alias_max);
+        connection.outgoing_alias_max =
+            connect.properties.topic_alias_maximum.unwrap_or(0).min(self.settings.topic_alias_max);
         connection.problem_information = connect.properties.request_problem_information != Some(0);
     }
 
     /// Takes over a connected session [MQTT-3.1.4-3], resumes it unless Clean Start [MQTT-3.1.2-4]
     /// [MQTT-3.1.2-5], or creates one. Returns the session and the Session Present flag.
-    fn attach_session(&mut self, conn: ConnId, client_id: &ByteStr, connect: &Connect, expiry_secs: u32, now: Instant) -> (SessionKey, bool) {
-        if let Some(old_conn) = self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).and_then(|session| session.conn) {
+    fn attach_session(
+        &mut self,
+        conn: ConnId,
+        client_id: &ByteStr,
+        connect: &Connect,
+        expiry_secs: u32,
+        now: Instant,
+    ) -> (SessionKey, bool) {
+        if let Some(old_conn) =
+            self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).and_then(|session| session.conn)
+        {
             info!(shard = self.shard, %client_id, "session taken over by a new connection");
             self.end_connection(old_conn, CloseReason::TakenOver, now);
         }
@@ -230,7 +264,9 @@ impl ShardCore {
         let Some(session) = self.sessions.get(key) else { return };
         let resend: Vec<_> = session
             .traffic()
-            .map(|traffic| traffic.inflight.iter().map(|entry| (entry.packet_id, entry.state, entry.delivery.clone())).collect())
+            .map(|traffic| {
+                traffic.inflight.iter().map(|entry| (entry.packet_id, entry.state, entry.delivery.clone())).collect()
+            })
             .unwrap_or_default();
         for (packet_id, state, delivery) in resend {
             match state {

@@ -11,7 +11,13 @@ use super::super::session::SessionKey;
 use crate::protocol::{Disconnect, ReasonCode};
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_disconnect(&mut self, conn: ConnId, key: SessionKey, disconnect: Disconnect, now: Instant) {
+    pub(in crate::broker) fn handle_disconnect(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        disconnect: Disconnect,
+        now: Instant,
+    ) {
         if let Some(requested) = disconnect.properties.session_expiry_interval_secs {
             let expiry_max = self.settings.session_expiry_max_secs;
             let Some(session) = self.sessions.get_mut(key) else { return };

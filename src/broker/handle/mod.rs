@@ -33,7 +33,11 @@ impl ShardCore {
             (Phase::AwaitingConnect, other) => {
                 warn!(shard = self.shard, packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT, closing");
                 let detail = "[MQTT-3.1.0-1] first packet must be CONNECT".into();
-                return self.end_connection(conn, CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail }, now);
+                return self.end_connection(
+                    conn,
+                    CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
+                    now,
+                );
             }
             (Phase::Connected(key), packet) => (key, packet),
         };

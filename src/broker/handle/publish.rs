@@ -9,9 +9,9 @@ use tracing::{trace, warn};
 
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
+use super::super::owned::{owned_forwarded_properties, owned_str};
 use super::super::session::SessionKey;
 use super::super::topic_alias::TopicAliases;
-use super::super::owned::{owned_forwarded_properties, owned_str};
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, ReasonCode};
 
@@ -70,7 +70,8 @@ impl ShardCore {
     fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
         let rule = "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1";
         let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
-        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
+        let response =
+            PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
         match publish.qos {
             QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
             QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
@@ -88,7 +89,10 @@ impl ShardCore {
         };
         let alias_max = self.settings.topic_alias_max;
         if alias == 0 || alias > alias_max {
-            return Err((ReasonCode::TOPIC_ALIAS_INVALID, "[MQTT-3.3.2-8] topic alias 0 or above our Topic Alias Maximum"));
+            return Err((
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                "[MQTT-3.3.2-8] topic alias 0 or above our Topic Alias Maximum",
+            ));
         }
         let Some(connection) = self.connections.get_mut(&conn) else {
             return Err((ReasonCode::PROTOCOL_ERROR, "connection gone"));
@@ -100,7 +104,9 @@ impl ShardCore {
         }
         let slot = &mut aliases.incoming[usize::from(alias - 1)];
         if publish.topic.is_empty() {
-            return slot.clone().ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
+            return slot
+                .clone()
+                .ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
         }
         *slot = Some(owned_str(&publish.topic));
         Ok(publish.topic.clone())
@@ -108,13 +114,19 @@ impl ShardCore {
 
     fn check_publish(&self, publish: &Publish, topic: ByteStr) -> Result<ByteStr, Violation> {
         if !publish.properties.subscription_identifiers.is_empty() {
-            return Err((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier"));
+            return Err((
+                ReasonCode::PROTOCOL_ERROR,
+                "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier",
+            ));
         }
         if publish.qos as u8 > self.settings.max_qos {
             return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
         }
         if publish.retain && !self.settings.retain_available {
-            return Err((ReasonCode::RETAIN_NOT_SUPPORTED, "[MQTT-3.2.2-14] PUBLISH with retain while Retain Available is 0"));
+            return Err((
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "[MQTT-3.2.2-14] PUBLISH with retain while Retain Available is 0",
+            ));
         }
         if validate_topic_name(&topic).is_err() {
             return Err((ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] topic name contains a wildcard or is empty"));

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::super::core::ShardCore;
 use super::super::held_suback::HeldSubAck;
-use super::super::message::{ConnId, Message, MeshMessage};
+use super::super::message::{ConnId, MeshMessage, Message};
 use super::super::owned::owned_str;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
@@ -19,7 +19,13 @@ use crate::protocol::{ByteStr, Properties, QoS, ReasonCode, SubAck, Subscribe, S
 type Refusal = (ReasonCode, &'static str);
 
 impl ShardCore {
-    pub(in crate::broker) fn handle_subscribe(&mut self, conn: ConnId, key: SessionKey, subscribe: Subscribe, now: Instant) {
+    pub(in crate::broker) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        subscribe: Subscribe,
+        now: Instant,
+    ) {
         let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
         let subscription_id = subscribe.properties.subscription_identifiers.first().copied().unwrap_or(0);
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
@@ -48,7 +54,10 @@ impl ShardCore {
             };
             reasons.push(reason);
         }
-        let properties = Properties { reason_string: self.ack_reason_string(conn, &refusal_rules.join("; ")), ..Properties::default() };
+        let properties = Properties {
+            reason_string: self.ack_reason_string(conn, &refusal_rules.join("; ")),
+            ..Properties::default()
+        };
         let suback = SubAck { packet_id: subscribe.packet_id, reasons, properties };
         let needs_seq = self.interest_seq_sent;
         let held = HeldSubAck { conn, session: key, suback, retained, subscription_id, needs_seq };
@@ -57,20 +66,38 @@ impl ShardCore {
 
     /// Stores one subscription. Ok: granted QoS and whether retained messages are due; Err: the SUBACK
     /// reason code and the rule, for the Reason String.
-    fn subscribe_one(&mut self, key: SessionKey, filter: &ByteStr, options: SubscriptionOptions, subscription_id: u32) -> Result<(QoS, bool), Refusal> {
+    fn subscribe_one(
+        &mut self,
+        key: SessionKey,
+        filter: &ByteStr,
+        options: SubscriptionOptions,
+        subscription_id: u32,
+    ) -> Result<(QoS, bool), Refusal> {
         let settings = &self.settings;
         if validate_topic_filter(filter).is_err() {
-            return Err((ReasonCode::TOPIC_FILTER_INVALID, "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid"));
+            return Err((
+                ReasonCode::TOPIC_FILTER_INVALID,
+                "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid",
+            ));
         }
         let shared = matches!(parse_shared_subscription(filter), Ok(Some(_)));
         if shared && !settings.shared_subscriptions_available {
-            return Err((ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, "(v5 section 4.8.2) shared subscriptions are turned off"));
+            return Err((
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "(v5 section 4.8.2) shared subscriptions are turned off",
+            ));
         }
         if !settings.wildcard_subscriptions_available && filter.contains(['+', '#']) {
-            return Err((ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED, "(v5 section 3.2.2.3.14) wildcard subscriptions are turned off"));
+            return Err((
+                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
+                "(v5 section 3.2.2.3.14) wildcard subscriptions are turned off",
+            ));
         }
         if !settings.subscription_identifiers_available && subscription_id != 0 {
-            return Err((ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED, "(v5 section 3.2.2.3.15) subscription identifiers are turned off"));
+            return Err((
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                "(v5 section 3.2.2.3.15) subscription identifiers are turned off",
+            ));
         }
         let session = self.sessions.get(key).ok_or((ReasonCode::UNSPECIFIED_ERROR, "session gone"))?;
         let known = session.filters.iter().any(|existing| existing == filter);
@@ -78,7 +105,8 @@ impl ShardCore {
             return Err((ReasonCode::QUOTA_EXCEEDED, "subscriptions_per_session_max reached"));
         }
         let granted = options.qos.min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
-        let subscriber = Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
+        let subscriber =
+            Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
         let outcome = self.subscriptions.subscribe(filter, subscriber);
         if outcome.first_on_shard {
             let seq = self.next_interest_seq();
