@@ -1,0 +1,166 @@
+"""MQTT over TLS with clients nobody here wrote: paho-mqtt with a python `ssl` context trusting the test CA,
+and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls` (server certificate only),
+`mtls` (a client certificate from the test CA is required; its CN becomes the user name) and `wss`.
+"""
+
+import os
+import socket
+import ssl
+import tempfile
+import unittest
+
+from test_paho import VERSIONS, unique
+from transport_broker import TransportBroker
+from transport_certs import CLIENT_USER, make_test_pki
+from transport_cli import MosquittoSub, mosquitto_pub
+from transport_paho import TransportClient, connect_outcome, tls_context
+from transport_raw import mqtt_connect_packet, read_until_closed
+
+CLI_VERSIONS = {"3.1.1": "mqttv311", "5": "mqttv5"}
+TLS_ALERT_RECORD = 0x15  # a TLS record of content type alert [RFC 8446 5.1]
+
+
+class TlsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
+        cls.pki = make_test_pki(cls.pki_dir.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pki_dir.cleanup()
+
+    def setUp(self):
+        self.broker = TransportBroker(self.pki)
+        self.clients = []
+
+    def tearDown(self):
+        for client in self.clients:
+            try:
+                client.disconnect()
+            except Exception:
+                pass
+        self.broker.stop()
+
+    def connect(self, listener, protocol, context):
+        client = TransportClient(self.broker.ports[listener], protocol, context=context,
+                                 websocket=listener == "wss")
+        self.clients.append(client)
+        return client
+
+    def check_round_trip(self, listener, protocol, context):
+        topic = unique("tls/round-trip")
+        subscriber = self.connect(listener, protocol, context)
+        self.assertEqual(subscriber.subscribe(topic, 1), [1])
+        publisher = self.connect(listener, protocol, context)
+        publisher.publish(topic, b"over tls", qos=1)
+        message = subscriber.next_message()
+        self.assertEqual((message.topic, message.payload), (topic, b"over tls"))
+
+    def assert_refused(self, listener, protocol, context):
+        outcome = connect_outcome(self.broker.ports[listener], protocol, context)
+        # Refused means the broker ended it: a failed handshake (TLS 1.2, or a client-side check) or a close
+        # before any CONNACK (TLS 1.3, where the client's handshake ends before the server checks its
+        # certificate). Silence would be a broker that hangs on to a connection it should have dropped.
+        self.assertIn(outcome.kind, ("handshake", "closed"), f"{outcome}\nbroker log:\n{self.broker.broker_log()}")
+        return outcome
+
+    def test_publish_subscribe_over_tls(self):
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.check_round_trip("tls", protocol, tls_context(self.pki.ca_cert))
+
+    def test_publish_subscribe_over_wss_with_paho(self):
+        # The browser tests' wss listener without a browser: tells a TLS-over-WebSocket fault from a Chromium one.
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.check_round_trip("wss", protocol, tls_context(self.pki.ca_cert))
+
+    def test_client_refuses_a_broker_its_ca_did_not_sign(self):
+        # The client side of the trust: the broker must present the test server certificate, nothing else.
+        outcome = connect_outcome(self.broker.ports["tls"], VERSIONS["5"], tls_context(self.pki.other_ca_cert))
+        self.assertEqual(outcome.kind, "handshake", outcome)
+        self.assertIsInstance(outcome.error, ssl.SSLCertVerificationError)
+
+    def test_mutual_tls_with_a_client_certificate_from_the_ca(self):
+        context = tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key)
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.check_round_trip("mtls", protocol, context)
+
+    def test_mutual_tls_refuses_a_client_without_a_certificate(self):
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.assert_refused("mtls", protocol, tls_context(self.pki.ca_cert))
+
+    def test_mutual_tls_refuses_a_certificate_from_another_ca(self):
+        context = tls_context(self.pki.ca_cert, self.pki.other_client_cert, self.pki.other_client_key)
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.assert_refused("mtls", protocol, context)
+
+    def test_mutual_tls_refuses_an_expired_certificate(self):
+        context = tls_context(self.pki.ca_cert, self.pki.expired_client_cert, self.pki.expired_client_key)
+        for name, protocol in VERSIONS.items():
+            with self.subTest(version=name):
+                self.assert_refused("mtls", protocol, context)
+
+    def test_mutual_tls_still_serves_a_good_client_after_refusals(self):
+        self.assert_refused("mtls", VERSIONS["5"], tls_context(self.pki.ca_cert))
+        self.assert_refused("mtls", VERSIONS["5"], tls_context(self.pki.ca_cert, self.pki.expired_client_cert,
+                                                               self.pki.expired_client_key))
+        self.check_round_trip("mtls", VERSIONS["5"],
+                              tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
+
+    def test_client_certificate_cn_is_the_user_name_acls_see(self):
+        # use_identity_as_username on `mtls`: with an ACL granting only user alice (the client certificate's CN)
+        # identity/alice/#, alice's publish there arrives and her publish elsewhere does not. Were the CN not
+        # taken as the user name she would be anonymous, granted nothing, and neither would arrive.
+        acl = os.path.join(self.pki_dir.name, "mtls.acl")
+        with open(acl, "w") as file:
+            file.write(f"user {CLIENT_USER}\ntopic readwrite identity/{CLIENT_USER}/#\n")
+        self.broker.stop()
+        self.broker = TransportBroker(self.pki, mtls_acl_file=acl)
+        watcher = TransportClient(self.broker.ports["mqtt"], VERSIONS["3.1.1"])  # anonymous, no ACL there
+        self.clients.append(watcher)
+        self.assertEqual(watcher.subscribe("identity/#", 1), [1])
+        alice = self.connect("mtls", VERSIONS["3.1.1"],
+                             tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
+        alice.publish("identity/bob/x", b"not hers", qos=1)
+        alice.publish(f"identity/{CLIENT_USER}/x", b"hers", qos=1)
+        message = watcher.next_message()
+        self.assertEqual((message.topic, message.payload), (f"identity/{CLIENT_USER}/x", b"hers"))
+        watcher.assert_no_message()
+
+    def test_mosquitto_clients_with_cafile(self):
+        port = self.broker.ports["tls"]
+        for name, version in CLI_VERSIONS.items():
+            with self.subTest(version=name):
+                topic = unique("tls/cli")
+                subscriber = MosquittoSub(port, version, topic, 1, "--cafile", self.pki.ca_cert)
+                mosquitto_pub(port, version, topic, "hello over tls", "--cafile", self.pki.ca_cert)
+                self.assertEqual(subscriber.messages(), [f"{topic} hello over tls"])
+
+    def test_mosquitto_clients_with_a_client_certificate(self):
+        port = self.broker.ports["mtls"]
+        tls = ["--cafile", self.pki.ca_cert, "--cert", self.pki.client_cert, "--key", self.pki.client_key]
+        for name, version in CLI_VERSIONS.items():
+            with self.subTest(version=name):
+                topic = unique("mtls/cli")
+                subscriber = MosquittoSub(port, version, topic, 1, *tls)
+                mosquitto_pub(port, version, topic, "hello over mtls", *tls)
+                self.assertEqual(subscriber.messages(), [f"{topic} hello over mtls"])
+
+    def test_plain_mqtt_on_the_tls_port_is_closed_without_connack(self):
+        with socket.create_connection(("127.0.0.1", self.broker.ports["tls"])) as plain:
+            plain.sendall(mqtt_connect_packet(unique("plain-on-tls")))
+            data, how = read_until_closed(plain)
+        self.assertIn(how, ("eof", "reset"), f"connection left open; got {data!r}")
+        # At most a TLS alert record; never an MQTT packet (a CONNACK starts 0x20).
+        self.assertTrue(data == b"" or data[0] == TLS_ALERT_RECORD, f"answer to plain MQTT: {data!r}")
+        # And the broker keeps serving TLS clients.
+        self.check_round_trip("tls", VERSIONS["3.1.1"], tls_context(self.pki.ca_cert))
+
+
+if __name__ == "__main__":
+    unittest.main()
