@@ -19,10 +19,7 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits {
-            head_bytes_max: 8 * 1024,
-            headers_max: 64,
-        }
+        RequestLimits { head_bytes_max: 8 * 1024, headers_max: 64 }
     }
 }
 
@@ -44,9 +41,7 @@ impl HttpError {
     pub fn status(&self) -> Status {
         match self {
             HttpError::Malformed(_) => Status::BAD_REQUEST,
-            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => {
-                Status::HEADERS_TOO_LARGE
-            }
+            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => Status::HEADERS_TOO_LARGE,
         }
     }
 }
@@ -59,38 +54,14 @@ pub struct Status {
 }
 
 impl Status {
-    pub const SWITCHING_PROTOCOLS: Status = Status {
-        code: 101,
-        reason: "Switching Protocols",
-    };
-    pub const OK: Status = Status {
-        code: 200,
-        reason: "OK",
-    };
-    pub const BAD_REQUEST: Status = Status {
-        code: 400,
-        reason: "Bad Request",
-    };
-    pub const FORBIDDEN: Status = Status {
-        code: 403,
-        reason: "Forbidden",
-    };
-    pub const NOT_FOUND: Status = Status {
-        code: 404,
-        reason: "Not Found",
-    };
-    pub const METHOD_NOT_ALLOWED: Status = Status {
-        code: 405,
-        reason: "Method Not Allowed",
-    };
-    pub const HEADERS_TOO_LARGE: Status = Status {
-        code: 431,
-        reason: "Request Header Fields Too Large",
-    };
-    pub const SERVICE_UNAVAILABLE: Status = Status {
-        code: 503,
-        reason: "Service Unavailable",
-    };
+    pub const SWITCHING_PROTOCOLS: Status = Status { code: 101, reason: "Switching Protocols" };
+    pub const OK: Status = Status { code: 200, reason: "OK" };
+    pub const BAD_REQUEST: Status = Status { code: 400, reason: "Bad Request" };
+    pub const FORBIDDEN: Status = Status { code: 403, reason: "Forbidden" };
+    pub const NOT_FOUND: Status = Status { code: 404, reason: "Not Found" };
+    pub const METHOD_NOT_ALLOWED: Status = Status { code: 405, reason: "Method Not Allowed" };
+    pub const HEADERS_TOO_LARGE: Status = Status { code: 431, reason: "Request Header Fields Too Large" };
+    pub const SERVICE_UNAVAILABLE: Status = Status { code: 503, reason: "Service Unavailable" };
 }
 
 /// One header field as received: the name as sent, the value with surrounding whitespace removed.
@@ -114,9 +85,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// The target without its query string.
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        self.target.split_once('?').map_or(self.target.as_str(), |(path, _)| path)
     }
 
     /// Every value of the header `name` (matched case-insensitively), in the order received.
@@ -140,16 +109,12 @@ impl RequestHead {
     /// Whether the comma-separated lists in the `name` headers hold `token` (case-insensitively), as for
     /// `Connection: keep-alive, Upgrade` (RFC 9110 5.6.1).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name)
-            .any(|item| item.eq_ignore_ascii_case(token.as_bytes()))
+        self.tokens(name).any(|item| item.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// The items of the comma-separated lists in every `name` header, trimmed, empty items skipped.
     pub fn tokens<'a: 'n, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n {
-        self.values(name)
-            .flat_map(|value| value.split(|&byte| byte == b','))
-            .map(trim)
-            .filter(|item| !item.is_empty())
+        self.values(name).flat_map(|value| value.split(|&byte| byte == b',')).map(trim).filter(|item| !item.is_empty())
     }
 }
 
@@ -164,11 +129,7 @@ pub struct RequestReader {
 
 impl RequestReader {
     pub fn new(limits: RequestLimits) -> Self {
-        RequestReader {
-            limits,
-            buffered: Vec::new(),
-            scanned: 0,
-        }
+        RequestReader { limits, buffered: Vec::new(), scanned: 0 }
     }
 
     /// Append `input`; `Ok(Some((head, rest)))` once the head is complete, `rest` being the bytes that came
@@ -176,8 +137,7 @@ impl RequestReader {
     pub fn push(&mut self, input: &[u8]) -> Result<Option<(RequestHead, Vec<u8>)>, HttpError> {
         // Take no more than one byte over the bound: enough to tell "too large" without holding the rest.
         let room = (self.limits.head_bytes_max + 1).saturating_sub(self.buffered.len());
-        self.buffered
-            .extend_from_slice(&input[..input.len().min(room)]);
+        self.buffered.extend_from_slice(&input[..input.len().min(room)]);
         let overflow = &input[input.len().min(room)..];
         while let Some(end) = find_head_end(&self.buffered, self.scanned) {
             self.scanned = end;
@@ -193,13 +153,23 @@ impl RequestReader {
             }
         }
         if self.buffered.len() > self.limits.head_bytes_max {
-            return Err(HttpError::HeadTooLarge {
-                head_bytes_max: self.limits.head_bytes_max,
-            });
+            return Err(HttpError::HeadTooLarge { head_bytes_max: self.limits.head_bytes_max });
         }
+        // Refuse a head that is already wrong (MQTT or TLS bytes on an HTTP port, say) at once, rather than
+        // waiting for a blank line that will never come.
+        self.check_so_far()?;
         // The last bytes may be the start of a terminator: scan them again next time.
         self.scanned = self.scanned.max(self.buffered.len().saturating_sub(3));
         Ok(None)
+    }
+
+    /// Whether the incomplete head read so far can still become a request.
+    fn check_so_far(&self) -> Result<(), HttpError> {
+        let mut fields = vec![httparse::EMPTY_HEADER; self.limits.headers_max];
+        match httparse::Request::new(&mut fields).parse(&self.buffered) {
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => Ok(()),
+            Err(error) => Err(HttpError::Malformed(error)),
+        }
     }
 
     /// Parse `buffered[..end]`; `None` when `httparse` still wants more (leading blank lines it skips).
@@ -210,9 +180,7 @@ impl RequestReader {
             Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(HttpError::TooManyHeaders {
-                    headers_max: self.limits.headers_max,
-                })
+                return Err(HttpError::TooManyHeaders { headers_max: self.limits.headers_max })
             }
             Err(error) => return Err(HttpError::Malformed(error)),
         }
@@ -224,10 +192,7 @@ impl RequestReader {
             headers: request
                 .headers
                 .iter()
-                .map(|field| HeaderField {
-                    name: field.name.to_owned(),
-                    value: trim(field.value).to_vec(),
-                })
+                .map(|field| HeaderField { name: field.name.to_owned(), value: trim(field.value).to_vec() })
                 .collect(),
         }))
     }
@@ -237,11 +202,7 @@ impl RequestReader {
 fn find_head_end(buffered: &[u8], from: usize) -> Option<usize> {
     // A terminator ending after `from` starts at most two bytes before it.
     let mut index = from.saturating_sub(2);
-    while let Some(offset) = buffered
-        .get(index..)?
-        .iter()
-        .position(|&byte| byte == b'\n')
-    {
+    while let Some(offset) = buffered.get(index..)?.iter().position(|&byte| byte == b'\n') {
         let newline = index + offset;
         let end = match buffered.get(newline + 1..) {
             Some([b'\n', ..]) => Some(newline + 2),
@@ -257,14 +218,8 @@ fn find_head_end(buffered: &[u8], from: usize) -> Option<usize> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|byte| !byte.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|byte| !byte.is_ascii_whitespace())
-        .map_or(start, |last| last + 1);
+    let start = bytes.iter().position(|byte| !byte.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|byte| !byte.is_ascii_whitespace()).map_or(start, |last| last + 1);
     &bytes[start..end]
 }
 
@@ -309,8 +264,7 @@ pub fn error_response(status: Status, extra_headers: &[(&str, &str)], reason: &s
 mod tests {
     use super::*;
 
-    const REQUEST: &[u8] =
-        b"GET /mqtt?a=b HTTP/1.1\r\nHost: example\r\nConnection: keep-alive, Upgrade\r\n\
+    const REQUEST: &[u8] = b"GET /mqtt?a=b HTTP/1.1\r\nHost: example\r\nConnection: keep-alive, Upgrade\r\n\
         Upgrade: websocket\r\nX-Dup: 1\r\nx-dup:  2 \r\n\r\n";
 
     fn reader() -> RequestReader {
@@ -329,10 +283,7 @@ mod tests {
         assert_eq!(head.single_value("host"), Ok(&b"example"[..]));
         assert_eq!(head.single_value("x-dup"), Err(2));
         assert_eq!(head.single_value("missing"), Err(0));
-        assert_eq!(
-            head.values("X-DUP").collect::<Vec<_>>(),
-            vec![&b"1"[..], &b"2"[..]]
-        );
+        assert_eq!(head.values("X-DUP").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
         assert!(head.has_token("connection", "upgrade"));
         assert!(!head.has_token("connection", "close"));
         assert_eq!(rest, b"\x82\x80rest");
@@ -351,20 +302,14 @@ mod tests {
 
     #[test]
     fn bare_newlines_and_leading_blank_lines_are_accepted() {
-        let (head, rest) = reader()
-            .push(b"\r\nGET / HTTP/1.1\nHost: h\n\nX")
-            .unwrap()
-            .unwrap();
+        let (head, rest) = reader().push(b"\r\nGET / HTTP/1.1\nHost: h\n\nX").unwrap().unwrap();
         assert_eq!(head.single_value("Host"), Ok(&b"h"[..]));
         assert_eq!(rest, b"X");
     }
 
     #[test]
     fn head_over_the_byte_bound_is_refused_with_431() {
-        let limits = RequestLimits {
-            head_bytes_max: 64,
-            headers_max: 64,
-        };
+        let limits = RequestLimits { head_bytes_max: 64, headers_max: 64 };
         let mut reader = RequestReader::new(limits);
         let mut input = b"GET / HTTP/1.1\r\n".to_vec();
         input.extend(std::iter::repeat_n(b'a', 100));
@@ -375,29 +320,17 @@ mod tests {
 
     #[test]
     fn head_ending_past_the_byte_bound_is_refused_even_when_complete() {
-        let limits = RequestLimits {
-            head_bytes_max: 20,
-            headers_max: 64,
-        };
-        assert!(matches!(
-            RequestReader::new(limits).push(REQUEST),
-            Err(HttpError::HeadTooLarge { .. })
-        ));
+        let limits = RequestLimits { head_bytes_max: 20, headers_max: 64 };
+        assert!(matches!(RequestReader::new(limits).push(REQUEST), Err(HttpError::HeadTooLarge { .. })));
         // Exactly at the bound is fine.
         let exact = b"GET / HTTP/1.1\r\n\r\n";
-        let limits = RequestLimits {
-            head_bytes_max: exact.len(),
-            headers_max: 64,
-        };
+        let limits = RequestLimits { head_bytes_max: exact.len(), headers_max: 64 };
         assert!(RequestReader::new(limits).push(exact).unwrap().is_some());
     }
 
     #[test]
     fn dribbled_head_over_the_byte_bound_is_refused() {
-        let limits = RequestLimits {
-            head_bytes_max: 32,
-            headers_max: 64,
-        };
+        let limits = RequestLimits { head_bytes_max: 32, headers_max: 64 };
         let mut reader = RequestReader::new(limits);
         let mut last = Ok(None);
         for _ in 0..40 {
@@ -411,13 +344,18 @@ mod tests {
 
     #[test]
     fn too_many_header_fields_is_refused_with_431() {
-        let limits = RequestLimits {
-            head_bytes_max: 8192,
-            headers_max: 3,
-        };
+        let limits = RequestLimits { head_bytes_max: 8192, headers_max: 3 };
         let error = RequestReader::new(limits).push(REQUEST).unwrap_err();
         assert_eq!(error, HttpError::TooManyHeaders { headers_max: 3 });
         assert_eq!(error.status().code, 431);
+    }
+
+    #[test]
+    fn bytes_that_cannot_start_a_request_are_refused_before_any_blank_line() {
+        // An MQTT CONNECT sent to a WebSocket port: no line end ever comes, but it is not HTTP already.
+        let error = reader().push(b"\x10\x1f\x00\x04MQTT\x04\x02\x00<").unwrap_err();
+        assert!(matches!(error, HttpError::Malformed(_)), "{error:?}");
+        assert_eq!(reader().push(b"GET /mq").unwrap(), None, "a valid start waits for the rest");
     }
 
     #[test]
@@ -425,10 +363,7 @@ mod tests {
         let error = reader().push(b"GET\x01 / HTTP/1.1\r\n\r\n").unwrap_err();
         assert!(matches!(error, HttpError::Malformed(_)));
         assert_eq!(error.status(), Status::BAD_REQUEST);
-        assert!(matches!(
-            reader().push(b"GET / HTTP/2.0\r\n\r\n"),
-            Err(HttpError::Malformed(_))
-        ));
+        assert!(matches!(reader().push(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::Malformed(_))));
     }
 
     #[test]
@@ -443,14 +378,7 @@ mod tests {
 
     #[test]
     fn informational_response_has_no_content_length() {
-        let bytes = response(
-            Status::SWITCHING_PROTOCOLS,
-            &[("Upgrade", "websocket")],
-            b"",
-        );
-        assert_eq!(
-            &bytes[..],
-            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"[..]
-        );
+        let bytes = response(Status::SWITCHING_PROTOCOLS, &[("Upgrade", "websocket")], b"");
+        assert_eq!(&bytes[..], &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"[..]);
     }
 }

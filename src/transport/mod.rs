@@ -18,8 +18,8 @@
 //! - `close` is called when the broker closes the connection: it queues the transport's goodbye
 //!   (WebSocket close frame, TLS close_notify) after the last frames.
 
-pub mod tls;
 pub mod http;
+pub mod tls;
 pub mod websocket;
 
 use std::collections::VecDeque;

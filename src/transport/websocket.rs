@@ -139,16 +139,12 @@ impl WebSocketTransport {
             Ok(None) => return Ok(()),
             Ok(Some(complete)) => complete,
             Err(error) => {
-                self.own
-                    .push_back(error_response(error.status(), &[], &error.to_string()));
+                self.own.push_back(error_response(error.status(), &[], &error.to_string()));
                 self.phase = Phase::Ended { by_peer: false };
                 return Err(http_error(&error));
             }
         };
-        let endpoint = handshake::Endpoint {
-            path: &upgrading.path,
-            origins: &upgrading.origins,
-        };
+        let endpoint = handshake::Endpoint { path: &upgrading.path, origins: &upgrading.origins };
         match handshake::accept(&head, endpoint) {
             Ok(accepted) => {
                 self.own.push_back(accepted.response);
@@ -165,11 +161,7 @@ impl WebSocketTransport {
         }
     }
 
-    fn read_frames(
-        &mut self,
-        mut input: &[u8],
-        plain: &mut BytesMut,
-    ) -> Result<(), TransportError> {
+    fn read_frames(&mut self, mut input: &[u8], plain: &mut BytesMut) -> Result<(), TransportError> {
         while !input.is_empty() {
             if self.payload.is_some() {
                 let taken = self.read_payload(input, plain)?;
@@ -179,10 +171,8 @@ impl WebSocketTransport {
             let (taken, header) = match self.header.push(input) {
                 Ok(read) => read,
                 Err(frame::LengthMsbSet) => {
-                    return Err(self.fail(
-                        CLOSE_PROTOCOL_ERROR,
-                        "RFC 6455 5.2: payload length with its most significant bit set",
-                    ))
+                    return Err(self
+                        .fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.2: payload length with its most significant bit set"))
                 }
             };
             input = &input[taken..];
@@ -199,16 +189,12 @@ impl WebSocketTransport {
     /// Check a frame header against RFC 6455 and MQTT's binary-only rule before its payload arrives.
     fn start_frame(&mut self, header: FrameHeader) -> Result<(), TransportError> {
         if header.reserved_bits != 0 {
-            return Err(self.fail(
-                CLOSE_PROTOCOL_ERROR,
-                "RFC 6455 5.2: reserved bits set without a negotiated extension",
-            ));
+            return Err(
+                self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.2: reserved bits set without a negotiated extension")
+            );
         }
         let Some(mask) = header.mask else {
-            return Err(self.fail(
-                CLOSE_PROTOCOL_ERROR,
-                "RFC 6455 5.1: client frame not masked",
-            ));
+            return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.1: client frame not masked"));
         };
         if header.is_control() {
             self.check_control(&header)?;
@@ -216,35 +202,19 @@ impl WebSocketTransport {
         } else {
             self.check_data(&header)?;
         }
-        self.payload = Some(PayloadInProgress {
-            header,
-            mask,
-            received_bytes: 0,
-        });
+        self.payload = Some(PayloadInProgress { header, mask, received_bytes: 0 });
         Ok(())
     }
 
     fn check_control(&mut self, header: &FrameHeader) -> Result<(), TransportError> {
-        if !matches!(
-            header.opcode,
-            frame::OPCODE_CLOSE | frame::OPCODE_PING | frame::OPCODE_PONG
-        ) {
-            return Err(self.fail(
-                CLOSE_PROTOCOL_ERROR,
-                &format!("RFC 6455 5.2: reserved opcode {:#x}", header.opcode),
-            ));
+        if !matches!(header.opcode, frame::OPCODE_CLOSE | frame::OPCODE_PING | frame::OPCODE_PONG) {
+            return Err(self.fail(CLOSE_PROTOCOL_ERROR, &format!("RFC 6455 5.2: reserved opcode {:#x}", header.opcode)));
         }
         if !header.fin {
-            return Err(self.fail(
-                CLOSE_PROTOCOL_ERROR,
-                "RFC 6455 5.5: fragmented control frame",
-            ));
+            return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.5: fragmented control frame"));
         }
         if header.payload_bytes > frame::CONTROL_PAYLOAD_BYTES_MAX as u64 {
-            return Err(self.fail(
-                CLOSE_PROTOCOL_ERROR,
-                "RFC 6455 5.5: control frame payload over 125 bytes",
-            ));
+            return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.5: control frame payload over 125 bytes"));
         }
         Ok(())
     }
@@ -252,42 +222,32 @@ impl WebSocketTransport {
     fn check_data(&mut self, header: &FrameHeader) -> Result<(), TransportError> {
         match header.opcode {
             frame::OPCODE_BINARY if self.message_open => {
-                return Err(self.fail(
-                    CLOSE_PROTOCOL_ERROR,
-                    "RFC 6455 5.4: new message inside a fragmented one",
-                ));
+                return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.4: new message inside a fragmented one"));
             }
             frame::OPCODE_CONTINUATION if !self.message_open => {
-                return Err(self.fail(
-                    CLOSE_PROTOCOL_ERROR,
-                    "RFC 6455 5.4: continuation frame outside a message",
-                ));
+                return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.4: continuation frame outside a message"));
             }
             frame::OPCODE_BINARY | frame::OPCODE_CONTINUATION => {}
             frame::OPCODE_TEXT => {
-                return Err(self.fail(
-                    CLOSE_UNSUPPORTED_DATA,
-                    "[MQTT-6.0.0-1]: text frame; MQTT is carried in binary frames",
-                ));
+                return Err(
+                    self.fail(CLOSE_UNSUPPORTED_DATA, "[MQTT-6.0.0-1]: text frame; MQTT is carried in binary frames")
+                );
             }
             reserved => {
-                return Err(self.fail(
-                    CLOSE_PROTOCOL_ERROR,
-                    &format!("RFC 6455 5.2: reserved opcode {reserved:#x}"),
-                ));
+                return Err(self.fail(CLOSE_PROTOCOL_ERROR, &format!("RFC 6455 5.2: reserved opcode {reserved:#x}")));
             }
         }
         let limit = self.max_frame_bytes as u64;
         if header.payload_bytes > limit {
-            let text = format!(
-                "RFC 6455 7.4.1 (1009): frame of {} bytes over the {limit}-byte limit",
-                header.payload_bytes
-            );
+            let text =
+                format!("RFC 6455 7.4.1 (1009): frame of {} bytes over the {limit}-byte limit", header.payload_bytes);
             return Err(self.fail_too_large(&text));
         }
         let message_bytes = self.message_bytes + header.payload_bytes;
         if message_bytes > limit {
-            let text = format!("RFC 6455 7.4.1 (1009): fragmented message of {message_bytes} bytes over the {limit}-byte limit");
+            let text = format!(
+                "RFC 6455 7.4.1 (1009): fragmented message of {message_bytes} bytes over the {limit}-byte limit"
+            );
             return Err(self.fail_too_large(&text));
         }
         self.message_open = !header.fin;
@@ -296,11 +256,7 @@ impl WebSocketTransport {
     }
 
     /// Take payload bytes of the current frame from `input`; returns how many.
-    fn read_payload(
-        &mut self,
-        input: &[u8],
-        plain: &mut BytesMut,
-    ) -> Result<usize, TransportError> {
+    fn read_payload(&mut self, input: &[u8], plain: &mut BytesMut) -> Result<usize, TransportError> {
         let Some(payload) = &mut self.payload else {
             return Ok(0);
         };
@@ -310,11 +266,7 @@ impl WebSocketTransport {
         if payload.header.is_control() {
             let start = self.control.len();
             self.control.extend_from_slice(chunk);
-            frame::unmask(
-                &mut self.control[start..],
-                payload.mask,
-                payload.received_bytes,
-            );
+            frame::unmask(&mut self.control[start..], payload.mask, payload.received_bytes);
         } else {
             let start = plain.len();
             plain.extend_from_slice(chunk);
@@ -349,25 +301,16 @@ impl WebSocketTransport {
     fn peer_closed(&mut self) -> Result<(), TransportError> {
         let code = match self.control.as_slice() {
             [] => None,
-            [_] => {
-                return Err(self.fail(
-                    CLOSE_PROTOCOL_ERROR,
-                    "RFC 6455 5.5.1: close payload of one byte",
-                ))
-            }
+            [_] => return Err(self.fail(CLOSE_PROTOCOL_ERROR, "RFC 6455 5.5.1: close payload of one byte")),
             [high, low, reason @ ..] => {
                 let code = u16::from_be_bytes([*high, *low]);
                 if !close_code_is_valid(code) {
-                    return Err(self.fail(
-                        CLOSE_PROTOCOL_ERROR,
-                        &format!("RFC 6455 7.4.1: close code {code} may not be sent"),
-                    ));
+                    return Err(
+                        self.fail(CLOSE_PROTOCOL_ERROR, &format!("RFC 6455 7.4.1: close code {code} may not be sent"))
+                    );
                 }
                 if std::str::from_utf8(reason).is_err() {
-                    return Err(self.fail(
-                        CLOSE_INVALID_PAYLOAD,
-                        "RFC 6455 5.5.1: close reason not UTF-8",
-                    ));
+                    return Err(self.fail(CLOSE_INVALID_PAYLOAD, "RFC 6455 5.5.1: close reason not UTF-8"));
                 }
                 Some(code)
             }
@@ -472,17 +415,13 @@ impl Transport for WebSocketTransport {
             Phase::Upgrading(_) => self.upgrade(wire, plain),
             Phase::Open => self.read_frames(wire, plain),
             Phase::Ended { by_peer: true } => Err(TransportError::PeerClosed("websocket")),
-            Phase::Ended { by_peer: false } => Err(TransportError::Protocol(
-                "RFC 6455 7.1.7: input after the connection was failed".to_owned(),
-            )),
+            Phase::Ended { by_peer: false } => {
+                Err(TransportError::Protocol("RFC 6455 7.1.7: input after the connection was failed".to_owned()))
+            }
         }
     }
 
-    fn send(
-        &mut self,
-        frames: &mut VecDeque<Bytes>,
-        wire: &mut VecDeque<Bytes>,
-    ) -> Result<(), TransportError> {
+    fn send(&mut self, frames: &mut VecDeque<Bytes>, wire: &mut VecDeque<Bytes>) -> Result<(), TransportError> {
         wire.append(&mut self.own);
         match self.phase {
             Phase::Upgrading(_) => self.early_frames.append(frames),

@@ -8,6 +8,7 @@ against a broker known to work. Process handling (log capture, SIGTERM then SIGK
 """
 
 import os
+import unittest
 import socket
 import subprocess
 import tempfile
@@ -101,3 +102,15 @@ class TransportBroker(Broker):
 
     def broker_log(self):
         return "".join(self.log)
+
+
+def shardmq_known_gap(reason):
+    """Marks a test shardmq does not pass yet (`reason` says what is missing) as an expected failure,
+    against shardmq only: it must still pass against Mosquitto, and once shardmq passes it, the
+    unexpected success fails the run, so the mark cannot outlive the gap."""
+    def mark(test):
+        if os.environ.get("SHARDMQ_TEST_BROKER", "shardmq") == "mosquitto":
+            return test
+        test.__doc__ = f"known gap: {reason}"
+        return unittest.expectedFailure(test)
+    return mark

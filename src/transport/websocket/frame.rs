@@ -85,10 +85,7 @@ impl HeaderReader {
     fn decode(&self) -> Result<FrameHeader, LengthMsbSet> {
         let [first, second] = [self.bytes[0], self.bytes[1]];
         let (payload_bytes, mask_at) = match second & 0x7F {
-            126 => (
-                u64::from(u16::from_be_bytes([self.bytes[2], self.bytes[3]])),
-                4,
-            ),
+            126 => (u64::from(u16::from_be_bytes([self.bytes[2], self.bytes[3]])), 4),
             127 => {
                 let mut length = [0u8; 8];
                 length.copy_from_slice(&self.bytes[2..10]);
@@ -121,9 +118,7 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4], offset: u64) {
     let mut key = mask;
     key.rotate_left((offset % 4) as usize);
     // Eight bytes at a time: the unmasking of a large PUBLISH is the only per-byte work we do.
-    let word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = payload.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut bytes = [0u8; 8];
@@ -181,22 +176,13 @@ mod tests {
         let header = read_all(&[0x82, 0x85, 1, 2, 3, 4]);
         assert_eq!(
             header,
-            FrameHeader {
-                fin: true,
-                reserved_bits: 0,
-                opcode: 2,
-                mask: Some([1, 2, 3, 4]),
-                payload_bytes: 5
-            }
+            FrameHeader { fin: true, reserved_bits: 0, opcode: 2, mask: Some([1, 2, 3, 4]), payload_bytes: 5 }
         );
     }
 
     #[test]
     fn extended_lengths_are_read() {
-        assert_eq!(
-            read_all(&[0x02, 0xFE, 0x01, 0x00, 9, 9, 9, 9]).payload_bytes,
-            256
-        );
+        assert_eq!(read_all(&[0x02, 0xFE, 0x01, 0x00, 9, 9, 9, 9]).payload_bytes, 256);
         let header = read_all(&[0x00, 0xFF, 0, 0, 0, 1, 0, 0, 0, 0, 9, 9, 9, 9]);
         assert_eq!(header.payload_bytes, 1 << 32);
         assert!(!header.fin);
@@ -218,10 +204,7 @@ mod tests {
     #[test]
     fn length_with_most_significant_bit_set_is_unreadable() {
         let mut reader = HeaderReader::default();
-        assert_eq!(
-            reader.push(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]),
-            Err(LengthMsbSet)
-        );
+        assert_eq!(reader.push(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]), Err(LengthMsbSet));
     }
 
     #[test]

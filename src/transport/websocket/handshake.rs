@@ -61,19 +61,13 @@ impl HandshakeError {
     pub fn response(&self) -> Bytes {
         let reason = self.to_string();
         match self {
-            HandshakeError::NotGet(_) => {
-                http::error_response(Status::METHOD_NOT_ALLOWED, &[("Allow", "GET")], &reason)
-            }
+            HandshakeError::NotGet(_) => http::error_response(Status::METHOD_NOT_ALLOWED, &[("Allow", "GET")], &reason),
             HandshakeError::UnknownPath(_) => http::error_response(Status::NOT_FOUND, &[], &reason),
-            HandshakeError::OriginNotAllowed(_) => {
-                http::error_response(Status::FORBIDDEN, &[], &reason)
-            }
+            HandshakeError::OriginNotAllowed(_) => http::error_response(Status::FORBIDDEN, &[], &reason),
             // RFC 6455 4.4: tell the client which version we do speak.
-            HandshakeError::UnsupportedVersion => http::error_response(
-                Status::BAD_REQUEST,
-                &[("Sec-WebSocket-Version", "13")],
-                &reason,
-            ),
+            HandshakeError::UnsupportedVersion => {
+                http::error_response(Status::BAD_REQUEST, &[("Sec-WebSocket-Version", "13")], &reason)
+            }
             _ => http::error_response(Status::BAD_REQUEST, &[], &reason),
         }
     }
@@ -102,9 +96,7 @@ pub fn accept(head: &RequestHead, endpoint: Endpoint<'_>) -> Result<Accepted, Ha
     if head.single_value("Sec-WebSocket-Version") != Ok(b"13") {
         return Err(HandshakeError::UnsupportedVersion);
     }
-    let key = head
-        .single_value("Sec-WebSocket-Key")
-        .map_err(|_| HandshakeError::BadKey)?;
+    let key = head.single_value("Sec-WebSocket-Key").map_err(|_| HandshakeError::BadKey)?;
     match base64::engine::general_purpose::STANDARD.decode(key) {
         Ok(nonce) if nonce.len() == 16 => {}
         _ => return Err(HandshakeError::BadKey),
@@ -112,18 +104,11 @@ pub fn accept(head: &RequestHead, endpoint: Endpoint<'_>) -> Result<Accepted, Ha
     check_origin(head, endpoint.origins)?;
     let subprotocol = choose_subprotocol(head)?;
     let accept = accept_value(key);
-    let mut headers = vec![
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", &accept),
-    ];
+    let mut headers = vec![("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", &accept)];
     if let Some(name) = subprotocol {
         headers.push(("Sec-WebSocket-Protocol", name));
     }
-    Ok(Accepted {
-        response: http::response(Status::SWITCHING_PROTOCOLS, &headers, b""),
-        subprotocol,
-    })
+    Ok(Accepted { response: http::response(Status::SWITCHING_PROTOCOLS, &headers, b""), subprotocol })
 }
 
 /// A browser always sends `Origin`; a client that sends none is not a browser, and an allow-list (which
@@ -138,13 +123,8 @@ fn check_origin(head: &RequestHead, origins: &[String]) -> Result<(), HandshakeE
     }
     for origin in sent {
         // RFC 6454 6.1: an origin is serialized in lowercase, so compare ASCII case-insensitively.
-        if !origins
-            .iter()
-            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin))
-        {
-            return Err(HandshakeError::OriginNotAllowed(
-                String::from_utf8_lossy(origin).into_owned(),
-            ));
+        if !origins.iter().any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin)) {
+            return Err(HandshakeError::OriginNotAllowed(String::from_utf8_lossy(origin).into_owned()));
         }
     }
     Ok(())
@@ -188,18 +168,11 @@ mod tests {
     }
 
     fn head_with(text: &str) -> RequestHead {
-        RequestReader::new(RequestLimits::default())
-            .push(text.as_bytes())
-            .unwrap()
-            .unwrap()
-            .0
+        RequestReader::new(RequestLimits::default()).push(text.as_bytes()).unwrap().unwrap().0
     }
 
     fn endpoint(origins: &[String]) -> Endpoint<'_> {
-        Endpoint {
-            path: "/mqtt",
-            origins,
-        }
+        Endpoint { path: "/mqtt", origins }
     }
 
     #[test]
@@ -210,11 +183,7 @@ mod tests {
 
     #[test]
     fn mqtt_is_chosen_over_mqttv31_when_both_are_offered() {
-        let accepted = accept(
-            &head("Sec-WebSocket-Protocol: mqttv3.1, mqtt\r\n"),
-            endpoint(&[]),
-        )
-        .unwrap();
+        let accepted = accept(&head("Sec-WebSocket-Protocol: mqttv3.1, mqtt\r\n"), endpoint(&[])).unwrap();
         assert_eq!(accepted.subprotocol, Some("mqtt"));
         let text = std::str::from_utf8(&accepted.response).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
@@ -225,10 +194,8 @@ mod tests {
 
     #[test]
     fn mqttv31_is_chosen_when_it_is_the_only_mqtt_offer() {
-        let accepted = accept(
-            &head("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: mqttv3.1\r\n"),
-            endpoint(&[]),
-        );
+        let accepted =
+            accept(&head("Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: mqttv3.1\r\n"), endpoint(&[]));
         assert_eq!(accepted.unwrap().subprotocol, Some("mqttv3.1"));
     }
 
@@ -236,18 +203,12 @@ mod tests {
     fn no_subprotocol_offered_is_answered_without_the_header() {
         let accepted = accept(&head(""), endpoint(&[])).unwrap();
         assert_eq!(accepted.subprotocol, None);
-        assert!(!std::str::from_utf8(&accepted.response)
-            .unwrap()
-            .contains("Sec-WebSocket-Protocol"));
+        assert!(!std::str::from_utf8(&accepted.response).unwrap().contains("Sec-WebSocket-Protocol"));
     }
 
     #[test]
     fn offering_only_other_subprotocols_is_refused_mqtt_6_0_0_3() {
-        let error = accept(
-            &head("Sec-WebSocket-Protocol: chat, MQTT\r\n"),
-            endpoint(&[]),
-        )
-        .unwrap_err();
+        let error = accept(&head("Sec-WebSocket-Protocol: chat, MQTT\r\n"), endpoint(&[])).unwrap_err();
         assert_eq!(error, HandshakeError::NoMqttSubprotocol);
         assert!(error.response().starts_with(b"HTTP/1.1 400 "));
     }
@@ -269,48 +230,25 @@ mod tests {
         );
         let error = accept(&head_with(&text), endpoint(&[])).unwrap_err();
         assert_eq!(error, HandshakeError::UnknownPath("/other".into()));
-        assert!(error
-            .response()
-            .starts_with(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n"));
+        assert!(error.response().starts_with(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n"));
     }
 
     #[test]
     fn origin_outside_the_allow_list_is_refused_with_403() {
         let allowed = vec!["https://app.example".to_owned()];
-        let error = accept(
-            &head("Origin: https://evil.example\r\n"),
-            endpoint(&allowed),
-        )
-        .unwrap_err();
-        assert_eq!(
-            error,
-            HandshakeError::OriginNotAllowed("https://evil.example".into())
-        );
-        assert!(error
-            .response()
-            .starts_with(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n"));
+        let error = accept(&head("Origin: https://evil.example\r\n"), endpoint(&allowed)).unwrap_err();
+        assert_eq!(error, HandshakeError::OriginNotAllowed("https://evil.example".into()));
+        assert!(error.response().starts_with(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n"));
         assert!(accept(&head("Origin: https://APP.example\r\n"), endpoint(&allowed)).is_ok());
-        assert!(
-            accept(&head("Origin: https://evil.example\r\n"), endpoint(&[])).is_ok(),
-            "empty list = any"
-        );
-        assert!(
-            accept(&head(""), endpoint(&allowed)).is_ok(),
-            "no Origin = not a browser"
-        );
+        assert!(accept(&head("Origin: https://evil.example\r\n"), endpoint(&[])).is_ok(), "empty list = any");
+        assert!(accept(&head(""), endpoint(&allowed)).is_ok(), "no Origin = not a browser");
     }
 
     #[test]
     fn missing_or_wrong_upgrade_headers_are_refused_with_400() {
         let cases: [(&str, HandshakeError); 6] = [
-            (
-                "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-                HandshakeError::NoHost,
-            ),
-            (
-                "GET /mqtt HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\n",
-                HandshakeError::NoUpgradeWebsocket,
-            ),
+            ("GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", HandshakeError::NoHost),
+            ("GET /mqtt HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\n", HandshakeError::NoUpgradeWebsocket),
             (
                 "GET /mqtt HTTP/1.1\r\nHost: b\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n",
                 HandshakeError::NoUpgradeWebsocket,
@@ -333,10 +271,7 @@ mod tests {
             let error = accept(&head_with(&full), endpoint(&[])).unwrap_err();
             assert_eq!(error, expected, "{text:?}");
             let response = error.response();
-            assert!(
-                response.starts_with(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"),
-                "{text:?}"
-            );
+            assert!(response.starts_with(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"), "{text:?}");
         }
     }
 
@@ -348,9 +283,7 @@ mod tests {
         );
         let error = accept(&head_with(&text), endpoint(&[])).unwrap_err();
         assert_eq!(error, HandshakeError::UnsupportedVersion);
-        assert!(std::str::from_utf8(&error.response())
-            .unwrap()
-            .contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(std::str::from_utf8(&error.response()).unwrap().contains("\r\nSec-WebSocket-Version: 13\r\n"));
     }
 
     #[test]
@@ -374,8 +307,6 @@ mod tests {
         let text = format!("POST /mqtt HTTP/1.1\r\nHost: b\r\nSec-WebSocket-Key: {KEY}\r\n\r\n");
         let error = accept(&head_with(&text), endpoint(&[])).unwrap_err();
         assert_eq!(error, HandshakeError::NotGet("POST".into()));
-        assert!(std::str::from_utf8(&error.response())
-            .unwrap()
-            .contains("\r\nAllow: GET\r\n"));
+        assert!(std::str::from_utf8(&error.response()).unwrap().contains("\r\nAllow: GET\r\n"));
     }
 }

@@ -29,12 +29,7 @@ fn client_frame_raw(first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Ve
     match mask {
         Some(key) => {
             out.extend_from_slice(&key);
-            out.extend(
-                payload
-                    .iter()
-                    .enumerate()
-                    .map(|(index, byte)| byte ^ key[index % 4]),
-            );
+            out.extend(payload.iter().enumerate().map(|(index, byte)| byte ^ key[index % 4]));
         }
         None => out.extend_from_slice(payload),
     }
@@ -64,16 +59,10 @@ fn server_frames(mut bytes: &[u8]) -> Vec<ServerFrame> {
         assert_eq!(bytes[1] & 0x80, 0, "server frames are not masked");
         let (len, at) = match bytes[1] & 0x7F {
             126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 => (
-                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
+            127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
             short => (short as usize, 2),
         };
-        frames.push(ServerFrame {
-            opcode: bytes[0] & 0x0F,
-            payload: bytes[at..at + len].to_vec(),
-        });
+        frames.push(ServerFrame { opcode: bytes[0] & 0x0F, payload: bytes[at..at + len].to_vec() });
         bytes = &bytes[at + len..];
     }
     frames
@@ -91,9 +80,7 @@ fn transport() -> WebSocketTransport {
 fn drain(transport: &mut WebSocketTransport) -> Vec<u8> {
     let mut wire = VecDeque::new();
     transport.send(&mut VecDeque::new(), &mut wire).unwrap();
-    wire.iter()
-        .flat_map(|bytes| bytes.iter().copied())
-        .collect()
+    wire.iter().flat_map(|bytes| bytes.iter().copied()).collect()
 }
 
 /// A transport past the upgrade, its 101 response already collected.
@@ -119,12 +106,7 @@ fn expect_close(transport: &mut WebSocketTransport, wire: &[u8], code: u16) -> T
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_eq!(frames[0].opcode, 0x8);
     assert_eq!(frames[0].payload[..2], code.to_be_bytes(), "{error}");
-    assert!(
-        transport
-            .received(&binary(b"x"), &mut BytesMut::new())
-            .is_err(),
-        "no input after failing"
-    );
+    assert!(transport.received(&binary(b"x"), &mut BytesMut::new()).is_err(), "no input after failing");
     error
 }
 
@@ -159,9 +141,7 @@ fn upgrade_delivered_one_byte_at_a_time_completes_on_the_last_byte() {
         assert!(!transport.is_established());
         assert!(!transport.wants_write());
     }
-    transport
-        .received(&UPGRADE[UPGRADE.len() - 1..], &mut plain)
-        .unwrap();
+    transport.received(&UPGRADE[UPGRADE.len() - 1..], &mut plain).unwrap();
     assert!(transport.is_established());
     assert!(drain(&mut transport).starts_with(b"HTTP/1.1 101 "));
 }
@@ -179,18 +159,13 @@ fn frames_right_behind_the_upgrade_request_are_read_in_the_same_call() {
 /// Feed a bad upgrade request: `received` fails, and `send` yields the HTTP refusal.
 fn refused(settings: &WebSocketSettings, request: &[u8]) -> (TransportError, String) {
     let mut transport = WebSocketTransport::new(settings);
-    let error = transport
-        .received(request, &mut BytesMut::new())
-        .unwrap_err();
+    let error = transport.received(request, &mut BytesMut::new()).unwrap_err();
     assert!(!transport.is_established());
     assert!(transport.wants_write());
     let response = String::from_utf8(drain(&mut transport)).unwrap();
     assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
     assert!(!transport.wants_write());
-    assert!(
-        transport.received(UPGRADE, &mut BytesMut::new()).is_err(),
-        "no second attempt"
-    );
+    assert!(transport.received(UPGRADE, &mut BytesMut::new()).is_err(), "no second attempt");
     (error, response)
 }
 
@@ -204,54 +179,31 @@ fn upgrade_on_another_path_is_refused_with_404() {
 
 #[test]
 fn upgrade_on_a_configured_path_with_a_query_is_accepted() {
-    let settings = WebSocketSettings {
-        path: "/".into(),
-        ..WebSocketSettings::default()
-    };
+    let settings = WebSocketSettings { path: "/".into(), ..WebSocketSettings::default() };
     let request = text(UPGRADE).replace("GET /mqtt ", "GET /?token=1 ");
     let mut transport = WebSocketTransport::new(&settings);
-    transport
-        .received(request.as_bytes(), &mut BytesMut::new())
-        .unwrap();
+    transport.received(request.as_bytes(), &mut BytesMut::new()).unwrap();
     assert!(transport.is_established());
 }
 
 #[test]
 fn upgrade_from_an_origin_outside_the_allow_list_is_refused_with_403() {
-    let settings = WebSocketSettings {
-        origins: vec!["https://app.example".into()],
-        ..WebSocketSettings::default()
-    };
-    let request = text(UPGRADE).replace(
-        "Host: broker\r\n",
-        "Host: broker\r\nOrigin: https://evil.example\r\n",
-    );
+    let settings = WebSocketSettings { origins: vec!["https://app.example".into()], ..WebSocketSettings::default() };
+    let request = text(UPGRADE).replace("Host: broker\r\n", "Host: broker\r\nOrigin: https://evil.example\r\n");
     let (_, response) = refused(&settings, request.as_bytes());
     assert!(response.starts_with("HTTP/1.1 403 "));
-    let allowed = text(UPGRADE).replace(
-        "Host: broker\r\n",
-        "Host: broker\r\nOrigin: https://app.example\r\n",
-    );
+    let allowed = text(UPGRADE).replace("Host: broker\r\n", "Host: broker\r\nOrigin: https://app.example\r\n");
     let mut transport = WebSocketTransport::new(&settings);
-    transport
-        .received(allowed.as_bytes(), &mut BytesMut::new())
-        .unwrap();
+    transport.received(allowed.as_bytes(), &mut BytesMut::new()).unwrap();
     assert!(transport.is_established());
 }
 
 #[test]
 fn upgrade_without_upgrade_headers_is_refused_with_400() {
-    for header in [
-        "Upgrade: websocket\r\n",
-        "Connection: Upgrade\r\n",
-        "Sec-WebSocket-Version: 13\r\n",
-    ] {
+    for header in ["Upgrade: websocket\r\n", "Connection: Upgrade\r\n", "Sec-WebSocket-Version: 13\r\n"] {
         let request = text(UPGRADE).replace(header, "");
         let (error, response) = refused(&WebSocketSettings::default(), request.as_bytes());
-        assert!(
-            response.starts_with("HTTP/1.1 400 "),
-            "without {header:?}: {response}"
-        );
+        assert!(response.starts_with("HTTP/1.1 400 "), "without {header:?}: {response}");
         assert!(matches!(error, TransportError::Protocol(text) if text.starts_with("RFC 6455 4.")));
     }
 }
@@ -259,10 +211,8 @@ fn upgrade_without_upgrade_headers_is_refused_with_400() {
 #[test]
 fn plain_mqtt_on_a_websocket_listener_is_refused_with_400() {
     // A CONNECT sent to the wrong port: not HTTP at all.
-    let (error, response) = refused(
-        &WebSocketSettings::default(),
-        b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00\r\n\r\n",
-    );
+    let (error, response) =
+        refused(&WebSocketSettings::default(), b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 400 "));
     assert!(matches!(error, TransportError::Protocol(text) if text.starts_with("RFC 9112")));
 }
@@ -282,26 +232,13 @@ fn frames_sent_before_the_upgrade_wait_behind_the_101() {
     let mut frames = VecDeque::from([Bytes::from_static(&[0xD0, 0x00])]);
     let mut wire = VecDeque::new();
     transport.send(&mut frames, &mut wire).unwrap();
-    assert!(
-        frames.is_empty() && wire.is_empty(),
-        "nothing goes out before the upgrade"
-    );
+    assert!(frames.is_empty() && wire.is_empty(), "nothing goes out before the upgrade");
     assert!(!transport.wants_write());
     transport.received(UPGRADE, &mut BytesMut::new()).unwrap();
     let out = drain(&mut transport);
-    let end = out
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .unwrap()
-        + 4;
+    let end = out.windows(4).position(|window| window == b"\r\n\r\n").unwrap() + 4;
     assert!(out.starts_with(b"HTTP/1.1 101 "));
-    assert_eq!(
-        server_frames(&out[end..]),
-        vec![ServerFrame {
-            opcode: 0x2,
-            payload: vec![0xD0, 0x00]
-        }]
-    );
+    assert_eq!(server_frames(&out[end..]), vec![ServerFrame { opcode: 0x2, payload: vec![0xD0, 0x00] }]);
 }
 
 // ---- frames in ----
@@ -321,11 +258,8 @@ fn binary_frame_delivered_one_byte_at_a_time_yields_its_payload() {
 #[test]
 fn mqtt_packet_split_over_frames_and_packets_sharing_a_frame_reach_the_codec_mqtt_6_0_0_2() {
     use crate::protocol::{decode_packet, encode_packet, Packet, ProtocolVersion, Publish};
-    let publish = Packet::Publish(Publish {
-        topic: "a/b".into(),
-        payload: Bytes::from_static(b"hello"),
-        ..Default::default()
-    });
+    let publish =
+        Packet::Publish(Publish { topic: "a/b".into(), payload: Bytes::from_static(b"hello"), ..Default::default() });
     let mut encoded = BytesMut::new();
     encode_packet(&publish, ProtocolVersion::V3_1_1, &mut encoded).unwrap();
     encode_packet(&Packet::PingReq, ProtocolVersion::V3_1_1, &mut encoded).unwrap();
@@ -358,10 +292,7 @@ fn fragmented_message_with_a_ping_in_between_is_reassembled_in_order() {
     assert_eq!(&plain[..], b"abcdefgh");
     assert_eq!(
         server_frames(&drain(&mut transport)),
-        vec![ServerFrame {
-            opcode: 0xA,
-            payload: b"ping-data".to_vec()
-        }]
+        vec![ServerFrame { opcode: 0xA, payload: b"ping-data".to_vec() }]
     );
 }
 
@@ -378,10 +309,7 @@ fn ping_split_across_reads_is_answered_with_a_pong_carrying_its_payload() {
     assert!(transport.wants_write());
     assert_eq!(
         server_frames(&drain(&mut transport)),
-        vec![ServerFrame {
-            opcode: 0xA,
-            payload: b"0123456789".to_vec()
-        }]
+        vec![ServerFrame { opcode: 0xA, payload: b"0123456789".to_vec() }]
     );
 }
 
@@ -405,27 +333,11 @@ fn close_is_echoed_with_its_code_then_reported_as_peer_closed() {
     wire.extend(client_frame(true, 0x8, &close));
     wire.extend(binary(b"ignored after close"));
     let mut plain = BytesMut::new();
-    assert_eq!(
-        transport.received(&wire, &mut plain),
-        Err(TransportError::PeerClosed("websocket"))
-    );
-    assert_eq!(
-        &plain[..],
-        &[0xE0, 0x00],
-        "a DISCONNECT before the close frame still reaches the codec"
-    );
-    assert_eq!(
-        server_frames(&drain(&mut transport)),
-        vec![ServerFrame {
-            opcode: 0x8,
-            payload: close_payload(1001)
-        }]
-    );
+    assert_eq!(transport.received(&wire, &mut plain), Err(TransportError::PeerClosed("websocket")));
+    assert_eq!(&plain[..], &[0xE0, 0x00], "a DISCONNECT before the close frame still reaches the codec");
+    assert_eq!(server_frames(&drain(&mut transport)), vec![ServerFrame { opcode: 0x8, payload: close_payload(1001) }]);
     assert!(!transport.is_established());
-    assert_eq!(
-        transport.received(b"x", &mut plain),
-        Err(TransportError::PeerClosed("websocket"))
-    );
+    assert_eq!(transport.received(b"x", &mut plain), Err(TransportError::PeerClosed("websocket")));
 }
 
 #[test]
@@ -433,28 +345,14 @@ fn close_without_a_code_is_echoed_without_one() {
     let mut transport = upgraded();
     let error = transport.received(&client_frame(true, 0x8, b""), &mut BytesMut::new());
     assert_eq!(error, Err(TransportError::PeerClosed("websocket")));
-    assert_eq!(
-        server_frames(&drain(&mut transport)),
-        vec![ServerFrame {
-            opcode: 0x8,
-            payload: vec![]
-        }]
-    );
+    assert_eq!(server_frames(&drain(&mut transport)), vec![ServerFrame { opcode: 0x8, payload: vec![] }]);
 }
 
 #[test]
 fn malformed_close_frames_are_protocol_errors() {
     expect_close(&mut upgraded(), &client_frame(true, 0x8, &[0x03]), 1002);
-    expect_close(
-        &mut upgraded(),
-        &client_frame(true, 0x8, &close_payload(1005)),
-        1002,
-    );
-    expect_close(
-        &mut upgraded(),
-        &client_frame(true, 0x8, &close_payload(999)),
-        1002,
-    );
+    expect_close(&mut upgraded(), &client_frame(true, 0x8, &close_payload(1005)), 1002);
+    expect_close(&mut upgraded(), &client_frame(true, 0x8, &close_payload(999)), 1002);
     let mut bad_reason = close_payload(1000);
     bad_reason.extend_from_slice(&[0xFF, 0xFE]);
     expect_close(&mut upgraded(), &client_frame(true, 0x8, &bad_reason), 1007);
@@ -463,10 +361,7 @@ fn malformed_close_frames_are_protocol_errors() {
 #[test]
 fn unmasked_client_frame_is_closed_with_1002_rfc_6455_5_1() {
     let error = expect_close(&mut upgraded(), &client_frame_raw(0x82, b"ab", None), 1002);
-    assert_eq!(
-        error,
-        TransportError::Protocol("RFC 6455 5.1: client frame not masked".into())
-    );
+    assert_eq!(error, TransportError::Protocol("RFC 6455 5.1: client frame not masked".into()));
 }
 
 #[test]
@@ -477,16 +372,8 @@ fn text_frame_is_closed_with_1003_mqtt_6_0_0_1() {
 
 #[test]
 fn reserved_bits_and_opcodes_are_closed_with_1002() {
-    expect_close(
-        &mut upgraded(),
-        &client_frame_raw(0xC2, b"a", Some(MASK)),
-        1002,
-    ); // RSV1
-    expect_close(
-        &mut upgraded(),
-        &client_frame_raw(0x92, b"a", Some(MASK)),
-        1002,
-    ); // RSV3
+    expect_close(&mut upgraded(), &client_frame_raw(0xC2, b"a", Some(MASK)), 1002); // RSV1
+    expect_close(&mut upgraded(), &client_frame_raw(0x92, b"a", Some(MASK)), 1002); // RSV3
     expect_close(&mut upgraded(), &client_frame(true, 0x3, b"a"), 1002);
     expect_close(&mut upgraded(), &client_frame(true, 0xB, b"a"), 1002);
 }
@@ -514,27 +401,19 @@ fn length_with_its_top_bit_set_is_closed_with_1002() {
 
 #[test]
 fn frame_over_the_limit_is_closed_with_1009_before_its_payload_arrives() {
-    let settings = WebSocketSettings {
-        max_frame_bytes: 100,
-        ..WebSocketSettings::default()
-    };
+    let settings = WebSocketSettings { max_frame_bytes: 100, ..WebSocketSettings::default() };
     let mut transport = upgraded_with(&settings);
     let frame = binary(&[0u8; 101]);
     // The header alone is enough to refuse it.
     let error = expect_close(&mut transport, &frame[..8], 1009);
     assert!(matches!(error, TransportError::TooLarge(text) if text.contains("101 bytes")));
     let mut exact = upgraded_with(&settings);
-    exact
-        .received(&binary(&[0u8; 100]), &mut BytesMut::new())
-        .unwrap();
+    exact.received(&binary(&[0u8; 100]), &mut BytesMut::new()).unwrap();
 }
 
 #[test]
 fn fragmented_message_over_the_limit_is_closed_with_1009() {
-    let settings = WebSocketSettings {
-        max_frame_bytes: 100,
-        ..WebSocketSettings::default()
-    };
+    let settings = WebSocketSettings { max_frame_bytes: 100, ..WebSocketSettings::default() };
     let mut wire = client_frame(false, 0x2, &[0u8; 60]);
     wire.extend(client_frame(true, 0x0, &[0u8; 41]));
     let error = expect_close(&mut upgraded_with(&settings), &wire, 1009);
@@ -543,9 +422,7 @@ fn fragmented_message_over_the_limit_is_closed_with_1009() {
     let mut ok = client_frame(false, 0x2, &[0u8; 60]);
     ok.extend(client_frame(true, 0x0, &[0u8; 40]));
     ok.extend(binary(&[0u8; 100]));
-    upgraded_with(&settings)
-        .received(&ok, &mut BytesMut::new())
-        .unwrap();
+    upgraded_with(&settings).received(&ok, &mut BytesMut::new()).unwrap();
 }
 
 // ---- frames out ----
@@ -567,32 +444,16 @@ fn frames_of_one_send_go_out_as_one_binary_frame_without_copying_them() {
 
 #[test]
 fn sends_over_the_frame_limit_are_split_into_several_frames() {
-    let settings = WebSocketSettings {
-        max_frame_bytes: 10,
-        ..WebSocketSettings::default()
-    };
+    let settings = WebSocketSettings { max_frame_bytes: 10, ..WebSocketSettings::default() };
     let mut transport = upgraded_with(&settings);
     let frames_in = [vec![1u8; 4], vec![2u8; 4], vec![3u8; 25], vec![4u8; 1]];
     let mut frames: VecDeque<Bytes> = frames_in.iter().cloned().map(Bytes::from).collect();
     let mut wire = VecDeque::new();
     transport.send(&mut frames, &mut wire).unwrap();
-    let out: Vec<u8> = wire
-        .iter()
-        .flat_map(|bytes| bytes.iter().copied())
-        .collect();
-    let sizes: Vec<usize> = server_frames(&out)
-        .iter()
-        .map(|frame| frame.payload.len())
-        .collect();
-    assert_eq!(
-        sizes,
-        vec![8, 10, 10, 6],
-        "whole frames fill a frame, a large one is cut"
-    );
-    let joined: Vec<u8> = server_frames(&out)
-        .into_iter()
-        .flat_map(|frame| frame.payload)
-        .collect();
+    let out: Vec<u8> = wire.iter().flat_map(|bytes| bytes.iter().copied()).collect();
+    let sizes: Vec<usize> = server_frames(&out).iter().map(|frame| frame.payload.len()).collect();
+    assert_eq!(sizes, vec![8, 10, 10, 6], "whole frames fill a frame, a large one is cut");
+    let joined: Vec<u8> = server_frames(&out).into_iter().flat_map(|frame| frame.payload).collect();
     assert_eq!(joined, frames_in.concat());
 }
 
@@ -604,21 +465,12 @@ fn close_queues_a_1000_close_frame_after_the_last_frames() {
     let mut frames = VecDeque::from([Bytes::from_static(&[0xE0, 0x00])]);
     let mut wire = VecDeque::new();
     transport.send(&mut frames, &mut wire).unwrap();
-    let out: Vec<u8> = wire
-        .iter()
-        .flat_map(|bytes| bytes.iter().copied())
-        .collect();
+    let out: Vec<u8> = wire.iter().flat_map(|bytes| bytes.iter().copied()).collect();
     assert_eq!(
         server_frames(&out),
         vec![
-            ServerFrame {
-                opcode: 0x2,
-                payload: vec![0xE0, 0x00]
-            },
-            ServerFrame {
-                opcode: 0x8,
-                payload: close_payload(1000)
-            }
+            ServerFrame { opcode: 0x2, payload: vec![0xE0, 0x00] },
+            ServerFrame { opcode: 0x8, payload: close_payload(1000) }
         ]
     );
     assert!(!transport.wants_write());
@@ -628,19 +480,14 @@ fn close_queues_a_1000_close_frame_after_the_last_frames() {
     transport.send(&mut late, &mut wire).unwrap();
     assert!(late.is_empty() && wire.is_empty());
     let answer = client_frame(true, 0x8, &close_payload(1000));
-    assert_eq!(
-        transport.received(&answer, &mut BytesMut::new()),
-        Err(TransportError::PeerClosed("websocket"))
-    );
+    assert_eq!(transport.received(&answer, &mut BytesMut::new()), Err(TransportError::PeerClosed("websocket")));
     assert!(drain(&mut transport).is_empty());
 }
 
 #[test]
 fn close_during_the_upgrade_sends_nothing() {
     let mut transport = transport();
-    transport
-        .received(&UPGRADE[..10], &mut BytesMut::new())
-        .unwrap();
+    transport.received(&UPGRADE[..10], &mut BytesMut::new()).unwrap();
     transport.close();
     assert!(!transport.wants_write());
     assert!(drain(&mut transport).is_empty());
@@ -735,9 +582,7 @@ mod tungstenite_client {
 
         fn packets(&mut self) -> Vec<Packet> {
             let mut packets = Vec::new();
-            while let Some(packet) =
-                decode_packet(&mut self.plain, ProtocolVersion::V3_1_1, 1 << 20).unwrap()
-            {
+            while let Some(packet) = decode_packet(&mut self.plain, ProtocolVersion::V3_1_1, 1 << 20).unwrap() {
                 packets.push(packet);
             }
             packets
@@ -745,12 +590,8 @@ mod tungstenite_client {
     }
 
     fn connect(settings: &WebSocketSettings) -> (WebSocket<Pipe>, Server) {
-        let mut server = Server {
-            transport: WebSocketTransport::new(settings),
-            plain: BytesMut::new(),
-        };
-        let request = ClientRequestBuilder::new("ws://broker.test/mqtt".parse().unwrap())
-            .with_sub_protocol("mqtt");
+        let mut server = Server { transport: WebSocketTransport::new(settings), plain: BytesMut::new() };
+        let request = ClientRequestBuilder::new("ws://broker.test/mqtt".parse().unwrap()).with_sub_protocol("mqtt");
         let mut attempt = tungstenite::client::client(request, Pipe::default());
         loop {
             match attempt {
@@ -783,9 +624,7 @@ mod tungstenite_client {
         loop {
             match socket.read() {
                 Ok(message) => messages.push(message),
-                Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return messages
-                }
+                Err(tungstenite::Error::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => return messages,
                 Err(tungstenite::Error::ConnectionClosed) => return messages,
                 Err(error) => panic!("client read failed: {error}"),
             }
@@ -801,9 +640,7 @@ mod tungstenite_client {
             }
         }
         let mut packets = Vec::new();
-        while let Some(packet) =
-            decode_packet(&mut bytes, ProtocolVersion::V3_1_1, 1 << 20).unwrap()
-        {
+        while let Some(packet) = decode_packet(&mut bytes, ProtocolVersion::V3_1_1, 1 << 20).unwrap() {
             packets.push(packet);
         }
         assert!(bytes.is_empty(), "no partial packet left");
@@ -828,22 +665,14 @@ mod tungstenite_client {
         let (mut socket, mut server) = connect(&WebSocketSettings::default());
         let subscribe = Packet::Subscribe(Subscribe {
             packet_id: 1,
-            filters: vec![(
-                "t/#".into(),
-                SubscriptionOptions {
-                    qos: QoS::AtLeastOnce,
-                    ..Default::default()
-                },
-            )],
+            filters: vec![("t/#".into(), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() })],
             properties: Properties::default(),
         });
         client_send(&mut socket, &[connect_packet(), subscribe.clone()]);
         server.pump(socket.get_mut()).unwrap();
         let received = server.packets();
         assert_eq!(received.len(), 2);
-        assert!(
-            matches!(&received[0], Packet::Connect(connect) if connect.client_id == "ws-client")
-        );
+        assert!(matches!(&received[0], Packet::Connect(connect) if connect.client_id == "ws-client"));
         assert_eq!(received[1], subscribe);
 
         let publish = Packet::Publish(Publish {
@@ -866,30 +695,14 @@ mod tungstenite_client {
         assert_eq!(client_packets(client_read(&mut socket)), replies);
 
         // A ping from the client is answered by the transport itself.
-        socket
-            .send(Message::Ping(Bytes::from_static(b"are you there")))
-            .unwrap();
+        socket.send(Message::Ping(Bytes::from_static(b"are you there"))).unwrap();
         server.pump(socket.get_mut()).unwrap();
-        assert_eq!(
-            client_read(&mut socket),
-            vec![Message::Pong(Bytes::from_static(b"are you there"))]
-        );
+        assert_eq!(client_read(&mut socket), vec![Message::Pong(Bytes::from_static(b"are you there"))]);
 
         client_send(&mut socket, &[Packet::Disconnect(Disconnect::default())]);
-        socket
-            .close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "bye".into(),
-            }))
-            .unwrap();
-        assert_eq!(
-            server.pump(socket.get_mut()),
-            Err(TransportError::PeerClosed("websocket"))
-        );
-        assert_eq!(
-            server.packets(),
-            vec![Packet::Disconnect(Disconnect::default())]
-        );
+        socket.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).unwrap();
+        assert_eq!(server.pump(socket.get_mut()), Err(TransportError::PeerClosed("websocket")));
+        assert_eq!(server.packets(), vec![Packet::Disconnect(Disconnect::default())]);
         let closing = client_read(&mut socket);
         assert!(
             matches!(closing.as_slice(), [Message::Close(Some(frame))] if frame.code == CloseCode::Normal),
@@ -899,27 +712,16 @@ mod tungstenite_client {
 
     #[test]
     fn tungstenite_client_reassembles_a_large_publish_split_by_the_frame_limit() {
-        let settings = WebSocketSettings {
-            max_frame_bytes: 16 * 1024,
-            ..WebSocketSettings::default()
-        };
+        let settings = WebSocketSettings { max_frame_bytes: 16 * 1024, ..WebSocketSettings::default() };
         let (mut socket, mut server) = connect(&settings);
         let publish = Packet::Publish(Publish {
             topic: "big".into(),
-            payload: Bytes::from(
-                (0..100_000u32)
-                    .map(|value| value as u8)
-                    .collect::<Vec<u8>>(),
-            ),
+            payload: Bytes::from((0..100_000u32).map(|value| value as u8).collect::<Vec<u8>>()),
             ..Default::default()
         });
         server.send(vec![publish.clone(), Packet::PingResp], socket.get_mut());
         let messages = client_read(&mut socket);
-        assert!(
-            messages.len() >= 7,
-            "split into frames of at most 16 KiB: {}",
-            messages.len()
-        );
+        assert!(messages.len() >= 7, "split into frames of at most 16 KiB: {}", messages.len());
         assert!(messages.iter().all(|message| message.len() <= 16 * 1024));
         assert_eq!(client_packets(messages), vec![publish, Packet::PingResp]);
     }
@@ -928,25 +730,14 @@ mod tungstenite_client {
     fn broker_close_reaches_the_tungstenite_client_as_a_normal_close() {
         let (mut socket, mut server) = connect(&WebSocketSettings::default());
         server.transport.close();
-        server.send(
-            vec![Packet::Disconnect(Disconnect::default())],
-            socket.get_mut(),
-        );
+        server.send(vec![Packet::Disconnect(Disconnect::default())], socket.get_mut());
         let messages = client_read(&mut socket);
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert_eq!(
-            client_packets(vec![messages[0].clone()]),
-            vec![Packet::Disconnect(Disconnect::default())]
-        );
-        assert!(
-            matches!(&messages[1], Message::Close(Some(frame)) if frame.code == CloseCode::Normal)
-        );
+        assert_eq!(client_packets(vec![messages[0].clone()]), vec![Packet::Disconnect(Disconnect::default())]);
+        assert!(matches!(&messages[1], Message::Close(Some(frame)) if frame.code == CloseCode::Normal));
         // tungstenite answers our close; the transport reports the session over without echoing again.
         socket.flush().ok();
-        assert_eq!(
-            server.pump(socket.get_mut()),
-            Err(TransportError::PeerClosed("websocket"))
-        );
+        assert_eq!(server.pump(socket.get_mut()), Err(TransportError::PeerClosed("websocket")));
         assert!(!server.transport.wants_write());
     }
 }
@@ -955,10 +746,7 @@ mod tungstenite_client {
 
 /// Feed `data` in `chunk_bytes` pieces after `prefix`; the invariants of `fuzz/fuzz_targets/websocket.rs`.
 fn check_arbitrary_input(prefix: &[u8], data: &[u8], chunk_bytes: usize) {
-    let settings = WebSocketSettings {
-        max_frame_bytes: 4096,
-        ..WebSocketSettings::default()
-    };
+    let settings = WebSocketSettings { max_frame_bytes: 4096, ..WebSocketSettings::default() };
     let mut transport = WebSocketTransport::new(&settings);
     let mut plain = BytesMut::new();
     transport.received(prefix, &mut plain).unwrap();
@@ -973,20 +761,10 @@ fn check_arbitrary_input(prefix: &[u8], data: &[u8], chunk_bytes: usize) {
             let mut frames = VecDeque::from([mqtt_frame.clone()]);
             let mut wire = VecDeque::new();
             transport.send(&mut frames, &mut wire).unwrap();
-            assert!(
-                wire.iter()
-                    .all(|bytes| bytes.as_ptr() != mqtt_frame.as_ptr()),
-                "no MQTT frame after failure"
-            );
-            assert!(
-                wire.iter().map(Bytes::len).sum::<usize>() <= 1024,
-                "only the goodbye goes out"
-            );
+            assert!(wire.iter().all(|bytes| bytes.as_ptr() != mqtt_frame.as_ptr()), "no MQTT frame after failure");
+            assert!(wire.iter().map(Bytes::len).sum::<usize>() <= 1024, "only the goodbye goes out");
             assert!(!transport.wants_write());
-            assert!(
-                transport.received(&binary(b""), &mut plain).is_err(),
-                "no input after failure"
-            );
+            assert!(transport.received(&binary(b""), &mut plain).is_err(), "no input after failure");
             return;
         }
         drain(&mut transport);
@@ -996,22 +774,13 @@ fn check_arbitrary_input(prefix: &[u8], data: &[u8], chunk_bytes: usize) {
 /// Client frames with fuzzed headers, so that most inputs get past the first frame.
 fn arbitrary_frames() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
     use proptest::prelude::*;
-    proptest::collection::vec(
-        (
-            any::<u8>(),
-            proptest::collection::vec(any::<u8>(), 0..200),
-            any::<bool>(),
-        ),
-        0..8,
-    )
-    .prop_map(|frames| {
-        frames
-            .into_iter()
-            .flat_map(|(first, payload, masked)| {
-                client_frame_raw(first, &payload, masked.then_some(MASK))
-            })
-            .collect()
-    })
+    proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..200), any::<bool>()), 0..8)
+        .prop_map(|frames| {
+            frames
+                .into_iter()
+                .flat_map(|(first, payload, masked)| client_frame_raw(first, &payload, masked.then_some(MASK)))
+                .collect()
+        })
 }
 
 proptest::proptest! {
