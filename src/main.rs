@@ -49,6 +49,7 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
             tracing::info!(addr = %listener.addr, transport = listener.transport.as_str(), "listening");
         }
         let _ = stdout.flush();
+        tracing::info!("all shards accepting");
     });
     match result {
         Ok(()) => {

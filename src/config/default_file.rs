@@ -113,6 +113,10 @@ wildcard_subscriptions_available = true
 subscription_identifiers_available = true
 # Accept $share/... subscriptions (v5 Shared Subscription Available).
 shared_subscriptions_available = true
+# How a shared group's messages are spread when its members live on several shards: "round_robin" over all
+# connected members on all shards (at most one hop between shards), or "local": a connected member on the
+# publishing shard first (no hop), the other shards only when it has none.
+shared_subscription_strategy = "round_robin"
 # Most sessions (connected or not) one shard keeps; a CONNECT needing a new one beyond it gets Server Busy.
 sessions_per_shard_max = 1000000
 # When set, every v5 client is refused with 0x9C Use Another Server and this Server Reference, 3.x clients
