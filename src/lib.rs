@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod shard;
 pub mod sim;
 pub mod transport;
+pub mod validation;

@@ -25,6 +25,7 @@ use super::timer_wheel::TimerWheel;
 use super::timers::TimerKey;
 use crate::auth::{AccessControl, AuthMethods, ListenerId};
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
+use crate::validation::RuleSet;
 
 /// All MQTT state and behaviour of one shard.
 pub struct ShardCore {
@@ -57,11 +58,13 @@ pub struct ShardCore {
     pub(super) enhanced_auth: AHashMap<ConnId, ConnectionAuth>,
     /// Who may connect and what they may do (shared by every shard; swapped by `replace_access`).
     pub(super) access: Arc<AccessControl>,
+    /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
+    pub(super) validation: Option<Arc<RuleSet>>,
 }
 
 impl ShardCore {
     pub fn new(shard: ShardId, shard_count: usize, settings: Rc<BrokerSettings>) -> Self {
-        ShardCore {
+        let mut core = ShardCore {
             shard,
             shard_count,
             retained: RetainedStore::new(settings.retained_messages_max),
@@ -84,7 +87,10 @@ impl ShardCore {
             interest_acks: vec![0; shard_count],
             held_subacks: VecDeque::new(),
             enhanced_auth: AHashMap::new(),
-        }
+            validation: None,
+        };
+        core.set_validation(core.settings.validation_rules.clone());
+        core
     }
 
     pub fn shard(&self) -> ShardId {

@@ -14,8 +14,9 @@
 //!   connections and sessions end), `timers` + `timer_wheel` (every deadline of the shard in one wheel).
 //! - `trie` (arena topic trie), `subscriptions` (local filter -> sessions, shared groups), `interest`
 //!   (replicated filter -> shards), `retain` (full per-shard replica of the retained store), `delivery`
-//!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh` (messages from other shards), `outbound` (encoding and out-queues),
-//!   `owned` (copies that must not pin read buffers), `stats`, `settings`.
+//!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh`
+//!   (messages from other shards), `outbound` (encoding and out-queues), `owned` (copies that must not pin
+//!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats`, `settings`.
 
 mod authorization;
 mod connection;
@@ -39,7 +40,8 @@ mod subscriptions;
 mod timer_wheel;
 mod timers;
 mod topic_alias;
-mod trie;
+pub(crate) mod trie;
+mod validation;
 mod will;
 
 pub use self::core::ShardCore;

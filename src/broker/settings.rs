@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::auth::{AccessControl, ScramUsers};
+use crate::validation::RuleSet;
 
 /// MQTT behaviour limits and switches. Units are last in the names.
 #[derive(Deserialize, Clone, Debug, PartialEq)]
@@ -65,6 +66,10 @@ pub struct BrokerSettings {
     /// `Config::load` (not part of `[mqtt]`); a reload swaps the core's copy (`ShardCore::replace_access`).
     #[serde(skip)]
     pub access: Arc<AccessControl>,
+    /// The compiled `[[validation]]` rules of the config (not a `[mqtt]` key: `Config::load` compiles the
+    /// top-level tables and puts them here). `None` or an empty set: no publish is checked.
+    #[serde(skip)]
+    pub validation_rules: Option<Arc<RuleSet>>,
 }
 
 /// How a shared-subscription group picks the member of a message (`[mqtt] shared_subscription_strategy`).
@@ -108,6 +113,7 @@ impl Default for BrokerSettings {
             response_information_prefix: None,
             scram_users: ScramUsers::default(),
             access: Arc::new(AccessControl::allow_all()),
+            validation_rules: None,
         }
     }
 }

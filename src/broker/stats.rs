@@ -21,6 +21,8 @@ pub struct CoreStats {
     pub denied_publishes: u64,
     /// Deliveries skipped because the receiving client has no read access to the topic.
     pub denied_deliveries: u64,
+    /// Client PUBLISHes that failed a `[[validation]]` rule, by rule index (reset when the rules change).
+    pub validation_failures: Vec<u64>,
 }
 
 /// Sizes of a shard core's state right now; read with `ShardCore::gauges`.

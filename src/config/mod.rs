@@ -64,6 +64,8 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// MQTT limits and switches (the `[mqtt]` table).
     pub mqtt: BrokerSettings,
+    /// Checks on published messages (`[[validation]]` tables), applied in order; see `crate::validation`.
+    pub validation: Vec<crate::validation::ValidationRule>,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             mesh_overflow_messages_max: 65_536,
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
+            validation: Vec::new(),
         }
     }
 }
@@ -135,7 +138,17 @@ impl Config {
         }
         config.validate()?;
         config.load_access()?;
+        config.compile_validation()?;
         Ok(LoadedConfig { config, warnings })
+    }
+
+    /// Compiles the `[[validation]]` rules (schemas and word lists read once) into the set every shard
+    /// shares (`mqtt.validation_rules`); no rules, nothing checked.
+    pub fn compile_validation(&mut self) -> Result<(), ConfigError> {
+        let rules = crate::validation::RuleSet::compile(&self.validation)
+            .map_err(|err| ConfigError::Invalid { field: "validation", reason: err.to_string() })?;
+        self.mqtt.validation_rules = (rules.len() > 0).then(|| std::sync::Arc::new(rules));
+        Ok(())
     }
 
     /// Reads every listener's password and ACL files into the access control all shards share

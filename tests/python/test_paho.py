@@ -35,18 +35,21 @@ def unique(prefix):
 
 class Broker:
     """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL). `mqtt_toml` is the
-    body of shardmq's `[mqtt]` config table (ignored by Mosquitto); `shards` is shardmq's shard count;
-    `cpus`, when given, pins the process to those CPUs (as `taskset -c` would)."""
+    body of shardmq's `[mqtt]` config table, `config_toml` top-level config text (both ignored by Mosquitto);
+    `shards` is shardmq's shard count; `cpus`, when given, pins the process to those CPUs (as `taskset -c`
+    would)."""
 
-    def __init__(self, mqtt_toml=None, shards=2, cpus=None):
+    def __init__(self, mqtt_toml=None, config_toml=None, shards=2, cpus=None):
         self.kind = os.environ.get("SHARDMQ_TEST_BROKER", "shardmq")
         self.shards = shards
         self.pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         self.log = []
         self.config = None
-        if mqtt_toml is not None and self.kind != "mosquitto":
+        if (mqtt_toml is not None or config_toml is not None) and self.kind != "mosquitto":
             self.config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-            self.config.write(f"[mqtt]\n{mqtt_toml}\n")
+            self.config.write(f"{config_toml or ''}\n")
+            if mqtt_toml is not None:
+                self.config.write(f"[mqtt]\n{mqtt_toml}\n")
             self.config.close()
         if self.kind == "mosquitto":
             self._start_mosquitto()
@@ -187,9 +190,10 @@ class BrokerTestCase(unittest.TestCase):
     recorded in `self.clients` and disconnected after it."""
 
     mqtt_toml = None
+    config_toml = None
 
     def setUp(self):
-        self.broker = Broker(self.mqtt_toml)
+        self.broker = Broker(self.mqtt_toml, self.config_toml)
         self.clients = []
 
     def tearDown(self):

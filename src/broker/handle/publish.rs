@@ -1,6 +1,6 @@
 //! PUBLISH from a client: topic alias resolution, the checks a PUBLISH must pass (QoS and retain within
-//! what we announced, valid topic, UTF-8 payload when it says so), QoS 2 duplicate suppression, routing,
-//! and the acknowledgement (PUBACK / PUBREC).
+//! what we announced, valid topic, UTF-8 payload when it says so, the `[[validation]]` rules, see
+//! `broker::validation`), QoS 2 duplicate suppression, routing, and the acknowledgement (PUBACK / PUBREC).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,12 @@ impl ShardCore {
             }
         }
         // A 3.x client cannot be told: its PUBLISH is acknowledged as usual and dropped, as Mosquitto does.
+        let (topic, publish) = if allowed {
+            let Some(checked) = self.validate_publish(conn, topic, publish, now) else { return };
+            checked
+        } else {
+            (topic, publish)
+        };
         match publish.qos {
             QoS::AtMostOnce => {
                 if allowed {
