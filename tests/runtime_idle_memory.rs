@@ -3,34 +3,15 @@
 //! core state), first before CONNECT and then connected with a keep-alive. Prints the figures; fails if
 //! an idle connection costs more than the budget below.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting_allocator;
+
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use shardmq::config::Config;
 
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: counting_allocator::CountingAllocator = counting_allocator::CountingAllocator;
 
 const CONNECTIONS: usize = 1000;
 /// Runtime + core heap bytes one idle connected client may cost: 530-544 B measured (perf/RESULTS.md,
@@ -56,15 +37,15 @@ fn idle_connections_cost_little_heap() {
     let mut warm: Vec<std::net::TcpStream> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     connect_all(&mut warm, "warm");
     std::thread::sleep(Duration::from_millis(200));
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = counting_allocator::live_bytes();
     let mut clients: Vec<std::net::TcpStream> =
         (0..CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let accepted = (LIVE_BYTES.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    let accepted = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
     println!("accepted, before CONNECT: {accepted} heap bytes per connection");
     connect_all(&mut clients, "idle");
     std::thread::sleep(Duration::from_millis(300));
-    let per_connection = (LIVE_BYTES.load(Ordering::Relaxed) - before) / CONNECTIONS as isize;
+    let per_connection = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
     println!("connected, idle: {per_connection} heap bytes per connection");
     broker.stop();
     broker.join();

@@ -4,37 +4,16 @@
 //! Prints the figures; fails if an idle TLS connection costs more than the budget below.
 //! One test only in this binary, so no other test allocates while it measures.
 
+mod counting_allocator;
 mod tls_support;
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use bytes::Bytes;
 use rustls::version::{TLS12, TLS13};
 use shardmq::transport::tls::TlsAcceptor;
 use tls_support::{client_config, settings, Authority, Files, Pair};
 
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: counting_allocator::CountingAllocator = counting_allocator::CountingAllocator;
 
 /// What an idle TLS connection may hold on the heap: 6177 (TLS 1.2) / 6281 (TLS 1.3) bytes measured with
 /// rustls 0.23.46 + ring, of which 4096 are rustls's read buffer; plus ~25%.
@@ -43,9 +22,9 @@ const IDLE_BUDGET_BYTES: isize = 8 * 1024;
 /// Heap bytes freed by dropping the server side of `pair`.
 fn held_by_server(pair: Pair) -> isize {
     let Pair { server, client, .. } = pair;
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = counting_allocator::live_bytes();
     drop(server);
-    let freed = before - LIVE_BYTES.load(Ordering::Relaxed);
+    let freed = before - counting_allocator::live_bytes();
     drop(client);
     freed
 }
