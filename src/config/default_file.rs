@@ -70,6 +70,16 @@ mesh_overflow_messages_max = 65536
 # Bytes a shard receives from one socket in one go (size of each provided receive buffer; 512 to 16777216).
 read_buffer_bytes = 16384
 
+# Checks on what clients publish, run by the publishing shard before routing, in order; the first rule that
+# fails decides (none by default: nothing is checked). Each rule: a topic `filter`, exactly one check
+# (max_payload_bytes, min_payload_bytes, require_utf8, require_json, json_schema_file, forbidden_words_file
+# with case_insensitive, required_user_properties, required_content_type) and `on_invalid` = "reject"
+# (v5 0x99), "divert" (with divert_to, `{N}` = the topic's level N) or "disconnect".
+# [[validation]]
+# filter = "chat/messages/+/+"
+# json_schema_file = "/etc/shardmq/chat.schema.json"
+# on_invalid = "reject"
+
 # Who may connect, for every listener without its own [listeners.auth].
 [auth]
 # Accept clients that send no username. Turn it off once a password file is set.
