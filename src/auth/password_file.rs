@@ -163,33 +163,36 @@ impl PasswordFile {
 
     /// Parses file text; `path` is only for error messages.
     pub fn parse(text: &str, path: &Path) -> Result<PasswordFile, PasswordFileError> {
-        let mut file = PasswordFile::default();
-        for (index, raw) in text.lines().enumerate() {
-            let error = |reason: String| PasswordFileError::Parse { path: path.to_path_buf(), line: index + 1, reason };
-            let line = raw.trim_end_matches('\r');
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                file.lines.push(Line::Other(line.to_string()));
-                continue;
-            }
-            let (user, hash) = line.split_once(':').ok_or_else(|| error("expected `user:hash`".into()))?;
-            if user.is_empty() {
-                return Err(error("empty user name".into()));
-            }
-            if file.find(user).is_some() {
-                return Err(error(format!("user `{user}` appears twice")));
-            }
-            let hash = PasswordHash::parse(hash.trim_end()).map_err(error)?;
-            file.lines.push(Line::Entry { user: user.to_string(), hash });
-        }
-        Ok(file)
+        PasswordFile::parse_entries(text, path, "hash", |_, hash| PasswordHash::parse(hash.trim_end()))
     }
 
     /// Reads a file of `user:plaintext` lines (`shardmq passwd -U`) and hashes each password ($7$).
     /// Unlike `mosquitto_passwd -U`, an entry that already holds a valid hash is kept as it is (hashing a
     /// hash would lock the user out); their user names are returned so the caller can say so.
     pub fn parse_plaintext(text: &str, path: &Path) -> Result<(PasswordFile, Vec<String>), PasswordFileError> {
-        let mut file = PasswordFile::default();
         let mut already_hashed = Vec::new();
+        let file = PasswordFile::parse_entries(text, path, "password", |user, password| {
+            Ok(match PasswordHash::parse(password) {
+                Ok(hash) => {
+                    already_hashed.push(user.to_string());
+                    hash
+                }
+                Err(_) => PasswordHash::new_pbkdf2(password.as_bytes()),
+            })
+        })?;
+        Ok((file, already_hashed))
+    }
+
+    /// The line structure both file kinds share: blank lines and `#` comments kept, `user:VALUE` entries
+    /// with a non-empty, unique user, each VALUE turned into a hash by `entry` (an `Err` is the line's
+    /// error). `value_name` names VALUE in the error for a line without `:`.
+    fn parse_entries(
+        text: &str,
+        path: &Path,
+        value_name: &str,
+        mut entry: impl FnMut(&str, &str) -> Result<PasswordHash, String>,
+    ) -> Result<PasswordFile, PasswordFileError> {
+        let mut file = PasswordFile::default();
         for (index, raw) in text.lines().enumerate() {
             let error = |reason: String| PasswordFileError::Parse { path: path.to_path_buf(), line: index + 1, reason };
             let line = raw.trim_end_matches('\r');
@@ -197,23 +200,17 @@ impl PasswordFile {
                 file.lines.push(Line::Other(line.to_string()));
                 continue;
             }
-            let (user, password) = line.split_once(':').ok_or_else(|| error("expected `user:password`".into()))?;
+            let (user, value) = line.split_once(':').ok_or_else(|| error(format!("expected `user:{value_name}`")))?;
             if user.is_empty() {
                 return Err(error("empty user name".into()));
             }
             if file.find(user).is_some() {
                 return Err(error(format!("user `{user}` appears twice")));
             }
-            let hash = match PasswordHash::parse(password) {
-                Ok(hash) => {
-                    already_hashed.push(user.to_string());
-                    hash
-                }
-                Err(_) => PasswordHash::new_pbkdf2(password.as_bytes()),
-            };
+            let hash = entry(user, value).map_err(error)?;
             file.lines.push(Line::Entry { user: user.to_string(), hash });
         }
-        Ok((file, already_hashed))
+        Ok(file)
     }
 
     /// The hash stored for `user`.
