@@ -7,6 +7,8 @@ test CA.
 import dataclasses
 import os
 import subprocess
+import tempfile
+import unittest
 
 CLIENT_USER = "alice"
 # RSA keeps the certificates readable by every client here (paho's ssl, mosquitto_pub, Chromium's NSS).
@@ -91,3 +93,16 @@ def make_test_pki(directory):
         other_client_key=path("other-client.key"),
         expired_client_cert=path("expired-client.pem"), expired_client_key=path("expired-client.key"),
     )
+
+
+class PkiTestCase(unittest.TestCase):
+    """A test class with a fresh test PKI (`cls.pki`, made in `cls.pki_dir`) for all its tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
+        cls.pki = make_test_pki(cls.pki_dir.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pki_dir.cleanup()

@@ -8,28 +8,26 @@ browser without that trust must fail to connect, which shows the trust is what l
 """
 
 import os
-import tempfile
 import time
 import unittest
 
 from test_paho import SILENCE_SECS, unique
 from transport_broker import WEBSOCKET_PATH, TransportBroker, shardmq_known_gap
 from transport_browser import Chromium, PageServer, artifacts_dir
-from transport_certs import make_test_pki
+from transport_certs import PkiTestCase
 from transport_cli import MosquittoSub, mosquitto_pub
 
 # MQTT.js protocolVersion -> the matching mosquitto_pub/sub -V.
 VERSIONS = {4: "mqttv311", 5: "mqttv5"}
 
 
-class BrowserTest(unittest.TestCase):
+class BrowserTest(PkiTestCase):
     """One broker, page server and Chromium for the class (a Chromium start costs seconds); a fresh page per
     case."""
 
     @classmethod
     def setUpClass(cls):
-        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
-        cls.pki = make_test_pki(cls.pki_dir.name)
+        super().setUpClass()
         cls.broker = TransportBroker(cls.pki)
         cls.pages = PageServer()
         try:
@@ -44,7 +42,7 @@ class BrowserTest(unittest.TestCase):
             cls.browser.close()
         cls.pages.stop()
         cls.broker.stop()
-        cls.pki_dir.cleanup()
+        super().tearDownClass()
 
     def broker_url(self, scheme):
         return f"{scheme}://127.0.0.1:{self.broker.ports[scheme]}{WEBSOCKET_PATH}"

@@ -6,12 +6,11 @@ and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls
 import os
 import socket
 import ssl
-import tempfile
 import unittest
 
 from test_paho import VERSIONS, unique
 from transport_broker import TransportBroker, shardmq_known_gap
-from transport_certs import CLIENT_USER, make_test_pki
+from transport_certs import CLIENT_USER, PkiTestCase
 from transport_cli import MosquittoSub, mosquitto_pub
 from transport_paho import TransportClient, connect_outcome, tls_context
 from transport_raw import mqtt_connect_packet, read_until_closed
@@ -20,16 +19,7 @@ CLI_VERSIONS = {"3.1.1": "mqttv311", "5": "mqttv5"}
 TLS_ALERT_RECORD = 0x15  # a TLS record of content type alert [RFC 8446 5.1]
 
 
-class TlsTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
-        cls.pki = make_test_pki(cls.pki_dir.name)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pki_dir.cleanup()
-
+class TlsTest(PkiTestCase):
     def setUp(self):
         self.broker = TransportBroker(self.pki)
         self.clients = []

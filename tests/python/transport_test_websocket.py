@@ -12,12 +12,11 @@ where shardmq serves only its listener's `websocket_path` and answers 404 elsewh
 
 import re
 import socket
-import tempfile
 import unittest
 
 from test_paho import VERSIONS, unique
 from transport_broker import WEBSOCKET_PATH, TransportBroker
-from transport_certs import make_test_pki
+from transport_certs import PkiTestCase
 from transport_paho import TransportClient
 from transport_raw import (mqtt_connect_packet, read_http_head, read_until_closed, websocket_frame,
                            websocket_upgrade_request)
@@ -27,16 +26,7 @@ CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # 3.1.1 CONNACK, no session present, ret
 CLOSE_FRAME_OPCODE = 0x8
 
 
-class WebSocketInputTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
-        cls.pki = make_test_pki(cls.pki_dir.name)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pki_dir.cleanup()
-
+class WebSocketInputTest(PkiTestCase):
     def setUp(self):
         self.broker = TransportBroker(self.pki)
         self.port = self.broker.ports["ws"]
