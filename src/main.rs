@@ -37,7 +37,7 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
-    let result = shardmq::shard::run(config, |listeners| {
+    let result = shardmq::shard::run(config, |listeners, _control| {
         let mut stdout = std::io::stdout().lock();
         // The first line is the first listener as it always was (scripts read its port); others say
         // what they serve.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! loop {
-//!     reap completions: received bytes -> transport -> codec -> core; send done/partial; accepts; stop
+//!     reap completions: received bytes -> transport -> codec -> core; send done/partial; accepts;
+//!         control (a stop, or jobs run on the core: see `control`)
 //!     take mesh batches from the other shards -> core (or adopt a handed-over connection)
 //!     fire the core's due timers
 //!     carry out the core's actions: one send per connection with output, closes, one mesh batch per
@@ -23,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::control::{ControlReceiver, Job};
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
-use super::stop::StopReceiver;
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
 use crate::connection::send::SendBatch;
@@ -104,7 +105,7 @@ pub struct ShardSetup {
     pub shard: ShardId,
     pub shards: usize,
     pub config: Arc<Config>,
-    pub stop: StopReceiver,
+    pub control: ControlReceiver,
     pub permits: ConnectionPermit,
     pub links: MeshLinks<ShardMeshItem>,
     /// This shard's socket of every listener (SO_REUSEPORT), in listener order.
@@ -128,8 +129,9 @@ pub struct Shard {
     links: MeshLinks<ShardMeshItem>,
     outbox: MeshOutbox<ShardMeshItem>,
     permits: ConnectionPermit,
-    stop: StopReceiver,
-    stop_buf: Box<u64>,
+    control: ControlReceiver,
+    control_buf: Box<u64>,
+    jobs: Vec<Job>,
     stopping: Option<Instant>,
     /// Closing connections in the order they began closing, with when they must be done.
     close_deadlines: VecDeque<(Instant, SlotKey)>,
@@ -147,7 +149,7 @@ pub struct Shard {
 impl Shard {
     /// Builds the shard's ring and state on the calling thread (which the ring is bound to).
     pub fn new(setup: ShardSetup) -> Result<Shard, RingError> {
-        let ShardSetup { shard, shards, config, stop, permits, links, listeners } = setup;
+        let ShardSetup { shard, shards, config, control, permits, links, listeners } = setup;
         let ring = Ring::new(config.ring_entries)?;
         let reads = BufferRing::new(&ring, READ_BUFFER_GROUP, config.read_buffers, config.read_buffer_bytes)?;
         links.wake().set_ring_fd(ring.fd());
@@ -169,8 +171,9 @@ impl Shard {
             outbox: MeshOutbox::new(shards, config.mesh_overflow_messages_max, ShardMeshItem::shedding),
             links,
             permits,
-            stop,
-            stop_buf: Box::new(0),
+            control,
+            control_buf: Box::new(0),
+            jobs: Vec::new(),
             stopping: None,
             close_deadlines: VecDeque::new(),
             rearm: Vec::new(),
@@ -185,8 +188,8 @@ impl Shard {
 
     /// Serves until a stop arrives and every connection has flushed (or the flush timed out).
     pub fn run(mut self) {
-        self.arm_stop();
-        if self.stop.requested() {
+        self.arm_control();
+        if self.control.stop_requested() {
             self.begin_shutdown(Instant::now());
         } else {
             for index in 0..self.listeners.len() {
@@ -221,7 +224,7 @@ impl Shard {
                 Some(TokenKind::Recv) => self.on_recv(completion, now),
                 Some(TokenKind::Send) => self.on_send(completion),
                 Some(TokenKind::Accept) => self.on_accept(completion, now),
-                Some(TokenKind::Stop) => self.begin_shutdown(now),
+                Some(TokenKind::Control) => self.on_control(completion, now),
                 Some(TokenKind::Doorbell) | Some(TokenKind::Ignore) => {
                     if completion.result < 0
                         && completion.result != -libc::ECANCELED
@@ -318,6 +321,24 @@ impl Shard {
         self.finish_if_done(key);
     }
 
+    /// The control eventfd was written: a stop, or jobs for the core (their actions are carried out
+    /// this turn). The read is armed again first, so a write that comes while the jobs run wakes the
+    /// next turn.
+    fn on_control(&mut self, completion: Completion, now: Instant) {
+        if completion.result < 0 && completion.result != -libc::EINTR {
+            tracing::error!(shard = self.id, err = %std::io::Error::from_raw_os_error(-completion.result),
+                "control eventfd read failed");
+        }
+        self.arm_control();
+        if self.control.stop_requested() {
+            self.begin_shutdown(now);
+        }
+        self.control.take_jobs(&mut self.jobs);
+        for job in std::mem::take(&mut self.jobs) {
+            job(&mut self.core, now);
+        }
+    }
+
     fn on_accept(&mut self, completion: Completion, now: Instant) {
         let index = completion.token.index() as usize;
         if !completion.more() {
@@ -353,11 +374,11 @@ impl Shard {
 
     // ---- requests ----
 
-    fn arm_stop(&mut self) {
-        let token = Token::new(TokenKind::Stop, 0, 0);
-        let buf: *mut u64 = &mut *self.stop_buf;
+    fn arm_control(&mut self) {
+        let token = Token::new(TokenKind::Control, 0, 0);
+        let buf: *mut u64 = &mut *self.control_buf;
         // SAFETY: the 8-byte buffer is boxed in the shard, which outlives the ring's requests.
-        unsafe { self.ring.push(&request::read(self.stop.fd(), buf.cast(), 8, token)) };
+        unsafe { self.ring.push(&request::read(self.control.fd(), buf.cast(), 8, token)) };
     }
 
     fn arm_accept(&mut self, index: usize) {
@@ -594,6 +615,7 @@ impl Shard {
     }
 
     fn finish_shutdown(&mut self) {
+        self.control.close();
         self.run_actions();
         self.links.wake().mark_stopped();
         self.outbox.flush(&mut self.links);

@@ -8,10 +8,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::affinity;
+use super::control::{control_channels, Control};
 use super::event_loop::{ListenerSocket, ListenerTransport, Shard, ShardMeshItem, ShardSetup};
 use super::listener;
 use super::mesh::build_mesh;
-use super::stop::{stop_channels, StopSender};
+use super::reload::{ReloadOutcome, Reloader};
 use crate::config::{Config, ConfigError, ListenerConfig, TransportKind};
 use crate::connection::ConnectionPermit;
 use crate::transport::tls::{TlsAcceptor, TlsError};
@@ -121,7 +122,8 @@ pub struct BoundListener {
 /// A started broker: its bound listeners, a way to stop it and its shard threads.
 pub struct RunningBroker {
     listeners: Vec<BoundListener>,
-    stop: StopSender,
+    control: Control,
+    reloader: Arc<Reloader>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -136,9 +138,19 @@ impl RunningBroker {
         &self.listeners
     }
 
+    /// The way into the shards (jobs on their cores, stop) for the rest of the process.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
     /// Asks every shard to stop (as SIGTERM does).
     pub fn stop(&self) {
-        self.stop.stop_all();
+        self.control.stop_all();
+    }
+
+    /// Reads the configured files again and swaps in the ones that read cleanly (as SIGHUP does).
+    pub fn reload(&self) -> ReloadOutcome {
+        self.reloader.reload()
     }
 
     /// Waits until every shard has shut down.
@@ -163,8 +175,12 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     };
     let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
+    let mut tls_acceptors = Vec::new();
     for spec in config.effective_listeners()? {
         let transport = Arc::new(listener_transport(&spec, config.mqtt.max_packet_size_bytes)?);
+        if let ListenerTransport::Tls(acceptor) | ListenerTransport::WebSocketTls(acceptor, _) = &*transport {
+            tls_acceptors.push((spec.bind.clone(), acceptor.clone()));
+        }
         let addr = spec.bind_addr().map_err(|reason| ConfigError::Invalid { field: "listeners.bind", reason })?;
         let (sockets, addr) = listener::bind_reuseport(addr, shards, caps).map_err(StartError::Listen)?;
         bound.push(BoundListener { addr, transport: spec.transport });
@@ -176,15 +192,21 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let config = Arc::new(config);
     let permits = ConnectionPermit::new(config.max_connections);
     let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
-    let (stop, stop_receivers) = stop_channels(shards).map_err(StartError::Signals)?;
+    let (control, control_receivers) = control_channels(shards).map_err(StartError::Signals)?;
+    let reloader = Arc::new(Reloader::new(
+        control.clone(),
+        tls_acceptors,
+        config.mqtt.access.clone(),
+        config.mqtt.validation_rules.clone(),
+    ));
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
-    for (shard, (listeners, stop_receiver)) in per_shard.into_iter().zip(stop_receivers).enumerate() {
+    for (shard, (listeners, control_receiver)) in per_shard.into_iter().zip(control_receivers).enumerate() {
         let setup = ShardSetup {
             shard,
             shards,
             config: config.clone(),
-            stop: stop_receiver,
+            control: control_receiver,
             permits: permits.clone(),
             links: mesh.links(shard),
             listeners,
@@ -198,7 +220,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         threads.push(thread);
     }
     drop(report_tx);
-    let running = RunningBroker { listeners: bound, stop, threads };
+    let running = RunningBroker { listeners: bound, control, reloader, threads };
     match wait_until_ready(&report_rx, shards, &plan) {
         Ok(()) => Ok(running),
         // A shard that never started may never see the stop either: return without joining (the process
@@ -215,12 +237,19 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     }
 }
 
-/// Runs the broker until SIGINT/SIGTERM and every shard has shut down. `on_ready` runs once, with the
-/// bound listeners, after every shard is accepting.
-pub fn run(config: Config, on_ready: impl FnOnce(&[BoundListener])) -> Result<(), StartError> {
+/// Runs the broker until SIGINT/SIGTERM and every shard has shut down; SIGHUP reloads the files the
+/// configuration names. `on_ready` runs once, with the bound listeners and the control handle (to start
+/// side threads with), after every shard is accepting.
+pub fn run(config: Config, on_ready: impl FnOnce(&[BoundListener], &Control)) -> Result<(), StartError> {
     let running = start(config)?;
-    running.stop.on_signals().map_err(StartError::Signals)?;
-    on_ready(running.listeners());
+    let reloader = running.reloader.clone();
+    running
+        .control
+        .on_signals(move || {
+            reloader.reload();
+        })
+        .map_err(StartError::Signals)?;
+    on_ready(running.listeners(), running.control());
     running.join();
     Ok(())
 }

@@ -24,7 +24,8 @@ pub enum TokenKind {
     Accept = 1,
     Recv = 2,
     Send = 3,
-    Stop = 4,
+    /// The shard's control eventfd: a stop or jobs (see `control`).
+    Control = 4,
     /// A MSG_RING from another shard: its mesh queue has batches.
     Doorbell = 5,
     /// Requests whose completion needs nothing (cancels, failed doorbells).
@@ -43,7 +44,7 @@ impl Token {
             1 => TokenKind::Accept,
             2 => TokenKind::Recv,
             3 => TokenKind::Send,
-            4 => TokenKind::Stop,
+            4 => TokenKind::Control,
             5 => TokenKind::Doorbell,
             6 => TokenKind::Ignore,
             _ => return None,
