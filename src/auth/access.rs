@@ -37,11 +37,16 @@ pub struct AuthSettings {
     pub password_file: Option<PathBuf>,
     /// Mosquitto ACL file: once set, clients may only publish, subscribe and receive what it grants.
     pub acl_file: Option<PathBuf>,
+    /// The Common Name of the client's verified TLS certificate is its user name (Mosquitto's
+    /// `use_identity_as_username`): the CONNECT's User Name and Password are not checked, and a client
+    /// without a verified certificate is refused. Set from the listener's TLS settings, not from `[auth]`.
+    #[serde(skip)]
+    pub identity_as_username: bool,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { allow_anonymous: true, password_file: None, acl_file: None }
+        AuthSettings { allow_anonymous: true, password_file: None, acl_file: None, identity_as_username: false }
     }
 }
 
@@ -110,6 +115,23 @@ fn subject<'a>(client: &ClientIdentity<'a>) -> AclSubject<'a> {
 }
 
 /// Mosquitto's built-in authentication: `allow_anonymous` and an optional password file.
+/// A listener with `use_identity_as_username`: the verified client certificate's Common Name is the user
+/// name; the password file is not used for the listener (as in Mosquitto).
+pub struct CertificateAuthenticator;
+
+impl Authenticator for CertificateAuthenticator {
+    fn authenticate(&self, request: &ConnectRequest<'_>) -> AuthDecision {
+        match request.peer_identity {
+            Some(common_name) if !common_name.is_empty() => {
+                AuthDecision::Allow { username: Some(common_name.to_string()) }
+            }
+            _ => AuthDecision::Refuse(AuthFailure::not_authorized(
+                "use_identity_as_username: no verified client certificate with a Common Name",
+            )),
+        }
+    }
+}
+
 pub struct PasswordAuthenticator {
     allow_anonymous: bool,
     passwords: Option<Arc<PasswordFile>>,
@@ -214,7 +236,11 @@ impl AccessControl {
                 Some(path) => Some(load_once(&mut acl_files, path, AclFile::load)? as Arc<dyn Authorizer>),
                 None => None,
             };
-            let authenticator = Arc::new(PasswordAuthenticator::new(listener.allow_anonymous, passwords));
+            let authenticator: Arc<dyn Authenticator> = if listener.identity_as_username {
+                Arc::new(CertificateAuthenticator)
+            } else {
+                Arc::new(PasswordAuthenticator::new(listener.allow_anonymous, passwords))
+            };
             built.push(ListenerAccess { authenticator, authorizer });
         }
         Ok(AccessControl::from_parts(built, settings.to_vec()))
@@ -307,6 +333,20 @@ mod tests {
         path
     }
 
+    #[test]
+    fn a_certificate_listener_takes_the_common_name_and_ignores_the_connect_credentials() {
+        let with_cert = ConnectRequest { peer_identity: Some("alice"), ..request(Some("mallory"), Some(b"whatever")) };
+        assert_eq!(
+            CertificateAuthenticator.authenticate(&with_cert),
+            AuthDecision::Allow { username: Some("alice".into()) }
+        );
+        assert_eq!(
+            refused_kind(CertificateAuthenticator.authenticate(&request(Some("alice"), Some(b"pw")))),
+            Some(FailureKind::NotAuthorized),
+            "no verified certificate: refused, whatever the CONNECT says"
+        );
+    }
+
     fn request<'a>(username: Option<&'a str>, password: Option<&'a [u8]>) -> ConnectRequest<'a> {
         ConnectRequest { listener: ListenerId(0), client_id: "c", username, password, peer_identity: None }
     }
@@ -350,7 +390,12 @@ mod tests {
     fn listeners_get_their_own_settings_and_unknown_ids_the_first() {
         let acl = temp_file("acl-listeners", "topic read public/#\n");
         let open = AuthSettings::default();
-        let guarded = AuthSettings { allow_anonymous: false, password_file: None, acl_file: Some(acl) };
+        let guarded = AuthSettings {
+            allow_anonymous: false,
+            password_file: None,
+            acl_file: Some(acl),
+            ..AuthSettings::default()
+        };
         let access = AccessControl::load(&[open, guarded]).unwrap();
         assert!(access.authorizes());
         let anon = |listener| ClientIdentity { listener: ListenerId(listener), client_id: "c", username: None };

@@ -42,12 +42,13 @@ impl ShardCore {
     /// answered here (CONNACK 0x86 / 0x87, 3.x return code 4 / 5) and logged once with the client id and why.
     pub(super) fn check_login(&mut self, conn: ConnId, connect: &Connect, now: Instant) -> Login {
         let listener = self.connections.get(&conn).map_or(ListenerId::default(), |connection| connection.listener);
+        let peer_identity = self.peer_identities.remove(&conn);
         let request = ConnectRequest {
             listener,
             client_id: &connect.client_id,
             username: connect.username.as_deref(),
             password: connect.password.as_deref(),
-            peer_identity: None,
+            peer_identity: peer_identity.as_deref(),
         };
         let failure = match self.access.authenticate(&request) {
             AuthDecision::Allow { username } => return Login::Accepted { username },

@@ -56,6 +56,9 @@ pub struct ShardCore {
     pub(super) auth_methods: AuthMethods,
     /// Connections that use enhanced authentication (during and after their exchange).
     pub(super) enhanced_auth: AHashMap<ConnId, ConnectionAuth>,
+    /// Verified TLS client certificate names of connections that have not sent CONNECT yet (set by the
+    /// runtime, taken by the login check), beside `Connection` so plain connections pay nothing.
+    pub(super) peer_identities: AHashMap<ConnId, Box<str>>,
     /// Who may connect and what they may do (shared by every shard; swapped by `replace_access`).
     pub(super) access: Arc<AccessControl>,
     /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
@@ -87,6 +90,7 @@ impl ShardCore {
             interest_acks: vec![0; shard_count],
             held_subacks: VecDeque::new(),
             enhanced_auth: AHashMap::new(),
+            peer_identities: AHashMap::new(),
             validation: None,
         };
         core.set_validation(core.settings.validation_rules.clone());
@@ -125,6 +129,14 @@ impl ShardCore {
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
         self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn
+    }
+
+    /// Who the transport proved the peer to be (a verified TLS client certificate's Common Name), for a
+    /// listener with `use_identity_as_username`; given before the connection's CONNECT is handled.
+    pub fn set_peer_identity(&mut self, conn: ConnId, common_name: &str) {
+        if self.connections.get(&conn).is_some_and(|connection| connection.version.is_none()) {
+            self.peer_identities.insert(conn, common_name.into());
+        }
     }
 
     /// Whether the core still knows the connection (it forgets one it closed or that was lost).

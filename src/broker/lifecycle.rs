@@ -95,6 +95,7 @@ impl ShardCore {
         self.log_disconnect(conn, phase, &reason);
         let Some(connection) = self.connections.remove(&conn) else { return };
         self.enhanced_auth.remove(&conn);
+        self.peer_identities.remove(&conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
             self.actions.push_back(Action::Close(conn));
@@ -133,6 +134,7 @@ impl ShardCore {
         let Some(connection) = self.connections.remove(&conn) else { return };
         debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
         self.enhanced_auth.remove(&conn);
+        self.peer_identities.remove(&conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
         let connect_deadline =

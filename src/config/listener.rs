@@ -157,6 +157,7 @@ impl ListenerConfig {
             allow_anonymous: self.auth.allow_anonymous.unwrap_or(global.allow_anonymous),
             password_file: self.auth.password_file.clone().or_else(|| global.password_file.clone()),
             acl_file: self.auth.acl_file.clone().or_else(|| global.acl_file.clone()),
+            identity_as_username: self.tls.as_ref().is_some_and(|tls| tls.use_identity_as_username),
         }
     }
 

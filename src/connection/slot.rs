@@ -151,6 +151,10 @@ impl ConnSlot {
                 if let Err(err) = transport.received(wire, &mut plain) {
                     transport_failed = Some(format!("{} transport: {err}", transport.name()));
                 }
+                // The CONNECT comes after the handshake: the core learns who the certificate names first.
+                if !plain.is_empty() && core.protocol_version(self.conn).is_none() {
+                    pass_peer_identity(transport.as_ref(), core, self.conn);
+                }
                 plain
             }
             (None, Some(mut partial)) => {
@@ -173,6 +177,13 @@ impl ConnSlot {
         match transport_failed {
             Some(reason) => Err(reason),
             None => Ok(step),
+        }
+    }
+
+    /// Tells the core who the transport says the peer is, before it handles the handed-over CONNECT.
+    pub fn pass_peer_identity(&self, core: &mut ShardCore) {
+        if let Some(transport) = self.extra.as_ref().and_then(|extra| extra.transport.as_ref()) {
+            pass_peer_identity(transport.as_ref(), core, self.conn);
         }
     }
 
@@ -321,5 +332,11 @@ impl ConnSlot {
             connect,
             permit: self._permit,
         }
+    }
+}
+
+fn pass_peer_identity(transport: &(dyn crate::transport::Transport + Send), core: &mut ShardCore, conn: ConnId) {
+    if let Some(common_name) = transport.peer_identity().certificate_common_name {
+        core.set_peer_identity(conn, &common_name);
     }
 }

@@ -484,6 +484,7 @@ impl Shard {
         let Handoff { fd, listener, transport, leftover, connect, permit } = handoff;
         let conn = self.core.open_connection(now, ListenerId(listener));
         let key = self.conns.insert(ConnSlot::new(conn, fd, listener, transport, permit, true));
+        self.conns.get_by_key(key).expect("just inserted").pass_peer_identity(&mut self.core);
         self.core.handle_packet(conn, connect, now);
         let slot = self.conns.get_by_key(key).expect("just inserted");
         if !self.core.has_connection(conn)

@@ -34,8 +34,10 @@ def _paho(protocol, context, websocket, client_id):
 class TransportClient(ReceivingClient):
     """A connected paho client (TLS when `context` is given, WebSocket when `websocket`), loop in a thread."""
 
-    def __init__(self, port, protocol, context=None, websocket=False, client_id=None):
+    def __init__(self, port, protocol, context=None, websocket=False, client_id=None, username=None, password=None):
         self.client = _paho(protocol, context, websocket, client_id)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.messages = queue.Queue()
         self.subscribed = queue.Queue()
         connected = queue.Queue()

@@ -102,26 +102,32 @@ class TlsTest(PkiTestCase):
         self.check_round_trip("mtls", VERSIONS["5"],
                               tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
 
-    @shardmq_known_gap("use_identity_as_username: the TLS transport has the CN, the core does not take it yet")
     def test_client_certificate_cn_is_the_user_name_acls_see(self):
         # use_identity_as_username on `mtls`: with an ACL granting only user alice (the client certificate's CN)
         # identity/alice/#, alice's publish there arrives and her publish elsewhere does not. Were the CN not
-        # taken as the user name she would be anonymous, granted nothing, and neither would arrive.
+        # taken as the user name she would be anonymous, granted nothing, and neither would arrive. The CONNECT's
+        # own User Name ("mallory") is not who she is: the certificate is.
         acl = os.path.join(self.pki_dir.name, "mtls.acl")
         with open(acl, "w") as file:
-            file.write(f"user {CLIENT_USER}\ntopic readwrite identity/{CLIENT_USER}/#\n")
+            file.write(f"user {CLIENT_USER}\ntopic readwrite identity/{CLIENT_USER}/#\n"
+                       "user mallory\ntopic readwrite identity/#\n")
         self.broker.stop()
         self.broker = TransportBroker(self.pki, mtls_acl_file=acl)
         watcher = TransportClient(self.broker.ports["mqtt"], VERSIONS["3.1.1"])  # anonymous, no ACL there
         self.clients.append(watcher)
         self.assertEqual(watcher.subscribe("identity/#", 1), [1])
-        alice = self.connect("mtls", VERSIONS["3.1.1"],
-                             tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key))
-        alice.publish("identity/bob/x", b"not hers", qos=1)
-        alice.publish(f"identity/{CLIENT_USER}/x", b"hers", qos=1)
-        message = watcher.next_message()
-        self.assertEqual((message.topic, message.payload), (f"identity/{CLIENT_USER}/x", b"hers"))
-        watcher.assert_no_message()
+        for name, version in VERSIONS.items():
+            with self.subTest(version=name):
+                context = tls_context(self.pki.ca_cert, self.pki.client_cert, self.pki.client_key)
+                alice = TransportClient(self.broker.ports["mtls"], version, context=context,
+                                        username="mallory", password="anything")
+                self.clients.append(alice)
+                alice.publish("identity/bob/x", b"not hers", qos=1)
+                alice.publish(f"identity/{CLIENT_USER}/x", f"hers {name}".encode(), qos=1)
+                message = watcher.next_message()
+                self.assertEqual((message.topic, message.payload),
+                                 (f"identity/{CLIENT_USER}/x", f"hers {name}".encode()))
+                watcher.assert_no_message()
 
     def test_mosquitto_clients_with_cafile(self):
         port = self.broker.ports["tls"]

@@ -115,7 +115,15 @@ fn auth_options_are_global_without_per_listener_settings() {
     );
     let (config, findings) = convert_text(&text);
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(config.auth, AuthSettings { allow_anonymous: true, password_file: Some(pw), acl_file: Some(acl) });
+    assert_eq!(
+        config.auth,
+        AuthSettings {
+            allow_anonymous: true,
+            password_file: Some(pw),
+            acl_file: Some(acl),
+            identity_as_username: false
+        }
+    );
     assert!(config.listeners.iter().all(|listener| listener.auth == ListenerAuth::default()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
