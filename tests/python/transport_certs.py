@@ -73,10 +73,20 @@ commonName = supplied
              "-notext", "-out", f"{name}.pem", cwd=directory)
 
 
+SERVER_EXT = ("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+              "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+
+def make_server_cert(directory, ca, name):
+    """Another server certificate for 127.0.0.1, signed by `ca` (a CA `make_test_pki` made in `directory`):
+    its certificate and key paths."""
+    _make_leaf(directory, ca, name, "/CN=localhost", SERVER_EXT)
+    return os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key")
+
+
 def make_test_pki(directory):
     """Writes the whole set into `directory` and returns their paths."""
-    server_ext = ("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
-                  "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    server_ext = SERVER_EXT
     client_ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
     _make_ca(directory, "ca")
     _make_ca(directory, "other-ca")

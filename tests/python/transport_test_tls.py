@@ -3,14 +3,18 @@ and mosquitto_pub/mosquitto_sub --cafile. Listeners (see transport_broker): `tls
 `mtls` (a client certificate from the test CA is required; its CN becomes the user name) and `wss`.
 """
 
+import dataclasses
 import os
+import shutil
+import signal
+import time
 import socket
 import ssl
 import unittest
 
 from test_paho import VERSIONS, unique
 from transport_broker import TransportBroker, shardmq_known_gap
-from transport_certs import CLIENT_USER, PkiTestCase
+from transport_certs import CLIENT_USER, PkiTestCase, make_server_cert
 from transport_cli import MosquittoSub, mosquitto_pub
 from transport_paho import TransportClient, connect_outcome, tls_context
 from transport_raw import mqtt_connect_packet, read_until_closed
@@ -128,6 +132,41 @@ class TlsTest(PkiTestCase):
                 self.assertEqual((message.topic, message.payload),
                                  (f"identity/{CLIENT_USER}/x", f"hers {name}".encode()))
                 watcher.assert_no_message()
+
+    def test_sighup_swaps_the_server_certificate_and_connected_clients_stay(self):
+        # The broker reads copies of the server files; a new certificate from another CA is written over
+        # them and the broker gets SIGHUP. New handshakes then present the new certificate (a client trusting
+        # only the first CA is refused, one trusting the other CA connects); a client connected before goes on.
+        reload_dir = os.path.join(self.pki_dir.name, unique("reload"))
+        os.mkdir(reload_dir)
+        cert, key = os.path.join(reload_dir, "server.pem"), os.path.join(reload_dir, "server.key")
+        shutil.copy(self.pki.server_cert, cert)
+        shutil.copy(self.pki.server_key, key)
+        self.broker.stop()
+        self.broker = TransportBroker(dataclasses.replace(self.pki, server_cert=cert, server_key=key))
+        protocol = VERSIONS["5"]
+        before = self.connect("tls", protocol, tls_context(self.pki.ca_cert))
+        topic = unique("tls/reload")
+        self.assertEqual(before.subscribe(topic, 1), [1])
+
+        new_cert, new_key = make_server_cert(self.pki_dir.name, "other-ca", unique("server-other"))
+        shutil.copy(new_cert, cert)
+        shutil.copy(new_key, key)
+        self.broker.process.send_signal(signal.SIGHUP)
+        if self.broker.kind == "shardmq":
+            deadline = time.monotonic() + 10
+            while "TLS certificate and key read again" not in self.broker.broker_log():
+                self.assertLess(time.monotonic(), deadline, f"no reload line:\n{self.broker.broker_log()}")
+                time.sleep(0.02)
+        else:
+            time.sleep(1)
+
+        self.assert_refused("tls", protocol, tls_context(self.pki.ca_cert))
+        after = self.connect("tls", protocol, tls_context(self.pki.other_ca_cert))
+        after.publish(topic, b"after the reload", qos=1)
+        message = before.next_message()
+        self.assertEqual((message.topic, message.payload), (topic, b"after the reload"),
+                         "the connection from before the reload still receives")
 
     def test_mosquitto_clients_with_cafile(self):
         port = self.broker.ports["tls"]
