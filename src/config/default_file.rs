@@ -27,7 +27,8 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). 
 #   cert_file = "server.pem"      PEM server certificate chain, leaf first (required)
 #   key_file = "server.key"       PEM private key (required)
 #   ca_file = "ca.pem"            PEM CAs that sign client certificates (default: none)
-#   require_certificate = false   refuse clients without a certificate signed by ca_file
+#   require_certificate = false   ask for a client certificate signed by ca_file, refuse clients without one
+#                                 (false: none is asked for, as in Mosquitto)
 #   use_identity_as_username = false  the certificate's Common Name becomes the MQTT username
 #   [listeners.auth]              overrides of [auth] for this listener; unset = inherit
 #   allow_anonymous = false

@@ -113,7 +113,17 @@ fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsE
         None if settings.require_certificate => return Err(TlsError::NeedsCaFile("require_certificate")),
         None if settings.use_identity_as_username => return Err(TlsError::NeedsCaFile("use_identity_as_username")),
         None => builder.with_no_client_auth(),
-        Some(ca_file) => builder.with_client_cert_verifier(client_verifier(settings, ca_file, provider)?),
+        Some(ca_file) if settings.require_certificate => {
+            builder.with_client_cert_verifier(client_verifier(ca_file, provider)?)
+        }
+        // As Mosquitto: without `require_certificate` no certificate is asked for. An optional request
+        // is not harmless: a browser asked for one prompts the user (headless Chromium cancels the
+        // WebSocket), and a certificate nobody requires would authenticate no one. The file is still
+        // read, so a bad `ca_file` is an error at start rather than on the day it is required.
+        Some(ca_file) => {
+            client_verifier(ca_file, provider)?;
+            builder.with_no_client_auth()
+        }
     };
     let config = builder.with_single_cert(chain, key).map_err(|error| match error {
         rustls::Error::InconsistentKeys(_) => {
@@ -134,7 +144,6 @@ fn build_server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsE
 }
 
 fn client_verifier(
-    settings: &TlsSettings,
     ca_file: &Path,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
@@ -146,9 +155,8 @@ fn client_verifier(
             reason: error.to_string(),
         })?;
     }
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let builder = if settings.require_certificate { builder } else { builder.allow_unauthenticated() };
-    builder.build().map_err(|error| TlsError::BadCertificate {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build().map_err(|error| TlsError::BadCertificate {
         setting: "ca_file",
         path: ca_file.to_path_buf(),
         reason: error.to_string(),

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from test_paho import SILENCE_SECS, unique
-from transport_broker import WEBSOCKET_PATH, TransportBroker, shardmq_known_gap
+from transport_broker import WEBSOCKET_PATH, TransportBroker
 from transport_browser import Chromium, PageServer, artifacts_dir
 from transport_certs import PkiTestCase
 from transport_cli import MosquittoSub, mosquitto_pub
@@ -79,13 +79,11 @@ class BrowserTest(PkiTestCase):
             with self.subTest(version=version):
                 self.check_round_trip("ws", version)
 
-    @shardmq_known_gap("Chromium closes wss right after the TLS handshake with shardmq (paho wss works); not found yet")
     def test_mqtt_js_over_wss_trusting_the_test_ca(self):
         for version in VERSIONS:
             with self.subTest(version=version):
                 self.check_round_trip("wss", version)
 
-    @shardmq_known_gap("Chromium closes wss right after the TLS handshake with shardmq (paho wss works); not found yet")
     def test_chromium_without_the_test_ca_refuses_wss(self):
         untrusting = Chromium(trust_ca=None)
         try:

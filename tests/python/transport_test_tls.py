@@ -13,7 +13,7 @@ import ssl
 import unittest
 
 from test_paho import VERSIONS, unique
-from transport_broker import TransportBroker, shardmq_known_gap
+from transport_broker import TransportBroker
 from transport_certs import CLIENT_USER, PkiTestCase, make_server_cert
 from transport_cli import MosquittoSub, mosquitto_pub
 from transport_paho import TransportClient, connect_outcome, tls_context
