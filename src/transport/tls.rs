@@ -155,11 +155,8 @@ fn client_verifier(
             reason: error.to_string(),
         })?;
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build().map_err(|error| TlsError::BadCertificate {
-        setting: "ca_file",
-        path: ca_file.to_path_buf(),
-        reason: error.to_string(),
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|error| {
+        TlsError::BadCertificate { setting: "ca_file", path: ca_file.to_path_buf(), reason: error.to_string() }
     })
 }
 
