@@ -9,6 +9,7 @@ use crate::client_shape::ClientShape;
 use crate::engine::EngineSettings;
 use crate::plan::{PlanOptions, Scenario};
 use crate::stamp::STAMP_BYTES;
+use crate::transport::TransportKind;
 
 #[derive(Parser)]
 #[command(name = "loadgen", version, about = "Open-loop MQTT load generator with HdrHistogram latency")]
@@ -160,6 +161,16 @@ pub struct RunArgs {
     /// sends it after a wake-up through its socket pair: ~0.1-1 ms). 0 = in the same turn.
     #[arg(long, default_value_t = 0)]
     pub ack_delay_us: u64,
+    /// What the MQTT bytes travel in: plain `tcp`, `tls`, `ws` (WebSocket, one masked binary frame per
+    /// write, as MQTT.js) or `wss`. Point `--port` at the broker's listener for it.
+    #[arg(long, value_enum, default_value_t = TransportKind::Tcp)]
+    pub transport: TransportKind,
+    /// PEM CA the broker's certificate must verify against, for the name `localhost` (tls, wss).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Request path of the WebSocket upgrade (ws, wss).
+    #[arg(long, default_value = "/mqtt")]
+    pub websocket_path: String,
 }
 
 impl RunArgs {
@@ -255,6 +266,9 @@ impl RunArgs {
             probe_ns: if probe { (self.probe * 1e9) as u64 } else { 0 },
             client_shape: self.client_shape,
             ack_delay_ns: self.ack_delay_us * 1000,
+            transport: self.transport,
+            ca_file: self.ca_file.clone(),
+            websocket_path: self.websocket_path.clone(),
         }
     }
 }

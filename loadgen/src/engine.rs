@@ -27,6 +27,7 @@ use crate::progress::Progress;
 use crate::sequence::{Arrival, SequenceTracker};
 use crate::stamp::Stamp;
 use crate::timer::TimerFd;
+use crate::transport::{Layer, LayerFactory, TransportKind};
 
 /// Value of the start signal that tells a waiting engine to disconnect and give up.
 pub const GO_ABORT: u64 = u64::MAX;
@@ -78,6 +79,14 @@ pub struct EngineSettings {
     /// How long after its PUBLISH arrived an ack is sent (0 = in the same turn).
     #[serde(default)]
     pub ack_delay_ns: u64,
+    /// What the MQTT bytes travel in (`--transport`).
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// The CA the broker's certificate verifies against (TLS kinds).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub websocket_path: String,
 }
 
 /// What one connection does.
@@ -227,6 +236,9 @@ enum Due {
 struct Conn {
     spec: ConnSpec,
     stream: Option<TcpStream>,
+    /// TLS / WebSocket state (None for plain TCP), and the socket bytes it produced not yet written.
+    layer: Option<Box<Layer>>,
+    wire: BytesMut,
     state: State,
     /// Bytes of a packet not yet complete.
     partial: BytesMut,
@@ -260,6 +272,8 @@ impl Conn {
         Conn {
             spec,
             stream: None,
+            layer: None,
+            wire: BytesMut::new(),
             state: State::NotStarted,
             partial: BytesMut::new(),
             out: BytesMut::new(),
@@ -280,7 +294,7 @@ impl Conn {
     }
 
     fn queued_bytes(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.wire.len()
     }
 }
 
@@ -296,6 +310,7 @@ struct Timeline {
 
 pub struct Engine {
     settings: EngineSettings,
+    layers: LayerFactory,
     version: ProtocolVersion,
     qos: QoS,
     poll: Poll,
@@ -328,7 +343,10 @@ impl Engine {
     pub fn new(settings: EngineSettings, specs: Vec<ConnSpec>, progress: Arc<Progress>) -> io::Result<Engine> {
         let poll = Poll::new()?;
         let timer = TimerFd::new(poll.registry(), TIMER_TOKEN)?;
+        let layers = LayerFactory::new(settings.transport, settings.ca_file.as_deref(), &settings.websocket_path)
+            .map_err(io::Error::other)?;
         Ok(Engine {
+            layers,
             version: packets::protocol_version(settings.mqtt_level),
             qos: packets::qos(settings.qos),
             settings,
@@ -468,6 +486,7 @@ impl Engine {
             conn.retries = 0;
             conn.partial.clear();
             conn.out.clear();
+            conn.wire.clear();
             conn.inflight = 0;
             conn.waiting_for_room = false;
         }
@@ -602,8 +621,11 @@ impl Engine {
         let broker = self.settings.broker;
         let stream = open_socket(broker, self.settings.source_ip, self.settings.client_shape)
             .map_err(|err| connect_error_text(broker, &err))?;
+        let layer = self.layers.layer(index as u64 ^ now_ns())?;
         let conn = &mut self.conns[index];
         conn.stream = Some(stream);
+        conn.layer = layer;
+        conn.wire.clear();
         conn.state = State::TcpConnecting;
         // A retried storm attempt keeps its first start: CONNACK latency includes the refusals.
         if conn.retries == 0 {
@@ -682,7 +704,14 @@ impl Engine {
             let received_ns = now_ns();
             self.last_receive_ns = received_ns;
             let mut bytes = std::mem::take(&mut self.conns[index].partial);
-            bytes.extend_from_slice(&buffer[..read]);
+            let conn = &mut self.conns[index];
+            match conn.layer.as_mut() {
+                Some(layer) => {
+                    layer.receive(&buffer[..read], &mut bytes, &mut conn.wire)?;
+                    write_queued(conn.stream.as_mut(), None, &mut BytesMut::new(), &mut conn.wire)?;
+                }
+                None => bytes.extend_from_slice(&buffer[..read]),
+            }
             let handled = self.handle_packets(index, &mut bytes, received_ns);
             self.conns[index].partial = bytes;
             handled?;
@@ -737,7 +766,7 @@ impl Engine {
         if self.settings.client_shape.write_per_packet() {
             // The ack (if any) goes out now, alone, as paho's network loop sends it.
             let conn = &mut self.conns[index];
-            write_queued(conn.stream.as_mut(), &mut conn.out)?;
+            write_queued(conn.stream.as_mut(), conn.layer.as_deref_mut(), &mut conn.out, &mut conn.wire)?;
         }
         Ok(())
     }
@@ -865,7 +894,7 @@ impl Engine {
             let Some((_, encoded)) = conn.delayed_acks.pop_front() else { break };
             conn.out.extend_from_slice(&encoded);
             if per_packet {
-                write_queued(conn.stream.as_mut(), &mut conn.out)?;
+                write_queued(conn.stream.as_mut(), conn.layer.as_deref_mut(), &mut conn.out, &mut conn.wire)?;
             }
         }
         Ok(())
@@ -922,7 +951,7 @@ impl Engine {
             };
             packets::encode(&packets::publish(&topic, qos, packet_id, &stamp, payload_bytes), version, &mut conn.out)?;
             if per_packet {
-                write_queued(conn.stream.as_mut(), &mut conn.out)?;
+                write_queued(conn.stream.as_mut(), conn.layer.as_deref_mut(), &mut conn.out, &mut conn.wire)?;
             }
             conn.next_sequence += 1;
             self.counters.sent += 1;
@@ -949,7 +978,7 @@ impl Engine {
 
     fn flush(&mut self, index: usize) -> Result<(), String> {
         let conn = &mut self.conns[index];
-        write_queued(conn.stream.as_mut(), &mut conn.out)?;
+        write_queued(conn.stream.as_mut(), conn.layer.as_deref_mut(), &mut conn.out, &mut conn.wire)?;
         if conn.waiting_for_room && conn.queued_bytes() < OUT_BYTES_MAX / 2 && conn.state == State::Ready {
             self.publish_due(index, now_ns())?;
         }
@@ -973,6 +1002,7 @@ impl Engine {
             conn.retries += 1;
             conn.partial.clear();
             conn.out.clear();
+            conn.wire.clear();
             self.counters.reconnect_retries += 1;
             self.retry_queue.push(index);
             return;
@@ -988,7 +1018,7 @@ impl Engine {
                 let mut bytes = BytesMut::new();
                 let disconnect = Packet::Disconnect(Disconnect::default());
                 if conn.state == State::Ready && packets::encode(&disconnect, self.version, &mut bytes).is_ok() {
-                    let _ = stream.write(&bytes);
+                    let _ = write_queued(Some(&mut stream), conn.layer.as_deref_mut(), &mut bytes, &mut conn.wire);
                 }
                 let _ = self.poll.registry().deregister(&mut stream);
             }
@@ -1039,9 +1069,27 @@ impl Engine {
 }
 
 /// Writes a connection's queued bytes until done or the socket is full (the rest waits for writable).
-/// Takes the two fields, not the `Conn`, so callers may hold a borrow of its spec.
-fn write_queued(stream: Option<&mut TcpStream>, out: &mut BytesMut) -> Result<(), String> {
+/// With a layer, the MQTT bytes of `out` go through it into `wire`, which is what is written.
+/// Takes the fields, not the `Conn`, so callers may hold a borrow of its spec.
+fn write_queued(
+    stream: Option<&mut TcpStream>,
+    layer: Option<&mut Layer>,
+    out: &mut BytesMut,
+    wire: &mut BytesMut,
+) -> Result<(), String> {
     let Some(stream) = stream else { return Ok(()) };
+    let out = match layer {
+        Some(layer) => {
+            layer.send(out, wire)?;
+            wire
+        }
+        None if wire.is_empty() => out,
+        None => {
+            wire.extend_from_slice(out);
+            out.clear();
+            wire
+        }
+    };
     while !out.is_empty() {
         match stream.write(out) {
             Ok(written) => out.advance(written),

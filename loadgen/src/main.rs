@@ -17,6 +17,7 @@ mod sequence;
 mod stamp;
 mod summary;
 mod timer;
+mod transport;
 
 use clap::Parser;
 
