@@ -198,5 +198,25 @@ class TlsTest(PkiTestCase):
         self.check_round_trip("tls", VERSIONS["3.1.1"], tls_context(self.pki.ca_cert))
 
 
+    def test_a_tls_client_on_the_plain_port_is_closed_and_others_go_on(self):
+        # A ClientHello starts 0x16: to the MQTT codec a CONNECT with reserved flags set [MQTT-2.1.3-1], a
+        # malformed packet, so the connection is closed; the TLS client sees its handshake fail.
+        outcome = connect_outcome(self.broker.ports["mqtt"], VERSIONS["3.1.1"], tls_context(self.pki.ca_cert))
+        self.assertIn(outcome.kind, ("handshake", "closed"), f"{outcome}\nbroker log:\n{self.broker.broker_log()}")
+        self.check_round_trip("mqtt", VERSIONS["3.1.1"], None)
+
+    def test_a_tls_handshake_that_never_finishes_is_closed_by_the_connect_timeout(self):
+        if self.broker.kind != "shardmq":
+            self.skipTest("Mosquitto keeps a socket that never finishes its handshake")
+        # Half a ClientHello, then silence: the CONNECT timeout (10 s by default) ends it; the shard is not
+        # held meanwhile (a full round trip goes through while it waits).
+        with socket.create_connection(("127.0.0.1", self.broker.ports["tls"])) as stalled:
+            stalled.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]))
+            self.check_round_trip("tls", VERSIONS["5"], tls_context(self.pki.ca_cert))
+            started = time.monotonic()
+            data, how = read_until_closed(stalled, timeout=20)
+        self.assertIn(how, ("eof", "reset"), f"still open after 20 s; got {data!r}")
+        self.assertLess(time.monotonic() - started, 15)
+
 if __name__ == "__main__":
     unittest.main()

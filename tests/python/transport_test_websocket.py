@@ -10,6 +10,7 @@ which shows the frame is well formed apart from the missing mask. And Mosquitto 
 where shardmq serves only its listener's `websocket_path` and answers 404 elsewhere.
 """
 
+import os
 import re
 import socket
 import unittest
@@ -89,6 +90,17 @@ class WebSocketInputTest(PkiTestCase):
             self.assertTrue(data.startswith(b"HTTP/1.1 101 "), data)
         else:
             self.assertTrue(data.startswith(b"HTTP/1.1 404 "), f"upgrade on /not-mqtt: {data!r}")
+        self.assert_still_serving()
+
+    def test_a_frame_announcing_a_huge_payload_is_refused_without_waiting_for_it(self):
+        # A masked binary frame header announcing 2^40 bytes: the broker must refuse it from the header (close,
+        # with 1009 Message Too Big where it says why [RFC 6455 7.4.1]) rather than buffer towards it.
+        with self.upgraded() as raw:
+            raw.sendall(bytes([0x82, 0x80 | 127]) + (1 << 40).to_bytes(8, "big") + os.urandom(4) + b"x" * 1000)
+            data, how = read_until_closed(raw)
+        self.assertIn(how, ("eof", "reset"), f"connection left open; got {data!r}")
+        if data:
+            self.assertEqual(data[0], 0x88, f"only a close frame may come back: {data!r}")
         self.assert_still_serving()
 
     def test_masked_connect_frame_gets_connack(self):
