@@ -47,10 +47,55 @@ pub struct SimClient {
     pub conn: ConnId,
 }
 
+/// Mesh messages between in-process cores, oldest first: (from, to, message).
+pub type MeshQueue = VecDeque<(ShardId, ShardId, MeshMessage)>;
+
+/// The in-process interpreter of the cores' actions (the runtime's is `shard::event_loop`): runs every
+/// core's actions until nothing moves. A write or a close calls `output` with the core, shard, connection
+/// and whether it closes (it takes the frames); mesh messages go to their shard, or wait in `mesh` while
+/// `hold_mesh` (a slow mesh). Returns how many mesh messages were delivered.
+pub fn pump_cores(
+    cores: &mut [ShardCore],
+    mesh: &mut MeshQueue,
+    hold_mesh: bool,
+    now: Instant,
+    mut output: impl FnMut(&mut ShardCore, ShardId, ConnId, bool),
+) -> u64 {
+    let mut delivered = 0;
+    loop {
+        let mut moved = false;
+        for (shard, core) in cores.iter_mut().enumerate() {
+            while let Some(action) = core.poll_action() {
+                moved = true;
+                match action {
+                    Action::Write(conn) => output(core, shard, conn, false),
+                    Action::Close(conn) => output(core, shard, conn, true),
+                    Action::Mesh { to, msg } => mesh.push_back((shard, to, msg)),
+                }
+            }
+        }
+        if !hold_mesh {
+            while let Some((from, to, msg)) = mesh.pop_front() {
+                moved = true;
+                delivered += 1;
+                cores[to].handle_mesh(from, msg, now);
+            }
+        }
+        if !moved {
+            return delivered;
+        }
+    }
+}
+
 /// Several shard cores in one thread, with the mesh between them carried by `pump`.
 pub struct SimCluster {
     cores: Vec<ShardCore>,
-    mesh: VecDeque<(ShardId, ShardId, MeshMessage)>,
+    mesh: MeshQueue,
+    output: SimOutput,
+}
+
+/// What the simulated clients were sent, and how it is looked at.
+struct SimOutput {
     version: ProtocolVersion,
     mode: OutputMode,
     frames: Vec<Bytes>,
@@ -63,19 +108,13 @@ impl SimCluster {
     pub fn new(shard_count: usize, settings: BrokerSettings, version: ProtocolVersion, mode: OutputMode) -> SimCluster {
         let settings = Rc::new(settings);
         let cores = (0..shard_count).map(|shard| ShardCore::new(shard, shard_count, settings.clone())).collect();
-        SimCluster {
-            cores,
-            mesh: VecDeque::new(),
-            version,
-            mode,
-            frames: Vec::new(),
-            decode_buf: BytesMut::new(),
-            counts: SimCounts::default(),
-        }
+        let output =
+            SimOutput { version, mode, frames: Vec::new(), decode_buf: BytesMut::new(), counts: SimCounts::default() };
+        SimCluster { cores, mesh: VecDeque::new(), output }
     }
 
     pub fn counts(&self) -> &SimCounts {
-        &self.counts
+        &self.output.counts
     }
 
     pub fn cores(&self) -> &[ShardCore] {
@@ -87,7 +126,7 @@ impl SimCluster {
         let shard = home_shard(client_id, self.cores.len());
         let conn = self.cores[shard].open_connection(now, crate::broker::ListenerId(0));
         let connect = Connect {
-            version: self.version,
+            version: self.output.version,
             clean_start: true,
             keep_alive_secs,
             client_id: ByteStr::from(client_id),
@@ -124,39 +163,19 @@ impl SimCluster {
 
     /// Runs every core's actions until nothing is left: writes are counted, mesh messages delivered.
     pub fn pump(&mut self, now: Instant) {
-        loop {
-            let mut progressed = false;
-            for shard in 0..self.cores.len() {
-                while let Some(action) = self.cores[shard].poll_action() {
-                    progressed = true;
-                    self.apply(shard, action);
-                }
-            }
-            while let Some((from, to, msg)) = self.mesh.pop_front() {
-                progressed = true;
-                self.counts.mesh_messages += 1;
-                self.cores[to].handle_mesh(from, msg, now);
-            }
-            if !progressed {
-                return;
-            }
-        }
+        let output = &mut self.output;
+        let delivered = pump_cores(&mut self.cores, &mut self.mesh, false, now, |core, _shard, conn, close| {
+            output.take_frames(core, conn);
+            output.counts.closes += u64::from(close);
+        });
+        self.output.counts.mesh_messages += delivered;
     }
+}
 
-    fn apply(&mut self, shard: ShardId, action: Action) {
-        match action {
-            Action::Write(conn) => self.take_frames(shard, conn),
-            Action::Close(conn) => {
-                self.take_frames(shard, conn);
-                self.counts.closes += 1;
-            }
-            Action::Mesh { to, msg } => self.mesh.push_back((shard, to, msg)),
-        }
-    }
-
-    fn take_frames(&mut self, shard: ShardId, conn: ConnId) {
+impl SimOutput {
+    fn take_frames(&mut self, core: &mut ShardCore, conn: ConnId) {
         self.frames.clear();
-        self.cores[shard].take_output(conn, &mut self.frames);
+        core.take_output(conn, &mut self.frames);
         for frame in &self.frames {
             self.counts.frames += 1;
             self.counts.bytes += frame.len() as u64;

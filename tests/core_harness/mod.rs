@@ -9,11 +9,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use shardmq::broker::{home_shard, Action, BrokerSettings, ConnId, MeshMessage, ShardCore};
+use shardmq::broker::{home_shard, BrokerSettings, ConnId, ShardCore};
 use shardmq::protocol::{
     decode_packet, encode_packet, ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, Publish,
     QoS, Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
+use shardmq::sim::{pump_cores, MeshQueue};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Client {
@@ -34,7 +35,7 @@ pub struct Broker {
     clients: HashMap<Client, ClientState>,
     /// While set, mesh messages wait here instead of reaching their shard (a slow mesh).
     mesh_paused: bool,
-    mesh_waiting: Vec<(usize, usize, MeshMessage)>,
+    mesh_waiting: MeshQueue,
 }
 
 impl Broker {
@@ -45,7 +46,13 @@ impl Broker {
     pub fn with_settings(shard_count: usize, settings: BrokerSettings) -> Broker {
         let settings = Rc::new(settings);
         let shards = (0..shard_count).map(|shard| ShardCore::new(shard, shard_count, Rc::clone(&settings))).collect();
-        Broker { shards, now: Instant::now(), clients: HashMap::new(), mesh_paused: false, mesh_waiting: Vec::new() }
+        Broker {
+            shards,
+            now: Instant::now(),
+            clients: HashMap::new(),
+            mesh_paused: false,
+            mesh_waiting: MeshQueue::new(),
+        }
     }
 
     /// The shard a client id lives on (where the runtime would move its connection).
@@ -133,48 +140,28 @@ impl Broker {
         self.clients[&client].closed
     }
 
-    /// Runs every shard's actions, passing mesh messages, until nothing moves.
+    /// Runs every shard's actions, passing mesh messages (unless paused), until nothing moves.
     fn pump(&mut self) {
-        loop {
-            let mut mesh: Vec<(usize, usize, MeshMessage)> = Vec::new();
-            let mut moved = false;
-            for shard in 0..self.shards.len() {
-                while let Some(action) = self.shards[shard].poll_action() {
-                    moved = true;
-                    match action {
-                        Action::Write(conn) => self.collect(Client { shard, conn }, false),
-                        Action::Close(conn) => self.collect(Client { shard, conn }, true),
-                        Action::Mesh { to, msg } => mesh.push((shard, to, msg)),
-                    }
-                }
-            }
-            self.mesh_waiting.extend(mesh);
-            if !self.mesh_paused {
-                for (from, to, msg) in std::mem::take(&mut self.mesh_waiting) {
-                    moved = true;
-                    self.shards[to].handle_mesh(from, msg, self.now);
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
+        let clients = &mut self.clients;
+        pump_cores(&mut self.shards, &mut self.mesh_waiting, self.mesh_paused, self.now, |core, shard, conn, close| {
+            collect(clients, core, Client { shard, conn }, close)
+        });
     }
+}
 
-    fn collect(&mut self, client: Client, close: bool) {
-        let mut frames: Vec<Bytes> = Vec::new();
-        self.shards[client.shard].take_output(client.conn, &mut frames);
-        let state = self.clients.get_mut(&client).expect("known client");
-        assert!(!state.closed || frames.is_empty(), "frames for a closed connection");
-        for frame in frames {
-            state.inbox.extend_from_slice(&frame);
-        }
-        while let Some(packet) = decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes")
-        {
-            state.received.push_back(packet);
-        }
-        state.closed |= close;
+/// Takes what the core wrote to `client` and decodes it as the client would.
+fn collect(clients: &mut HashMap<Client, ClientState>, core: &mut ShardCore, client: Client, close: bool) {
+    let mut frames: Vec<Bytes> = Vec::new();
+    core.take_output(client.conn, &mut frames);
+    let state = clients.get_mut(&client).expect("known client");
+    assert!(!state.closed || frames.is_empty(), "frames for a closed connection");
+    for frame in frames {
+        state.inbox.extend_from_slice(&frame);
     }
+    while let Some(packet) = decode_packet(&mut state.inbox, state.version, u32::MAX).expect("server frame decodes") {
+        state.received.push_back(packet);
+    }
+    state.closed |= close;
 }
 
 pub fn connect(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
