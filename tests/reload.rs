@@ -79,7 +79,7 @@ fn hang_up(broker: &Broker, what: &str) -> String {
     broker
         .wait_for_log_line(LOG_WAIT, |_| broker_log_count(broker, what) > already)
         .unwrap_or_else(|| panic!("no reload line containing {what:?} after SIGHUP; log:\n{}", broker.log()));
-    broker.log().lines().filter(|line| line.contains(what)).last().unwrap_or_default().to_string()
+    broker.log().lines().rfind(|line| line.contains(what)).unwrap_or_default().to_string()
 }
 
 fn broker_log_count(broker: &Broker, what: &str) -> usize {

@@ -200,7 +200,7 @@ impl RunArgs {
         if self.payload_bytes < STAMP_BYTES {
             return Err(format!("--payload-bytes must be at least {STAMP_BYTES} (the send stamp)"));
         }
-        if !matches!(self.mqtt_version, 3 | 4 | 5) {
+        if !matches!(self.mqtt_version, 3..=5) {
             return Err("--mqtt-version must be 3 (3.1.1) or 5".into());
         }
         if self.threads == 0 || self.workers == 0 || self.workers > 250 {

@@ -109,7 +109,7 @@ pub fn to_hex(histogram: &Histogram<u64>) -> String {
 }
 
 pub fn from_hex(text: &str) -> Result<Histogram<u64>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("odd-length histogram hex".into());
     }
     let bytes = (0..text.len())

@@ -48,7 +48,7 @@ pub fn connect(
 /// One SUBSCRIBE carrying every filter, all at `qos`.
 pub fn subscribe(filters: &[String], qos: QoS) -> Packet {
     let options = SubscriptionOptions { qos, ..SubscriptionOptions::default() };
-    let filters = filters.iter().map(|filter| (ByteStr::from(filter.as_str()), options.clone())).collect();
+    let filters = filters.iter().map(|filter| (ByteStr::from(filter.as_str()), options)).collect();
     Packet::Subscribe(Subscribe { packet_id: 1, filters, properties: Properties::default() })
 }
 

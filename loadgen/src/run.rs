@@ -160,6 +160,8 @@ impl PortableReport {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// One line per worker process per phase: the large report is read once, boxing it saves nothing.
+#[allow(clippy::large_enum_variant)]
 enum WorkerLine {
     Ready(Result<(), String>),
     Progress { sent: u64, delivered: u64, p99_us: u64 },

@@ -71,7 +71,9 @@ impl ShardSet {
 #[derive(Default, Debug)]
 pub struct FilterInterest {
     shards: ShardSet,
-    /// Shared-subscription groups of this filter; boxed because most filters have none.
+    /// Shared-subscription groups of this filter; boxed because most filters have none (8 bytes here
+    /// instead of a `Vec`'s 24, in every filter's entry).
+    #[allow(clippy::box_collection)]
     groups: Option<Box<Vec<GroupInterest>>>,
 }
 

@@ -27,7 +27,9 @@ type SubscriberList = SmallVec<[Subscriber; 1]>;
 #[derive(Default, Debug)]
 pub struct FilterSubscribers {
     subscribers: SubscriberList,
-    /// Shared-subscription groups of this filter; boxed because most filters have none.
+    /// Shared-subscription groups of this filter; boxed because most filters have none (8 bytes here
+    /// instead of a `Vec`'s 24, in every filter's entry).
+    #[allow(clippy::box_collection)]
     groups: Option<Box<Vec<SharedGroup>>>,
 }
 

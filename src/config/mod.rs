@@ -147,7 +147,7 @@ impl Config {
     pub fn compile_validation(&mut self) -> Result<(), ConfigError> {
         let rules = crate::validation::RuleSet::compile(&self.validation)
             .map_err(|err| ConfigError::Invalid { field: "validation", reason: err.to_string() })?;
-        self.mqtt.validation_rules = (rules.len() > 0).then(|| std::sync::Arc::new(rules));
+        self.mqtt.validation_rules = (!rules.is_empty()).then(|| std::sync::Arc::new(rules));
         Ok(())
     }
 

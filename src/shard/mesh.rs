@@ -98,9 +98,12 @@ impl ShardWake {
 }
 
 /// Every queue and wake-up handle of the mesh, built on the main thread before the shards start.
+/// One direction of the mesh: batches from one shard to another.
+type Queue<T> = Arc<ArrayQueue<Vec<T>>>;
+
 pub struct Mesh<T> {
     /// `queues[from][to]` (None where from == to).
-    queues: Vec<Vec<Option<Arc<ArrayQueue<Vec<T>>>>>>,
+    queues: Vec<Vec<Option<Queue<T>>>>,
     wakes: Arc<[ShardWake]>,
 }
 
@@ -137,8 +140,8 @@ impl<T> Mesh<T> {
 /// One shard's ends of the mesh.
 pub struct MeshLinks<T> {
     shard: ShardIndex,
-    outgoing: Vec<Option<Arc<ArrayQueue<Vec<T>>>>>,
-    incoming: Vec<(ShardIndex, Arc<ArrayQueue<Vec<T>>>)>,
+    outgoing: Vec<Option<Queue<T>>>,
+    incoming: Vec<(ShardIndex, Queue<T>)>,
     wakes: Arc<[ShardWake]>,
     /// Destinations that got a batch since the last `ring_doorbells`.
     pending_doorbells: Vec<bool>,

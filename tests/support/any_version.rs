@@ -78,6 +78,7 @@ impl ClientOptions {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // a handful per test, on the stack
 pub enum Client {
     V4(V4Client),
     V5(V5Client),

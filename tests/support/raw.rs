@@ -90,6 +90,7 @@ impl PacketFields for Packet {
 
 /// What reading from the broker gave.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned and matched at once
 pub enum Received {
     Packet(Packet),
     /// EOF or connection reset.
