@@ -116,6 +116,15 @@ impl TokenGrant {
     }
 }
 
+/// Two grants are the same token when their ids are equal (ids are random and never reused).
+impl PartialEq for TokenGrant {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for TokenGrant {}
+
 /// Whether every topic that `inner` matches is also matched by `outer` (both valid filters).
 pub fn filter_covers(outer: &str, inner: &str) -> bool {
     if outer.starts_with(['+', '#']) && inner.starts_with('$') {
@@ -474,7 +483,10 @@ mod tests {
         assert!(matches!(store.create(vec![], ttl, None, now), Err(TokenError::RuleCount)));
         let err = store.create(vec![rule("a/#/b", true, false)], ttl, None, now).unwrap_err();
         assert!(err.to_string().contains("a/#/b"), "{err}");
-        assert!(matches!(store.create(vec![rule("a", false, false)], ttl, None, now), Err(TokenError::NoActions { .. })));
+        assert!(matches!(
+            store.create(vec![rule("a", false, false)], ttl, None, now),
+            Err(TokenError::NoActions { .. })
+        ));
         assert!(store.create(vec![rule("$share/g/a", true, false)], ttl, None, now).is_err());
         assert!(store.list().is_empty());
     }

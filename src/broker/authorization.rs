@@ -27,7 +27,10 @@ const NOT_AUTHORIZED_TEXT: &str = "not authorized";
 /// What the CONNECT check decided.
 pub(super) enum Login {
     /// `token`: logged in with this API token; `username` is then `token:{id}` (never the secret).
-    Accepted { username: Option<String>, token: Option<Arc<TokenGrant>> },
+    Accepted {
+        username: Option<String>,
+        token: Option<Arc<TokenGrant>>,
+    },
     Refused,
 }
 

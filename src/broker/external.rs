@@ -95,20 +95,52 @@ pub struct RetainedSummary {
 }
 
 impl ShardCore {
-    /// Publishes a message from the API on this shard: the broker's limits (topic, QoS, retain, payload
-    /// format), then the `[[validation]]` rules (a `reject` or `disconnect` rule refuses it, a `divert` rule
-    /// routes it to its divert topic), then the same routing as a client's PUBLISH. On any error nothing
-    /// is routed.
+    /// Publishes messages from the API on this shard, all or none: each must pass the broker's limits
+    /// (topic, QoS, retain, payload format) and the `[[validation]]` rules (a `reject` or `disconnect`
+    /// rule refuses it, a `divert` rule sends it to its divert topic) before any is routed, the same way
+    /// as a client's PUBLISH after its own checks. The first refusal, with its index, when one fails.
+    pub fn publish_external_batch(
+        &mut self,
+        messages: Vec<ExternalPublish>,
+        now: Instant,
+    ) -> Result<Vec<ExternalPublished>, (usize, ExternalPublishError)> {
+        let mut prepared = Vec::with_capacity(messages.len());
+        for (index, publish) in messages.into_iter().enumerate() {
+            prepared.push(self.prepare_external(publish, now).map_err(|err| (index, err))?);
+        }
+        Ok(prepared
+            .into_iter()
+            .map(|(message, diverted_to)| ExternalPublished {
+                matched: self.route_published(message, now),
+                diverted_to,
+            })
+            .collect())
+    }
+
+    /// One API publish: `publish_external_batch` of one message.
     pub fn publish_external(
         &mut self,
         publish: ExternalPublish,
         now: Instant,
     ) -> Result<ExternalPublished, ExternalPublishError> {
-        if validate_topic_name(&publish.topic).is_err() || publish.topic.starts_with("$share/") {
+        let mut published = self.publish_external_batch(vec![publish], now).map_err(|(_, err)| err)?;
+        Ok(published.pop().expect("one message in, one result out"))
+    }
+
+    /// The checks of an API publish; the message to route and, when diverted, where to.
+    fn prepare_external(
+        &mut self,
+        publish: ExternalPublish,
+        now: Instant,
+    ) -> Result<(Arc<Message>, Option<String>), ExternalPublishError> {
+        if validate_topic_name(&publish.topic).is_err() {
             return Err(ExternalPublishError::TopicInvalid);
         }
         if publish.qos as u8 > self.settings.max_qos {
-            return Err(ExternalPublishError::QosNotSupported { qos: publish.qos as u8, max_qos: self.settings.max_qos });
+            return Err(ExternalPublishError::QosNotSupported {
+                qos: publish.qos as u8,
+                max_qos: self.settings.max_qos,
+            });
         }
         if publish.retain && !self.settings.retain_available {
             return Err(ExternalPublishError::RetainNotSupported);
@@ -134,8 +166,7 @@ impl ShardCore {
         let message =
             Message::new(topic, payload, qos, retain, owned_forwarded_properties(&properties), expires_at, origin)
                 .map_err(|err| ExternalPublishError::Encode(err.to_string()))?;
-        let matched = self.route_published(message, now);
-        Ok(ExternalPublished { matched, diverted_to })
+        Ok((message, diverted_to))
     }
 
     /// The validation rules over an API publish: the message to route and, when diverted, where to.
@@ -163,7 +194,8 @@ impl ShardCore {
 
     /// The clients connected to this shard, by client id.
     pub fn connected_clients(&self) -> Vec<ClientSummary> {
-        let mut clients: Vec<ClientSummary> = self.connections.ids().filter_map(|conn| self.client_summary(conn)).collect();
+        let mut clients: Vec<ClientSummary> =
+            self.connections.ids().filter_map(|conn| self.client_summary(conn)).collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         clients
     }
@@ -191,7 +223,8 @@ impl ShardCore {
     /// its expiry interval says, and its will is published as for any server-side close. Whether it was
     /// connected here.
     pub fn kick_client(&mut self, client_id: &str, now: Instant) -> bool {
-        let Some(conn) = self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).and_then(|s| s.conn)
+        else {
             return false;
         };
         info!(shard = self.shard, %client_id, "client kicked through the HTTP API");

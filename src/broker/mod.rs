@@ -48,10 +48,10 @@ mod validation;
 mod will;
 
 pub use self::core::ShardCore;
+pub use crate::auth::ListenerId;
 pub use external::{
     ClientSummary, ExternalPublish, ExternalPublishError, ExternalPublished, RetainedSummary, SessionSummary,
 };
-pub use crate::auth::ListenerId;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};
