@@ -37,7 +37,9 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
-    let result = shardmq::shard::run(config, |listeners, _control| {
+    let http = config.http.clone();
+    let tokens = config.mqtt.access.tokens().cloned();
+    let result = shardmq::shard::run(config, |listeners, control| {
         let mut stdout = std::io::stdout().lock();
         // The first line is the first listener as it always was (scripts read its port); others say
         // what they serve.
@@ -47,6 +49,17 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
                 _ => writeln!(stdout, "shardmq listening on {} ({})", listener.addr, listener.transport.as_str()),
             };
             tracing::info!(addr = %listener.addr, transport = listener.transport.as_str(), "listening");
+        }
+        match shardmq::http::start(&http, tokens, control) {
+            Ok(Some(addr)) => {
+                let _ = writeln!(stdout, "shardmq listening on {addr} (http)");
+                tracing::info!(%addr, "HTTP API listening");
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!("cannot start the HTTP API: {err}; stopping");
+                control.stop_all();
+            }
         }
         let _ = stdout.flush();
         tracing::info!("all shards accepting");

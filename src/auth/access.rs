@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::acl_file::{AclFile, AclFileError, AclSubject};
 use super::method::AuthFailure;
 use super::password_file::{PasswordFile, PasswordFileError, PasswordHash};
+use super::token::{TokenGrant, TokenStore, TOKEN_PREFIX};
 
 /// The listener a connection arrived on: the index into the configured listeners.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +71,9 @@ pub enum AuthDecision {
     Refuse(AuthFailure),
     /// The answer comes later (asynchronous hooks; none exist yet).
     Pending,
+    /// Connect as the holder of this API token (`crate::auth::token`): its ACL, and only its ACL, decides
+    /// what the client may do, on every listener.
+    Token(Arc<TokenGrant>),
 }
 
 /// Decides CONNECTs. Synchronous today; see [`AuthDecision::Pending`].
@@ -204,6 +208,8 @@ pub struct AccessControl {
     settings: Vec<AuthSettings>,
     /// Some listener has an authorizer: when false, the core skips every check.
     any_authorizer: bool,
+    /// API tokens (`[http]`), accepted on every listener before its own authenticator is asked.
+    tokens: Option<Arc<TokenStore>>,
 }
 
 /// Two access controls are equal when they were loaded from the same settings (for comparing configs).
@@ -254,7 +260,18 @@ impl AccessControl {
 
     fn from_parts(listeners: Vec<ListenerAccess>, settings: Vec<AuthSettings>) -> AccessControl {
         let any_authorizer = listeners.iter().any(|listener| listener.authorizer.is_some());
-        AccessControl { listeners, settings, any_authorizer }
+        AccessControl { listeners, settings, any_authorizer, tokens: None }
+    }
+
+    /// The same access control that also accepts the store's tokens as credentials.
+    pub fn with_tokens(mut self, tokens: Arc<TokenStore>) -> AccessControl {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The API token store, when the HTTP API is configured.
+    pub fn tokens(&self) -> Option<&Arc<TokenStore>> {
+        self.tokens.as_ref()
     }
 
     /// Re-reads the same files into a new value; on error (naming file:line) the caller keeps `self`.
@@ -262,7 +279,9 @@ impl AccessControl {
         if self.settings.is_empty() {
             return Ok(self.clone());
         }
-        AccessControl::load(&self.settings)
+        let reloaded = AccessControl::load(&self.settings)?;
+        // Tokens live in their own store (changed through the API), not in the files a reload re-reads.
+        Ok(AccessControl { tokens: self.tokens.clone(), ..reloaded })
     }
 
     /// The listener's hooks; an id beyond the configured listeners gets the first listener's.
@@ -275,7 +294,18 @@ impl AccessControl {
         self.any_authorizer
     }
 
+    /// An API token (as the User Name with an empty password, or as the Password) decides first; other
+    /// credentials go to the listener's authenticator. Credentials shaped like a token that name no live
+    /// token are refused rather than passed on, so a revoked token never logs in as a plain user name.
     pub fn authenticate(&self, request: &ConnectRequest<'_>) -> AuthDecision {
+        if let Some(tokens) = &self.tokens {
+            if let Some(presented) = presented_token(request) {
+                return match tokens.find(presented) {
+                    Some(grant) => AuthDecision::Token(grant),
+                    None => AuthDecision::Refuse(AuthFailure::bad_credentials("unknown, expired or revoked token")),
+                };
+            }
+        }
         self.listener(request.listener).authenticator.authenticate(request)
     }
 
@@ -305,6 +335,17 @@ impl fmt::Debug for AccessControl {
             .field("settings", &self.settings)
             .finish()
     }
+}
+
+/// The token a CONNECT presents: the Password when it looks like a token, else the User Name when it
+/// looks like one and the password is empty or absent.
+fn presented_token<'a>(request: &ConnectRequest<'a>) -> Option<&'a [u8]> {
+    let prefix = TOKEN_PREFIX.as_bytes();
+    if let Some(password) = request.password.filter(|password| password.starts_with(prefix)) {
+        return Some(password);
+    }
+    let username = request.username.filter(|username| username.starts_with(TOKEN_PREFIX))?;
+    request.password.is_none_or(<[u8]>::is_empty).then_some(username.as_bytes())
 }
 
 fn load_once<T, E>(

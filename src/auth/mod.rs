@@ -8,6 +8,8 @@
 //!   ACL file, read unchanged; `passwd`: the `shardmq passwd` command (like `mosquitto_passwd`).
 //! - `method`: MQTT 5 enhanced authentication: the `AuthMethod` trait (one per Authentication Method
 //!   name), the per-connection `AuthExchange` state machine, and the `AuthMethods` registry.
+//! - `token`: scoped tokens with a lifetime made through the HTTP API (`TokenStore`, `TokenGrant`), accepted
+//!   as MQTT credentials on every listener; stored hashed in a JSON file.
 //! - `credentials`: the `CredentialStore` trait and the SCRAM users of the config (keys derived once);
 //!   `scram`: SCRAM-SHA-256 (RFC 5802 + RFC 7677), the built-in method.
 //!
@@ -21,6 +23,7 @@ mod method;
 pub mod passwd;
 mod password_file;
 mod scram;
+mod token;
 
 pub use access::{
     AccessControl, AuthDecision, AuthLoadError, AuthSettings, Authenticator, Authorizer, ClientIdentity,
@@ -33,3 +36,4 @@ pub use credentials::{
 pub use method::{AuthExchange, AuthFailure, AuthMethod, AuthMethods, Authenticated, FailureKind, Step};
 pub use password_file::{PasswordFile, PasswordFileError, PasswordHash, PBKDF2_ITERATIONS, SALT_BYTES};
 pub use scram::{ScramSha256, SCRAM_SHA_256};
+pub use token::{filter_covers, unix_secs, TokenEnd, TokenError, TokenGrant, TokenRule, TokenStore, TOKEN_PREFIX};

@@ -2,7 +2,8 @@
 //! allow_anonymous), and publish (also wills), subscribe and delivery checks against the listener's
 //! authorizer (ACL file). A session remembers the user name and listener of its last connection, so
 //! deliveries to it, and its will, are checked as that client also while it is offline. With no
-//! authorizer configured no check runs at all.
+//! authorizer configured no check runs at all. A client that logged in with an API token is checked against
+//! that token's grant alone (also while offline, until the session ends).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,9 @@ use super::handle::Refusal;
 use super::lifecycle::CloseReason;
 use super::message::ConnId;
 use super::session::SessionKey;
-use crate::auth::{AccessControl, AuthDecision, AuthFailure, ClientIdentity, ConnectRequest, FailureKind, ListenerId};
+use crate::auth::{
+    AccessControl, AuthDecision, AuthFailure, ClientIdentity, ConnectRequest, FailureKind, ListenerId, TokenGrant,
+};
 use crate::protocol::{ByteStr, Connect, ReasonCode};
 
 /// The Reason String a refused login gets: never the detail (it would tell which user names exist).
@@ -23,7 +26,11 @@ const NOT_AUTHORIZED_TEXT: &str = "not authorized";
 
 /// What the CONNECT check decided.
 pub(super) enum Login {
-    Accepted { username: Option<String> },
+    /// `token`: logged in with this API token; `username` is then `token:{id}` (never the secret).
+    Accepted {
+        username: Option<String>,
+        token: Option<Arc<TokenGrant>>,
+    },
     Refused,
 }
 
@@ -51,7 +58,10 @@ impl ShardCore {
             peer_identity: peer_identity.as_deref(),
         };
         let failure = match self.access.authenticate(&request) {
-            AuthDecision::Allow { username } => return Login::Accepted { username },
+            AuthDecision::Allow { username } => return Login::Accepted { username, token: None },
+            AuthDecision::Token(grant) => {
+                return Login::Accepted { username: Some(format!("token:{}", grant.id)), token: Some(grant) }
+            }
             AuthDecision::Refuse(failure) => failure,
             // No asynchronous authenticator exists yet; refuse rather than hold the CONNECT forever.
             AuthDecision::Pending => {
@@ -81,6 +91,23 @@ impl ShardCore {
         self.end_connection(conn, CloseReason::ConnectRefused, now);
     }
 
+    /// Records which API token the session's client logged in with (None: it did not), before anything is
+    /// checked for it.
+    pub(super) fn set_token_grant(&mut self, key: SessionKey, token: Option<Arc<TokenGrant>>) {
+        match token {
+            Some(grant) => self.token_sessions.insert(key, grant),
+            None => self.token_sessions.remove(&key),
+        };
+    }
+
+    /// The token grant of the session, if its client logged in with a token.
+    fn token_grant(&self, key: SessionKey) -> Option<&Arc<TokenGrant>> {
+        if self.token_sessions.is_empty() {
+            return None;
+        }
+        self.token_sessions.get(&key)
+    }
+
     /// Who the session's client is, for an authorization check.
     fn identity(&self, key: SessionKey) -> Option<ClientIdentity<'_>> {
         let session = self.sessions.get(key)?;
@@ -93,6 +120,9 @@ impl ShardCore {
 
     /// May the session's client publish to `topic`?
     pub(super) fn may_publish(&self, key: SessionKey, topic: &str) -> bool {
+        if let Some(grant) = self.token_grant(key) {
+            return grant.may_publish(topic);
+        }
         if !self.access.authorizes() {
             return true;
         }
@@ -101,6 +131,9 @@ impl ShardCore {
 
     /// May the session's client subscribe to `filter` (the filter proper for a shared subscription)?
     pub(super) fn may_subscribe(&self, key: SessionKey, filter: &str) -> bool {
+        if let Some(grant) = self.token_grant(key) {
+            return grant.may_subscribe(filter);
+        }
         if !self.access.authorizes() {
             return true;
         }
@@ -110,6 +143,9 @@ impl ShardCore {
     /// May the session's client receive a message on `topic`? Runs on every delivery when an ACL is
     /// configured: one user lookup and a walk over that user's rules and the patterns.
     pub(super) fn may_receive(&self, key: SessionKey, topic: &ByteStr) -> bool {
+        if let Some(grant) = self.token_grant(key) {
+            return grant.may_receive(topic);
+        }
         if !self.access.authorizes() {
             return true;
         }

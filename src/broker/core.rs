@@ -17,13 +17,13 @@ use super::lifecycle::CloseReason;
 use super::message::{Action, ConnId, MeshMessage, Message, ShardId};
 use super::outbound::FanoutHeaders;
 use super::retain::RetainedStore;
-use super::session::Sessions;
+use super::session::{SessionKey, Sessions};
 use super::settings::BrokerSettings;
 use super::stats::{CoreGauges, CoreStats};
 use super::subscriptions::SubscriptionTrie;
 use super::timer_wheel::TimerWheel;
 use super::timers::TimerKey;
-use crate::auth::{AccessControl, AuthMethods, ListenerId};
+use crate::auth::{AccessControl, AuthMethods, ListenerId, TokenGrant};
 use crate::protocol::{DecodeError, Packet, ProtocolVersion};
 use crate::validation::RuleSet;
 
@@ -61,6 +61,9 @@ pub struct ShardCore {
     pub(super) peer_identities: AHashMap<ConnId, Box<str>>,
     /// Who may connect and what they may do (shared by every shard; swapped by `replace_access`).
     pub(super) access: Arc<AccessControl>,
+    /// Sessions whose client logged in with an API token, and its grant (which alone decides what they may
+    /// do). Kept beside the sessions so that the others pay nothing for it.
+    pub(super) token_sessions: AHashMap<SessionKey, Arc<TokenGrant>>,
     /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
     pub(super) validation: Option<Arc<RuleSet>>,
 }
@@ -91,6 +94,7 @@ impl ShardCore {
             held_subacks: VecDeque::new(),
             enhanced_auth: AHashMap::new(),
             peer_identities: AHashMap::new(),
+            token_sessions: AHashMap::new(),
             validation: None,
         };
         core.set_validation(core.settings.validation_rules.clone());

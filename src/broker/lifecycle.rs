@@ -37,13 +37,21 @@ pub enum CloseReason {
     /// Another connection with the same client id connected [MQTT-3.1.4-3].
     TakenOver,
     ServerShutdown,
+    /// Closed from outside the protocol (the HTTP API: a kick, a revoked or expired token); v5 clients
+    /// get DISCONNECT with `reason`.
+    External {
+        reason: ReasonCode,
+        detail: Cow<'static, str>,
+    },
 }
 
 impl CloseReason {
     /// The v5 DISCONNECT we send before closing, if any.
     fn disconnect(&self) -> Option<(ReasonCode, Cow<'static, str>)> {
         match self {
-            CloseReason::ProtocolError { reason, detail } => Some((*reason, detail.clone())),
+            CloseReason::ProtocolError { reason, detail } | CloseReason::External { reason, detail } => {
+                Some((*reason, detail.clone()))
+            }
             CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
             CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
             CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
@@ -80,6 +88,7 @@ impl fmt::Display for CloseReason {
             CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
+            CloseReason::External { reason, detail } => write!(f, "closed through the HTTP API ({reason}): {detail}"),
         }
     }
 }
@@ -196,6 +205,7 @@ impl ShardCore {
     pub(super) fn end_session(&mut self, key: SessionKey, now: Instant) {
         self.publish_will(key, now);
         let Some(session) = self.sessions.remove(key) else { return };
+        self.token_sessions.remove(&key);
         for filter in &session.filters {
             self.remove_subscription(filter, key);
         }

@@ -17,11 +17,14 @@
 //!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh`
 //!   (messages from other shards), `outbound` (encoding and out-queues), `owned` (copies that must not pin
 //!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats`, `settings`.
+//! - `external`: what the HTTP API calls on a shard (publish, client and session listings, kick, retained
+//!   messages, ending an API token's sessions).
 
 mod authorization;
 mod connection;
 mod core;
 mod delivery;
+mod external;
 mod handle;
 mod held_suback;
 mod inflight;
@@ -46,6 +49,9 @@ mod will;
 
 pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
+pub use external::{
+    ClientSummary, ExternalPublish, ExternalPublishError, ExternalPublished, RetainedSummary, SessionSummary,
+};
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};

@@ -189,6 +189,11 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    /// The keys of every session, in slot order.
+    pub fn keys(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.slots.iter().enumerate().filter(|(_, slot)| slot.is_some()).map(|(slot, _)| SessionKey(slot as u32))
+    }
+
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
     }

@@ -89,7 +89,7 @@ impl ShardCore {
 
 /// The message as it goes to the divert topic: same QoS, payload and properties, retain off (a rejected
 /// message must not become the topic's retained state), and the rule and reason as user properties.
-fn diverted(target: String, mut publish: Publish, label: &str, detail: &str) -> (ByteStr, Publish) {
+pub(super) fn diverted(target: String, mut publish: Publish, label: &str, detail: &str) -> (ByteStr, Publish) {
     publish.retain = false;
     let properties = &mut publish.properties.user_properties;
     properties.push((ByteStr::from_static(REJECTED_BY_PROPERTY), ByteStr::from(label)));

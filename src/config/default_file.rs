@@ -81,6 +81,32 @@ read_buffer_bytes = 16384
 # json_schema_file = "/etc/shardmq/chat.schema.json"
 # on_invalid = "reject"
 
+# The HTTP API: publish over HTTP, API tokens (usable as MQTT credentials on every listener), admin
+# endpoints; OpenAPI document at /api/v1/openapi.json. Off by default: it starts only once `bind` is set.
+[http]
+# Address of the HTTP API, "host:port". Default: unset (no HTTP API).
+# bind = "127.0.0.1:8080"
+# Bearer token that may do everything (at least 16 characters). Default: unset (only API tokens work).
+# admin_token = "change-me-to-a-long-random-string"
+# JSON file keeping API tokens (their SHA-256 only) across restarts. Default: unset (kept in memory).
+# tokens_file = "/var/lib/shardmq/tokens.json"
+# Longest ttl_seconds a token may be given, seconds.
+token_ttl_max_secs = 2592000
+# Largest request body, bytes (413 beyond).
+body_bytes_max = 1048576
+# Largest request head (request line and header fields), bytes (431 beyond).
+head_bytes_max = 8192
+# A request must arrive whole within this many seconds (408 otherwise).
+request_timeout_secs = 10
+# An idle keep-alive connection is closed after this many seconds.
+idle_timeout_secs = 60
+# HTTP connections open at once; more get 503.
+max_connections = 256
+# Requests per second over all connections (429 beyond); 0 = no limit.
+requests_per_sec_max = 0
+# Messages one POST /api/v1/publish/batch may carry.
+batch_messages_max = 1000
+
 # Who may connect, for every listener without its own [listeners.auth].
 [auth]
 # Accept clients that send no username. Turn it off once a password file is set.
@@ -175,6 +201,7 @@ mod tests {
             ("", "listeners"),
             ("[auth]\n", "[auth]"),
             ("[mqtt]\n", "[mqtt]"),
+            ("[http]\n", "[http]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n", "[[listeners]]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.tls]\n", "[listeners.tls]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.auth]\n", "[listeners.auth]"),

@@ -66,6 +66,8 @@ pub struct Config {
     pub mqtt: BrokerSettings,
     /// Checks on published messages (`[[validation]]` tables), applied in order; see `crate::validation`.
     pub validation: Vec<crate::validation::ValidationRule>,
+    /// The HTTP API (`[http]`); off unless `bind` is set.
+    pub http: crate::http::HttpSettings,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
             validation: Vec::new(),
+            http: crate::http::HttpSettings::default(),
         }
     }
 }
@@ -160,7 +163,17 @@ impl Config {
             // Logging starts after the config is loaded, so this goes to stderr directly.
             eprintln!("shardmq: warning: allow_anonymous = false without a password_file: any client giving a user name is accepted (as Mosquitto does)");
         }
-        self.mqtt.access = std::sync::Arc::new(crate::auth::AccessControl::load(&per_listener)?);
+        let mut access = crate::auth::AccessControl::load(&per_listener)?;
+        if self.http.enabled() {
+            // API tokens are accepted on every listener once the HTTP API (which makes them) is on.
+            let tokens = match &self.http.tokens_file {
+                Some(path) => crate::auth::TokenStore::open(path, std::time::SystemTime::now())
+                    .map_err(|err| ConfigError::Invalid { field: "http.tokens_file", reason: err.to_string() })?,
+                None => crate::auth::TokenStore::in_memory(),
+            };
+            access = access.with_tokens(std::sync::Arc::new(tokens));
+        }
+        self.mqtt.access = std::sync::Arc::new(access);
         Ok(())
     }
 
@@ -258,6 +271,9 @@ impl Config {
         }
         if !(512..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");
+        }
+        if let Err((field, reason)) = self.http.check() {
+            return Err(ConfigError::Invalid { field, reason });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid("log_level", "not a level (error, warn, info, debug, trace) or filter directive");

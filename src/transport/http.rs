@@ -55,11 +55,20 @@ pub struct Status {
 
 impl Status {
     pub const SWITCHING_PROTOCOLS: Status = Status { code: 101, reason: "Switching Protocols" };
+    pub const CONTINUE: Status = Status { code: 100, reason: "Continue" };
     pub const OK: Status = Status { code: 200, reason: "OK" };
+    pub const CREATED: Status = Status { code: 201, reason: "Created" };
     pub const BAD_REQUEST: Status = Status { code: 400, reason: "Bad Request" };
+    pub const UNAUTHORIZED: Status = Status { code: 401, reason: "Unauthorized" };
     pub const FORBIDDEN: Status = Status { code: 403, reason: "Forbidden" };
     pub const NOT_FOUND: Status = Status { code: 404, reason: "Not Found" };
     pub const METHOD_NOT_ALLOWED: Status = Status { code: 405, reason: "Method Not Allowed" };
+    pub const REQUEST_TIMEOUT: Status = Status { code: 408, reason: "Request Timeout" };
+    pub const LENGTH_REQUIRED: Status = Status { code: 411, reason: "Length Required" };
+    pub const CONTENT_TOO_LARGE: Status = Status { code: 413, reason: "Content Too Large" };
+    pub const UNSUPPORTED_MEDIA_TYPE: Status = Status { code: 415, reason: "Unsupported Media Type" };
+    pub const TOO_MANY_REQUESTS: Status = Status { code: 429, reason: "Too Many Requests" };
+    pub const INTERNAL_SERVER_ERROR: Status = Status { code: 500, reason: "Internal Server Error" };
     pub const HEADERS_TOO_LARGE: Status = Status { code: 431, reason: "Request Header Fields Too Large" };
     pub const SERVICE_UNAVAILABLE: Status = Status { code: 503, reason: "Service Unavailable" };
 }

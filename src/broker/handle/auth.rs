@@ -98,7 +98,7 @@ impl ShardCore {
             Step::Success(done) => {
                 info!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "enhanced authentication succeeded");
                 state.user = Some(done.user.clone());
-                self.accept_connect(conn, *connect, done.server_data.map(Bytes::from), Some(done.user), now);
+                self.accept_connect(conn, *connect, done.server_data.map(Bytes::from), Some(done.user), None, now);
             }
             Step::Fail(failure) => {
                 warn!(shard = self.shard, client_id = %connect.client_id, %method, "enhanced authentication failed: {failure}");

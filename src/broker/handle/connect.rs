@@ -2,6 +2,7 @@
 //! session takeover and resume (session present, redelivery), keep-alive negotiation, the will, and the
 //! v5 CONNACK properties that announce our limits.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use super::super::message::ConnId;
 use super::super::owned::owned_str;
 use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
+use crate::auth::TokenGrant;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
 
@@ -57,7 +59,7 @@ impl ShardCore {
             return self.start_connect_auth(conn, Box::new(connect), now);
         }
         match self.check_login(conn, &connect, now) {
-            Login::Accepted { username } => self.accept_connect(conn, connect, None, username, now),
+            Login::Accepted { username, token } => self.accept_connect(conn, connect, None, username, token, now),
             Login::Refused => {}
         }
     }
@@ -70,6 +72,7 @@ impl ShardCore {
         connect: Connect,
         auth_data: Option<Bytes>,
         username: Option<String>,
+        token: Option<Arc<TokenGrant>>,
         now: Instant,
     ) {
         let negotiated = self.negotiate(&connect);
@@ -81,6 +84,8 @@ impl ShardCore {
             session.username = username.map(String::into_boxed_str);
             session.listener = listener;
         }
+        // Before the session resumes: its queued messages are checked against the grant.
+        self.set_token_grant(key, token);
         let mut connack = self.connack(&connect, session_present, negotiated);
         // A successful CONNACK repeats the CONNECT's Authentication Method [MQTT-4.12.0-5].
         connack.properties.authentication_method = connect.properties.authentication_method.as_ref().map(owned_str);
