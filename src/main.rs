@@ -37,7 +37,9 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
         tracing::warn!("{warning}");
     }
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
-    let result = shardmq::shard::run(config, |listeners, _control| {
+    let sys_interval = std::time::Duration::from_secs(config.sys_interval_seconds);
+    let metrics_bind = config.metrics.bind.clone();
+    let result = shardmq::shard::run(config, |listeners, control| {
         let mut stdout = std::io::stdout().lock();
         // The first line is the first listener as it always was (scripts read its port); others say
         // what they serve.
@@ -47,6 +49,11 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
                 _ => writeln!(stdout, "shardmq listening on {} ({})", listener.addr, listener.transport.as_str()),
             };
             tracing::info!(addr = %listener.addr, transport = listener.transport.as_str(), "listening");
+        }
+        let started = shardmq::metrics::start(control, sys_interval, metrics_bind.as_deref());
+        if let Some(addr) = started.metrics_addr {
+            let _ = writeln!(stdout, "shardmq metrics on http://{addr}/metrics, dashboard on http://{addr}/");
+            tracing::info!(%addr, "serving /metrics and the dashboard");
         }
         let _ = stdout.flush();
         tracing::info!("all shards accepting");

@@ -189,6 +189,11 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    /// Every session, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().flatten()
+    }
+
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
     }

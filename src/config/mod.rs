@@ -66,6 +66,18 @@ pub struct Config {
     pub mqtt: BrokerSettings,
     /// Checks on published messages (`[[validation]]` tables), applied in order; see `crate::validation`.
     pub validation: Vec<crate::validation::ValidationRule>,
+    /// Seconds between two publications of the `$SYS/broker/...` topics; 0 = none (Mosquitto's `sys_interval`).
+    pub sys_interval_seconds: u64,
+    /// Where `/metrics` and the dashboard are served (`[metrics]`).
+    pub metrics: MetricsSettings,
+}
+
+/// The `[metrics]` table.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` of the HTTP listener for `/metrics` and `/`; `None`: not served.
+    pub bind: Option<String>,
 }
 
 impl Default for Config {
@@ -86,6 +98,8 @@ impl Default for Config {
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
             validation: Vec::new(),
+            sys_interval_seconds: 10,
+            metrics: MetricsSettings::default(),
         }
     }
 }
