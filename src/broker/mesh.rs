@@ -25,11 +25,12 @@ impl ShardCore {
                 self.deliver_to_share_member(&message, &share, now);
                 self.offline_copy = None;
             }
-            MeshMessage::Retain { message, deliver } => {
+            MeshMessage::Retain { message, deliver: _ } => {
                 self.apply_retained(&message);
-                if deliver {
-                    self.deliver_local(&message, now);
-                }
+                // Delivered to whoever matches here now, whether or not the sender knew of our interest: a
+                // SUBSCRIBE whose interest was still on its way looked up the replica before this arrived,
+                // so it would otherwise miss the message (seen with $SYS/broker/version, published once).
+                self.deliver_local(&message, now);
             }
         }
     }
