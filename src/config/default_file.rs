@@ -183,7 +183,6 @@ mod tests {
             ("", "listeners"),
             ("[auth]\n", "[auth]"),
             ("[mqtt]\n", "[mqtt]"),
-            ("[metrics]\n", "[metrics]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n", "[[listeners]]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.tls]\n", "[listeners.tls]"),
             ("[[listeners]]\nbind = \"127.0.0.1:1\"\n[listeners.auth]\n", "[listeners.auth]"),
