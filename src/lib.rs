@@ -1,13 +1,15 @@
 //! shardmq: a thread-per-core MQTT broker.
 //!
 //! Layers, from the wire inwards: `protocol` (codec), then the sans-I/O `broker` core, then `shard`
-//! (executors, mesh, timers) and `connection` (per-connection driver). See ARCHITECTURE.md.
+//! (executors, mesh, timers) and `connection` (per-connection driver); `metrics` shows what the broker does
+//! (`$SYS`, Prometheus, the dashboard). See ARCHITECTURE.md.
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod shard;
 pub mod sim;

@@ -39,6 +39,8 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
     let http = config.http.clone();
     let tokens = config.mqtt.access.tokens().cloned();
+    let sys_interval = std::time::Duration::from_secs(config.sys_interval_seconds);
+    let metrics_bind = config.metrics.bind.clone();
     let result = shardmq::shard::run(config, |listeners, control| {
         let mut stdout = std::io::stdout().lock();
         // The first line is the first listener as it always was (scripts read its port); others say
@@ -60,6 +62,11 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
                 tracing::error!("cannot start the HTTP API: {err}; stopping");
                 control.stop_all();
             }
+        }
+        let started = shardmq::metrics::start(control, sys_interval, metrics_bind.as_deref());
+        if let Some(addr) = started.metrics_addr {
+            let _ = writeln!(stdout, "shardmq metrics on http://{addr}/metrics, dashboard on http://{addr}/");
+            tracing::info!(%addr, "serving /metrics and the dashboard");
         }
         let _ = stdout.flush();
         tracing::info!("all shards accepting");

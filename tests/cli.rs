@@ -163,7 +163,7 @@ fn runs_from_a_mosquitto_conf_and_serves_mosquitto_clients() {
         &conf,
         format!(
             "# a Mosquitto 2 config\nper_listener_settings false\nlistener {port} 127.0.0.1\n\
-             allow_anonymous true\nmax_queued_messages 100\nsys_interval 10\n"
+             allow_anonymous true\nmax_queued_messages 100\nconnection backup\n"
         ),
     )
     .expect("write conf");
@@ -187,8 +187,8 @@ fn runs_from_a_mosquitto_conf_and_serves_mosquitto_clients() {
     assert_eq!(stdout_of(&received).trim(), "from mosquitto_pub");
 
     let log = broker.stop();
-    let conf_line = format!("{}:6: warning: `sys_interval`", conf.display());
-    assert_eq!(log.lines().filter(|line| line.contains(&conf_line)).count(), 1, "one line for sys_interval:\n{log}");
+    let conf_line = format!("{}:6: warning: `connection`", conf.display());
+    assert_eq!(log.lines().filter(|line| line.contains(&conf_line)).count(), 1, "one line for the bridge:\n{log}");
     assert!(!log.contains("anonymous clients may connect"), "a loopback-only listener is not exposed:\n{log}");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

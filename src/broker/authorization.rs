@@ -118,8 +118,11 @@ impl ShardCore {
         })
     }
 
-    /// May the session's client publish to `topic`?
+    /// May the session's client publish to `topic`? Never to `$SYS` (the broker's own, as Mosquitto).
     pub(super) fn may_publish(&self, key: SessionKey, topic: &str) -> bool {
+        if super::sys_topics::is_sys_topic(topic) {
+            return false;
+        }
         if let Some(grant) = self.token_grant(key) {
             return grant.may_publish(topic);
         }

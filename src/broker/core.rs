@@ -19,7 +19,7 @@ use super::outbound::FanoutHeaders;
 use super::retain::RetainedStore;
 use super::session::{SessionKey, Sessions};
 use super::settings::BrokerSettings;
-use super::stats::{CoreGauges, CoreStats};
+use super::stats::{CoreGauges, CoreStats, IoCounters};
 use super::subscriptions::SubscriptionTrie;
 use super::timer_wheel::TimerWheel;
 use super::timers::TimerKey;
@@ -48,6 +48,8 @@ pub struct ShardCore {
     pub(super) offline_copy: Option<(Arc<Message>, Arc<Message>)>,
     pub(super) next_assigned_id: u64,
     pub(super) stats: CoreStats,
+    /// The runtime's counters, carried for snapshots (see `snapshot.rs`).
+    pub(super) io: IoCounters,
     /// Last `InterestAdded` sequence number sent, and per shard the last one it acknowledged.
     pub(super) interest_seq_sent: u64,
     pub(super) interest_acks: Vec<u64>,
@@ -89,6 +91,7 @@ impl ShardCore {
             offline_copy: None,
             next_assigned_id: 0,
             stats: CoreStats::default(),
+            io: IoCounters::default(),
             interest_seq_sent: 0,
             interest_acks: vec![0; shard_count],
             held_subacks: VecDeque::new(),
@@ -130,6 +133,7 @@ impl ShardCore {
     /// connect timeout.
     pub fn open_connection(&mut self, now: Instant, listener: ListenerId) -> ConnId {
         let conn = self.connections.open(Connection::new(now, listener));
+        self.stats.connections_opened += 1;
         let timeout = std::time::Duration::from_secs(u64::from(self.settings.connect_timeout_secs));
         self.timers.insert(now, now + timeout, TimerKey::ConnectTimeout(conn));
         conn
@@ -158,6 +162,7 @@ impl ShardCore {
             return;
         };
         connection.last_packet_at = now;
+        self.stats.packets_received += 1;
         self.dispatch(conn, packet, now);
     }
 

@@ -42,7 +42,8 @@ impl ShardCore {
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
-                let msg = MeshMessage::Retain { message: Arc::clone(&message), deliver: shards.contains(shard) };
+                // Delivered there to every local match, whether or not this shard knew of its interest yet.
+                let msg = MeshMessage::Retain { message: Arc::clone(&message), deliver: true };
                 self.actions.push_back(Action::Mesh { to: shard, msg });
             }
         } else {

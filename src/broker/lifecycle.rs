@@ -110,6 +110,7 @@ impl ShardCore {
             self.actions.push_back(Action::Close(conn));
         }
         if let Phase::Connected(key) = phase {
+            self.stats.disconnects += 1;
             self.detach_session(key, reason.publishes_will(), now);
         }
     }

@@ -27,6 +27,10 @@ impl ShardCore {
             }
             MeshMessage::Retain { message, deliver } => {
                 self.apply_retained(&message);
+                // A routed retained message goes to whoever matches here now, whether or not the sender knew
+                // of our interest: a SUBSCRIBE whose interest was still on its way looked up the replica
+                // before this arrived, so it would otherwise miss the message (seen with
+                // $SYS/broker/version, published once). Only a delete by the HTTP API is not delivered.
                 if deliver {
                     self.deliver_local(&message, now);
                 }

@@ -47,7 +47,8 @@ pub enum MeshMessage {
     /// (`$share/{group}/{filter}`) on the receiving shard.
     SharedPublish { message: Arc<Message>, share: ByteStr },
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
-    /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
+    /// of the retained store; `deliver` says whether its matching subscribers also get it (false only for an
+    /// HTTP API delete).
     Retain { message: Arc<Message>, deliver: bool },
 }
 

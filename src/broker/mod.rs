@@ -16,7 +16,8 @@
 //!   (replicated filter -> shards), `retain` (full per-shard replica of the retained store), `delivery`
 //!   (routing and fan-out), `shared` (which shard and member of a shared group gets a message), `mesh`
 //!   (messages from other shards), `outbound` (encoding and out-queues), `owned` (copies that must not pin
-//!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats`, `settings`.
+//!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats` + `snapshot` (counters
+//!   for `$SYS` and `/metrics`), `sys_topics` (publishing `$SYS/broker/...`), `settings`.
 //! - `external`: what the HTTP API calls on a shard (publish, client and session listings, kick, retained
 //!   messages, ending an API token's sessions).
 
@@ -38,8 +39,10 @@ mod retain;
 mod session;
 mod settings;
 mod shared;
+mod snapshot;
 mod stats;
 mod subscriptions;
+pub mod sys_topics;
 mod timer_wheel;
 mod timers;
 mod topic_alias;
@@ -54,7 +57,8 @@ pub use external::{
 };
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
-pub use stats::{CoreGauges, CoreStats};
+pub use snapshot::ShardSnapshot;
+pub use stats::{CoreGauges, CoreStats, IoCounters, SessionTotals};
 
 /// The shard that owns the session of `client_id`: the same answer on every shard and in every run
 /// (FNV-1a, not a per-process seeded hash).

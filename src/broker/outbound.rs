@@ -51,6 +51,7 @@ impl ShardCore {
                 }
             }
         }
+        self.stats.packets_sent += 1;
         self.queue_frame(conn, frame);
     }
 
@@ -92,6 +93,7 @@ impl ShardCore {
                 if header.len() + message.payload.len() > max_packet_size {
                     return Err(PublishRefused::TooLarge);
                 }
+                self.stats.count_publish_sent(delivery.qos, message.payload.len());
                 self.queue_publish_frames(conn, header, message.payload.clone());
                 return Ok(());
             }
@@ -115,6 +117,7 @@ impl ShardCore {
         if shareable {
             self.fanout_headers.insert(message, version.is_v5(), delivery.retain, frame.header.clone());
         }
+        self.stats.count_publish_sent(delivery.qos, message.payload.len());
         self.queue_publish_frames(conn, frame.header, frame.payload);
         Ok(())
     }

@@ -194,6 +194,11 @@ impl Sessions {
         self.slots.iter().enumerate().filter(|(_, slot)| slot.is_some()).map(|(slot, _)| SessionKey(slot as u32))
     }
 
+    /// Every session, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().flatten()
+    }
+
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
     }

@@ -76,7 +76,10 @@ impl ShardCore {
             return;
         };
         match session.expires_at {
-            Some(at) if at <= now => self.end_session(key, now),
+            Some(at) if at <= now => {
+                self.stats.clients_expired += 1;
+                self.end_session(key, now);
+            }
             Some(at) => self.timers.insert(now, at, TimerKey::SessionExpiry(key)),
             None => {}
         }

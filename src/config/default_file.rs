@@ -71,6 +71,10 @@ mesh_overflow_messages_max = 65536
 # Bytes a shard receives from one socket in one go (size of each provided receive buffer; 512 to 16777216).
 read_buffer_bytes = 16384
 
+# Seconds between two publications of the $SYS/broker/... topics (retained, summed over shards, as
+# Mosquitto's sys_interval); 0 publishes none.
+sys_interval_seconds = 10
+
 # Checks on what clients publish, run by the publishing shard before routing, in order; the first rule that
 # fails decides (none by default: nothing is checked). Each rule: a topic `filter`, exactly one check
 # (max_payload_bytes, min_payload_bytes, require_utf8, require_json, json_schema_file, forbidden_words_file
@@ -115,6 +119,11 @@ allow_anonymous = true
 # password_file = "/etc/shardmq/passwd"
 # Mosquitto-format ACL file (topic / user / pattern lines). Default: none (every topic allowed).
 # acl_file = "/etc/shardmq/acl"
+
+# Prometheus text at /metrics and the dashboard at / on a small HTTP listener of their own.
+[metrics]
+# host:port to serve them on. Default: none (not served).
+# bind = "127.0.0.1:9100"
 
 # MQTT limits and switches.
 [mqtt]

@@ -68,6 +68,18 @@ pub struct Config {
     pub validation: Vec<crate::validation::ValidationRule>,
     /// The HTTP API (`[http]`); off unless `bind` is set.
     pub http: crate::http::HttpSettings,
+    /// Seconds between two publications of the `$SYS/broker/...` topics; 0 = none (Mosquitto's `sys_interval`).
+    pub sys_interval_seconds: u64,
+    /// Where `/metrics` and the dashboard are served (`[metrics]`).
+    pub metrics: MetricsSettings,
+}
+
+/// The `[metrics]` table.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `host:port` of the HTTP listener for `/metrics` and `/`; `None`: not served.
+    pub bind: Option<String>,
 }
 
 impl Default for Config {
@@ -89,6 +101,8 @@ impl Default for Config {
             mqtt: BrokerSettings::default(),
             validation: Vec::new(),
             http: crate::http::HttpSettings::default(),
+            sys_interval_seconds: 10,
+            metrics: MetricsSettings::default(),
         }
     }
 }

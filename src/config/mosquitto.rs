@@ -371,7 +371,10 @@ impl Conversion {
             "persistence_location" | "persistence_file" | "autosave_interval" | "autosave_on_changes" => {
                 warning(line, "no persistence yet (nothing is written to disk)")
             }
-            "sys_interval" => warning(line, "no $SYS topics are published yet"),
+            "sys_interval" => {
+                self.config.sys_interval_seconds = parse_number(line)?;
+                Ok(())
+            }
             "pid_file" => warning(line, "shardmq writes no pid file"),
             "user" => warning(line, "shardmq does not change user; start it as the user it should run as"),
             "connection_messages" => match parse_bool(line)? {

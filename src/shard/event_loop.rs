@@ -264,6 +264,7 @@ impl Shard {
         }
         let result = completion.result;
         if result > 0 {
+            self.core.io_counters_mut().socket_bytes_received += result as u64;
             let id = buffer.expect("a receive with data names its buffer");
             let step = if slot.is_reading() {
                 let bytes = self.reads.bytes(id, result as usize);
@@ -308,6 +309,9 @@ impl Shard {
     }
 
     fn on_send(&mut self, completion: Completion) {
+        if completion.result > 0 {
+            self.core.io_counters_mut().socket_bytes_sent += completion.result as u64;
+        }
         let Some(key) = self.full_key(completion.token) else { return };
         let slot = self.conns.get_by_key(key).expect("key just found");
         match slot.send_completed(completion.result, &mut self.batches) {
@@ -552,6 +556,7 @@ impl Shard {
             }
         }
         self.outbox.flush(&mut self.links);
+        self.outbox.record_counters(self.core.io_counters_mut());
         let ring = &mut self.ring;
         self.links.doorbells(|target| {
             // SAFETY: a MSG_RING names no buffer.

@@ -344,6 +344,15 @@ impl<T> MeshOutbox<T> {
     pub fn drops(&self) -> MeshDrops {
         self.drops
     }
+
+    /// Copies the shedding counters and the messages waiting in the overflow lists into `io` (for
+    /// `$SYS` and `/metrics`; a handful of stores per turn).
+    pub fn record_counters(&self, io: &mut crate::broker::IoCounters) {
+        io.mesh_overflow_messages = self.overflow_messages.iter().sum::<usize>() as u64;
+        io.mesh_shed_qos0_messages = self.drops.shed_qos0_messages;
+        io.mesh_shed_reliable_messages = self.drops.shed_reliable_messages;
+        io.mesh_closed_batches = self.drops.closed_batches;
+    }
 }
 
 #[cfg(test)]

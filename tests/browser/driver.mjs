@@ -5,6 +5,9 @@
 //   {"op": "messages", "count": N}                  wait until the page lists N messages, return them
 //   {"op": "publish", "topic": T, "payload": P, "qos": Q}   publish from the page, wait for its completion
 //   {"op": "screenshot", "path": F}                 save a PNG of the page
+//   {"op": "goto", "url": U}                        load any page (the broker's dashboard), wait for its load event
+//   {"op": "wait", "expression": E}                 wait until the JS expression E is truthy in the page
+//   {"op": "eval", "expression": E}                 evaluate E in the page, return its value as "value"
 //   {"op": "quit"}
 // Argument: --user-data-dir DIR, a fresh profile made by the caller. Certificates are checked as usual: the
 // caller trusts the test CA through the NSS database in $HOME/.pki/nssdb (Chromium's store on Linux), so
@@ -57,6 +60,22 @@ const handlers = {
   async publish({ topic, payload, qos }) {
     await page.evaluate(([t, p, q]) => window.publishFromPage(t, p, q), [topic, payload, qos]);
     return {};
+  },
+  async goto({ url }) {
+    if (page) await page.close();
+    consoleLines.length = 0;
+    page = await context.newPage();
+    page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
+    page.on("pageerror", (error) => consoleLines.push(`pageerror: ${error.message}`));
+    await page.goto(url);
+    return { console: consoleLines };
+  },
+  async wait({ expression }) {
+    await page.waitForFunction(expression);
+    return {};
+  },
+  async eval({ expression }) {
+    return { value: await page.evaluate(expression) };
   },
   async screenshot({ path }) {
     await page.screenshot({ path, fullPage: true });

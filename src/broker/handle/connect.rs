@@ -94,6 +94,7 @@ impl ShardCore {
             session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
         self.send(conn, &Packet::ConnAck(connack));
+        self.stats.count_connect_accepted();
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
         self.arm_keepalive(conn, now);
         if session_present {
@@ -175,6 +176,7 @@ impl ShardCore {
         };
         let connack = ConnAck { session_present: false, reason, properties };
         self.send(conn, &Packet::ConnAck(connack));
+        *self.stats.connects_refused.entry(reason.0).or_default() += 1;
     }
 
     fn negotiate(&mut self, connect: &Connect) -> Negotiated {

@@ -20,6 +20,7 @@ type Violation = (ReasonCode, &'static str);
 
 impl ShardCore {
     pub(in crate::broker) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: Publish, now: Instant) {
+        self.stats.count_publish_received(publish.qos, publish.payload.len());
         let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
             Ok(topic) => topic,
             Err((reason, rule)) => return self.close_for(conn, reason, rule, now),

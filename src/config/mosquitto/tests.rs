@@ -246,13 +246,19 @@ fn persistence_is_a_warning_saying_nothing_survives_a_restart() {
 
 #[test]
 fn harmless_unsupported_directives_are_one_warning_line_each() {
-    let text = "autosave_interval 1800\nsys_interval 10\npid_file /run/m.pid\nset_tcp_nodelay true\n";
+    let text = "autosave_interval 1800\npid_file /run/m.pid\nset_tcp_nodelay true\n";
     let (_, findings) = convert_text(text);
     let lines: Vec<usize> = findings.iter().map(|finding| finding.line).collect();
-    assert_eq!(lines, vec![1, 2, 3, 4]);
+    assert_eq!(lines, vec![1, 2, 3]);
     assert!(findings.iter().all(|finding| finding.severity == Severity::Warning));
     assert!(findings.iter().all(|finding| !finding.to_string().contains('\n')));
-    assert!(findings[1].message.contains("$SYS"));
+}
+
+#[test]
+fn sys_interval_sets_the_sys_topic_interval() {
+    let (config, findings) = convert_text("sys_interval 3\n");
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(config.sys_interval_seconds, 3);
 }
 
 #[test]
