@@ -63,6 +63,8 @@ pub struct ShardCore {
     pub(super) access: Arc<AccessControl>,
     /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
     pub(super) validation: Option<Arc<RuleSet>>,
+    /// Connections whose reading is paused for owing too much (see `backlog`), with since when.
+    pub(super) backlogged: AHashMap<ConnId, Instant>,
 }
 
 impl ShardCore {
@@ -92,6 +94,7 @@ impl ShardCore {
             enhanced_auth: AHashMap::new(),
             peer_identities: AHashMap::new(),
             validation: None,
+            backlogged: AHashMap::new(),
         };
         core.set_validation(core.settings.validation_rules.clone());
         core
@@ -209,6 +212,7 @@ impl ShardCore {
             frames.extend(std::mem::take(&mut connection.out_queue));
             connection.out_queue_bytes = 0;
             connection.write_requested = false;
+            self.backlog_drained(conn);
             return;
         }
         if let Some((_, queue)) = self.closing.remove(&conn) {

@@ -7,6 +7,7 @@
 //! testable by hand (see `tests/core_*.rs`).
 //!
 //! Where things are:
+//! - `backlog`: what a connection owes its client unsent, and the gate that stops reading from it.
 //! - `authorization`: the CONNECT check and the publish / subscribe / delivery checks (`crate::auth`).
 //! - `core`: the `ShardCore` struct and the runtime's entry points; `handle/`: one file per packet kind.
 //! - `connection` (per-socket protocol state, kept small), `session` (what outlives a connection),
@@ -19,6 +20,7 @@
 //!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats`, `settings`.
 
 mod authorization;
+mod backlog;
 mod connection;
 mod core;
 mod delivery;
@@ -46,6 +48,7 @@ mod will;
 
 pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
+pub use backlog::InputGate;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::backlog::FRAME_OVERHEAD_BYTES;
 use super::connection::Connection;
 use super::core::ShardCore;
 use super::delivery::Delivery;
@@ -175,7 +176,7 @@ impl ShardCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        connection.out_queue_bytes += frame.len();
+        connection.out_queue_bytes += frame.len() + FRAME_OVERHEAD_BYTES;
         connection.out_queue.push_back(frame);
         if !connection.write_requested {
             connection.write_requested = true;

@@ -24,6 +24,15 @@ pub struct BrokerSettings {
     pub session_queue_bytes_max: usize,
     /// Encoded frames waiting for the socket of one connection; QoS 0 deliveries beyond it are dropped.
     pub out_queue_bytes_max: usize,
+    /// Unsent bytes owed to one connection (its answers and deliveries, each frame counted with its
+    /// bookkeeping) past which no more of its input is read, so TCP pushes back on a client that sends
+    /// requests and does not read the answers; reading resumes once the socket took them.
+    pub out_queue_pause_bytes: usize,
+    /// Unsent bytes owed to one connection past which it is closed.
+    pub out_queue_close_bytes: usize,
+    /// A connection whose reading stayed paused (over `out_queue_pause_bytes`) this long without its
+    /// socket taking a send is closed.
+    pub out_queue_stall_max_secs: u16,
     /// Cap on a v5 client's keep-alive (sent back as Server Keep Alive when lower than asked).
     pub keepalive_max_secs: u16,
     /// A connection that sends no CONNECT within this time is closed.
@@ -94,6 +103,9 @@ impl Default for BrokerSettings {
             session_queue_messages_max: 1000,
             session_queue_bytes_max: 8 * 1024 * 1024,
             out_queue_bytes_max: 4 * 1024 * 1024,
+            out_queue_pause_bytes: 1024 * 1024,
+            out_queue_close_bytes: 64 * 1024 * 1024,
+            out_queue_stall_max_secs: 60,
             keepalive_max_secs: u16::MAX,
             connect_timeout_secs: 10,
             session_expiry_max_secs: u32::MAX,

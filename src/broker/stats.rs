@@ -23,6 +23,10 @@ pub struct CoreStats {
     pub denied_deliveries: u64,
     /// Client PUBLISHes that failed a `[[validation]]` rule, by rule index (reset when the rules change).
     pub validation_failures: Vec<u64>,
+    /// Times reading from a connection was paused because it owed more than `out_queue_pause_bytes`.
+    pub input_paused: u64,
+    /// Connections closed for owing too much (`out_queue_close_bytes` or `out_queue_stall_max_secs`).
+    pub closed_output_backlog: u64,
 }
 
 /// Sizes of a shard core's state right now; read with `ShardCore::gauges`.

@@ -104,6 +104,13 @@ session_queue_messages_max = 1000
 session_queue_bytes_max = 8388608
 # Encoded frames waiting for one connection's socket, bytes; QoS 0 deliveries beyond it are dropped.
 out_queue_bytes_max = 4194304
+# Unsent bytes owed to one connection (answers and deliveries, each frame counted with ~64 bytes of
+# bookkeeping) past which its input is no longer read, so TCP pushes back on a client that does not read.
+out_queue_pause_bytes = 1048576
+# Unsent bytes owed to one connection past which it is closed.
+out_queue_close_bytes = 67108864
+# A connection paused this many seconds without its socket taking a send is closed.
+out_queue_stall_max_secs = 60
 # Cap on a v5 client's keep-alive, seconds (sent back as Server Keep Alive when lower than asked).
 keepalive_max_secs = 65535
 # A connection that sends no CONNECT within this many seconds is closed.

@@ -275,6 +275,7 @@ impl Shard {
             match step {
                 None | Some(Ok(InputStep::Continue)) => {}
                 Some(Ok(InputStep::Stop)) => self.conns.get_by_key(key).expect("slot").stop_reading(),
+                Some(Ok(InputStep::Pause)) => self.pause_input(key, completion.more()),
                 Some(Ok(InputStep::MoveTo { home, connect })) => return self.hand_off(key, home, connect),
                 Some(Err(reason)) => {
                     tracing::info!(shard, conn = self.conns.get_by_key(key).map_or(0, |slot| slot.conn().0), %reason,
@@ -297,7 +298,12 @@ impl Shard {
             if !completion.more() {
                 self.rearm.push(key);
             }
-        } else if result != -libc::ECANCELED {
+        } else if result == -libc::ECANCELED {
+            // Cancelled by `pause_input`: reading again if the pause already ended.
+            if !completion.more() && slot.wants_recv() {
+                self.arm_recv(key);
+            }
+        } else {
             // End of stream (0) or a receive error.
             if result < 0 {
                 tracing::debug!(shard, conn = slot.conn().0, err = %std::io::Error::from_raw_os_error(-result), "receive failed");
@@ -433,7 +439,30 @@ impl Shard {
             // SAFETY: the message and its iovecs live in the slot's send batch until this completes.
             unsafe { self.ring.push(&request::sendmsg(fd, message, token)) };
         }
+        if self.conns.get_by_key(key).is_some_and(|slot| slot.input_paused()) {
+            self.resume_input(key);
+        }
         self.finish_if_done(key);
+    }
+
+    /// The client is owed too much (see `ShardCore::input_gate`): its multishot receive, if still armed,
+    /// is cancelled, so its bytes wait in the socket and TCP pushes back on it.
+    fn pause_input(&mut self, key: SlotKey, recv_armed: bool) {
+        if recv_armed {
+            // SAFETY: a cancel names no buffer.
+            unsafe { self.ring.push(&request::cancel(Token::new(TokenKind::Recv, key.index, key.generation))) };
+        }
+    }
+
+    /// After a send: a paused connection whose backlog drained decodes what it kept and reads again.
+    fn resume_input(&mut self, key: SlotKey) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        match slot.resume_input(&mut self.core, Instant::now()) {
+            None => return,
+            Some(InputStep::Stop) => slot.stop_reading(),
+            Some(_) => {}
+        }
+        self.arm_recv(key);
     }
 
     /// A closing connection whose last frames are out is shut down; a slot with nothing in flight that
