@@ -4,7 +4,7 @@
 //! `out_queue_close_bytes`, or paused for `out_queue_stall_max_secs` without the socket taking a send,
 //! the connection is closed. Asked after each packet whatever its kind, so every request that produces
 //! an answer (PINGREQ, PUBREL, QoS 1/2 PUBLISH, SUBSCRIBE, UNSUBSCRIBE, AUTH) is bounded, on every
-//! transport. Deliveries alone are bounded elsewhere (QoS 0 by `out_queue_bytes_max`, QoS 1/2 by the
+//! transport. Deliveries alone are bounded elsewhere (QoS 0 by `out_queue_max_bytes`, QoS 1/2 by the
 //! inflight window); answers only by this gate.
 
 use std::collections::hash_map::Entry;

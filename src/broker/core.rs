@@ -72,7 +72,7 @@ impl ShardCore {
         let mut core = ShardCore {
             shard,
             shard_count,
-            retained: RetainedStore::new(settings.retained_messages_max),
+            retained: RetainedStore::new(settings.retained_max_messages),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
             access: Arc::clone(&settings.access),
             settings,
@@ -110,6 +110,12 @@ impl ShardCore {
 
     pub fn stats(&self) -> &CoreStats {
         &self.stats
+    }
+
+    /// The runtime closed a socket at accept for a connection limit (`max_connections`, the process's or
+    /// a listener's): counted here with the core's other refusals.
+    pub fn count_refused_at_accept(&mut self) {
+        self.stats.refused_at_accept += 1;
     }
 
     /// Sizes of this shard's state: connections (connected or awaiting CONNECT), sessions (connected or

@@ -50,7 +50,7 @@ pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
 pub use backlog::InputGate;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
-pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
+pub use settings::{BrokerSettings, SharedSubscriptionStrategy, DEPRECATED_NAMES};
 pub use stats::{CoreGauges, CoreStats};
 
 /// The shard that owns the session of `client_id`: the same answer on every shard and in every run

@@ -23,7 +23,7 @@ use crate::protocol::{
 pub enum PublishRefused {
     /// Larger than the client's v5 Maximum Packet Size (v5 section 3.1.2.11.4).
     TooLarge,
-    /// QoS 0 while the out-queue is over `out_queue_bytes_max`.
+    /// QoS 0 while the out-queue is over `out_queue_max_bytes`.
     OutQueueFull,
     /// The connection is gone.
     NoConnection,
@@ -70,7 +70,7 @@ impl ShardCore {
         };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
+        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_max_bytes {
             return Err(PublishRefused::OutQueueFull);
         }
         let message = &delivery.message;

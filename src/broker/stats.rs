@@ -27,6 +27,10 @@ pub struct CoreStats {
     pub input_paused: u64,
     /// Connections closed for owing too much (`out_queue_close_bytes` or `out_queue_stall_max_secs`).
     pub closed_output_backlog: u64,
+    /// Sockets closed at accept for `max_connections` (the process's or a listener's).
+    pub refused_at_accept: u64,
+    /// PUBLISHes and SUBSCRIBE filters refused for `topic_length_max_bytes` / `topic_levels_max`.
+    pub refused_topic_limits: u64,
 }
 
 /// Sizes of a shard core's state right now; read with `ShardCore::gauges`.

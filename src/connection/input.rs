@@ -47,10 +47,10 @@ pub fn feed_input(
     mut placement: Placement,
     now: Instant,
 ) -> InputStep {
-    let max_packet_size_bytes = core.settings().max_packet_size_bytes;
+    let packet_size_max_bytes = core.settings().packet_size_max_bytes;
     loop {
         let version = core.protocol_version(conn).unwrap_or(ProtocolVersion::V5);
-        match decode_packet(buf, version, max_packet_size_bytes) {
+        match decode_packet(buf, version, packet_size_max_bytes) {
             Ok(None) => return InputStep::Continue,
             Ok(Some(packet)) => {
                 if let Placement::Undecided { shard, shard_count } = placement {

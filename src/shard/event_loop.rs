@@ -30,7 +30,9 @@ use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, Token
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
 use crate::connection::send::SendBatch;
-use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
+use crate::connection::{
+    ConnSlot, ConnTable, ConnectionLimit, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey,
+};
 use crate::protocol::QoS;
 use crate::transport::tls::TlsAcceptor;
 use crate::transport::websocket::{WebSocketSettings, WebSocketTransport};
@@ -368,9 +370,13 @@ impl Shard {
         if self.stopping.is_some() {
             return;
         }
-        let Some(permit) = self.permits.try_acquire() else {
+        let permit = match self.permits.try_acquire_on(index) {
+            Ok(permit) => permit,
             // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
-            return self.refusals.refused(self.id, &fd, self.permits.max_connections());
+            Err(limit) => {
+                self.core.count_refused_at_accept();
+                return self.refusals.refused(self.id, &fd, limit);
+            }
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
@@ -670,7 +676,7 @@ impl Shard {
     }
 }
 
-/// Logs connections refused at `max_connections`: the first at once, then at most one line per
+/// Logs connections refused at `max_connections` (the process's or a listener's): the first at once, then at most one line per
 /// `REFUSAL_LOG_INTERVAL` with the count since the last line, so a connection storm at the limit cannot
 /// flood the log.
 #[derive(Default)]
@@ -680,7 +686,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, shard: ShardId, socket: &OwnedFd, max_connections: usize) {
+    fn refused(&mut self, shard: ShardId, socket: &OwnedFd, limit: ConnectionLimit) {
         self.unlogged += 1;
         let now = Instant::now();
         if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
@@ -690,9 +696,8 @@ impl RefusalLog {
         tracing::warn!(
             shard,
             peer = peer.map(tracing::field::display),
-            max_connections,
             refused = self.unlogged,
-            "connection refused: max_connections reached, closed at accept"
+            "connection refused: {limit}, closed at accept"
         );
         self.last_logged = Some(now);
         self.unlogged = 0;
