@@ -17,7 +17,7 @@ const MAX_PACKET_SIZE_BYTES: u32 = 1 << 20;
 struct Case {
     name: String,
     version: ProtocolVersion,
-    max_packet_size_bytes: u32,
+    packet_size_max_bytes: u32,
     bytes: Vec<u8>,
     expected: DecodeError,
 }
@@ -50,7 +50,7 @@ impl Table {
     }
 
     fn add_with_max(&mut self, name: &str, version: ProtocolVersion, max: u32, bytes: Vec<u8>, expected: DecodeError) {
-        self.0.push(Case { name: name.to_string(), version, max_packet_size_bytes: max, bytes, expected });
+        self.0.push(Case { name: name.to_string(), version, packet_size_max_bytes: max, bytes, expected });
     }
 }
 
@@ -883,7 +883,7 @@ fn every_malformed_packet_fails_with_its_error() {
     let mut failures = Vec::new();
     for case in all_cases() {
         let mut buf = BytesMut::from(&case.bytes[..]);
-        let got = decode_packet(&mut buf, case.version, case.max_packet_size_bytes);
+        let got = decode_packet(&mut buf, case.version, case.packet_size_max_bytes);
         if got != Err(case.expected.clone()) {
             failures.push(format!("{}: expected {:?}, got {:?}", case.name, case.expected, got));
         }
@@ -898,7 +898,7 @@ fn every_malformed_packet_fails_the_same_when_streamed_byte_by_byte() {
         let mut outcome = Ok(None);
         for &byte in &case.bytes {
             buf.extend_from_slice(&[byte]);
-            outcome = decode_packet(&mut buf, case.version, case.max_packet_size_bytes);
+            outcome = decode_packet(&mut buf, case.version, case.packet_size_max_bytes);
             if outcome != Ok(None) {
                 break;
             }

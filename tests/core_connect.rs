@@ -26,12 +26,12 @@ fn connack_accepts_each_protocol_level_without_session_present() {
 #[test]
 fn v5_connack_announces_limits() {
     let settings =
-        BrokerSettings { max_qos: 1, retain_available: false, receive_maximum: 7, ..BrokerSettings::default() };
+        BrokerSettings { qos_max: 1, retain_available: false, receive_maximum: 7, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings.clone());
     let (_, connack) = broker.connect(connect(V5, "limits", true));
     let properties = connack.properties;
     assert_eq!(properties.receive_maximum, Some(7));
-    assert_eq!(properties.maximum_packet_size, Some(settings.max_packet_size_bytes));
+    assert_eq!(properties.maximum_packet_size, Some(settings.packet_size_max_bytes));
     assert_eq!(properties.topic_alias_maximum, Some(settings.topic_alias_max));
     assert_eq!(properties.maximum_qos, Some(1));
     assert_eq!(properties.retain_available, Some(0));
@@ -86,7 +86,8 @@ fn v31_empty_client_id_refused_with_identifier_rejected() {
 
 #[test]
 fn too_long_client_id_refused_0x85() {
-    let mut broker = Broker::with_settings(1, BrokerSettings { client_id_max_bytes: 4, ..BrokerSettings::default() });
+    let mut broker =
+        Broker::with_settings(1, BrokerSettings { client_id_length_max_bytes: 4, ..BrokerSettings::default() });
     let (client, connack) = broker.connect(connect(V5, "toolong", true));
     assert_eq!(connack.reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
     assert!(broker.is_closed(client));
@@ -104,7 +105,7 @@ fn unknown_authentication_method_refused_0x8c() {
 
 #[test]
 fn will_qos_above_maximum_refused_mqtt_3_2_2_12() {
-    let mut broker = Broker::with_settings(1, BrokerSettings { max_qos: 0, ..BrokerSettings::default() });
+    let mut broker = Broker::with_settings(1, BrokerSettings { qos_max: 0, ..BrokerSettings::default() });
     let mut request = connect(V5, "willqos", true);
     request.will = Some(will("w", "gone"));
     let (client, connack) = broker.connect(request);
@@ -232,7 +233,7 @@ fn normal_disconnect_closes_without_reply() {
 
 #[test]
 fn publish_qos_above_maximum_disconnects_0x9b_mqtt_3_2_2_11() {
-    let mut broker = Broker::with_settings(1, BrokerSettings { max_qos: 1, ..BrokerSettings::default() });
+    let mut broker = Broker::with_settings(1, BrokerSettings { qos_max: 1, ..BrokerSettings::default() });
     let (client, _) = broker.connect(connect(V5, "qos2", true));
     broker.send(client, Packet::Publish(publish("t", QoS::ExactlyOnce, 1, "x")));
     match broker.recv(client).as_slice() {

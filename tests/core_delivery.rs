@@ -373,7 +373,7 @@ fn message_expiry_forwards_remaining_interval_and_drops_expired_mqtt_3_3_2_5() {
 
 #[test]
 fn suback_reason_codes_per_filter() {
-    let settings = BrokerSettings { max_qos: 1, shared_subscriptions_available: false, ..BrokerSettings::default() };
+    let settings = BrokerSettings { qos_max: 1, shared_subscriptions_available: false, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings);
     let (v5, _) = broker.connect(connect(V5, "codes5", true));
     let mut request = subscribe(1, "ok", QoS::ExactlyOnce);

@@ -156,7 +156,7 @@ proptest! {
 
     #[test]
     fn random_client_behaviour_never_breaks_the_core(ops in prop::collection::vec(op(), 1..60)) {
-        let settings = BrokerSettings { receive_maximum: 3, session_queue_messages_max: 5, ..BrokerSettings::default() };
+        let settings = BrokerSettings { receive_maximum: 3, session_queue_max_messages: 5, ..BrokerSettings::default() };
         let mut world = World { broker: Broker::with_settings(2, settings), clients: [None; 4], persistent: [false; 4] };
         for op in ops {
             world.apply(op);

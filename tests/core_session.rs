@@ -135,7 +135,7 @@ fn v5_session_expiry_zero_ends_with_connection_and_disconnect_can_extend() {
 
 #[test]
 fn session_queue_bounded_by_messages() {
-    let settings = BrokerSettings { session_queue_messages_max: 2, ..BrokerSettings::default() };
+    let settings = BrokerSettings { session_queue_max_messages: 2, ..BrokerSettings::default() };
     let mut broker = Broker::with_settings(1, settings);
     let (subscriber, _) = broker.connect(connect(V311, "full", false));
     broker.send(subscriber, Packet::Subscribe(subscribe(1, "b", QoS::AtLeastOnce)));

@@ -78,7 +78,7 @@ async fn remaining_length_over_four_bytes_is_malformed__mqtt_1_5_5() {
 
 #[tokio::test]
 async fn packet_over_maximum_packet_size_is_refused_0x95__mqtt_3_1_2_24() {
-    let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
+    let broker = Broker::start_with(&BrokerLimits { packet_size_max_bytes: Some(1024), ..Default::default() });
     for level in [Level::V311, Level::V5] {
         let bad = raw::publish(level, "big", 0, false, 0, &[7u8; 2000]);
         rejected(&broker, level, &bad, &[PACKET_TOO_LARGE]).await;
@@ -87,7 +87,7 @@ async fn packet_over_maximum_packet_size_is_refused_0x95__mqtt_3_1_2_24() {
 
 #[tokio::test]
 async fn packet_of_exactly_maximum_packet_size_is_accepted_and_delivered__mqtt_3_1_2_24() {
-    let broker = Broker::start_with(&BrokerLimits { max_packet_size_bytes: Some(1024), ..Default::default() });
+    let broker = Broker::start_with(&BrokerLimits { packet_size_max_bytes: Some(1024), ..Default::default() });
     for (publisher_shard, subscriber_shard) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
         let topic = unique("fits");
         let mut subscriber =

@@ -373,7 +373,7 @@ async fn message_over_client_maximum_packet_size_not_sent__mqtt_3_1_2_25() {
 #[tokio::test]
 async fn connack_announces_maximum_packet_size_and_server_keep_alive__mqtt_3_2_2_3() {
     let broker = Broker::start_with(&BrokerLimits {
-        max_packet_size_bytes: Some(4096),
+        packet_size_max_bytes: Some(4096),
         keepalive_max_secs: Some(20),
         ..Default::default()
     });
@@ -512,7 +512,7 @@ async fn unknown_authentication_method_refused_0x8c__mqtt_4_12_0_1() {
 
 #[tokio::test]
 async fn maximum_qos_1_announced_qos2_subscribe_downgraded_qos2_publish_refused_0x9b__mqtt_3_2_2_11() {
-    let broker = Broker::start_with(&BrokerLimits { max_qos: Some(1), ..Default::default() });
+    let broker = Broker::start_with(&BrokerLimits { qos_max: Some(1), ..Default::default() });
     let mut client = RawClient::connect(broker.port(), Level::V5).await;
     let connack = client.handshake(&raw::connect(Level::V5, &unique("c"), true, 30, None)).await;
     let Packet::ConnAck(connack) = connack else { unreachable!("handshake returns CONNACK") };

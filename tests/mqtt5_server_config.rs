@@ -1,7 +1,7 @@
 //! MQTT 5 behaviour the broker's config decides, each with its normal case and its refusal: Response
 //! Information (`response_information_prefix`), Reason Strings (`reason_strings`, and the client's Request
 //! Problem Information), a configured redirect (`server_reference`), Maximum QoS and Retain Available
-//! (`max_qos`, `retain_available`), the availability flags of wildcard / shared subscriptions and
+//! (`qos_max`, `retain_available`), the availability flags of wildcard / shared subscriptions and
 //! subscription identifiers, and Server Keep Alive (`keepalive_max_secs`). Raw bytes, so every field of the
 //! broker's answers can be checked.
 // Test names end in `__mqtt_<spec clause>` so a failure points at the rule broken.
@@ -192,7 +192,7 @@ async fn no_server_reference_without_a_redirect__mqtt_4_11() {
 
 #[tokio::test]
 async fn maximum_qos_1_accepts_qos1_and_refuses_a_qos2_will_0x9b__mqtt_3_2_2_12() {
-    let broker = Broker::start_with(&BrokerLimits { max_qos: Some(1), ..Default::default() });
+    let broker = Broker::start_with(&BrokerLimits { qos_max: Some(1), ..Default::default() });
     let mut client = connected(&broker, &[]).await;
     client.send(&raw::publish(Level::V5, &unique("qos1"), 1, false, 3, b"x")).await;
     let Packet::PubAck(puback) = client.expect_packet().await else { panic!("expected PUBACK") };

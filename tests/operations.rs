@@ -31,7 +31,7 @@ async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_re
     // The broker logs at info only: every line checked here must be visible at the default level.
     let limits = BrokerLimits {
         log_filter: Some("info".into()),
-        shardmq_mqtt_toml: Some("client_id_max_bytes = 40".into()),
+        shardmq_mqtt_toml: Some("client_id_length_max_bytes = 40".into()),
         ..BrokerLimits::default()
     };
     let broker = Broker::start_with(&limits);
@@ -61,7 +61,7 @@ async fn connect_refuse_disconnect_and_takeover_are_logged_with_client_id_and_re
         let connack = refused.expect_packet().await;
         assert_ne!(connack.connack().1, 0, "{level:?}: an over-long client id is refused");
         let line = expect_line(&broker, "WARN", "CONNECT refused", &too_long);
-        assert!(line.contains("client_id_max_bytes") && line.contains("reason="), "{line}");
+        assert!(line.contains("client_id_length_max_bytes") && line.contains("reason="), "{line}");
 
         // The two connections of the takeover are homed on different shards' listeners at random; the
         // session is on its home shard either way.

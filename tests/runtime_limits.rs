@@ -192,3 +192,59 @@ fn a_locked_memory_limit_too_small_for_any_ring_is_a_clear_error_and_exit_1_not_
     let line = stderr.lines().find(|line| line.starts_with("shardmq: ")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("ulimit -l") && line.contains("2 shards"), "{line}");
 }
+
+/// Starts the binary on `config` (no `--listen`, so its `[[listeners]]` apply); returns it, its first
+/// listener's port and its log.
+fn start_with_config(config: &str) -> (std::process::Child, u16, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::{BufRead, BufReader};
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("listener-cap")));
+    std::fs::write(&path, config).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardmq"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--shards", "2"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shardmq");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("listening line");
+    let port = first.trim().rsplit(':').next().and_then(|port| port.parse().ok()).expect("port in the first line");
+    (child, port, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_own_max_connections_closes_the_connection_over_it_at_accept() {
+    let (mut child, port, log) =
+        start_with_config("max_connections = 100\n[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 2\n");
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = RawClient::connect(port, Level::V5).await;
+        client.handshake(&raw::connect(Level::V5, &unique("cap"), true, 30, None)).await;
+        clients.push(client);
+    }
+    let mut over = RawClient::connect(port, Level::V5).await;
+    over.send(&raw::connect(Level::V5, &unique("over-cap"), true, 30, None)).await;
+    let before_close = over.expect_closed().await;
+    assert!(before_close.is_empty(), "closed at accept, no CONNACK: {before_close:?}");
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while !log.lock().unwrap().contains("connection refused: listeners[0].max_connections reached (2)") {
+        assert!(Instant::now() < deadline, "no refusal line naming the listener:\n{}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for client in &mut clients {
+        client.expect_alive().await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -228,7 +228,7 @@ fn pub_response(packet_id: u16) -> shardmq::protocol::PubResponse {
 
 #[tokio::test]
 async fn offline_queue_bounded_by_configured_message_count__mqtt_3_1_2_5() {
-    let broker = Broker::start_with(&BrokerLimits { session_queue_messages_max: Some(5), ..Default::default() });
+    let broker = Broker::start_with(&BrokerLimits { session_queue_max_messages: Some(5), ..Default::default() });
     // Subscriber and publisher on the same shard: the message is in the session's queue before its PUBACK
     // goes out. Across shards the PUBACK only says the broker took the message, which may still be on its
     // way to the session's shard when the subscriber resumes, and then arrives live on top of the queue.

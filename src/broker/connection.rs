@@ -38,6 +38,7 @@ pub struct Connection {
     pub client_max_packet_size: u32,
     /// Encoded frames waiting for `take_output`. Allocates only when used.
     pub out_queue: VecDeque<Bytes>,
+    /// What `out_queue` holds: its bytes plus `backlog::FRAME_OVERHEAD_BYTES` per frame.
     pub out_queue_bytes: usize,
     /// A `Write` action is pending: don't emit another until `take_output`.
     pub write_requested: bool,

@@ -68,6 +68,8 @@ pub struct ShardCore {
     pub(super) token_sessions: AHashMap<SessionKey, Arc<TokenGrant>>,
     /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
     pub(super) validation: Option<Arc<RuleSet>>,
+    /// Connections whose reading is paused for owing too much (see `backlog`), with since when.
+    pub(super) backlogged: AHashMap<ConnId, Instant>,
 }
 
 impl ShardCore {
@@ -75,7 +77,7 @@ impl ShardCore {
         let mut core = ShardCore {
             shard,
             shard_count,
-            retained: RetainedStore::new(settings.retained_messages_max),
+            retained: RetainedStore::new(settings.retained_max_messages),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
             access: Arc::clone(&settings.access),
             settings,
@@ -99,6 +101,7 @@ impl ShardCore {
             peer_identities: AHashMap::new(),
             token_sessions: AHashMap::new(),
             validation: None,
+            backlogged: AHashMap::new(),
         };
         core.set_validation(core.settings.validation_rules.clone());
         core
@@ -114,6 +117,12 @@ impl ShardCore {
 
     pub fn stats(&self) -> &CoreStats {
         &self.stats
+    }
+
+    /// The runtime closed a socket at accept for a connection limit (`max_connections`, the process's or
+    /// a listener's): counted here with the core's other refusals.
+    pub fn count_refused_at_accept(&mut self) {
+        self.stats.refused_at_accept += 1;
     }
 
     /// Sizes of this shard's state: connections (connected or awaiting CONNECT), sessions (connected or
@@ -218,6 +227,7 @@ impl ShardCore {
             frames.extend(std::mem::take(&mut connection.out_queue));
             connection.out_queue_bytes = 0;
             connection.write_requested = false;
+            self.backlog_drained(conn);
             return;
         }
         if let Some((_, queue)) = self.closing.remove(&conn) {

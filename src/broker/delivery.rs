@@ -138,7 +138,7 @@ impl ShardCore {
             None => Delivery { message: self.offline_message(&delivery.message), ..delivery },
         };
         let (messages_max, bytes_max) =
-            (self.settings.session_queue_messages_max, self.settings.session_queue_bytes_max);
+            (self.settings.session_queue_max_messages, self.settings.session_queue_max_bytes);
         let Some(session) = self.sessions.get_mut(key) else { return };
         if !session.enqueue(delivery, messages_max, bytes_max) {
             self.stats.dropped_queue_full += 1;
@@ -165,11 +165,11 @@ impl ShardCore {
     }
 
     /// Moves queued messages into the inflight window while the client's Receive Maximum (capped by
-    /// `max_inflight`) allows [MQTT-3.3.4-9].
+    /// `inflight_max_messages`) allows [MQTT-3.3.4-9].
     pub(super) fn drain_queue(&mut self, key: SessionKey, now: Instant) {
         let Some(conn) = self.sessions.get(key).and_then(|session| session.conn) else { return };
         let Some(connection) = self.connections.get(&conn) else { return };
-        let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
+        let window = usize::from(connection.client_receive_maximum.min(self.settings.inflight_max_messages).max(1));
         loop {
             let Some(session) = self.sessions.get_mut(key) else { return };
             if session.inflight_len() >= window {

@@ -136,10 +136,10 @@ impl ShardCore {
         if validate_topic_name(&publish.topic).is_err() {
             return Err(ExternalPublishError::TopicInvalid);
         }
-        if publish.qos as u8 > self.settings.max_qos {
+        if publish.qos as u8 > self.settings.qos_max {
             return Err(ExternalPublishError::QosNotSupported {
                 qos: publish.qos as u8,
-                max_qos: self.settings.max_qos,
+                max_qos: self.settings.qos_max,
             });
         }
         if publish.retain && !self.settings.retain_available {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::backlog::BacklogBound;
 use super::connection::Phase;
 use super::core::ShardCore;
 use super::message::{Action, ConnId, MeshMessage, Origin};
@@ -29,6 +30,12 @@ pub enum CloseReason {
     ProtocolError {
         reason: ReasonCode,
         detail: Cow<'static, str>,
+    },
+    /// The client did not read what it was sent: it owed `owed_bytes` past `bound` (no DISCONNECT: it
+    /// would queue behind what the client does not read).
+    OutputBacklog {
+        bound: BacklogBound,
+        owed_bytes: usize,
     },
     /// CONNACK with a refusal was sent.
     ConnectRefused,
@@ -83,6 +90,9 @@ impl fmt::Display for CloseReason {
                 write!(f, "protocol error ({reason})")
             }
             CloseReason::ProtocolError { reason, detail } => write!(f, "protocol error ({reason}): {detail}"),
+            CloseReason::OutputBacklog { bound, owed_bytes } => {
+                write!(f, "client does not read what it is sent: {owed_bytes} bytes owed, over {}", bound.setting())
+            }
             CloseReason::ConnectRefused => f.write_str("CONNECT refused"),
             CloseReason::ConnectTimeout => f.write_str("no CONNECT within connect_timeout_secs"),
             CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
@@ -105,6 +115,7 @@ impl ShardCore {
         let Some(connection) = self.connections.remove(&conn) else { return };
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
+        self.backlogged.remove(&conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
             self.actions.push_back(Action::Close(conn));
@@ -130,7 +141,9 @@ impl ShardCore {
             CloseReason::SocketClosed => phase == Phase::AwaitingConnect,
             _ => false,
         };
-        if quiet {
+        if matches!(reason, CloseReason::OutputBacklog { .. }) {
+            warn!(shard = self.shard, conn = conn.0, client_id, %reason, "client disconnected");
+        } else if quiet {
             debug!(shard = self.shard, conn = conn.0, client_id, %reason, "client disconnected");
         } else {
             info!(shard = self.shard, conn = conn.0, client_id, %reason, "client disconnected");
@@ -145,6 +158,7 @@ impl ShardCore {
         debug_assert_eq!(connection.phase, Phase::AwaitingConnect, "only unconnected connections move");
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
+        self.backlogged.remove(&conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
         let connect_deadline =

@@ -7,6 +7,7 @@
 //! testable by hand (see `tests/core_*.rs`).
 //!
 //! Where things are:
+//! - `backlog`: what a connection owes its client unsent, and the gate that stops reading from it.
 //! - `authorization`: the CONNECT check and the publish / subscribe / delivery checks (`crate::auth`).
 //! - `core`: the `ShardCore` struct and the runtime's entry points; `handle/`: one file per packet kind.
 //! - `connection` (per-socket protocol state, kept small), `session` (what outlives a connection),
@@ -22,6 +23,7 @@
 //!   messages, ending an API token's sessions).
 
 mod authorization;
+mod backlog;
 mod connection;
 mod core;
 mod delivery;
@@ -52,11 +54,12 @@ mod will;
 
 pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
+pub use backlog::InputGate;
 pub use external::{
     ClientSummary, ExternalPublish, ExternalPublishError, ExternalPublished, RetainedSummary, SessionSummary,
 };
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
-pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
+pub use settings::{BrokerSettings, SharedSubscriptionStrategy, DEPRECATED_NAMES};
 pub use snapshot::ShardSnapshot;
 pub use stats::{CoreGauges, CoreStats, IoCounters, SessionTotals};
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::backlog::FRAME_OVERHEAD_BYTES;
 use super::connection::Connection;
 use super::core::ShardCore;
 use super::delivery::Delivery;
@@ -22,7 +23,7 @@ use crate::protocol::{
 pub enum PublishRefused {
     /// Larger than the client's v5 Maximum Packet Size (v5 section 3.1.2.11.4).
     TooLarge,
-    /// QoS 0 while the out-queue is over `out_queue_bytes_max`.
+    /// QoS 0 while the out-queue is over `out_queue_max_bytes`.
     OutQueueFull,
     /// The connection is gone.
     NoConnection,
@@ -70,7 +71,7 @@ impl ShardCore {
         };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_bytes_max {
+        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_max_bytes {
             return Err(PublishRefused::OutQueueFull);
         }
         let message = &delivery.message;
@@ -178,7 +179,7 @@ impl ShardCore {
         let Some(connection) = self.connections.get_mut(&conn) else {
             return;
         };
-        connection.out_queue_bytes += frame.len();
+        connection.out_queue_bytes += frame.len() + FRAME_OVERHEAD_BYTES;
         connection.out_queue.push_back(frame);
         if !connection.write_requested {
             connection.write_requested = true;

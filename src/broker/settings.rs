@@ -13,17 +13,31 @@ use crate::validation::RuleSet;
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerSettings {
     /// Largest packet we accept (announced as Maximum Packet Size in a v5 CONNACK).
-    pub max_packet_size_bytes: u32,
+    #[serde(alias = "max_packet_size_bytes")]
+    pub packet_size_max_bytes: u32,
     /// How many incoming QoS 1/2 PUBLISHes a client may have unacknowledged (our Receive Maximum).
     pub receive_maximum: u16,
     /// Cap on outgoing unacknowledged QoS 1/2 PUBLISHes per session, even if the client allows more.
-    pub max_inflight: u16,
+    #[serde(alias = "max_inflight")]
+    pub inflight_max_messages: u16,
     /// Offline/overflow queue of a session: most messages kept.
-    pub session_queue_messages_max: usize,
+    #[serde(alias = "session_queue_messages_max")]
+    pub session_queue_max_messages: usize,
     /// Offline/overflow queue of a session: most payload + topic bytes kept.
-    pub session_queue_bytes_max: usize,
+    #[serde(alias = "session_queue_bytes_max")]
+    pub session_queue_max_bytes: usize,
     /// Encoded frames waiting for the socket of one connection; QoS 0 deliveries beyond it are dropped.
-    pub out_queue_bytes_max: usize,
+    #[serde(alias = "out_queue_bytes_max")]
+    pub out_queue_max_bytes: usize,
+    /// Unsent bytes owed to one connection (its answers and deliveries, each frame counted with its
+    /// bookkeeping) past which no more of its input is read, so TCP pushes back on a client that sends
+    /// requests and does not read the answers; reading resumes once the socket took them.
+    pub out_queue_pause_bytes: usize,
+    /// Unsent bytes owed to one connection past which it is closed.
+    pub out_queue_close_bytes: usize,
+    /// A connection whose reading stayed paused (over `out_queue_pause_bytes`) this long without its
+    /// socket taking a send is closed.
+    pub out_queue_stall_max_secs: u16,
     /// Cap on a v5 client's keep-alive (sent back as Server Keep Alive when lower than asked).
     pub keepalive_max_secs: u16,
     /// A connection that sends no CONNECT within this time is closed.
@@ -31,11 +45,13 @@ pub struct BrokerSettings {
     /// Cap on a session's expiry interval; `u32::MAX` allows sessions that never expire.
     pub session_expiry_max_secs: u32,
     /// Most retained messages kept (per shard replica); new topics beyond it are not retained.
-    pub retained_messages_max: usize,
+    #[serde(alias = "retained_messages_max")]
+    pub retained_max_messages: usize,
     /// Most client-to-server topic aliases per connection (v5 Topic Alias Maximum); 0 disables them.
     pub topic_alias_max: u16,
     /// Highest QoS the broker accepts and grants (0, 1 or 2).
-    pub max_qos: u8,
+    #[serde(alias = "max_qos")]
+    pub qos_max: u8,
     pub retain_available: bool,
     pub wildcard_subscriptions_available: bool,
     pub subscription_identifiers_available: bool,
@@ -51,7 +67,12 @@ pub struct BrokerSettings {
     /// 3.x clients with return code 3 (a configured redirect, v5 section 4.11).
     pub server_reference: Option<String>,
     /// Longest client identifier accepted.
-    pub client_id_max_bytes: usize,
+    #[serde(alias = "client_id_max_bytes")]
+    pub client_id_length_max_bytes: usize,
+    /// Longest topic name of a PUBLISH or topic filter of a SUBSCRIBE accepted (the spec allows 65535).
+    pub topic_length_max_bytes: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter accepted (EMQX's default is 128).
+    pub topic_levels_max: usize,
     /// Most topic filters one session may hold.
     pub subscriptions_per_session_max: usize,
     /// Send v5 Reason Strings with error reason codes.
@@ -72,6 +93,18 @@ pub struct BrokerSettings {
     pub validation_rules: Option<Arc<RuleSet>>,
 }
 
+/// `[mqtt]` names of earlier versions, still read (serde aliases) with a warning at start: old name, new name.
+pub const DEPRECATED_NAMES: &[(&str, &str)] = &[
+    ("max_packet_size_bytes", "packet_size_max_bytes"),
+    ("max_inflight", "inflight_max_messages"),
+    ("session_queue_messages_max", "session_queue_max_messages"),
+    ("session_queue_bytes_max", "session_queue_max_bytes"),
+    ("out_queue_bytes_max", "out_queue_max_bytes"),
+    ("retained_messages_max", "retained_max_messages"),
+    ("max_qos", "qos_max"),
+    ("client_id_max_bytes", "client_id_length_max_bytes"),
+];
+
 /// How a shared-subscription group picks the member of a message (`[mqtt] shared_subscription_strategy`).
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -88,18 +121,21 @@ pub enum SharedSubscriptionStrategy {
 impl Default for BrokerSettings {
     fn default() -> Self {
         BrokerSettings {
-            max_packet_size_bytes: 1024 * 1024,
+            packet_size_max_bytes: 1024 * 1024,
             receive_maximum: 100,
-            max_inflight: 100,
-            session_queue_messages_max: 1000,
-            session_queue_bytes_max: 8 * 1024 * 1024,
-            out_queue_bytes_max: 4 * 1024 * 1024,
+            inflight_max_messages: 100,
+            session_queue_max_messages: 1000,
+            session_queue_max_bytes: 8 * 1024 * 1024,
+            out_queue_max_bytes: 4 * 1024 * 1024,
+            out_queue_pause_bytes: 1024 * 1024,
+            out_queue_close_bytes: 64 * 1024 * 1024,
+            out_queue_stall_max_secs: 60,
             keepalive_max_secs: u16::MAX,
             connect_timeout_secs: 10,
             session_expiry_max_secs: u32::MAX,
-            retained_messages_max: 100_000,
+            retained_max_messages: 100_000,
             topic_alias_max: 10,
-            max_qos: 2,
+            qos_max: 2,
             retain_available: true,
             wildcard_subscriptions_available: true,
             subscription_identifiers_available: true,
@@ -107,7 +143,9 @@ impl Default for BrokerSettings {
             shared_subscription_strategy: SharedSubscriptionStrategy::RoundRobin,
             sessions_per_shard_max: 1_000_000,
             server_reference: None,
-            client_id_max_bytes: 256,
+            client_id_length_max_bytes: 256,
+            topic_length_max_bytes: 65535,
+            topic_levels_max: 128,
             subscriptions_per_session_max: 1000,
             reason_strings: true,
             response_information_prefix: None,
@@ -124,10 +162,10 @@ mod tests {
 
     #[test]
     fn partial_table_keeps_defaults_for_missing_fields() {
-        let settings: BrokerSettings = toml::from_str("max_qos = 1\nreceive_maximum = 5").expect("valid toml");
-        assert_eq!(settings.max_qos, 1);
+        let settings: BrokerSettings = toml::from_str("qos_max = 1\nreceive_maximum = 5").expect("valid toml");
+        assert_eq!(settings.qos_max, 1);
         assert_eq!(settings.receive_maximum, 5);
-        assert_eq!(settings.max_inflight, BrokerSettings::default().max_inflight);
+        assert_eq!(settings.inflight_max_messages, BrokerSettings::default().inflight_max_messages);
     }
 
     #[test]
@@ -139,6 +177,19 @@ mod tests {
             toml::from_str("shared_subscription_strategy = \"round_robin\"").expect("valid toml");
         assert_eq!(round.shared_subscription_strategy, SharedSubscriptionStrategy::RoundRobin);
         assert!(toml::from_str::<BrokerSettings>("shared_subscription_strategy = \"random\"").is_err());
+    }
+
+    #[test]
+    fn the_old_names_are_still_read() {
+        let settings: BrokerSettings =
+            toml::from_str("max_qos = 1\nmax_packet_size_bytes = 999\nsession_queue_bytes_max = 7")
+                .expect("valid toml");
+        assert_eq!((settings.qos_max, settings.packet_size_max_bytes, settings.session_queue_max_bytes), (1, 999, 7));
+        for (old, new) in DEPRECATED_NAMES {
+            let by_old: BrokerSettings = toml::from_str(&format!("{old} = 1")).expect("old name accepted");
+            let by_new: BrokerSettings = toml::from_str(&format!("{new} = 1")).expect("new name accepted");
+            assert_eq!(by_old, by_new, "{old} is an alias of {new}");
+        }
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub struct CoreStats {
     /// Payload bytes of the PUBLISHes received / queued.
     pub publish_payload_bytes_received: u64,
     pub publish_payload_bytes_sent: u64,
+    /// Times reading from a connection was paused because it owed more than `out_queue_pause_bytes`.
+    pub input_paused: u64,
+    /// Connections closed for owing too much (`out_queue_close_bytes` or `out_queue_stall_max_secs`).
+    pub closed_output_backlog: u64,
+    /// Sockets closed at accept for `max_connections` (the process's or a listener's).
+    pub refused_at_accept: u64,
+    /// PUBLISHes and SUBSCRIBE filters refused for `topic_length_max_bytes` / `topic_levels_max`.
+    pub refused_topic_limits: u64,
 }
 
 impl CoreStats {

@@ -20,6 +20,8 @@ pub enum TimerKey {
     WillDelay(SessionKey),
     /// A disconnected session's expiry interval ends.
     SessionExpiry(SessionKey),
+    /// A connection paused for owing too much may have stalled (`out_queue_stall_max_secs`).
+    OutputStall(ConnId),
 }
 
 impl ShardCore {
@@ -32,6 +34,7 @@ impl ShardCore {
                 TimerKey::KeepAlive(conn) => self.keepalive_check(conn, now),
                 TimerKey::WillDelay(session) => self.will_delay_ended(session, now),
                 TimerKey::SessionExpiry(session) => self.session_expiry_check(session, now),
+                TimerKey::OutputStall(conn) => self.output_stall_check(conn, now),
             }
         }
     }

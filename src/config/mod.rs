@@ -138,7 +138,7 @@ impl Config {
     /// validates the result.
     pub fn load(args: &RunArgs) -> Result<LoadedConfig, ConfigError> {
         let (mut config, warnings) = match (&args.config, &args.mosquitto_config) {
-            (Some(path), _) => (Config::from_file(path)?, Vec::new()),
+            (Some(path), _) => Config::from_file_with_warnings(path)?,
             (None, Some(path)) => {
                 let converted = mosquitto::read(path)?;
                 (converted.config, converted.warnings.iter().map(ToString::to_string).collect())
@@ -195,6 +195,15 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+    }
+
+    /// As [`Config::from_file`], with one warning per `[mqtt]` key spelled by its old name.
+    pub fn from_file_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config =
+            Config::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        Ok((config, deprecated_name_warnings(&text, path)))
     }
 
     pub fn from_toml(text: &str) -> Result<Config, Box<toml::de::Error>> {
@@ -294,6 +303,17 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One line per `[mqtt]` key of `text` that uses a deprecated name (still read, as an alias).
+pub fn deprecated_name_warnings(text: &str, path: &Path) -> Vec<String> {
+    let Ok(table) = text.parse::<toml::Table>() else { return Vec::new() };
+    let Some(mqtt) = table.get("mqtt").and_then(toml::Value::as_table) else { return Vec::new() };
+    crate::broker::DEPRECATED_NAMES
+        .iter()
+        .filter(|(old, _)| mqtt.contains_key(*old))
+        .map(|(old, new)| format!("{}: [mqtt] {old} is deprecated, read as {new}; rename it", path.display()))
+        .collect()
 }
 
 /// Upper bound on shards: the mesh has shards^2 queues.

@@ -196,7 +196,7 @@ struct Conversion {
     bridge_open: bool,
     log_levels: Vec<&'static str>,
     log_dest_none: bool,
-    max_qos: Vec<u8>,
+    qos_max: Vec<u8>,
     topic_alias_max: Vec<u16>,
     /// The first `max_qos` / `max_topic_alias` line, to point at when they cannot stay per listener.
     listener_scoped_limit_line: Option<(PathBuf, usize, String)>,
@@ -228,7 +228,7 @@ fn convert(lines: &[Line], findings: Vec<Finding>) -> Output {
         bridge_open: false,
         log_levels: Vec::new(),
         log_dest_none: false,
-        max_qos: Vec::new(),
+        qos_max: Vec::new(),
         topic_alias_max: Vec::new(),
         listener_scoped_limit_line: None,
         message_size_limit: None,
@@ -455,7 +455,7 @@ impl Conversion {
                 }
                 self.current_listener(line);
                 self.note_listener_scoped_limit(line);
-                self.max_qos.push(qos);
+                self.qos_max.push(qos);
             }
             "max_topic_alias" => {
                 let aliases = parse_number(line)?;
@@ -567,15 +567,16 @@ impl Conversion {
         match line.directive.as_str() {
             "max_inflight_messages" => {
                 let count: u32 = parse_number(line)?;
-                mqtt.max_inflight = if count == 0 { u16::MAX } else { u16::try_from(count).unwrap_or(u16::MAX) };
+                mqtt.inflight_max_messages =
+                    if count == 0 { u16::MAX } else { u16::try_from(count).unwrap_or(u16::MAX) };
             }
             "max_queued_messages" => {
                 let count: usize = parse_number(line)?;
-                mqtt.session_queue_messages_max = if count == 0 { usize::MAX } else { count };
+                mqtt.session_queue_max_messages = if count == 0 { usize::MAX } else { count };
             }
             "max_queued_bytes" => {
                 let bytes: usize = parse_number(line)?;
-                mqtt.session_queue_bytes_max = if bytes == 0 { usize::MAX } else { bytes };
+                mqtt.session_queue_max_bytes = if bytes == 0 { usize::MAX } else { bytes };
             }
             "max_keepalive" => mqtt.keepalive_max_secs = parse_number(line)?,
             "retain_available" => mqtt.retain_available = parse_bool(line)?,
@@ -771,15 +772,15 @@ impl Conversion {
         });
         let limits = [self.max_packet_size, from_message_limit];
         if let Some(bytes) = limits.into_iter().flatten().min() {
-            self.config.mqtt.max_packet_size_bytes = bytes;
+            self.config.mqtt.packet_size_max_bytes = bytes;
         }
     }
 
     /// `max_qos` and `max_topic_alias` are per listener in Mosquitto and global in shardmq: the strictest
     /// value applies to all.
     fn apply_listener_scoped_limits(&mut self, listener_count: usize) {
-        if let Some(qos) = self.max_qos.iter().copied().min() {
-            self.config.mqtt.max_qos = qos;
+        if let Some(qos) = self.qos_max.iter().copied().min() {
+            self.config.mqtt.qos_max = qos;
         }
         if let Some(aliases) = self.topic_alias_max.iter().copied().min() {
             self.config.mqtt.topic_alias_max = aliases;

@@ -54,7 +54,7 @@ fn listen_in_the_file_is_one_plain_mqtt_listener() {
 #[test]
 fn the_mqtt_table_fills_broker_settings() {
     let config = Config::from_toml("[mqtt]\nmax_qos = 1\nkeepalive_max_secs = 60\n").unwrap();
-    assert_eq!(config.mqtt.max_qos, 1);
+    assert_eq!(config.mqtt.qos_max, 1);
     assert_eq!(config.mqtt.keepalive_max_secs, 60);
     assert_eq!(config.mqtt.receive_maximum, BrokerSettings::default().receive_maximum);
     assert!(Config::from_toml("[mqtt]\nmax_qoss = 1\n").unwrap_err().to_string().contains("max_qoss"));
@@ -274,4 +274,16 @@ fn missing_file_is_a_clear_error() {
     let args = RunArgs { config: Some("/nonexistent/shardmq.toml".into()), ..RunArgs::default() };
     let err = Config::load(&args).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/shardmq.toml"), "{err}");
+}
+
+#[test]
+fn old_mqtt_names_are_read_with_one_warning_each() {
+    let path = std::path::Path::new("old.toml");
+    let text = "[mqtt]\nmax_packet_size_bytes = 4096\nclient_id_max_bytes = 23\nreceive_maximum = 5\n";
+    let config = Config::from_toml(text).expect("old names still parse");
+    assert_eq!((config.mqtt.packet_size_max_bytes, config.mqtt.client_id_length_max_bytes), (4096, 23));
+    let warnings = super::deprecated_name_warnings(text, path);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("max_packet_size_bytes is deprecated, read as packet_size_max_bytes"), "{warnings:?}");
+    assert!(super::deprecated_name_warnings("[mqtt]\npacket_size_max_bytes = 1\n", path).is_empty());
 }

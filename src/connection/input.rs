@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::placement::move_target;
-use crate::broker::{ConnId, ShardCore, ShardId};
+use crate::broker::{ConnId, InputGate, ShardCore, ShardId};
 use crate::protocol::{decode_packet, Packet, ProtocolVersion};
 
 /// Whether the connection's home shard is still to be decided by its first packet.
@@ -31,6 +31,9 @@ pub enum InputStep {
     Continue,
     /// Malformed input, or the core ended the connection: nothing more is read from it.
     Stop,
+    /// The connection owes its client too much (`ShardCore::input_gate`): read nothing more until a send
+    /// has drained it. What was not decoded stays in the buffer.
+    Pause,
     /// The first packet is a CONNECT for another shard: hand the connection (and what is left in the
     /// buffer) over to `home`. The core has not seen it.
     MoveTo { home: ShardId, connect: Packet },
@@ -44,10 +47,10 @@ pub fn feed_input(
     mut placement: Placement,
     now: Instant,
 ) -> InputStep {
-    let max_packet_size_bytes = core.settings().max_packet_size_bytes;
+    let packet_size_max_bytes = core.settings().packet_size_max_bytes;
     loop {
         let version = core.protocol_version(conn).unwrap_or(ProtocolVersion::V5);
-        match decode_packet(buf, version, max_packet_size_bytes) {
+        match decode_packet(buf, version, packet_size_max_bytes) {
             Ok(None) => return InputStep::Continue,
             Ok(Some(packet)) => {
                 if let Placement::Undecided { shard, shard_count } = placement {
@@ -57,8 +60,10 @@ pub fn feed_input(
                     placement = Placement::Decided;
                 }
                 core.handle_packet(conn, packet, now);
-                if !core.has_connection(conn) {
-                    return InputStep::Stop;
+                match core.input_gate(conn, now) {
+                    InputGate::Open => {}
+                    InputGate::Paused => return InputStep::Pause,
+                    InputGate::Closed => return InputStep::Stop,
                 }
             }
             Err(err) => {

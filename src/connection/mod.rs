@@ -17,33 +17,83 @@ pub use placement::Handoff;
 pub use slot::{ConnSlot, SendStep};
 pub use table::{ConnTable, SlotKey};
 
-/// The process-wide count of open connections against `max_connections`. Shared by all shards; touched
-/// once per accept and once per close, never per packet.
+/// The counts of open connections against the process-wide `max_connections` and each listener's own
+/// `max_connections`. Shared by all shards; touched once per accept and once per close, never per packet.
 #[derive(Clone, Debug)]
 pub struct ConnectionPermit {
     open: Arc<AtomicUsize>,
     max: usize,
+    /// Per listener (in `Config::effective_listeners` order): open connections and the cap (`usize::MAX`
+    /// when the listener has none).
+    listeners: Arc<[(AtomicUsize, usize)]>,
 }
 
-/// One open connection's place in the count; released on drop.
+/// One open connection's place in the counts; released on drop.
 #[derive(Debug)]
 pub struct PermitGuard {
     open: Arc<AtomicUsize>,
+    listeners: Arc<[(AtomicUsize, usize)]>,
+    listener: Option<usize>,
+}
+
+/// Which limit refused a connection at accept (for the log line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// The process-wide `max_connections`.
+    Process { max: usize },
+    /// `listeners[index].max_connections`.
+    Listener { index: usize, max: usize },
+}
+
+impl std::fmt::Display for ConnectionLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectionLimit::Process { max } => write!(f, "max_connections reached ({max})"),
+            ConnectionLimit::Listener { index, max } => write!(f, "listeners[{index}].max_connections reached ({max})"),
+        }
+    }
 }
 
 impl ConnectionPermit {
     pub fn new(max: usize) -> Self {
-        ConnectionPermit { open: Arc::new(AtomicUsize::new(0)), max }
+        ConnectionPermit::with_listener_caps(max, &[])
     }
 
-    /// A place for a newly accepted connection, or `None` at the limit.
+    /// `listener_caps[i]`: listener i's own `max_connections`, if any.
+    pub fn with_listener_caps(max: usize, listener_caps: &[Option<usize>]) -> Self {
+        let listeners = listener_caps.iter().map(|cap| (AtomicUsize::new(0), cap.unwrap_or(usize::MAX))).collect();
+        ConnectionPermit { open: Arc::new(AtomicUsize::new(0)), max, listeners }
+    }
+
+    /// A place for a newly accepted connection, or `None` at the process-wide limit.
     pub fn try_acquire(&self) -> Option<PermitGuard> {
         let before = self.open.fetch_add(1, Ordering::Relaxed);
         if before >= self.max {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(PermitGuard { open: self.open.clone() })
+        Some(PermitGuard { open: self.open.clone(), listeners: self.listeners.clone(), listener: None })
+    }
+
+    /// A place for a connection accepted on `listener`: within its own cap and the process-wide one.
+    pub fn try_acquire_on(&self, listener: usize) -> Result<PermitGuard, ConnectionLimit> {
+        let Some((open, max)) = self.listeners.get(listener) else {
+            return self.try_acquire().ok_or(ConnectionLimit::Process { max: self.max });
+        };
+        if open.fetch_add(1, Ordering::Relaxed) >= *max {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return Err(ConnectionLimit::Listener { index: listener, max: *max });
+        }
+        match self.try_acquire() {
+            Some(mut guard) => {
+                guard.listener = Some(listener);
+                Ok(guard)
+            }
+            None => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                Err(ConnectionLimit::Process { max: self.max })
+            }
+        }
     }
 
     pub fn open_connections(&self) -> usize {
@@ -58,6 +108,9 @@ impl ConnectionPermit {
 impl Drop for PermitGuard {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some((open, _)) = self.listener.and_then(|listener| self.listeners.get(listener)) {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -74,5 +127,19 @@ mod tests {
         assert_eq!(permits.open_connections(), 2);
         drop(first);
         assert!(permits.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_listener_cap_refuses_on_that_listener_only_and_frees_its_place() {
+        let permits = ConnectionPermit::with_listener_caps(3, &[Some(1), None]);
+        let first = permits.try_acquire_on(0).unwrap();
+        assert_eq!(permits.try_acquire_on(0).unwrap_err(), ConnectionLimit::Listener { index: 0, max: 1 });
+        let _second = permits.try_acquire_on(1).unwrap();
+        let _third = permits.try_acquire_on(1).unwrap();
+        assert_eq!(permits.try_acquire_on(1).unwrap_err(), ConnectionLimit::Process { max: 3 });
+        drop(first);
+        assert_eq!(permits.open_connections(), 2);
+        let _again = permits.try_acquire_on(0).expect("the listener's place was freed");
+        assert_eq!(permits.try_acquire_on(1).unwrap_err(), ConnectionLimit::Process { max: 3 }, "process cap");
     }
 }

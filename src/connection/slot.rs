@@ -17,7 +17,7 @@ use super::input::{feed_input, InputStep, Placement};
 use super::placement::Handoff;
 use super::send::SendBatch;
 use super::PermitGuard;
-use crate::broker::{ConnId, ShardCore};
+use crate::broker::{ConnId, InputGate, ShardCore};
 use crate::protocol::Packet;
 use crate::transport::BoxedTransport;
 
@@ -28,6 +28,9 @@ const CLOSING: u8 = 1 << 3;
 const ENDED: u8 = 1 << 4;
 const SHUT_DOWN: u8 = 1 << 5;
 const TRANSPORT_CLOSED: u8 = 1 << 6;
+/// The client is owed too much (`InputStep::Pause`): no receive is armed and what still arrives is kept
+/// undecoded until `resume_input`.
+const INPUT_PAUSED: u8 = 1 << 7;
 
 pub struct ConnSlot {
     conn: ConnId,
@@ -108,7 +111,16 @@ impl ConnSlot {
 
     /// Whether a receive should be armed now (none armed, still reading).
     pub fn wants_recv(&self) -> bool {
-        !self.has(RECV_ARMED) && !self.has(READING_STOPPED) && !self.has(SHUT_DOWN)
+        !self.has(RECV_ARMED) && !self.has(READING_STOPPED) && !self.has(SHUT_DOWN) && !self.has(INPUT_PAUSED)
+    }
+
+    /// Whether a receive is armed (a multishot one to cancel when input pauses).
+    pub fn recv_is_armed(&self) -> bool {
+        self.has(RECV_ARMED)
+    }
+
+    pub fn input_paused(&self) -> bool {
+        self.has(INPUT_PAUSED)
     }
 
     /// A receive was armed; `multishot` unless the home shard is still undecided (then one packet's worth
@@ -165,7 +177,11 @@ impl ConnSlot {
             (None, None) => BytesMut::from(wire),
         };
         let placement = if self.is_placed() { Placement::Decided } else { Placement::Undecided { shard, shard_count } };
-        let step = feed_input(core, self.conn, &mut buf, placement, now);
+        // Paused: what a receive still in flight brought is kept undecoded (bounded by the shard's
+        // provided buffers, since no receive is armed again until `resume_input`).
+        let step =
+            if self.input_paused() { InputStep::Pause } else { feed_input(core, self.conn, &mut buf, placement, now) };
+        self.set(INPUT_PAUSED, matches!(step, InputStep::Pause));
         if !matches!(step, InputStep::MoveTo { .. }) {
             self.set(PLACED, true);
         }
@@ -191,10 +207,34 @@ impl ConnSlot {
     pub fn input_leftover(&mut self, leftover: BytesMut, core: &mut ShardCore, now: Instant) -> InputStep {
         let mut buf = leftover;
         let step = feed_input(core, self.conn, &mut buf, Placement::Decided, now);
+        self.set(INPUT_PAUSED, matches!(step, InputStep::Pause));
         if !buf.is_empty() {
             self.keep_partial(buf);
         }
         step
+    }
+
+    /// A paused connection whose client is no longer owed too much: decodes what was kept and reads on.
+    /// `None` while it stays paused (or was not paused); the step of the kept input otherwise.
+    pub fn resume_input(&mut self, core: &mut ShardCore, now: Instant) -> Option<InputStep> {
+        if !self.input_paused() || !self.is_reading() {
+            return None;
+        }
+        match core.input_gate(self.conn, now) {
+            InputGate::Paused => return None,
+            InputGate::Closed => return Some(InputStep::Stop),
+            InputGate::Open => {}
+        }
+        self.set(INPUT_PAUSED, false);
+        let mut buf = self.extra.as_mut().and_then(|extra| extra.partial.take()).unwrap_or_default();
+        let step = feed_input(core, self.conn, &mut buf, Placement::Decided, now);
+        self.set(INPUT_PAUSED, matches!(step, InputStep::Pause));
+        if buf.is_empty() {
+            self.drop_empty_extra();
+        } else {
+            self.keep_partial(buf);
+        }
+        Some(step)
     }
 
     fn keep_partial(&mut self, partial: BytesMut) {

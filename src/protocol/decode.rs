@@ -16,12 +16,12 @@ use super::wire::{decode_variable_byte_integer, Reader};
 /// Decode one packet from the front of `buf` (advancing it). `Ok(None)` = need more bytes (nothing consumed).
 ///
 /// `version` is the connection's level (use `ProtocolVersion::V5` before CONNECT: CONNECT carries its own
-/// level). Fails with `PacketTooLarge` as soon as the fixed header shows a size over `max_packet_size_bytes`.
+/// level). Fails with `PacketTooLarge` as soon as the fixed header shows a size over `packet_size_max_bytes`.
 /// On error the connection must be closed: the buffer's position is then unspecified.
 pub fn decode_packet(
     buf: &mut BytesMut,
     version: ProtocolVersion,
-    max_packet_size_bytes: u32,
+    packet_size_max_bytes: u32,
 ) -> Result<Option<Packet>, DecodeError> {
     let Some(&first_byte) = buf.first() else {
         return Ok(None);
@@ -33,8 +33,8 @@ pub fn decode_packet(
         return Ok(None);
     };
     let size_bytes = 1 + len_bytes as u64 + u64::from(remaining_len);
-    if size_bytes > u64::from(max_packet_size_bytes) {
-        return Err(DecodeError::PacketTooLarge { size_bytes, max_bytes: max_packet_size_bytes });
+    if size_bytes > u64::from(packet_size_max_bytes) {
+        return Err(DecodeError::PacketTooLarge { size_bytes, max_bytes: packet_size_max_bytes });
     }
     let size_bytes = size_bytes as usize;
     if buf.len() < size_bytes {

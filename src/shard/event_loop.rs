@@ -30,7 +30,9 @@ use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, Token
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId};
 use crate::config::Config;
 use crate::connection::send::SendBatch;
-use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
+use crate::connection::{
+    ConnSlot, ConnTable, ConnectionLimit, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey,
+};
 use crate::protocol::QoS;
 use crate::transport::tls::TlsAcceptor;
 use crate::transport::websocket::{WebSocketSettings, WebSocketTransport};
@@ -276,6 +278,7 @@ impl Shard {
             match step {
                 None | Some(Ok(InputStep::Continue)) => {}
                 Some(Ok(InputStep::Stop)) => self.conns.get_by_key(key).expect("slot").stop_reading(),
+                Some(Ok(InputStep::Pause)) => self.pause_input(key, completion.more()),
                 Some(Ok(InputStep::MoveTo { home, connect })) => return self.hand_off(key, home, connect),
                 Some(Err(reason)) => {
                     tracing::info!(shard, conn = self.conns.get_by_key(key).map_or(0, |slot| slot.conn().0), %reason,
@@ -298,7 +301,12 @@ impl Shard {
             if !completion.more() {
                 self.rearm.push(key);
             }
-        } else if result != -libc::ECANCELED {
+        } else if result == -libc::ECANCELED {
+            // Cancelled by `pause_input`: reading again if the pause already ended.
+            if !completion.more() && slot.wants_recv() {
+                self.arm_recv(key);
+            }
+        } else {
             // End of stream (0) or a receive error.
             if result < 0 {
                 tracing::debug!(shard, conn = slot.conn().0, err = %std::io::Error::from_raw_os_error(-result), "receive failed");
@@ -366,9 +374,13 @@ impl Shard {
         if self.stopping.is_some() {
             return;
         }
-        let Some(permit) = self.permits.try_acquire() else {
+        let permit = match self.permits.try_acquire_on(index) {
+            Ok(permit) => permit,
             // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
-            return self.refusals.refused(self.id, &fd, self.permits.max_connections());
+            Err(limit) => {
+                self.core.count_refused_at_accept();
+                return self.refusals.refused(self.id, &fd, limit);
+            }
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
@@ -437,7 +449,30 @@ impl Shard {
             // SAFETY: the message and its iovecs live in the slot's send batch until this completes.
             unsafe { self.ring.push(&request::sendmsg(fd, message, token)) };
         }
+        if self.conns.get_by_key(key).is_some_and(|slot| slot.input_paused()) {
+            self.resume_input(key);
+        }
         self.finish_if_done(key);
+    }
+
+    /// The client is owed too much (see `ShardCore::input_gate`): its multishot receive, if still armed,
+    /// is cancelled, so its bytes wait in the socket and TCP pushes back on it.
+    fn pause_input(&mut self, key: SlotKey, recv_armed: bool) {
+        if recv_armed {
+            // SAFETY: a cancel names no buffer.
+            unsafe { self.ring.push(&request::cancel(Token::new(TokenKind::Recv, key.index, key.generation))) };
+        }
+    }
+
+    /// After a send: a paused connection whose backlog drained decodes what it kept and reads again.
+    fn resume_input(&mut self, key: SlotKey) {
+        let Some(slot) = self.conns.get_by_key(key) else { return };
+        match slot.resume_input(&mut self.core, Instant::now()) {
+            None => return,
+            Some(InputStep::Stop) => slot.stop_reading(),
+            Some(_) => {}
+        }
+        self.arm_recv(key);
     }
 
     /// A closing connection whose last frames are out is shut down; a slot with nothing in flight that
@@ -646,7 +681,7 @@ impl Shard {
     }
 }
 
-/// Logs connections refused at `max_connections`: the first at once, then at most one line per
+/// Logs connections refused at `max_connections` (the process's or a listener's): the first at once, then at most one line per
 /// `REFUSAL_LOG_INTERVAL` with the count since the last line, so a connection storm at the limit cannot
 /// flood the log.
 #[derive(Default)]
@@ -656,7 +691,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, shard: ShardId, socket: &OwnedFd, max_connections: usize) {
+    fn refused(&mut self, shard: ShardId, socket: &OwnedFd, limit: ConnectionLimit) {
         self.unlogged += 1;
         let now = Instant::now();
         if self.last_logged.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
@@ -666,9 +701,8 @@ impl RefusalLog {
         tracing::warn!(
             shard,
             peer = peer.map(tracing::field::display),
-            max_connections,
             refused = self.unlogged,
-            "connection refused: max_connections reached, closed at accept"
+            "connection refused: {limit}, closed at accept"
         );
         self.last_logged = Some(now);
         self.unlogged = 0;

@@ -176,8 +176,10 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let mut per_shard: Vec<Vec<ListenerSocket>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     let mut tls_acceptors = Vec::new();
+    let mut listener_caps = Vec::new();
     for spec in config.effective_listeners()? {
-        let transport = Arc::new(listener_transport(&spec, config.mqtt.max_packet_size_bytes)?);
+        listener_caps.push(spec.max_connections);
+        let transport = Arc::new(listener_transport(&spec, config.mqtt.packet_size_max_bytes)?);
         if let ListenerTransport::Tls(acceptor) | ListenerTransport::WebSocketTls(acceptor, _) = &*transport {
             tls_acceptors.push((spec.bind.clone(), acceptor.clone()));
         }
@@ -190,7 +192,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     }
     tracing::info!(shards, cpus = ?plan.cpus, ring_entries = config.ring_entries, "starting shards");
     let config = Arc::new(config);
-    let permits = ConnectionPermit::new(config.max_connections);
+    let permits = ConnectionPermit::with_listener_caps(config.max_connections, &listener_caps);
     let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (control, control_receivers) = control_channels(shards).map_err(StartError::Signals)?;
     let reloader = Arc::new(Reloader::new(
@@ -255,7 +257,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&[BoundListener], &Control)) ->
 }
 
 /// What carries a listener's connections, built once (a TLS listener's certificates are read here).
-fn listener_transport(spec: &ListenerConfig, max_packet_size_bytes: u32) -> Result<ListenerTransport, StartError> {
+fn listener_transport(spec: &ListenerConfig, packet_size_max_bytes: u32) -> Result<ListenerTransport, StartError> {
     let tls = || {
         let settings = spec.tls.clone().unwrap_or_default();
         TlsAcceptor::new(settings).map(Arc::new).map_err(|source| StartError::Tls { bind: spec.bind.clone(), source })
@@ -264,7 +266,7 @@ fn listener_transport(spec: &ListenerConfig, max_packet_size_bytes: u32) -> Resu
         path: spec.websocket_path.clone(),
         origins: spec.websocket_origins.clone(),
         // A whole MQTT packet fits one frame (or one reassembled message); a frame header is at most 14 bytes.
-        max_frame_bytes: max_packet_size_bytes as usize + 16,
+        max_frame_bytes: packet_size_max_bytes as usize + 16,
         ..WebSocketSettings::default()
     };
     match spec.transport {

@@ -40,17 +40,17 @@ impl BrokerKind {
 /// Limits a test needs set to something other than the default, written in each broker's own config.
 #[derive(Clone, Debug, Default)]
 pub struct BrokerLimits {
-    pub max_packet_size_bytes: Option<u32>,
+    pub packet_size_max_bytes: Option<u32>,
     /// How long a connection may stay open without sending CONNECT (shardmq only: Mosquitto has no knob).
     pub connect_timeout_secs: Option<u32>,
     /// Cap on keep-alive, sent to v5 clients as Server Keep Alive.
     pub keepalive_max_secs: Option<u16>,
     /// Highest QoS granted and accepted (v5 Maximum QoS).
-    pub max_qos: Option<u8>,
+    pub qos_max: Option<u8>,
     /// v5 Retain Available: false refuses retained PUBLISHes.
     pub retain_available: Option<bool>,
     /// Most messages queued for an offline session.
-    pub session_queue_messages_max: Option<usize>,
+    pub session_queue_max_messages: Option<usize>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
     /// Connections open at once; more are refused (shardmq `max_connections`, Mosquitto's listener option).
@@ -182,17 +182,17 @@ fn start_shardmq(limits: &BrokerLimits) -> Broker {
 
 fn shardmq_config(limits: &BrokerLimits) -> String {
     let mut mqtt = String::new();
-    if let Some(bytes) = limits.max_packet_size_bytes {
-        mqtt.push_str(&format!("max_packet_size_bytes = {bytes}\n"));
+    if let Some(bytes) = limits.packet_size_max_bytes {
+        mqtt.push_str(&format!("packet_size_max_bytes = {bytes}\n"));
     }
     if let Some(secs) = limits.keepalive_max_secs {
         mqtt.push_str(&format!("keepalive_max_secs = {secs}\n"));
     }
-    if let Some(count) = limits.session_queue_messages_max {
-        mqtt.push_str(&format!("session_queue_messages_max = {count}\n"));
+    if let Some(count) = limits.session_queue_max_messages {
+        mqtt.push_str(&format!("session_queue_max_messages = {count}\n"));
     }
-    if let Some(qos) = limits.max_qos {
-        mqtt.push_str(&format!("max_qos = {qos}\n"));
+    if let Some(qos) = limits.qos_max {
+        mqtt.push_str(&format!("qos_max = {qos}\n"));
     }
     if let Some(available) = limits.retain_available {
         mqtt.push_str(&format!("retain_available = {available}\n"));
@@ -249,16 +249,16 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     let mut config = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type all\nset_tcp_nodelay true\n"
     );
-    if let Some(bytes) = limits.max_packet_size_bytes {
+    if let Some(bytes) = limits.packet_size_max_bytes {
         config.push_str(&format!("max_packet_size {bytes}\n"));
     }
     if let Some(secs) = limits.keepalive_max_secs {
         config.push_str(&format!("max_keepalive {secs}\n"));
     }
-    if let Some(count) = limits.session_queue_messages_max {
+    if let Some(count) = limits.session_queue_max_messages {
         config.push_str(&format!("max_queued_messages {count}\n"));
     }
-    if let Some(qos) = limits.max_qos {
+    if let Some(qos) = limits.qos_max {
         config.push_str(&format!("max_qos {qos}\n"));
     }
     if let Some(available) = limits.retain_available {

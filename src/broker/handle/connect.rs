@@ -105,10 +105,10 @@ impl ShardCore {
     fn check_connect(&self, connect: &Connect) -> Result<(), Refusal> {
         let refuse = |reason, rule| Err(Refusal { reason, rule });
         let id = &connect.client_id;
-        if id.len() > self.settings.client_id_max_bytes {
+        if id.len() > self.settings.client_id_length_max_bytes {
             return refuse(
                 ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                "client identifier longer than client_id_max_bytes",
+                "client identifier longer than client_id_length_max_bytes",
             );
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1 {
@@ -124,7 +124,7 @@ impl ShardCore {
             );
         }
         if let Some(will) = &connect.will {
-            if will.qos as u8 > self.settings.max_qos {
+            if will.qos as u8 > self.settings.qos_max {
                 return refuse(ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12] will QoS above the Maximum QoS");
             }
             if will.retain && !self.settings.retain_available {
@@ -277,10 +277,10 @@ impl ShardCore {
         let flag = |available: bool| Some(u8::from(available));
         let properties = &mut connack.properties;
         properties.receive_maximum = (settings.receive_maximum != u16::MAX).then_some(settings.receive_maximum);
-        properties.maximum_packet_size = Some(settings.max_packet_size_bytes);
+        properties.maximum_packet_size = Some(settings.packet_size_max_bytes);
         properties.topic_alias_maximum = (settings.topic_alias_max > 0).then_some(settings.topic_alias_max);
         properties.retain_available = (!settings.retain_available).then_some(0);
-        properties.maximum_qos = (settings.max_qos < 2).then_some(settings.max_qos);
+        properties.maximum_qos = (settings.qos_max < 2).then_some(settings.qos_max);
         properties.wildcard_subscription_available = flag(settings.wildcard_subscriptions_available);
         properties.subscription_identifier_available = flag(settings.subscription_identifiers_available);
         properties.shared_subscription_available = flag(settings.shared_subscriptions_available);

@@ -15,6 +15,9 @@ use super::super::topic_alias::TopicAliases;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, ReasonCode};
 
+/// The rule a topic name over `topic_length_max_bytes` / `topic_levels_max` breaks.
+const TOPIC_LIMITS_RULE: &str = "topic name longer than topic_length_max_bytes or deeper than topic_levels_max";
+
 /// A PUBLISH that must close the connection: the v5 DISCONNECT reason and the rule.
 type Violation = (ReasonCode, &'static str);
 
@@ -23,7 +26,12 @@ impl ShardCore {
         self.stats.count_publish_received(publish.qos, publish.payload.len());
         let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
             Ok(topic) => topic,
-            Err((reason, rule)) => return self.close_for(conn, reason, rule, now),
+            Err((reason, rule)) => {
+                if rule == TOPIC_LIMITS_RULE {
+                    self.stats.refused_topic_limits += 1;
+                }
+                return self.close_for(conn, reason, rule, now);
+            }
         };
         let payload_is_text = publish.properties.payload_format_indicator == Some(1);
         if payload_is_text && std::str::from_utf8(&publish.payload).is_err() {
@@ -162,7 +170,7 @@ impl ShardCore {
                 "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier",
             ));
         }
-        if publish.qos as u8 > self.settings.max_qos {
+        if publish.qos as u8 > self.settings.qos_max {
             return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
         }
         if publish.retain && !self.settings.retain_available {
@@ -170,6 +178,9 @@ impl ShardCore {
                 ReasonCode::RETAIN_NOT_SUPPORTED,
                 "[MQTT-3.2.2-14] PUBLISH with retain while Retain Available is 0",
             ));
+        }
+        if topic_over_limits(&topic, &self.settings) {
+            return Err((ReasonCode::TOPIC_NAME_INVALID, TOPIC_LIMITS_RULE));
         }
         if validate_topic_name(&topic).is_err() {
             return Err((ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] topic name contains a wildcard or is empty"));
@@ -192,4 +203,10 @@ impl ShardCore {
     fn route(&mut self, message: Option<Arc<Message>>, now: Instant) -> bool {
         message.is_some_and(|message| self.route_published(message, now))
     }
+}
+
+/// Whether a topic name or filter is longer or deeper than the `[mqtt]` limits allow.
+pub(in crate::broker) fn topic_over_limits(topic: &str, settings: &super::super::BrokerSettings) -> bool {
+    topic.len() > settings.topic_length_max_bytes
+        || topic.bytes().filter(|&byte| byte == b'/').count() >= settings.topic_levels_max
 }

@@ -80,6 +80,13 @@ impl ShardCore {
                 "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid",
             ));
         }
+        if super::publish::topic_over_limits(filter, settings) {
+            self.stats.refused_topic_limits += 1;
+            return Err((
+                ReasonCode::TOPIC_FILTER_INVALID,
+                "topic filter longer than topic_length_max_bytes or deeper than topic_levels_max",
+            ));
+        }
         let shared_filter = parse_shared_subscription(filter).ok().flatten().map(|shared| shared.filter);
         let shared = shared_filter.is_some();
         if !self.may_subscribe(key, shared_filter.unwrap_or(filter)) {
@@ -111,7 +118,7 @@ impl ShardCore {
         if !known && session.filters.len() >= settings.subscriptions_per_session_max {
             return Err((ReasonCode::QUOTA_EXCEEDED, "subscriptions_per_session_max reached"));
         }
-        let granted = options.qos.min(QoS::from_u8(settings.max_qos).unwrap_or(QoS::ExactlyOnce));
+        let granted = options.qos.min(QoS::from_u8(settings.qos_max).unwrap_or(QoS::ExactlyOnce));
         let subscriber =
             Subscriber { session: key, options: SubscriptionOptions { qos: granted, ..options }, subscription_id };
         let outcome = self.subscriptions.subscribe(filter, subscriber);

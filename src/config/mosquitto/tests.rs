@@ -33,7 +33,7 @@ fn no_listener_means_localhost_1883_only_with_anonymous_allowed() {
     assert_eq!(config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("127.0.0.1:1883")]);
     assert!(config.auth.allow_anonymous);
     assert!(config.anonymous_remote_listeners().unwrap().is_empty());
-    assert_eq!(config.mqtt.session_queue_messages_max, 50);
+    assert_eq!(config.mqtt.session_queue_max_messages, 50);
 }
 
 #[test]
@@ -196,20 +196,20 @@ fn limits_map_to_broker_settings() {
                 retain_available false\nmax_packet_size 2048\n";
     let (config, findings) = convert_text(text);
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(config.mqtt.max_inflight, 5);
-    assert_eq!(config.mqtt.session_queue_messages_max, usize::MAX, "0 is no maximum");
-    assert_eq!(config.mqtt.session_queue_bytes_max, 4096);
+    assert_eq!(config.mqtt.inflight_max_messages, 5);
+    assert_eq!(config.mqtt.session_queue_max_messages, usize::MAX, "0 is no maximum");
+    assert_eq!(config.mqtt.session_queue_max_bytes, 4096);
     assert_eq!(config.mqtt.keepalive_max_secs, 120);
     assert!(!config.mqtt.retain_available);
-    assert_eq!(config.mqtt.max_packet_size_bytes, 2048);
+    assert_eq!(config.mqtt.packet_size_max_bytes, 2048);
     let (config, _) = convert_text("max_inflight_messages 0\n");
-    assert_eq!(config.mqtt.max_inflight, u16::MAX);
+    assert_eq!(config.mqtt.inflight_max_messages, u16::MAX);
 }
 
 #[test]
 fn message_size_limit_becomes_a_packet_limit_with_one_warning() {
     let (config, findings) = convert_text("message_size_limit 1000\n");
-    assert_eq!(config.mqtt.max_packet_size_bytes, 1000 + MESSAGE_SIZE_HEADROOM_BYTES);
+    assert_eq!(config.mqtt.packet_size_max_bytes, 1000 + MESSAGE_SIZE_HEADROOM_BYTES);
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].severity, Severity::Warning);
     assert!(findings[0].to_string().starts_with("test.conf:1: warning: `message_size_limit`"), "{}", findings[0]);
@@ -218,7 +218,7 @@ fn message_size_limit_becomes_a_packet_limit_with_one_warning() {
 #[test]
 fn max_qos_and_topic_aliases_apply_globally_at_their_lowest() {
     let (config, findings) = convert_text("listener 1883\nmax_qos 1\nlistener 1884\nmax_topic_alias 3\n");
-    assert_eq!(config.mqtt.max_qos, 1);
+    assert_eq!(config.mqtt.qos_max, 1);
     assert_eq!(config.mqtt.topic_alias_max, 3);
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!((findings[0].severity, findings[0].line), (Severity::Warning, 2));
