@@ -8,10 +8,13 @@ RSS growth per connection (since the start, and since the previous step: the mar
 one-time growth of allocator segments and tables) and the kernel's TCP memory (/proc/net/sockstat, pages)
 per connection.
 
-Usage: perf/idle_rss.py [--shardmq target/release/shardmq] [--shards 2] [--steps 1000,5000,15000]
-                        [--no-mosquitto]
-Prints a Markdown table. The client holds every socket in this one process, so the largest step must
-stay under this process's open-file limit (20,000 here).
+Usage: perf/idle_rss.py [--shardmq target/release/shardmq] [--shards 1,2] [--steps 5000,15000]
+                        [--no-mosquitto] [--smaps]
+Prints a Markdown table. With --smaps, also where the growth went, by mapping (/proc/PID/smaps): the
+anonymous mappings grouped by size (mimalloc's arenas are the large ones), the thread stacks and the rest.
+Environment variables (e.g. MIMALLOC_SHOW_STATS=1, MIMALLOC_PURGE_DELAY=0) reach the broker unchanged.
+The client holds every socket in this one process, so the largest step must stay under this process's
+open-file limit (20,000 here).
 """
 
 import argparse
@@ -54,6 +57,40 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def smaps(pid: int) -> dict:
+    """Rss (KiB) of each mapping, keyed by (start address, description)."""
+    mappings, key = {}, None
+    with open(f"/proc/{pid}/smaps") as text:
+        for line in text:
+            fields = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                start, end = (int(part, 16) for part in fields[0].split("-"))
+                key = (start, end - start, fields[5] if len(fields) > 5 else "[anon]")
+            elif fields[0] == "Rss:" and key is not None:
+                mappings[key] = int(fields[1])
+    return mappings
+
+
+def mapping_kind(key) -> str:
+    _, size, name = key
+    if name != "[anon]":
+        return name if name.startswith("[") else "file-backed (binary, libraries)"
+    if size >= 32 << 20:
+        return "anon >= 32 MiB (mimalloc arenas)"
+    if size >= 1 << 20:
+        return "anon 1-32 MiB (large allocations, thread stacks)"
+    return "anon < 1 MiB"
+
+
+def smaps_growth(before: dict, after: dict) -> dict:
+    growth = {}
+    for key in set(before) | set(after):
+        delta = after.get(key, 0) - before.get(key, 0)
+        if delta:
+            growth[mapping_kind(key)] = growth.get(mapping_kind(key), 0) + delta
+    return growth
 
 
 def tcp_mem_pages() -> int:
@@ -112,49 +149,58 @@ def open_idle(port: int, first: int, count: int, prefix: str, sockets: list) -> 
     selector.close()
 
 
-def measure(name: str, command: list, port: int, steps: list) -> list:
-    broker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def measure(name: str, command: list, port: int, steps: list, show_smaps: bool) -> list:
+    broker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("MIMALLOC_SHOW_STATS") else subprocess.DEVNULL)
     rows = []
     sockets = []
     try:
         wait_port(port)
         time.sleep(0.5)
-        base_rss, base_tcp = rss_kib(broker.pid), tcp_mem_pages()
+        base_rss, base_tcp, base_maps = rss_kib(broker.pid), tcp_mem_pages(), smaps(broker.pid)
         opened, previous_rss = 0, base_rss
         for total in steps:
-            open_idle(port, opened, total - opened, name, sockets)
+            open_idle(port, opened, total - opened, name.split()[0], sockets)
             time.sleep(1.0)
             rss, tcp = rss_kib(broker.pid), tcp_mem_pages()
             marginal = (rss - previous_rss) * 1024 / (total - opened)
             rows.append((name, total, base_rss, rss, (rss - base_rss) * 1024 / total, marginal, (tcp - base_tcp) * 4096 / total))
             opened, previous_rss = total, rss
             print(f"{name}: {total} idle connections, RSS {base_rss} -> {rss} KiB", file=sys.stderr)
+            if show_smaps:
+                for kind, kib in sorted(smaps_growth(base_maps, smaps(broker.pid)).items(), key=lambda kv: -kv[1]):
+                    print(f"    {kind}: {kib:+} KiB = {kib * 1024 / total:+.0f} B per connection", file=sys.stderr)
     finally:
         for sock in sockets:
             sock.close()
-        broker.terminate()
-        broker.wait(timeout=20)
+        broker.send_signal(2)  # SIGINT: a clean stop, so MIMALLOC_SHOW_STATS prints
+        try:
+            broker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            broker.kill()
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shardmq", default="target/release/shardmq")
-    parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--steps", default="1000,5000,15000")
+    parser.add_argument("--shards", default="1,2", help="shard counts to run, comma separated")
+    parser.add_argument("--steps", default="5000,15000")
     parser.add_argument("--no-mosquitto", action="store_true")
+    parser.add_argument("--smaps", action="store_true", help="print the growth per kind of mapping")
     args = parser.parse_args()
     steps = [int(step) for step in args.steps.split(",")]
 
     rows = []
-    port = free_port()
-    rows += measure("shardmq", [args.shardmq, "--listen", f"127.0.0.1:{port}", "--shards", str(args.shards)], port, steps)
+    for shards in args.shards.split(","):
+        port = free_port()
+        command = [args.shardmq, "--listen", f"127.0.0.1:{port}", "--shards", shards]
+        rows += measure(f"shardmq --shards {shards}", command, port, steps, args.smaps)
     if not args.no_mosquitto:
         port = free_port()
         with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as conf:
             conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                        "max_connections -1\nlog_type none\n")
-        rows += measure("mosquitto", ["mosquitto", "-c", conf.name], port, steps)
+        rows += measure("mosquitto", ["mosquitto", "-c", conf.name], port, steps, args.smaps)
         os.unlink(conf.name)
 
     print("| broker | idle connections | RSS before (KiB) | RSS after (KiB) | broker bytes / connection | marginal bytes / connection (since previous step) | kernel TCP bytes / connection |")

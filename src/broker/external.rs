@@ -263,7 +263,7 @@ impl ShardCore {
                 topic: message.topic.to_string(),
                 qos: message.qos,
                 payload: message.payload.clone(),
-                content_type: message.properties.content_type.as_ref().map(ToString::to_string),
+                content_type: message.properties().content_type.as_ref().map(ToString::to_string),
             })
             .collect();
         retained.sort_by(|a, b| a.topic.cmp(&b.topic));

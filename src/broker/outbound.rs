@@ -222,7 +222,7 @@ fn remaining_expiry_encoding(message: &Message, deadline: Instant, now: Instant)
     let remaining_secs = deadline.saturating_duration_since(now).as_secs().max(1);
     let properties = Properties {
         message_expiry_interval_secs: Some(u32::try_from(remaining_secs).unwrap_or(u32::MAX)),
-        ..message.properties.clone()
+        ..message.properties().clone()
     };
     EncodedPublish::new(&message.topic, &properties, message.payload.clone()).ok()
 }

@@ -1,10 +1,8 @@
 //! `TopicTrie<V>`: a trie over topic levels whose nodes live in one arena (`Vec` + indices + free list).
 //!
-//! It serves both directions of MQTT matching:
-//! - keyed by topic *filters* (local subscriptions, shard interest): `for_each_match(topic_name)` visits the
-//!   value of every filter that matches a published topic;
-//! - keyed by topic *names* (retained messages): `for_each_in_filter(filter)` visits every stored topic that
-//!   a subscription filter matches.
+//! Keyed by topic *filters* (local subscriptions, shard interest): `for_each_match(topic_name)` visits the
+//! value of every filter that matches a published topic. (Retained messages, keyed by topic names, live in
+//! a flat table: `retain.rs`.)
 //!
 //! `+` and `#` children sit in their own slots beside the map of literal children. Topics starting with `$`
 //! are not matched by a wildcard in the first level [MQTT-4.7.2-1].
@@ -147,52 +145,6 @@ impl<V: TrieValue> TopicTrie<V> {
             if wildcards_allowed && node.plus != NO_NODE {
                 stack.push((node.plus, depth + 1));
             }
-        }
-    }
-
-    /// Visits the value of every stored topic name that the filter `filter` matches.
-    pub fn for_each_in_filter(&self, filter: &str, mut visit: impl FnMut(&V)) {
-        let levels: LevelStack = filter.split('/').collect();
-        let mut stack: SmallVec<[(NodeIdx, usize); 16]> = SmallVec::new();
-        stack.push((ROOT, 0));
-        while let Some((idx, depth)) = stack.pop() {
-            let node = &self.nodes[idx as usize];
-            match levels.get(depth).copied() {
-                None => visit(&node.value),
-                Some("#") => {
-                    if depth > 0 {
-                        visit(&node.value);
-                    }
-                    self.visit_subtree(idx, depth == 0, &mut visit);
-                }
-                Some("+") => {
-                    for (level, &child) in &node.children {
-                        if !(depth == 0 && level.starts_with('$')) {
-                            stack.push((child, depth + 1));
-                        }
-                    }
-                }
-                Some(level) => {
-                    if let Some(&child) = node.children.get(level) {
-                        stack.push((child, depth + 1));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Every value strictly below `root` (skipping `$` first levels when `at_top`).
-    fn visit_subtree(&self, root: NodeIdx, at_top: bool, visit: &mut impl FnMut(&V)) {
-        let mut stack: SmallVec<[NodeIdx; 16]> = SmallVec::new();
-        for (level, &child) in &self.nodes[root as usize].children {
-            if !(at_top && level.starts_with('$')) {
-                stack.push(child);
-            }
-        }
-        while let Some(idx) = stack.pop() {
-            let node = &self.nodes[idx as usize];
-            visit(&node.value);
-            stack.extend(node.children.values().copied());
         }
     }
 
@@ -423,27 +375,6 @@ mod tests {
         let before = trie.nodes.len();
         trie.entry("a/d/e");
         assert_eq!(trie.nodes.len(), before, "freed slots are reused");
-    }
-
-    #[test]
-    fn filter_walks_stored_topic_names() {
-        let mut trie: TopicTrie<Option<&'static str>> = TopicTrie::default();
-        for topic in ["a", "a/b", "a/b/c", "a/x", "$SYS/load", "b"] {
-            let node = trie.entry(topic);
-            *trie.value_mut(node) = Some(topic);
-        }
-        let walk = |filter: &str| {
-            let mut found = Vec::new();
-            trie.for_each_in_filter(filter, |value| found.extend(value.iter().copied()));
-            found.sort();
-            found
-        };
-        assert_eq!(walk("a/#"), vec!["a", "a/b", "a/b/c", "a/x"]);
-        assert_eq!(walk("a/+"), vec!["a/b", "a/x"]);
-        assert_eq!(walk("#"), vec!["a", "a/b", "a/b/c", "a/x", "b"]);
-        assert_eq!(walk("+"), vec!["a", "b"]);
-        assert_eq!(walk("$SYS/#"), vec!["$SYS/load"]);
-        assert_eq!(walk("a/b"), vec!["a/b"]);
     }
 
     #[test]

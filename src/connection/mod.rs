@@ -21,20 +21,28 @@ pub use table::{ConnTable, SlotKey};
 /// `max_connections`. Shared by all shards; touched once per accept and once per close, never per packet.
 #[derive(Clone, Debug)]
 pub struct ConnectionPermit {
-    open: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Debug)]
+struct Counts {
+    open: AtomicUsize,
     max: usize,
     /// Per listener (in `Config::effective_listeners` order): open connections and the cap (`usize::MAX`
     /// when the listener has none).
-    listeners: Arc<[(AtomicUsize, usize)]>,
+    listeners: Box<[(AtomicUsize, usize)]>,
 }
 
-/// One open connection's place in the counts; released on drop.
+/// One open connection's place in the counts; released on drop. 16 bytes: it lives in every connection's
+/// slot, so it holds one pointer and the listener's index, not its own copies of the tables.
 #[derive(Debug)]
 pub struct PermitGuard {
-    open: Arc<AtomicUsize>,
-    listeners: Arc<[(AtomicUsize, usize)]>,
-    listener: Option<usize>,
+    counts: Arc<Counts>,
+    /// Index into `Counts::listeners`, or `NO_LISTENER` for a place counted against the process only.
+    listener: u32,
 }
+
+const NO_LISTENER: u32 = u32::MAX;
 
 /// Which limit refused a connection at accept (for the log line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,23 +70,24 @@ impl ConnectionPermit {
     /// `listener_caps[i]`: listener i's own `max_connections`, if any.
     pub fn with_listener_caps(max: usize, listener_caps: &[Option<usize>]) -> Self {
         let listeners = listener_caps.iter().map(|cap| (AtomicUsize::new(0), cap.unwrap_or(usize::MAX))).collect();
-        ConnectionPermit { open: Arc::new(AtomicUsize::new(0)), max, listeners }
+        ConnectionPermit { counts: Arc::new(Counts { open: AtomicUsize::new(0), max, listeners }) }
     }
 
     /// A place for a newly accepted connection, or `None` at the process-wide limit.
     pub fn try_acquire(&self) -> Option<PermitGuard> {
-        let before = self.open.fetch_add(1, Ordering::Relaxed);
-        if before >= self.max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+        let counts = &self.counts;
+        if counts.open.fetch_add(1, Ordering::Relaxed) >= counts.max {
+            counts.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(PermitGuard { open: self.open.clone(), listeners: self.listeners.clone(), listener: None })
+        Some(PermitGuard { counts: Arc::clone(counts), listener: NO_LISTENER })
     }
 
     /// A place for a connection accepted on `listener`: within its own cap and the process-wide one.
     pub fn try_acquire_on(&self, listener: usize) -> Result<PermitGuard, ConnectionLimit> {
-        let Some((open, max)) = self.listeners.get(listener) else {
-            return self.try_acquire().ok_or(ConnectionLimit::Process { max: self.max });
+        let process = ConnectionLimit::Process { max: self.counts.max };
+        let (Some((open, max)), Ok(index)) = (self.counts.listeners.get(listener), u32::try_from(listener)) else {
+            return self.try_acquire().ok_or(process);
         };
         if open.fetch_add(1, Ordering::Relaxed) >= *max {
             open.fetch_sub(1, Ordering::Relaxed);
@@ -86,29 +95,29 @@ impl ConnectionPermit {
         }
         match self.try_acquire() {
             Some(mut guard) => {
-                guard.listener = Some(listener);
+                guard.listener = index;
                 Ok(guard)
             }
             None => {
                 open.fetch_sub(1, Ordering::Relaxed);
-                Err(ConnectionLimit::Process { max: self.max })
+                Err(process)
             }
         }
     }
 
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.counts.open.load(Ordering::Relaxed)
     }
 
     pub fn max_connections(&self) -> usize {
-        self.max
+        self.counts.max
     }
 }
 
 impl Drop for PermitGuard {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some((open, _)) = self.listener.and_then(|listener| self.listeners.get(listener)) {
+        self.counts.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some((open, _)) = self.counts.listeners.get(self.listener as usize) {
             open.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -117,6 +126,11 @@ impl Drop for PermitGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_is_two_words_at_most() {
+        assert!(std::mem::size_of::<PermitGuard>() <= 16, "it lives in every connection's slot");
+    }
 
     #[test]
     fn the_limit_refuses_and_frees_places() {

@@ -297,7 +297,8 @@ impl Shard {
             }
         } else if result == -libc::ENOBUFS {
             // Every provided buffer is taken: re-armed once this reap has given buffers back. The bytes
-            // wait in the socket; nothing is lost.
+            // wait in the socket; nothing is lost. More buffers are offered from now on.
+            self.reads.ran_dry();
             if !completion.more() {
                 self.rearm.push(key);
             }

@@ -186,6 +186,12 @@ impl Ring {
 /// The shard's provided buffers: `count` buffers of `size` bytes in one allocation, offered to the kernel
 /// through a buffer ring. A receive completion names the buffer its bytes landed in; the shard copies
 /// them out and gives the buffer back at once.
+///
+/// Only `INITIAL_OFFERED_BUFFERS` of them are offered at first, more (doubling, up to `count`) each time
+/// the kernel finds none (`ran_dry`). The ring is first in, first out: with all 256 offered, even an idle
+/// fleet's keep-alives cycle through every buffer and fault in at least a page of each (1 MiB per shard,
+/// 210 B per connection at 5,000 connections on one shard, perf/SCALE.md), while a few suffice until a
+/// burst needs more; the allocation itself is untouched (zeroed pages come from the OS on first write).
 pub struct BufferRing {
     entries: *mut types::BufRingEntry,
     entries_layout: Layout,
@@ -194,7 +200,12 @@ pub struct BufferRing {
     mask: u16,
     tail: u16,
     group: u16,
+    /// Buffers `0..offered` have been given to the kernel; the others were never touched.
+    offered: u16,
 }
+
+/// Buffers offered at start; a shard receiving from more sockets per turn than this grows the set.
+const INITIAL_OFFERED_BUFFERS: u16 = 16;
 
 /// Page alignment the kernel requires of a buffer ring.
 const RING_ALIGN: usize = 4096;
@@ -219,15 +230,33 @@ impl BufferRing {
             mask: count - 1,
             tail: 0,
             group,
+            offered: 0,
         };
         // SAFETY: the entries stay allocated (and the buffers alive) until the ring is dropped, after the
         // io_uring that uses them (the shard drops its ring first).
         unsafe { ring.ring.submitter().register_buf_ring_with_flags(entries as u64, count, group, 0) }
             .map_err(RingError::BufferRing)?;
-        for id in 0..count {
-            this.give_back(id);
-        }
+        this.offer_up_to(INITIAL_OFFERED_BUFFERS.min(count));
         Ok(this)
+    }
+
+    fn offer_up_to(&mut self, offered: u16) {
+        for id in self.offered..offered {
+            self.give_back(id);
+        }
+        self.offered = self.offered.max(offered);
+    }
+
+    /// A receive found no buffer (`ENOBUFS`): offer twice as many (up to all), so the next burst of this
+    /// size finds one.
+    pub fn ran_dry(&mut self) {
+        let count = self.mask + 1;
+        self.offer_up_to(self.offered.saturating_mul(2).min(count));
+    }
+
+    /// Buffers offered to the kernel so far (the others hold no memory yet).
+    pub fn offered(&self) -> u16 {
+        self.offered
     }
 
     pub fn group(&self) -> u16 {
@@ -321,6 +350,20 @@ mod tests {
         assert!(token.matches_generation(0x0123_4567));
         assert!(!token.matches_generation(0x0123_4568));
         assert_eq!(Token(0).kind(), None);
+    }
+
+    #[test]
+    fn buffers_are_offered_a_few_at_first_and_doubled_when_the_kernel_runs_dry() {
+        let ring = Ring::new(8).expect("ring");
+        let mut buffers = BufferRing::new(&ring, 0, 64, 64).expect("buffer ring");
+        assert_eq!(buffers.offered(), INITIAL_OFFERED_BUFFERS);
+        buffers.ran_dry();
+        assert_eq!(buffers.offered(), 2 * INITIAL_OFFERED_BUFFERS);
+        buffers.ran_dry();
+        buffers.ran_dry();
+        assert_eq!(buffers.offered(), 64, "never more than the ring holds");
+        let small = BufferRing::new(&ring, 1, 4, 64).expect("buffer ring");
+        assert_eq!(small.offered(), 4);
     }
 
     #[test]
