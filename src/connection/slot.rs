@@ -53,7 +53,8 @@ struct SlotExtra {
 
 /// What a send completion leaves to do.
 pub enum SendStep {
-    /// Part was sent: submit the rest (the batch stays in flight).
+    /// Part was sent, or none for want of room: submit the rest as a send that waits for room (the batch
+    /// stays in flight).
     Again(*const libc::msghdr),
     /// All was sent; the batch went back to the pool.
     Done,
@@ -309,6 +310,12 @@ impl ConnSlot {
     /// Digests a send completion (`result`: bytes written or a negative errno).
     pub fn send_completed(&mut self, result: i32, pool: &mut Vec<Box<SendBatch>>) -> SendStep {
         let Some(mut batch) = self.send.take() else { return SendStep::Done };
+        if result == -libc::EAGAIN {
+            // A send that was not to wait found the socket full: all of it goes again, waiting for room.
+            let message = batch.prepare();
+            self.send = Some(batch);
+            return SendStep::Again(message);
+        }
         if result < 0 {
             batch.reset();
             pool.push(batch);

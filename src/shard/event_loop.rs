@@ -324,6 +324,7 @@ impl Shard {
         let Some(key) = self.full_key(completion.token) else { return };
         let slot = self.conns.get_by_key(key).expect("key just found");
         match slot.send_completed(completion.result, &mut self.batches) {
+            // The rest of a partial send, or all of one the socket had no room for: this one waits for room.
             SendStep::Again(message) => {
                 let token = Token::new(TokenKind::Send, key.index, key.generation);
                 let fd = slot.fd();
@@ -448,7 +449,7 @@ impl Shard {
             let token = Token::new(TokenKind::Send, key.index, key.generation);
             let fd = slot.fd();
             // SAFETY: the message and its iovecs live in the slot's send batch until this completes.
-            unsafe { self.ring.push(&request::sendmsg(fd, message, token)) };
+            unsafe { self.ring.push_inline(&request::sendmsg_now(fd, message, token)) };
         }
         if self.conns.get_by_key(key).is_some_and(|slot| slot.input_paused()) {
             self.resume_input(key);

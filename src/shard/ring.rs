@@ -4,6 +4,11 @@
 //! itself (no timer request armed per turn). Also the shard's provided-buffer ring, from which multishot
 //! receives take their buffers (an idle connection owns none), and the tokens that name what a
 //! completion belongs to.
+//!
+//! A turn's sends are `MSG_DONTWAIT` (the kernel then never parks them on a poll: they complete, in full,
+//! in part or with `EAGAIN`, while the enter submits them), so the wait that follows asks for one
+//! completion more than those: their completions do not end the sleep, and a lone message costs one
+//! `io_uring_enter` instead of two (one to submit the send and see it complete, one to sleep).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
@@ -98,7 +103,14 @@ pub enum RingError {
 
 pub struct Ring {
     ring: IoUring,
+    /// Queued requests that complete while the enter submits them ([`Ring::push_inline`]).
+    inline_pending: u32,
 }
+
+/// Longest sleep of a wait that discounts inline completions. They always complete at submission (a
+/// unit test holds the kernel to it); this bound only keeps a kernel that broke that from stalling a
+/// connection for longer.
+const INLINE_WAIT_BOUND: Duration = Duration::from_millis(50);
 
 impl Ring {
     /// A ring with `entries` submission slots, for the calling thread only.
@@ -135,7 +147,7 @@ impl Ring {
                 return Err(RingError::MissingFeature(name));
             }
         }
-        Ok(Ring { ring })
+        Ok(Ring { ring, inline_pending: 0 })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -154,18 +166,36 @@ impl Ring {
             if let Err(err) = self.ring.submit() {
                 tracing::warn!(%err, "io_uring submit failed while the submission queue was full");
             }
+            // What was submitted has completed into the completion queue, where the wait counts it.
+            self.inline_pending = 0;
         }
+    }
+
+    /// Queues a request that completes while it is submitted (a `MSG_DONTWAIT` send): the next wait
+    /// does not end for its completion.
+    ///
+    /// # Safety
+    /// As [`Ring::push`].
+    pub unsafe fn push_inline(&mut self, entry: &squeue::Entry) {
+        self.push(entry);
+        self.inline_pending += 1;
     }
 
     /// Submits what is queued and waits until a completion arrives or `timeout` passes (`None`: no
     /// limit). One `io_uring_enter` for both.
+    /// Completions of requests queued with [`Ring::push_inline`] and completions already waiting are not
+    /// counted: the wait is for one more.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) {
+        let inline = std::mem::take(&mut self.inline_pending);
+        let want = self.ring.completion().len() + inline as usize + 1;
+        let timeout =
+            if inline > 0 { Some(timeout.map_or(INLINE_WAIT_BOUND, |t| t.min(INLINE_WAIT_BOUND))) } else { timeout };
         let result = match timeout {
-            None => self.ring.submit_and_wait(1),
+            None => self.ring.submit_and_wait(want),
             Some(timeout) => {
                 let ts = types::Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
+                self.ring.submitter().submit_with_args(want, &args)
             }
         };
         match result {
@@ -316,8 +346,18 @@ pub mod request {
             .user_data(token.0)
     }
 
+    /// A send that waits for room in the socket (the kernel polls it): the rest after a partial send.
     pub fn sendmsg(fd: RawFd, message: *const libc::msghdr, token: Token) -> squeue::Entry {
         opcode::SendMsg::new(types::Fd(fd), message).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token.0)
+    }
+
+    /// A send that completes at submission: all, part, or `-EAGAIN` when the socket has no room. Queue it
+    /// with [`Ring::push_inline`].
+    pub fn sendmsg_now(fd: RawFd, message: *const libc::msghdr, token: Token) -> squeue::Entry {
+        opcode::SendMsg::new(types::Fd(fd), message)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
+            .build()
+            .user_data(token.0)
     }
 
     /// Posts a completion with `token` into the ring `target` (another shard's); no completion here
@@ -350,6 +390,58 @@ mod tests {
         assert!(token.matches_generation(0x0123_4567));
         assert!(!token.matches_generation(0x0123_4568));
         assert_eq!(Token(0).kind(), None);
+    }
+
+    /// A one-iovec message over `bytes`, kept alive by the caller.
+    fn message_over(bytes: &[u8], iov: &mut libc::iovec, message: &mut libc::msghdr) -> *const libc::msghdr {
+        *iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
+        message.msg_iov = iov;
+        message.msg_iovlen = 1;
+        message
+    }
+
+    #[test]
+    fn a_send_that_must_not_wait_completes_at_submission_even_on_a_full_socket() {
+        let mut ring = Ring::new(8).expect("ring");
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [1u8; 4096];
+        while unsafe { libc::send(ours.as_raw_fd(), chunk.as_ptr().cast(), chunk.len(), 0) } > 0 {}
+        let (mut iov, mut message) = (unsafe { std::mem::zeroed() }, unsafe { std::mem::zeroed() });
+        let message = message_over(b"more", &mut iov, &mut message);
+        let token = Token::new(TokenKind::Send, 1, 0);
+        unsafe { ring.push_inline(&request::sendmsg_now(ours.as_raw_fd(), message, token)) };
+        ring.ring.submit().expect("submit");
+        let mut seen = Vec::new();
+        ring.completions(&mut seen);
+        assert_eq!(seen.len(), 1, "the completion is there without waiting");
+        assert_eq!((seen[0].token, seen[0].result), (token, -libc::EAGAIN));
+    }
+
+    #[test]
+    fn a_wait_after_an_inline_send_sleeps_until_another_completion() {
+        use std::io::Write;
+        let mut ring = Ring::new(8).expect("ring");
+        let buffers = BufferRing::new(&ring, 0, 4, 64).expect("buffer ring");
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let recv = Token::new(TokenKind::Recv, 2, 0);
+        unsafe { ring.push(&request::recv_multishot(reader.as_raw_fd(), buffers.group(), recv)) };
+        let (mut iov, mut message) = (unsafe { std::mem::zeroed() }, unsafe { std::mem::zeroed() });
+        let message = message_over(b"out", &mut iov, &mut message);
+        let send = Token::new(TokenKind::Send, 1, 0);
+        unsafe { ring.push_inline(&request::sendmsg_now(ours.as_raw_fd(), message, send)) };
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            writer.write_all(b"in").unwrap();
+            writer
+        });
+        ring.submit_and_wait(Some(Duration::from_secs(5)));
+        let mut seen = Vec::new();
+        ring.completions(&mut seen);
+        let _writer = later.join().unwrap();
+        let tokens: Vec<(Token, i32)> = seen.iter().map(|c| (c.token, c.result)).collect();
+        assert_eq!(tokens, vec![(send, 3), (recv, 2)], "the send alone did not end the wait");
     }
 
     #[test]
