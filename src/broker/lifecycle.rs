@@ -37,6 +37,11 @@ pub enum CloseReason {
     /// Another connection with the same client id connected [MQTT-3.1.4-3].
     TakenOver,
     ServerShutdown,
+    /// An administrator removed the client's right to be connected (a dynamic security client deleted,
+    /// disabled or given new credentials); v5 clients get DISCONNECT 0x98. No will, as Mosquitto's kick.
+    Kicked {
+        detail: &'static str,
+    },
 }
 
 impl CloseReason {
@@ -47,6 +52,7 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
             CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
             CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
+            CloseReason::Kicked { detail } => Some((ReasonCode::ADMINISTRATIVE_ACTION, (*detail).into())),
             _ => None,
         }
     }
@@ -56,7 +62,7 @@ impl CloseReason {
     fn publishes_will(&self) -> bool {
         match self {
             CloseReason::ClientDisconnect { publish_will } => *publish_will,
-            CloseReason::ServerShutdown | CloseReason::ConnectRefused => false,
+            CloseReason::ServerShutdown | CloseReason::ConnectRefused | CloseReason::Kicked { .. } => false,
             _ => true,
         }
     }
@@ -80,6 +86,7 @@ impl fmt::Display for CloseReason {
             CloseReason::KeepAliveTimeout => f.write_str("keep alive timeout (1.5 x keep alive without a packet)"),
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
+            CloseReason::Kicked { detail } => write!(f, "administrative action: {detail}"),
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum MeshMessage {
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
     /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
     Retain { message: Arc<Message>, deliver: bool },
+    /// Close the connections of these user names (dynamic security deleted or disabled them, or changed
+    /// their credentials, on the sending shard). A control message: never shed.
+    KickUsernames(Arc<[Box<str>]>),
 }
 
 /// An application message as published, shared by every shard and delivery. Never mutated after creation:

@@ -22,6 +22,7 @@ mod authorization;
 mod connection;
 mod core;
 mod delivery;
+mod dynsec;
 mod handle;
 mod held_suback;
 mod inflight;

@@ -189,6 +189,14 @@ impl Sessions {
         self.by_client_id.len()
     }
 
+    /// Every session, in slot order (cold paths only: a walk over the whole slab).
+    pub fn iter(&self) -> impl Iterator<Item = (SessionKey, &Session)> {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let key = SessionKey(u32::try_from(index).ok()?);
+            slot.as_ref().map(|session| (key, session))
+        })
+    }
+
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
     }
