@@ -268,7 +268,10 @@ impl AccessControl {
                     dynsec: Arc::clone(&shared),
                     allow_anonymous: listener.allow_anonymous,
                 });
-                built.push(ListenerAccess { authenticator, authorizer: Some(Arc::clone(&shared) as Arc<dyn Authorizer>) });
+                built.push(ListenerAccess {
+                    authenticator,
+                    authorizer: Some(Arc::clone(&shared) as Arc<dyn Authorizer>),
+                });
                 dynsec.get_or_insert(shared);
                 continue;
             }

@@ -39,7 +39,8 @@ impl ShardCore {
             let Some(session) = self.sessions.get(key) else { return };
             if session.awaiting_pubrel().contains(&publish.packet_id) {
                 // A resend of a batch already applied [MQTT-4.3.3-9]: applying it twice would answer twice.
-                return self.send(conn, &Packet::PubRec(PubResponse { packet_id: publish.packet_id, ..Default::default() }));
+                return self
+                    .send(conn, &Packet::PubRec(PubResponse { packet_id: publish.packet_id, ..Default::default() }));
             }
         }
         let admin = self.sessions.get(key).and_then(|session| session.username.as_deref()).unwrap_or("").to_string();

@@ -233,8 +233,7 @@ impl Config {
             ("auth.password_file", &self.auth.password_file),
             ("auth.acl_file", &self.auth.acl_file),
             ("auth.dynamic_security_file", &self.auth.dynamic_security_file),
-        ]
-        {
+        ] {
             if let Some(path) = path {
                 listener::readable(path).map_err(|reason| ConfigError::Invalid { field, reason })?;
             }

@@ -229,7 +229,7 @@ class MosquittoCtrlCommandsTest(DynsecTestCase):
         self.connected("alice", "newpw")
 
     def test_a_wrong_admin_password_is_refused(self):
-        self.assertIn("Not authorized", self.ctrl("listClients", password="wrong"))
+        self.assertIn("Connection error: Bad User Name or Password", self.ctrl("listClients", password="wrong"))
 
 
 class ClientLifecycleTest(DynsecTestCase):

@@ -185,7 +185,10 @@ fn role_refs(state: &DynsecFile, command: &Map<String, Value>) -> Result<Option<
 }
 
 /// `groups: [{groupname, priority}]`; every group must exist.
-fn group_refs(state: &DynsecFile, command: &Map<String, Value>) -> Result<Option<Vec<(String, Option<i64>)>>, &'static str> {
+fn group_refs(
+    state: &DynsecFile,
+    command: &Map<String, Value>,
+) -> Result<Option<Vec<(String, Option<i64>)>>, &'static str> {
     let Some(groups) = command.get("groups") else { return Ok(None) };
     let groups = groups.as_array().ok_or("Invalid/missing groups")?;
     let mut refs = Vec::with_capacity(groups.len());
@@ -801,7 +804,10 @@ mod tests {
     #[test]
     fn default_access_reads_the_access_word_mosquitto_ctrl_sends() {
         let mut state = DynsecFile::default();
-        send(&mut state, json!([{"command":"setDefaultACLAccess","acls":[{"acltype":"publishClientSend","access":"allow"}]}]));
+        send(
+            &mut state,
+            json!([{"command":"setDefaultACLAccess","acls":[{"acltype":"publishClientSend","access":"allow"}]}]),
+        );
         assert!(state.default_access.publish_client_send);
         send(&mut state, json!([{"command":"setDefaultACLAccess","acls":[{"acltype":"subscribe","allow":true}]}]));
         assert!(state.default_access.subscribe);

@@ -320,8 +320,11 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("shardmq-dynsec-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ds.json");
-        std::fs::write(&path, r#"{"roles":[{"rolename":"r","acls":[{"acltype":"publish","topic":"a","allow":true}]}]}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"roles":[{"rolename":"r","acls":[{"acltype":"publish","topic":"a","allow":true}]}]}"#,
+        )
+        .unwrap();
         let err = DynsecFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("ds.json") && err.contains("publish"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

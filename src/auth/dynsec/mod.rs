@@ -188,8 +188,14 @@ mod tests {
         let (dynsec, dir) = dynsec("admin");
         let admin = dynsec.authenticate(&connect(Some("admin"), b"pw", "any"), false);
         assert_eq!(admin, AuthDecision::Allow { username: Some("admin".into()) });
-        assert_eq!(refused(dynsec.authenticate(&connect(Some("admin"), b"PW", "any"), false)), Some(FailureKind::BadCredentials));
-        assert_eq!(refused(dynsec.authenticate(&connect(Some("eve"), b"pw", "any"), false)), Some(FailureKind::BadCredentials));
+        assert_eq!(
+            refused(dynsec.authenticate(&connect(Some("admin"), b"PW", "any"), false)),
+            Some(FailureKind::BadCredentials)
+        );
+        assert_eq!(
+            refused(dynsec.authenticate(&connect(Some("eve"), b"pw", "any"), false)),
+            Some(FailureKind::BadCredentials)
+        );
         let who = ClientIdentity { listener: ListenerId(0), client_id: "any", username: Some("admin") };
         assert!(dynsec.may_publish(&who, CONTROL_TOPIC));
         assert!(!dynsec.may_publish(&who, "app/topic"), "the admin role has no publishClientSend on #");
@@ -213,7 +219,10 @@ mod tests {
         let wrong_id = dynsec.authenticate(&connect(Some("dev"), b"d", "dev-2"), false);
         assert_eq!(refused(wrong_id), Some(FailureKind::NotAuthorized));
         let reloaded = DynamicSecurity::load(&dir.join("ds.json")).unwrap();
-        assert!(matches!(reloaded.authenticate(&connect(Some("dev"), b"d", "dev-1"), false), AuthDecision::Allow { .. }));
+        assert!(matches!(
+            reloaded.authenticate(&connect(Some("dev"), b"d", "dev-1"), false),
+            AuthDecision::Allow { .. }
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -64,8 +64,10 @@ impl Rules {
             .map(|client| {
                 let mut roles: Vec<&RoleRef> = client.roles.iter().collect();
                 sort_by_priority(&mut roles, |role| (role.priority, role.rolename.as_str()));
-                let mut groups: Vec<(&str, Option<i64>)> =
-                    file.groups_of(&client.username).map(|(group, priority)| (group.groupname.as_str(), priority)).collect();
+                let mut groups: Vec<(&str, Option<i64>)> = file
+                    .groups_of(&client.username)
+                    .map(|(group, priority)| (group.groupname.as_str(), priority))
+                    .collect();
                 sort_by_priority(&mut groups, |(name, priority)| (*priority, *name));
                 let mut role_order: Vec<&str> = roles.iter().map(|role| role.rolename.as_str()).collect();
                 for (groupname, _) in groups {
@@ -163,9 +165,11 @@ impl AclLists {
             sort_by_priority(&mut acls, |acl| (Some(acl.priority.unwrap_or(0)), acl.topic.as_str()));
             let rules = |kind: AclType| {
                 let literal = matches!(kind, AclType::SubscribeLiteral | AclType::UnsubscribeLiteral);
-                acls.iter()
-                    .filter(move |acl| acl.acltype == kind)
-                    .map(move |acl| Rule { filter: Box::from(acl.topic.as_str()), literal, allow: acl.allow })
+                acls.iter().filter(move |acl| acl.acltype == kind).map(move |acl| Rule {
+                    filter: Box::from(acl.topic.as_str()),
+                    literal,
+                    allow: acl.allow,
+                })
             };
             lists.publish_send.extend(rules(AclType::PublishClientSend));
             lists.publish_receive.extend(rules(AclType::PublishClientReceive));
@@ -191,8 +195,7 @@ fn sort_by_priority<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, &str))
     items.sort_by(|a, b| {
         let (priority_a, name_a) = key(a);
         let (priority_b, name_b) = key(b);
-        let (priority_a, priority_b) =
-            (priority_a.unwrap_or(PRIORITY_DEFAULT), priority_b.unwrap_or(PRIORITY_DEFAULT));
+        let (priority_a, priority_b) = (priority_a.unwrap_or(PRIORITY_DEFAULT), priority_b.unwrap_or(PRIORITY_DEFAULT));
         priority_b.cmp(&priority_a).then_with(|| name_a.cmp(name_b))
     });
 }
@@ -201,7 +204,8 @@ fn sort_by_priority<T>(items: &mut [T], key: impl Fn(&T) -> (Option<i64>, &str))
 fn password_hash(password: Option<&str>, salt: Option<&str>, iterations: Option<u32>) -> Option<PasswordHash> {
     let hash = BASE64.decode(password?).ok()?;
     let salt = BASE64.decode(salt?).ok()?;
-    let iterations = iterations.filter(|&count| (1..=crate::auth::password_file::PBKDF2_ITERATIONS_MAX).contains(&count))?;
+    let iterations =
+        iterations.filter(|&count| (1..=crate::auth::password_file::PBKDF2_ITERATIONS_MAX).contains(&count))?;
     Some(PasswordHash::Pbkdf2Sha512 { iterations, salt, hash: hash.try_into().ok()? })
 }
 
@@ -255,7 +259,11 @@ mod tests {
     #[test]
     fn client_roles_come_before_group_roles_and_groups_by_priority() {
         let file = DynsecFile {
-            clients: vec![ClientEntry { username: "u".into(), roles: vec![role_ref("own", None)], ..Default::default() }],
+            clients: vec![ClientEntry {
+                username: "u".into(),
+                roles: vec![role_ref("own", None)],
+                ..Default::default()
+            }],
             groups: vec![
                 GroupEntry {
                     groupname: "low".into(),
@@ -318,7 +326,11 @@ mod tests {
     #[test]
     fn anonymous_clients_get_the_anonymous_groups_roles() {
         let mut file = DynsecFile {
-            groups: vec![GroupEntry { groupname: "anon".into(), roles: vec![role_ref("pub", None)], ..Default::default() }],
+            groups: vec![GroupEntry {
+                groupname: "anon".into(),
+                roles: vec![role_ref("pub", None)],
+                ..Default::default()
+            }],
             roles: vec![role("pub", vec![acl(AclType::PublishClientSend, "public/#", None, true)])],
             ..Default::default()
         };
