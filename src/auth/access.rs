@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::acl_file::{AclFile, AclFileError, AclSubject};
+use super::dynsec::{DynamicSecurity, DynsecAuthenticator, DynsecFileError};
 use super::method::AuthFailure;
 use super::password_file::{PasswordFile, PasswordFileError, PasswordHash};
 use super::token::{TokenGrant, TokenStore, TOKEN_PREFIX};
@@ -43,11 +44,21 @@ pub struct AuthSettings {
     /// without a verified certificate is refused. Set from the listener's TLS settings, not from `[auth]`.
     #[serde(skip)]
     pub identity_as_username: bool,
+    /// The JSON file of Mosquitto's dynamic security plugin (`mosquitto_ctrl dynsec init FILE admin`):
+    /// its clients log in, its roles decide what they may do, and `mosquitto_ctrl dynsec` changes both at
+    /// run time (the file is rewritten after each change). Not together with `password_file` / `acl_file`.
+    pub dynamic_security_file: Option<PathBuf>,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { allow_anonymous: true, password_file: None, acl_file: None, identity_as_username: false }
+        AuthSettings {
+            allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            identity_as_username: false,
+            dynamic_security_file: None,
+        }
     }
 }
 
@@ -98,6 +109,10 @@ pub trait Authorizer: Send + Sync {
     fn may_subscribe(&self, client: &ClientIdentity<'_>, filter: &str) -> bool;
     /// May the client receive a message published on `topic` (checked at every delivery)?
     fn may_receive(&self, client: &ClientIdentity<'_>, topic: &str) -> bool;
+    /// May the client unsubscribe from `filter`? (Only dynamic security restricts it.)
+    fn may_unsubscribe(&self, _client: &ClientIdentity<'_>, _filter: &str) -> bool {
+        true
+    }
 }
 
 impl Authorizer for AclFile {
@@ -189,6 +204,10 @@ pub enum AuthLoadError {
     PasswordFile(#[from] PasswordFileError),
     #[error(transparent)]
     AclFile(#[from] AclFileError),
+    #[error(transparent)]
+    DynamicSecurity(#[from] DynsecFileError),
+    #[error("dynamic_security_file decides who may connect and what they may do: do not set password_file or acl_file beside it")]
+    DynamicSecurityWithFiles,
 }
 
 /// The authenticator and authorizer of one listener.
@@ -210,6 +229,8 @@ pub struct AccessControl {
     any_authorizer: bool,
     /// API tokens (`[http]`), accepted on every listener before its own authenticator is asked.
     tokens: Option<Arc<TokenStore>>,
+    /// Dynamic security, when a listener uses it: the core hands it `$CONTROL/dynamic-security/v1`.
+    dynsec: Option<Arc<DynamicSecurity>>,
 }
 
 /// Two access controls are equal when they were loaded from the same settings (for comparing configs).
@@ -228,12 +249,38 @@ impl AccessControl {
     /// Reads every listener's files (`listeners[i]` is `ListenerId(i)`; empty = one default listener).
     /// A file named by several listeners is read once.
     pub fn load(listeners: &[AuthSettings]) -> Result<AccessControl, AuthLoadError> {
+        AccessControl::load_keeping(listeners, Vec::new())
+    }
+
+    /// `load`, reusing the dynamic security already running for a file (its state lives in memory and
+    /// in its file, which it keeps current: reading it again would only race the commands).
+    fn load_keeping(
+        listeners: &[AuthSettings],
+        mut dynsec_files: Vec<(PathBuf, Arc<DynamicSecurity>)>,
+    ) -> Result<AccessControl, AuthLoadError> {
         let default = [AuthSettings::default()];
         let settings = if listeners.is_empty() { &default[..] } else { listeners };
         let mut password_files: Vec<(PathBuf, Arc<PasswordFile>)> = Vec::new();
         let mut acl_files: Vec<(PathBuf, Arc<AclFile>)> = Vec::new();
         let mut built = Vec::with_capacity(settings.len());
+        let mut dynsec = None;
         for listener in settings {
+            if let Some(path) = &listener.dynamic_security_file {
+                if listener.password_file.is_some() || listener.acl_file.is_some() {
+                    return Err(AuthLoadError::DynamicSecurityWithFiles);
+                }
+                let shared = load_once(&mut dynsec_files, path, DynamicSecurity::load)?;
+                let authenticator = Arc::new(DynsecAuthenticator {
+                    dynsec: Arc::clone(&shared),
+                    allow_anonymous: listener.allow_anonymous,
+                });
+                built.push(ListenerAccess {
+                    authenticator,
+                    authorizer: Some(Arc::clone(&shared) as Arc<dyn Authorizer>),
+                });
+                dynsec.get_or_insert(shared);
+                continue;
+            }
             let passwords = match &listener.password_file {
                 Some(path) => Some(load_once(&mut password_files, path, PasswordFile::load)?),
                 None => None,
@@ -249,7 +296,9 @@ impl AccessControl {
             };
             built.push(ListenerAccess { authenticator, authorizer });
         }
-        Ok(AccessControl::from_parts(built, settings.to_vec()))
+        let mut access = AccessControl::from_parts(built, settings.to_vec());
+        access.dynsec = dynsec;
+        Ok(access)
     }
 
     /// Hand-built hooks (tests, future plugins); `reload` of such a value returns it unchanged.
@@ -260,7 +309,7 @@ impl AccessControl {
 
     fn from_parts(listeners: Vec<ListenerAccess>, settings: Vec<AuthSettings>) -> AccessControl {
         let any_authorizer = listeners.iter().any(|listener| listener.authorizer.is_some());
-        AccessControl { listeners, settings, any_authorizer, tokens: None }
+        AccessControl { listeners, settings, any_authorizer, tokens: None, dynsec: None }
     }
 
     /// The same access control that also accepts the store's tokens as credentials.
@@ -279,9 +328,15 @@ impl AccessControl {
         if self.settings.is_empty() {
             return Ok(self.clone());
         }
-        let reloaded = AccessControl::load(&self.settings)?;
+        let running = self.dynsec.iter().map(|dynsec| (dynsec.path().to_path_buf(), Arc::clone(dynsec))).collect();
+        let reloaded = AccessControl::load_keeping(&self.settings, running)?;
         // Tokens live in their own store (changed through the API), not in the files a reload re-reads.
         Ok(AccessControl { tokens: self.tokens.clone(), ..reloaded })
+    }
+
+    /// The dynamic security in use, if a listener has one (the core gives it the control topic).
+    pub fn dynamic_security(&self) -> Option<&Arc<DynamicSecurity>> {
+        self.dynsec.as_ref()
     }
 
     /// The listener's hooks; an id beyond the configured listeners gets the first listener's.
@@ -319,6 +374,10 @@ impl AccessControl {
 
     pub fn may_receive(&self, client: &ClientIdentity<'_>, topic: &str) -> bool {
         self.listener(client.listener).authorizer.as_ref().is_none_or(|acl| acl.may_receive(client, topic))
+    }
+
+    pub fn may_unsubscribe(&self, client: &ClientIdentity<'_>, filter: &str) -> bool {
+        self.listener(client.listener).authorizer.as_ref().is_none_or(|acl| acl.may_unsubscribe(client, filter))
     }
 }
 

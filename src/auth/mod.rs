@@ -4,6 +4,8 @@
 //! - `access`: the seam the broker core calls: `Authenticator` (CONNECT), `Authorizer` (publish /
 //!   subscribe / deliver), `ListenerId`, the `[auth]` settings, and `AccessControl`, which holds every
 //!   listener's hooks, is built once at start, shared by all shards and rebuilt by a reload.
+//! - `dynsec`: Mosquitto's dynamic security (clients, groups, roles in its JSON file, changed at run time
+//!   through `$CONTROL/dynamic-security/v1`, as `mosquitto_ctrl dynsec` does), checked without locks.
 //! - `password_file`, `acl_file`: Mosquitto's password file (`$7$` PBKDF2-SHA512 and `$6$` SHA-512) and
 //!   ACL file, read unchanged; `passwd`: the `shardmq passwd` command (like `mosquitto_passwd`).
 //! - `method`: MQTT 5 enhanced authentication: the `AuthMethod` trait (one per Authentication Method
@@ -19,6 +21,7 @@
 mod access;
 mod acl_file;
 mod credentials;
+pub mod dynsec;
 mod method;
 pub mod passwd;
 mod password_file;

@@ -19,7 +19,7 @@ pub const SALT_BYTES: usize = 12;
 /// SHA-512 output, the hash length of both formats.
 const HASH_BYTES: usize = 64;
 /// A bound on the iterations a file may ask for, so a hostile file cannot make each CONNECT cost seconds.
-const PBKDF2_ITERATIONS_MAX: u32 = 1_000_000;
+pub(crate) const PBKDF2_ITERATIONS_MAX: u32 = 1_000_000;
 
 /// Why a password file cannot be used; each names the file (and line) so an operator can fix it.
 #[derive(Debug, thiserror::Error)]

@@ -143,6 +143,14 @@ impl ShardCore {
         self.identity(key).is_some_and(|client| self.access.may_subscribe(&client, filter))
     }
 
+    /// May the session's client unsubscribe from `filter`? (Only dynamic security restricts it.)
+    pub(super) fn may_unsubscribe(&self, key: SessionKey, filter: &str) -> bool {
+        if !self.access.authorizes() {
+            return true;
+        }
+        self.identity(key).is_some_and(|client| self.access.may_unsubscribe(&client, filter))
+    }
+
     /// May the session's client receive a message on `topic`? Runs on every delivery when an ACL is
     /// configured: one user lookup and a walk over that user's rules and the patterns.
     pub(super) fn may_receive(&self, key: SessionKey, topic: &ByteStr) -> bool {

@@ -50,6 +50,11 @@ pub enum CloseReason {
         reason: ReasonCode,
         detail: Cow<'static, str>,
     },
+    /// An administrator removed the client's right to be connected (a dynamic security client deleted,
+    /// disabled or given new credentials); v5 clients get DISCONNECT 0x98. No will, as Mosquitto's kick.
+    Kicked {
+        detail: &'static str,
+    },
 }
 
 impl CloseReason {
@@ -62,6 +67,7 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
             CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
             CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
+            CloseReason::Kicked { detail } => Some((ReasonCode::ADMINISTRATIVE_ACTION, (*detail).into())),
             _ => None,
         }
     }
@@ -71,7 +77,7 @@ impl CloseReason {
     fn publishes_will(&self) -> bool {
         match self {
             CloseReason::ClientDisconnect { publish_will } => *publish_will,
-            CloseReason::ServerShutdown | CloseReason::ConnectRefused => false,
+            CloseReason::ServerShutdown | CloseReason::ConnectRefused | CloseReason::Kicked { .. } => false,
             _ => true,
         }
     }
@@ -99,6 +105,7 @@ impl fmt::Display for CloseReason {
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
             CloseReason::External { reason, detail } => write!(f, "closed through the HTTP API ({reason}): {detail}"),
+            CloseReason::Kicked { detail } => write!(f, "administrative action: {detail}"),
         }
     }
 }

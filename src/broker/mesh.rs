@@ -35,6 +35,7 @@ impl ShardCore {
                     self.deliver_local(&message, now);
                 }
             }
+            MeshMessage::KickUsernames(usernames) => self.kick_usernames(&usernames, now),
         }
     }
 }

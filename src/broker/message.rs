@@ -50,6 +50,9 @@ pub enum MeshMessage {
     /// of the retained store; `deliver` says whether its matching subscribers also get it (false only for an
     /// HTTP API delete).
     Retain { message: Arc<Message>, deliver: bool },
+    /// Close the connections of these user names (dynamic security deleted or disabled them, or changed
+    /// their credentials, on the sending shard). A control message: never shed.
+    KickUsernames(Arc<[Box<str>]>),
 }
 
 /// An application message as published, shared by every shard and delivery. Never mutated after creation:

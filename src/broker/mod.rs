@@ -27,6 +27,7 @@ mod backlog;
 mod connection;
 mod core;
 mod delivery;
+mod dynsec;
 mod external;
 mod handle;
 mod held_suback;

@@ -199,6 +199,14 @@ impl Sessions {
         self.slots.iter().flatten()
     }
 
+    /// Every session with its key, in slot order (cold paths only: a walk over the whole slab).
+    pub fn iter_with_keys(&self) -> impl Iterator<Item = (SessionKey, &Session)> {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let key = SessionKey(u32::try_from(index).ok()?);
+            slot.as_ref().map(|session| (key, session))
+        })
+    }
+
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
     }

@@ -119,6 +119,9 @@ allow_anonymous = true
 # password_file = "/etc/shardmq/passwd"
 # Mosquitto-format ACL file (topic / user / pattern lines). Default: none (every topic allowed).
 # acl_file = "/etc/shardmq/acl"
+# Mosquitto dynamic security JSON file (`mosquitto_ctrl dynsec init FILE admin`), changed at run time by
+# `mosquitto_ctrl dynsec`; replaces password_file and acl_file, for every listener. Default: none.
+# dynamic_security_file = "/etc/shardmq/dynamic-security.json"
 
 # Prometheus text at /metrics and the dashboard at / on a small HTTP listener of their own.
 [metrics]

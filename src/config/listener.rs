@@ -158,6 +158,8 @@ impl ListenerConfig {
             password_file: self.auth.password_file.clone().or_else(|| global.password_file.clone()),
             acl_file: self.auth.acl_file.clone().or_else(|| global.acl_file.clone()),
             identity_as_username: self.tls.as_ref().is_some_and(|tls| tls.use_identity_as_username),
+            // One dynamic security for the whole broker, as Mosquitto recommends (per_listener_settings false).
+            dynamic_security_file: global.dynamic_security_file.clone(),
         }
     }
 

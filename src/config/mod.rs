@@ -173,7 +173,10 @@ impl Config {
     pub fn load_access(&mut self) -> Result<(), ConfigError> {
         let per_listener: Vec<AuthSettings> =
             self.effective_listeners()?.iter().map(|listener| listener.effective_auth(&self.auth)).collect();
-        if per_listener.iter().any(|auth| !auth.allow_anonymous && auth.password_file.is_none()) {
+        if per_listener
+            .iter()
+            .any(|auth| !auth.allow_anonymous && auth.password_file.is_none() && auth.dynamic_security_file.is_none())
+        {
             // Logging starts after the config is loaded, so this goes to stderr directly.
             eprintln!("shardmq: warning: allow_anonymous = false without a password_file: any client giving a user name is accepted (as Mosquitto does)");
         }
@@ -262,8 +265,11 @@ impl Config {
                 .map_err(|reason| ConfigError::Invalid { field: "listen", reason })?;
         }
         self.effective_listeners()?;
-        for (field, path) in [("auth.password_file", &self.auth.password_file), ("auth.acl_file", &self.auth.acl_file)]
-        {
+        for (field, path) in [
+            ("auth.password_file", &self.auth.password_file),
+            ("auth.acl_file", &self.auth.acl_file),
+            ("auth.dynamic_security_file", &self.auth.dynamic_security_file),
+        ] {
             if let Some(path) = path {
                 listener::readable(path).map_err(|reason| ConfigError::Invalid { field, reason })?;
             }

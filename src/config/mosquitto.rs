@@ -19,6 +19,9 @@ const MESSAGE_SIZE_HEADROOM_BYTES: u32 = 65_536;
 /// The largest packet MQTT can encode (Remaining Length 268435455 plus a 5-byte fixed header): what
 /// Mosquitto's `message_size_limit 0` (no limit) amounts to.
 const MQTT_PACKET_BYTES_MAX: u32 = 268_435_460;
+/// The one plugin shardmq serves built in: a `plugin` line naming a file of this name (any directory)
+/// turns on `auth::dynsec` with the `plugin_opt_config_file` that follows it.
+const DYNSEC_PLUGIN_FILE: &str = "mosquitto_dynamic_security.so";
 
 /// Whether a directive shardmq does not carry out stops the start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +205,8 @@ struct Conversion {
     listener_scoped_limit_line: Option<(PathBuf, usize, String)>,
     message_size_limit: Option<u32>,
     max_packet_size: Option<u32>,
+    /// The `plugin .../mosquitto_dynamic_security.so` line, if any.
+    dynsec_plugin_line: Option<(PathBuf, usize, String)>,
 }
 
 struct Output {
@@ -233,6 +238,7 @@ fn convert(lines: &[Line], findings: Vec<Finding>) -> Output {
         listener_scoped_limit_line: None,
         message_size_limit: None,
         max_packet_size: None,
+        dynsec_plugin_line: None,
     };
     for line in lines {
         if let Err(problem) = conversion.apply(line) {
@@ -397,6 +403,16 @@ impl Conversion {
             | "retry_interval"
             | "websockets_log_level"
             | "websockets_headers_size" => warning(line, "no such setting in shardmq"),
+            "plugin" | "global_plugin" | "auth_plugin" if line.value.ends_with(DYNSEC_PLUGIN_FILE) => {
+                self.dynsec_plugin_line = Some((line.file.clone(), line.number, line.directive.clone()));
+                Ok(())
+            }
+            "plugin_opt_config_file" if self.dynsec_plugin_line.is_some() => {
+                let path = parse_path(line)?;
+                super::listener::readable(&path).map_err(|reason| finding(Severity::Error, line, reason))?;
+                self.config.auth.dynamic_security_file = Some(path);
+                Ok(())
+            }
             "auth_plugin" | "plugin" | "global_plugin" | "auth_plugin_deny_special_chars" => {
                 error(line, "plugins are not supported, and the access checks they make would be skipped")
             }
@@ -653,6 +669,14 @@ impl Conversion {
                 );
                 self.findings.push(Finding { severity, file, line, directive, message });
             }
+        }
+        if let (Some((file, line, directive)), None) =
+            (self.dynsec_plugin_line.clone(), &self.config.auth.dynamic_security_file)
+        {
+            let message = "the dynamic security plugin needs `plugin_opt_config_file FILE` after it (make one with \
+                           `mosquitto_ctrl dynsec init FILE admin`)"
+                .to_string();
+            self.findings.push(Finding { severity: Severity::Error, file, line, directive, message });
         }
         let mut drafts = std::mem::take(&mut self.listeners);
         if self.default_listener_used {

@@ -46,6 +46,9 @@ impl ShardCore {
                 return self.refuse_unauthorized(conn, &publish);
             }
         }
+        if allowed && self.is_dynsec_command(&topic) {
+            return self.handle_dynsec_command(conn, key, publish, now);
+        }
         // A 3.x client cannot be told: its PUBLISH is acknowledged as usual and dropped, as Mosquitto does.
         let (topic, publish) = if allowed {
             let Some(checked) = self.validate_publish(conn, topic, publish, now) else { return };

@@ -1,5 +1,5 @@
 //! UNSUBSCRIBE: each filter removed (0x11 in the v5 UNSUBACK when there was no such subscription
-//! (v5 section 3.11.3)); other shards told when this shard lost its last subscriber of a filter.
+//! (v5 section 3.11.3); 0x87 when the authorizer forbids it, and it stays); other shards told when this shard lost its last subscriber of a filter.
 
 use super::super::core::ShardCore;
 use super::super::message::ConnId;
@@ -15,6 +15,13 @@ impl ShardCore {
             if validate_topic_filter(filter).is_err() {
                 if v5 {
                     reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                }
+                continue;
+            }
+            if !self.may_unsubscribe(key, filter) {
+                // The subscription stays; a 3.x UNSUBACK has no per-filter code to say so.
+                if v5 {
+                    reasons.push(ReasonCode::NOT_AUTHORIZED);
                 }
                 continue;
             }

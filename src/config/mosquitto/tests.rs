@@ -121,7 +121,8 @@ fn auth_options_are_global_without_per_listener_settings() {
             allow_anonymous: true,
             password_file: Some(pw),
             acl_file: Some(acl),
-            identity_as_username: false
+            identity_as_username: false,
+            dynamic_security_file: None,
         }
     );
     assert!(config.listeners.iter().all(|listener| listener.auth == ListenerAuth::default()));
@@ -419,4 +420,26 @@ fn debian_packaged_mosquitto_conf_is_read() {
 fn a_missing_file_names_the_path() {
     let err = read(Path::new("/nonexistent/mosquitto.conf")).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/mosquitto.conf"), "{err}");
+}
+
+#[test]
+fn the_dynamic_security_plugin_lines_turn_on_the_built_in_dynamic_security() {
+    let dir = temp_dir("dynsec-plugin");
+    let file = dir.join("dynamic-security.json");
+    std::fs::write(&file, "{}").unwrap();
+    let text = format!(
+        "listener 1883\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\nplugin_opt_config_file {}\n",
+        file.display()
+    );
+    let (config, findings) = convert_text(&text);
+    assert!(errors(&findings).is_empty(), "{findings:?}");
+    assert_eq!(config.auth.dynamic_security_file, Some(file));
+    assert!(!config.auth.allow_anonymous, "a listener line turns anonymous off, as in Mosquitto");
+
+    let (_, findings) = convert_text("listener 1883\nplugin /opt/mosquitto_dynamic_security.so\n");
+    let errors = errors(&findings);
+    assert_eq!(errors.len(), 1, "{findings:?}");
+    assert!(errors[0].message.contains("plugin_opt_config_file"), "{}", errors[0]);
+    let (_, findings) = convert_text("listener 1883\nplugin /usr/lib/other_plugin.so\n");
+    assert_eq!(self::errors(&findings).len(), 1, "other plugins are still refused");
 }
