@@ -211,7 +211,11 @@ mod tests {
         let payload = br#"{"commands":[{"command":"createClient","username":"dev","password":"d","clientid":"dev-1"},
             {"command":"disableClient","username":"dev"}]}"#;
         let outcome = dynsec.handle_control(payload, "admin");
-        assert_eq!(outcome.kick, ["dev", "dev"]);
+        assert_eq!(
+            outcome.kick,
+            ["dev"],
+            "disabling kicks; creating has no one to kick (a username unknown to dynsec cannot log in)"
+        );
         let disabled = dynsec.authenticate(&connect(Some("dev"), b"d", "dev-1"), false);
         assert_eq!(refused(disabled), Some(FailureKind::NotAuthorized));
         dynsec.handle_control(br#"{"commands":[{"command":"enableClient","username":"dev"}]}"#, "admin");
