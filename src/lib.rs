@@ -7,6 +7,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod persist;
 pub mod protocol;
 pub mod shard;
 pub mod sim;

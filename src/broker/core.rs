@@ -11,6 +11,7 @@ use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::{Connection, ConnectionAuth, Connections};
+use super::durability::DurabilityGate;
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
@@ -60,6 +61,8 @@ pub struct ShardCore {
     pub(super) access: Arc<AccessControl>,
     /// Rules a client's PUBLISH must pass before it is routed; `None` when there are none (nothing checked).
     pub(super) validation: Option<Arc<RuleSet>>,
+    /// Acknowledgements waiting for the disk (`durability = "sync"`); inactive otherwise.
+    pub(super) durability: DurabilityGate,
 }
 
 impl ShardCore {
@@ -88,6 +91,7 @@ impl ShardCore {
             held_subacks: VecDeque::new(),
             enhanced_auth: AHashMap::new(),
             validation: None,
+            durability: DurabilityGate::default(),
         };
         core.set_validation(core.settings.validation_rules.clone());
         core

@@ -49,6 +49,10 @@ pub enum MeshMessage {
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
     /// of the retained store; `deliver` says whether its subscribers also get it (it had interest).
     Retain { message: Arc<Message>, deliver: bool },
+    /// `durability = "sync"`: the sender's acks wait until the receiver's log holds everything the sender
+    /// sent it before this; answered with `DurableAck { seq }` once it does.
+    DurableBarrier { seq: u64 },
+    DurableAck { seq: u64 },
 }
 
 /// An application message as published, shared by every shard and delivery. Never mutated after creation:

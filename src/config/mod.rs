@@ -66,6 +66,8 @@ pub struct Config {
     pub mqtt: BrokerSettings,
     /// Checks on published messages (`[[validation]]` tables), applied in order; see `crate::validation`.
     pub validation: Vec<crate::validation::ValidationRule>,
+    /// Crash-safe persistence (`[persistence]`); off unless `dir` is set.
+    pub persistence: crate::persist::PersistenceSettings,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
             validation: Vec::new(),
+            persistence: crate::persist::PersistenceSettings::default(),
         }
     }
 }

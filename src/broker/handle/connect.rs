@@ -16,7 +16,7 @@ use super::super::inflight::InflightState;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
 use super::super::owned::owned_str;
-use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
+use super::super::session::{InflightAck, Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
@@ -88,6 +88,7 @@ impl ShardCore {
         if let Some(session) = self.sessions.get_mut(key) {
             session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
+        self.sessions.attached(key, session_present);
         self.send(conn, &Packet::ConnAck(connack));
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
         self.arm_keepalive(conn, now);
@@ -307,9 +308,7 @@ impl ShardCore {
                 InflightState::Sent => {
                     let dup = delivery.qos != QoS::AtMostOnce;
                     if self.send_publish(conn, &delivery, packet_id, dup, now).is_err() {
-                        if let Some(session) = self.sessions.get_mut(key) {
-                            session.traffic_mut().inflight.remove_failed(packet_id);
-                        }
+                        self.sessions.inflight_ack(key, InflightAck::Failed, packet_id);
                     }
                 }
                 InflightState::Released => {
