@@ -128,9 +128,7 @@ impl ShardCore {
     fn must_hold(&self) -> bool {
         let gate = &self.durability;
         gate.active
-            && (!gate.held.is_empty()
-                || gate.remote_dirty
-                || self.sessions.journal().appended_seq() > gate.durable_seq)
+            && (!gate.held.is_empty() || gate.remote_dirty || self.sessions.journal().appended_seq() > gate.durable_seq)
     }
 
     fn hold(&mut self, item: HeldItem) {
@@ -149,10 +147,8 @@ impl ShardCore {
                 .map(|shard| gate.barrier_acks.get(shard).copied().unwrap_or(0))
                 .min()
                 .unwrap_or(u64::MAX);
-            let ready = gate
-                .held
-                .front()
-                .is_some_and(|held| held.needs_seq <= gate.durable_seq && held.needs_barrier <= acked);
+            let ready =
+                gate.held.front().is_some_and(|held| held.needs_seq <= gate.durable_seq && held.needs_barrier <= acked);
             if !ready {
                 return;
             }

@@ -50,8 +50,8 @@ mod will;
 pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
 pub use journal::WallClock;
-pub use persistence::RestoreReport;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
+pub use persistence::RestoreReport;
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy};
 pub use stats::{CoreGauges, CoreStats};
 

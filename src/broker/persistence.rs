@@ -105,7 +105,15 @@ impl ShardCore {
         for key in expired {
             self.end_session(key, now);
         }
-        info!(shard = self.shard, sessions = report.sessions, expired_sessions = report.expired_sessions, messages = report.messages, expired_messages = report.expired_messages, retained = report.retained, "persistence: state restored");
+        info!(
+            shard = self.shard,
+            sessions = report.sessions,
+            expired_sessions = report.expired_sessions,
+            messages = report.messages,
+            expired_messages = report.expired_messages,
+            retained = report.retained,
+            "persistence: state restored"
+        );
         report
     }
 
@@ -145,7 +153,8 @@ impl ShardCore {
     fn restore_subscriptions(&mut self, key: SessionKey, recovered: &RecoveredSession) {
         for stored in &recovered.subscriptions {
             let filter = &stored.filter;
-            let subscriber = Subscriber { session: key, options: stored.options, subscription_id: stored.subscription_id };
+            let subscriber =
+                Subscriber { session: key, options: stored.options, subscription_id: stored.subscription_id };
             let outcome = self.subscriptions.subscribe(filter, subscriber);
             if outcome.first_on_shard {
                 let seq = self.next_interest_seq();
@@ -196,7 +205,12 @@ impl ShardCore {
     /// Journals what restoring changed: queues that lost expired messages are rewritten (so later
     /// `QueueToInflight` records name the right message) and sessions connected at the stop are detached
     /// now.
-    fn journal_restore_changes(&mut self, rewrite: &[(SessionKey, usize)], connected_at_stop: &[SessionKey], now: Instant) {
+    fn journal_restore_changes(
+        &mut self,
+        rewrite: &[(SessionKey, usize)],
+        connected_at_stop: &[SessionKey],
+        now: Instant,
+    ) {
         for &(key, logged) in rewrite {
             let Some(session) = self.sessions.get(key) else { continue };
             let client_id = ByteStr::from(&*session.client_id);
@@ -207,7 +221,10 @@ impl ShardCore {
                 journal.record(|_| Record::QueueDropFront { client_id: client_id.clone() });
             }
             for delivery in &kept {
-                journal.record(|clock| Record::Enqueue { client_id: client_id.clone(), delivery: stored_delivery(delivery, clock) });
+                journal.record(|clock| Record::Enqueue {
+                    client_id: client_id.clone(),
+                    delivery: stored_delivery(delivery, clock),
+                });
             }
         }
         for &key in connected_at_stop {

@@ -81,7 +81,9 @@ fn check_format(path: &Path, text: &str, shards: usize) -> Result<(), PersistErr
     match found {
         Some(found) if found == shards => Ok(()),
         Some(found) => Err(PersistError::ShardCount { path: path.into(), found, expected: shards }),
-        None => Err(PersistError::FormatVersion { path: path.into(), found: "unreadable".into(), expected: FORMAT_VERSION }),
+        None => {
+            Err(PersistError::FormatVersion { path: path.into(), found: "unreadable".into(), expected: FORMAT_VERSION })
+        }
     }
 }
 
@@ -142,7 +144,8 @@ pub fn open_shard_log(dir: &LogDir, shard: usize) -> Result<(ShardLog, Recovered
         }
         log_bytes += valid as u64;
         if end != ScanEnd::Clean {
-            let what = if matches!(end, ScanEnd::Torn { .. }) { "torn (a write cut short)" } else { "corrupt (checksum)" };
+            let what =
+                if matches!(end, ScanEnd::Torn { .. }) { "torn (a write cut short)" } else { "corrupt (checksum)" };
             warn!(shard, segment = %path.display(), offset = valid, dropped_bytes = body.len() - valid, "persistence: {what} tail cut");
             let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
             file.set_len((HEADER_BYTES + valid) as u64).map_err(io_error(&path))?;
@@ -169,7 +172,14 @@ pub fn open_shard_log(dir: &LogDir, shard: usize) -> Result<(ShardLog, Recovered
     let path = segment_path(&shard_dir, segment);
     let file = OpenOptions::new().append(true).open(&path).map_err(io_error(&path))?;
     let file_len = file.metadata().map_err(io_error(&path))?.len();
-    info!(shard, records, sessions = state.sessions.len(), retained = state.retained.len(), skipped = state.skipped_records, "persistence: log replayed");
+    info!(
+        shard,
+        records,
+        sessions = state.sessions.len(),
+        retained = state.retained.len(),
+        skipped = state.skipped_records,
+        "persistence: log replayed"
+    );
     Ok((ShardLog { dir: shard_dir, shard, shards: dir.shards, segment, file, log_bytes, file_len }, state))
 }
 
@@ -262,7 +272,11 @@ fn read_header(path: &Path, shard: usize, shards: usize) -> Result<u8, PersistEr
     }
     let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     if word(8) != FORMAT_VERSION {
-        return Err(PersistError::FormatVersion { path: path.into(), found: word(8).to_string(), expected: FORMAT_VERSION });
+        return Err(PersistError::FormatVersion {
+            path: path.into(),
+            found: word(8).to_string(),
+            expected: FORMAT_VERSION,
+        });
     }
     if word(16) as usize != shards {
         return Err(PersistError::ShardCount { path: path.into(), found: word(16) as usize, expected: shards });
@@ -274,7 +288,14 @@ fn read_header(path: &Path, shard: usize, shards: usize) -> Result<u8, PersistEr
 }
 
 /// Writes a whole segment through a `.tmp` file, synced, renamed into place, directory synced.
-fn write_segment(dir: &Path, number: u64, shard: usize, shards: usize, kind: u8, frames: &[u8]) -> Result<(), PersistError> {
+fn write_segment(
+    dir: &Path,
+    number: u64,
+    shard: usize,
+    shards: usize,
+    kind: u8,
+    frames: &[u8],
+) -> Result<(), PersistError> {
     let tmp = dir.join(format!("{number:016}.tmp"));
     let mut bytes = Vec::with_capacity(HEADER_BYTES + frames.len());
     bytes.extend_from_slice(&header(shard, shards, kind));

@@ -21,7 +21,9 @@ mod writer;
 
 pub use frame::{append_frame, scan_frames, FrameScan, ScanEnd};
 pub use log::{open_shard_log, LogDir, PersistError, ShardLog, FORMAT_VERSION};
-pub use record::{Record, RecordError, StoredDelivery, StoredInflightState, StoredMessage, StoredSubscription, StoredWill};
+pub use record::{
+    Record, RecordError, StoredDelivery, StoredInflightState, StoredMessage, StoredSubscription, StoredWill,
+};
 pub use settings::{Durability, PersistenceSettings};
 pub use state::{RecoveredInflight, RecoveredSession, RecoveredState};
 pub use writer::{LogWriter, WriterStats};

@@ -81,25 +81,71 @@ pub enum Record {
     },
     /// The connection left at `at_unix_ms`; the expiry interval counts from then. `will_kept`: the will
     /// waits (delay) rather than being gone.
-    SessionDetached { client_id: ByteStr, at_unix_ms: u64, will_kept: bool },
-    SessionExpiry { client_id: ByteStr, expiry_interval_secs: u32 },
+    SessionDetached {
+        client_id: ByteStr,
+        at_unix_ms: u64,
+        will_kept: bool,
+    },
+    SessionExpiry {
+        client_id: ByteStr,
+        expiry_interval_secs: u32,
+    },
     /// The will was published or dropped.
-    WillGone { client_id: ByteStr },
-    SessionEnd { client_id: ByteStr },
-    Subscribe { client_id: ByteStr, subscription: StoredSubscription },
-    Unsubscribe { client_id: ByteStr, filter: ByteStr },
-    Enqueue { client_id: ByteStr, delivery: StoredDelivery },
-    QueueToInflight { client_id: ByteStr, packet_id: u16 },
-    QueueDropFront { client_id: ByteStr },
+    WillGone {
+        client_id: ByteStr,
+    },
+    SessionEnd {
+        client_id: ByteStr,
+    },
+    Subscribe {
+        client_id: ByteStr,
+        subscription: StoredSubscription,
+    },
+    Unsubscribe {
+        client_id: ByteStr,
+        filter: ByteStr,
+    },
+    Enqueue {
+        client_id: ByteStr,
+        delivery: StoredDelivery,
+    },
+    QueueToInflight {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    QueueDropFront {
+        client_id: ByteStr,
+    },
     /// Snapshot form of an inflight entry.
-    Inflight { client_id: ByteStr, packet_id: u16, state: StoredInflightState, delivery: StoredDelivery },
-    InflightReleased { client_id: ByteStr, packet_id: u16 },
-    InflightDone { client_id: ByteStr, packet_id: u16 },
+    Inflight {
+        client_id: ByteStr,
+        packet_id: u16,
+        state: StoredInflightState,
+        delivery: StoredDelivery,
+    },
+    InflightReleased {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    InflightDone {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
     /// An incoming QoS 2 PUBLISH was routed; its id waits for PUBREL.
-    AwaitPubrel { client_id: ByteStr, packet_id: u16 },
-    PubrelDone { client_id: ByteStr, packet_id: u16 },
-    RetainSet { message: StoredMessage },
-    RetainDelete { topic: ByteStr },
+    AwaitPubrel {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    PubrelDone {
+        client_id: ByteStr,
+        packet_id: u16,
+    },
+    RetainSet {
+        message: StoredMessage,
+    },
+    RetainDelete {
+        topic: ByteStr,
+    },
 }
 
 mod kind {
@@ -179,7 +225,9 @@ impl Record {
                 w.tag_str(kind::ENQUEUE, client_id);
                 w.delivery(delivery);
             }
-            Record::QueueToInflight { client_id, packet_id } => w.tag_str_id(kind::QUEUE_TO_INFLIGHT, client_id, *packet_id),
+            Record::QueueToInflight { client_id, packet_id } => {
+                w.tag_str_id(kind::QUEUE_TO_INFLIGHT, client_id, *packet_id)
+            }
             Record::QueueDropFront { client_id } => w.tag_str(kind::QUEUE_DROP_FRONT, client_id),
             Record::Inflight { client_id, packet_id, state, delivery } => {
                 w.tag_str_id(kind::INFLIGHT, client_id, *packet_id);
@@ -482,7 +530,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn stored_delivery(payload: &str) -> StoredDelivery {
-        StoredDelivery { message: stored_message("t", payload), qos: QoS::AtLeastOnce, retain: false, subscription_ids: vec![7] }
+        StoredDelivery {
+            message: stored_message("t", payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![7],
+        }
     }
 
     #[test]
@@ -511,7 +564,12 @@ pub(crate) mod tests {
                 client_id: client_id.clone(),
                 subscription: StoredSubscription {
                     filter: ByteStr::from("a/+"),
-                    options: SubscriptionOptions { qos: QoS::ExactlyOnce, no_local: true, retain_as_published: true, retain_handling: 2 },
+                    options: SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        no_local: true,
+                        retain_as_published: true,
+                        retain_handling: 2,
+                    },
                     subscription_id: 11,
                 },
             },

@@ -69,7 +69,9 @@ impl RecoveredState {
             Record::Unsubscribe { client_id, filter } => {
                 self.with(&client_id, |session| session.subscriptions.retain(|existing| existing.filter != filter))
             }
-            Record::Enqueue { client_id, delivery } => self.with(&client_id, |session| session.queue.push_back(delivery)),
+            Record::Enqueue { client_id, delivery } => {
+                self.with(&client_id, |session| session.queue.push_back(delivery))
+            }
             Record::QueueToInflight { client_id, packet_id } => self.try_with(&client_id, |session| {
                 let delivery = session.queue.pop_front()?;
                 session.inflight.push_back(RecoveredInflight { packet_id, state: StoredInflightState::Sent, delivery });

@@ -93,9 +93,7 @@ impl LogWriter {
             pending_seq: 0,
             unsynced: false,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("persist-{shard}"))
-            .spawn(move || thread_state.run())?;
+        let thread = std::thread::Builder::new().name(format!("persist-{shard}")).spawn(move || thread_state.run())?;
         Ok(LogWriter { tx, shared, thread: Some(thread) })
     }
 
@@ -271,7 +269,13 @@ impl WriterThread {
                 self.live_bytes = live_bytes;
                 self.unsynced = false;
                 self.shared.compactions.fetch_add(1, Ordering::Relaxed);
-                info!(shard = self.shard, before_bytes = before, after_bytes = live_bytes, ms = started.elapsed().as_millis() as u64, "persistence: log compacted");
+                info!(
+                    shard = self.shard,
+                    before_bytes = before,
+                    after_bytes = live_bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "persistence: log compacted"
+                );
             }
             Err(err) => error!(shard = self.shard, %err, "persistence: compaction failed; the log goes on growing"),
         }

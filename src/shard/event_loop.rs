@@ -27,10 +27,10 @@ use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
 use super::stop::StopReceiver;
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId, WallClock};
-use crate::persist::LogWriter;
 use crate::config::Config;
 use crate::connection::send::SendBatch;
 use crate::connection::{ConnSlot, ConnTable, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey};
+use crate::persist::LogWriter;
 use crate::protocol::QoS;
 use crate::transport::tls::TlsAcceptor;
 use crate::transport::websocket::{WebSocketSettings, WebSocketTransport};
@@ -663,9 +663,8 @@ fn start_persistence(
     settings: &crate::persist::PersistenceSettings,
 ) -> Result<LogWriter, RingError> {
     let now = Instant::now();
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
+    let unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64);
     let mirror = state.clone();
     core.restore(state, WallClock { base: now, base_unix_ms: unix_ms }, now);
     if settings.durability == crate::persist::Durability::Sync {

@@ -228,7 +228,9 @@ fn open_logs(
     let Some(dir) = &config.persistence.dir else { return Ok(Vec::new()) };
     let started = std::time::Instant::now();
     let log_dir = crate::persist::LogDir::open(dir, shards)?;
-    let logs = (0..shards).map(|shard| crate::persist::open_shard_log(&log_dir, shard).map(Some)).collect::<Result<Vec<_>, _>>()?;
+    let logs = (0..shards)
+        .map(|shard| crate::persist::open_shard_log(&log_dir, shard).map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
     tracing::info!(dir = %dir.display(), durability = ?config.persistence.durability, ms = started.elapsed().as_millis() as u64, "persistence: logs read");
     Ok(logs)
 }
