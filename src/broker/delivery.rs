@@ -186,7 +186,7 @@ impl ShardCore {
         let Some(connection) = self.connections.get(&conn) else { return };
         let window = usize::from(connection.client_receive_maximum.min(self.settings.max_inflight).max(1));
         loop {
-            if self.sessions.get(key).map_or(true, |session| session.inflight_len() >= window) {
+            if self.sessions.get(key).is_none_or(|session| session.inflight_len() >= window) {
                 return;
             }
             let (packet_id, delivery) = match self.sessions.send_next(key, now) {

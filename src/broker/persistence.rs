@@ -194,7 +194,7 @@ impl ShardCore {
         let queue: Vec<Delivery> = recovered
             .queue
             .iter()
-            .filter(|delivery| !delivery.message.expires_at_unix_ms.is_some_and(|at| at <= now_unix_ms))
+            .filter(|delivery| delivery.message.expires_at_unix_ms.is_none_or(|at| at > now_unix_ms))
             .filter_map(|delivery| restored_delivery(delivery, clock, origin))
             .collect();
         let kept = queue.len();
