@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod metrics;
+pub mod persist;
 pub mod protocol;
 pub mod shard;
 pub mod sim;

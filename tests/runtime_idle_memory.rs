@@ -1,7 +1,7 @@
 //! Heap bytes the broker holds per idle connection, counted by a global allocator wrapper (not RSS):
-//! connections accepted by the real runtime started in this process (connection slot, table entries,
-//! core state), first before CONNECT and then connected with a keep-alive. Prints the figures; fails if
-//! an idle connection costs more than the budget below.
+//! connections accepted by the real runtime started in this process, in two rounds (the first with the
+//! tables growing, the second into tables already grown). Prints the figures; fails if
+//! either round costs more than its budget below.
 
 mod counting_allocator;
 
@@ -14,9 +14,14 @@ use shardmq::config::Config;
 static ALLOCATOR: counting_allocator::CountingAllocator = counting_allocator::CountingAllocator;
 
 const CONNECTIONS: usize = 1000;
-/// Runtime + core heap bytes one idle connected client may cost: 530-544 B measured (perf/RESULTS.md,
-/// "Idle connection memory"), plus ~18%.
-const IDLE_CONNECTED_BUDGET_BYTES: isize = 640;
+/// Heap bytes per idle connected client with the tables' growth counted (the first round): 600-700 B
+/// measured, depending on which doublings and buffer pools fall inside the window (CONNECTs are sent all
+/// at once, so how many are in flight together varies). A loose bound: it catches a per-connection buffer.
+const FIRST_ROUND_BUDGET_BYTES: isize = 900;
+/// Heap bytes per idle connected client outside the pre-sized tables (the second round: client id, any
+/// per-connection allocation): 63 B measured. Table entries are held to their sizes by the `size_of`
+/// tests of `Session` (128 B), `Connection` (88 B) and the connection's permit (16 B).
+const SECOND_ROUND_BUDGET_BYTES: isize = 128;
 
 fn connect_packet(client_id: &str) -> Vec<u8> {
     let mut body = b"\x00\x04MQTT\x04\x02\x01\x2c".to_vec(); // 3.1.1, clean session, keep-alive 300 s
@@ -36,22 +41,37 @@ fn idle_connections_cost_little_heap() {
     // Warm up: allocator caches, maps and the timer wheel reach their steady size.
     let mut warm: Vec<std::net::TcpStream> = (0..64).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     connect_all(&mut warm, "warm");
-    std::thread::sleep(Duration::from_millis(200));
+    // Round 1: heap growth per connection, the tables' doublings included.
+    let before = counting_allocator::live_bytes();
+    let mut sizing: Vec<std::net::TcpStream> =
+        (0..CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    connect_all(&mut sizing, "sizing");
+    std::thread::sleep(Duration::from_millis(300));
+    let first_round = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
+    println!("first round, connected, idle: {first_round} heap bytes per connection (table growth included)");
+    // Round 2: the same number again once round 1 has closed, into tables already grown to fit, so the
+    // figure is what each connection holds beyond its table entries, the same in every run.
+    drop(sizing);
+    std::thread::sleep(Duration::from_millis(500));
     let before = counting_allocator::live_bytes();
     let mut clients: Vec<std::net::TcpStream> =
         (0..CONNECTIONS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(500));
     let accepted = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
-    println!("accepted, before CONNECT: {accepted} heap bytes per connection");
+    println!("second round, accepted, before CONNECT: {accepted} heap bytes per connection");
     connect_all(&mut clients, "idle");
     std::thread::sleep(Duration::from_millis(300));
-    let per_connection = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
-    println!("connected, idle: {per_connection} heap bytes per connection");
+    let second_round = (counting_allocator::live_bytes() - before) / CONNECTIONS as isize;
+    println!("second round, connected, idle: {second_round} heap bytes per connection");
     broker.stop();
     broker.join();
     assert!(
-        per_connection <= IDLE_CONNECTED_BUDGET_BYTES,
-        "an idle connection costs {per_connection} heap bytes (budget {IDLE_CONNECTED_BUDGET_BYTES})"
+        first_round <= FIRST_ROUND_BUDGET_BYTES,
+        "an idle connection costs {first_round} heap bytes with table growth (budget {FIRST_ROUND_BUDGET_BYTES})"
+    );
+    assert!(
+        second_round <= SECOND_ROUND_BUDGET_BYTES,
+        "an idle connection holds {second_round} heap bytes outside its table entries (budget {SECOND_ROUND_BUDGET_BYTES})"
     );
 }
 

@@ -11,6 +11,7 @@ use ahash::AHashMap;
 use bytes::{Bytes, BytesMut};
 
 use super::connection::{Connection, ConnectionAuth, Connections};
+use super::durability::DurabilityGate;
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
@@ -70,6 +71,8 @@ pub struct ShardCore {
     pub(super) validation: Option<Arc<RuleSet>>,
     /// Connections whose reading is paused for owing too much (see `backlog`), with since when.
     pub(super) backlogged: AHashMap<ConnId, Instant>,
+    /// Acknowledgements waiting for the disk (`durability = "sync"`); inactive otherwise.
+    pub(super) durability: DurabilityGate,
 }
 
 impl ShardCore {
@@ -102,6 +105,7 @@ impl ShardCore {
             token_sessions: AHashMap::new(),
             validation: None,
             backlogged: AHashMap::new(),
+            durability: DurabilityGate::default(),
         };
         core.set_validation(core.settings.validation_rules.clone());
         core

@@ -10,12 +10,14 @@ use smallvec::SmallVec;
 
 use super::core::ShardCore;
 use super::interest::ShardSet;
+use super::journal::stored_message;
 use super::message::{Action, MeshMessage, Message};
 use super::outbound::PublishRefused;
 use super::retain::RetainOutcome;
-use super::session::SessionKey;
+use super::session::{InflightAck, QueueStep, SessionKey};
 use super::shared::RemoteGroup;
 use super::subscriptions::Subscriber;
+use crate::persist::Record;
 use crate::protocol::QoS;
 
 /// One message on its way to one session: the shared message plus what is particular to this receiver.
@@ -39,6 +41,11 @@ impl ShardCore {
         let mut shards = ShardSet::default();
         let mut remote_groups: SmallVec<[RemoteGroup; 2]> = SmallVec::new();
         self.interest.matching(&message.topic, &mut shards, |group| remote_groups.push(RemoteGroup::of(group)));
+        let retained_everywhere = message.retain && self.settings.retain_available && self.shard_count > 1;
+        let remote = shards.iter().any(|shard| shard != self.shard) || !remote_groups.is_empty();
+        if retained_everywhere || (message.qos != QoS::AtMostOnce && remote) {
+            self.note_remote_durable_work();
+        }
         if message.retain && self.settings.retain_available {
             self.apply_retained(&message);
             for shard in (0..self.shard_count).filter(|&shard| shard != self.shard) {
@@ -58,9 +65,19 @@ impl ShardCore {
         delivered_here || shared || shards.iter().any(|shard| shard != self.shard)
     }
 
+    /// Applies a retained message to this shard's replica; the home shard of its topic also keeps the
+    /// durable copy (journaled), the others recover it from that shard at start.
     pub(super) fn apply_retained(&mut self, message: &Arc<Message>) {
-        if self.retained.apply(message) == RetainOutcome::Full {
+        let outcome = self.retained.apply(message);
+        if outcome == RetainOutcome::Full {
             self.stats.retained_refused += 1;
+            return;
+        }
+        if super::home_shard(&message.topic, self.shard_count) == self.shard {
+            self.sessions.journal_mut().record(|clock| match outcome {
+                RetainOutcome::Deleted => Record::RetainDelete { topic: message.topic.clone() },
+                _ => Record::RetainSet { message: stored_message(message, clock) },
+            });
         }
     }
 
@@ -139,8 +156,7 @@ impl ShardCore {
         };
         let (messages_max, bytes_max) =
             (self.settings.session_queue_max_messages, self.settings.session_queue_max_bytes);
-        let Some(session) = self.sessions.get_mut(key) else { return };
-        if !session.enqueue(delivery, messages_max, bytes_max) {
+        if !self.sessions.enqueue(key, delivery, messages_max, bytes_max) {
             self.stats.dropped_queue_full += 1;
         }
         if conn.is_some() {
@@ -171,20 +187,19 @@ impl ShardCore {
         let Some(connection) = self.connections.get(&conn) else { return };
         let window = usize::from(connection.client_receive_maximum.min(self.settings.inflight_max_messages).max(1));
         loop {
-            let Some(session) = self.sessions.get_mut(key) else { return };
-            if session.inflight_len() >= window {
+            if self.sessions.get(key).is_none_or(|session| session.inflight_len() >= window) {
                 return;
             }
-            let Some(delivery) = session.dequeue() else { return };
-            if delivery.message.is_expired(now) {
-                self.stats.dropped_expired += 1;
-                continue;
-            }
-            let Some(packet_id) = session.traffic_mut().inflight.push(delivery.clone()) else { return };
-            if let Err(refused) = self.send_publish(conn, &delivery, packet_id, false, now) {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.traffic_mut().inflight.remove_failed(packet_id);
+            let (packet_id, delivery) = match self.sessions.send_next(key, now) {
+                QueueStep::Empty => return,
+                QueueStep::Expired => {
+                    self.stats.dropped_expired += 1;
+                    continue;
                 }
+                QueueStep::Sent { packet_id, delivery } => (packet_id, delivery),
+            };
+            if let Err(refused) = self.send_publish(conn, &delivery, packet_id, false, now) {
+                self.sessions.inflight_ack(key, InflightAck::Failed, packet_id);
                 self.count_refusal(Err(refused));
             }
         }

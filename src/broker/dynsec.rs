@@ -39,8 +39,8 @@ impl ShardCore {
             let Some(session) = self.sessions.get(key) else { return };
             if session.awaiting_pubrel().contains(&publish.packet_id) {
                 // A resend of a batch already applied [MQTT-4.3.3-9]: applying it twice would answer twice.
-                return self
-                    .send(conn, &Packet::PubRec(PubResponse { packet_id: publish.packet_id, ..Default::default() }));
+                let ack = PubResponse { packet_id: publish.packet_id, ..Default::default() };
+                return self.send_when_durable(conn, Packet::PubRec(ack));
             }
         }
         let admin = self.sessions.get(key).and_then(|session| session.username.as_deref()).unwrap_or("").to_string();
@@ -48,12 +48,10 @@ impl ShardCore {
         let ack = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::SUCCESS, ..PubResponse::default() };
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
+            QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.traffic_mut().awaiting_pubrel.push(publish.packet_id);
-                }
-                self.send(conn, &Packet::PubRec(ack));
+                self.sessions.await_pubrel(key, publish.packet_id);
+                self.send_when_durable(conn, Packet::PubRec(ack));
             }
         }
         self.publish_dynsec_response(outcome.response, now);

@@ -66,7 +66,15 @@ impl ShardCore {
         }
     }
 
+    /// Through the durability gate (`durability = "sync"`): the SUBACK and its retained messages wait there
+    /// until the subscription is on disk.
     fn release_suback(&mut self, held: HeldSubAck, now: Instant) {
+        if let Some(held) = self.gate_suback(held) {
+            self.release_suback_now(held, now);
+        }
+    }
+
+    pub(super) fn release_suback_now(&mut self, held: HeldSubAck, now: Instant) {
         let HeldSubAck { conn, session, suback, retained, subscription_id, .. } = held;
         let still_attached =
             self.connections.get(&conn).and_then(|connection| connection.phase.session_key()) == Some(session);

@@ -58,6 +58,13 @@ impl Inflight {
         Some(packet_id)
     }
 
+    /// Recovery: an entry as the log had it, with its packet id (ids continue after the highest).
+    pub fn restore(&mut self, packet_id: u16, state: InflightState, delivery: Delivery) {
+        debug_assert!(packet_id != 0 && !self.entries.iter().any(|entry| entry.packet_id == packet_id));
+        self.last_packet_id = self.last_packet_id.max(packet_id);
+        self.entries.push_back(InflightEntry { packet_id, state, delivery });
+    }
+
     /// PUBACK for a QoS 1 PUBLISH.
     pub fn puback(&mut self, packet_id: u16) -> AckOutcome {
         self.remove_where(packet_id, |entry| {

@@ -176,11 +176,11 @@ impl ShardCore {
     /// The session lost its connection: arm or publish the will, then end the session or start its expiry.
     fn detach_session(&mut self, key: SessionKey, publish_will: bool, now: Instant) {
         let Some(session) = self.sessions.get_mut(key) else { return };
-        session.conn = None;
         let expiry_secs = session.expiry_interval_secs;
         if !publish_will {
             session.will = None;
         }
+        self.sessions.detached(key, now);
         self.recount_session_shares(key);
         let Some(session) = self.sessions.get_mut(key) else { return };
         if let Some(will) = session.will.as_mut() {
@@ -207,7 +207,7 @@ impl ShardCore {
 
     /// Publishes the session's pending will, if any.
     pub(super) fn publish_will(&mut self, key: SessionKey, now: Instant) {
-        let Some(will) = self.sessions.get_mut(key).and_then(|session| session.will.take()) else { return };
+        let Some(will) = self.sessions.take_will(key) else { return };
         if !self.may_publish(key, &will.will.topic) {
             self.stats.denied_publishes += 1;
             let client_id = self.sessions.get(key).map(|session| tracing::field::display(&*session.client_id));

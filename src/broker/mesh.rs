@@ -25,6 +25,8 @@ impl ShardCore {
                 self.deliver_to_share_member(&message, &share, now);
                 self.offline_copy = None;
             }
+            MeshMessage::DurableBarrier { seq } => self.durable_barrier(from, seq, now),
+            MeshMessage::DurableAck { seq } => self.durable_ack(from, seq, now),
             MeshMessage::Retain { message, deliver } => {
                 self.apply_retained(&message);
                 // A routed retained message goes to whoever matches here now, whether or not the sender knew

@@ -33,26 +33,50 @@ pub enum Action {
 pub enum MeshMessage {
     /// The sending shard gained its first local subscriber of `filter`; the receiver answers
     /// `InterestAck { seq }` once applied.
-    InterestAdded { filter: ByteStr, seq: u64 },
+    InterestAdded {
+        filter: ByteStr,
+        seq: u64,
+    },
     /// The receiving shard's interest updates up to `seq` are applied here (its held SUBACKs may go).
-    InterestAck { seq: u64 },
+    InterestAck {
+        seq: u64,
+    },
     /// The sending shard lost its last local subscriber of `filter`.
-    InterestRemoved { filter: ByteStr },
+    InterestRemoved {
+        filter: ByteStr,
+    },
     /// An application message for the receiving shard's subscribers (sent once per interested shard).
     Publish(Arc<Message>),
     /// The sending shard now has `connected` connected members of the shared group `share` (sent after
     /// `InterestAdded` for it, whenever the count changes), so publishing shards weigh it by that.
-    ShareMembers { share: ByteStr, connected: u32 },
+    ShareMembers {
+        share: ByteStr,
+        connected: u32,
+    },
     /// An application message for one member of the shared-subscription group `share`
     /// (`$share/{group}/{filter}`) on the receiving shard.
-    SharedPublish { message: Arc<Message>, share: ByteStr },
+    SharedPublish {
+        message: Arc<Message>,
+        share: ByteStr,
+    },
     /// A retained message (or, with an empty payload, a retained delete) for the receiving shard's replica
     /// of the retained store; `deliver` says whether its matching subscribers also get it (false only for an
     /// HTTP API delete).
-    Retain { message: Arc<Message>, deliver: bool },
+    Retain {
+        message: Arc<Message>,
+        deliver: bool,
+    },
     /// Close the connections of these user names (dynamic security deleted or disabled them, or changed
     /// their credentials, on the sending shard). A control message: never shed.
     KickUsernames(Arc<[Box<str>]>),
+    /// `durability = "sync"`: the sender's acks wait until the receiver's log holds everything the sender
+    /// sent it before this; answered with `DurableAck { seq }` once it does.
+    DurableBarrier {
+        seq: u64,
+    },
+    DurableAck {
+        seq: u64,
+    },
 }
 
 /// An application message as published, shared by every shard and delivery. Never mutated after creation:

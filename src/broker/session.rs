@@ -13,11 +13,14 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::delivery::Delivery;
-use super::inflight::Inflight;
+use super::inflight::{AckOutcome, Inflight};
+use super::journal::{stored_delivery, Journal, WallClock};
 use super::message::ConnId;
+use super::owned::owned_str;
 use super::will::PendingWill;
 use crate::auth::ListenerId;
-use crate::protocol::ByteStr;
+use crate::persist::{Record, StoredSubscription, StoredWill};
+use crate::protocol::{ByteStr, SubscriptionOptions};
 
 /// Index of a session in this shard's slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,8 +88,8 @@ impl Session {
         self.traffic.as_deref()
     }
 
-    /// The message state, created on first use.
-    pub fn traffic_mut(&mut self) -> &mut SessionTraffic {
+    /// The message state, created on first use. Changes go through `Sessions`, which journals them.
+    fn traffic_mut(&mut self) -> &mut SessionTraffic {
         self.traffic.get_or_insert_with(Box::default)
     }
 
@@ -107,7 +110,7 @@ impl Session {
     }
 
     /// Appends to the queue unless that would pass either bound; `false` = dropped.
-    pub fn enqueue(&mut self, delivery: Delivery, messages_max: usize, bytes_max: usize) -> bool {
+    fn enqueue(&mut self, delivery: Delivery, messages_max: usize, bytes_max: usize) -> bool {
         let size = delivery.message.queued_size_bytes();
         let traffic = self.traffic_mut();
         if traffic.queue.len() >= messages_max || traffic.queued_bytes + size > bytes_max {
@@ -119,8 +122,15 @@ impl Session {
         true
     }
 
+    /// Puts back a message `dequeue` took (no packet id was free for it).
+    fn requeue_front(&mut self, delivery: Delivery) {
+        let traffic = self.traffic_mut();
+        traffic.queued_bytes += delivery.message.queued_size_bytes();
+        traffic.queue.push_front(delivery);
+    }
+
     /// The next queued message; when there is none, idle message state is freed.
-    pub fn dequeue(&mut self) -> Option<Delivery> {
+    fn dequeue(&mut self) -> Option<Delivery> {
         let Some(delivery) = self.traffic.as_mut().and_then(|traffic| traffic.queue.pop_front()) else {
             self.release_idle_traffic();
             return None;
@@ -133,12 +143,38 @@ impl Session {
 
 /// The slab of sessions plus the index by client id. The index holds only slot numbers (hashed by the
 /// client id stored in the slot), so a client id is kept once.
+///
+/// It is also the one door for session changes that must survive a restart: attaching, detaching, the
+/// will, the expiry, subscriptions, queueing, the inflight window and the QoS 2 ids all go through its
+/// methods, which journal them (`Journal`) for sessions that outlive their connection (expiry > 0).
 #[derive(Default)]
 pub struct Sessions {
     slots: Vec<Option<Session>>,
     free: Vec<u32>,
     by_client_id: HashTable<SessionKey>,
     hasher: RandomState,
+    journal: Journal,
+}
+
+/// What `Sessions::send_next` did with the head of a session's queue.
+#[derive(Debug)]
+pub enum QueueStep {
+    /// Nothing queued (or no packet id free).
+    Empty,
+    /// The head had expired and was dropped.
+    Expired,
+    /// The head moved into the inflight window under `packet_id`.
+    Sent { packet_id: u16, delivery: Delivery },
+}
+
+/// Which acknowledgement from the client ends or moves an inflight entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InflightAck {
+    PubAck,
+    PubRec,
+    PubComp,
+    /// The client refused it (error reason) or it could not be sent.
+    Failed,
 }
 
 impl Sessions {
@@ -174,7 +210,9 @@ impl Sessions {
         key
     }
 
+    /// Ends the session (also on disk).
     pub fn remove(&mut self, key: SessionKey) -> Option<Session> {
+        self.record(key, |client_id, _, _| Record::SessionEnd { client_id });
         let client_id = self.client_id_at(key)?;
         let hash = self.hasher.hash_one(client_id);
         if let Ok(entry) = self.by_client_id.find_entry(hash, |found| *found == key) {
@@ -209,6 +247,199 @@ impl Sessions {
 
     fn client_id_at(&self, key: SessionKey) -> Option<&str> {
         client_id_in(&self.slots, key)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    /// Journals `make`'s record about the session, if it outlives its connection.
+    fn record(&mut self, key: SessionKey, make: impl FnOnce(ByteStr, &Session, &WallClock) -> Record) {
+        if !self.journal.is_enabled() {
+            return;
+        }
+        let Some(session) = self.slots.get(key.0 as usize).and_then(Option::as_ref) else { return };
+        if session.expiry_interval_secs == 0 {
+            return;
+        }
+        self.journal.record(|clock| make(ByteStr::from(&*session.client_id), session, clock));
+    }
+
+    /// A connection attached (new or resumed session, its user name, listener, will and expiry set): the
+    /// whole session head is journaled; a resumed session that now ends with its connection is ended on disk.
+    pub fn attached(&mut self, key: SessionKey, resumed: bool) {
+        let Some(session) = self.get(key) else { return };
+        if session.expiry_interval_secs == 0 {
+            if resumed && self.journal.is_enabled() {
+                let client_id = ByteStr::from(&*session.client_id);
+                self.journal.record(|_| Record::SessionEnd { client_id });
+            }
+            return;
+        }
+        self.record(key, |client_id, session, _| Record::SessionPut {
+            client_id,
+            expiry_interval_secs: session.expiry_interval_secs,
+            username: session.username.as_deref().map(ByteStr::from),
+            listener: session.listener.0,
+            will: session.will.as_ref().map(|will| stored_will(will)),
+        });
+    }
+
+    /// The connection left at `now`; the expiry counts from then (also across a restart).
+    pub fn detached(&mut self, key: SessionKey, now: Instant) {
+        if let Some(session) = self.get_mut(key) {
+            session.conn = None;
+        }
+        self.record(key, |client_id, session, clock| Record::SessionDetached {
+            client_id,
+            at_unix_ms: clock.unix_ms(now),
+            will_kept: session.will.is_some(),
+        });
+    }
+
+    /// A v5 DISCONNECT changed the expiry interval. Going to 0 ends the session on disk at once.
+    pub fn set_expiry(&mut self, key: SessionKey, expiry_interval_secs: u32) {
+        let was_kept = self.get(key).is_some_and(|session| session.expiry_interval_secs > 0);
+        if expiry_interval_secs == 0 && was_kept {
+            self.record(key, |client_id, _, _| Record::SessionEnd { client_id });
+        }
+        if let Some(session) = self.get_mut(key) {
+            session.expiry_interval_secs = expiry_interval_secs;
+        }
+        self.record(key, |client_id, _, _| Record::SessionExpiry { client_id, expiry_interval_secs });
+    }
+
+    /// Takes the pending will (to publish it, or because it is dropped).
+    pub fn take_will(&mut self, key: SessionKey) -> Option<Box<PendingWill>> {
+        let will = self.get_mut(key)?.will.take()?;
+        self.record(key, |client_id, _, _| Record::WillGone { client_id });
+        Some(will)
+    }
+
+    /// Stores (or replaces) a subscription the trie now holds; `new`: the session had no such filter.
+    pub fn subscribed(&mut self, key: SessionKey, filter: &ByteStr, options: SubscriptionOptions, id: u32, new: bool) {
+        if new {
+            if let Some(session) = self.get_mut(key) {
+                // Its own copy: a clone would share (and keep) a reference-count header with the mesh messages.
+                session.filters.push(owned_str(filter));
+            }
+        }
+        self.record(key, |client_id, _, _| Record::Subscribe {
+            client_id,
+            subscription: StoredSubscription { filter: filter.clone(), options, subscription_id: id },
+        });
+    }
+
+    pub fn unsubscribed(&mut self, key: SessionKey, filter: &ByteStr) {
+        if let Some(session) = self.get_mut(key) {
+            session.filters.retain(|existing| existing != filter);
+        }
+        self.record(key, |client_id, _, _| Record::Unsubscribe { client_id, filter: filter.clone() });
+    }
+
+    /// Appends to the session's queue unless a bound is reached; `false` = dropped.
+    pub fn enqueue(&mut self, key: SessionKey, delivery: Delivery, messages_max: usize, bytes_max: usize) -> bool {
+        let journaled = self.journal.is_enabled().then(|| delivery.clone());
+        let Some(session) = self.get_mut(key) else { return false };
+        if !session.enqueue(delivery, messages_max, bytes_max) {
+            return false;
+        }
+        if let Some(delivery) = journaled {
+            self.record(key, |client_id, _, clock| Record::Enqueue {
+                client_id,
+                delivery: stored_delivery(&delivery, clock),
+            });
+        }
+        true
+    }
+
+    /// Moves the head of the queue into the inflight window (or drops it if it expired).
+    pub fn send_next(&mut self, key: SessionKey, now: Instant) -> QueueStep {
+        let Some(session) = self.get_mut(key) else { return QueueStep::Empty };
+        let Some(delivery) = session.dequeue() else { return QueueStep::Empty };
+        if delivery.message.is_expired(now) {
+            self.record(key, |client_id, _, _| Record::QueueDropFront { client_id });
+            return QueueStep::Expired;
+        }
+        let Some(packet_id) = session.traffic_mut().inflight.push(delivery.clone()) else {
+            session.requeue_front(delivery);
+            return QueueStep::Empty;
+        };
+        self.record(key, |client_id, _, _| Record::QueueToInflight { client_id, packet_id });
+        QueueStep::Sent { packet_id, delivery }
+    }
+
+    /// An acknowledgement (or failure) for an inflight entry.
+    pub fn inflight_ack(&mut self, key: SessionKey, ack: InflightAck, packet_id: u16) -> AckOutcome {
+        let Some(session) = self.get_mut(key) else { return AckOutcome::UnknownPacketId };
+        let inflight = &mut session.traffic_mut().inflight;
+        let outcome = match ack {
+            InflightAck::PubAck => inflight.puback(packet_id),
+            InflightAck::PubRec => inflight.pubrec(packet_id),
+            InflightAck::PubComp => inflight.pubcomp(packet_id),
+            InflightAck::Failed => inflight.remove_failed(packet_id),
+        };
+        session.release_idle_traffic();
+        if outcome == AckOutcome::Done {
+            self.record(key, |client_id, _, _| match ack {
+                InflightAck::PubRec => Record::InflightReleased { client_id, packet_id },
+                _ => Record::InflightDone { client_id, packet_id },
+            });
+        }
+        outcome
+    }
+
+    /// Recovery: the session's inflight window, queue and QoS 2 ids as the log had them (not journaled).
+    pub fn restore_traffic(
+        &mut self,
+        key: SessionKey,
+        inflight: Vec<(u16, super::inflight::InflightState, Delivery)>,
+        queue: Vec<Delivery>,
+        awaiting_pubrel: Vec<u16>,
+    ) {
+        let Some(session) = self.get_mut(key) else { return };
+        let traffic = session.traffic_mut();
+        for (packet_id, state, delivery) in inflight {
+            traffic.inflight.restore(packet_id, state, delivery);
+        }
+        for delivery in queue {
+            traffic.queued_bytes += delivery.message.queued_size_bytes();
+            traffic.queue.push_back(delivery);
+        }
+        traffic.awaiting_pubrel.extend(awaiting_pubrel);
+        session.release_idle_traffic();
+    }
+
+    /// An incoming QoS 2 PUBLISH was routed; its id waits for PUBREL.
+    pub fn await_pubrel(&mut self, key: SessionKey, packet_id: u16) {
+        let Some(session) = self.get_mut(key) else { return };
+        session.traffic_mut().awaiting_pubrel.push(packet_id);
+        self.record(key, |client_id, _, _| Record::AwaitPubrel { client_id, packet_id });
+    }
+
+    /// PUBREL: whether the id was awaiting it.
+    pub fn release_pubrel(&mut self, key: SessionKey, packet_id: u16) -> bool {
+        let Some(session) = self.get_mut(key) else { return false };
+        let Some(index) = session.awaiting_pubrel().iter().position(|&id| id == packet_id) else { return false };
+        session.traffic_mut().awaiting_pubrel.swap_remove(index);
+        session.release_idle_traffic();
+        self.record(key, |client_id, _, _| Record::PubrelDone { client_id, packet_id });
+        true
+    }
+}
+
+fn stored_will(will: &PendingWill) -> StoredWill {
+    StoredWill {
+        topic: will.will.topic.clone(),
+        payload: will.will.payload.clone(),
+        qos: will.will.qos,
+        retain: will.will.retain,
+        properties: will.will.properties.clone(),
+        delay_secs: will.delay_secs,
     }
 }
 

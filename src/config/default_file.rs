@@ -111,6 +111,16 @@ requests_per_sec_max = 0
 # Messages one POST /api/v1/publish/batch may carry.
 batch_messages_max = 1000
 
+# Crash-safe persistence: persistent sessions, their queued and inflight QoS 1/2 messages and retained
+# messages survive a restart or kill -9 (an append-only log per shard under `dir`). Off by default (no dir).
+# durability: "sync" (PUBACK/PUBREC/SUBACK only once on disk), "periodic" (synced every interval_ms), "none".
+# [persistence]
+# dir = "/var/lib/shardmq"
+# durability = "periodic"
+# interval_ms = 100
+# compact_ratio = 4
+# compact_min_bytes = 67108864
+
 # Who may connect, for every listener without its own [listeners.auth].
 [auth]
 # Accept clients that send no username. Turn it off once a password file is set.

@@ -72,6 +72,8 @@ pub struct Config {
     pub sys_interval_seconds: u64,
     /// Where `/metrics` and the dashboard are served (`[metrics]`).
     pub metrics: MetricsSettings,
+    /// Crash-safe persistence (`[persistence]`); off unless `dir` is set.
+    pub persistence: crate::persist::PersistenceSettings,
 }
 
 /// The `[metrics]` table.
@@ -103,6 +105,7 @@ impl Default for Config {
             http: crate::http::HttpSettings::default(),
             sys_interval_seconds: 10,
             metrics: MetricsSettings::default(),
+            persistence: crate::persist::PersistenceSettings::default(),
         }
     }
 }

@@ -197,6 +197,9 @@ struct Conversion {
     orphan_auth_lines: Vec<(PathBuf, usize, String)>,
     allow_anonymous: Option<bool>,
     bridge_open: bool,
+    /// `persistence true` seen, and `persistence_location` (either order): combined into `[persistence]`.
+    persistence_on: bool,
+    persistence_location: Option<PathBuf>,
     log_levels: Vec<&'static str>,
     log_dest_none: bool,
     qos_max: Vec<u8>,
@@ -231,6 +234,8 @@ fn convert(lines: &[Line], findings: Vec<Finding>) -> Output {
         orphan_auth_lines: Vec::new(),
         allow_anonymous: None,
         bridge_open: false,
+        persistence_on: false,
+        persistence_location: None,
         log_levels: Vec::new(),
         log_dest_none: false,
         qos_max: Vec::new(),
@@ -368,19 +373,24 @@ impl Conversion {
                 self.bridge_open = true;
                 warning(line, &format!("bridges are not supported, bridge `{}` will not run", line.value))
             }
-            "persistence" => match parse_bool(line)? {
-                true => {
-                    warning(line, "sessions and retained messages are kept in memory only, not across restarts yet")
-                }
-                false => Ok(()),
-            },
-            "persistence_location" | "persistence_file" | "autosave_interval" | "autosave_on_changes" => {
-                warning(line, "no persistence yet (nothing is written to disk)")
+            "persistence" => {
+                self.persistence_on = parse_bool(line)?;
+                self.apply_persistence();
+                Ok(())
             }
             "sys_interval" => {
                 self.config.sys_interval_seconds = parse_number(line)?;
                 Ok(())
             }
+            "persistence_location" => {
+                self.persistence_location = Some(PathBuf::from(line.value.trim()));
+                self.apply_persistence();
+                Ok(())
+            }
+            "persistence_file" | "autosave_interval" | "autosave_on_changes" => warning(
+                line,
+                "shardmq keeps an append-only log per shard under persistence_location (synced every 100 ms), not a snapshot file",
+            ),
             "pid_file" => warning(line, "shardmq writes no pid file"),
             "user" => warning(line, "shardmq does not change user; start it as the user it should run as"),
             "connection_messages" => match parse_bool(line)? {
@@ -427,6 +437,14 @@ impl Conversion {
     }
 
     /// Options of the current listener. `Ok(true)`: handled.
+    /// `persistence true` keeps state under `persistence_location` (Mosquitto's default: the working
+    /// directory) in `periodic` durability, Mosquitto's nearest equivalent.
+    fn apply_persistence(&mut self) {
+        self.config.persistence.dir = self
+            .persistence_on
+            .then(|| self.persistence_location.clone().unwrap_or_else(|| PathBuf::from("shardmq-data")));
+    }
+
     fn apply_listener_option(&mut self, line: &Line) -> Result<bool, Finding> {
         match line.directive.as_str() {
             "listener" => self.start_listener(line)?,

@@ -27,12 +27,13 @@ use bytes::Bytes;
 use super::control::{ControlReceiver, Job};
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
-use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId};
+use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId, WallClock};
 use crate::config::Config;
 use crate::connection::send::SendBatch;
 use crate::connection::{
     ConnSlot, ConnTable, ConnectionLimit, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey,
 };
+use crate::persist::LogWriter;
 use crate::protocol::QoS;
 use crate::transport::tls::TlsAcceptor;
 use crate::transport::websocket::{WebSocketSettings, WebSocketTransport};
@@ -115,6 +116,8 @@ pub struct ShardSetup {
     pub links: MeshLinks<ShardMeshItem>,
     /// This shard's socket of every listener (SO_REUSEPORT), in listener order.
     pub listeners: Vec<ListenerSocket>,
+    /// The shard's opened log and what it replayed to (`[persistence] dir`).
+    pub log: Option<(crate::persist::ShardLog, crate::persist::RecoveredState)>,
 }
 
 /// One listener as a shard serves it.
@@ -148,6 +151,9 @@ pub struct Shard {
     #[allow(clippy::vec_box)]
     batches: Vec<Box<SendBatch>>,
     completions: Vec<Completion>,
+    /// The side thread writing this shard's log, and the buffer its doorbell is read into.
+    writer: Option<LogWriter>,
+    durable_buf: Box<u64>,
     // Dropped last: the kernel may write into the buffers until the ring is gone.
     ring: Ring,
     reads: BufferRing,
@@ -156,15 +162,20 @@ pub struct Shard {
 impl Shard {
     /// Builds the shard's ring and state on the calling thread (which the ring is bound to).
     pub fn new(setup: ShardSetup) -> Result<Shard, RingError> {
-        let ShardSetup { shard, shards, config, control, permits, links, listeners } = setup;
+        let ShardSetup { shard, shards, config, control, permits, links, listeners, log } = setup;
         let ring = Ring::new(config.ring_entries)?;
         let reads = BufferRing::new(&ring, READ_BUFFER_GROUP, config.read_buffers, config.read_buffer_bytes)?;
         links.wake().set_ring_fd(ring.fd());
         let settings = std::rc::Rc::new(config.mqtt.clone());
+        let mut core = ShardCore::new(shard, shards, settings);
+        let writer = match log {
+            Some((log, state)) => Some(start_persistence(&mut core, shard, log, state, &config.persistence)?),
+            None => None,
+        };
         Ok(Shard {
             id: shard,
             shard_count: shards,
-            core: ShardCore::new(shard, shards, settings),
+            core,
             conns: ConnTable::default(),
             listeners: listeners
                 .into_iter()
@@ -188,6 +199,8 @@ impl Shard {
             frames: Vec::new(),
             batches: Vec::new(),
             completions: Vec::new(),
+            writer,
+            durable_buf: Box::new(0),
             ring,
             reads,
         })
@@ -196,6 +209,7 @@ impl Shard {
     /// Serves until a stop arrives and every connection has flushed (or the flush timed out).
     pub fn run(mut self) {
         self.arm_control();
+        self.arm_durable();
         if self.control.stop_requested() {
             self.begin_shutdown(Instant::now());
         } else {
@@ -208,6 +222,7 @@ impl Shard {
             let now = Instant::now();
             self.receive_mesh(now);
             self.fire_timers(now);
+            self.persist_turn();
             self.run_actions();
             self.rearm_receives();
             if let Some(since) = self.stopping {
@@ -232,6 +247,12 @@ impl Shard {
                 Some(TokenKind::Send) => self.on_send(completion),
                 Some(TokenKind::Accept) => self.on_accept(completion, now),
                 Some(TokenKind::Control) => self.on_control(completion, now),
+                Some(TokenKind::Durable) => {
+                    if let Some(writer) = &self.writer {
+                        self.core.persisted(writer.durable_seq(), now);
+                    }
+                    self.arm_durable();
+                }
                 Some(TokenKind::Doorbell) | Some(TokenKind::Ignore) => {
                     if completion.result < 0
                         && completion.result != -libc::ECANCELED
@@ -402,6 +423,24 @@ impl Shard {
         let buf: *mut u64 = &mut *self.control_buf;
         // SAFETY: the 8-byte buffer is boxed in the shard, which outlives the ring's requests.
         unsafe { self.ring.push(&request::read(self.control.fd(), buf.cast(), 8, token)) };
+    }
+
+    /// Keeps one read armed on the log writer's doorbell (`durability = "sync"` rings it after each sync).
+    fn arm_durable(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        let token = Token::new(TokenKind::Durable, 0, 0);
+        let buf: *mut u64 = &mut *self.durable_buf;
+        // SAFETY: the 8-byte buffer is boxed in the shard, which outlives the ring's requests.
+        unsafe { self.ring.push(&request::read(writer.doorbell_fd(), buf.cast(), 8, token)) };
+    }
+
+    /// Ends the turn for the log: barriers to other shards are queued and the turn's records go to the
+    /// writer thread (the shard never waits for the disk).
+    fn persist_turn(&mut self) {
+        let Some(writer) = &self.writer else { return };
+        if let Some((frames, seq)) = self.core.seal_turn() {
+            writer.submit(frames, seq);
+        }
     }
 
     fn arm_accept(&mut self, index: usize) {
@@ -652,6 +691,7 @@ impl Shard {
         let connections = self.core.gauges().connections;
         tracing::info!(shard = self.id, connections, "server shutting down: closing every connection");
         self.core.shutdown(now);
+        self.persist_turn();
         self.run_actions();
         for key in self.conns.keys() {
             let Some(slot) = self.conns.get_by_key(key) else { continue };
@@ -664,6 +704,7 @@ impl Shard {
 
     fn finish_shutdown(&mut self) {
         self.control.close();
+        self.persist_turn();
         self.run_actions();
         self.links.wake().mark_stopped();
         self.outbox.flush(&mut self.links);
@@ -681,6 +722,25 @@ impl Shard {
             "shard stopped"
         );
     }
+}
+
+/// Restores the core from its log and starts the log's writer thread.
+fn start_persistence(
+    core: &mut ShardCore,
+    shard: ShardId,
+    log: crate::persist::ShardLog,
+    state: crate::persist::RecoveredState,
+    settings: &crate::persist::PersistenceSettings,
+) -> Result<LogWriter, RingError> {
+    let now = Instant::now();
+    let unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64);
+    let mirror = state.clone();
+    core.restore(state, WallClock { base: now, base_unix_ms: unix_ms }, now);
+    if settings.durability == crate::persist::Durability::Sync {
+        core.enable_sync_durability();
+    }
+    LogWriter::start(shard, log, mirror, settings).map_err(RingError::LogWriter)
 }
 
 /// Logs connections refused at `max_connections` (the process's or a listener's): the first at once, then at most one line per

@@ -45,6 +45,8 @@ pub enum StartError {
     StartTimeout { shards: usize, secs: u64 },
     #[error("listener {bind}: {source}")]
     Tls { bind: String, source: TlsError },
+    #[error(transparent)]
+    Persistence(#[from] crate::persist::PersistError),
     #[error("cannot read RLIMIT_MEMLOCK: {0}")]
     MemlockLimit(std::io::Error),
     #[error("the locked-memory limit (ulimit -l) of {limit_kib} KiB is too small for {shards} shards: each shard's io_uring needs at least {needed_kib} KiB; raise it (ulimit -l, systemd LimitMEMLOCK=) or run fewer shards")]
@@ -203,8 +205,10 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     ));
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
+    let mut logs = open_logs(&config, shards)?;
     for (shard, (listeners, control_receiver)) in per_shard.into_iter().zip(control_receivers).enumerate() {
         let setup = ShardSetup {
+            log: logs.get_mut(shard).and_then(Option::take),
             shard,
             shards,
             config: config.clone(),
@@ -237,6 +241,22 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             Err(err)
         }
     }
+}
+
+/// Each shard's log, opened and replayed (in order, before any shard starts), when `[persistence] dir` is
+/// set; a directory of another format or shard count stops the start here.
+fn open_logs(
+    config: &Config,
+    shards: usize,
+) -> Result<Vec<Option<(crate::persist::ShardLog, crate::persist::RecoveredState)>>, StartError> {
+    let Some(dir) = &config.persistence.dir else { return Ok(Vec::new()) };
+    let started = std::time::Instant::now();
+    let log_dir = crate::persist::LogDir::open(dir, shards)?;
+    let logs = (0..shards)
+        .map(|shard| crate::persist::open_shard_log(&log_dir, shard).map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(dir = %dir.display(), durability = ?config.persistence.durability, ms = started.elapsed().as_millis() as u64, "persistence: logs read");
+    Ok(logs)
 }
 
 /// Runs the broker until SIGINT/SIGTERM and every shard has shut down; SIGHUP reloads the files the

@@ -35,6 +35,8 @@ pub enum TokenKind {
     Doorbell = 5,
     /// Requests whose completion needs nothing (cancels, failed doorbells).
     Ignore = 6,
+    /// The shard's log writer synced (its eventfd).
+    Durable = 7,
 }
 
 const GENERATION_MASK: u64 = (1 << 24) - 1;
@@ -52,6 +54,7 @@ impl Token {
             4 => TokenKind::Control,
             5 => TokenKind::Doorbell,
             6 => TokenKind::Ignore,
+            7 => TokenKind::Durable,
             _ => return None,
         })
     }
@@ -99,6 +102,9 @@ pub enum RingError {
     MissingFeature(&'static str),
     #[error("cannot register the provided-buffer ring ({0}); needs Linux 5.19 or newer")]
     BufferRing(io::Error),
+    /// Not the ring's own, but the other thing a shard starts with: its persistence writer thread.
+    #[error("cannot start the shard's log writer thread: {0}")]
+    LogWriter(io::Error),
 }
 
 pub struct Ring {

@@ -17,7 +17,7 @@ use super::super::inflight::InflightState;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
 use super::super::owned::owned_str;
-use super::super::session::{Session, SessionKey, SESSION_NEVER_EXPIRES};
+use super::super::session::{InflightAck, Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
 use crate::auth::TokenGrant;
 use crate::protocol::topic::validate_topic_name;
@@ -93,6 +93,7 @@ impl ShardCore {
         if let Some(session) = self.sessions.get_mut(key) {
             session.will = connect.will.as_ref().map(|will| Box::new(PendingWill::new(will)));
         }
+        self.sessions.attached(key, session_present);
         self.send(conn, &Packet::ConnAck(connack));
         self.stats.count_connect_accepted();
         info!(shard = self.shard, %client_id, version = ?connect.version, clean_start = connect.clean_start, session_present, "client connected");
@@ -314,9 +315,7 @@ impl ShardCore {
                 InflightState::Sent => {
                     let dup = delivery.qos != QoS::AtMostOnce;
                     if self.send_publish(conn, &delivery, packet_id, dup, now).is_err() {
-                        if let Some(session) = self.sessions.get_mut(key) {
-                            session.traffic_mut().inflight.remove_failed(packet_id);
-                        }
+                        self.sessions.inflight_ack(key, InflightAck::Failed, packet_id);
                     }
                 }
                 InflightState::Released => {

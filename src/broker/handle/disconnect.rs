@@ -27,7 +27,7 @@ impl ShardCore {
                 let rule = "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0";
                 return self.protocol_error(conn, rule, now);
             }
-            session.expiry_interval_secs = requested.min(expiry_max);
+            self.sessions.set_expiry(key, requested.min(expiry_max));
         }
         let publish_will = disconnect.reason != ReasonCode::NORMAL_DISCONNECTION;
         self.end_connection(conn, CloseReason::ClientDisconnect { publish_will }, now);

@@ -6,16 +6,14 @@ use tracing::trace;
 
 use super::super::core::ShardCore;
 use super::super::inflight::AckOutcome;
-use super::super::session::SessionKey;
+use super::super::session::{InflightAck, SessionKey};
 use crate::protocol::PubResponse;
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubcomp(&mut self, key: SessionKey, comp: PubResponse, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if session.traffic_mut().inflight.pubcomp(comp.packet_id) == AckOutcome::UnknownPacketId {
-            trace!(client_id = %session.client_id, packet_id = comp.packet_id, "PUBCOMP for no released QoS 2 PUBLISH, ignored");
+        if self.sessions.inflight_ack(key, InflightAck::PubComp, comp.packet_id) == AckOutcome::UnknownPacketId {
+            let client_id = self.sessions.get(key).map(|session| tracing::field::display(&*session.client_id));
+            trace!(client_id, packet_id = comp.packet_id, "PUBCOMP for no released QoS 2 PUBLISH, ignored");
         }
         self.drain_queue(key, now);
     }

@@ -79,8 +79,8 @@ impl ShardCore {
         let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::NOT_AUTHORIZED, properties };
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
-            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(response)),
+            QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(response)),
+            QoS::ExactlyOnce => self.send_when_durable(conn, Packet::PubRec(response)),
         }
     }
 
@@ -108,15 +108,13 @@ impl ShardCore {
             return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
         }
         let matched = allowed && self.route(self.message_from(conn, topic, publish, now), now);
-        if let Some(session) = self.sessions.get_mut(key) {
-            session.traffic_mut().awaiting_pubrel.push(packet_id);
-        }
+        self.sessions.await_pubrel(key, packet_id);
         self.acknowledge(conn, Packet::PubRec, packet_id, matched);
     }
 
     fn acknowledge(&mut self, conn: ConnId, kind: fn(PubResponse) -> Packet, packet_id: u16, matched: bool) {
         let reason = if matched { ReasonCode::SUCCESS } else { ReasonCode::NO_MATCHING_SUBSCRIBERS };
-        self.send(conn, &kind(PubResponse { packet_id, reason, ..PubResponse::default() }));
+        self.send_when_durable(conn, kind(PubResponse { packet_id, reason, ..PubResponse::default() }));
     }
 
     /// Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 in the PUBACK / PUBREC, or a
@@ -128,8 +126,8 @@ impl ShardCore {
             PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
         match publish.qos {
             QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
-            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(response)),
-            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(response)),
+            QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(response)),
+            QoS::ExactlyOnce => self.send_when_durable(conn, Packet::PubRec(response)),
         }
     }
 

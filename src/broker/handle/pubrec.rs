@@ -6,19 +6,16 @@ use std::time::Instant;
 use super::super::core::ShardCore;
 use super::super::inflight::AckOutcome;
 use super::super::message::ConnId;
-use super::super::session::SessionKey;
+use super::super::session::{InflightAck, SessionKey};
 use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubrec(&mut self, conn: ConnId, key: SessionKey, rec: PubResponse, now: Instant) {
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
         if !rec.reason.is_success() {
-            session.traffic_mut().inflight.remove_failed(rec.packet_id);
+            self.sessions.inflight_ack(key, InflightAck::Failed, rec.packet_id);
             return self.drain_queue(key, now);
         }
-        let reason = match session.traffic_mut().inflight.pubrec(rec.packet_id) {
+        let reason = match self.sessions.inflight_ack(key, InflightAck::PubRec, rec.packet_id) {
             AckOutcome::Done => ReasonCode::SUCCESS,
             AckOutcome::UnknownPacketId => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };

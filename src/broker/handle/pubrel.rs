@@ -8,18 +8,11 @@ use crate::protocol::{Packet, PubResponse, ReasonCode};
 
 impl ShardCore {
     pub(in crate::broker) fn handle_pubrel(&mut self, conn: ConnId, key: SessionKey, rel: PubResponse) {
-        let Some(session) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let reason = match session.awaiting_pubrel().iter().position(|&id| id == rel.packet_id) {
-            Some(index) => {
-                session.traffic_mut().awaiting_pubrel.swap_remove(index);
-                session.release_idle_traffic();
-                ReasonCode::SUCCESS
-            }
-            None => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+        let reason = match self.sessions.release_pubrel(key, rel.packet_id) {
+            true => ReasonCode::SUCCESS,
+            false => ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
         };
         let pubcomp = PubResponse { packet_id: rel.packet_id, reason, ..PubResponse::default() };
-        self.send(conn, &Packet::PubComp(pubcomp));
+        self.send_when_durable(conn, Packet::PubComp(pubcomp));
     }
 }

@@ -129,12 +129,7 @@ impl ShardCore {
         if shared {
             self.recount_share(filter);
         }
-        if outcome.new_subscription {
-            if let Some(session) = self.sessions.get_mut(key) {
-                // Its own copy: a clone would share (and keep) a reference-count header with the mesh messages.
-                session.filters.push(owned_str(filter));
-            }
-        }
+        self.sessions.subscribed(key, filter, subscriber.options, subscription_id, outcome.new_subscription);
         // No retained messages on a shared subscription (v5 section 4.8.2): the group, not the member, subscribed.
         let send_retained = match options.retain_handling {
             _ if shared => false,

@@ -27,15 +27,13 @@ impl ShardCore {
             }
             let existed = self.remove_subscription(filter, key);
             if existed {
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.filters.retain(|existing| existing != filter);
-                }
+                self.sessions.unsubscribed(key, filter);
             }
             if v5 {
                 reasons.push(if existed { ReasonCode::SUCCESS } else { ReasonCode::NO_SUBSCRIPTION_EXISTED });
             }
         }
         let unsuback = UnsubAck { packet_id: unsubscribe.packet_id, reasons, ..UnsubAck::default() };
-        self.send(conn, &Packet::UnsubAck(unsuback));
+        self.send_when_durable(conn, Packet::UnsubAck(unsuback));
     }
 }

@@ -238,11 +238,17 @@ fn log_type_and_log_dest_set_the_log_level() {
 }
 
 #[test]
-fn persistence_is_a_warning_saying_nothing_survives_a_restart() {
-    let (_, findings) = convert_text("persistence true\npersistence_location /var/lib/mosquitto/\npersistence false\n");
-    assert_eq!(findings.len(), 2, "{findings:?}");
-    assert!(findings.iter().all(|finding| finding.severity == Severity::Warning));
-    assert!(findings[0].message.contains("not across restarts"), "{}", findings[0]);
+fn persistence_true_and_its_location_map_to_the_persistence_dir_in_either_order() {
+    let (config, findings) = convert_text("persistence_location /var/lib/mosquitto/\npersistence true\n");
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(config.persistence.dir.as_deref(), Some(Path::new("/var/lib/mosquitto/")));
+    let (config, _) = convert_text("persistence true\npersistence_location /data\n");
+    assert_eq!(config.persistence.dir.as_deref(), Some(Path::new("/data")));
+    let (config, _) = convert_text("persistence true\npersistence_location /data\npersistence false\n");
+    assert_eq!(config.persistence.dir, None, "off again");
+    let (_, findings) = convert_text("persistence true\npersistence_file m.db\n");
+    assert_eq!(findings.len(), 1);
+    assert!(findings[0].message.contains("append-only log"), "{}", findings[0]);
 }
 
 #[test]
@@ -410,7 +416,8 @@ fn debian_packaged_mosquitto_conf_is_read() {
     assert_eq!(converted.config.effective_listeners().unwrap(), vec![ListenerConfig::mqtt("127.0.0.1:1883")]);
     assert!(converted.config.auth.allow_anonymous);
     let warned: Vec<&str> = converted.warnings.iter().map(|finding| finding.directive.as_str()).collect();
-    for directive in ["pid_file", "persistence", "persistence_location", "log_dest"] {
+    assert_eq!(converted.config.persistence.dir.as_deref(), Some(Path::new("/var/lib/mosquitto/")));
+    for directive in ["pid_file", "log_dest"] {
         assert!(warned.contains(&directive), "{directive} not in {warned:?}");
     }
     assert!(converted.warnings.iter().all(|finding| finding.file.starts_with("/etc/mosquitto")));
