@@ -25,6 +25,7 @@ pub mod dynsec;
 mod method;
 pub mod passwd;
 mod password_file;
+mod replace_file;
 mod scram;
 mod token;
 

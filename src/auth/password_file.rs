@@ -4,9 +4,9 @@
 //! as they are when the file is rewritten (`shardmq passwd`). Parse errors name the file and line.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::replace_file::{replace_file, FileMode};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use sha2::{Digest, Sha512};
@@ -272,24 +272,7 @@ impl PasswordFile {
     /// reloading) never sees half a file. An existing file keeps its permissions; a new one is 0600.
     pub fn write(&self, path: &Path) -> Result<(), PasswordFileError> {
         let write_error = |source| PasswordFileError::Write { path: path.to_path_buf(), source };
-        let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-        let mode = std::fs::metadata(path)
-            .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()))
-            .unwrap_or(0o600);
-        let result = (|| {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode & 0o7777);
-            let mut out = options.open(&temp)?;
-            out.write_all(self.to_text().as_bytes())?;
-            out.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(write_error)
+        replace_file(path, self.to_text().as_bytes(), FileMode::KeepExisting).map_err(write_error)
     }
 }
 

@@ -22,6 +22,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::replace_file::{replace_file, FileMode};
 use crate::protocol::topic::{topic_matches, validate_topic_filter};
 
 /// Every token starts with this, so the authenticator knows a token from a password without a lookup.
@@ -335,20 +336,7 @@ impl TokenStore {
             .collect();
         stored.sort_by(|a, b| (a.created_at_unix_secs, &a.id).cmp(&(b.created_at_unix_secs, &b.id)));
         let text = serde_json::to_string_pretty(&TokenFile { tokens: stored }).expect("token file serializes");
-        let temporary = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temporary)
-                .map_err(file_error)?;
-            file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(file_error)?;
-        }
-        std::fs::rename(&temporary, path).map_err(file_error)
+        replace_file(path, text.as_bytes(), FileMode::OwnerOnly).map_err(file_error)
     }
 }
 

@@ -6,9 +6,9 @@
 //! written the way the plugin writes it (omitted priorities mean -1, `disabled` only when true), through a
 //! temporary file and a rename so a crash never leaves half a file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::auth::replace_file::{replace_file, FileMode};
 use serde::{Deserialize, Serialize};
 
 /// The priority of a role, group or ACL that names none (Mosquitto's default).
@@ -203,25 +203,7 @@ impl DynsecFile {
         let mut serializer = serde_json::Serializer::with_formatter(&mut text, formatter);
         self.serialize(&mut serializer).map_err(|err| write_error(std::io::Error::other(err)))?;
         text.push(b'\n');
-        let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-        let mode = std::fs::metadata(path)
-            .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()))
-            .unwrap_or(0o600);
-        let result = (|| {
-            let _ = std::fs::remove_file(&temp);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode & 0o7777);
-            let mut out = options.open(&temp)?;
-            out.write_all(&text)?;
-            out.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(write_error)
+        replace_file(path, &text, FileMode::KeepExisting).map_err(write_error)
     }
 }
 
