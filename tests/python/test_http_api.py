@@ -341,8 +341,11 @@ class AdminTest(HttpApiTestCase):
         mine = [client for client in listed["items"] if client["client_id"] == client_id]
         self.assertEqual(len(mine), 1)
         self.assertEqual((mine[0]["protocol_version"], mine[0]["subscriptions"]), ("5.0", [topic + "/#"]))
+        # The peer address is the client's end of its socket, as the client itself sees it.
+        address = "127.0.0.1:%d" % sub.client.socket().getsockname()[1]
+        self.assertEqual(mine[0]["address"], address)
         status, one = self.api.request("GET", f"/api/v1/clients/{client_id}")
-        self.assertEqual((status, one["client_id"]), (200, client_id))
+        self.assertEqual((status, one["client_id"], one["address"]), (200, client_id, address))
         self.assertEqual(self.api.request("GET", "/api/v1/clients/nobody-here")[0], 404)
         status, sessions = self.api.request("GET", "/api/v1/sessions")
         self.assertIn(client_id, [session["client_id"] for session in sessions["items"]])
