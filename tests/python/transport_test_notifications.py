@@ -176,8 +176,7 @@ class LiveNotificationsTest(unittest.TestCase):
             with self.subTest(version=version):
                 user, other = unique("alice"), unique("bob")
                 self.open_page(self.backend, user, version)
-                # Posted first, to a user whose page is not open: routed before the next post, so it would be
-                # listed before it if the page got it.
+                # To a user with no page open: nobody subscribed matches it, this page included.
                 self.assertEqual(self.notify(other, "not for this page"), {"matched": False})
                 text = f"Your order #{version}42 has shipped"
                 self.assertEqual(self.notify(user, text), {"matched": True})
