@@ -75,7 +75,8 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
         }
         match shardmq::http::start(&http, tokens, control) {
             Ok(Some(addr)) => {
-                let _ = writeln!(stdout, "shardmq listening on {addr} (http)");
+                let scheme = if http.tls().is_some() { "https" } else { "http" };
+                let _ = writeln!(stdout, "shardmq listening on {addr} ({scheme})");
                 tracing::info!(%addr, "HTTP API listening");
             }
             Ok(None) => {}

@@ -62,6 +62,10 @@ pub struct ShardCore {
     /// Verified TLS client certificate names of connections that have not sent CONNECT yet (set by the
     /// runtime, taken by the login check), beside `Connection` so plain connections pay nothing.
     pub(super) peer_identities: AHashMap<ConnId, Box<str>>,
+    /// Peer socket addresses for the admin client listing, which alone reads them: asked for by
+    /// `want_peer_addresses`, filled by the runtime after that job (`fill_peer_addresses`), taken by the
+    /// listing. Nothing is kept per connection, so an idle connection pays nothing for them.
+    pub(super) peer_addresses: PeerAddresses,
     /// Who may connect and what they may do (shared by every shard; swapped by `replace_access`).
     pub(super) access: Arc<AccessControl>,
     /// Sessions whose client logged in with an API token, and its grant (which alone decides what they may
@@ -102,6 +106,7 @@ impl ShardCore {
             held_subacks: VecDeque::new(),
             enhanced_auth: AHashMap::new(),
             peer_identities: AHashMap::new(),
+            peer_addresses: PeerAddresses::default(),
             token_sessions: AHashMap::new(),
             validation: None,
             backlogged: AHashMap::new(),
@@ -158,6 +163,30 @@ impl ShardCore {
         if self.connections.get(&conn).is_some_and(|connection| connection.version.is_none()) {
             self.peer_identities.insert(conn, common_name.into());
         }
+    }
+
+    /// A job asks for the peer addresses of this shard's connections (`client_id`: of that client's only):
+    /// the runtime fills them in after the jobs of this turn, for a later job (the admin client listing)
+    /// to read.
+    pub fn want_peer_addresses(&mut self, client_id: Option<&str>) {
+        self.peer_addresses.wanted = match client_id {
+            None => Some(PeerWanted::Every),
+            Some(id) => self.sessions.find(id).and_then(|key| self.sessions.get(key)?.conn).map(PeerWanted::One),
+        };
+    }
+
+    pub fn peer_addresses_wanted(&self) -> bool {
+        self.peer_addresses.wanted.is_some()
+    }
+
+    /// The runtime answers `want_peer_addresses`: `lookup` gives a connection's peer address (its socket's).
+    pub fn fill_peer_addresses(&mut self, mut lookup: impl FnMut(ConnId) -> Option<std::net::SocketAddr>) {
+        let found = match self.peer_addresses.wanted.take() {
+            None => return,
+            Some(PeerWanted::Every) => self.connections.ids().filter_map(|conn| Some((conn, lookup(conn)?))).collect(),
+            Some(PeerWanted::One(conn)) => lookup(conn).map(|address| (conn, address)).into_iter().collect(),
+        };
+        self.peer_addresses.found = Some(found);
     }
 
     /// Whether the core still knows the connection (it forgets one it closed or that was lost).
@@ -238,4 +267,16 @@ impl ShardCore {
             frames.extend(queue);
         }
     }
+}
+
+/// See `ShardCore::peer_addresses`.
+#[derive(Default)]
+pub(super) struct PeerAddresses {
+    pub(super) wanted: Option<PeerWanted>,
+    pub(super) found: Option<AHashMap<ConnId, std::net::SocketAddr>>,
+}
+
+pub(super) enum PeerWanted {
+    Every,
+    One(ConnId),
 }

@@ -65,6 +65,8 @@ pub struct ExternalPublished {
 pub struct ClientSummary {
     pub client_id: String,
     pub listener: ListenerId,
+    /// The peer's socket address, when the runtime gave it.
+    pub address: Option<std::net::SocketAddr>,
     pub protocol_version: ProtocolVersion,
     pub keepalive_secs: u16,
     /// Who it authenticated as (`token:{id}` for an API token); None = anonymous.
@@ -192,26 +194,35 @@ impl ShardCore {
         Err(ExternalPublishError::Validation { rule: rule.label().to_string(), detail: failure.detail })
     }
 
-    /// The clients connected to this shard, by client id.
-    pub fn connected_clients(&self) -> Vec<ClientSummary> {
+    /// The clients connected to this shard, by client id; with their addresses when a job before asked
+    /// for them (`want_peer_addresses`), which this takes.
+    pub fn connected_clients(&mut self) -> Vec<ClientSummary> {
+        let addresses = self.peer_addresses.found.take().unwrap_or_default();
         let mut clients: Vec<ClientSummary> =
-            self.connections.ids().filter_map(|conn| self.client_summary(conn)).collect();
+            self.connections.ids().filter_map(|conn| self.client_summary(conn, &addresses)).collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         clients
     }
 
-    /// The connected client with this id, if it is connected to this shard (its home shard).
-    pub fn connected_client(&self, client_id: &str) -> Option<ClientSummary> {
+    /// The connected client with this id, if it is connected to this shard (its home shard); its address
+    /// as for `connected_clients`.
+    pub fn connected_client(&mut self, client_id: &str) -> Option<ClientSummary> {
+        let addresses = self.peer_addresses.found.take().unwrap_or_default();
         let conn = self.sessions.get(self.sessions.find(client_id)?)?.conn?;
-        self.client_summary(conn)
+        self.client_summary(conn, &addresses)
     }
 
-    fn client_summary(&self, conn: super::message::ConnId) -> Option<ClientSummary> {
+    fn client_summary(
+        &self,
+        conn: super::message::ConnId,
+        addresses: &ahash::AHashMap<super::message::ConnId, std::net::SocketAddr>,
+    ) -> Option<ClientSummary> {
         let connection = self.connections.get(&conn)?;
         let session = self.sessions.get(connection.phase.session_key()?)?;
         Some(ClientSummary {
             client_id: session.client_id.to_string(),
             listener: connection.listener,
+            address: addresses.get(&conn).copied(),
             protocol_version: connection.version?,
             keepalive_secs: connection.keepalive_secs,
             username: session.username.as_deref().map(str::to_string),

@@ -90,6 +90,9 @@ sys_interval_seconds = 10
 [http]
 # Address of the HTTP API, "host:port". Default: unset (no HTTP API).
 # bind = "127.0.0.1:8080"
+# PEM certificate chain (leaf first) and its private key: set both for HTTPS only. Default: unset (HTTP).
+# cert_file = "/etc/shardmq/server.crt"
+# key_file = "/etc/shardmq/server.key"
 # Bearer token that may do everything (at least 16 characters). Default: unset (only API tokens work).
 # admin_token = "change-me-to-a-long-random-string"
 # JSON file keeping API tokens (their SHA-256 only) across restarts. Default: unset (kept in memory).

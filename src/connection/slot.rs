@@ -362,6 +362,11 @@ impl ConnSlot {
         }
     }
 
+    /// The peer's address (getpeername(2)); asked for by the admin client listing only.
+    pub fn peer_address(&self) -> Option<std::net::SocketAddr> {
+        socket2::SockRef::from(&self.fd).peer_addr().ok().and_then(|addr| addr.as_socket())
+    }
+
     /// Whether the kernel still holds requests on this socket.
     pub fn in_flight(&self) -> bool {
         self.has(RECV_ARMED) || self.send.is_some()

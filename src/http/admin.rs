@@ -19,6 +19,8 @@ const LIST_LIMIT_MAX: usize = 10_000;
 struct ClientView {
     client_id: String,
     listener: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
     protocol_version: &'static str,
     keep_alive: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +95,7 @@ fn client_view(shard: usize, client: ClientSummary) -> ClientView {
     ClientView {
         client_id: client.client_id,
         listener: client.listener.0,
+        address: client.address.map(|address| address.to_string()),
         protocol_version: version_name(client.protocol_version),
         keep_alive: client.keepalive_secs,
         username: client.username,
@@ -121,6 +124,8 @@ fn listing<T: Serialize>(mut items: Vec<T>, limit: usize) -> Response {
 pub fn clients(api: &Api, request: &Request) -> Result<Response, ApiError> {
     api.require_admin(request)?;
     let limit = limit(request)?;
+    // Two jobs: the shard looks the addresses up between them (see ShardCore::want_peer_addresses).
+    api.control.call_all(SHARD_TIMEOUT, |core, _| core.want_peer_addresses(None)).map_err(shard_error)?;
     let per_shard = api.control.call_all(SHARD_TIMEOUT, |core, _| core.connected_clients()).map_err(shard_error)?;
     let mut clients: Vec<ClientView> = per_shard
         .into_iter()
@@ -134,6 +139,8 @@ pub fn clients(api: &Api, request: &Request) -> Result<Response, ApiError> {
 pub fn client(api: &Api, request: &Request, client_id: &str) -> Result<Response, ApiError> {
     api.require_admin(request)?;
     let shard = home_shard(client_id, api.control.shard_count());
+    let id = client_id.to_string();
+    api.control.call(shard, SHARD_TIMEOUT, move |core, _| core.want_peer_addresses(Some(&id))).map_err(shard_error)?;
     let id = client_id.to_string();
     let found =
         api.control.call(shard, SHARD_TIMEOUT, move |core, _| core.connected_client(&id)).map_err(shard_error)?;

@@ -3,7 +3,8 @@
 //! its OpenAPI document. It runs on its own threads and reaches the shards only through
 //! `crate::shard::Control` jobs, so a request never blocks a shard.
 //!
-//! - `settings`: the `[http]` table; `server`: the HTTP/1.1 listener (keep-alive, bounds, timeouts);
+//! - `settings`: the `[http]` table; `server`: the HTTP/1.1 listener (keep-alive, bounds, timeouts; TLS
+//!   through `transport::tls`'s configuration, so certificates load as for MQTT listeners);
 //!   `router`: every route in one `match`, and the `Api` state handlers share; `response`: `Response`
 //!   and the JSON `ApiError` every handler answers with.
 //! - `publish`, `tokens`, `admin`: the handlers; `openapi.json`: the document that describes them.
@@ -24,9 +25,11 @@ pub use settings::HttpSettings;
 
 use crate::auth::TokenStore;
 use crate::shard::Control;
+use crate::transport::tls::TlsAcceptor;
 
-/// Starts the HTTP API (and the token expiry thread when tokens exist); returns the bound address, or
-/// None when `[http]` has no `bind`.
+/// Starts the HTTP API, over TLS when `cert_file` and `key_file` are set (and the token expiry thread when
+/// tokens exist); returns the bound address, or None when `[http]` has no `bind`. A bad certificate or
+/// key is an error here, naming the file.
 pub fn start(
     settings: &HttpSettings,
     tokens: Option<Arc<TokenStore>>,
@@ -39,6 +42,13 @@ pub fn start(
     if let Some(store) = &tokens {
         tokens::start_expiry(Arc::clone(store), control.clone())?;
     }
+    let tls = match settings.tls() {
+        Some(tls) => Some(Arc::new(
+            TlsAcceptor::new(tls)
+                .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("http: {err}")))?,
+        )),
+        None => None,
+    };
     let api = Arc::new(Api::new(settings.clone(), control.clone(), tokens));
-    server::serve(addr, api).map(Some)
+    server::serve(addr, api, tls).map(Some)
 }

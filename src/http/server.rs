@@ -2,7 +2,9 @@
 //! connection (bounded by `max_connections`; an admin API has few clients, and a blocked request then
 //! blocks only its own thread, never a shard). Keep-alive and pipelining, heads read by
 //! `transport::http::RequestReader` (bounded bytes and fields), `Content-Length` bodies only (bounded:
-//! 413), `Expect: 100-continue`, a deadline per request (408) and per idle connection.
+//! 413), `Expect: 100-continue`, a deadline per request (408) and per idle connection. With `cert_file`
+//! and `key_file` each connection is TLS (rustls over the blocking socket; the handshake runs under the
+//! same deadlines as a request).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +17,7 @@ use tracing::{debug, warn};
 use super::response::{ApiError, Response};
 use super::router::{route, Api};
 use crate::transport::http::{response, HttpError, RequestHead, RequestLimits, RequestReader, Status};
+use crate::transport::tls::TlsAcceptor;
 
 /// A request as the router sees it.
 #[derive(Debug)]
@@ -69,8 +72,8 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts the accept thread; returns the bound address.
-pub fn serve(addr: SocketAddr, api: Arc<Api>) -> io::Result<SocketAddr> {
+/// Starts the accept thread; returns the bound address. `tls`: HTTPS only, with this configuration.
+pub fn serve(addr: SocketAddr, api: Arc<Api>, tls: Option<Arc<TlsAcceptor>>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     let open = Arc::new(AtomicUsize::new(0));
@@ -84,23 +87,27 @@ pub fn serve(addr: SocketAddr, api: Arc<Api>) -> io::Result<SocketAddr> {
                     continue;
                 }
             };
-            accept(stream, &api, &open);
+            accept(stream, &api, tls.as_deref(), &open);
         }
     })?;
     Ok(bound)
 }
 
-fn accept(mut stream: TcpStream, api: &Arc<Api>, open: &Arc<AtomicUsize>) {
+fn accept(mut stream: TcpStream, api: &Arc<Api>, tls: Option<&TlsAcceptor>, open: &Arc<AtomicUsize>) {
     if open.fetch_add(1, Ordering::AcqRel) >= api.settings.max_connections {
         open.fetch_sub(1, Ordering::AcqRel);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
         let refusal = ApiError::unavailable("too many HTTP connections (http.max_connections)").into_response();
-        let _ = stream.write_all(&encode(refusal, false));
+        // Over TLS the refusal would need a handshake first: the connection is just closed.
+        if tls.is_none() {
+            let _ = stream.write_all(&encode(refusal, false));
+        }
         return;
     }
     let (api, open) = (Arc::clone(api), Arc::clone(open));
+    let tls = tls.map(TlsAcceptor::server_connection);
     let spawned = std::thread::Builder::new().name("http-conn".into()).stack_size(256 * 1024).spawn(move || {
-        if let Err(err) = Connection::new(stream, &api).and_then(|mut connection| connection.run(&api)) {
+        if let Err(err) = Connection::new(stream, tls).and_then(|mut connection| connection.run(&api)) {
             debug!("HTTP connection ended: {err}");
         }
         open.fetch_sub(1, Ordering::AcqRel);
@@ -110,8 +117,48 @@ fn accept(mut stream: TcpStream, api: &Arc<Api>, open: &Arc<AtomicUsize>) {
     }
 }
 
+/// One connection's bytes: the socket itself, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(buffer),
+            Stream::Tls(tls) => tls.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write(bytes),
+            Stream::Tls(tls) => tls.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     /// Bytes read past the previous request (a pipelined next one).
     pending: Vec<u8>,
@@ -127,10 +174,20 @@ enum Read1 {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, _api: &Api) -> io::Result<Connection> {
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
+    fn new(socket: TcpStream, tls: Option<rustls::ServerConnection>) -> io::Result<Connection> {
+        socket.set_nodelay(true)?;
+        let peer = socket.peer_addr()?;
+        let stream = match tls {
+            Some(tls) => Stream::Tls(Box::new(rustls::StreamOwned::new(tls, socket))),
+            None => Stream::Plain(socket),
+        };
         Ok(Connection { stream, peer, pending: Vec::new() })
+    }
+
+    /// Writes one answer whole (TLS: its records flushed to the socket).
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     fn run(&mut self, api: &Api) -> io::Result<()> {
@@ -138,11 +195,11 @@ impl Connection {
             let request = match self.read_request(api)? {
                 Read1::Request(request) => request,
                 Read1::Closed => return Ok(()),
-                Read1::Refuse(refusal) => return self.stream.write_all(&encode(refusal, false)),
+                Read1::Refuse(refusal) => return self.send(&encode(refusal, false)),
             };
             let keep_alive = wants_keep_alive(&request.head);
             let answer = route(api, &request);
-            self.stream.write_all(&encode(answer, keep_alive))?;
+            self.send(&encode(answer, keep_alive))?;
             if !keep_alive {
                 return Ok(());
             }
@@ -182,7 +239,7 @@ impl Connection {
             Err(refusal) => return Ok(Read1::Refuse(refusal.into_response())),
         };
         if length > rest.len() && head.has_token("expect", "100-continue") {
-            self.stream.write_all(&response(Status::CONTINUE, &[], b""))?;
+            self.send(&response(Status::CONTINUE, &[], b""))?;
         }
         let mut body = rest;
         while body.len() < length {
@@ -202,7 +259,7 @@ impl Connection {
         if wait.is_zero() {
             return Ok(None);
         }
-        self.stream.set_read_timeout(Some(wait))?;
+        self.stream.socket().set_read_timeout(Some(wait))?;
         match self.stream.read(buffer) {
             Ok(read) => Ok(Some(read)),
             Err(err) if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),

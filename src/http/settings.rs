@@ -1,5 +1,5 @@
-//! The `[http]` table: where the HTTP API listens, its admin token, where API tokens are kept, and the
-//! bounds on requests. Off (no `bind`) by default.
+//! The `[http]` table: where the HTTP API listens (plain or TLS), its admin token, where API tokens are
+//! kept, and the bounds on requests. Off (no `bind`) by default.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,10 @@ use serde::Deserialize;
 pub struct HttpSettings {
     /// `host:port` of the HTTP API; None = no HTTP API.
     pub bind: Option<String>,
+    /// PEM certificate chain (leaf first) and private key: with both set the API speaks HTTPS only, read
+    /// as a TLS listener's `cert_file` / `key_file` are. None = plain HTTP.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     /// `Authorization: Bearer` value that may do everything; None = only API tokens are accepted (and no
     /// token can be made).
     pub admin_token: Option<String>,
@@ -40,6 +44,8 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             bind: None,
+            cert_file: None,
+            key_file: None,
             admin_token: None,
             tokens_file: None,
             token_ttl_max_secs: 30 * 24 * 3600,
@@ -55,6 +61,17 @@ impl Default for HttpSettings {
 }
 
 impl HttpSettings {
+    /// The TLS settings of an HTTPS API (no client certificates), when `cert_file` and `key_file` are set.
+    pub fn tls(&self) -> Option<crate::config::TlsSettings> {
+        Some(crate::config::TlsSettings {
+            cert_file: self.cert_file.clone()?,
+            key_file: self.key_file.clone()?,
+            ca_file: None,
+            require_certificate: false,
+            use_identity_as_username: false,
+        })
+    }
+
     /// Whether the HTTP API is on.
     pub fn enabled(&self) -> bool {
         self.bind.is_some()
@@ -66,6 +83,9 @@ impl HttpSettings {
             Some(bind) => Some(bind.parse::<SocketAddr>().map_err(|err| ("http.bind", format!("{bind:?}: {err}")))?),
             None => None,
         };
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(("http.cert_file / http.key_file", "set both (HTTPS) or neither (plain HTTP)".into()));
+        }
         if self.admin_token.as_ref().is_some_and(|token| token.len() < 16) {
             return Err(("http.admin_token", "at least 16 characters".into()));
         }

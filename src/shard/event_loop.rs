@@ -377,6 +377,10 @@ impl Shard {
         for job in std::mem::take(&mut self.jobs) {
             job(&mut self.core, now);
         }
+        if self.core.peer_addresses_wanted() {
+            let conns = &mut self.conns;
+            self.core.fill_peer_addresses(|conn| conns.get_by_key(conns.key_of(conn)?)?.peer_address());
+        }
     }
 
     fn on_accept(&mut self, completion: Completion, now: Instant) {

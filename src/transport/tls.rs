@@ -85,11 +85,15 @@ impl TlsAcceptor {
 
     /// A new connection's transport, on the current configuration.
     pub fn accept(&self) -> TlsTransport {
+        TlsTransport::new(self.server_connection())
+    }
+
+    /// A new connection's rustls state on the current configuration, for a server that does its own I/O
+    /// (the HTTP API's blocking threads).
+    pub fn server_connection(&self) -> ServerConnection {
         let config = self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        TlsTransport::new(
-            new_server_connection(config)
-                .expect("build_server_config made a ServerConnection from this configuration before accepting it"),
-        )
+        new_server_connection(config)
+            .expect("build_server_config made a ServerConnection from this configuration before accepting it")
     }
 }
 

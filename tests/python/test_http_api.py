@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 import unittest
@@ -22,6 +23,7 @@ import paho.mqtt.client as mqtt
 
 from test_paho import Broker, unique, EVENT_TIMEOUT_SECS
 from test_paho_v5 import V5Client
+from transport_certs import make_test_pki
 
 import jsonschema  # scripts/test installs it
 
@@ -39,10 +41,13 @@ def free_port():
 class Http:
     """One keep-alive HTTP/1.1 connection; every answer is checked against the OpenAPI document."""
 
-    def __init__(self, port, spec=None):
+    def __init__(self, port, spec=None, tls=None):
         self.port = port
         self.spec = spec
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=EVENT_TIMEOUT_SECS)
+        if tls is None:
+            self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=EVENT_TIMEOUT_SECS)
+        else:
+            self.connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=EVENT_TIMEOUT_SECS, context=tls)
 
     def request(self, method, path, body=None, token=ADMIN, raw=None, headers=None):
         headers = dict(headers or {})
@@ -95,6 +100,9 @@ class OpenApi:
 
 
 class HttpApiTestCase(unittest.TestCase):
+    # An ssl.SSLContext: the API is started over TLS (cert_file, key_file) and spoken to through it.
+    tls = None
+
     def setUp(self):
         self.files = tempfile.mkdtemp(prefix="shardmq-http-")
         self.http_port = free_port()
@@ -118,13 +126,13 @@ request_timeout_secs = 2
             self.broker.stop()
             self.skipTest("Mosquitto has no HTTP API")
         self.wait_for_http()
-        fetch = Http(self.http_port)
+        fetch = Http(self.http_port, tls=self.tls)
         status, document = fetch.request("GET", "/api/v1/openapi.json", token=None)
         fetch.connection.close()
         self.assertEqual(status, 200)
         self.spec = OpenApi(document)
         self.spec.check("GET", "/api/v1/openapi.json", status, document)
-        self.api = Http(self.http_port, self.spec)
+        self.api = Http(self.http_port, self.spec, self.tls)
 
     def wait_for_http(self):
         deadline = time.monotonic() + 10
@@ -341,8 +349,11 @@ class AdminTest(HttpApiTestCase):
         mine = [client for client in listed["items"] if client["client_id"] == client_id]
         self.assertEqual(len(mine), 1)
         self.assertEqual((mine[0]["protocol_version"], mine[0]["subscriptions"]), ("5.0", [topic + "/#"]))
+        # The peer address is the client's end of its socket, as the client itself sees it.
+        address = "127.0.0.1:%d" % sub.client.socket().getsockname()[1]
+        self.assertEqual(mine[0]["address"], address)
         status, one = self.api.request("GET", f"/api/v1/clients/{client_id}")
-        self.assertEqual((status, one["client_id"]), (200, client_id))
+        self.assertEqual((status, one["client_id"], one["address"]), (200, client_id, address))
         self.assertEqual(self.api.request("GET", "/api/v1/clients/nobody-here")[0], 404)
         status, sessions = self.api.request("GET", "/api/v1/sessions")
         self.assertIn(client_id, [session["client_id"] for session in sessions["items"]])
@@ -374,6 +385,47 @@ class AdminTest(HttpApiTestCase):
             slow.settimeout(15)
             answer = slow.recv(4096)
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
+
+
+class HttpsTest(HttpApiTestCase):
+    """`[http] cert_file` / `key_file`: the API speaks only TLS, with a certificate python's ssl verifies
+    against the test CA (transport_certs), and serves the same requests over it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
+        cls.pki = make_test_pki(cls.pki_dir.name)
+        cls.tls = ssl.create_default_context(cafile=cls.pki.ca_cert)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pki_dir.cleanup()
+
+    def start_broker(self, extra=""):
+        super().start_broker(f"cert_file = {json.dumps(self.pki.server_cert)}\n"
+                             f"key_file = {json.dumps(self.pki.server_key)}\n{extra}")
+
+    def test_publish_and_tokens_over_tls_on_one_keep_alive_connection(self):
+        topic = unique("https/one")
+        sub = self.subscriber(topic)
+        self.assertEqual(self.api.request("POST", "/api/v1/publish", {"topic": topic, "payload": "over tls"}),
+                         (200, {"matched": True}))
+        self.assertEqual(sub.next_message().payload, b"over tls")
+        created = self.token([{"filter": f"{topic}/#", "actions": ["subscribe"]}])
+        status, listed = self.api.request("GET", "/api/v1/tokens")
+        self.assertEqual(status, 200)
+        self.assertEqual([token["id"] for token in listed["tokens"]], [created["id"]])
+        self.assertEqual(self.api.connection.sock.version(), "TLSv1.3")
+
+    def test_plain_http_and_an_untrusted_client_get_no_answer(self):
+        with socket.create_connection(("127.0.0.1", self.http_port), timeout=EVENT_TIMEOUT_SECS) as plain:
+            plain.sendall(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = plain.recv(4096)
+        self.assertFalse(answer.startswith(b"HTTP/"), answer)  # a TLS alert, or nothing, never HTTP
+        untrusting = Http(self.http_port, tls=ssl.create_default_context(cafile=self.pki.other_ca_cert))
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            untrusting.request("GET", "/api/v1/openapi.json", token=None)
+        untrusting.connection.close()
 
 
 class ZzOpenApiCoverageTest(unittest.TestCase):
