@@ -74,12 +74,12 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
             tracing::info!(addr = %listener.addr, transport = listener.transport.as_str(), "listening");
         }
         match shardmq::http::start(&http, tokens, control) {
-            Ok(Some(addr)) => {
-                let scheme = if http.tls().is_some() { "https" } else { "http" };
-                let _ = writeln!(stdout, "shardmq listening on {addr} ({scheme})");
-                tracing::info!(%addr, "HTTP API listening");
+            Ok(addrs) => {
+                for (addr, scheme) in addrs {
+                    let _ = writeln!(stdout, "shardmq listening on {addr} ({scheme})");
+                    tracing::info!(%addr, scheme, "HTTP API listening");
+                }
             }
-            Ok(None) => {}
             Err(err) => {
                 tracing::error!("cannot start the HTTP API: {err}; stopping");
                 control.stop_all();

@@ -113,6 +113,12 @@ max_connections = 256
 requests_per_sec_max = 0
 # Messages one POST /api/v1/publish/batch may carry.
 batch_messages_max = 1000
+# More listeners of the same API, each plain or HTTPS with its own certificate (they share everything
+# else, the connection cap and the rate limit), e.g. plain on loopback above and HTTPS outside:
+# [[http.listeners]]
+# bind = "0.0.0.0:8443"
+# cert_file = "/etc/shardmq/server.crt"
+# key_file = "/etc/shardmq/server.key"
 
 # Crash-safe persistence: persistent sessions, their queued and inflight QoS 1/2 messages and retained
 # messages survive a restart or kill -9 (an append-only log per shard under `dir`). Off by default (no dir).

@@ -72,11 +72,16 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Starts the accept thread; returns the bound address. `tls`: HTTPS only, with this configuration.
-pub fn serve(addr: SocketAddr, api: Arc<Api>, tls: Option<Arc<TlsAcceptor>>) -> io::Result<SocketAddr> {
+/// Starts the accept thread of one listener; returns the bound address. `tls`: HTTPS only, with this
+/// configuration. `open` counts the API's open connections over all its listeners (`max_connections`).
+pub fn serve(
+    addr: SocketAddr,
+    api: Arc<Api>,
+    tls: Option<Arc<TlsAcceptor>>,
+    open: Arc<AtomicUsize>,
+) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("http-accept".into()).spawn(move || {
         for stream in listener.incoming() {
             let stream = match stream {

@@ -428,6 +428,47 @@ class HttpsTest(HttpApiTestCase):
         untrusting.connection.close()
 
 
+class TwoListenersTest(HttpApiTestCase):
+    """`[http] bind` (plain) and one `[[http.listeners]]` entry with its own certificate (HTTPS): both serve
+    the same API, so a token made over one works over the other and as MQTT credentials."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
+        cls.pki = make_test_pki(cls.pki_dir.name)
+        cls.https = ssl.create_default_context(cafile=cls.pki.ca_cert)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pki_dir.cleanup()
+
+    def start_broker(self, extra=""):
+        self.https_port = free_port()
+        super().start_broker(f"{extra}\n[[http.listeners]]\nbind = \"127.0.0.1:{self.https_port}\"\n"
+                             f"cert_file = {json.dumps(self.pki.server_cert)}\n"
+                             f"key_file = {json.dumps(self.pki.server_key)}\n")
+
+    def test_a_token_made_over_https_publishes_over_plain_http(self):
+        secure = Http(self.https_port, self.spec, self.https)
+        topic = unique("two/listeners")
+        sub = self.subscriber(topic)
+        status, created = secure.request("POST", "/api/v1/tokens",
+                                         {"acl": [{"filter": topic, "actions": ["publish"]}], "ttl_seconds": 60})
+        self.assertEqual(status, 201, created)
+        self.assertEqual(secure.connection.sock.version(), "TLSv1.3")
+        secure.connection.close()
+        self.assertEqual(self.api.request("POST", "/api/v1/publish", {"topic": topic, "payload": "plain"},
+                                          token=created["token"]), (200, {"matched": True}))
+        self.assertEqual(sub.next_message().payload, b"plain")
+
+    def test_each_listener_speaks_only_its_own_scheme(self):
+        with socket.create_connection(("127.0.0.1", self.https_port), timeout=EVENT_TIMEOUT_SECS) as plain:
+            plain.sendall(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertFalse(plain.recv(4096).startswith(b"HTTP/"))
+        status, _ = self.api.request("GET", "/api/v1/openapi.json", token=None)
+        self.assertEqual(status, 200)
+
+
 class ZzOpenApiCoverageTest(unittest.TestCase):
     """Named to run after the other classes of this module (unittest loads them in name order)."""
 
