@@ -107,8 +107,8 @@ class PhpBackend:
             self.stop()
             raise
 
-    def page(self, user, version):
-        return f"http://127.0.0.1:{self.port}/?user={user}&v={version}"
+    def page(self, user, version, renew=True):
+        return f"http://127.0.0.1:{self.port}/?user={user}&v={version}&renew={int(renew)}"
 
     def stop(self):
         self.process.terminate()
@@ -151,8 +151,8 @@ class LiveNotificationsTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         return json.loads(done.stdout)
 
-    def open_page(self, backend, user, version):
-        self.browser.call("goto", url=backend.page(user, version))
+    def open_page(self, backend, user, version, renew=True):
+        self.browser.call("goto", url=backend.page(user, version, renew))
         self.browser.call("wait", expression="window.app && app.state !== 'loading'")
         state = self.eval("app.state")
         self.assertEqual(state, "live", f"{self.eval('status.textContent')}\nbroker log:\n{self.broker_log()}")
@@ -197,7 +197,7 @@ class LiveNotificationsTest(unittest.TestCase):
         for version in VERSIONS:
             with self.subTest(version=version):
                 user = unique("carol")
-                self.open_page(self.short_backend, user, version)
+                self.open_page(self.short_backend, user, version, renew=False)
                 # The driver bounds the wait (15 s); the token lives SHORT_TTL_SECS from the page load.
                 self.browser.call("wait", expression="app.state === 'closed'")
                 self.assertEqual(self.eval("app.reason"), 0xA0 if version == 5 else None, self.broker_log())
@@ -206,6 +206,21 @@ class LiveNotificationsTest(unittest.TestCase):
                 self.wait_for_log(f"API token expired token={self.eval('app.tokenId')} disconnected=1")
                 again = self.eval(f"app.connect(app.token, 'notify/{user}/#')")
                 self.assertEqual((again, self.eval("app.reason")), ("refused", 0x86 if version == 5 else 4))
+
+    def test_a_renewing_page_outlives_its_first_token_and_still_gets_notifications(self):
+        for version in VERSIONS:
+            with self.subTest(version=version):
+                user = unique("dave")
+                self.open_page(self.short_backend, user, version)
+                first = self.eval("app.tokenId")
+                # Past the first token's expiry (and its broker-side sweep), on the second token or later.
+                self.browser.call("wait", expression="app.renewals >= 1 && Date.now() / 1000 > app.firstExpiresAt + 1")
+                self.wait_for_log(f"API token expired token={first} disconnected=0")
+                self.assertEqual(self.eval("app.state"), "live", self.broker_log())
+                self.assertNotEqual(self.eval("app.tokenId"), first)
+                text = f"after renewal v{version}"
+                self.assertEqual(self.notify(user, text), {"matched": True})
+                self.browser.call("wait", expression=f"document.body.innerText.includes({json.dumps(text)})")
 
 
 if __name__ == "__main__":
