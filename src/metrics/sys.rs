@@ -65,6 +65,13 @@ impl SysTopics {
             ("$SYS/broker/retained messages/count".to_string(), total.gauges.retained_messages.to_string()),
         ];
         topics.extend(counts.iter().map(|(name, value)| (format!("$SYS/broker/{name}"), value.to_string())));
+        // Per [[validation]] rule, by its index (labels may hold '/', '+' or '#'): its label and how many
+        // client PUBLISHes failed it (shardmq's own; Mosquitto has no validation).
+        for (index, failed) in stats.validation_failures.iter().enumerate() {
+            let label = total.validation_rules.get(index).cloned().unwrap_or_else(|| index.to_string());
+            topics.push((format!("$SYS/broker/validation/{index}/rule"), label));
+            topics.push((format!("$SYS/broker/validation/{index}/failed"), failed.to_string()));
+        }
         let elapsed_secs = self.last_uptime_secs.map_or(0.0, |last| snapshot.uptime_secs.saturating_sub(last) as f64);
         self.last_uptime_secs = Some(snapshot.uptime_secs);
         let load_counts = [
@@ -128,6 +135,25 @@ mod tests {
         assert_eq!(value(&topics, "$SYS/broker/publish/messages/received"), Some("10"));
         assert_eq!(value(&topics, "$SYS/broker/load/publish/received/1min"), Some("0.00"));
         assert!(value(&topics, "$SYS/broker/version").is_some_and(|v| v.starts_with("shardmq version ")));
+    }
+
+    #[test]
+    fn each_validation_rule_has_its_label_and_failures_summed_over_shards() {
+        let mut shard = ShardSnapshot::default();
+        shard.stats.validation_failures = vec![2, 0];
+        shard.validation_rules = vec!["0:chat/#".into(), "bids".into()];
+        let snapshot = BrokerSnapshot {
+            shards: vec![shard.clone(), ShardSnapshot { shard: 1, ..shard }],
+            uptime_secs: 1,
+            clients_connected_max: 0,
+        };
+        let topics = SysTopics::default().all(&snapshot);
+        assert_eq!(value(&topics, "$SYS/broker/validation/0/rule"), Some("0:chat/#"));
+        assert_eq!(value(&topics, "$SYS/broker/validation/0/failed"), Some("4"));
+        assert_eq!(value(&topics, "$SYS/broker/validation/1/rule"), Some("bids"));
+        assert_eq!(value(&topics, "$SYS/broker/validation/1/failed"), Some("0"));
+        assert!(value(&SysTopics::default().all(&super::tests::snapshot(1, 0)), "$SYS/broker/validation/0/failed")
+            .is_none());
     }
 
     #[test]

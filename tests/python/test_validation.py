@@ -31,6 +31,8 @@ class ChatValidationTest(V5TestCase):
         with open(words, "w") as out:
             out.write("# no spam in chat\nspam\nregex:free\\s+money\n")
         cls.config_toml = f"""
+sys_interval_seconds = 1
+
 [[validation]]
 name = "chat-schema"
 filter = "chat/messages/+/+"
@@ -104,6 +106,26 @@ divert_to = "chat/messages/{{2}}/{{3}}/rejected"
         members.assert_no_message()
         carol.publish(self.topic("carol"), json.dumps({"text": "fine"}), qos=1)
         self.assertEqual(json.loads(members.next_message().payload), {"text": "fine"})
+
+    def test_sys_topics_count_the_failures_of_each_rule_by_its_index(self):
+        watcher = self.v5(client_id=id_on_shard("sys", 1))
+        self.assertEqual(watcher.subscribe("$SYS/broker/validation/#", 0), 0)
+        seen = {}
+        wanted = {f"$SYS/broker/validation/{index}/{what}" for index in (0, 1) for what in ("rule", "failed")}
+        while not wanted <= seen.keys():  # the retained ones, at once, in any order
+            message = watcher.next_message()
+            seen[message.topic] = message.payload.decode()
+        self.assertEqual((seen["$SYS/broker/validation/0/rule"], seen["$SYS/broker/validation/1/rule"]),
+                         ("chat-schema", "chat-words"))
+        before = int(seen["$SYS/broker/validation/0/failed"])
+        dave = self.v5(client_id=id_on_shard("dave", 0))
+        reason, _ = dave.publish_acknowledged(self.topic("dave"), json.dumps({"txt": "typo"}), qos=1)
+        self.assertEqual(reason, 0x99)
+        while True:  # the next interval publishes the new count
+            message = watcher.next_message()
+            if message.topic == "$SYS/broker/validation/0/failed":
+                self.assertEqual(int(message.payload), before + 1)
+                break
 
 
 if __name__ == "__main__":
