@@ -11,6 +11,7 @@ use shardmq::config::{Cli, Command, Config, ConfigCommand, LoadedConfig, DEFAULT
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    shardmq::shard::idle_trim::set_allocator_hook(collect_free_pages);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config { action: ConfigCommand::Default }) => {
@@ -20,6 +21,13 @@ fn main() -> ExitCode {
         Some(Command::Passwd { args }) => passwd(args),
         None => run(&cli.run),
     }
+}
+
+/// A quiet shard's allocator hook: mimalloc frees the calling thread's empty pages and purges what it
+/// freed (without `force`: it does not wait for other threads' deferred frees).
+fn collect_free_pages() {
+    // SAFETY: mi_collect takes no pointer; it works on the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
 /// Transparent huge pages off for this process (`PR_SET_THP_DISABLE`), unless `MIMALLOC_ALLOW_THP` is

@@ -253,6 +253,14 @@ impl ShardCore {
         self.actions.pop_front()
     }
 
+    /// Gives back the capacity a burst left in the core's queues (called by a quiet shard, never per
+    /// message): the action queue once empty, down to a small capacity.
+    pub fn trim_scratch(&mut self) {
+        if self.actions.is_empty() && self.actions.capacity() > 64 {
+            self.actions.shrink_to(64);
+        }
+    }
+
     /// Moves the connection's queued encoded frames into `frames` (also the final frames after `Close`).
     pub fn take_output(&mut self, conn: ConnId, frames: &mut Vec<Bytes>) {
         if let Some(connection) = self.connections.get_mut(&conn) {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::control::{ControlReceiver, Job};
+use super::idle_trim::{self, IdleTrim, TrimStep};
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId, WallClock};
@@ -151,6 +152,7 @@ pub struct Shard {
     #[allow(clippy::vec_box)]
     batches: Vec<Box<SendBatch>>,
     completions: Vec<Completion>,
+    trim: IdleTrim,
     /// The side thread writing this shard's log, and the buffer its doorbell is read into.
     writer: Option<LogWriter>,
     durable_buf: Box<u64>,
@@ -199,6 +201,7 @@ impl Shard {
             frames: Vec::new(),
             batches: Vec::new(),
             completions: Vec::new(),
+            trim: IdleTrim::new(Instant::now()),
             writer,
             durable_buf: Box::new(0),
             ring,
@@ -240,6 +243,9 @@ impl Shard {
     fn reap(&mut self) {
         let mut completions = std::mem::take(&mut self.completions);
         self.ring.completions(&mut completions);
+        if !completions.is_empty() {
+            self.trim.note_busy();
+        }
         let now = Instant::now();
         for completion in completions.drain(..) {
             match completion.token.kind() {
@@ -667,10 +673,28 @@ impl Shard {
         let timeout = if self.links.has_incoming() || !self.core_idle() {
             Some(Duration::ZERO)
         } else {
+            match self.trim.check(now) {
+                TrimStep::Now => self.trim_scratch(),
+                TrimStep::At(at) => earliest(at),
+                TrimStep::Nothing => {}
+            }
             deadline.map(|at| at.saturating_duration_since(now))
         };
         self.ring.submit_and_wait(timeout);
         self.links.wake().awake();
+    }
+
+    /// A quiet shard gives back what a burst grew (`idle_trim`): scratch vectors, spare send batches, the
+    /// core's queues, then the allocator's free pages.
+    fn trim_scratch(&mut self) {
+        idle_trim::shrink_scratch(&mut self.completions);
+        idle_trim::shrink_scratch(&mut self.frames);
+        idle_trim::shrink_scratch(&mut self.jobs);
+        idle_trim::shrink_scratch(&mut self.rearm);
+        self.batches.truncate(idle_trim::KEPT_CAPACITY / 4);
+        self.batches.shrink_to(idle_trim::KEPT_CAPACITY / 4);
+        self.core.trim_scratch();
+        idle_trim::return_free_pages();
     }
 
     /// Whether the core has nothing queued for the runtime.

@@ -2,11 +2,12 @@
 //! io_uring (`event_loop`, `ring`), with its own SO_REUSEPORT listener sockets (`listener`), connected
 //! by a full mesh of bounded lock-free queues with a MSG_RING doorbell (`mesh`); where they run
 //! (`affinity`), how they start (`launch`), and how the rest of the process reaches them: stop, jobs on
-//! a shard's core (`control`).
+//! a shard's core (`control`), and what a quiet shard gives back (`idle_trim`).
 
 pub mod affinity;
 pub mod control;
 pub mod event_loop;
+pub mod idle_trim;
 pub mod launch;
 pub mod listener;
 pub mod mesh;
