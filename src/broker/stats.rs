@@ -131,4 +131,7 @@ pub struct IoCounters {
     pub mesh_shed_qos0_messages: u64,
     pub mesh_shed_reliable_messages: u64,
     pub mesh_closed_batches: u64,
+    /// Receives that found every provided read buffer taken (ENOBUFS): the bytes waited in the socket
+    /// for a buffer to come back. Often nonzero means `read_buffers` is too small for the load.
+    pub receive_buffers_dry: u64,
 }

@@ -123,4 +123,5 @@ fn add_into(total: &mut ShardSnapshot, shard: &ShardSnapshot) {
     t.mesh_shed_qos0_messages += s.mesh_shed_qos0_messages;
     t.mesh_shed_reliable_messages += s.mesh_shed_reliable_messages;
     t.mesh_closed_batches += s.mesh_closed_batches;
+    t.receive_buffers_dry += s.receive_buffers_dry;
 }

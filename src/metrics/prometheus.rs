@@ -262,6 +262,12 @@ const FAMILIES: &[Family] = &[
         series: |s| one(s.io.mesh_closed_batches),
     },
     Family {
+        name: "shardmq_receive_buffers_dry_total",
+        kind: Kind::Counter,
+        help: "Socket receives that found every provided read buffer taken and waited for one (read_buffers).",
+        series: |s| one(s.io.receive_buffers_dry),
+    },
+    Family {
         name: "shardmq_timers",
         kind: Kind::Gauge,
         help: "Deadlines armed in the shards' timer wheels.",

@@ -326,6 +326,7 @@ impl Shard {
             // Every provided buffer is taken: re-armed once this reap has given buffers back. The bytes
             // wait in the socket; nothing is lost. More buffers are offered from now on.
             self.reads.ran_dry();
+            self.core.io_counters_mut().receive_buffers_dry += 1;
             if !completion.more() {
                 self.rearm.push(key);
             }
