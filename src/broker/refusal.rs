@@ -20,8 +20,6 @@ pub enum Refusal {
     WillTopicInvalid,
     Redirected,
     SessionsPerShardMax,
-    ConnectionsPerAddressMax,
-    ConnectRatePerAddressMax,
     AsynchronousAuthenticationUnsupported,
     // Enhanced authentication, at CONNECT and after
     SecondConnectDuringAuthentication,
@@ -86,9 +84,7 @@ impl Refusal {
             WillTopicInvalid | TopicNameLimits | TopicNameInvalid => ReasonCode::TOPIC_NAME_INVALID,
             Redirected => ReasonCode::USE_ANOTHER_SERVER,
             SessionsPerShardMax => ReasonCode::SERVER_BUSY,
-            ConnectionsPerAddressMax | ConnectRatePerAddressMax | SubscriptionsPerSessionMax => {
-                ReasonCode::QUOTA_EXCEEDED
-            }
+            SubscriptionsPerSessionMax => ReasonCode::QUOTA_EXCEEDED,
             AsynchronousAuthenticationUnsupported => ReasonCode::SERVER_UNAVAILABLE,
             AuthenticationMethodUnsupported => ReasonCode::BAD_AUTHENTICATION_METHOD,
             AuthUserNameDiffers => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
@@ -135,8 +131,6 @@ impl Refusal {
             WillTopicInvalid => "[MQTT-3.1.3-11] will topic is not a valid topic name",
             Redirected => "clients are redirected (server_reference)",
             SessionsPerShardMax => "sessions_per_shard_max reached",
-            ConnectionsPerAddressMax => "connections_per_address_max reached for this source address",
-            ConnectRatePerAddressMax => "connect_rate_per_address_max_per_second exceeded by this source address",
             AsynchronousAuthenticationUnsupported => {
                 "asynchronous authentication is not supported by this broker core yet"
             }
@@ -227,11 +221,5 @@ mod tests {
         let refusal = Refusal::Malformed(err.clone());
         assert_eq!(refusal.reason(), err.reason_code());
         assert_eq!(refusal.to_string(), err.to_string());
-    }
-
-    #[test]
-    fn per_address_limits_answer_quota_exceeded() {
-        assert_eq!(Refusal::ConnectionsPerAddressMax.reason(), ReasonCode::QUOTA_EXCEEDED);
-        assert_eq!(Refusal::ConnectRatePerAddressMax.reason(), ReasonCode::QUOTA_EXCEEDED);
     }
 }
