@@ -11,9 +11,9 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::core::ShardCore;
-use super::handle::Refusal;
 use super::lifecycle::CloseReason;
 use super::message::ConnId;
+use super::refusal::Refusal;
 use super::session::SessionKey;
 use crate::auth::{
     AccessControl, AuthDecision, AuthFailure, ClientIdentity, ConnectRequest, FailureKind, ListenerId, TokenGrant,
@@ -65,13 +65,8 @@ impl ShardCore {
             AuthDecision::Refuse(failure) => failure,
             // No asynchronous authenticator exists yet; refuse rather than hold the CONNECT forever.
             AuthDecision::Pending => {
-                let rule = "asynchronous authentication is not supported by this broker core yet";
-                self.refuse_connect(
-                    conn,
-                    &connect.client_id,
-                    Refusal { reason: ReasonCode::SERVER_UNAVAILABLE, rule },
-                    now,
-                );
+                let refusal = Refusal::AsynchronousAuthenticationUnsupported;
+                self.refuse_connect(conn, &connect.client_id, refusal, now);
                 return Login::Refused;
             }
         };

@@ -134,6 +134,15 @@ impl ShardCore {
         self.stats.refused_at_accept += 1;
     }
 
+    /// The runtime closed a socket at accept for a per source address limit: `connections_per_address_max`
+    /// (`open_limit`) or `connect_rate_per_address_max_per_second`.
+    pub fn count_refused_per_address(&mut self, open_limit: bool) {
+        match open_limit {
+            true => self.stats.refused_connections_per_address += 1,
+            false => self.stats.refused_connect_rate_per_address += 1,
+        }
+    }
+
     /// Sizes of this shard's state: connections (connected or awaiting CONNECT), sessions (connected or
     /// not), retained messages, trie nodes, armed timers.
     pub fn gauges(&self) -> CoreGauges {

@@ -12,6 +12,7 @@ use super::backlog::BacklogBound;
 use super::connection::Phase;
 use super::core::ShardCore;
 use super::message::{Action, ConnId, MeshMessage, Origin};
+use super::refusal::Refusal;
 use super::session::{SessionKey, SESSION_NEVER_EXPIRES};
 use super::timers::TimerKey;
 use crate::protocol::topic::parse_shared_subscription;
@@ -26,11 +27,9 @@ pub enum CloseReason {
     ClientDisconnect {
         publish_will: bool,
     },
-    /// The client broke a rule; v5 clients get DISCONNECT with `reason` after CONNACK.
-    ProtocolError {
-        reason: ReasonCode,
-        detail: Cow<'static, str>,
-    },
+    /// The client broke a rule; v5 clients get DISCONNECT with its reason code (and the rule as the
+    /// Reason String) after CONNACK.
+    Refused(Refusal),
     /// The client did not read what it was sent: it owed `owed_bytes` past `bound` (no DISCONNECT: it
     /// would queue behind what the client does not read).
     OutputBacklog {
@@ -61,9 +60,8 @@ impl CloseReason {
     /// The v5 DISCONNECT we send before closing, if any.
     fn disconnect(&self) -> Option<(ReasonCode, Cow<'static, str>)> {
         match self {
-            CloseReason::ProtocolError { reason, detail } | CloseReason::External { reason, detail } => {
-                Some((*reason, detail.clone()))
-            }
+            CloseReason::Refused(refusal) => Some((refusal.reason(), refusal.to_string().into())),
+            CloseReason::External { reason, detail } => Some((*reason, detail.clone())),
             CloseReason::KeepAliveTimeout => Some((ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout".into())),
             CloseReason::TakenOver => Some((ReasonCode::SESSION_TAKEN_OVER, "session taken over".into())),
             CloseReason::ServerShutdown => Some((ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down".into())),
@@ -92,10 +90,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ClientDisconnect { publish_will: true } => {
                 f.write_str("client sent DISCONNECT with will (0x04)")
             }
-            CloseReason::ProtocolError { reason, detail } if detail.is_empty() => {
-                write!(f, "protocol error ({reason})")
-            }
-            CloseReason::ProtocolError { reason, detail } => write!(f, "protocol error ({reason}): {detail}"),
+            CloseReason::Refused(refusal) => write!(f, "protocol error ({}): {refusal}", refusal.reason()),
             CloseReason::OutputBacklog { bound, owed_bytes } => {
                 write!(f, "client does not read what it is sent: {owed_bytes} bytes owed, over {}", bound.setting())
             }

@@ -41,6 +41,7 @@ mod message;
 mod outbound;
 mod owned;
 mod persistence;
+mod refusal;
 mod retain;
 mod session;
 mod settings;
@@ -65,6 +66,7 @@ pub use external::{
 pub use journal::WallClock;
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use persistence::RestoreReport;
+pub use refusal::Refusal;
 pub use settings::{BrokerSettings, SharedSubscriptionStrategy, DEPRECATED_NAMES};
 pub use snapshot::ShardSnapshot;
 pub use stats::{CoreGauges, CoreStats, IoCounters, SessionTotals};

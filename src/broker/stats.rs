@@ -58,6 +58,10 @@ pub struct CoreStats {
     pub closed_output_backlog: u64,
     /// Sockets closed at accept for `max_connections` (the process's or a listener's).
     pub refused_at_accept: u64,
+    /// Sockets closed at accept for `connections_per_address_max`.
+    pub refused_connections_per_address: u64,
+    /// Sockets closed at accept for `connect_rate_per_address_max_per_second`.
+    pub refused_connect_rate_per_address: u64,
     /// PUBLISHes and SUBSCRIBE filters refused for `topic_length_max_bytes` / `topic_levels_max`.
     pub refused_topic_limits: u64,
 }

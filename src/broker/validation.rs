@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::core::ShardCore;
 use super::lifecycle::CloseReason;
 use super::message::ConnId;
+use super::refusal::Refusal;
 use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, ReasonCode};
 use crate::validation::{OnInvalid, RuleSet};
 
@@ -61,8 +62,7 @@ impl ShardCore {
             OnInvalid::Reject => self.reject_invalid(conn, &publish, &reason),
             OnInvalid::Disconnect => {
                 info!(shard = self.shard, client_id = ?client_id, reason = %ReasonCode::PAYLOAD_FORMAT_INVALID, "{reason}, closing");
-                let close =
-                    CloseReason::ProtocolError { reason: ReasonCode::PAYLOAD_FORMAT_INVALID, detail: reason.into() };
+                let close = CloseReason::Refused(Refusal::ValidationFailed { detail: reason });
                 self.end_connection(conn, close, now);
             }
             OnInvalid::Divert => match rule.divert_topic(&topic) {

@@ -44,6 +44,14 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). 
 # Connections open at once over the whole process; more are closed right after accept (no CONNACK).
 max_connections = 19000
 
+# Connections one source IP address may hold open at once (all listeners); more are closed right after
+# accept. Default: no limit.
+# connections_per_address_max = 100
+
+# New connections one source IP address may open per second (token bucket of one second's worth, all
+# listeners); faster ones are closed right after accept. Default: no limit.
+# connect_rate_per_address_max_per_second = 20
+
 # Cap on each socket's kernel send buffer (SO_SNDBUF), bytes. Default: the kernel's.
 # socket_send_buffer_bytes = 65536
 

@@ -42,6 +42,12 @@ pub struct Config {
     /// Connections open at once over the whole process; more are closed right after accept (no CONNACK,
     /// as Mosquitto and EMQX do; a warning says why, at most once a second per shard).
     pub max_connections: usize,
+    /// Connections one source IP address may hold open at once, on all listeners together; more are
+    /// closed right after accept, like `max_connections`. `None`: no limit.
+    pub connections_per_address_max: Option<usize>,
+    /// New connections one source IP address may open per second (a token bucket holding one second's
+    /// worth), on all listeners together; faster ones are closed right after accept. `None`: no limit.
+    pub connect_rate_per_address_max_per_second: Option<u32>,
     /// Cap on each socket's kernel send buffer (SO_SNDBUF). `None` leaves the kernel default.
     pub socket_send_buffer_bytes: Option<u32>,
     /// Cap on each socket's kernel receive buffer (SO_RCVBUF). `None` leaves the kernel default.
@@ -92,6 +98,8 @@ impl Default for Config {
             auth: AuthSettings::default(),
             shards: None,
             max_connections: 19_000,
+            connections_per_address_max: None,
+            connect_rate_per_address_max_per_second: None,
             socket_send_buffer_bytes: None,
             socket_recv_buffer_bytes: None,
             ring_entries: 4096,
@@ -282,6 +290,15 @@ impl Config {
         }
         if self.shards.is_some_and(|shards| shards > MAX_SHARDS) {
             return invalid("shards", &format!("at most {MAX_SHARDS}"));
+        }
+        if self.connections_per_address_max == Some(0) {
+            return invalid("connections_per_address_max", "must be at least 1 (leave it out for no limit)");
+        }
+        if self.connect_rate_per_address_max_per_second == Some(0) {
+            return invalid(
+                "connect_rate_per_address_max_per_second",
+                "must be at least 1 (leave it out for no limit)",
+            );
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");

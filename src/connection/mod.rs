@@ -3,14 +3,19 @@
 //! the move to the home shard (`placement`), and the process-wide connection limit. Nothing here reaches
 //! into `shard`: the shard passes in what is needed and acts on what comes back.
 
+pub mod address_limit;
 pub mod input;
 pub mod placement;
 pub mod send;
 pub mod slot;
 pub mod table;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use address_limit::{AddressLimits, AddressRefusal, AddressTable};
 
 pub use input::{InputStep, Placement};
 pub use placement::Handoff;
@@ -31,6 +36,8 @@ struct Counts {
     /// Per listener (in `Config::effective_listeners` order): open connections and the cap (`usize::MAX`
     /// when the listener has none).
     listeners: Box<[(AtomicUsize, usize)]>,
+    /// Per source address counts, when a per-address limit is set.
+    addresses: Option<Mutex<AddressTable>>,
 }
 
 /// One open connection's place in the counts; released on drop. 16 bytes: it lives in every connection's
@@ -40,9 +47,12 @@ pub struct PermitGuard {
     counts: Arc<Counts>,
     /// Index into `Counts::listeners`, or `NO_LISTENER` for a place counted against the process only.
     listener: u32,
+    /// Slot in `Counts::addresses`, or `NO_ADDRESS` when no per-address limit counts it.
+    address: u32,
 }
 
 const NO_LISTENER: u32 = u32::MAX;
+const NO_ADDRESS: u32 = u32::MAX;
 
 /// Which limit refused a connection at accept (for the log line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +61,8 @@ pub enum ConnectionLimit {
     Process { max: usize },
     /// `listeners[index].max_connections`.
     Listener { index: usize, max: usize },
+    /// `connections_per_address_max` or `connect_rate_per_address_max_per_second` for the peer's address.
+    Address(AddressRefusal),
 }
 
 impl std::fmt::Display for ConnectionLimit {
@@ -58,6 +70,12 @@ impl std::fmt::Display for ConnectionLimit {
         match self {
             ConnectionLimit::Process { max } => write!(f, "max_connections reached ({max})"),
             ConnectionLimit::Listener { index, max } => write!(f, "listeners[{index}].max_connections reached ({max})"),
+            ConnectionLimit::Address(AddressRefusal::Connections { max }) => {
+                write!(f, "connections_per_address_max reached ({max})")
+            }
+            ConnectionLimit::Address(AddressRefusal::ConnectRate { max_per_second }) => {
+                write!(f, "connect_rate_per_address_max_per_second exceeded ({max_per_second})")
+            }
         }
     }
 }
@@ -70,7 +88,34 @@ impl ConnectionPermit {
     /// `listener_caps[i]`: listener i's own `max_connections`, if any.
     pub fn with_listener_caps(max: usize, listener_caps: &[Option<usize>]) -> Self {
         let listeners = listener_caps.iter().map(|cap| (AtomicUsize::new(0), cap.unwrap_or(usize::MAX))).collect();
-        ConnectionPermit { counts: Arc::new(Counts { open: AtomicUsize::new(0), max, listeners }) }
+        ConnectionPermit { counts: Arc::new(Counts { open: AtomicUsize::new(0), max, listeners, addresses: None }) }
+    }
+
+    /// As `with_listener_caps`, with limits per source address as well.
+    pub fn with_limits(max: usize, listener_caps: &[Option<usize>], per_address: AddressLimits) -> Self {
+        let mut permit = ConnectionPermit::with_listener_caps(max, listener_caps);
+        if per_address.any() {
+            let counts = Arc::get_mut(&mut permit.counts).expect("just made");
+            counts.addresses = Some(Mutex::new(AddressTable::new(per_address)));
+        }
+        permit
+    }
+
+    /// `try_acquire_on`, and then within the per-address limits of `peer` (a socket whose peer address is
+    /// unknown is not counted per address).
+    pub fn try_acquire_from(
+        &self,
+        listener: usize,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<PermitGuard, ConnectionLimit> {
+        let mut guard = self.try_acquire_on(listener)?;
+        if let (Some(addresses), Some(peer)) = (&self.counts.addresses, peer) {
+            let mut table = addresses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Dropping `guard` on refusal gives back the process and listener places.
+            guard.address = table.admit(peer, now).map_err(ConnectionLimit::Address)?;
+        }
+        Ok(guard)
     }
 
     /// A place for a newly accepted connection, or `None` at the process-wide limit.
@@ -80,7 +125,7 @@ impl ConnectionPermit {
             counts.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(PermitGuard { counts: Arc::clone(counts), listener: NO_LISTENER })
+        Some(PermitGuard { counts: Arc::clone(counts), listener: NO_LISTENER, address: NO_ADDRESS })
     }
 
     /// A place for a connection accepted on `listener`: within its own cap and the process-wide one.
@@ -119,6 +164,9 @@ impl Drop for PermitGuard {
         self.counts.open.fetch_sub(1, Ordering::Relaxed);
         if let Some((open, _)) = self.counts.listeners.get(self.listener as usize) {
             open.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let (Some(addresses), true) = (&self.counts.addresses, self.address != NO_ADDRESS) {
+            addresses.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).release(self.address);
         }
     }
 }

@@ -85,6 +85,9 @@ fn add_into(total: &mut ShardSnapshot, shard: &ShardSnapshot) {
         *sum += count;
     }
     t.connections_opened += s.connections_opened;
+    t.refused_at_accept += s.refused_at_accept;
+    t.refused_connections_per_address += s.refused_connections_per_address;
+    t.refused_connect_rate_per_address += s.refused_connect_rate_per_address;
     t.connects_accepted += s.connects_accepted;
     for (reason, count) in &s.connects_refused {
         *t.connects_refused.entry(*reason).or_default() += count;

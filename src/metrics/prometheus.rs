@@ -63,6 +63,17 @@ fn refused(s: &ShardSnapshot) -> Vec<(String, u64)> {
         .collect()
 }
 
+fn refused_at_accept(s: &ShardSnapshot) -> Vec<(String, u64)> {
+    [
+        ("max_connections", s.stats.refused_at_accept),
+        ("connections_per_address_max", s.stats.refused_connections_per_address),
+        ("connect_rate_per_address_max_per_second", s.stats.refused_connect_rate_per_address),
+    ]
+    .into_iter()
+    .map(|(limit, value)| (format!("limit=\"{limit}\""), value))
+    .collect()
+}
+
 fn auth_failures(s: &ShardSnapshot) -> Vec<(String, u64)> {
     let refused = &s.stats.connects_refused;
     one(AUTH_FAILURE_REASONS.iter().filter_map(|reason| refused.get(&reason.0)).sum::<u64>())
@@ -122,6 +133,12 @@ const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         help: "CONNECTs refused, by CONNACK reason code (3.x return codes counted as their MQTT 5 reason).",
         series: refused,
+    },
+    Family {
+        name: "shardmq_connections_refused_at_accept_total",
+        kind: Kind::Counter,
+        help: "Sockets closed right after accept, before any CONNECT was read, by the limit that refused them.",
+        series: refused_at_accept,
     },
     Family {
         name: "shardmq_auth_failures_total",

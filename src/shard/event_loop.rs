@@ -30,6 +30,7 @@ use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
 use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId, WallClock};
 use crate::config::Config;
+use crate::connection::address_limit::AddressRefusal;
 use crate::connection::send::SendBatch;
 use crate::connection::{
     ConnSlot, ConnTable, ConnectionLimit, ConnectionPermit, Handoff, InputStep, SendStep, SlotKey,
@@ -408,18 +409,21 @@ impl Shard {
         if self.stopping.is_some() {
             return;
         }
-        let permit = match self.permits.try_acquire_on(index) {
+        let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
+        let permit = match self.permits.try_acquire_from(index, peer.map(|addr| addr.ip()), now) {
             Ok(permit) => permit,
             // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
             Err(limit) => {
-                self.core.count_refused_at_accept();
+                match limit {
+                    ConnectionLimit::Address(refused) => {
+                        self.core.count_refused_per_address(matches!(refused, AddressRefusal::Connections { .. }))
+                    }
+                    _ => self.core.count_refused_at_accept(),
+                }
                 return self.refusals.refused(self.id, &fd, limit);
             }
         };
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
-            tracing::debug!(shard = self.id, peer = peer.map(tracing::field::display), "connection accepted");
-        }
+        tracing::debug!(shard = self.id, peer = peer.map(tracing::field::display), "connection accepted");
         let conn = self.core.open_connection(now, ListenerId(index as u16));
         let placed = self.shard_count < 2;
         let transport = self.listeners[index].transport.accept();

@@ -194,7 +194,11 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     }
     tracing::info!(shards, cpus = ?plan.cpus, ring_entries = config.ring_entries, "starting shards");
     let config = Arc::new(config);
-    let permits = ConnectionPermit::with_listener_caps(config.max_connections, &listener_caps);
+    let per_address = crate::connection::address_limit::AddressLimits {
+        connections_max: config.connections_per_address_max,
+        connect_rate_max_per_second: config.connect_rate_per_address_max_per_second,
+    };
+    let permits = ConnectionPermit::with_limits(config.max_connections, &listener_caps, per_address);
     let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (control, control_receivers) = control_channels(shards).map_err(StartError::Signals)?;
     let reloader = Arc::new(Reloader::new(

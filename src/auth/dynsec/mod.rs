@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-pub use commands::{Outcome as ControlOutcome, COMMANDS_PER_PAYLOAD_MAX};
+pub use commands::{apply as apply_commands, Outcome as ControlOutcome, COMMANDS_PER_PAYLOAD_MAX};
 pub use file::{DynsecFile, DynsecFileError};
 pub use rules::Rules;
 

@@ -12,7 +12,7 @@ use super::super::connection::ConnectionAuth;
 use super::super::core::ShardCore;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
-use super::connect::Refusal;
+use super::super::refusal::Refusal;
 use crate::auth::{AuthExchange, FailureKind, Step};
 use crate::protocol::{Auth, ByteStr, Connect, Packet, Properties, ReasonCode};
 
@@ -21,11 +21,7 @@ impl ShardCore {
     pub(super) fn start_connect_auth(&mut self, conn: ConnId, connect: Box<Connect>, now: Instant) {
         let name = connect.properties.authentication_method.as_deref().unwrap_or_default();
         let Some(method) = self.auth_methods.find(name) else {
-            let refusal = Refusal {
-                reason: ReasonCode::BAD_AUTHENTICATION_METHOD,
-                rule: "[MQTT-4.12.0-1] unsupported authentication method",
-            };
-            return self.refuse_connect(conn, &connect.client_id, refusal, now);
+            return self.refuse_connect(conn, &connect.client_id, Refusal::AuthenticationMethodUnsupported, now);
         };
         let mut exchange = method.begin();
         let step = exchange.start(connect.properties.authentication_data.as_deref().unwrap_or_default());
@@ -40,30 +36,15 @@ impl ShardCore {
             .get_mut(&conn)
             .and_then(|state| Some((state.pending_connect.take()?, state.exchange.take()?)));
         let Some((connect, mut exchange)) = pending else {
-            let detail = "[MQTT-4.12.0-7] AUTH before CONNECT or without an Authentication Method in CONNECT".into();
-            warn!(shard = self.shard, "{detail}, closing");
-            return self.end_connection(
-                conn,
-                CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
-                now,
-            );
+            let refusal = Refusal::AuthWithoutConnectMethod;
+            warn!(shard = self.shard, "{refusal}, closing");
+            return self.end_connection(conn, CloseReason::Refused(refusal), now);
         };
-        let refuse = |rule| Refusal { reason: ReasonCode::PROTOCOL_ERROR, rule };
         if auth.reason != ReasonCode::CONTINUE_AUTHENTICATION {
-            return self.refuse_connect(
-                conn,
-                &connect.client_id,
-                refuse("[MQTT-4.12.0-3] AUTH during CONNECT must carry reason 0x18"),
-                now,
-            );
+            return self.refuse_connect(conn, &connect.client_id, Refusal::AuthReasonNotContinue, now);
         }
         if auth.properties.authentication_method != connect.properties.authentication_method {
-            return self.refuse_connect(
-                conn,
-                &connect.client_id,
-                refuse("[MQTT-4.12.0-5] AUTH names another Authentication Method than CONNECT"),
-                now,
-            );
+            return self.refuse_connect(conn, &connect.client_id, Refusal::AuthMethodDiffersFromConnect, now);
         }
         let step = exchange.proceed(auth.properties.authentication_data.as_deref().unwrap_or_default());
         self.connect_auth_step(conn, exchange, connect, step, now);
@@ -89,11 +70,7 @@ impl ShardCore {
             }
             Step::Success(done) if connect.username.as_deref().is_some_and(|username| username != done.user) => {
                 warn!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "CONNECT User Name is not the authenticated user");
-                let refusal = Refusal {
-                    reason: ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-                    rule: "(v5 section 4.12) CONNECT User Name differs from the user the exchange authenticated",
-                };
-                self.refuse_connect(conn, &connect.client_id, refusal, now);
+                self.refuse_connect(conn, &connect.client_id, Refusal::AuthUserNameDiffers, now);
             }
             Step::Success(done) => {
                 info!(shard = self.shard, client_id = %connect.client_id, user = %done.user, %method, "enhanced authentication succeeded");
@@ -106,8 +83,7 @@ impl ShardCore {
                     FailureKind::BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                     FailureKind::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
                 };
-                let refusal = Refusal { reason, rule: "[MQTT-4.12.0-4] enhanced authentication failed" };
-                self.refuse_connect(conn, &connect.client_id, refusal, now);
+                self.refuse_connect(conn, &connect.client_id, Refusal::AuthenticationFailed { reason }, now);
             }
         }
     }
@@ -115,18 +91,10 @@ impl ShardCore {
     /// AUTH from a connected client: re-authentication [MQTT-4.12.1-1]. Other traffic goes on meanwhile.
     pub(super) fn handle_reauth(&mut self, conn: ConnId, auth: Auth, now: Instant) {
         let Some(mut state) = self.enhanced_auth.remove(&conn) else {
-            return self.protocol_error(
-                conn,
-                "[MQTT-4.12.0-7] AUTH from a client whose CONNECT had no Authentication Method",
-                now,
-            );
+            return self.close_for(conn, Refusal::ReauthenticationWithoutMethod, now);
         };
         if auth.properties.authentication_method.as_deref() != Some(state.method.name()) {
-            return self.protocol_error(
-                conn,
-                "[MQTT-4.12.1-1] re-authentication must use the CONNECT's Authentication Method",
-                now,
-            );
+            return self.close_for(conn, Refusal::ReauthenticationMethodChanged, now);
         }
         let data = auth.properties.authentication_data.as_deref().unwrap_or_default();
         let (exchange, step) = match (auth.reason, state.exchange.take()) {
@@ -139,13 +107,7 @@ impl ShardCore {
                 let step = exchange.proceed(data);
                 (exchange, step)
             }
-            _ => {
-                return self.protocol_error(
-                    conn,
-                    "(section 3.15.2.1) AUTH 0x19 starts a re-authentication, 0x18 continues one in progress",
-                    now,
-                )
-            }
+            _ => return self.close_for(conn, Refusal::ReauthenticationReasonInvalid, now),
         };
         let method = ByteStr::from(state.method.name());
         match step {
@@ -158,15 +120,10 @@ impl ShardCore {
                 self.enhanced_auth.insert(conn, state);
                 self.send_auth(conn, ReasonCode::SUCCESS, method, done.server_data);
             }
-            Step::Success(_) => self.close_for(
-                conn,
-                ReasonCode::NOT_AUTHORIZED,
-                "[MQTT-4.12.1-2] re-authenticated as another user",
-                now,
-            ),
+            Step::Success(_) => self.close_for(conn, Refusal::ReauthenticatedAsAnotherUser, now),
             Step::Fail(failure) => {
                 warn!(shard = self.shard, client_id = ?self.client_id_of(conn), %method, "re-authentication failed: {failure}");
-                self.close_for(conn, ReasonCode::NOT_AUTHORIZED, "[MQTT-4.12.1-2] re-authentication failed", now);
+                self.close_for(conn, Refusal::ReauthenticationFailed, now);
             }
         }
     }

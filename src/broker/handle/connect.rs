@@ -17,17 +17,12 @@ use super::super::inflight::InflightState;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
 use super::super::owned::owned_str;
+use super::super::refusal::Refusal;
 use super::super::session::{InflightAck, Session, SessionKey, SESSION_NEVER_EXPIRES};
 use super::super::will::PendingWill;
 use crate::auth::TokenGrant;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResponse, QoS, ReasonCode};
-
-/// A CONNECT we refuse: the CONNACK reason and the rule for the log.
-pub(in crate::broker) struct Refusal {
-    pub(in crate::broker) reason: ReasonCode,
-    pub(in crate::broker) rule: &'static str,
-}
 
 /// What the connection agreed to, echoed in CONNACK where it differs from what the client asked.
 struct Negotiated {
@@ -46,10 +41,7 @@ impl ShardCore {
             connection.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
         }
         if self.enhanced_auth.contains_key(&conn) {
-            let refusal = Refusal {
-                reason: ReasonCode::PROTOCOL_ERROR,
-                rule: "[MQTT-3.1.0-2] second CONNECT during enhanced authentication",
-            };
+            let refusal = Refusal::SecondConnectDuringAuthentication;
             return self.refuse_connect(conn, &connect.client_id, refusal, now);
         }
         if let Err(refusal) = self.check_connect(&connect).and_then(|()| self.check_capacity(&connect)) {
@@ -104,38 +96,25 @@ impl ShardCore {
     }
 
     fn check_connect(&self, connect: &Connect) -> Result<(), Refusal> {
-        let refuse = |reason, rule| Err(Refusal { reason, rule });
         let id = &connect.client_id;
         if id.len() > self.settings.client_id_length_max_bytes {
-            return refuse(
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                "client identifier longer than client_id_length_max_bytes",
-            );
+            return Err(Refusal::ClientIdTooLong);
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1 {
-            return refuse(
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                "(MQTT 3.1 section 3.1.3.1) client identifier must be 1 to 23 characters",
-            );
+            return Err(Refusal::ClientIdEmptyInMqtt31);
         }
         if id.is_empty() && connect.version == ProtocolVersion::V3_1_1 && !connect.clean_start {
-            return refuse(
-                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-                "[MQTT-3.1.3-8] empty client identifier requires clean session",
-            );
+            return Err(Refusal::ClientIdEmptyWithoutCleanSession);
         }
         if let Some(will) = &connect.will {
             if will.qos as u8 > self.settings.qos_max {
-                return refuse(ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-12] will QoS above the Maximum QoS");
+                return Err(Refusal::WillQosNotSupported);
             }
             if will.retain && !self.settings.retain_available {
-                return refuse(
-                    ReasonCode::RETAIN_NOT_SUPPORTED,
-                    "[MQTT-3.2.2-13] will retain while Retain Available is 0",
-                );
+                return Err(Refusal::WillRetainNotSupported);
             }
             if validate_topic_name(&will.topic).is_err() {
-                return refuse(ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.1.3-11] will topic is not a valid topic name");
+                return Err(Refusal::WillTopicInvalid);
             }
         }
         Ok(())
@@ -144,14 +123,11 @@ impl ShardCore {
     /// Refusals that are about this server, not the client: a configured redirect, or no room for a session.
     fn check_capacity(&self, connect: &Connect) -> Result<(), Refusal> {
         if self.settings.server_reference.is_some() {
-            return Err(Refusal {
-                reason: ReasonCode::USE_ANOTHER_SERVER,
-                rule: "clients are redirected (server_reference)",
-            });
+            return Err(Refusal::Redirected);
         }
         let existing = self.sessions.find(&connect.client_id).is_some();
         if !existing && self.sessions.len() >= self.settings.sessions_per_shard_max {
-            return Err(Refusal { reason: ReasonCode::SERVER_BUSY, rule: "sessions_per_shard_max reached" });
+            return Err(Refusal::SessionsPerShardMax);
         }
         Ok(())
     }
@@ -163,8 +139,8 @@ impl ShardCore {
         refusal: Refusal,
         now: Instant,
     ) {
-        warn!(shard = self.shard, %client_id, reason = %refusal.reason, "{}, CONNECT refused", refusal.rule);
-        self.send_connect_refusal(conn, refusal.reason, refusal.rule);
+        warn!(shard = self.shard, %client_id, reason = %refusal.reason(), "{refusal}, CONNECT refused");
+        self.send_connect_refusal(conn, refusal.reason(), refusal.rule());
         self.end_connection(conn, CloseReason::ConnectRefused, now);
     }
 

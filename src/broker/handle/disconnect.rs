@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::super::core::ShardCore;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
+use super::super::refusal::Refusal;
 use super::super::session::SessionKey;
 use crate::protocol::{Disconnect, ReasonCode};
 
@@ -24,8 +25,7 @@ impl ShardCore {
                 return;
             };
             if session.expiry_interval_secs == 0 && requested != 0 {
-                let rule = "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0";
-                return self.protocol_error(conn, rule, now);
+                return self.close_for(conn, Refusal::SessionExpiryAfterZero, now);
             }
             self.sessions.set_expiry(key, requested.min(expiry_max));
         }

@@ -10,6 +10,7 @@ use super::super::connection::Phase;
 use super::super::core::ShardCore;
 use super::super::lifecycle::CloseReason;
 use super::super::message::ConnId;
+use super::super::refusal::Refusal;
 use crate::protocol::{ConnAck, DecodeError, Packet, ProtocolVersion, ReasonCode};
 
 impl ShardCore {
@@ -26,7 +27,6 @@ impl ShardCore {
         }
         let client_id = self.client_id_of(conn);
         warn!(shard = self.shard, client_id = ?client_id, %reason, "malformed packet: {err}, closing");
-        let detail = if self.settings.reason_strings { err.to_string().into() } else { "".into() };
-        self.end_connection(conn, CloseReason::ProtocolError { reason, detail }, now);
+        self.end_connection(conn, CloseReason::Refused(Refusal::Malformed(err.clone())), now);
     }
 }

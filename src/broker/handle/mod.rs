@@ -14,8 +14,6 @@ mod pubrel;
 mod subscribe;
 mod unsubscribe;
 
-pub(super) use connect::Refusal;
-
 use std::time::Instant;
 
 use tracing::warn;
@@ -24,7 +22,8 @@ use super::connection::Phase;
 use super::core::ShardCore;
 use super::lifecycle::CloseReason;
 use super::message::ConnId;
-use crate::protocol::{Packet, ReasonCode};
+use super::refusal::Refusal;
+use crate::protocol::Packet;
 
 impl ShardCore {
     pub(super) fn dispatch(&mut self, conn: ConnId, packet: Packet, now: Instant) {
@@ -35,13 +34,9 @@ impl ShardCore {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => return self.handle_connect(conn, *connect, now),
             (Phase::AwaitingConnect, Packet::Auth(auth)) => return self.handle_connect_auth(conn, auth, now),
             (Phase::AwaitingConnect, other) => {
-                warn!(shard = self.shard, packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT, closing");
-                let detail = "[MQTT-3.1.0-1] first packet must be CONNECT".into();
-                return self.end_connection(
-                    conn,
-                    CloseReason::ProtocolError { reason: ReasonCode::PROTOCOL_ERROR, detail },
-                    now,
-                );
+                let refusal = Refusal::FirstPacketNotConnect;
+                warn!(shard = self.shard, packet = ?other.packet_type(), rule = refusal.rule(), "first packet is not CONNECT, closing");
+                return self.end_connection(conn, CloseReason::Refused(refusal), now);
             }
             (Phase::Connected(key), packet) => (key, packet),
         };
@@ -57,23 +52,19 @@ impl ShardCore {
             Packet::PingReq => self.handle_pingreq(conn),
             Packet::Disconnect(disconnect) => self.handle_disconnect(conn, key, disconnect, now),
             Packet::Auth(auth) => self.handle_reauth(conn, auth, now),
-            Packet::Connect(_) => self.protocol_error(conn, "[MQTT-3.1.0-2] second CONNECT on a connection", now),
+            Packet::Connect(_) => self.close_for(conn, Refusal::SecondConnect, now),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                self.protocol_error(conn, "(section 2.1.2) server-to-client packet sent by a client", now)
+                self.close_for(conn, Refusal::ServerToClientPacket, now)
             }
         }
     }
 
-    /// Closes a connection that broke `rule` (a v5 client first gets DISCONNECT 0x82 naming it).
-    pub(super) fn protocol_error(&mut self, conn: ConnId, rule: &'static str, now: Instant) {
-        self.close_for(conn, ReasonCode::PROTOCOL_ERROR, rule, now);
-    }
-
-    /// Closes a connection with a v5 DISCONNECT `reason`; logs the rule with the client id.
-    pub(super) fn close_for(&mut self, conn: ConnId, reason: ReasonCode, rule: &'static str, now: Instant) {
+    /// Closes a connection that broke a rule (a v5 client first gets DISCONNECT with the refusal's reason
+    /// code, naming the rule); logs the rule with the client id.
+    pub(super) fn close_for(&mut self, conn: ConnId, refusal: Refusal, now: Instant) {
         let client_id = self.client_id_of(conn);
-        warn!(shard = self.shard, client_id = ?client_id, %reason, "{rule}, closing");
-        self.end_connection(conn, CloseReason::ProtocolError { reason, detail: rule.into() }, now);
+        warn!(shard = self.shard, client_id = ?client_id, reason = %refusal.reason(), "{refusal}, closing");
+        self.end_connection(conn, CloseReason::Refused(refusal), now);
     }
 
     pub(super) fn client_id_of(&self, conn: ConnId) -> Option<crate::protocol::ByteStr> {

@@ -10,27 +10,22 @@ use tracing::{debug, trace, warn};
 use super::super::core::ShardCore;
 use super::super::message::{ConnId, Message, Origin};
 use super::super::owned::{owned_forwarded_properties, owned_str};
+use super::super::refusal::Refusal;
 use super::super::session::SessionKey;
 use super::super::topic_alias::TopicAliases;
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, ReasonCode};
-
-/// The rule a topic name over `topic_length_max_bytes` / `topic_levels_max` breaks.
-const TOPIC_LIMITS_RULE: &str = "topic name longer than topic_length_max_bytes or deeper than topic_levels_max";
-
-/// A PUBLISH that must close the connection: the v5 DISCONNECT reason and the rule.
-type Violation = (ReasonCode, &'static str);
 
 impl ShardCore {
     pub(in crate::broker) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: Publish, now: Instant) {
         self.stats.count_publish_received(publish.qos, publish.payload.len());
         let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
             Ok(topic) => topic,
-            Err((reason, rule)) => {
-                if rule == TOPIC_LIMITS_RULE {
+            Err(refusal) => {
+                if refusal == Refusal::TopicNameLimits {
                     self.stats.refused_topic_limits += 1;
                 }
-                return self.close_for(conn, reason, rule, now);
+                return self.close_for(conn, refusal, now);
             }
         };
         let payload_is_text = publish.properties.payload_format_indicator == Some(1);
@@ -104,8 +99,7 @@ impl ShardCore {
             return self.acknowledge(conn, Packet::PubRec, packet_id, true);
         }
         if session.awaiting_pubrel().len() >= usize::from(self.settings.receive_maximum) {
-            let rule = "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum";
-            return self.close_for(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, rule, now);
+            return self.close_for(conn, Refusal::ReceiveMaximumExceeded, now);
         }
         let matched = allowed && self.route(self.message_from(conn, topic, publish, now), now);
         self.sessions.await_pubrel(key, packet_id);
@@ -120,34 +114,31 @@ impl ShardCore {
     /// Payload Format Indicator 1 with a payload that is not UTF-8: 0x99 in the PUBACK / PUBREC, or a
     /// DISCONNECT for QoS 0 (v5 section 3.3.2.3.2). Not routed.
     fn refuse_payload(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
-        let rule = "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1";
-        let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
-        let response =
-            PubResponse { packet_id: publish.packet_id, reason: ReasonCode::PAYLOAD_FORMAT_INVALID, properties };
+        let refusal = Refusal::PayloadNotUtf8;
+        let properties =
+            Properties { reason_string: self.ack_reason_string(conn, refusal.rule()), ..Properties::default() };
+        let response = PubResponse { packet_id: publish.packet_id, reason: refusal.reason(), properties };
         match publish.qos {
-            QoS::AtMostOnce => self.close_for(conn, ReasonCode::PAYLOAD_FORMAT_INVALID, rule, now),
+            QoS::AtMostOnce => self.close_for(conn, refusal, now),
             QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(response)),
             QoS::ExactlyOnce => self.send_when_durable(conn, Packet::PubRec(response)),
         }
     }
 
     /// The topic name, through the client's topic aliases (v5 section 3.3.2.3.4).
-    fn resolve_topic(&mut self, conn: ConnId, publish: &Publish) -> Result<ByteStr, Violation> {
+    fn resolve_topic(&mut self, conn: ConnId, publish: &Publish) -> Result<ByteStr, Refusal> {
         let Some(alias) = publish.properties.topic_alias else {
             if publish.topic.is_empty() {
-                return Err((ReasonCode::PROTOCOL_ERROR, "[MQTT-3.3.2-1] empty topic name without a topic alias"));
+                return Err(Refusal::EmptyTopicWithoutAlias);
             }
             return Ok(publish.topic.clone());
         };
         let alias_max = self.settings.topic_alias_max;
         if alias == 0 || alias > alias_max {
-            return Err((
-                ReasonCode::TOPIC_ALIAS_INVALID,
-                "[MQTT-3.3.2-8] topic alias 0 or above our Topic Alias Maximum",
-            ));
+            return Err(Refusal::TopicAliasInvalid);
         }
         let Some(connection) = self.connections.get_mut(&conn) else {
-            return Err((ReasonCode::PROTOCOL_ERROR, "connection gone"));
+            return Err(Refusal::ConnectionGone);
         };
         let outgoing_alias_max = connection.outgoing_alias_max;
         let aliases = connection.aliases.get_or_insert_with(|| Box::new(TopicAliases::new(outgoing_alias_max)));
@@ -156,35 +147,27 @@ impl ShardCore {
         }
         let slot = &mut aliases.incoming[usize::from(alias - 1)];
         if publish.topic.is_empty() {
-            return slot
-                .clone()
-                .ok_or((ReasonCode::PROTOCOL_ERROR, "(v5 section 3.3.2.3.4) topic alias used before it was set"));
+            return slot.clone().ok_or(Refusal::TopicAliasUnknown);
         }
         *slot = Some(owned_str(&publish.topic));
         Ok(publish.topic.clone())
     }
 
-    fn check_publish(&self, publish: &Publish, topic: ByteStr) -> Result<ByteStr, Violation> {
+    fn check_publish(&self, publish: &Publish, topic: ByteStr) -> Result<ByteStr, Refusal> {
         if !publish.properties.subscription_identifiers.is_empty() {
-            return Err((
-                ReasonCode::PROTOCOL_ERROR,
-                "[MQTT-3.3.4-6] PUBLISH from a client carries a Subscription Identifier",
-            ));
+            return Err(Refusal::SubscriptionIdentifierInPublish);
         }
         if publish.qos as u8 > self.settings.qos_max {
-            return Err((ReasonCode::QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] PUBLISH QoS above the Maximum QoS"));
+            return Err(Refusal::PublishQosNotSupported);
         }
         if publish.retain && !self.settings.retain_available {
-            return Err((
-                ReasonCode::RETAIN_NOT_SUPPORTED,
-                "[MQTT-3.2.2-14] PUBLISH with retain while Retain Available is 0",
-            ));
+            return Err(Refusal::PublishRetainNotSupported);
         }
         if topic_over_limits(&topic, &self.settings) {
-            return Err((ReasonCode::TOPIC_NAME_INVALID, TOPIC_LIMITS_RULE));
+            return Err(Refusal::TopicNameLimits);
         }
         if validate_topic_name(&topic).is_err() {
-            return Err((ReasonCode::TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] topic name contains a wildcard or is empty"));
+            return Err(Refusal::TopicNameInvalid);
         }
         Ok(topic)
     }

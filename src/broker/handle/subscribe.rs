@@ -10,13 +10,11 @@ use super::super::core::ShardCore;
 use super::super::held_suback::HeldSubAck;
 use super::super::message::{ConnId, MeshMessage, Message};
 use super::super::owned::owned_str;
+use super::super::refusal::Refusal;
 use super::super::session::SessionKey;
 use super::super::subscriptions::Subscriber;
 use crate::protocol::topic::{parse_shared_subscription, validate_topic_filter};
 use crate::protocol::{ByteStr, Properties, QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions};
-
-/// A filter refused in the SUBACK: its reason code and the rule.
-type Refusal = (ReasonCode, &'static str);
 
 impl ShardCore {
     pub(in crate::broker) fn handle_subscribe(
@@ -45,11 +43,11 @@ impl ShardCore {
                 }
                 // 3.x SUBACK knows only 0x80 for a failure.
                 Err(_) if !v5 => ReasonCode::UNSPECIFIED_ERROR,
-                Err((reason, rule)) => {
-                    if !refusal_rules.contains(&rule) {
-                        refusal_rules.push(rule);
+                Err(refusal) => {
+                    if !refusal_rules.contains(&refusal.rule()) {
+                        refusal_rules.push(refusal.rule());
                     }
-                    reason
+                    refusal.reason()
                 }
             };
             reasons.push(reason);
@@ -75,48 +73,30 @@ impl ShardCore {
     ) -> Result<(QoS, bool), Refusal> {
         let settings = &self.settings;
         if validate_topic_filter(filter).is_err() {
-            return Err((
-                ReasonCode::TOPIC_FILTER_INVALID,
-                "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid",
-            ));
+            return Err(Refusal::TopicFilterInvalid);
         }
         if super::publish::topic_over_limits(filter, settings) {
             self.stats.refused_topic_limits += 1;
-            return Err((
-                ReasonCode::TOPIC_FILTER_INVALID,
-                "topic filter longer than topic_length_max_bytes or deeper than topic_levels_max",
-            ));
+            return Err(Refusal::TopicFilterLimits);
         }
         let shared_filter = parse_shared_subscription(filter).ok().flatten().map(|shared| shared.filter);
         let shared = shared_filter.is_some();
         if !self.may_subscribe(key, shared_filter.unwrap_or(filter)) {
-            return Err((
-                ReasonCode::NOT_AUTHORIZED,
-                "not authorized to subscribe to this topic filter (no read access)",
-            ));
+            return Err(Refusal::SubscribeNotAuthorized);
         }
         if shared && !settings.shared_subscriptions_available {
-            return Err((
-                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-                "(v5 section 4.8.2) shared subscriptions are turned off",
-            ));
+            return Err(Refusal::SharedSubscriptionsUnavailable);
         }
         if !settings.wildcard_subscriptions_available && filter.contains(['+', '#']) {
-            return Err((
-                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
-                "(v5 section 3.2.2.3.14) wildcard subscriptions are turned off",
-            ));
+            return Err(Refusal::WildcardSubscriptionsUnavailable);
         }
         if !settings.subscription_identifiers_available && subscription_id != 0 {
-            return Err((
-                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-                "(v5 section 3.2.2.3.15) subscription identifiers are turned off",
-            ));
+            return Err(Refusal::SubscriptionIdentifiersUnavailable);
         }
-        let session = self.sessions.get(key).ok_or((ReasonCode::UNSPECIFIED_ERROR, "session gone"))?;
+        let session = self.sessions.get(key).ok_or(Refusal::SessionGone)?;
         let known = session.filters.iter().any(|existing| existing == filter);
         if !known && session.filters.len() >= settings.subscriptions_per_session_max {
-            return Err((ReasonCode::QUOTA_EXCEEDED, "subscriptions_per_session_max reached"));
+            return Err(Refusal::SubscriptionsPerSessionMax);
         }
         let granted = options.qos.min(QoS::from_u8(settings.qos_max).unwrap_or(QoS::ExactlyOnce));
         let subscriber =
