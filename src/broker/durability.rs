@@ -43,6 +43,10 @@ pub struct DurabilityGate {
     barrier_acks: Vec<u64>,
     /// Barriers of other shards to answer once the local log is durable up to the first number.
     owed: VecDeque<(u64, ShardId, u64)>,
+    /// The log writer reports the disk full: new QoS 1/2 publishes are refused (any durability mode).
+    disk_full: bool,
+    /// QoS 1/2 publishes refused for a full disk since start.
+    refused_disk_full: u64,
 }
 
 impl DurabilityGate {
@@ -79,6 +83,26 @@ impl ShardCore {
             }
         }
         self.release_durable(now);
+    }
+
+    /// The log writer says whether the disk is full (its write or the free-space probe failed); while it
+    /// is, new QoS 1/2 publishes are refused (`refuses_durable_publish`).
+    pub fn set_disk_full(&mut self, full: bool) {
+        self.durability.disk_full = full;
+    }
+
+    /// New QoS 1/2 publishes are refused for a full disk.
+    pub fn refuses_durable_publish(&self) -> bool {
+        self.durability.disk_full
+    }
+
+    /// QoS 1/2 publishes refused for a full disk since start.
+    pub fn refused_disk_full(&self) -> u64 {
+        self.durability.refused_disk_full
+    }
+
+    pub(super) fn count_refused_disk_full(&mut self) {
+        self.durability.refused_disk_full += 1;
     }
 
     /// Whether anything waits on the disk (for tests and gauges).
