@@ -9,7 +9,8 @@
 //! to every other shard (after the messages: mesh queues are FIFO per pair); each answers
 //! `DurableAck { seq }` once its own log is durable up to where the barrier arrived. A held ack goes when
 //! the local log is durable up to its record and, if it needed one, every shard has answered its barrier.
-//! Held acks are released in order, so PUBACKs keep the order of their PUBLISHes [MQTT-4.6.0-2].
+//! Held acks are released in order, so PUBACKs keep the order of their PUBLISHes [MQTT-4.6.0-2]. The
+//! HTTP publish answer waits in the same queue (`when_durable`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -22,7 +23,12 @@ use crate::protocol::Packet;
 enum HeldItem {
     Packet(ConnId, Packet),
     SubAck(HeldSubAck),
+    /// An answer outside the protocol (the HTTP publish) waiting on the same promise as a PUBACK.
+    Notify(DurableNotify),
 }
+
+/// Called on the shard's thread once what the shard did so far is durable.
+pub type DurableNotify = Box<dyn FnOnce() + Send>;
 
 struct Held {
     /// The local record the ack promises (journal sequence number).
@@ -125,6 +131,16 @@ impl ShardCore {
         self.hold(HeldItem::Packet(conn, packet));
     }
 
+    /// Calls `done` once every change made so far (on this shard, and what it sent to other shards) is
+    /// durable, in order with the acks held before it; at once without the gate (`periodic`, `none`) or
+    /// when nothing waits. If the shard stops first, `done` is dropped uncalled.
+    pub fn when_durable(&mut self, done: DurableNotify) {
+        if !self.must_hold() {
+            return done();
+        }
+        self.hold(HeldItem::Notify(done));
+    }
+
     /// `held` if it may be released now, else `None` (the gate releases it later).
     pub(super) fn gate_suback(&mut self, held: HeldSubAck) -> Option<HeldSubAck> {
         if !self.must_hold() {
@@ -180,6 +196,7 @@ impl ShardCore {
             match held.item {
                 HeldItem::Packet(conn, packet) => self.send(conn, &packet),
                 HeldItem::SubAck(suback) => self.release_suback_now(suback, now),
+                HeldItem::Notify(done) => done(),
             }
         }
     }
