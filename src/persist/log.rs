@@ -241,7 +241,7 @@ impl ShardLog {
             }
             stat.assume_init()
         };
-        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Makes every appended byte durable (fdatasync).
