@@ -9,6 +9,7 @@
 #
 #   perf/durability_cost.sh                  # RATES="10000 50000", about 2.5 minutes
 #   RATES=20000 MODES="sync" perf/durability_cost.sh
+#   LOADGEN_ARGS=--persistent perf/durability_cost.sh   # persistent sessions: every message is journaled
 #
 # Builds nothing: uses $CARGO_TARGET_DIR/release/{shardmq,loadgen} (cargo build --release -p shardmq -p loadgen --bins).
 # Outputs: perf/runs/<date>-durability/<broker>-<rate>.json (loadgen's report) and table.txt.
@@ -57,7 +58,7 @@ for rate in $RATES; do
         name=$mode-$rate
         echo "== $name, load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/table.txt"
         taskset -c 1 "$LOADGEN" p2p --pairs "$P2P_PAIRS" --rate "$rate" --qos 1 --duration "$DURATION" \
-            --warmup "$WARMUP" --port "$PORT" --broker-pid "$BROKER_PID" --label "$mode" --name "$name" \
+            --warmup "$WARMUP" ${LOADGEN_ARGS:-} --port "$PORT" --broker-pid "$BROKER_PID" --label "$mode" --name "$name" \
             --out "$OUT" 2>&1 | tee -a "$OUT/table.txt" || echo "($name failed)" | tee -a "$OUT/table.txt"
         kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true
     done
