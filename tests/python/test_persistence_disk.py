@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -123,6 +124,19 @@ def fill(directory):
             if err.errno != errno.ENOSPC:
                 raise
     return path
+
+
+def wait_listening(port):
+    """The HTTP API starts after the MQTT listeners: wait until it accepts too."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def mount_tmpfs(test):
@@ -239,6 +253,7 @@ class HttpPublishDurabilityTest(unittest.TestCase):
         self.broker = sync_broker(
             self, self.data,
             f'reserve_bytes = 0\n[http]\nbind = "127.0.0.1:{self.http_port}"\nadmin_token = "{ADMIN}"\n')
+        wait_listening(self.http_port)
 
     def test_http_publish_answers_only_once_the_message_is_on_disk(self):
         subscriber = V5Client(self.broker.port, "http-sub", session_expiry=3600)
@@ -312,6 +327,7 @@ class AuthStateSurvivesKillTest(unittest.TestCase):
             f'[auth]\nallow_anonymous = false\ndynamic_security_file = {json.dumps(self.dynsec)}\n'
             f'[http]\nbind = "127.0.0.1:{self.http_port}"\nadmin_token = "{ADMIN}"\n'
             f'tokens_file = {json.dumps(tokens)}\n')
+        wait_listening(self.http_port)
 
     def test_token_and_dynsec_client_made_just_before_kill_9_are_there_after(self):
         connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
