@@ -1,6 +1,8 @@
 //! Writing a file that a running broker (or a reload) may read at any moment: the bytes go to a
 //! temporary file in the same directory, are synced, and the temporary is renamed over the old file, so a
-//! reader sees the old file or the new one, never half of one.
+//! reader sees the old file or the new one, never half of one. The directory is synced after the rename,
+//! so once this returns the new file survives a kill -9 or a power loss (callers acknowledge the change
+//! after it: the token API's answer, the dynamic-security command's response).
 
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -31,7 +33,10 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8], mode: FileMode) -> io::Res
         let mut out = options.open(&temp)?;
         out.write_all(bytes)?;
         out.sync_all()?;
-        std::fs::rename(&temp, path)
+        std::fs::rename(&temp, path)?;
+        // The rename is an entry in the directory: without this a power loss may bring the old file back.
+        let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(directory)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);

@@ -9,7 +9,8 @@
 //! to every other shard (after the messages: mesh queues are FIFO per pair); each answers
 //! `DurableAck { seq }` once its own log is durable up to where the barrier arrived. A held ack goes when
 //! the local log is durable up to its record and, if it needed one, every shard has answered its barrier.
-//! Held acks are released in order, so PUBACKs keep the order of their PUBLISHes [MQTT-4.6.0-2].
+//! Held acks are released in order, so PUBACKs keep the order of their PUBLISHes [MQTT-4.6.0-2]. The
+//! HTTP publish answer waits in the same queue (`when_durable`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -22,7 +23,12 @@ use crate::protocol::Packet;
 enum HeldItem {
     Packet(ConnId, Packet),
     SubAck(HeldSubAck),
+    /// An answer outside the protocol (the HTTP publish) waiting on the same promise as a PUBACK.
+    Notify(DurableNotify),
 }
+
+/// Called on the shard's thread once what the shard did so far is durable.
+pub type DurableNotify = Box<dyn FnOnce() + Send>;
 
 struct Held {
     /// The local record the ack promises (journal sequence number).
@@ -43,6 +49,10 @@ pub struct DurabilityGate {
     barrier_acks: Vec<u64>,
     /// Barriers of other shards to answer once the local log is durable up to the first number.
     owed: VecDeque<(u64, ShardId, u64)>,
+    /// The log writer reports the disk full: new QoS 1/2 publishes are refused (any durability mode).
+    disk_full: bool,
+    /// QoS 1/2 publishes refused for a full disk since start.
+    refused_disk_full: u64,
 }
 
 impl DurabilityGate {
@@ -81,6 +91,26 @@ impl ShardCore {
         self.release_durable(now);
     }
 
+    /// The log writer says whether the disk is full (its write or the free-space probe failed); while it
+    /// is, new QoS 1/2 publishes are refused (`refuses_durable_publish`).
+    pub fn set_disk_full(&mut self, full: bool) {
+        self.durability.disk_full = full;
+    }
+
+    /// New QoS 1/2 publishes are refused for a full disk.
+    pub fn refuses_durable_publish(&self) -> bool {
+        self.durability.disk_full
+    }
+
+    /// QoS 1/2 publishes refused for a full disk since start.
+    pub fn refused_disk_full(&self) -> u64 {
+        self.durability.refused_disk_full
+    }
+
+    pub(super) fn count_refused_disk_full(&mut self) {
+        self.durability.refused_disk_full += 1;
+    }
+
     /// Whether anything waits on the disk (for tests and gauges).
     pub fn held_until_durable(&self) -> usize {
         self.durability.held_len()
@@ -99,6 +129,16 @@ impl ShardCore {
             return self.send(conn, &packet);
         }
         self.hold(HeldItem::Packet(conn, packet));
+    }
+
+    /// Calls `done` once every change made so far (on this shard, and what it sent to other shards) is
+    /// durable, in order with the acks held before it; at once without the gate (`periodic`, `none`) or
+    /// when nothing waits. If the shard stops first, `done` is dropped uncalled.
+    pub fn when_durable(&mut self, done: DurableNotify) {
+        if !self.must_hold() {
+            return done();
+        }
+        self.hold(HeldItem::Notify(done));
     }
 
     /// `held` if it may be released now, else `None` (the gate releases it later).
@@ -156,6 +196,7 @@ impl ShardCore {
             match held.item {
                 HeldItem::Packet(conn, packet) => self.send(conn, &packet),
                 HeldItem::SubAck(suback) => self.release_suback_now(suback, now),
+                HeldItem::Notify(done) => done(),
             }
         }
     }

@@ -49,6 +49,8 @@ pub enum ExternalPublishError {
     Validation { rule: String, detail: String },
     #[error("the message cannot be encoded: {0}")]
     Encode(String),
+    #[error("persistence: the disk is full, QoS 1/2 publishes are refused until space returns")]
+    DiskFull,
 }
 
 /// What happened to a routed API publish.
@@ -106,6 +108,11 @@ impl ShardCore {
         messages: Vec<ExternalPublish>,
         now: Instant,
     ) -> Result<Vec<ExternalPublished>, (usize, ExternalPublishError)> {
+        if self.refuses_durable_publish() {
+            if let Some(index) = messages.iter().position(|publish| publish.qos != QoS::AtMostOnce) {
+                return Err((index, ExternalPublishError::DiskFull));
+            }
+        }
         let mut prepared = Vec::with_capacity(messages.len());
         for (index, publish) in messages.into_iter().enumerate() {
             prepared.push(self.prepare_external(publish, now).map_err(|err| (index, err))?);

@@ -53,6 +53,9 @@ pub enum Refusal {
     TopicNameLimits,
     TopicNameInvalid,
     ReceiveMaximumExceeded,
+    /// Persistence cannot write: a 3.x QoS 1/2 PUBLISH cannot be refused in its PUBACK, so its connection
+    /// is closed (v5 gets PUBACK/PUBREC 0x97 instead, without a close).
+    DiskFull,
     PayloadNotUtf8,
     /// A `[[validation]]` rule with `on_invalid = "disconnect"` failed; `detail` names it and why.
     ValidationFailed {
@@ -94,6 +97,7 @@ impl Refusal {
             }
             TopicAliasInvalid => ReasonCode::TOPIC_ALIAS_INVALID,
             ReceiveMaximumExceeded => ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            DiskFull => ReasonCode::QUOTA_EXCEEDED,
             PayloadNotUtf8 | ValidationFailed { .. } => ReasonCode::PAYLOAD_FORMAT_INVALID,
             TopicFilterInvalid | TopicFilterLimits => ReasonCode::TOPIC_FILTER_INVALID,
             SharedSubscriptionsUnavailable => ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
@@ -170,6 +174,7 @@ impl Refusal {
             TopicNameLimits => "topic name longer than topic_length_max_bytes or deeper than topic_levels_max",
             TopicNameInvalid => "[MQTT-3.3.2-2] topic name contains a wildcard or is empty",
             ReceiveMaximumExceeded => "[MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum",
+            DiskFull => "persistence: the disk is full, QoS 1/2 publishes are refused until space returns",
             PayloadNotUtf8 => "(v5 section 3.3.2.3.2) payload is not UTF-8 but Payload Format Indicator is 1",
             ValidationFailed { .. } => "[[validation]] rule failed (on_invalid = \"disconnect\")",
             TopicFilterInvalid => "(v5 sections 4.7.1, 4.7.3, 4.8.2) topic filter is not valid",

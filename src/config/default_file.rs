@@ -137,6 +137,9 @@ batch_messages_max = 1000
 # interval_ms = 100
 # compact_ratio = 4
 # compact_min_bytes = 67108864
+# Kept allocated past each log's end; with less free space than this the disk counts as full and new
+# QoS 1/2 publishes are refused (v5 PUBACK/PUBREC 0x97, a 3.x connection is closed unacknowledged).
+# reserve_bytes = 1048576
 
 # Who may connect, for every listener without its own [listeners.auth].
 [auth]

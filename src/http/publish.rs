@@ -1,8 +1,9 @@
 //! `POST /api/v1/publish` (one message) and `POST /api/v1/publish/batch` (`{"messages": [...]}`): the JSON
 //! body becomes an `ExternalPublish`, the caller must be the admin token or a token that may publish to
 //! every topic named, and the answer comes once a shard has routed the message(s)
-//! (`ShardCore::publish_external_batch`). A batch is all or nothing: every message is checked before any
-//! is routed.
+//! (`ShardCore::publish_external_batch`) and, in `durability = "sync"`, once what that changed is on disk
+//! (`ShardCore::when_durable`, the gate PUBACKs wait in). A batch is all or nothing: every message is
+//! checked before any is routed.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::response::{ApiError, Response};
 use super::router::{shard_error, Api, Caller, SHARD_TIMEOUT};
 use super::server::Request;
-use crate::broker::{ExternalPublish, ExternalPublished};
+use crate::broker::{ExternalPublish, ExternalPublishError, ExternalPublished};
 use crate::protocol::{ByteStr, Properties, QoS};
 use crate::transport::http::Status;
 
@@ -119,15 +120,38 @@ fn authorize(caller: &Caller, messages: &[ExternalPublish]) -> Result<(), ApiErr
     }
 }
 
-/// Routes the messages on one shard; a refusal of any of them is a 400 naming the rule (with the index
-/// of the message refused).
+/// Routes the messages on one shard and waits until they are durable; a refusal of any of them is a 400
+/// naming the rule (503 for a full disk), with the index of the message refused. Routed but not durable
+/// within `SHARD_TIMEOUT` is a 503: the message may still be kept (at least once, as a lost PUBACK).
 fn route(api: &Api, messages: Vec<ExternalPublish>) -> Result<Vec<ExternalPublished>, (usize, ApiError)> {
     let shard = api.publish_shard();
+    // QoS 0 without retain promises nothing to keep: it need not wait behind acks held for the disk.
+    let keeps = messages.iter().any(|message| message.qos != QoS::AtMostOnce || message.retain);
+    let (durable_tx, durable_rx) = std::sync::mpsc::sync_channel(1);
     let outcome = api
         .control
-        .call(shard, SHARD_TIMEOUT, move |core, now| core.publish_external_batch(messages, now))
+        .call(shard, SHARD_TIMEOUT, move |core, now| {
+            let outcome = core.publish_external_batch(messages, now);
+            if outcome.is_ok() && keeps {
+                core.when_durable(Box::new(move || {
+                    let _ = durable_tx.try_send(());
+                }));
+            }
+            outcome
+        })
         .map_err(|err| (0, shard_error(err)))?;
-    outcome.map_err(|(index, err)| (index, ApiError::bad_request(err.to_string())))
+    let published = outcome.map_err(|(index, err)| match err {
+        ExternalPublishError::DiskFull => (index, ApiError::unavailable(err.to_string())),
+        err => (index, ApiError::bad_request(err.to_string())),
+    })?;
+    if !keeps {
+        return Ok(published);
+    }
+    durable_rx.recv_timeout(SHARD_TIMEOUT).map_err(|_| {
+        let detail = "published, but not confirmed on disk in time (persistence, durability = sync); it may be kept";
+        (0, ApiError::unavailable(detail))
+    })?;
+    Ok(published)
 }
 
 impl PublishBody {

@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
@@ -99,6 +100,9 @@ pub struct ShardLog {
     log_bytes: u64,
     /// Length of the segment appends go to (where a failed write is cut back to).
     file_len: u64,
+    /// Blocks are allocated (fallocate, size unchanged) up to this offset of the segment, so appends up to
+    /// it cannot fail for want of space.
+    reserved_to: u64,
 }
 
 /// Opens (creating if new) shard `shard`'s log, replays it and cuts a torn or corrupt tail.
@@ -180,7 +184,9 @@ pub fn open_shard_log(dir: &LogDir, shard: usize) -> Result<(ShardLog, Recovered
         skipped = state.skipped_records,
         "persistence: log replayed"
     );
-    Ok((ShardLog { dir: shard_dir, shard, shards: dir.shards, segment, file, log_bytes, file_len }, state))
+    let log =
+        ShardLog { dir: shard_dir, shard, shards: dir.shards, segment, file, log_bytes, file_len, reserved_to: 0 };
+    Ok((log, state))
 }
 
 impl ShardLog {
@@ -189,12 +195,53 @@ impl ShardLog {
     pub fn append(&mut self, frames: &[u8]) -> Result<(), PersistError> {
         let path = segment_path(&self.dir, self.segment);
         if let Err(err) = self.file.write_all(frames) {
+            // Cutting back also frees the reserve past the end.
             let _ = self.file.set_len(self.file_len);
+            self.reserved_to = self.file_len;
             return Err(PersistError::Io { path, source: err });
         }
         self.log_bytes += frames.len() as u64;
         self.file_len += frames.len() as u64;
         Ok(())
+    }
+
+    /// Bytes that can still be appended into space already allocated.
+    pub fn reserve_left_bytes(&self) -> u64 {
+        self.reserved_to.saturating_sub(self.file_len)
+    }
+
+    /// Allocates `bytes` past the end of the segment without changing its size (fallocate
+    /// `FALLOC_FL_KEEP_SIZE`: recovery reads only up to the size), so the records accepted before the
+    /// broker learns that the disk is full still find room. A file system without fallocate counts as
+    /// reserved (the free-space probe and a failed write still catch a full disk there).
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), PersistError> {
+        let path = segment_path(&self.dir, self.segment);
+        // SAFETY: fallocate(2) on the descriptor we own; no memory is passed.
+        let result = unsafe {
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, self.file_len as i64, bytes as i64)
+        };
+        if result != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(PersistError::Io { path, source: err });
+            }
+        }
+        self.reserved_to = self.file_len + bytes;
+        Ok(())
+    }
+
+    /// Bytes an unprivileged writer may still allocate on the log's file system (fstatvfs).
+    pub fn free_bytes(&self) -> Result<u64, PersistError> {
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: fstatvfs(2) fills the struct we pass on success, which is checked before reading it.
+        let stat = unsafe {
+            if libc::fstatvfs(self.file.as_raw_fd(), stat.as_mut_ptr()) != 0 {
+                let source = std::io::Error::last_os_error();
+                return Err(PersistError::Io { path: segment_path(&self.dir, self.segment), source });
+            }
+            stat.assume_init()
+        };
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Makes every appended byte durable (fdatasync).
@@ -224,6 +271,7 @@ impl ShardLog {
         self.segment = next;
         self.log_bytes = frames.len() as u64;
         self.file_len = (HEADER_BYTES + frames.len()) as u64;
+        self.reserved_to = 0;
         for number in list_segments(&self.dir)?.into_iter().filter(|&number| number <= old) {
             let path = segment_path(&self.dir, number);
             fs::remove_file(&path).map_err(io_error(&path))?;
@@ -300,7 +348,11 @@ fn write_segment(
     let mut bytes = Vec::with_capacity(HEADER_BYTES + frames.len());
     bytes.extend_from_slice(&header(shard, shards, kind));
     bytes.extend_from_slice(frames);
-    write_synced(&tmp, &bytes)?;
+    if let Err(err) = write_synced(&tmp, &bytes) {
+        // A full disk: the half-written copy must not keep the space it took.
+        let _ = fs::remove_file(&tmp);
+        return Err(err);
+    }
     let path = segment_path(dir, number);
     fs::rename(&tmp, &path).map_err(io_error(&path))?;
     sync_dir(dir)

@@ -31,6 +31,11 @@ pub struct PersistenceSettings {
     pub compact_ratio: u64,
     /// ...and at least this large.
     pub compact_min_bytes: u64,
+    /// Space kept allocated past the end of each shard's log, and the free space below which the disk
+    /// counts as full: new QoS 1/2 publishes are then refused (v5 0x97) while what was accepted before
+    /// still fits in the reserve. 0 turns the reserve and the free-space probe off (a failed write still
+    /// stops acknowledgements).
+    pub reserve_bytes: u64,
 }
 
 impl Default for PersistenceSettings {
@@ -41,6 +46,7 @@ impl Default for PersistenceSettings {
             interval_ms: 100,
             compact_ratio: 4,
             compact_min_bytes: 64 << 20,
+            reserve_bytes: 1 << 20,
         }
     }
 }

@@ -9,9 +9,14 @@
 //! `compact_min_bytes`), it rewrites the state as a new snapshot segment without asking the shard. The
 //! cost is a second copy of the queued messages in memory (see ARCHITECTURE.md).
 //!
-//! A failed write (a full disk) is undone (the file is cut back to its last whole frame), logged, and
-//! retried every `RETRY_INTERVAL` with everything that arrived since; nothing is acknowledged meanwhile in
-//! `sync` (`is_failing` lets the core refuse new QoS>0 publishes).
+//! A full disk: the thread keeps `reserve_bytes` allocated past the end of the log and probes the free
+//! space (after writes, and every `PROBE_INTERVAL` when idle). When the reserve cannot be topped up or
+//! less than `reserve_bytes` is free, it reports the disk full (`is_failing`, and the doorbell rings so
+//! the shard learns at once): the core refuses new QoS 1/2 publishes while the records it accepted before
+//! still land in the reserve. A write that fails all the same is undone (the file is cut back to its last
+//! whole frame), logged, and retried every `RETRY_INTERVAL` with everything that arrived since; nothing
+//! is acknowledged meanwhile in `sync`. Once space returns (a probe or a retry succeeds) the report
+//! clears, with a log line.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +33,9 @@ use super::settings::{Durability, PersistenceSettings};
 use super::state::RecoveredState;
 
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often an idle healthy writer checks the free space (a filler elsewhere on the disk is noticed
+/// without waiting for a write).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 enum Command {
     Append { frames: Vec<u8>, seq: u64 },
@@ -92,6 +100,10 @@ impl LogWriter {
             pending: Vec::new(),
             pending_seq: 0,
             unsynced: false,
+            reserve_bytes: settings.reserve_bytes,
+            write_failed: false,
+            space_low: None,
+            next_probe: Instant::now(),
         };
         let thread = std::thread::Builder::new().name(format!("persist-{shard}")).spawn(move || thread_state.run())?;
         Ok(LogWriter { tx, shared, thread: Some(thread) })
@@ -112,7 +124,8 @@ impl LogWriter {
         self.shared.doorbell.as_raw_fd()
     }
 
-    /// The last write failed (e.g. the disk is full) and has not succeeded since.
+    /// The disk is full: the last write or sync failed and has not succeeded since, or the free space is
+    /// below `reserve_bytes`. New QoS 1/2 publishes are refused meanwhile.
     pub fn is_failing(&self) -> bool {
         self.shared.failing.load(Ordering::Relaxed)
     }
@@ -161,6 +174,12 @@ struct WriterThread {
     pending_seq: u64,
     /// Written but not synced (`periodic`).
     unsynced: bool,
+    reserve_bytes: u64,
+    /// The last write or sync failed.
+    write_failed: bool,
+    /// Why the space probe finds the disk full, if it does.
+    space_low: Option<String>,
+    next_probe: Instant,
 }
 
 impl WriterThread {
@@ -168,11 +187,14 @@ impl WriterThread {
         let mut next_sync = Instant::now() + self.interval;
         let mut stopping = false;
         while !stopping {
+            let probe = self.next_probe.saturating_duration_since(Instant::now());
             let wait = match (self.durability, self.pending.is_empty()) {
+                _ if self.write_failed => RETRY_INTERVAL,
                 (_, false) => RETRY_INTERVAL,
                 (Durability::Periodic, true) if self.unsynced => next_sync.saturating_duration_since(Instant::now()),
                 _ => Duration::from_secs(3600),
             };
+            let wait = if self.reserve_bytes > 0 { wait.min(probe) } else { wait };
             match self.rx.recv_timeout(wait) {
                 Ok(command) => stopping |= self.take(command),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -182,7 +204,13 @@ impl WriterThread {
             while let Ok(command) = self.rx.try_recv() {
                 stopping |= self.take(command);
             }
-            if !self.write_pending() {
+            let had_pending = !self.pending.is_empty();
+            let written = self.write_pending();
+            let reserve_half_used = had_pending && self.log.reserve_left_bytes() < self.reserve_bytes / 2;
+            if self.reserve_bytes > 0 && (reserve_half_used || Instant::now() >= self.next_probe) {
+                self.probe_space();
+            }
+            if !written {
                 continue;
             }
             let sync_now = match self.durability {
@@ -192,9 +220,13 @@ impl WriterThread {
             };
             if sync_now && self.unsynced {
                 if let Err(err) = self.log.sync() {
-                    error!(shard = self.shard, %err, "persistence: sync failed");
+                    if !self.write_failed {
+                        error!(shard = self.shard, %err, "persistence: sync failed; retrying, nothing new is acknowledged until it succeeds");
+                    }
+                    self.set_write_failed(true);
                     continue;
                 }
+                self.set_write_failed(false);
                 self.unsynced = false;
                 self.shared.syncs.fetch_add(1, Ordering::Relaxed);
                 next_sync = Instant::now() + self.interval;
@@ -229,20 +261,75 @@ impl WriterThread {
         }
         match self.log.append(&self.pending) {
             Ok(()) => {
-                if self.shared.failing.swap(false, Ordering::Relaxed) {
-                    info!(shard = self.shard, "persistence: writes succeed again");
-                }
+                self.set_write_failed(false);
                 self.pending.clear();
                 self.unsynced = true;
                 true
             }
             Err(err) => {
-                if !self.shared.failing.swap(true, Ordering::Relaxed) {
-                    error!(shard = self.shard, %err, "persistence: write failed; retrying, nothing new is acknowledged until it succeeds");
+                if !self.write_failed {
+                    error!(shard = self.shard, %err, "persistence: write failed (disk full?); retrying every {} ms, new QoS 1/2 publishes are refused and nothing new is acknowledged until it succeeds", RETRY_INTERVAL.as_millis());
                 }
+                self.set_write_failed(true);
                 false
             }
         }
+    }
+
+    /// Tops the reserve up when half of it is used and checks the free space; reports the disk full (or
+    /// no longer full) to the shard.
+    fn probe_space(&mut self) {
+        self.next_probe = Instant::now() + PROBE_INTERVAL;
+        let reserve = self.reserve_bytes;
+        let mut trouble = None;
+        if self.log.reserve_left_bytes() < reserve / 2 {
+            if let Err(err) = self.log.reserve(reserve) {
+                trouble = Some(format!("cannot reserve {reserve} bytes for the log ({err})"));
+            }
+        }
+        if trouble.is_none() {
+            trouble = match self.log.free_bytes() {
+                Ok(free) if free < reserve => Some(format!(
+                    "{free} bytes free on the data directory's file system, less than reserve_bytes = {reserve}"
+                )),
+                Ok(_) => None,
+                Err(err) => Some(format!("cannot read the free space ({err})")),
+            };
+        }
+        match (&self.space_low, &trouble) {
+            (None, Some(why)) => warn!(
+                shard = self.shard,
+                "persistence: disk full: {why}; new QoS 1/2 publishes are refused (v5 reason 0x97) until space returns"
+            ),
+            (Some(_), None) => {
+                info!(shard = self.shard, "persistence: disk space is back; QoS 1/2 publishes are accepted again")
+            }
+            _ => {}
+        }
+        self.space_low = trouble;
+        self.report_failing();
+    }
+
+    fn set_write_failed(&mut self, failed: bool) {
+        if self.write_failed && !failed {
+            info!(shard = self.shard, "persistence: writes succeed again");
+        }
+        self.write_failed = failed;
+        self.report_failing();
+    }
+
+    /// Publishes the disk-full state; the doorbell rings on a change so the shard learns it this turn.
+    fn report_failing(&mut self) {
+        let failing = self.write_failed || self.space_low.is_some();
+        if self.shared.failing.swap(failing, Ordering::AcqRel) != failing {
+            self.ring_doorbell();
+        }
+    }
+
+    fn ring_doorbell(&self) {
+        let one: u64 = 1;
+        // SAFETY: write(2) of 8 bytes from a local onto the eventfd we own.
+        unsafe { libc::write(self.shared.doorbell.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
     fn publish_durable(&mut self) {
@@ -251,15 +338,14 @@ impl WriterThread {
             _ => self.pending_seq,
         };
         if self.shared.durable_seq.swap(durable, Ordering::AcqRel) != durable && self.durability == Durability::Sync {
-            let one: u64 = 1;
-            // SAFETY: write(2) of 8 bytes from a local onto the eventfd we own.
-            unsafe { libc::write(self.shared.doorbell.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            self.ring_doorbell();
         }
     }
 
     fn maybe_compact(&mut self) {
         let threshold = self.live_bytes.saturating_mul(self.compact_ratio).max(self.compact_min_bytes);
-        if self.log.log_bytes() <= threshold {
+        // A snapshot needs room too; the log waits until the disk has some again.
+        if self.log.log_bytes() <= threshold || self.shared.failing.load(Ordering::Relaxed) {
             return;
         }
         let before = self.log.log_bytes();
@@ -342,6 +428,33 @@ mod tests {
         let (log, state) = open_shard_log(&dir, 0).unwrap();
         assert_eq!(state.sessions.len(), 1);
         assert!(log.log_bytes() < 8192, "{}", log.log_bytes());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn reports_the_disk_full_when_the_reserve_cannot_be_allocated_and_keeps_writing() {
+        let root = std::env::temp_dir().join(format!("shardmq-writer-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = LogDir::open(&root, 1).unwrap();
+        let (log, state) = open_shard_log(&dir, 0).unwrap();
+        // More than any test machine has free: the probe must call the disk full.
+        let settings = PersistenceSettings {
+            dir: Some(root.clone()),
+            durability: Durability::Sync,
+            reserve_bytes: 1 << 50,
+            ..PersistenceSettings::default()
+        };
+        let writer = LogWriter::start(0, log, state, &settings).unwrap();
+        writer.submit(put("kept"), 1);
+        wait_durable(&writer, 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !writer.is_failing() {
+            assert!(Instant::now() < deadline, "the disk was never reported full");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        writer.stop();
+        let (_, state) = open_shard_log(&dir, 0).unwrap();
+        assert_eq!(state.sessions.len(), 1, "what was submitted is still written");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -256,6 +256,7 @@ impl Shard {
                 Some(TokenKind::Control) => self.on_control(completion, now),
                 Some(TokenKind::Durable) => {
                     if let Some(writer) = &self.writer {
+                        self.core.set_disk_full(writer.is_failing());
                         self.core.persisted(writer.durable_seq(), now);
                     }
                     self.arm_durable();

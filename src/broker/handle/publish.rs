@@ -51,6 +51,12 @@ impl ShardCore {
         } else {
             (topic, publish)
         };
+        // A QoS 2 resend of an id awaiting PUBREL is already kept: it is answered as usual.
+        let resent = publish.qos == QoS::ExactlyOnce
+            && self.sessions.get(key).is_some_and(|session| session.awaiting_pubrel().contains(&publish.packet_id));
+        if publish.qos != QoS::AtMostOnce && !resent && self.refuses_durable_publish() {
+            return self.refuse_disk_full(conn, &publish, now);
+        }
         match publish.qos {
             QoS::AtMostOnce => {
                 if allowed {
@@ -72,6 +78,29 @@ impl ShardCore {
         let rule = "not authorized to publish to this topic";
         let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
         let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::NOT_AUTHORIZED, properties };
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(response)),
+            QoS::ExactlyOnce => self.send_when_durable(conn, Packet::PubRec(response)),
+        }
+    }
+
+    /// The disk is full: a QoS 1/2 PUBLISH is not routed. v5 gets PUBACK / PUBREC 0x97 (a PUBREC with a
+    /// failure code ends the QoS 2 flow, so no id is kept). A 3.x PUBACK cannot say no, and acknowledging
+    /// a message that is not kept would break what `sync` promises, so a 3.x connection is closed without
+    /// one: the client keeps the message and sends it again after reconnecting. (Mosquitto acknowledges
+    /// and drops a 3.x PUBLISH it refuses for a quota; we do not, since here the ack means "on disk".)
+    /// The refusal goes through the durability gate only to keep PUBACKs in order [MQTT-4.6.0-2].
+    fn refuse_disk_full(&mut self, conn: ConnId, publish: &Publish, now: Instant) {
+        self.count_refused_disk_full();
+        let v5 = self.connections.get(&conn).is_some_and(|connection| connection.is_v5());
+        if !v5 {
+            return self.close_for(conn, Refusal::DiskFull, now);
+        }
+        let rule = Refusal::DiskFull.rule();
+        trace!(shard = self.shard, client_id = ?self.client_id_of(conn), "{rule}");
+        let properties = Properties { reason_string: self.ack_reason_string(conn, rule), ..Properties::default() };
+        let response = PubResponse { packet_id: publish.packet_id, reason: ReasonCode::QUOTA_EXCEEDED, properties };
         match publish.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send_when_durable(conn, Packet::PubAck(response)),
