@@ -248,3 +248,48 @@ async fn a_listeners_own_max_connections_closes_the_connection_over_it_at_accept
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A blocking v3.1.1 CONNECT from `source`; true when a CONNACK came back, false when the broker closed
+/// the socket without one.
+fn connects_from(port: u16, source: &str) -> (bool, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&source.into()).expect("bind the source address");
+    let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("broker address");
+    socket.connect(&target.into()).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(EVENT_TIMEOUT)).expect("timeout");
+    stream.write_all(&raw::connect(Level::V311, &unique("per-address"), true, 30, None)).expect("CONNECT");
+    let mut connack = [0u8; 4];
+    let answered = matches!(stream.read(&mut connack), Ok(4) if connack[0] == 0x20 && connack[3] == 0);
+    (answered, stream)
+}
+
+#[test]
+fn the_connection_past_connections_per_address_max_is_closed_at_accept_and_other_addresses_are_served() {
+    let limits =
+        BrokerLimits { shardmq_toml: Some("connections_per_address_max = 2\n".into()), ..BrokerLimits::default() };
+    let broker = Broker::start_with(&limits);
+    if support::skip_on_mosquitto(&broker, "Mosquitto has no per-address connection limit") {
+        return;
+    }
+    // The harness's readiness probe came from 127.0.0.1 and is gone; its place frees when the shard
+    // sees the close, so the first connections may need a moment.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let (answered, stream) = connects_from(broker.port(), "127.0.0.1");
+        if answered {
+            held.push(stream);
+        } else {
+            assert!(Instant::now() < deadline, "two connections from 127.0.0.1 never got in:\n{}", broker.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (third, _closed) = connects_from(broker.port(), "127.0.0.1");
+    assert!(!third, "a third connection from 127.0.0.1 must be closed without CONNACK");
+    let (other, _kept) = connects_from(broker.port(), "127.0.0.2");
+    assert!(other, "another address is still served");
+    drop(held);
+}

@@ -101,6 +101,11 @@ impl ConnectionPermit {
         permit
     }
 
+    /// Whether per-address limits are configured (the runtime looks up a peer's address only then).
+    pub fn limits_addresses(&self) -> bool {
+        self.counts.addresses.is_some()
+    }
+
     /// `try_acquire_on`, and then within the per-address limits of `peer` (a socket whose peer address is
     /// unknown is not counted per address).
     pub fn try_acquire_from(

@@ -410,7 +410,11 @@ impl Shard {
         if self.stopping.is_some() {
             return;
         }
-        let peer = socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket());
+        // One getpeername per accept, only when a per-address limit needs it.
+        let peer = match self.permits.limits_addresses() {
+            true => socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket()),
+            false => None,
+        };
         let permit = match self.permits.try_acquire_from(index, peer.map(|addr| addr.ip()), now) {
             Ok(permit) => permit,
             // Closed at accept, as Mosquitto and EMQX do: no CONNECT is read, no state is built.
