@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::acl_file::{AclFile, AclFileError, AclSubject};
 use super::dynsec::{DynamicSecurity, DynsecAuthenticator, DynsecFileError};
+use super::external::{ExternalAuth, HttpAuthSettings};
 use super::method::AuthFailure;
 use super::password_file::{PasswordFile, PasswordFileError, PasswordHash};
 use super::token::{TokenGrant, TokenStore, TOKEN_PREFIX};
@@ -48,6 +49,10 @@ pub struct AuthSettings {
     /// its clients log in, its roles decide what they may do, and `mosquitto_ctrl dynsec` changes both at
     /// run time (the file is rewritten after each change). Not together with `password_file` / `acl_file`.
     pub dynamic_security_file: Option<PathBuf>,
+    /// `[auth.http]`: an HTTP backend decides CONNECTs (`authenticate_url`, instead of `password_file`)
+    /// and/or PUBLISH and SUBSCRIBE (`authorize_url`, instead of `acl_file`). One for the whole broker; a
+    /// listener opts out with `[listeners.auth] external = false`.
+    pub http: Option<HttpAuthSettings>,
 }
 
 impl Default for AuthSettings {
@@ -58,6 +63,7 @@ impl Default for AuthSettings {
             acl_file: None,
             identity_as_username: false,
             dynamic_security_file: None,
+            http: None,
         }
     }
 }
@@ -80,7 +86,8 @@ pub enum AuthDecision {
     Allow { username: Option<String> },
     /// CONNACK with the failure's reason code (0x86 / 0x87; 3.x return codes 4 / 5), then close.
     Refuse(AuthFailure),
-    /// The answer comes later (asynchronous hooks; none exist yet).
+    /// The answer comes later: the listener's external backend (`[auth.http]`) decides; the core parks
+    /// the CONNECT and asks it (`broker::external_auth`).
     Pending,
     /// Connect as the holder of this API token (`crate::auth::token`): its ACL, and only its ACL, decides
     /// what the client may do, on every listener.
@@ -151,6 +158,15 @@ impl Authenticator for CertificateAuthenticator {
     }
 }
 
+/// A listener whose CONNECTs the HTTP backend decides: always `Pending` (the core asks the backend).
+pub struct ExternalAuthenticator;
+
+impl Authenticator for ExternalAuthenticator {
+    fn authenticate(&self, _request: &ConnectRequest<'_>) -> AuthDecision {
+        AuthDecision::Pending
+    }
+}
+
 pub struct PasswordAuthenticator {
     allow_anonymous: bool,
     passwords: Option<Arc<PasswordFile>>,
@@ -208,6 +224,10 @@ pub enum AuthLoadError {
     DynamicSecurity(#[from] DynsecFileError),
     #[error("dynamic_security_file decides who may connect and what they may do: do not set password_file or acl_file beside it")]
     DynamicSecurityWithFiles,
+    #[error("{0}")]
+    External(String),
+    #[error("auth.http.{url} and {file} both decide the same thing: set one")]
+    ExternalWithFile { url: &'static str, file: &'static str },
 }
 
 /// The authenticator and authorizer of one listener.
@@ -231,6 +251,9 @@ pub struct AccessControl {
     tokens: Option<Arc<TokenStore>>,
     /// Dynamic security, when a listener uses it: the core hands it `$CONTROL/dynamic-security/v1`.
     dynsec: Option<Arc<DynamicSecurity>>,
+    /// The HTTP backend (`[auth.http]`) and, per listener (index = `ListenerId`), whether it uses it.
+    external: Option<Arc<ExternalAuth>>,
+    external_listeners: Vec<bool>,
 }
 
 /// Two access controls are equal when they were loaded from the same settings (for comparing configs).
@@ -249,7 +272,7 @@ impl AccessControl {
     /// Reads every listener's files (`listeners[i]` is `ListenerId(i)`; empty = one default listener).
     /// A file named by several listeners is read once.
     pub fn load(listeners: &[AuthSettings]) -> Result<AccessControl, AuthLoadError> {
-        AccessControl::load_keeping(listeners, Vec::new())
+        AccessControl::load_keeping(listeners, Vec::new(), None)
     }
 
     /// `load`, reusing the dynamic security already running for a file (its state lives in memory and
@@ -257,6 +280,7 @@ impl AccessControl {
     fn load_keeping(
         listeners: &[AuthSettings],
         mut dynsec_files: Vec<(PathBuf, Arc<DynamicSecurity>)>,
+        mut external: Option<Arc<ExternalAuth>>,
     ) -> Result<AccessControl, AuthLoadError> {
         let default = [AuthSettings::default()];
         let settings = if listeners.is_empty() { &default[..] } else { listeners };
@@ -264,7 +288,24 @@ impl AccessControl {
         let mut acl_files: Vec<(PathBuf, Arc<AclFile>)> = Vec::new();
         let mut built = Vec::with_capacity(settings.len());
         let mut dynsec = None;
+        let mut external_listeners = Vec::with_capacity(settings.len());
         for listener in settings {
+            let http = match &listener.http {
+                Some(http) => {
+                    if http.authenticate_url.is_some() && listener.password_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { url: "authenticate_url", file: "password_file" });
+                    }
+                    if http.authorize_url.is_some() && listener.acl_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { url: "authorize_url", file: "acl_file" });
+                    }
+                    if external.is_none() {
+                        external = Some(Arc::new(ExternalAuth::new(http.clone()).map_err(AuthLoadError::External)?));
+                    }
+                    external.clone()
+                }
+                None => None,
+            };
+            external_listeners.push(http.is_some());
             if let Some(path) = &listener.dynamic_security_file {
                 if listener.password_file.is_some() || listener.acl_file.is_some() {
                     return Err(AuthLoadError::DynamicSecurityWithFiles);
@@ -291,6 +332,8 @@ impl AccessControl {
             };
             let authenticator: Arc<dyn Authenticator> = if listener.identity_as_username {
                 Arc::new(CertificateAuthenticator)
+            } else if http.as_ref().is_some_and(|http| http.authenticates()) {
+                Arc::new(ExternalAuthenticator)
             } else {
                 Arc::new(PasswordAuthenticator::new(listener.allow_anonymous, passwords))
             };
@@ -298,6 +341,10 @@ impl AccessControl {
         }
         let mut access = AccessControl::from_parts(built, settings.to_vec());
         access.dynsec = dynsec;
+        if external_listeners.iter().any(|uses| *uses) {
+            access.external = external;
+            access.external_listeners = external_listeners;
+        }
         Ok(access)
     }
 
@@ -309,7 +356,15 @@ impl AccessControl {
 
     fn from_parts(listeners: Vec<ListenerAccess>, settings: Vec<AuthSettings>) -> AccessControl {
         let any_authorizer = listeners.iter().any(|listener| listener.authorizer.is_some());
-        AccessControl { listeners, settings, any_authorizer, tokens: None, dynsec: None }
+        AccessControl {
+            listeners,
+            settings,
+            any_authorizer,
+            tokens: None,
+            dynsec: None,
+            external: None,
+            external_listeners: Vec::new(),
+        }
     }
 
     /// The same access control that also accepts the store's tokens as credentials.
@@ -329,7 +384,8 @@ impl AccessControl {
             return Ok(self.clone());
         }
         let running = self.dynsec.iter().map(|dynsec| (dynsec.path().to_path_buf(), Arc::clone(dynsec))).collect();
-        let reloaded = AccessControl::load_keeping(&self.settings, running)?;
+        // The HTTP backend's workers keep running: its settings come from the config, which a reload keeps.
+        let reloaded = AccessControl::load_keeping(&self.settings, running, self.external.clone())?;
         // Tokens live in their own store (changed through the API), not in the files a reload re-reads.
         Ok(AccessControl { tokens: self.tokens.clone(), ..reloaded })
     }
@@ -337,6 +393,22 @@ impl AccessControl {
     /// The dynamic security in use, if a listener has one (the core gives it the control topic).
     pub fn dynamic_security(&self) -> Option<&Arc<DynamicSecurity>> {
         self.dynsec.as_ref()
+    }
+
+    /// The HTTP backend (`[auth.http]`), when a listener uses it (the runtime starts its workers).
+    pub fn external(&self) -> Option<&Arc<ExternalAuth>> {
+        self.external.as_ref()
+    }
+
+    /// The HTTP backend of this listener, if it uses one.
+    pub fn external_for(&self, id: ListenerId) -> Option<&Arc<ExternalAuth>> {
+        let uses = self.external_listeners.get(usize::from(id.0)).or(self.external_listeners.first());
+        self.external.as_ref().filter(|_| uses.copied().unwrap_or(false))
+    }
+
+    /// Whether some listener sends PUBLISH / SUBSCRIBE checks to the HTTP backend.
+    pub fn external_authorizes(&self) -> bool {
+        self.external.as_ref().is_some_and(|external| external.authorizes())
     }
 
     /// The listener's hooks; an id beyond the configured listeners gets the first listener's.
