@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::acl_file::{AclFile, AclFileError, AclSubject};
 use super::dynsec::{DynamicSecurity, DynsecAuthenticator, DynsecFileError};
-use super::external::{ExternalAuth, HttpAuthSettings};
+use super::external::{ExternalAuth, HttpAuthSettings, PostgresAuthSettings};
 use super::method::AuthFailure;
 use super::password_file::{PasswordFile, PasswordFileError, PasswordHash};
 use super::token::{TokenGrant, TokenStore, TOKEN_PREFIX};
@@ -53,6 +53,9 @@ pub struct AuthSettings {
     /// and/or PUBLISH and SUBSCRIBE (`authorize_url`, instead of `acl_file`). One for the whole broker; a
     /// listener opts out with `[listeners.auth] external = false`.
     pub http: Option<HttpAuthSettings>,
+    /// `[auth.postgres]`: PostgreSQL decides CONNECTs (`password_query`) and/or PUBLISH and SUBSCRIBE
+    /// (`acl_query`), as `[auth.http]` does; not together with it.
+    pub postgres: Option<PostgresAuthSettings>,
 }
 
 impl Default for AuthSettings {
@@ -64,6 +67,7 @@ impl Default for AuthSettings {
             identity_as_username: false,
             dynamic_security_file: None,
             http: None,
+            postgres: None,
         }
     }
 }
@@ -226,8 +230,10 @@ pub enum AuthLoadError {
     DynamicSecurityWithFiles,
     #[error("{0}")]
     External(String),
-    #[error("auth.http.{url} and {file} both decide the same thing: set one")]
-    ExternalWithFile { url: &'static str, file: &'static str },
+    #[error("[auth.http] / [auth.postgres] and {file} would both decide {what}: set one")]
+    ExternalWithFile { what: &'static str, file: &'static str },
+    #[error("set [auth.http] or [auth.postgres], not both")]
+    TwoExternalBackends,
 }
 
 /// The authenticator and authorizer of one listener.
@@ -290,20 +296,36 @@ impl AccessControl {
         let mut dynsec = None;
         let mut external_listeners = Vec::with_capacity(settings.len());
         for listener in settings {
-            let http = match &listener.http {
-                Some(http) => {
-                    if http.authenticate_url.is_some() && listener.password_file.is_some() {
-                        return Err(AuthLoadError::ExternalWithFile { url: "authenticate_url", file: "password_file" });
+            let http = match (&listener.http, &listener.postgres) {
+                (Some(_), Some(_)) => return Err(AuthLoadError::TwoExternalBackends),
+                (None, None) => None,
+                (http, postgres) => {
+                    let authenticates = http
+                        .as_ref()
+                        .map(|http| http.authenticate_url.is_some())
+                        .or(postgres.as_ref().map(|postgres| postgres.password_query.is_some()))
+                        .unwrap_or(false);
+                    let authorizes = http
+                        .as_ref()
+                        .map(|http| http.authorize_url.is_some())
+                        .or(postgres.as_ref().map(|postgres| postgres.acl_query.is_some()))
+                        .unwrap_or(false);
+                    if authenticates && listener.password_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { what: "logins", file: "password_file" });
                     }
-                    if http.authorize_url.is_some() && listener.acl_file.is_some() {
-                        return Err(AuthLoadError::ExternalWithFile { url: "authorize_url", file: "acl_file" });
+                    if authorizes && listener.acl_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { what: "publish / subscribe", file: "acl_file" });
                     }
                     if external.is_none() {
-                        external = Some(Arc::new(ExternalAuth::new(http.clone()).map_err(AuthLoadError::External)?));
+                        let built = match (http, postgres) {
+                            (Some(http), _) => ExternalAuth::new(http.clone()),
+                            (_, Some(postgres)) => ExternalAuth::postgres(postgres.clone()),
+                            (None, None) => unreachable!("matched above"),
+                        };
+                        external = Some(Arc::new(built.map_err(AuthLoadError::External)?));
                     }
                     external.clone()
                 }
-                None => None,
             };
             external_listeners.push(http.is_some());
             if let Some(path) = &listener.dynamic_security_file {

@@ -73,7 +73,7 @@ pub struct ListenerAuth {
     pub allow_anonymous: Option<bool>,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
-    /// `false`: this listener does not use the `[auth.http]` backend (its password / ACL files decide).
+    /// `false`: this listener does not use the `[auth.http]` / `[auth.postgres]` backend (its password / ACL files decide).
     pub external: Option<bool>,
 }
 
@@ -163,6 +163,7 @@ impl ListenerConfig {
             // One dynamic security for the whole broker, as Mosquitto recommends (per_listener_settings false).
             dynamic_security_file: global.dynamic_security_file.clone(),
             http: if self.auth.external == Some(false) { None } else { global.http.clone() },
+            postgres: if self.auth.external == Some(false) { None } else { global.postgres.clone() },
         }
     }
 

@@ -14,6 +14,7 @@
 
 mod cache;
 mod http_client;
+mod postgres;
 
 use std::net::SocketAddr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -25,6 +26,9 @@ use tracing::warn;
 
 pub use cache::VerdictCache;
 pub use http_client::{HttpCallError, HttpUrl};
+pub use postgres::PostgresAuthSettings;
+
+use postgres::{PostgresBackend, PostgresConnection};
 
 use super::ListenerId;
 
@@ -156,15 +160,36 @@ pub type ReplySink = Box<dyn Fn(Answer) + Send + Sync>;
 /// The external backend of every listener that uses it: settings, queue and workers (started once, by
 /// `start`), shared by all shards.
 pub struct ExternalAuth {
-    settings: HttpAuthSettings,
-    authenticate_url: Option<HttpUrl>,
-    authorize_url: Option<HttpUrl>,
+    backend: Backend,
+    limits: Limits,
     queue: OnceLock<SyncSender<Check>>,
+}
+
+enum Backend {
+    Http { authenticate_url: Option<HttpUrl>, authorize_url: Option<HttpUrl> },
+    Postgres(Box<PostgresBackend>),
+}
+
+/// What every backend has: the call bound, the cache, the workers, the queue and fail_open.
+#[derive(Clone, Debug)]
+struct Limits {
+    timeout_ms: u64,
+    cache_ttl_secs: u64,
+    cache_entries_max: usize,
+    workers: usize,
+    queued_requests_max: usize,
+    fail_open: bool,
+}
+
+/// What a worker keeps between checks (its database connection).
+#[derive(Default)]
+struct WorkerState {
+    postgres: PostgresConnection,
 }
 
 impl std::fmt::Debug for ExternalAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExternalAuth").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("ExternalAuth").field("backend", &self.backend_name()).field("limits", &self.limits).finish()
     }
 }
 
@@ -173,30 +198,61 @@ impl ExternalAuth {
         settings.validate()?;
         let parse = |url: &Option<String>| url.as_deref().map(HttpUrl::parse).transpose();
         Ok(ExternalAuth {
-            authenticate_url: parse(&settings.authenticate_url)?,
-            authorize_url: parse(&settings.authorize_url)?,
-            settings,
+            backend: Backend::Http {
+                authenticate_url: parse(&settings.authenticate_url)?,
+                authorize_url: parse(&settings.authorize_url)?,
+            },
+            limits: Limits {
+                timeout_ms: settings.timeout_ms,
+                cache_ttl_secs: settings.cache_ttl_secs,
+                cache_entries_max: settings.cache_entries_max,
+                workers: settings.requests_in_flight_max,
+                queued_requests_max: settings.queued_requests_max,
+                fail_open: settings.fail_open,
+            },
             queue: OnceLock::new(),
         })
     }
 
-    pub fn settings(&self) -> &HttpAuthSettings {
-        &self.settings
+    pub fn postgres(settings: PostgresAuthSettings) -> Result<ExternalAuth, String> {
+        let limits = Limits {
+            timeout_ms: settings.timeout_ms,
+            cache_ttl_secs: settings.cache_ttl_secs,
+            cache_entries_max: settings.cache_entries_max,
+            workers: settings.pool_connections_max,
+            queued_requests_max: settings.queued_requests_max,
+            fail_open: settings.fail_open,
+        };
+        let backend = Backend::Postgres(Box::new(PostgresBackend::new(settings)?));
+        Ok(ExternalAuth { backend, limits, queue: OnceLock::new() })
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Http { .. } => "http",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Whether CONNECTs go to the backend.
     pub fn authenticates(&self) -> bool {
-        self.authenticate_url.is_some()
+        match &self.backend {
+            Backend::Http { authenticate_url, .. } => authenticate_url.is_some(),
+            Backend::Postgres(postgres) => postgres.settings().password_query.is_some(),
+        }
     }
 
     /// Whether PUBLISH and SUBSCRIBE go to the backend.
     pub fn authorizes(&self) -> bool {
-        self.authorize_url.is_some()
+        match &self.backend {
+            Backend::Http { authorize_url, .. } => authorize_url.is_some(),
+            Backend::Postgres(postgres) => postgres.settings().acl_query.is_some(),
+        }
     }
 
     /// A fresh per-shard cache sized by the settings.
     pub fn new_cache(&self) -> VerdictCache {
-        VerdictCache::new(Duration::from_secs(self.settings.cache_ttl_secs), self.settings.cache_entries_max)
+        VerdictCache::new(Duration::from_secs(self.limits.cache_ttl_secs), self.limits.cache_entries_max)
     }
 
     /// Starts the workers; answers go to `reply`. Once only (later calls are ignored).
@@ -204,13 +260,13 @@ impl ExternalAuth {
         if self.queue.get().is_some() {
             return;
         }
-        let (sender, receiver) = sync_channel::<Check>(self.settings.queued_requests_max);
+        let (sender, receiver) = sync_channel::<Check>(self.limits.queued_requests_max);
         if self.queue.set(sender).is_err() {
             return;
         }
         let receiver = Arc::new(Mutex::new(receiver));
         let reply: Arc<ReplySink> = Arc::new(reply);
-        for worker in 0..self.settings.requests_in_flight_max {
+        for worker in 0..self.limits.workers {
             let (auth, receiver, reply) = (Arc::clone(self), Arc::clone(&receiver), Arc::clone(&reply));
             let spawned = std::thread::Builder::new()
                 .name(format!("shardmq-auth-{worker}"))
@@ -225,10 +281,10 @@ impl ExternalAuth {
     /// verdict the caller must apply at once (refused, or allowed with fail_open).
     pub fn submit(&self, check: Check) -> Result<(), Box<Answer>> {
         let failed = |check: Check, reason: &str| -> Box<Answer> {
-            let url = self.url_for(&check.request).map_or("-", |url| url.authority.as_str());
+            let target = self.target(&check.request);
             warn!(
-                backend = "http",
-                url,
+                backend = self.backend_name(),
+                target,
                 client_id = client_of(&check.request),
                 "external auth check not made: {reason}; {}",
                 self.failure_word()
@@ -250,16 +306,21 @@ impl ExternalAuth {
     }
 
     fn serve(&self, receiver: &Mutex<Receiver<Check>>, reply: &ReplySink) {
+        let mut state = WorkerState::default();
         loop {
             let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
             let Ok(check) = next else { return };
-            let (verdict, cacheable) = match self.decide(&check.request) {
+            let (verdict, cacheable) = match self.decide(&mut state, &check.request) {
                 Ok(allowed) => (if allowed { Verdict::Allow } else { Verdict::Deny }, true),
                 Err(reason) => {
-                    let url = self
-                        .url_for(&check.request)
-                        .map_or(String::new(), |url| format!("http://{}{}", url.authority, url.path));
-                    warn!(backend = "http", %url, client_id = client_of(&check.request), "external auth backend failed: {reason}; {}", self.failure_word());
+                    let target = self.target(&check.request);
+                    warn!(
+                        backend = self.backend_name(),
+                        target,
+                        client_id = client_of(&check.request),
+                        "external auth backend failed: {reason}; {}",
+                        self.failure_word()
+                    );
                     (self.failure_verdict(), false)
                 }
             };
@@ -268,7 +329,7 @@ impl ExternalAuth {
     }
 
     fn failure_verdict(&self) -> Verdict {
-        if self.settings.fail_open {
+        if self.limits.fail_open {
             Verdict::Allow
         } else {
             Verdict::Unavailable
@@ -276,25 +337,46 @@ impl ExternalAuth {
     }
 
     fn failure_word(&self) -> &'static str {
-        if self.settings.fail_open {
+        if self.limits.fail_open {
             "allowed (fail_open = true)"
         } else {
             "refused (fail closed)"
         }
     }
 
-    fn url_for(&self, request: &CheckRequest) -> Option<&HttpUrl> {
-        match request {
-            CheckRequest::Login { .. } => self.authenticate_url.as_ref(),
-            CheckRequest::Acl { .. } => self.authorize_url.as_ref(),
+    /// The URL or database host a check goes to, for log lines.
+    fn target(&self, request: &CheckRequest) -> String {
+        match (&self.backend, request) {
+            (Backend::Postgres(postgres), _) => postgres.settings().host(),
+            (Backend::Http { authenticate_url: url, .. }, CheckRequest::Login { .. })
+            | (Backend::Http { authorize_url: url, .. }, CheckRequest::Acl { .. }) => {
+                url.as_ref().map_or("-".into(), |url| format!("http://{}{}", url.authority, url.path))
+            }
         }
     }
 
     /// One call: true allow, false deny, Err the failure for the log.
-    fn decide(&self, request: &CheckRequest) -> Result<bool, String> {
-        let url = self.url_for(request).ok_or("no URL configured for this check")?;
+    fn decide(&self, state: &mut WorkerState, request: &CheckRequest) -> Result<bool, String> {
+        let (authenticate_url, authorize_url) = match &self.backend {
+            Backend::Postgres(postgres) => {
+                return match request {
+                    CheckRequest::Login { client_id, username, password, .. } => {
+                        postgres.login(&mut state.postgres, username.as_deref(), client_id, password.as_deref())
+                    }
+                    CheckRequest::Acl { client_id, username, action, topic, .. } => {
+                        postgres.acl(&mut state.postgres, username.as_deref(), client_id, *action, topic)
+                    }
+                }
+            }
+            Backend::Http { authenticate_url, authorize_url } => (authenticate_url, authorize_url),
+        };
+        let url = match request {
+            CheckRequest::Login { .. } => authenticate_url,
+            CheckRequest::Acl { .. } => authorize_url,
+        };
+        let url = url.as_ref().ok_or("no URL configured for this check")?;
         let body = request_body(request);
-        let answer = http_client::post_json(url, body.as_bytes(), Duration::from_millis(self.settings.timeout_ms))
+        let answer = http_client::post_json(url, body.as_bytes(), Duration::from_millis(self.limits.timeout_ms))
             .map_err(|err| err.to_string())?;
         match answer.status {
             200 => parse_verdict(&answer.body),
