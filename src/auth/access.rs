@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::acl_file::{AclFile, AclFileError, AclSubject};
 use super::dynsec::{DynamicSecurity, DynsecAuthenticator, DynsecFileError};
+use super::external::{ExternalAuth, HttpAuthSettings, PostgresAuthSettings};
 use super::method::AuthFailure;
 use super::password_file::{PasswordFile, PasswordFileError, PasswordHash};
 use super::token::{TokenGrant, TokenStore, TOKEN_PREFIX};
@@ -48,6 +49,13 @@ pub struct AuthSettings {
     /// its clients log in, its roles decide what they may do, and `mosquitto_ctrl dynsec` changes both at
     /// run time (the file is rewritten after each change). Not together with `password_file` / `acl_file`.
     pub dynamic_security_file: Option<PathBuf>,
+    /// `[auth.http]`: an HTTP backend decides CONNECTs (`authenticate_url`, instead of `password_file`)
+    /// and/or PUBLISH and SUBSCRIBE (`authorize_url`, instead of `acl_file`). One for the whole broker; a
+    /// listener opts out with `[listeners.auth] external = false`.
+    pub http: Option<HttpAuthSettings>,
+    /// `[auth.postgres]`: PostgreSQL decides CONNECTs (`password_query`) and/or PUBLISH and SUBSCRIBE
+    /// (`acl_query`), as `[auth.http]` does; not together with it.
+    pub postgres: Option<PostgresAuthSettings>,
 }
 
 impl Default for AuthSettings {
@@ -58,6 +66,8 @@ impl Default for AuthSettings {
             acl_file: None,
             identity_as_username: false,
             dynamic_security_file: None,
+            http: None,
+            postgres: None,
         }
     }
 }
@@ -80,7 +90,8 @@ pub enum AuthDecision {
     Allow { username: Option<String> },
     /// CONNACK with the failure's reason code (0x86 / 0x87; 3.x return codes 4 / 5), then close.
     Refuse(AuthFailure),
-    /// The answer comes later (asynchronous hooks; none exist yet).
+    /// The answer comes later: the listener's external backend (`[auth.http]`) decides; the core parks
+    /// the CONNECT and asks it (`broker::external_auth`).
     Pending,
     /// Connect as the holder of this API token (`crate::auth::token`): its ACL, and only its ACL, decides
     /// what the client may do, on every listener.
@@ -151,6 +162,15 @@ impl Authenticator for CertificateAuthenticator {
     }
 }
 
+/// A listener whose CONNECTs the HTTP backend decides: always `Pending` (the core asks the backend).
+pub struct ExternalAuthenticator;
+
+impl Authenticator for ExternalAuthenticator {
+    fn authenticate(&self, _request: &ConnectRequest<'_>) -> AuthDecision {
+        AuthDecision::Pending
+    }
+}
+
 pub struct PasswordAuthenticator {
     allow_anonymous: bool,
     passwords: Option<Arc<PasswordFile>>,
@@ -208,6 +228,12 @@ pub enum AuthLoadError {
     DynamicSecurity(#[from] DynsecFileError),
     #[error("dynamic_security_file decides who may connect and what they may do: do not set password_file or acl_file beside it")]
     DynamicSecurityWithFiles,
+    #[error("{0}")]
+    External(String),
+    #[error("[auth.http] / [auth.postgres] and {file} would both decide {what}: set one")]
+    ExternalWithFile { what: &'static str, file: &'static str },
+    #[error("set [auth.http] or [auth.postgres], not both")]
+    TwoExternalBackends,
 }
 
 /// The authenticator and authorizer of one listener.
@@ -231,6 +257,9 @@ pub struct AccessControl {
     tokens: Option<Arc<TokenStore>>,
     /// Dynamic security, when a listener uses it: the core hands it `$CONTROL/dynamic-security/v1`.
     dynsec: Option<Arc<DynamicSecurity>>,
+    /// The HTTP backend (`[auth.http]`) and, per listener (index = `ListenerId`), whether it uses it.
+    external: Option<Arc<ExternalAuth>>,
+    external_listeners: Vec<bool>,
 }
 
 /// Two access controls are equal when they were loaded from the same settings (for comparing configs).
@@ -249,7 +278,7 @@ impl AccessControl {
     /// Reads every listener's files (`listeners[i]` is `ListenerId(i)`; empty = one default listener).
     /// A file named by several listeners is read once.
     pub fn load(listeners: &[AuthSettings]) -> Result<AccessControl, AuthLoadError> {
-        AccessControl::load_keeping(listeners, Vec::new())
+        AccessControl::load_keeping(listeners, Vec::new(), None)
     }
 
     /// `load`, reusing the dynamic security already running for a file (its state lives in memory and
@@ -257,6 +286,7 @@ impl AccessControl {
     fn load_keeping(
         listeners: &[AuthSettings],
         mut dynsec_files: Vec<(PathBuf, Arc<DynamicSecurity>)>,
+        mut external: Option<Arc<ExternalAuth>>,
     ) -> Result<AccessControl, AuthLoadError> {
         let default = [AuthSettings::default()];
         let settings = if listeners.is_empty() { &default[..] } else { listeners };
@@ -264,7 +294,40 @@ impl AccessControl {
         let mut acl_files: Vec<(PathBuf, Arc<AclFile>)> = Vec::new();
         let mut built = Vec::with_capacity(settings.len());
         let mut dynsec = None;
+        let mut external_listeners = Vec::with_capacity(settings.len());
         for listener in settings {
+            let http = match (&listener.http, &listener.postgres) {
+                (Some(_), Some(_)) => return Err(AuthLoadError::TwoExternalBackends),
+                (None, None) => None,
+                (http, postgres) => {
+                    let authenticates = http
+                        .as_ref()
+                        .map(|http| http.authenticate_url.is_some())
+                        .or(postgres.as_ref().map(|postgres| postgres.password_query.is_some()))
+                        .unwrap_or(false);
+                    let authorizes = http
+                        .as_ref()
+                        .map(|http| http.authorize_url.is_some())
+                        .or(postgres.as_ref().map(|postgres| postgres.acl_query.is_some()))
+                        .unwrap_or(false);
+                    if authenticates && listener.password_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { what: "logins", file: "password_file" });
+                    }
+                    if authorizes && listener.acl_file.is_some() {
+                        return Err(AuthLoadError::ExternalWithFile { what: "publish / subscribe", file: "acl_file" });
+                    }
+                    if external.is_none() {
+                        let built = match (http, postgres) {
+                            (Some(http), _) => ExternalAuth::new(http.clone()),
+                            (_, Some(postgres)) => ExternalAuth::postgres(postgres.clone()),
+                            (None, None) => unreachable!("matched above"),
+                        };
+                        external = Some(Arc::new(built.map_err(AuthLoadError::External)?));
+                    }
+                    external.clone()
+                }
+            };
+            external_listeners.push(http.is_some());
             if let Some(path) = &listener.dynamic_security_file {
                 if listener.password_file.is_some() || listener.acl_file.is_some() {
                     return Err(AuthLoadError::DynamicSecurityWithFiles);
@@ -291,6 +354,8 @@ impl AccessControl {
             };
             let authenticator: Arc<dyn Authenticator> = if listener.identity_as_username {
                 Arc::new(CertificateAuthenticator)
+            } else if http.as_ref().is_some_and(|http| http.authenticates()) {
+                Arc::new(ExternalAuthenticator)
             } else {
                 Arc::new(PasswordAuthenticator::new(listener.allow_anonymous, passwords))
             };
@@ -298,6 +363,10 @@ impl AccessControl {
         }
         let mut access = AccessControl::from_parts(built, settings.to_vec());
         access.dynsec = dynsec;
+        if external_listeners.iter().any(|uses| *uses) {
+            access.external = external;
+            access.external_listeners = external_listeners;
+        }
         Ok(access)
     }
 
@@ -309,7 +378,15 @@ impl AccessControl {
 
     fn from_parts(listeners: Vec<ListenerAccess>, settings: Vec<AuthSettings>) -> AccessControl {
         let any_authorizer = listeners.iter().any(|listener| listener.authorizer.is_some());
-        AccessControl { listeners, settings, any_authorizer, tokens: None, dynsec: None }
+        AccessControl {
+            listeners,
+            settings,
+            any_authorizer,
+            tokens: None,
+            dynsec: None,
+            external: None,
+            external_listeners: Vec::new(),
+        }
     }
 
     /// The same access control that also accepts the store's tokens as credentials.
@@ -329,7 +406,8 @@ impl AccessControl {
             return Ok(self.clone());
         }
         let running = self.dynsec.iter().map(|dynsec| (dynsec.path().to_path_buf(), Arc::clone(dynsec))).collect();
-        let reloaded = AccessControl::load_keeping(&self.settings, running)?;
+        // The HTTP backend's workers keep running: its settings come from the config, which a reload keeps.
+        let reloaded = AccessControl::load_keeping(&self.settings, running, self.external.clone())?;
         // Tokens live in their own store (changed through the API), not in the files a reload re-reads.
         Ok(AccessControl { tokens: self.tokens.clone(), ..reloaded })
     }
@@ -337,6 +415,22 @@ impl AccessControl {
     /// The dynamic security in use, if a listener has one (the core gives it the control topic).
     pub fn dynamic_security(&self) -> Option<&Arc<DynamicSecurity>> {
         self.dynsec.as_ref()
+    }
+
+    /// The HTTP backend (`[auth.http]`), when a listener uses it (the runtime starts its workers).
+    pub fn external(&self) -> Option<&Arc<ExternalAuth>> {
+        self.external.as_ref()
+    }
+
+    /// The HTTP backend of this listener, if it uses one.
+    pub fn external_for(&self, id: ListenerId) -> Option<&Arc<ExternalAuth>> {
+        let uses = self.external_listeners.get(usize::from(id.0)).or(self.external_listeners.first());
+        self.external.as_ref().filter(|_| uses.copied().unwrap_or(false))
+    }
+
+    /// Whether some listener sends PUBLISH / SUBSCRIBE checks to the HTTP backend.
+    pub fn external_authorizes(&self) -> bool {
+        self.external.as_ref().is_some_and(|external| external.authorizes())
     }
 
     /// The listener's hooks; an id beyond the configured listeners gets the first listener's.

@@ -12,6 +12,8 @@
 //!   name), the per-connection `AuthExchange` state machine, and the `AuthMethods` registry.
 //! - `token`: scoped tokens with a lifetime made through the HTTP API (`TokenStore`, `TokenGrant`), accepted
 //!   as MQTT credentials on every listener; stored hashed in a JSON file.
+//! - `external`: the HTTP backend (`[auth.http]`): CONNECT and PUBLISH / SUBSCRIBE checks POSTed as
+//!   JSON by worker threads off the shards, answers cached per shard, fail closed.
 //! - `credentials`: the `CredentialStore` trait and the SCRAM users of the config (keys derived once);
 //!   `scram`: SCRAM-SHA-256 (RFC 5802 + RFC 7677), the built-in method.
 //!
@@ -22,6 +24,7 @@ mod access;
 mod acl_file;
 mod credentials;
 pub mod dynsec;
+pub mod external;
 mod method;
 pub mod passwd;
 mod password_file;

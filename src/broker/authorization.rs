@@ -15,6 +15,7 @@ use super::lifecycle::CloseReason;
 use super::message::ConnId;
 use super::refusal::Refusal;
 use super::session::SessionKey;
+use crate::auth::external::AclAction;
 use crate::auth::{
     AccessControl, AuthDecision, AuthFailure, ClientIdentity, ConnectRequest, FailureKind, ListenerId, TokenGrant,
 };
@@ -32,6 +33,8 @@ pub(super) enum Login {
         token: Option<Arc<TokenGrant>>,
     },
     Refused,
+    /// The listener's external backend decides: the CONNECT is parked (`external_auth`).
+    Pending,
 }
 
 impl ShardCore {
@@ -63,7 +66,14 @@ impl ShardCore {
                 return Login::Accepted { username: Some(format!("token:{}", grant.id)), token: Some(grant) }
             }
             AuthDecision::Refuse(failure) => failure,
-            // No asynchronous authenticator exists yet; refuse rather than hold the CONNECT forever.
+            AuthDecision::Pending if self.access.external_for(listener).is_some() => {
+                if let Some(identity) = peer_identity {
+                    self.peer_identities.insert(conn, identity);
+                }
+                return Login::Pending;
+            }
+            // A hand-built authenticator answered later without a backend to ask: refuse rather than
+            // hold the CONNECT forever.
             AuthDecision::Pending => {
                 let refusal = Refusal::AsynchronousAuthenticationUnsupported;
                 self.refuse_connect(conn, &connect.client_id, refusal, now);
@@ -74,7 +84,7 @@ impl ShardCore {
         Login::Refused
     }
 
-    fn refuse_login(&mut self, conn: ConnId, connect: &Connect, failure: AuthFailure, now: Instant) {
+    pub(super) fn refuse_login(&mut self, conn: ConnId, connect: &Connect, failure: AuthFailure, now: Instant) {
         let (reason, text) = match failure.kind {
             FailureKind::BadCredentials => (ReasonCode::BAD_USER_NAME_OR_PASSWORD, BAD_CREDENTIALS_TEXT),
             FailureKind::NotAuthorized => (ReasonCode::NOT_AUTHORIZED, NOT_AUTHORIZED_TEXT),
@@ -121,6 +131,9 @@ impl ShardCore {
         if let Some(grant) = self.token_grant(key) {
             return grant.may_publish(topic);
         }
+        if let Some(allowed) = self.external_decision(key, AclAction::Publish, topic) {
+            return allowed;
+        }
         if !self.access.authorizes() {
             return true;
         }
@@ -132,10 +145,24 @@ impl ShardCore {
         if let Some(grant) = self.token_grant(key) {
             return grant.may_subscribe(filter);
         }
+        if let Some(allowed) = self.external_decision(key, AclAction::Subscribe, filter) {
+            return allowed;
+        }
         if !self.access.authorizes() {
             return true;
         }
         self.identity(key).is_some_and(|client| self.access.may_subscribe(&client, filter))
+    }
+
+    /// The external backend's answer when the session's listener sends its checks there (`None`: it does
+    /// not, the ACL file or dynamic security decide). Deliveries are never asked: the subscribe decided.
+    fn external_decision(&self, key: SessionKey, action: AclAction, topic: &str) -> Option<bool> {
+        if !self.access.external_authorizes() {
+            return None;
+        }
+        let client = self.identity(key)?;
+        self.access.external_for(client.listener).filter(|external| external.authorizes())?;
+        Some(self.external_allows(action, client.listener, client.client_id, client.username, topic))
     }
 
     /// May the session's client unsubscribe from `filter`? (Only dynamic security restricts it.)
@@ -151,6 +178,13 @@ impl ShardCore {
     pub(super) fn may_receive(&self, key: SessionKey, topic: &ByteStr) -> bool {
         if let Some(grant) = self.token_grant(key) {
             return grant.may_receive(topic);
+        }
+        if self.access.external_authorizes()
+            && self
+                .identity(key)
+                .is_some_and(|client| self.access.external_for(client.listener).is_some_and(|e| e.authorizes()))
+        {
+            return true;
         }
         if !self.access.authorizes() {
             return true;

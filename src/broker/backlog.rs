@@ -53,6 +53,11 @@ impl ShardCore {
     /// connection owes little: one slab lookup and a comparison.
     pub fn input_gate(&mut self, conn: ConnId, now: Instant) -> InputGate {
         let Some(connection) = self.connections.get(&conn) else { return InputGate::Closed };
+        // Waiting for the external auth backend: nothing more of this client is read until it answers
+        // (not a stall: the backend's timeout bounds it).
+        if self.external.holds(conn) {
+            return InputGate::Paused;
+        }
         let owed_bytes = connection.out_queue_bytes;
         if owed_bytes <= self.settings.out_queue_pause_bytes {
             if !self.backlogged.is_empty() {

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::connection::{Connection, ConnectionAuth, Connections};
 use super::durability::DurabilityGate;
+use super::external_auth::ExternalWaits;
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
@@ -77,6 +78,8 @@ pub struct ShardCore {
     pub(super) backlogged: AHashMap<ConnId, Instant>,
     /// Acknowledgements waiting for the disk (`durability = "sync"`); inactive otherwise.
     pub(super) durability: DurabilityGate,
+    /// CONNECTs and packets waiting for the external auth backend, and its answers cached (`external_auth`).
+    pub(super) external: ExternalWaits,
 }
 
 impl ShardCore {
@@ -111,7 +114,11 @@ impl ShardCore {
             validation: None,
             backlogged: AHashMap::new(),
             durability: DurabilityGate::default(),
+            external: ExternalWaits::default(),
         };
+        if core.access.external().is_some() {
+            core.seed_external_salt();
+        }
         core.set_validation(core.settings.validation_rules.clone());
         core
     }
@@ -214,7 +221,13 @@ impl ShardCore {
         };
         connection.last_packet_at = now;
         self.stats.packets_received += 1;
-        self.dispatch(conn, packet, now);
+        if !self.access.external_authorizes() {
+            return self.dispatch(conn, packet, now);
+        }
+        if let Some(packet) = self.hold_for_external(conn, packet, now) {
+            self.dispatch(conn, packet, now);
+            self.external_handled();
+        }
     }
 
     /// The decoder rejected the connection's input: the v5 reason (DISCONNECT, or CONNACK while

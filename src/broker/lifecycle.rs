@@ -118,6 +118,7 @@ impl ShardCore {
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
         self.backlogged.remove(&conn);
+        self.external.forget(conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
             self.actions.push_back(Action::Close(conn));
@@ -161,6 +162,7 @@ impl ShardCore {
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
         self.backlogged.remove(&conn);
+        self.external.forget(conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.
         let connect_deadline =

@@ -19,6 +19,8 @@
 //!   (messages from other shards), `outbound` (encoding and out-queues), `owned` (copies that must not pin
 //!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats` + `snapshot` (counters
 //!   for `$SYS` and `/metrics`), `sys_topics` (publishing `$SYS/broker/...`), `settings`.
+//! - `external_auth`: CONNECTs parked and PUBLISH / SUBSCRIBE held while the external auth backend
+//!   (`[auth.http]`) answers off the shard, and its per-shard answer cache.
 //! - `external`: what the HTTP API calls on a shard (publish, client and session listings, kick, retained
 //!   messages, ending an API token's sessions).
 
@@ -30,6 +32,7 @@ mod delivery;
 mod durability;
 mod dynsec;
 mod external;
+mod external_auth;
 mod handle;
 mod held_suback;
 mod inflight;

@@ -34,6 +34,7 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). 
 #   allow_anonymous = false
 #   password_file = "/etc/shardmq/passwd"
 #   acl_file = "/etc/shardmq/acl"
+#   external = false              this listener does not use [auth.http] / [auth.postgres]
 
 # A single plain MQTT listener, short for one [[listeners]] entry (not together with [[listeners]]).
 # listen = "0.0.0.0:1883"
@@ -152,6 +153,24 @@ allow_anonymous = true
 # Mosquitto dynamic security JSON file (`mosquitto_ctrl dynsec init FILE admin`), changed at run time by
 # `mosquitto_ctrl dynsec`; replaces password_file and acl_file, for every listener. Default: none.
 # dynamic_security_file = "/etc/shardmq/dynamic-security.json"
+# An external backend decides logins (instead of password_file) and/or publish / subscribe (instead of
+# acl_file), called off the shards, answers cached per shard, fail closed (README: External auth).
+# [auth.http]
+# authenticate_url = "http://127.0.0.1:8080/mqtt/auth"
+# authorize_url = "http://127.0.0.1:8080/mqtt/acl"
+# timeout_ms = 5000
+# cache_ttl_secs = 60
+# cache_entries_max = 10000
+# requests_in_flight_max = 4
+# queued_requests_max = 1024
+# fail_open = false
+# Or PostgreSQL ($1 = user name, $2 = client id; access 1 read, 2 write, 3 both, 4 subscribe):
+# [auth.postgres]
+# connection = "host=127.0.0.1 port=5432 user=mqtt password=secret dbname=mqtt"
+# password_query = "SELECT password_hash FROM mqtt_users WHERE username = $1"
+# acl_query = "SELECT topic, rw FROM mqtt_acls WHERE username = $1"
+# pool_connections_max = 2
+# timeout_ms = 2000
 
 # Prometheus text at /metrics and the dashboard at / on a small HTTP listener of their own.
 [metrics]

@@ -73,6 +73,8 @@ pub struct ListenerAuth {
     pub allow_anonymous: Option<bool>,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
+    /// `false`: this listener does not use the `[auth.http]` / `[auth.postgres]` backend (its password / ACL files decide).
+    pub external: Option<bool>,
 }
 
 /// `[auth]`: who may connect and what they may do, for every listener without its own override.
@@ -160,6 +162,8 @@ impl ListenerConfig {
             identity_as_username: self.tls.as_ref().is_some_and(|tls| tls.use_identity_as_username),
             // One dynamic security for the whole broker, as Mosquitto recommends (per_listener_settings false).
             dynamic_security_file: global.dynamic_security_file.clone(),
+            http: if self.auth.external == Some(false) { None } else { global.http.clone() },
+            postgres: if self.auth.external == Some(false) { None } else { global.postgres.clone() },
         }
     }
 

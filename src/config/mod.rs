@@ -184,10 +184,12 @@ impl Config {
     pub fn load_access(&mut self) -> Result<(), ConfigError> {
         let per_listener: Vec<AuthSettings> =
             self.effective_listeners()?.iter().map(|listener| listener.effective_auth(&self.auth)).collect();
-        if per_listener
-            .iter()
-            .any(|auth| !auth.allow_anonymous && auth.password_file.is_none() && auth.dynamic_security_file.is_none())
-        {
+        if per_listener.iter().any(|auth| {
+            !auth.allow_anonymous
+                && auth.password_file.is_none()
+                && auth.dynamic_security_file.is_none()
+                && auth.http.as_ref().is_none_or(|http| http.authenticate_url.is_none())
+        }) {
             // Logging starts after the config is loaded, so this goes to stderr directly.
             eprintln!("shardmq: warning: allow_anonymous = false without a password_file: any client giving a user name is accepted (as Mosquitto does)");
         }

@@ -239,6 +239,8 @@ fn listener_auth_inherits_the_top_level_auth_where_unset() {
         acl_file: Some("/etc/shardmq/acl".into()),
         identity_as_username: false,
         dynamic_security_file: None,
+        http: None,
+        postgres: None,
     };
     let mut listener = ListenerConfig::mqtt("127.0.0.1:1883");
     assert_eq!(listener.effective_auth(&global), global);

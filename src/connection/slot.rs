@@ -207,7 +207,12 @@ impl ConnSlot {
     /// Input that came with a handoff, fed once the connection is opened here.
     pub fn input_leftover(&mut self, leftover: BytesMut, core: &mut ShardCore, now: Instant) -> InputStep {
         let mut buf = leftover;
-        let step = feed_input(core, self.conn, &mut buf, Placement::Decided, now);
+        // The handed-over CONNECT may be waiting for an auth backend: then what came after it waits too.
+        let step = match core.input_gate(self.conn, now) {
+            InputGate::Open => feed_input(core, self.conn, &mut buf, Placement::Decided, now),
+            InputGate::Paused => InputStep::Pause,
+            InputGate::Closed => InputStep::Stop,
+        };
         self.set(INPUT_PAUSED, matches!(step, InputStep::Pause));
         if !buf.is_empty() {
             self.keep_partial(buf);

@@ -410,8 +410,8 @@ impl Shard {
         if self.stopping.is_some() {
             return;
         }
-        // One getpeername per accept, only when a per-address limit needs it.
-        let peer = match self.permits.limits_addresses() {
+        // One getpeername per accept, only when a per-address limit or the debug log needs it.
+        let peer = match self.permits.limits_addresses() || tracing::enabled!(tracing::Level::DEBUG) {
             true => socket2::SockRef::from(&fd).peer_addr().ok().and_then(|addr| addr.as_socket()),
             false => None,
         };
@@ -430,6 +430,7 @@ impl Shard {
         };
         tracing::debug!(shard = self.id, peer = peer.map(tracing::field::display), "connection accepted");
         let conn = self.core.open_connection(now, ListenerId(index as u16));
+        give_peer_address(&mut self.core, conn, &fd);
         let placed = self.shard_count < 2;
         let transport = self.listeners[index].transport.accept();
         let key = self.conns.insert(ConnSlot::new(conn, fd, index as u16, transport, permit, placed));
@@ -588,6 +589,7 @@ impl Shard {
         }
         let Handoff { fd, listener, transport, leftover, connect, permit } = handoff;
         let conn = self.core.open_connection(now, ListenerId(listener));
+        give_peer_address(&mut self.core, conn, &fd);
         let key = self.conns.insert(ConnSlot::new(conn, fd, listener, transport, permit, true));
         self.conns.get_by_key(key).expect("just inserted").pass_peer_identity(&mut self.core);
         self.core.handle_packet(conn, connect, now);
@@ -763,6 +765,16 @@ impl Shard {
 }
 
 /// Restores the core from its log and starts the log's writer thread.
+/// The peer address, for a listener whose checks go to the external auth backend (which is told it).
+fn give_peer_address(core: &mut ShardCore, conn: ConnId, fd: &OwnedFd) {
+    let Some(listener) = core.listener_of(conn) else { return };
+    if core.wants_peer_address(listener) {
+        if let Some(peer) = socket2::SockRef::from(fd).peer_addr().ok().and_then(|addr| addr.as_socket()) {
+            core.set_peer_address(conn, peer);
+        }
+    }
+}
+
 fn start_persistence(
     core: &mut ShardCore,
     shard: ShardId,

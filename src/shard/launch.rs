@@ -201,6 +201,15 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let permits = ConnectionPermit::with_limits(config.max_connections, &listener_caps, per_address);
     let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (control, control_receivers) = control_channels(shards).map_err(StartError::Signals)?;
+    if let Some(external) = config.mqtt.access.external() {
+        // The auth backend's answers go back to the asking shard as control jobs (a cold path: one job
+        // per call to the backend, never per message).
+        let control = control.clone();
+        external.start(Box::new(move |answer| {
+            let shard = answer.shard;
+            let _ = control.run_on(shard, move |core, now| core.external_answer(answer, now));
+        }));
+    }
     let reloader = Arc::new(Reloader::new(
         control.clone(),
         tls_acceptors,

@@ -52,13 +52,14 @@ impl ShardCore {
         }
         match self.check_login(conn, &connect, now) {
             Login::Accepted { username, token } => self.accept_connect(conn, connect, None, username, token, now),
+            Login::Pending => self.park_login(conn, connect, now),
             Login::Refused => {}
         }
     }
 
     /// Attaches the authenticated client (`username`: who it is for authorization, None = anonymous) to its
     /// session and sends CONNACK; `auth_data` is the final Authentication Data of an enhanced authentication.
-    pub(super) fn accept_connect(
+    pub(in crate::broker) fn accept_connect(
         &mut self,
         conn: ConnId,
         connect: Connect,

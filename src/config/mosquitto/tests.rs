@@ -123,6 +123,8 @@ fn auth_options_are_global_without_per_listener_settings() {
             acl_file: Some(acl),
             identity_as_username: false,
             dynamic_security_file: None,
+            http: None,
+            postgres: None,
         }
     );
     assert!(config.listeners.iter().all(|listener| listener.auth == ListenerAuth::default()));
