@@ -119,6 +119,16 @@ class Client:
         self.client.loop_stop()
 
 
+def log_has(broker, *parts):
+    """Whether a line of the broker's log holds every part, waiting up to EVENT_TIMEOUT_SECS for it."""
+    deadline = time.monotonic() + EVENT_TIMEOUT_SECS
+    while time.monotonic() < deadline:
+        if any(all(part in line for part in parts) for line in list(broker.log)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def connect_v311(port, client_id, username, password):
     """A raw 3.1.1 CONNECT with user name and password; the CONNACK return code."""
     def string(text):
@@ -159,12 +169,7 @@ cache_ttl_secs = 30
         cls.server.stop()
 
     def log_has(self, *parts):
-        deadline = time.monotonic() + EVENT_TIMEOUT_SECS
-        while time.monotonic() < deadline:
-            if any(all(part in line for part in parts) for line in list(self.broker.log)):
-                return True
-            time.sleep(0.05)
-        return False
+        return log_has(self.broker, *parts)
 
     def test_the_backend_decides_logins_with_v5_and_3_1_1_codes(self):
         alice = Client(self.broker.port, "alice", "pw")

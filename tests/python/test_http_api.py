@@ -387,19 +387,28 @@ class AdminTest(HttpApiTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
 
 
-class HttpsTest(HttpApiTestCase):
-    """`[http] cert_file` / `key_file`: the API speaks only TLS, with a certificate python's ssl verifies
-    against the test CA (transport_certs), and serves the same requests over it."""
+class WithTestPki:
+    """A test CA and server certificate (transport_certs) for the class; `trusting` verifies against it."""
 
     @classmethod
     def setUpClass(cls):
         cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
         cls.pki = make_test_pki(cls.pki_dir.name)
-        cls.tls = ssl.create_default_context(cafile=cls.pki.ca_cert)
+        cls.trusting = ssl.create_default_context(cafile=cls.pki.ca_cert)
 
     @classmethod
     def tearDownClass(cls):
         cls.pki_dir.cleanup()
+
+
+class HttpsTest(WithTestPki, HttpApiTestCase):
+    """`[http] cert_file` / `key_file`: the API speaks only TLS, with a certificate python's ssl verifies
+    against the test CA (transport_certs), and serves the same requests over it."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tls = cls.trusting
 
     def start_broker(self, extra=""):
         super().start_broker(f"cert_file = {json.dumps(self.pki.server_cert)}\n"
@@ -428,19 +437,9 @@ class HttpsTest(HttpApiTestCase):
         untrusting.connection.close()
 
 
-class TwoListenersTest(HttpApiTestCase):
+class TwoListenersTest(WithTestPki, HttpApiTestCase):
     """`[http] bind` (plain) and one `[[http.listeners]]` entry with its own certificate (HTTPS): both serve
     the same API, so a token made over one works over the other and as MQTT credentials."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pki_dir = tempfile.TemporaryDirectory(prefix="shardmq-pki-")
-        cls.pki = make_test_pki(cls.pki_dir.name)
-        cls.https = ssl.create_default_context(cafile=cls.pki.ca_cert)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pki_dir.cleanup()
 
     def start_broker(self, extra=""):
         self.https_port = free_port()
@@ -449,7 +448,7 @@ class TwoListenersTest(HttpApiTestCase):
                              f"key_file = {json.dumps(self.pki.server_key)}\n")
 
     def test_a_token_made_over_https_publishes_over_plain_http(self):
-        secure = Http(self.https_port, self.spec, self.https)
+        secure = Http(self.https_port, self.spec, self.trusting)
         topic = unique("two/listeners")
         sub = self.subscriber(topic)
         status, created = secure.request("POST", "/api/v1/tokens",

@@ -17,7 +17,7 @@ import tempfile
 import time
 import unittest
 
-from test_external_auth import Client, connect_v311
+from test_external_auth import Client, connect_v311, log_has
 from test_paho import EVENT_TIMEOUT_SECS, Broker, unique
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:] or [None]
@@ -103,12 +103,7 @@ timeout_ms = 1000
         cls.cluster.remove()
 
     def log_has(self, *parts):
-        deadline = time.monotonic() + EVENT_TIMEOUT_SECS
-        while time.monotonic() < deadline:
-            if any(all(part in line for part in parts) for line in list(self.broker.log)):
-                return True
-            time.sleep(0.05)
-        return False
+        return log_has(self.broker, *parts)
 
     def test_1_users_and_acl_rows_in_postgres_decide(self):
         client_id = unique("pg")
