@@ -25,6 +25,14 @@ const OVERHEAD_BUDGET_BYTES: isize = 400;
 /// Share of the growth the deletes must give back (the index shrinks; nothing else holds the messages).
 const RETURNED_MIN_PERCENT: isize = 95;
 
+/// Live heap bytes once the shards have been quiet long enough to trim what the last burst grew
+/// (`shard::idle_trim`), so every reading is taken in the same state: without the wait, a trim falling
+/// between two readings moved the figure by a few percent.
+fn quiet_live_bytes() -> isize {
+    std::thread::sleep(shardmq::shard::idle_trim::TRIM_INTERVAL + std::time::Duration::from_millis(300));
+    counting_allocator::live_bytes()
+}
+
 fn connect(addr: std::net::SocketAddr, client_id: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect");
     let mut body = b"\x00\x04MQTT\x04\x02\x01\x2c".to_vec(); // 3.1.1, clean session, keep-alive 300 s
@@ -125,16 +133,16 @@ fn retained_messages_are_stored_once_and_deletes_give_the_memory_back() {
     // Warm up: the connection, the mesh and the first table sizes.
     publish_all(&mut publisher, b"warm");
     publish_all(&mut publisher, b"");
-    let before = counting_allocator::live_bytes();
+    let before = quiet_live_bytes();
     let payload = vec![b'x'; PAYLOAD_BYTES];
     publish_all(&mut publisher, &payload);
-    let stored = counting_allocator::live_bytes();
+    let stored = quiet_live_bytes();
     let per_message = (stored - before) / MESSAGES as isize;
     println!("{MESSAGES} retained messages of {PAYLOAD_BYTES} B: {per_message} heap bytes each");
     assert_eq!(retained_count(addr, "retained/7/789"), 1, "an exact filter finds its message");
     assert_eq!(retained_count(addr, "retained/7/+"), 100, "a wildcard filter finds every match");
     publish_all(&mut publisher, b"");
-    let deleted = counting_allocator::live_bytes();
+    let deleted = quiet_live_bytes();
     let returned_percent = (stored - deleted) * 100 / (stored - before);
     println!("after deleting them all: {returned_percent}% of the growth returned");
     assert_eq!(retained_count(addr, "retained/#"), 0, "every message deleted [MQTT-3.3.1-6]");
