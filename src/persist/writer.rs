@@ -398,12 +398,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sync_mode_publishes_durable_sequence_and_compacts_on_its_own() {
-        let root = std::env::temp_dir().join(format!("shardmq-writer-{}", std::process::id()));
+    /// An empty one-shard data directory under the temp dir, named `prefix`-pid, and its shard 0 log.
+    fn fresh_log(prefix: &str) -> (std::path::PathBuf, LogDir, ShardLog, RecoveredState) {
+        let root = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let dir = LogDir::open(&root, 1).unwrap();
         let (log, state) = open_shard_log(&dir, 0).unwrap();
+        (root, dir, log, state)
+    }
+
+    #[test]
+    fn sync_mode_publishes_durable_sequence_and_compacts_on_its_own() {
+        let (root, dir, log, state) = fresh_log("shardmq-writer");
         let settings = PersistenceSettings {
             dir: Some(root.clone()),
             durability: Durability::Sync,
@@ -433,10 +439,7 @@ mod tests {
 
     #[test]
     fn reports_the_disk_full_when_the_reserve_cannot_be_allocated_and_keeps_writing() {
-        let root = std::env::temp_dir().join(format!("shardmq-writer-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let dir = LogDir::open(&root, 1).unwrap();
-        let (log, state) = open_shard_log(&dir, 0).unwrap();
+        let (root, dir, log, state) = fresh_log("shardmq-writer-full");
         // More than any test machine has free: the probe must call the disk full.
         let settings = PersistenceSettings {
             dir: Some(root.clone()),
