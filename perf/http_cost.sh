@@ -50,13 +50,13 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 start_broker() {
     PORT=$((PORT + 2))
     cat >"$OUT/shardmq.toml" <<TOML
-sys_interval_seconds = 0
+sys_interval_secs = 0
 [[listeners]]
 bind = "127.0.0.1:$PORT"
 [http]
 bind = "127.0.0.1:$((PORT + 1))"
 admin_token = "$ADMIN"
-max_connections = $((CONNS + 8))
+connections_max = $((CONNS + 8))
 TOML
     taskset -c 0 "$BIN/shardmq" --shards 1 --config "$OUT/shardmq.toml" >"$OUT/broker.out" 2>"$OUT/broker.log" &
     BROKER_PID=$!

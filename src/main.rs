@@ -68,7 +68,7 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
     warn_if_open_to_anonymous_clients(&config, args.mosquitto_config.is_some());
     let http = config.http.clone();
     let tokens = config.mqtt.access.tokens().cloned();
-    let sys_interval = std::time::Duration::from_secs(config.sys_interval_seconds);
+    let sys_interval = std::time::Duration::from_secs(config.sys_interval_secs);
     let metrics_bind = config.metrics.bind.clone();
     let result = shardmq::shard::run(config, |listeners, control| {
         let mut stdout = std::io::stdout().lock();

@@ -1,4 +1,4 @@
-//! Limits the runtime enforces, on the real binary: `max_connections` (the connection over the limit is
+//! Limits the runtime enforces, on the real binary: `connections_max` (the connection over the limit is
 //! closed at accept, as Mosquitto and EMQX do, with a log line saying why; a slot frees when a client
 //! leaves), the SO_SNDBUF/SO_RCVBUF caps seen on the broker's own sockets, and, for an unprivileged broker, rings
 //! sized to the locked-memory limit (or a clear error with a non-zero exit when even the smallest does not fit).
@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use support::raw::{self, Level, PacketFields, RawClient, Received};
 use support::{unique, Broker, BrokerLimits, EVENT_TIMEOUT};
 
-const MAX_CONNECTIONS: usize = 3;
+const CONNECTIONS_MAX: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slot_frees_when_a_client_leaves() {
-    let limits = BrokerLimits { max_connections: Some(MAX_CONNECTIONS), ..BrokerLimits::default() };
+    let limits = BrokerLimits { connections_max: Some(CONNECTIONS_MAX), ..BrokerLimits::default() };
     let broker = Broker::start_with(&limits);
-    // Checked by hand: Mosquitto also closes at accept ("denied: max_connections exceeded").
+    // Checked by hand: Mosquitto also closes at accept ("denied: connections_max exceeded").
     if support::skip_on_mosquitto(
         &broker,
         "Mosquitto 2.0.11 admits one connection too many after a connection \
@@ -28,7 +28,7 @@ async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slo
         return;
     }
     let mut clients = Vec::new();
-    for n in 0..MAX_CONNECTIONS {
+    for n in 0..CONNECTIONS_MAX {
         let level = if n % 2 == 0 { Level::V5 } else { Level::V311 };
         let mut client = RawClient::connect(broker.port(), level).await;
         client.handshake(&raw::connect(level, &unique("limit"), true, 30, None)).await;
@@ -41,7 +41,7 @@ async fn the_connection_over_max_connections_is_closed_without_connack_and_a_slo
         assert!(before_close.is_empty(), "{level:?}: closed at accept, no CONNACK: {before_close:?}");
     }
     let refusal = broker.wait_for_log_line(EVENT_TIMEOUT, |line| {
-        line.contains("WARN") && line.contains("connection refused: max_connections reached")
+        line.contains("WARN") && line.contains("connection refused: connections_max reached")
     });
     assert!(refusal.is_some(), "no refusal line:\n{}", broker.log());
 
@@ -226,7 +226,7 @@ fn start_with_config(config: &str) -> (std::process::Child, u16, std::sync::Arc<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listeners_own_max_connections_closes_the_connection_over_it_at_accept() {
     let (mut child, port, log) =
-        start_with_config("max_connections = 100\n[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 2\n");
+        start_with_config("connections_max = 100\n[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 2\n");
     let mut clients = Vec::new();
     for _ in 0..2 {
         let mut client = RawClient::connect(port, Level::V5).await;
@@ -238,7 +238,7 @@ async fn a_listeners_own_max_connections_closes_the_connection_over_it_at_accept
     let before_close = over.expect_closed().await;
     assert!(before_close.is_empty(), "closed at accept, no CONNACK: {before_close:?}");
     let deadline = Instant::now() + EVENT_TIMEOUT;
-    while !log.lock().unwrap().contains("connection refused: listeners[0].max_connections reached (2)") {
+    while !log.lock().unwrap().contains("connection refused: listeners[0].connections_max reached (2)") {
         assert!(Instant::now() < deadline, "no refusal line naming the listener:\n{}", log.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -13,7 +13,7 @@ use shardmq::transport::http::{RequestLimits, RequestReader};
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let chunk_bytes = usize::from(first % 64) + 1;
-    let limits = RequestLimits { head_bytes_max: 1024, headers_max: 8 };
+    let limits = RequestLimits { head_max_bytes: 1024, headers_max: 8 };
     let mut reader = RequestReader::new(limits);
     let mut input = rest;
     while !input.is_empty() {

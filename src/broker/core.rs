@@ -135,7 +135,7 @@ impl ShardCore {
         &self.stats
     }
 
-    /// The runtime closed a socket at accept for a connection limit (`max_connections`, the process's or
+    /// The runtime closed a socket at accept for a connection limit (`connections_max`, the process's or
     /// a listener's): counted here with the core's other refusals.
     pub fn count_refused_at_accept(&mut self) {
         self.stats.refused_at_accept += 1;

@@ -56,7 +56,7 @@ pub struct CoreStats {
     pub input_paused: u64,
     /// Connections closed for owing too much (`out_queue_close_bytes` or `out_queue_stall_max_secs`).
     pub closed_output_backlog: u64,
-    /// Sockets closed at accept for `max_connections` (the process's or a listener's).
+    /// Sockets closed at accept for `connections_max` (the process's or a listener's).
     pub refused_at_accept: u64,
     /// Sockets closed at accept for `connections_per_address_max`.
     pub refused_connections_per_address: u64,

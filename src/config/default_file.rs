@@ -22,7 +22,7 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). 
 #   transport = "mqtt"            "mqtt" (TCP), "tls", "ws" (WebSocket) or "wss" (WebSocket over TLS)
 #   websocket_path = "/mqtt"      HTTP path of the WebSocket upgrade (ws/wss only)
 #   websocket_origins = []        allowed Origin headers of a WebSocket upgrade; empty = any (ws/wss only)
-#   max_connections = 1000        connections open at once on this listener (default: no per-listener cap)
+#   connections_max = 1000        connections open at once on this listener (default: no per-listener cap)
 #   [listeners.tls]               required for tls/wss, refused for mqtt/ws
 #   cert_file = "server.pem"      PEM server certificate chain, leaf first (required)
 #   key_file = "server.key"       PEM private key (required)
@@ -43,7 +43,7 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# shardmq configuration (native TOML). 
 # shards = 4
 
 # Connections open at once over the whole process; more are closed right after accept (no CONNACK).
-max_connections = 19000
+connections_max = 19000
 
 # Connections one source IP address may hold open at once (all listeners); more are closed right after
 # accept. Default: no limit.
@@ -75,14 +75,14 @@ mesh_queue_batches = 1024
 
 # Messages one shard may hold for another while their queue is full. Past it QoS 0 publishes to that shard
 # are dropped, past twice it QoS 1/2 publishes too (counted, logged). Never blocks the shard.
-mesh_overflow_messages_max = 65536
+mesh_overflow_max_messages = 65536
 
 # Bytes a shard receives from one socket in one go (size of each provided receive buffer; 512 to 16777216).
 read_buffer_bytes = 16384
 
 # Seconds between two publications of the $SYS/broker/... topics (retained, summed over shards, as
 # Mosquitto's sys_interval); 0 publishes none.
-sys_interval_seconds = 10
+sys_interval_secs = 10
 
 # Checks on what clients publish, run by the publishing shard before routing, in order; the first rule that
 # fails decides (none by default: nothing is checked). Each rule: a topic `filter`, exactly one check
@@ -109,19 +109,19 @@ sys_interval_seconds = 10
 # Longest ttl_seconds a token may be given, seconds.
 token_ttl_max_secs = 2592000
 # Largest request body, bytes (413 beyond).
-body_bytes_max = 1048576
+body_max_bytes = 1048576
 # Largest request head (request line and header fields), bytes (431 beyond).
-head_bytes_max = 8192
+head_max_bytes = 8192
 # A request must arrive whole within this many seconds (408 otherwise).
 request_timeout_secs = 10
 # An idle keep-alive connection is closed after this many seconds.
 idle_timeout_secs = 60
 # HTTP connections open at once; more get 503.
-max_connections = 256
+connections_max = 256
 # Requests per second over all connections (429 beyond); 0 = no limit.
-requests_per_sec_max = 0
+request_rate_max_per_second = 0
 # Messages one POST /api/v1/publish/batch may carry.
-batch_messages_max = 1000
+batch_max_messages = 1000
 # More listeners of the same API, each plain or HTTPS with its own certificate (they share everything
 # else, the connection cap and the rate limit), e.g. plain on loopback above and HTTPS outside:
 # [[http.listeners]]
@@ -160,7 +160,7 @@ allow_anonymous = true
 # authorize_url = "http://127.0.0.1:8080/mqtt/acl"
 # timeout_ms = 5000
 # cache_ttl_secs = 60
-# cache_entries_max = 10000
+# cache_max_entries = 10000
 # requests_in_flight_max = 4
 # queued_requests_max = 1024
 # fail_open = false
@@ -281,7 +281,10 @@ mod tests {
         ];
         for (prefix, table) in tables {
             // The parser also knows the deprecated names (aliases); the file shows only the current ones.
-            let deprecated = |field: &String| crate::broker::DEPRECATED_NAMES.iter().any(|(old, _)| old == field);
+            let deprecated = |field: &String| {
+                crate::broker::DEPRECATED_NAMES.iter().any(|(old, _)| old == field)
+                    || crate::config::RENAMED_FIELDS.iter().any(|(_, old, _)| old == field)
+            };
             for field in fields_of(prefix).into_iter().filter(|field| !deprecated(field)) {
                 let written = |line: &&str| {
                     let line = line.trim_start_matches(['#', ' ']);

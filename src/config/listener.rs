@@ -100,9 +100,9 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub auth: ListenerAuth,
     /// Connections open at once on this listener; more are closed at accept. `None`: only the
-    /// process-wide `max_connections` applies.
-    #[serde(default)]
-    pub max_connections: Option<usize>,
+    /// process-wide `connections_max` applies.
+    #[serde(default, alias = "max_connections")]
+    pub connections_max: Option<usize>,
 }
 
 fn default_transport() -> TransportKind {
@@ -132,7 +132,7 @@ impl ListenerConfig {
             websocket_origins: Vec::new(),
             tls: None,
             auth: ListenerAuth::default(),
-            max_connections: None,
+            connections_max: None,
         }
     }
 
@@ -200,8 +200,8 @@ impl ListenerConfig {
             (Some(tls), true) => tls.validate().map_err(|(field, reason)| invalid(field, reason))?,
             (None, false) => {}
         }
-        if self.max_connections == Some(0) {
-            return Err(invalid("max_connections", "must be at least 1 when set".into()));
+        if self.connections_max == Some(0) {
+            return Err(invalid("connections_max", "must be at least 1 when set".into()));
         }
         for (field, path) in [("auth.password_file", &self.auth.password_file), ("auth.acl_file", &self.auth.acl_file)]
         {

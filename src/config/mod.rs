@@ -41,9 +41,10 @@ pub struct Config {
     pub shards: Option<usize>,
     /// Connections open at once over the whole process; more are closed right after accept (no CONNACK,
     /// as Mosquitto and EMQX do; a warning says why, at most once a second per shard).
-    pub max_connections: usize,
+    #[serde(alias = "max_connections")]
+    pub connections_max: usize,
     /// Connections one source IP address may hold open at once, on all listeners together; more are
-    /// closed right after accept, like `max_connections`. `None`: no limit.
+    /// closed right after accept, like `connections_max`. `None`: no limit.
     pub connections_per_address_max: Option<usize>,
     /// New connections one source IP address may open per second (a token bucket holding one second's
     /// worth), on all listeners together; faster ones are closed right after accept. `None`: no limit.
@@ -65,7 +66,8 @@ pub struct Config {
     /// Messages a shard may hold for one other shard while their queue is full. Past this QoS 0 publishes
     /// to that shard are dropped, past twice this QoS 1/2 publishes too (counted, logged); control
     /// messages are always kept. Never blocks the shard.
-    pub mesh_overflow_messages_max: usize,
+    #[serde(alias = "mesh_overflow_messages_max")]
+    pub mesh_overflow_max_messages: usize,
     /// Bytes a shard reads from one socket in one go (size of each pooled read buffer).
     pub read_buffer_bytes: usize,
     /// MQTT limits and switches (the `[mqtt]` table).
@@ -75,7 +77,8 @@ pub struct Config {
     /// The HTTP API (`[http]`); off unless `bind` is set.
     pub http: crate::http::HttpSettings,
     /// Seconds between two publications of the `$SYS/broker/...` topics; 0 = none (Mosquitto's `sys_interval`).
-    pub sys_interval_seconds: u64,
+    #[serde(alias = "sys_interval_seconds")]
+    pub sys_interval_secs: u64,
     /// Where `/metrics` and the dashboard are served (`[metrics]`).
     pub metrics: MetricsSettings,
     /// Crash-safe persistence (`[persistence]`); off unless `dir` is set.
@@ -97,7 +100,7 @@ impl Default for Config {
             listeners: Vec::new(),
             auth: AuthSettings::default(),
             shards: None,
-            max_connections: 19_000,
+            connections_max: 19_000,
             connections_per_address_max: None,
             connect_rate_per_address_max_per_second: None,
             socket_send_buffer_bytes: None,
@@ -106,12 +109,12 @@ impl Default for Config {
             read_buffers: 256,
             log_level: "info".to_string(),
             mesh_queue_batches: 1024,
-            mesh_overflow_messages_max: 65_536,
+            mesh_overflow_max_messages: 65_536,
             read_buffer_bytes: 16 * 1024,
             mqtt: BrokerSettings::default(),
             validation: Vec::new(),
             http: crate::http::HttpSettings::default(),
-            sys_interval_seconds: 10,
+            sys_interval_secs: 10,
             metrics: MetricsSettings::default(),
             persistence: crate::persist::PersistenceSettings::default(),
         }
@@ -302,8 +305,8 @@ impl Config {
                 "must be at least 1 (leave it out for no limit)",
             );
         }
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
+        if self.connections_max == 0 {
+            return invalid("connections_max", "must be at least 1");
         }
         if self.socket_send_buffer_bytes == Some(0) || self.socket_recv_buffer_bytes == Some(0) {
             return invalid("socket_send_buffer_bytes / socket_recv_buffer_bytes", "must be above 0 when set");
@@ -311,8 +314,8 @@ impl Config {
         if self.mesh_queue_batches == 0 {
             return invalid("mesh_queue_batches", "must be at least 1");
         }
-        if self.mesh_overflow_messages_max == 0 {
-            return invalid("mesh_overflow_messages_max", "must be at least 1");
+        if self.mesh_overflow_max_messages == 0 {
+            return invalid("mesh_overflow_max_messages", "must be at least 1");
         }
         if !(8..=32768).contains(&self.ring_entries) || !self.ring_entries.is_power_of_two() {
             return invalid("ring_entries", "must be a power of two between 8 and 32768");
@@ -333,15 +336,49 @@ impl Config {
     }
 }
 
-/// One line per `[mqtt]` key of `text` that uses a deprecated name (still read, as an alias).
+/// Fields renamed since an earlier version outside `[mqtt]` (whose renames are
+/// [`crate::broker::DEPRECATED_NAMES`]), still read as serde aliases: table, old name, new name. Table `""`
+/// is the top level, `"listeners"` every `[[listeners]]` entry.
+pub const RENAMED_FIELDS: &[(&str, &str, &str)] = &[
+    ("", "max_connections", "connections_max"),
+    ("", "mesh_overflow_messages_max", "mesh_overflow_max_messages"),
+    ("", "sys_interval_seconds", "sys_interval_secs"),
+    ("listeners", "max_connections", "connections_max"),
+    ("http", "max_connections", "connections_max"),
+    ("http", "body_bytes_max", "body_max_bytes"),
+    ("http", "head_bytes_max", "head_max_bytes"),
+    ("http", "requests_per_sec_max", "request_rate_max_per_second"),
+    ("http", "batch_messages_max", "batch_max_messages"),
+    ("auth.http", "cache_entries_max", "cache_max_entries"),
+];
+
+/// One line per key of `text` spelled by its old name (still read, as an alias), naming the new one.
 pub fn deprecated_name_warnings(text: &str, path: &Path) -> Vec<String> {
-    let Ok(table) = text.parse::<toml::Table>() else { return Vec::new() };
-    let Some(mqtt) = table.get("mqtt").and_then(toml::Value::as_table) else { return Vec::new() };
-    crate::broker::DEPRECATED_NAMES
-        .iter()
-        .filter(|(old, _)| mqtt.contains_key(*old))
-        .map(|(old, new)| format!("{}: [mqtt] {old} is deprecated, read as {new}; rename it", path.display()))
-        .collect()
+    let Ok(top) = text.parse::<toml::Table>() else { return Vec::new() };
+    let mqtt_renames = crate::broker::DEPRECATED_NAMES.iter().map(|(old, new)| ("mqtt", *old, *new));
+    let mut warnings = Vec::new();
+    for (table, old, new) in RENAMED_FIELDS.iter().copied().chain(mqtt_renames) {
+        let tables: Vec<&toml::Table> = match table {
+            "" => vec![&top],
+            "listeners" => top
+                .get("listeners")
+                .and_then(toml::Value::as_array)
+                .map(|entries| entries.iter().filter_map(toml::Value::as_table).collect())
+                .unwrap_or_default(),
+            dotted => {
+                let mut at = Some(&top);
+                for part in dotted.split('.') {
+                    at = at.and_then(|table| table.get(part)).and_then(toml::Value::as_table);
+                }
+                at.into_iter().collect()
+            }
+        };
+        if tables.iter().any(|keys| keys.contains_key(old)) {
+            let shown = if table.is_empty() { String::new() } else { format!("[{table}] ") };
+            warnings.push(format!("{}: {shown}{old} is deprecated, read as {new}; rename it", path.display()));
+        }
+    }
+    warnings
 }
 
 /// Upper bound on shards: the mesh has shards^2 queues.

@@ -180,7 +180,7 @@ struct DraftListener {
     cafile: Option<PathBuf>,
     require_certificate: Option<usize>,
     use_identity_as_username: bool,
-    max_connections: Option<usize>,
+    connections_max: Option<usize>,
     auth: ListenerAuth,
 }
 
@@ -379,7 +379,7 @@ impl Conversion {
                 Ok(())
             }
             "sys_interval" => {
-                self.config.sys_interval_seconds = parse_number(line)?;
+                self.config.sys_interval_secs = parse_number(line)?;
                 Ok(())
             }
             "persistence_location" => {
@@ -480,7 +480,7 @@ impl Conversion {
                 if limit == Some(0) {
                     return error(line, "0 would refuse every client; use -1 for no limit").map(|()| true);
                 }
-                self.current_listener(line).max_connections = limit;
+                self.current_listener(line).connections_max = limit;
             }
             "max_qos" => {
                 let qos: u8 = parse_number(line)?;
@@ -767,7 +767,7 @@ impl Conversion {
         Some(ListenerConfig {
             tls,
             auth,
-            max_connections: draft.max_connections,
+            connections_max: draft.connections_max,
             ..ListenerConfig::new(bind, transport)
         })
     }

@@ -19,7 +19,7 @@ fn defaults_work_without_a_file() {
     let config = Config::load(&RunArgs::default()).unwrap().config;
     assert_eq!(config.listen_addr().unwrap(), "0.0.0.0:1883".parse().unwrap());
     assert_eq!(config.shards, None);
-    assert!(config.max_connections > 0);
+    assert!(config.connections_max > 0);
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn file_fields_are_read() {
     .unwrap();
     assert_eq!(config.listen.as_deref(), Some("127.0.0.1:0"));
     assert_eq!(config.shards, Some(3));
-    assert_eq!(config.max_connections, 10);
+    assert_eq!(config.connections_max, 10);
     assert_eq!(config.socket_send_buffer_bytes, Some(8192));
     assert_eq!(config.socket_recv_buffer_bytes, None);
 }
@@ -122,7 +122,7 @@ fn listener_tables_are_read_with_their_defaults() {
     assert_eq!(listeners[0], ListenerConfig::mqtt("127.0.0.1:1883"));
     let tls = &listeners[1];
     assert_eq!(tls.transport, TransportKind::Tls);
-    assert_eq!(tls.max_connections, Some(5));
+    assert_eq!(tls.connections_max, Some(5));
     let settings = tls.tls.as_ref().unwrap();
     assert_eq!((settings.cert_file.clone(), settings.ca_file.clone()), (cert, Some(ca)));
     assert!(settings.require_certificate && settings.use_identity_as_username);
@@ -269,7 +269,7 @@ fn invalid_values_are_rejected_with_the_field_name() {
     let config = Config { log_level: "info,[".into(), ..Config::default() };
     assert!(config.validate().unwrap_err().to_string().contains("log_level"));
     let err = load_toml("[[listeners]]\nbind = \"127.0.0.1:1\"\nmax_connections = 0\n").unwrap_err();
-    assert!(err.to_string().contains("listeners[0].max_connections"), "{err}");
+    assert!(err.to_string().contains("listeners[0].connections_max"), "{err}");
 }
 
 #[test]
@@ -289,4 +289,24 @@ fn old_mqtt_names_are_read_with_one_warning_each() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("max_packet_size_bytes is deprecated, read as packet_size_max_bytes"), "{warnings:?}");
     assert!(super::deprecated_name_warnings("[mqtt]\npacket_size_max_bytes = 1\n", path).is_empty());
+}
+
+#[test]
+fn old_names_outside_mqtt_read_as_the_new_ones_with_a_warning_each() {
+    let path = std::path::Path::new("old.toml");
+    for (table, old, new) in super::RENAMED_FIELDS {
+        let spelled = |name: &str| match *table {
+            "" => format!("{name} = 7\n"),
+            "listeners" => format!("[[listeners]]\nbind = \"127.0.0.1:1\"\n{name} = 7\n"),
+            dotted => format!("[{dotted}]\n{name} = 7\n"),
+        };
+        let by_old = Config::from_toml(&spelled(old)).unwrap_or_else(|err| panic!("{table} {old}: {err}"));
+        let by_new = Config::from_toml(&spelled(new)).unwrap_or_else(|err| panic!("{table} {new}: {err}"));
+        assert_eq!(by_old, by_new, "[{table}] {old} is read as {new}");
+        assert_ne!(by_new, Config::default(), "[{table}] {new} = 7 changed nothing");
+        let warnings = super::deprecated_name_warnings(&spelled(old), path);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains(&format!("{old} is deprecated, read as {new}")), "{warnings:?}");
+        assert!(super::deprecated_name_warnings(&spelled(new), path).is_empty());
+    }
 }

@@ -22,8 +22,8 @@ pub use placement::Handoff;
 pub use slot::{ConnSlot, SendStep};
 pub use table::{ConnTable, SlotKey};
 
-/// The counts of open connections against the process-wide `max_connections` and each listener's own
-/// `max_connections`. Shared by all shards; touched once per accept and once per close, never per packet.
+/// The counts of open connections against the process-wide `connections_max` and each listener's own
+/// `connections_max`. Shared by all shards; touched once per accept and once per close, never per packet.
 #[derive(Clone, Debug)]
 pub struct ConnectionPermit {
     counts: Arc<Counts>,
@@ -57,9 +57,9 @@ const NO_ADDRESS: u32 = u32::MAX;
 /// Which limit refused a connection at accept (for the log line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionLimit {
-    /// The process-wide `max_connections`.
+    /// The process-wide `connections_max`.
     Process { max: usize },
-    /// `listeners[index].max_connections`.
+    /// `listeners[index].connections_max`.
     Listener { index: usize, max: usize },
     /// `connections_per_address_max` or `connect_rate_per_address_max_per_second` for the peer's address.
     Address(AddressRefusal),
@@ -68,8 +68,8 @@ pub enum ConnectionLimit {
 impl std::fmt::Display for ConnectionLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ConnectionLimit::Process { max } => write!(f, "max_connections reached ({max})"),
-            ConnectionLimit::Listener { index, max } => write!(f, "listeners[{index}].max_connections reached ({max})"),
+            ConnectionLimit::Process { max } => write!(f, "connections_max reached ({max})"),
+            ConnectionLimit::Listener { index, max } => write!(f, "listeners[{index}].connections_max reached ({max})"),
             ConnectionLimit::Address(AddressRefusal::Connections { max }) => {
                 write!(f, "connections_per_address_max reached ({max})")
             }
@@ -85,7 +85,7 @@ impl ConnectionPermit {
         ConnectionPermit::with_listener_caps(max, &[])
     }
 
-    /// `listener_caps[i]`: listener i's own `max_connections`, if any.
+    /// `listener_caps[i]`: listener i's own `connections_max`, if any.
     pub fn with_listener_caps(max: usize, listener_caps: &[Option<usize>]) -> Self {
         let listeners = listener_caps.iter().map(|cap| (AtomicUsize::new(0), cap.unwrap_or(usize::MAX))).collect();
         ConnectionPermit { counts: Arc::new(Counts { open: AtomicUsize::new(0), max, listeners, addresses: None }) }
@@ -159,7 +159,7 @@ impl ConnectionPermit {
         self.counts.open.load(Ordering::Relaxed)
     }
 
-    pub fn max_connections(&self) -> usize {
+    pub fn connections_max(&self) -> usize {
         self.counts.max
     }
 }

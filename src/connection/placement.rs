@@ -25,7 +25,7 @@ pub struct Handoff {
     pub leftover: BytesMut,
     /// The parsed CONNECT, fed to the home shard's core first.
     pub connect: Packet,
-    /// The connection's place under `max_connections`, carried along so the count never dips while the
+    /// The connection's place under `connections_max`, carried along so the count never dips while the
     /// connection is in flight.
     pub permit: PermitGuard,
 }

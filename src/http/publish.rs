@@ -85,9 +85,9 @@ pub fn one(api: &Api, request: &Request) -> Result<Response, ApiError> {
 pub fn batch(api: &Api, request: &Request) -> Result<Response, ApiError> {
     let caller = api.caller(request)?;
     let body: BatchBody = parse_json(&request.body)?;
-    if body.messages.is_empty() || body.messages.len() > api.settings.batch_messages_max {
-        let max = api.settings.batch_messages_max;
-        return Err(ApiError::bad_request(format!("messages: between 1 and {max} (http.batch_messages_max)")));
+    if body.messages.is_empty() || body.messages.len() > api.settings.batch_max_messages {
+        let max = api.settings.batch_max_messages;
+        return Err(ApiError::bad_request(format!("messages: between 1 and {max} (http.batch_max_messages)")));
     }
     let messages = body
         .messages

@@ -29,7 +29,7 @@ pub struct Api {
     pub tokens: Option<Arc<TokenStore>>,
     /// Which shard the next API publish runs on (round robin spreads the routing work).
     next_shard: AtomicUsize,
-    /// Token bucket of `requests_per_sec_max`: (tokens left, when it was last filled).
+    /// Token bucket of `request_rate_max_per_second`: (tokens left, when it was last filled).
     bucket: Mutex<(f64, Instant)>,
 }
 
@@ -41,7 +41,7 @@ pub enum Caller {
 
 impl Api {
     pub fn new(settings: HttpSettings, control: Control, tokens: Option<Arc<TokenStore>>) -> Api {
-        let burst = f64::from(settings.requests_per_sec_max);
+        let burst = f64::from(settings.request_rate_max_per_second);
         Api { settings, control, tokens, next_shard: AtomicUsize::new(0), bucket: Mutex::new((burst, Instant::now())) }
     }
 
@@ -85,9 +85,9 @@ impl Api {
         self.tokens.as_ref().ok_or_else(|| ApiError::not_found("API tokens are not enabled"))
     }
 
-    /// False when the request is over `requests_per_sec_max`.
+    /// False when the request is over `request_rate_max_per_second`.
     fn admit(&self) -> bool {
-        let rate = f64::from(self.settings.requests_per_sec_max);
+        let rate = f64::from(self.settings.request_rate_max_per_second);
         if rate == 0.0 {
             return true;
         }
@@ -109,7 +109,7 @@ pub fn shard_error(err: ControlError) -> ApiError {
 /// Answers one request.
 pub fn route(api: &Api, request: &Request) -> Response {
     if !api.admit() {
-        let message = "over http.requests_per_sec_max; retry later";
+        let message = "over http.request_rate_max_per_second; retry later";
         return ApiError::new(Status::TOO_MANY_REQUESTS, message).into_response().with_header("Retry-After", "1");
     }
     let path = request.path().to_string();

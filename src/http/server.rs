@@ -1,5 +1,5 @@
 //! The HTTP/1.1 server of the API: a blocking `std` listener on its own thread, one thread per open
-//! connection (bounded by `max_connections`; an admin API has few clients, and a blocked request then
+//! connection (bounded by `connections_max`; an admin API has few clients, and a blocked request then
 //! blocks only its own thread, never a shard). Keep-alive and pipelining, heads read by
 //! `transport::http::RequestReader` (bounded bytes and fields), `Content-Length` bodies only (bounded:
 //! 413), `Expect: 100-continue`, a deadline per request (408) and per idle connection. With `cert_file`
@@ -73,7 +73,7 @@ pub fn percent_decode(text: &str) -> String {
 }
 
 /// Starts the accept thread of one listener; returns the bound address. `tls`: HTTPS only, with this
-/// configuration. `open` counts the API's open connections over all its listeners (`max_connections`).
+/// configuration. `open` counts the API's open connections over all its listeners (`connections_max`).
 pub fn serve(
     addr: SocketAddr,
     api: Arc<Api>,
@@ -99,10 +99,10 @@ pub fn serve(
 }
 
 fn accept(mut stream: TcpStream, api: &Arc<Api>, tls: Option<&TlsAcceptor>, open: &Arc<AtomicUsize>) {
-    if open.fetch_add(1, Ordering::AcqRel) >= api.settings.max_connections {
+    if open.fetch_add(1, Ordering::AcqRel) >= api.settings.connections_max {
         open.fetch_sub(1, Ordering::AcqRel);
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let refusal = ApiError::unavailable("too many HTTP connections (http.max_connections)").into_response();
+        let refusal = ApiError::unavailable("too many HTTP connections (http.connections_max)").into_response();
         // Over TLS the refusal would need a handshake first: the connection is just closed.
         if tls.is_none() {
             let _ = stream.write_all(&encode(refusal, false));
@@ -213,7 +213,7 @@ impl Connection {
 
     fn read_request(&mut self, api: &Api) -> io::Result<Read1> {
         let settings = &api.settings;
-        let limits = RequestLimits { head_bytes_max: settings.head_bytes_max, headers_max: 64 };
+        let limits = RequestLimits { head_max_bytes: settings.head_max_bytes, headers_max: 64 };
         let mut reader = RequestReader::new(limits);
         let mut deadline = None;
         let mut input = std::mem::take(&mut self.pending);
@@ -239,7 +239,7 @@ impl Connection {
             }
         };
         let deadline = deadline.unwrap_or_else(Instant::now);
-        let length = match body_length(&head, settings.body_bytes_max) {
+        let length = match body_length(&head, settings.body_max_bytes) {
             Ok(length) => length,
             Err(refusal) => return Ok(Read1::Refuse(refusal.into_response())),
         };
@@ -284,7 +284,7 @@ fn timeout_refusal() -> Response {
 }
 
 /// The body length the head announces, within the bound. Only `Content-Length` framing is accepted.
-fn body_length(head: &RequestHead, body_bytes_max: usize) -> Result<usize, ApiError> {
+fn body_length(head: &RequestHead, body_max_bytes: usize) -> Result<usize, ApiError> {
     if head.values("transfer-encoding").next().is_some() {
         let message = "Transfer-Encoding is not accepted: send the body with Content-Length";
         return Err(ApiError::new(Status::LENGTH_REQUIRED, message));
@@ -298,8 +298,8 @@ fn body_length(head: &RequestHead, body_bytes_max: usize) -> Result<usize, ApiEr
             .and_then(|text| text.parse::<usize>().ok())
             .ok_or_else(|| ApiError::bad_request("RFC 9112 6.3: Content-Length is not a number"))?,
     };
-    if length > body_bytes_max {
-        let message = format!("request body of {length} bytes is over http.body_bytes_max ({body_bytes_max})");
+    if length > body_max_bytes {
+        let message = format!("request body of {length} bytes is over http.body_max_bytes ({body_max_bytes})");
         return Err(ApiError::new(Status::CONTENT_TOO_LARGE, message));
     }
     Ok(length)

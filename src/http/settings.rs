@@ -28,20 +28,25 @@ pub struct HttpSettings {
     /// Longest `ttl_seconds` a token may be given.
     pub token_ttl_max_secs: u64,
     /// Largest request body accepted, bytes (413 beyond).
-    pub body_bytes_max: usize,
+    #[serde(alias = "body_bytes_max")]
+    pub body_max_bytes: usize,
     /// Largest request head (request line and header fields), bytes (431 beyond).
-    pub head_bytes_max: usize,
+    #[serde(alias = "head_bytes_max")]
+    pub head_max_bytes: usize,
     /// A request must arrive whole within this many seconds of its first byte (408 otherwise).
     pub request_timeout_secs: u64,
     /// An idle keep-alive connection is closed after this many seconds.
     pub idle_timeout_secs: u64,
     /// HTTP connections open at once; more get 503 and are closed.
-    pub max_connections: usize,
+    #[serde(alias = "max_connections")]
+    pub connections_max: usize,
     /// Requests per second over all connections (a token bucket with one second of burst); 0 = no limit.
     /// Requests beyond it get 429.
-    pub requests_per_sec_max: u32,
+    #[serde(alias = "requests_per_sec_max")]
+    pub request_rate_max_per_second: u32,
     /// Messages one `POST /api/v1/publish/batch` may carry.
-    pub batch_messages_max: usize,
+    #[serde(alias = "batch_messages_max")]
+    pub batch_max_messages: usize,
 }
 
 impl Default for HttpSettings {
@@ -54,13 +59,13 @@ impl Default for HttpSettings {
             admin_token: None,
             tokens_file: None,
             token_ttl_max_secs: 30 * 24 * 3600,
-            body_bytes_max: 1024 * 1024,
-            head_bytes_max: 8 * 1024,
+            body_max_bytes: 1024 * 1024,
+            head_max_bytes: 8 * 1024,
             request_timeout_secs: 10,
             idle_timeout_secs: 60,
-            max_connections: 256,
-            requests_per_sec_max: 0,
-            batch_messages_max: 1000,
+            connections_max: 256,
+            request_rate_max_per_second: 0,
+            batch_max_messages: 1000,
         }
     }
 }
@@ -146,14 +151,14 @@ impl HttpSettings {
         if self.token_ttl_max_secs == 0 {
             return Err(("http.token_ttl_max_secs", "must be at least 1".into()));
         }
-        if self.body_bytes_max < 1024 || self.head_bytes_max < 1024 {
-            return Err(("http.body_bytes_max / http.head_bytes_max", "must be at least 1024".into()));
+        if self.body_max_bytes < 1024 || self.head_max_bytes < 1024 {
+            return Err(("http.body_max_bytes / http.head_max_bytes", "must be at least 1024".into()));
         }
         if self.request_timeout_secs == 0 || self.idle_timeout_secs == 0 {
             return Err(("http.request_timeout_secs / http.idle_timeout_secs", "must be at least 1".into()));
         }
-        if self.max_connections == 0 || self.batch_messages_max == 0 {
-            return Err(("http.max_connections / http.batch_messages_max", "must be at least 1".into()));
+        if self.connections_max == 0 || self.batch_max_messages == 0 {
+            return Err(("http.connections_max / http.batch_max_messages", "must be at least 1".into()));
         }
         Ok(addrs)
     }

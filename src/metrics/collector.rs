@@ -1,7 +1,7 @@
 //! Taking a [`BrokerSnapshot`]: one control job per shard (`Control::call_all`) copies its counters
 //! between two turns, and this side sums them. No shard reads another's counters and none is locked: a
 //! scrape waits at most one turn of each shard (bounded by [`SNAPSHOT_TIMEOUT`]). Also the `$SYS` timer:
-//! a small thread that takes a snapshot every `sys_interval_seconds` and has shard 0's core publish the
+//! a small thread that takes a snapshot every `sys_interval_secs` and has shard 0's core publish the
 //! topics that changed (retained, so the ordinary retained path replicates them to every shard).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +50,7 @@ impl Collector {
 }
 
 /// Starts the `$SYS` thread: publishes at once, then every `interval`, until the shards stop. `None`
-/// when `interval` is zero (`sys_interval_seconds = 0`: no `$SYS` topics).
+/// when `interval` is zero (`sys_interval_secs = 0`: no `$SYS` topics).
 pub fn start_sys_publisher(collector: Arc<Collector>, interval: Duration) -> Option<JoinHandle<()>> {
     if interval.is_zero() {
         return None;

@@ -65,7 +65,7 @@ fn refused(s: &ShardSnapshot) -> Vec<(String, u64)> {
 
 fn refused_at_accept(s: &ShardSnapshot) -> Vec<(String, u64)> {
     [
-        ("max_connections", s.stats.refused_at_accept),
+        ("connections_max", s.stats.refused_at_accept),
         ("connections_per_address_max", s.stats.refused_connections_per_address),
         ("connect_rate_per_address_max_per_second", s.stats.refused_connect_rate_per_address),
     ]

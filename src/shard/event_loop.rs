@@ -49,7 +49,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const MESH_RETRY_INTERVAL: Duration = Duration::from_millis(1);
 /// Pause after a failed accept (e.g. out of descriptors) before accepting again.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// Least time between two log lines about connections refused at `max_connections`.
+/// Least time between two log lines about connections refused at `connections_max`.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// The provided-buffer group of a shard's ring.
 const READ_BUFFER_GROUP: u16 = 0;
@@ -189,7 +189,7 @@ impl Shard {
                     retry_at: None,
                 })
                 .collect(),
-            outbox: MeshOutbox::new(shards, config.mesh_overflow_messages_max, ShardMeshItem::shedding),
+            outbox: MeshOutbox::new(shards, config.mesh_overflow_max_messages, ShardMeshItem::shedding),
             links,
             permits,
             control,
@@ -793,7 +793,7 @@ fn start_persistence(
     LogWriter::start(shard, log, mirror, settings).map_err(RingError::LogWriter)
 }
 
-/// Logs connections refused at `max_connections` (the process's or a listener's): the first at once, then at most one line per
+/// Logs connections refused at `connections_max` (the process's or a listener's): the first at once, then at most one line per
 /// `REFUSAL_LOG_INTERVAL` with the count since the last line, so a connection storm at the limit cannot
 /// flood the log.
 #[derive(Default)]

@@ -180,7 +180,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let mut tls_acceptors = Vec::new();
     let mut listener_caps = Vec::new();
     for spec in config.effective_listeners()? {
-        listener_caps.push(spec.max_connections);
+        listener_caps.push(spec.connections_max);
         let transport = Arc::new(listener_transport(&spec, config.mqtt.packet_size_max_bytes)?);
         if let ListenerTransport::Tls(acceptor) | ListenerTransport::WebSocketTls(acceptor, _) = &*transport {
             tls_acceptors.push((spec.bind.clone(), acceptor.clone()));
@@ -198,7 +198,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
         connections_max: config.connections_per_address_max,
         connect_rate_max_per_second: config.connect_rate_per_address_max_per_second,
     };
-    let permits = ConnectionPermit::with_limits(config.max_connections, &listener_caps, per_address);
+    let permits = ConnectionPermit::with_limits(config.connections_max, &listener_caps, per_address);
     let mesh = build_mesh::<ShardMeshItem>(shards, config.mesh_queue_batches);
     let (control, control_receivers) = control_channels(shards).map_err(StartError::Signals)?;
     if let Some(external) = config.mqtt.access.external() {

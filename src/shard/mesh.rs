@@ -8,7 +8,7 @@
 //! rides on the sender's next `io_uring_enter`: no extra system call, no eventfd). One batch is sent per
 //! destination per turn. When a queue is full the batch goes to a local overflow list, kept in order, and is
 //! retried on the next flush; the shard keeps serving its own connections. The overflow list is bounded
-//! (`mesh_overflow_messages_max` per destination): past the bound QoS 0 publishes are dropped, past twice
+//! (`mesh_overflow_max_messages` per destination): past the bound QoS 0 publishes are dropped, past twice
 //! the bound QoS 1/2 publishes too, each counted and warned about; control messages (interest, acks,
 //! retained updates, handoffs) are always kept, see [`Shedding`].
 

@@ -12,14 +12,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Request line, header fields and the blank line, in bytes.
-    pub head_bytes_max: usize,
+    pub head_max_bytes: usize,
     /// Header fields (lines), counted by `httparse`.
     pub headers_max: usize,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { head_bytes_max: 8 * 1024, headers_max: 64 }
+        RequestLimits { head_max_bytes: 8 * 1024, headers_max: 64 }
     }
 }
 
@@ -29,9 +29,9 @@ pub enum HttpError {
     /// The head is not HTTP/1.x syntax (RFC 9112 section 2.2 and 3).
     #[error("RFC 9112 2.2: malformed HTTP request head ({0})")]
     Malformed(httparse::Error),
-    /// No blank line within `head_bytes_max` bytes.
-    #[error("RFC 6585 5: HTTP request head longer than {head_bytes_max} bytes")]
-    HeadTooLarge { head_bytes_max: usize },
+    /// No blank line within `head_max_bytes` bytes.
+    #[error("RFC 6585 5: HTTP request head longer than {head_max_bytes} bytes")]
+    HeadTooLarge { head_max_bytes: usize },
     /// More header fields than `headers_max`.
     #[error("RFC 6585 5: HTTP request with more than {headers_max} header fields")]
     TooManyHeaders { headers_max: usize },
@@ -145,12 +145,12 @@ impl RequestReader {
     /// after it (the start of the next protocol). `Ok(None)` = need more bytes. Call again only after `None`.
     pub fn push(&mut self, input: &[u8]) -> Result<Option<(RequestHead, Vec<u8>)>, HttpError> {
         // Take no more than one byte over the bound: enough to tell "too large" without holding the rest.
-        let room = (self.limits.head_bytes_max + 1).saturating_sub(self.buffered.len());
+        let room = (self.limits.head_max_bytes + 1).saturating_sub(self.buffered.len());
         self.buffered.extend_from_slice(&input[..input.len().min(room)]);
         let overflow = &input[input.len().min(room)..];
         while let Some(end) = find_head_end(&self.buffered, self.scanned) {
             self.scanned = end;
-            if end > self.limits.head_bytes_max {
+            if end > self.limits.head_max_bytes {
                 break;
             }
             if let Some(head) = self.parse(end)? {
@@ -161,8 +161,8 @@ impl RequestReader {
                 return Ok(Some((head, rest)));
             }
         }
-        if self.buffered.len() > self.limits.head_bytes_max {
-            return Err(HttpError::HeadTooLarge { head_bytes_max: self.limits.head_bytes_max });
+        if self.buffered.len() > self.limits.head_max_bytes {
+            return Err(HttpError::HeadTooLarge { head_max_bytes: self.limits.head_max_bytes });
         }
         // Refuse a head that is already wrong (MQTT or TLS bytes on an HTTP port, say) at once, rather than
         // waiting for a blank line that will never come.
@@ -318,28 +318,28 @@ mod tests {
 
     #[test]
     fn head_over_the_byte_bound_is_refused_with_431() {
-        let limits = RequestLimits { head_bytes_max: 64, headers_max: 64 };
+        let limits = RequestLimits { head_max_bytes: 64, headers_max: 64 };
         let mut reader = RequestReader::new(limits);
         let mut input = b"GET / HTTP/1.1\r\n".to_vec();
         input.extend(std::iter::repeat_n(b'a', 100));
         let error = reader.push(&input).unwrap_err();
-        assert_eq!(error, HttpError::HeadTooLarge { head_bytes_max: 64 });
+        assert_eq!(error, HttpError::HeadTooLarge { head_max_bytes: 64 });
         assert_eq!(error.status().code, 431);
     }
 
     #[test]
     fn head_ending_past_the_byte_bound_is_refused_even_when_complete() {
-        let limits = RequestLimits { head_bytes_max: 20, headers_max: 64 };
+        let limits = RequestLimits { head_max_bytes: 20, headers_max: 64 };
         assert!(matches!(RequestReader::new(limits).push(REQUEST), Err(HttpError::HeadTooLarge { .. })));
         // Exactly at the bound is fine.
         let exact = b"GET / HTTP/1.1\r\n\r\n";
-        let limits = RequestLimits { head_bytes_max: exact.len(), headers_max: 64 };
+        let limits = RequestLimits { head_max_bytes: exact.len(), headers_max: 64 };
         assert!(RequestReader::new(limits).push(exact).unwrap().is_some());
     }
 
     #[test]
     fn dribbled_head_over_the_byte_bound_is_refused() {
-        let limits = RequestLimits { head_bytes_max: 32, headers_max: 64 };
+        let limits = RequestLimits { head_max_bytes: 32, headers_max: 64 };
         let mut reader = RequestReader::new(limits);
         let mut last = Ok(None);
         for _ in 0..40 {
@@ -348,12 +348,12 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(last, Err(HttpError::HeadTooLarge { head_bytes_max: 32 }));
+        assert_eq!(last, Err(HttpError::HeadTooLarge { head_max_bytes: 32 }));
     }
 
     #[test]
     fn too_many_header_fields_is_refused_with_431() {
-        let limits = RequestLimits { head_bytes_max: 8192, headers_max: 3 };
+        let limits = RequestLimits { head_max_bytes: 8192, headers_max: 3 };
         let error = RequestReader::new(limits).push(REQUEST).unwrap_err();
         assert_eq!(error, HttpError::TooManyHeaders { headers_max: 3 });
         assert_eq!(error.status().code, 431);

@@ -118,7 +118,7 @@ class HttpApiTestCase(unittest.TestCase):
 bind = "127.0.0.1:{self.http_port}"
 admin_token = "{ADMIN}"
 tokens_file = {json.dumps(self.tokens_file)}
-body_bytes_max = 4096
+body_max_bytes = 4096
 request_timeout_secs = 2
 {extra}
 """)

@@ -21,7 +21,7 @@ WAIT_SECS = 10
 
 
 def sys_config(interval_secs, metrics_port):
-    return f'sys_interval_seconds = {interval_secs}\n[metrics]\nbind = "127.0.0.1:{metrics_port}"\n'
+    return f'sys_interval_secs = {interval_secs}\n[metrics]\nbind = "127.0.0.1:{metrics_port}"\n'
 
 
 def scrape(port):
@@ -148,7 +148,7 @@ class SysTopicsTest(unittest.TestCase):
 
 class SysIntervalZeroTest(unittest.TestCase):
     def test_sys_interval_zero_publishes_no_sys_topics(self):
-        broker = Broker(config_toml="sys_interval_seconds = 0\n")
+        broker = Broker(config_toml="sys_interval_secs = 0\n")
         try:
             client = Client(broker.port, mqtt.MQTTv5)
             client.subscribe("$SYS/#", 0)

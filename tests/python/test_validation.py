@@ -31,7 +31,7 @@ class ChatValidationTest(V5TestCase):
         with open(words, "w") as out:
             out.write("# no spam in chat\nspam\nregex:free\\s+money\n")
         cls.config_toml = f"""
-sys_interval_seconds = 1
+sys_interval_secs = 1
 
 [[validation]]
 name = "chat-schema"

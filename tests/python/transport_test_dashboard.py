@@ -27,7 +27,7 @@ class DashboardTest(unittest.TestCase):
         cls.metrics_port = free_port()
         if os.environ.get("SHARDMQ_TEST_BROKER", "shardmq") == "mosquitto":
             raise unittest.SkipTest("the dashboard is shardmq's own")
-        cls.broker = Broker(config_toml=f'sys_interval_seconds = 0\n[metrics]\nbind = "127.0.0.1:{cls.metrics_port}"\n')
+        cls.broker = Broker(config_toml=f'sys_interval_secs = 0\n[metrics]\nbind = "127.0.0.1:{cls.metrics_port}"\n')
         try:
             cls.browser = Chromium()
         except Exception:

@@ -53,8 +53,8 @@ pub struct BrokerLimits {
     pub session_queue_max_messages: Option<usize>,
     /// Extra lines for the `[mqtt]` table of shardmq's config, verbatim.
     pub shardmq_mqtt_toml: Option<String>,
-    /// Connections open at once; more are refused (shardmq `max_connections`, Mosquitto's listener option).
-    pub max_connections: Option<usize>,
+    /// Connections open at once; more are refused (shardmq `connections_max`, Mosquitto's listener option).
+    pub connections_max: Option<usize>,
     /// Extra top-level lines of shardmq's config (runtime fields such as socket buffer caps), verbatim.
     pub shardmq_toml: Option<String>,
     /// shardmq's log filter, used instead of `RUST_LOG` (tests that read log lines at a given level).
@@ -205,8 +205,8 @@ fn shardmq_config(limits: &BrokerLimits) -> String {
         mqtt.push('\n');
     }
     let mut top = String::new();
-    if let Some(count) = limits.max_connections {
-        top.push_str(&format!("max_connections = {count}\n"));
+    if let Some(count) = limits.connections_max {
+        top.push_str(&format!("connections_max = {count}\n"));
     }
     if let Some(extra) = &limits.shardmq_toml {
         top.push_str(extra);
@@ -264,7 +264,7 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     if let Some(available) = limits.retain_available {
         config.push_str(&format!("retain_available {available}\n"));
     }
-    if let Some(count) = limits.max_connections {
+    if let Some(count) = limits.connections_max {
         config.push_str(&format!("max_connections {count}\n"));
     }
     let config_path = write_temp_file("mosquitto", "conf", &config);

@@ -1,6 +1,6 @@
 //! `VerdictCache`: the answers of the external backend a shard remembers, keyed by what was asked
 //! (login: listener, client id, user name and a salted hash of the password; ACL: listener, client id,
-//! user name, action and topic), each for `cache_ttl_secs`, at most `cache_entries_max` of them. Owned by
+//! user name, action and topic), each for `cache_ttl_secs`, at most `cache_max_entries` of them. Owned by
 //! one shard (a client is always checked on its home shard), so no lock. Every entry lives the same TTL,
 //! so insertion order is expiry order: one FIFO queue both expires and evicts.
 

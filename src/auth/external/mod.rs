@@ -45,7 +45,8 @@ pub struct HttpAuthSettings {
     /// How long a shard remembers an allow or deny; 0 = ask every time.
     pub cache_ttl_secs: u64,
     /// Answers each shard remembers at most.
-    pub cache_entries_max: usize,
+    #[serde(alias = "cache_entries_max")]
+    pub cache_max_entries: usize,
     /// Calls made at once (one worker thread each).
     pub requests_in_flight_max: usize,
     /// Checks waiting for a worker at most; past it a check fails at once (and is refused unless fail_open).
@@ -61,7 +62,7 @@ impl Default for HttpAuthSettings {
             authorize_url: None,
             timeout_ms: 5000,
             cache_ttl_secs: 60,
-            cache_entries_max: 10_000,
+            cache_max_entries: 10_000,
             requests_in_flight_max: 4,
             queued_requests_max: 1024,
             fail_open: false,
@@ -175,7 +176,7 @@ enum Backend {
 struct Limits {
     timeout_ms: u64,
     cache_ttl_secs: u64,
-    cache_entries_max: usize,
+    cache_max_entries: usize,
     workers: usize,
     queued_requests_max: usize,
     fail_open: bool,
@@ -205,7 +206,7 @@ impl ExternalAuth {
             limits: Limits {
                 timeout_ms: settings.timeout_ms,
                 cache_ttl_secs: settings.cache_ttl_secs,
-                cache_entries_max: settings.cache_entries_max,
+                cache_max_entries: settings.cache_max_entries,
                 workers: settings.requests_in_flight_max,
                 queued_requests_max: settings.queued_requests_max,
                 fail_open: settings.fail_open,
@@ -218,7 +219,7 @@ impl ExternalAuth {
         let limits = Limits {
             timeout_ms: settings.timeout_ms,
             cache_ttl_secs: settings.cache_ttl_secs,
-            cache_entries_max: settings.cache_entries_max,
+            cache_max_entries: settings.cache_max_entries,
             workers: settings.pool_connections_max,
             queued_requests_max: settings.queued_requests_max,
             fail_open: settings.fail_open,
@@ -252,7 +253,7 @@ impl ExternalAuth {
 
     /// A fresh per-shard cache sized by the settings.
     pub fn new_cache(&self) -> VerdictCache {
-        VerdictCache::new(Duration::from_secs(self.limits.cache_ttl_secs), self.limits.cache_entries_max)
+        VerdictCache::new(Duration::from_secs(self.limits.cache_ttl_secs), self.limits.cache_max_entries)
     }
 
     /// Starts the workers; answers go to `reply`. Once only (later calls are ignored).

@@ -32,7 +32,7 @@ pub struct PostgresAuthSettings {
     /// Connecting, and each query (`statement_timeout`), at most this long.
     pub timeout_ms: u64,
     pub cache_ttl_secs: u64,
-    pub cache_entries_max: usize,
+    pub cache_max_entries: usize,
     pub queued_requests_max: usize,
     pub fail_open: bool,
 }
@@ -46,7 +46,7 @@ impl Default for PostgresAuthSettings {
             acl_query: None,
             timeout_ms: 2000,
             cache_ttl_secs: 60,
-            cache_entries_max: 10_000,
+            cache_max_entries: 10_000,
             queued_requests_max: 1024,
             fail_open: false,
         }

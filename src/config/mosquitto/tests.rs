@@ -68,7 +68,7 @@ fn each_listener_line_starts_a_listener_with_its_own_options() {
     assert!(findings.is_empty(), "{findings:?}");
     let listeners = config.effective_listeners().unwrap();
     let kinds: Vec<(&str, TransportKind, Option<usize>)> =
-        listeners.iter().map(|l| (l.bind.as_str(), l.transport, l.max_connections)).collect();
+        listeners.iter().map(|l| (l.bind.as_str(), l.transport, l.connections_max)).collect();
     assert_eq!(
         kinds,
         vec![
@@ -100,7 +100,7 @@ fn default_listener_options_come_before_the_first_listener_line() {
     assert!(findings.is_empty(), "{findings:?}");
     let listeners = config.effective_listeners().unwrap();
     assert_eq!(listeners[0].bind, "127.0.0.1:1885");
-    assert_eq!(listeners[0].max_connections, Some(7));
+    assert_eq!(listeners[0].connections_max, Some(7));
     assert_eq!(listeners[1], ListenerConfig::mqtt("0.0.0.0:1886"));
 }
 
@@ -267,7 +267,7 @@ fn harmless_unsupported_directives_are_one_warning_line_each() {
 fn sys_interval_sets_the_sys_topic_interval() {
     let (config, findings) = convert_text("sys_interval 3\n");
     assert!(findings.is_empty(), "{findings:?}");
-    assert_eq!(config.sys_interval_seconds, 3);
+    assert_eq!(config.sys_interval_secs, 3);
 }
 
 #[test]
