@@ -22,6 +22,8 @@ pub enum TimerKey {
     SessionExpiry(SessionKey),
     /// A connection paused for owing too much may have stalled (`out_queue_stall_max_secs`).
     OutputStall(ConnId),
+    /// A connection throttled for publishing too fast may be read again (`publish_limit`).
+    PublishThrottle(ConnId),
 }
 
 impl ShardCore {
@@ -35,6 +37,7 @@ impl ShardCore {
                 TimerKey::WillDelay(session) => self.will_delay_ended(session, now),
                 TimerKey::SessionExpiry(session) => self.session_expiry_check(session, now),
                 TimerKey::OutputStall(conn) => self.output_stall_check(conn, now),
+                TimerKey::PublishThrottle(conn) => self.publish_throttle_ended(conn, now),
             }
         }
     }
