@@ -61,6 +61,30 @@ fn publishing_past_publish_rate_max_per_second_pauses_input_until_the_timer_refi
     assert_eq!(core.stats().publish_throttled_bytes, 0, "no bytes limit set");
 }
 
+#[test]
+fn a_client_paused_longer_than_its_keep_alive_by_publish_bytes_max_per_second_is_not_closed_for_silence_mqtt_3_1_2_24()
+{
+    let settings = BrokerSettings { publish_bytes_max_per_second: Some(1000), ..BrokerSettings::default() };
+    let (mut core, now) = (ShardCore::new(0, 1, Rc::new(settings)), Instant::now());
+    let mut connect = connect(ProtocolVersion::V5, "big-publisher", true);
+    connect.keep_alive_secs = 1;
+    let conn = core.open_connection(now, ListenerId(0));
+    core.handle_packet(conn, Packet::Connect(Box::new(connect)), now);
+    let ten_seconds_of_bytes = "x".repeat(10_000);
+    core.handle_packet(conn, Packet::Publish(publish("big", QoS::AtLeastOnce, 1, &ten_seconds_of_bytes)), now);
+    assert_eq!(core.input_gate(conn, now), InputGate::Paused);
+    let mut at = now;
+    while core.input_gate(conn, at) == InputGate::Paused && at < now + Duration::from_secs(12) {
+        at += Duration::from_millis(100);
+        core.tick(at);
+        assert!(core.has_connection(conn), "closed {:?} into a 9 s pause with a 1 s keep-alive", at - now);
+    }
+    let paused = at - now;
+    assert!(paused >= Duration::from_secs(9) && paused < Duration::from_millis(9500), "resumed after {paused:?}");
+    core.tick(at + Duration::from_secs(2));
+    assert!(!core.has_connection(conn), "silent for 1.5 x its keep-alive after the resume [MQTT-3.1.2-24]");
+}
+
 fn shedding_core() -> (ShardCore, Arc<MemoryBudget>) {
     let mut core = ShardCore::new(0, 1, Rc::new(BrokerSettings::default()));
     let budget = Arc::new(MemoryBudget::new(Some(BUDGET_BYTES)));

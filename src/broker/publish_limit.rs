@@ -187,9 +187,13 @@ impl ShardCore {
         }
     }
 
-    /// The resume timer of a throttled connection: its input is read again (a flush opens it).
+    /// The resume timer of a throttled connection: its input is read again (a flush opens it), and its
+    /// keep-alive counts from now (the broker, not the client, was silent meanwhile).
     pub(super) fn publish_throttle_ended(&mut self, conn: ConnId, now: Instant) {
         if self.publish_limits.resume(conn, now) {
+            if let Some(connection) = self.connections.get_mut(&conn) {
+                connection.last_packet_at = connection.last_packet_at.max(now);
+            }
             self.open_input(conn);
         }
     }
