@@ -226,7 +226,7 @@ fn start_with_config(config: &str) -> (std::process::Child, u16, std::sync::Arc<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listeners_own_max_connections_closes_the_connection_over_it_at_accept() {
     let (mut child, port, log) =
-        start_with_config("connections_max = 100\n[[listeners]]\nbind = \"127.0.0.1:0\"\nmax_connections = 2\n");
+        start_with_config("connections_max = 100\n[[listeners]]\nbind = \"127.0.0.1:0\"\nconnections_max = 2\n");
     let mut clients = Vec::new();
     for _ in 0..2 {
         let mut client = RawClient::connect(port, Level::V5).await;

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use support::any_version::{Client, Version};
+use support::metrics::counter;
 use support::raw::{self, Level, RawClient};
-use support::{unique, Broker, BrokerLimits};
+use support::{free_port, unique, Broker, BrokerLimits};
 
 const PUBLISHERS: usize = 8;
 const MESSAGES_EACH: usize = 100;
@@ -21,26 +22,6 @@ fn payload(publisher: usize, seq: usize) -> Vec<u8> {
     let mut bytes = format!("{publisher}:{seq}:").into_bytes();
     bytes.extend((0..PAYLOAD_BYTES - bytes.len()).map(|n| b'a' + ((n + seq + publisher) % 26) as u8));
     bytes
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
-/// The value of an unlabelled counter on the broker's /metrics (summed over its series).
-fn counter(port: u16, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("metrics answer");
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 /// Broker CPU (utime + stime) in clock ticks, from /proc.

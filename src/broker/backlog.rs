@@ -5,14 +5,15 @@
 //! the connection is closed. Asked after each packet whatever its kind, so every request that produces
 //! an answer (PINGREQ, PUBREL, QoS 1/2 PUBLISH, SUBSCRIBE, UNSUBSCRIBE, AUTH) is bounded, on every
 //! transport. Deliveries alone are bounded elsewhere (QoS 0 by `out_queue_max_bytes`, QoS 1/2 by the
-//! inflight window); answers only by this gate.
+//! inflight window); answers only by this gate. The same gate holds a connection waiting for the external
+//! auth backend and one throttled for publishing too fast (`publish_limit`).
 
 use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use super::core::ShardCore;
 use super::lifecycle::CloseReason;
-use super::message::ConnId;
+use super::message::{Action, ConnId};
 use super::timers::TimerKey;
 
 /// What one queued frame costs beyond its bytes: its `Bytes` handle in the out-queue and its iovec in
@@ -58,6 +59,11 @@ impl ShardCore {
         if self.external.holds(conn) {
             return InputGate::Paused;
         }
+        // Publishing faster than its limits (`publish_limit`): not read until its resume timer fires (not
+        // a stall either).
+        if self.publish_limits.is_throttled(conn) {
+            return InputGate::Paused;
+        }
         let owed_bytes = connection.out_queue_bytes;
         if owed_bytes <= self.settings.out_queue_pause_bytes {
             if !self.backlogged.is_empty() {
@@ -85,6 +91,14 @@ impl ShardCore {
         let stall = Duration::from_secs(u64::from(self.settings.out_queue_stall_max_secs));
         if since + stall <= now {
             self.close_backlogged(conn, BacklogBound::Stall, now);
+        }
+    }
+
+    /// Tells the runtime to read the connection again: the flush of its `Write` (even with nothing to
+    /// send) asks this gate again and resumes paused input.
+    pub(super) fn open_input(&mut self, conn: ConnId) {
+        if self.connections.get(&conn).is_some() {
+            self.actions.push_back(Action::Write(conn));
         }
     }
 

@@ -16,8 +16,10 @@ use super::external_auth::ExternalWaits;
 use super::held_suback::HeldSubAck;
 use super::interest::InterestTrie;
 use super::lifecycle::CloseReason;
+use super::memory_budget::MemoryBudget;
 use super::message::{Action, ConnId, MeshMessage, Message, ShardId};
 use super::outbound::FanoutHeaders;
+use super::publish_limit::PublishLimiter;
 use super::retain::RetainedStore;
 use super::session::{SessionKey, Sessions};
 use super::settings::BrokerSettings;
@@ -76,6 +78,10 @@ pub struct ShardCore {
     pub(super) validation: Option<Arc<RuleSet>>,
     /// Connections whose reading is paused for owing too much (see `backlog`), with since when.
     pub(super) backlogged: AHashMap<ConnId, Instant>,
+    /// The process's memory budget, shared by every shard: while it says so, load is shed (`memory_budget`).
+    pub(super) memory: Arc<MemoryBudget>,
+    /// Publish rate and bytes buckets per connection, and who is throttled (`publish_limit`).
+    pub(super) publish_limits: PublishLimiter,
     /// Acknowledgements waiting for the disk (`durability = "sync"`); inactive otherwise.
     pub(super) durability: DurabilityGate,
     /// CONNECTs and packets waiting for the external auth backend, and its answers cached (`external_auth`).
@@ -89,6 +95,8 @@ impl ShardCore {
             shard_count,
             retained: RetainedStore::new(settings.retained_max_messages),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
+            publish_limits: PublishLimiter::new(&settings),
+            memory: Arc::new(MemoryBudget::new(None)),
             access: Arc::clone(&settings.access),
             settings,
             connections: Connections::default(),
@@ -129,6 +137,11 @@ impl ShardCore {
 
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// The process's memory budget this core sheds load by (every shard gets the same one).
+    pub fn set_memory_budget(&mut self, budget: Arc<MemoryBudget>) {
+        self.memory = budget;
     }
 
     pub fn stats(&self) -> &CoreStats {

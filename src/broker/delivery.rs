@@ -210,6 +210,7 @@ impl ShardCore {
             Ok(()) | Err(PublishRefused::NoConnection) => {}
             Err(PublishRefused::TooLarge) => self.stats.dropped_too_large += 1,
             Err(PublishRefused::OutQueueFull) => self.stats.dropped_slow_consumer += 1,
+            Err(PublishRefused::MemoryBudget) => self.stats.dropped_memory_budget += 1,
         }
     }
 }

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 use super::connection::Phase;
 use super::core::ShardCore;
-use super::message::{Action, ConnId};
+use super::message::ConnId;
 use crate::auth::external::{AclAction, Answer, Check, CheckRequest, ExternalAuth, Verdict, VerdictCache};
 use crate::auth::{AuthFailure, ListenerId};
 use crate::protocol::topic::parse_shared_subscription;
@@ -270,13 +270,6 @@ impl ShardCore {
     fn cache_answer(&mut self, listener: ListenerId, key: &[u8], allowed: bool, now: Instant) {
         if let Some(external) = self.access.external_for(listener).cloned() {
             self.external_cache(&external).insert(key, allowed, now);
-        }
-    }
-
-    /// Tells the runtime to read the connection again (a flush of nothing resumes paused input).
-    fn open_input(&mut self, conn: ConnId) {
-        if self.connections.get(&conn).is_some() {
-            self.actions.push_back(Action::Write(conn));
         }
     }
 

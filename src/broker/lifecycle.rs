@@ -118,6 +118,7 @@ impl ShardCore {
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
         self.backlogged.remove(&conn);
+        self.publish_limits.forget(conn);
         self.external.forget(conn);
         if !matches!(reason, CloseReason::SocketClosed) {
             self.closing.insert(conn, (now, connection.out_queue));
@@ -162,6 +163,7 @@ impl ShardCore {
         self.enhanced_auth.remove(&conn);
         self.peer_identities.remove(&conn);
         self.backlogged.remove(&conn);
+        self.publish_limits.forget(conn);
         self.external.forget(conn);
         self.closing.remove(&conn);
         // No packet was handled yet, so the last packet time is still the time it was opened.

@@ -7,7 +7,8 @@
 //! testable by hand (see `tests/core_*.rs`).
 //!
 //! Where things are:
-//! - `backlog`: what a connection owes its client unsent, and the gate that stops reading from it.
+//! - `backlog`: what a connection owes its client unsent, and the gate that stops reading from it;
+//!   `publish_limit`: the per-connection publish rate and bytes buckets that throttle through that gate.
 //! - `authorization`: the CONNECT check and the publish / subscribe / delivery checks (`crate::auth`).
 //! - `core`: the `ShardCore` struct and the runtime's entry points; `handle/`: one file per packet kind.
 //! - `connection` (per-socket protocol state, kept small), `session` (what outlives a connection),
@@ -19,6 +20,7 @@
 //!   (messages from other shards), `outbound` (encoding and out-queues), `owned` (copies that must not pin
 //!   read buffers), `validation` (what a PUBLISH failing a `[[validation]]` rule gets), `stats` + `snapshot` (counters
 //!   for `$SYS` and `/metrics`), `sys_topics` (publishing `$SYS/broker/...`), `settings`.
+//! - `memory_budget`: the process's memory budget and the pressure flag that makes a core shed load.
 //! - `external_auth`: CONNECTs parked and PUBLISH / SUBSCRIBE held while the external auth backend
 //!   (`[auth.http]`) answers off the shard, and its per-shard answer cache.
 //! - `external`: what the HTTP API calls on a shard (publish, client and session listings, kick, retained
@@ -39,11 +41,13 @@ mod inflight;
 mod interest;
 mod journal;
 mod lifecycle;
+mod memory_budget;
 mod mesh;
 mod message;
 mod outbound;
 mod owned;
 mod persistence;
+mod publish_limit;
 mod refusal;
 mod retain;
 mod session;
@@ -67,6 +71,7 @@ pub use external::{
     ClientSummary, ExternalPublish, ExternalPublishError, ExternalPublished, RetainedSummary, SessionSummary,
 };
 pub use journal::WallClock;
+pub use memory_budget::{MemoryBudget, MemoryReading, PressureChange};
 pub use message::{Action, ConnId, MeshMessage, Message, Origin, ShardId};
 pub use persistence::RestoreReport;
 pub use refusal::Refusal;

@@ -25,6 +25,8 @@ pub enum PublishRefused {
     TooLarge,
     /// QoS 0 while the out-queue is over `out_queue_max_bytes`.
     OutQueueFull,
+    /// QoS 0 to a connection with unsent bytes queued while the process sheds load (`memory_max_bytes`).
+    MemoryBudget,
     /// The connection is gone.
     NoConnection,
 }
@@ -71,8 +73,13 @@ impl ShardCore {
         };
         let version = connection.version.unwrap_or(ProtocolVersion::V5);
         let max_packet_size = connection.client_max_packet_size as usize;
-        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > self.settings.out_queue_max_bytes {
-            return Err(PublishRefused::OutQueueFull);
+        if delivery.qos == QoS::AtMostOnce && connection.out_queue_bytes > 0 {
+            if connection.out_queue_bytes > self.settings.out_queue_max_bytes {
+                return Err(PublishRefused::OutQueueFull);
+            }
+            if self.memory.is_shedding() {
+                return Err(PublishRefused::MemoryBudget);
+            }
         }
         let message = &delivery.message;
         let with_remaining_expiry;

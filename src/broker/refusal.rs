@@ -20,6 +20,8 @@ pub enum Refusal {
     WillTopicInvalid,
     Redirected,
     SessionsPerShardMax,
+    /// The process is above `memory_max_bytes` and sheds load: no new connections until it recovers.
+    MemoryBudgetExceeded,
     AsynchronousAuthenticationUnsupported,
     // Enhanced authentication, at CONNECT and after
     SecondConnectDuringAuthentication,
@@ -87,7 +89,7 @@ impl Refusal {
             WillTopicInvalid | TopicNameLimits | TopicNameInvalid => ReasonCode::TOPIC_NAME_INVALID,
             Redirected => ReasonCode::USE_ANOTHER_SERVER,
             SessionsPerShardMax => ReasonCode::SERVER_BUSY,
-            SubscriptionsPerSessionMax => ReasonCode::QUOTA_EXCEEDED,
+            SubscriptionsPerSessionMax | MemoryBudgetExceeded => ReasonCode::QUOTA_EXCEEDED,
             AsynchronousAuthenticationUnsupported => ReasonCode::SERVER_UNAVAILABLE,
             AuthenticationMethodUnsupported => ReasonCode::BAD_AUTHENTICATION_METHOD,
             AuthUserNameDiffers => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
@@ -135,6 +137,7 @@ impl Refusal {
             WillTopicInvalid => "[MQTT-3.1.3-11] will topic is not a valid topic name",
             Redirected => "clients are redirected (server_reference)",
             SessionsPerShardMax => "sessions_per_shard_max reached",
+            MemoryBudgetExceeded => "memory_max_bytes exceeded: the server sheds load and accepts no new connections",
             AsynchronousAuthenticationUnsupported => {
                 "asynchronous authentication is not supported by this broker core yet"
             }
@@ -218,6 +221,14 @@ mod tests {
             assert!(refusal.rule().starts_with("[MQTT-"), "{refusal:?}: {}", refusal.rule());
             assert_eq!(refusal.to_string(), refusal.rule());
         }
+    }
+
+    #[test]
+    fn over_the_memory_budget_a_connect_gets_quota_exceeded_which_3x_clients_see_as_server_unavailable() {
+        let refusal = Refusal::MemoryBudgetExceeded;
+        assert_eq!(refusal.reason(), ReasonCode::QUOTA_EXCEEDED);
+        assert_eq!(refusal.reason().to_v3_connack_return_code(), 3);
+        assert!(refusal.rule().starts_with("memory_max_bytes"), "names its setting: {}", refusal.rule());
     }
 
     #[test]

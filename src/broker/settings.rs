@@ -38,6 +38,13 @@ pub struct BrokerSettings {
     /// A connection whose reading stayed paused (over `out_queue_pause_bytes`) this long without its
     /// socket taking a send is closed.
     pub out_queue_stall_max_secs: u16,
+    /// PUBLISH packets per second one connection may send, as EMQX's per-client limiter: a token bucket
+    /// holding one second's worth. A client past it is throttled, not dropped: its input is not read
+    /// (TCP pushes back on it) until the bucket has refilled a tenth. `None`: no limit.
+    pub publish_rate_max_per_second: Option<u32>,
+    /// PUBLISH topic + payload bytes per second one connection may send, throttled likewise. `None`: no
+    /// limit.
+    pub publish_bytes_max_per_second: Option<u32>,
     /// Cap on a v5 client's keep-alive (sent back as Server Keep Alive when lower than asked).
     pub keepalive_max_secs: u16,
     /// A connection that sends no CONNECT within this time is closed.
@@ -130,6 +137,8 @@ impl Default for BrokerSettings {
             out_queue_pause_bytes: 1024 * 1024,
             out_queue_close_bytes: 64 * 1024 * 1024,
             out_queue_stall_max_secs: 60,
+            publish_rate_max_per_second: None,
+            publish_bytes_max_per_second: None,
             keepalive_max_secs: u16::MAX,
             connect_timeout_secs: 10,
             session_expiry_max_secs: u32::MAX,
@@ -153,6 +162,20 @@ impl Default for BrokerSettings {
             access: Arc::new(AccessControl::allow_all()),
             validation_rules: None,
         }
+    }
+}
+
+impl BrokerSettings {
+    /// The values no broker can run with: the field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let above_zero = "must be at least 1 (leave it out for no limit)".to_string();
+        if self.publish_rate_max_per_second == Some(0) {
+            return Err(("mqtt.publish_rate_max_per_second", above_zero));
+        }
+        if self.publish_bytes_max_per_second == Some(0) {
+            return Err(("mqtt.publish_bytes_max_per_second", above_zero));
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +213,16 @@ mod tests {
             let by_new: BrokerSettings = toml::from_str(&format!("{new} = 1")).expect("new name accepted");
             assert_eq!(by_old, by_new, "{old} is an alias of {new}");
         }
+    }
+
+    #[test]
+    fn a_publish_limit_of_zero_is_refused_and_unset_means_none() {
+        assert_eq!(BrokerSettings::default().publish_rate_max_per_second, None);
+        assert_eq!(BrokerSettings::default().check(), Ok(()));
+        let zero: BrokerSettings = toml::from_str("publish_bytes_max_per_second = 0").expect("valid toml");
+        assert_eq!(zero.check().map_err(|(field, _)| field), Err("mqtt.publish_bytes_max_per_second"));
+        let set: BrokerSettings = toml::from_str("publish_rate_max_per_second = 200").expect("valid toml");
+        assert_eq!((set.publish_rate_max_per_second, set.check()), (Some(200), Ok(())));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! thread (`Control::call_all(timeout, |core, _| core.stats_snapshot())`) and summed by `crate::metrics`.
 
 use super::core::ShardCore;
+use super::memory_budget::MemoryReading;
 use super::message::ShardId;
 use super::stats::{CoreGauges, CoreStats, IoCounters, SessionTotals};
 
@@ -15,6 +16,8 @@ pub struct ShardSnapshot {
     pub io: IoCounters,
     /// Labels of the `[[validation]]` rules, in the order of `stats.validation_failures`.
     pub validation_rules: Vec<String>,
+    /// The process's memory budget as this shard sees it (the same for every shard).
+    pub memory: MemoryReading,
 }
 
 impl ShardCore {
@@ -27,6 +30,7 @@ impl ShardCore {
             gauges: self.gauges(),
             sessions: self.session_totals(),
             io: self.io,
+            memory: self.memory.reading(),
             validation_rules: self.validation.as_ref().map_or_else(Vec::new, |rules| {
                 (0..rules.len()).filter_map(|index| rules.rule(index).map(|rule| rule.label().to_string())).collect()
             }),

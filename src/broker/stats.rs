@@ -15,6 +15,8 @@ pub struct CoreStats {
     pub dropped_queue_full: u64,
     /// QoS 0 to a connection whose out-queue is over its byte bound.
     pub dropped_slow_consumer: u64,
+    /// QoS 0 to a connection with unsent bytes queued while the process was over `memory_max_bytes`.
+    pub dropped_memory_budget: u64,
     /// Message Expiry Interval ran out before delivery.
     pub dropped_expired: u64,
     /// QoS 0 for a client that is not connected (not queued, as Mosquitto's default).
@@ -54,6 +56,10 @@ pub struct CoreStats {
     pub publish_payload_bytes_sent: u64,
     /// Times reading from a connection was paused because it owed more than `out_queue_pause_bytes`.
     pub input_paused: u64,
+    /// Times a connection was throttled (not read until its bucket refilled) for publishing faster than
+    /// `publish_rate_max_per_second` / `publish_bytes_max_per_second`.
+    pub publish_throttled_rate: u64,
+    pub publish_throttled_bytes: u64,
     /// Connections closed for owing too much (`out_queue_close_bytes` or `out_queue_stall_max_secs`).
     pub closed_output_backlog: u64,
     /// Sockets closed at accept for `connections_max` (the process's or a listener's).
@@ -90,6 +96,7 @@ impl CoreStats {
         self.dropped_too_large
             + self.dropped_queue_full
             + self.dropped_slow_consumer
+            + self.dropped_memory_budget
             + self.dropped_expired
             + self.dropped_offline_qos0
             + self.dropped_no_share_member

@@ -2,13 +2,16 @@
 //! state before acting: a keep-alive entry of a connection that sent packets since is re-armed, a will or
 //! session entry whose session reconnected (or was replaced) is ignored.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connection::Phase;
 use super::core::ShardCore;
 use super::lifecycle::CloseReason;
 use super::message::ConnId;
 use super::session::SessionKey;
+
+/// How soon the keep-alive of a connection we are not reading (throttled) is checked again.
+const KEEPALIVE_RECHECK_WHILE_THROTTLED: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKey {
@@ -22,6 +25,8 @@ pub enum TimerKey {
     SessionExpiry(SessionKey),
     /// A connection paused for owing too much may have stalled (`out_queue_stall_max_secs`).
     OutputStall(ConnId),
+    /// A connection throttled for publishing too fast may be read again (`publish_limit`).
+    PublishThrottle(ConnId),
 }
 
 impl ShardCore {
@@ -35,6 +40,7 @@ impl ShardCore {
                 TimerKey::WillDelay(session) => self.will_delay_ended(session, now),
                 TimerKey::SessionExpiry(session) => self.session_expiry_check(session, now),
                 TimerKey::OutputStall(conn) => self.output_stall_check(conn, now),
+                TimerKey::PublishThrottle(conn) => self.publish_throttle_ended(conn, now),
             }
         }
     }
@@ -56,7 +62,12 @@ impl ShardCore {
         let Some(deadline) = self.connections.get(&conn).and_then(|connection| connection.keepalive_deadline()) else {
             return;
         };
-        if deadline <= now {
+        if deadline <= now && self.publish_limits.is_throttled(conn) {
+            // We are not reading it (a PUBLISH far larger than a second's worth of
+            // `publish_bytes_max_per_second` pauses it long): its packets wait in the socket, so check
+            // again one keep-alive window on; the resume restarts its clock.
+            self.timers.insert(now, now + KEEPALIVE_RECHECK_WHILE_THROTTLED, TimerKey::KeepAlive(conn));
+        } else if deadline <= now {
             self.end_connection(conn, CloseReason::KeepAliveTimeout, now);
         } else {
             self.timers.insert(now, deadline, TimerKey::KeepAlive(conn));

@@ -53,6 +53,11 @@ connections_max = 19000
 # listeners); faster ones are closed right after accept. Default: no limit.
 # connect_rate_per_address_max_per_second = 20
 
+# The process's memory budget, bytes of resident memory (Mosquitto's memory_limit; at least 1 MiB). Above
+# it load is shed: new CONNECTs are refused (v5 0x97 Quota exceeded, 3.x return code 3) and QoS 0 to clients
+# with unsent bytes queued is dropped, until memory is below 90% of it. Default: no budget.
+# memory_max_bytes = 1073741824
+
 # Cap on each socket's kernel send buffer (SO_SNDBUF), bytes. Default: the kernel's.
 # socket_send_buffer_bytes = 65536
 
@@ -198,6 +203,12 @@ out_queue_pause_bytes = 1048576
 out_queue_close_bytes = 67108864
 # A connection paused this many seconds without its socket taking a send is closed.
 out_queue_stall_max_secs = 60
+# PUBLISH packets per second one connection may send (a token bucket holding one second's worth, as EMQX's
+# per-client limiter). A client past it is throttled, not dropped: its input is not read (TCP pushes back on
+# it) until the bucket has refilled a tenth. Default: no limit.
+# publish_rate_max_per_second = 200
+# PUBLISH topic + payload bytes per second one connection may send, throttled likewise. Default: no limit.
+# publish_bytes_max_per_second = 1048576
 # Cap on a v5 client's keep-alive, seconds (sent back as Server Keep Alive when lower than asked).
 keepalive_max_secs = 65535
 # A connection that sends no CONNECT within this many seconds is closed.

@@ -49,6 +49,11 @@ pub struct Config {
     /// New connections one source IP address may open per second (a token bucket holding one second's
     /// worth), on all listeners together; faster ones are closed right after accept. `None`: no limit.
     pub connect_rate_per_address_max_per_second: Option<u32>,
+    /// The process's memory budget, bytes of resident memory (Mosquitto's `memory_limit`). Above it the
+    /// broker sheds load: new CONNECTs are refused (v5 0x97 Quota exceeded, 3.x return code 3) and QoS 0
+    /// deliveries to clients with unsent bytes queued are dropped, until it is below 90% of it. `None`:
+    /// no budget.
+    pub memory_max_bytes: Option<u64>,
     /// Cap on each socket's kernel send buffer (SO_SNDBUF). `None` leaves the kernel default.
     pub socket_send_buffer_bytes: Option<u32>,
     /// Cap on each socket's kernel receive buffer (SO_RCVBUF). `None` leaves the kernel default.
@@ -103,6 +108,7 @@ impl Default for Config {
             connections_max: 19_000,
             connections_per_address_max: None,
             connect_rate_per_address_max_per_second: None,
+            memory_max_bytes: None,
             socket_send_buffer_bytes: None,
             socket_recv_buffer_bytes: None,
             ring_entries: 4096,
@@ -305,6 +311,9 @@ impl Config {
                 "must be at least 1 (leave it out for no limit)",
             );
         }
+        if self.memory_max_bytes.is_some_and(|bytes| bytes < MEMORY_MAX_BYTES_MIN) {
+            return invalid("memory_max_bytes", "must be at least 1048576 (1 MiB; leave it out for no budget)");
+        }
         if self.connections_max == 0 {
             return invalid("connections_max", "must be at least 1");
         }
@@ -325,6 +334,9 @@ impl Config {
         }
         if !(512..=16 * 1024 * 1024).contains(&self.read_buffer_bytes) {
             return invalid("read_buffer_bytes", "must be between 512 and 16777216");
+        }
+        if let Err((field, reason)) = self.mqtt.check() {
+            return Err(ConfigError::Invalid { field, reason });
         }
         if let Err((field, reason)) = self.http.check() {
             return Err(ConfigError::Invalid { field, reason });
@@ -380,6 +392,9 @@ pub fn deprecated_name_warnings(text: &str, path: &Path) -> Vec<String> {
     }
     warnings
 }
+
+/// The smallest memory budget accepted (a budget in the wrong unit, say MiB for bytes, is refused).
+pub const MEMORY_MAX_BYTES_MIN: u64 = 1024 * 1024;
 
 /// Upper bound on shards: the mesh has shards^2 queues.
 pub const MAX_SHARDS: usize = 256;

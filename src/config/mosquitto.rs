@@ -405,7 +405,6 @@ impl Conversion {
             | "auto_id_prefix"
             | "check_retain_source"
             | "max_inflight_bytes"
-            | "memory_limit"
             | "persistent_client_expiration"
             | "queue_qos0_messages"
             | "set_tcp_nodelay"
@@ -611,6 +610,18 @@ impl Conversion {
             "max_queued_bytes" => {
                 let bytes: usize = parse_number(line)?;
                 mqtt.session_queue_max_bytes = if bytes == 0 { usize::MAX } else { bytes };
+            }
+            "memory_limit" => {
+                let bytes: u64 = parse_number(line)?;
+                if bytes != 0 && bytes < super::MEMORY_MAX_BYTES_MIN {
+                    return error(line, "below 1048576 bytes (1 MiB), which shardmq refuses").map(|()| true);
+                }
+                self.config.memory_max_bytes = (bytes != 0).then_some(bytes);
+                if bytes != 0 {
+                    let message = "applied as memory_max_bytes: shardmq measures the process's resident memory (not \
+                                   heap bytes) and, above it, refuses new CONNECTs and drops QoS 0 to slow clients";
+                    return Err(finding(Severity::Warning, line, message.to_string()));
+                }
             }
             "max_keepalive" => mqtt.keepalive_max_secs = parse_number(line)?,
             "retain_available" => mqtt.retain_available = parse_bool(line)?,

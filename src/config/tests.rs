@@ -35,7 +35,7 @@ fn no_file_listens_for_mqtt_on_1883_and_websocket_on_8083() {
 #[test]
 fn file_fields_are_read() {
     let config = Config::from_toml(
-        "listen = \"127.0.0.1:0\"\nshards = 3\nmax_connections = 10\nsocket_send_buffer_bytes = 8192\n",
+        "listen = \"127.0.0.1:0\"\nshards = 3\nconnections_max = 10\nsocket_send_buffer_bytes = 8192\n",
     )
     .unwrap();
     assert_eq!(config.listen.as_deref(), Some("127.0.0.1:0"));
@@ -110,7 +110,7 @@ fn listener_tables_are_read_with_their_defaults() {
     }
     let text = format!(
         "[[listeners]]\nbind = \"127.0.0.1:1883\"\n\
-         [[listeners]]\nbind = \"127.0.0.1:8883\"\ntransport = \"tls\"\nmax_connections = 5\n\
+         [[listeners]]\nbind = \"127.0.0.1:8883\"\ntransport = \"tls\"\nconnections_max = 5\n\
          [listeners.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca:?}\nrequire_certificate = true\n\
          use_identity_as_username = true\n[listeners.auth]\nallow_anonymous = false\n\
          [[listeners]]\nbind = \"127.0.0.1:8083\"\ntransport = \"ws\"\nwebsocket_origins = [\"https://a.example\"]\n\
@@ -268,7 +268,7 @@ fn invalid_values_are_rejected_with_the_field_name() {
     assert!(Config::load(&args).unwrap_err().to_string().contains("listen"));
     let config = Config { log_level: "info,[".into(), ..Config::default() };
     assert!(config.validate().unwrap_err().to_string().contains("log_level"));
-    let err = load_toml("[[listeners]]\nbind = \"127.0.0.1:1\"\nmax_connections = 0\n").unwrap_err();
+    let err = load_toml("[[listeners]]\nbind = \"127.0.0.1:1\"\nconnections_max = 0\n").unwrap_err();
     assert!(err.to_string().contains("listeners[0].connections_max"), "{err}");
 }
 

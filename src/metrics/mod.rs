@@ -71,6 +71,7 @@ fn add_into(total: &mut ShardSnapshot, shard: &ShardSnapshot) {
     t.dropped_too_large += s.dropped_too_large;
     t.dropped_queue_full += s.dropped_queue_full;
     t.dropped_slow_consumer += s.dropped_slow_consumer;
+    t.dropped_memory_budget += s.dropped_memory_budget;
     t.dropped_expired += s.dropped_expired;
     t.dropped_offline_qos0 += s.dropped_offline_qos0;
     t.dropped_no_share_member += s.dropped_no_share_member;
@@ -89,6 +90,8 @@ fn add_into(total: &mut ShardSnapshot, shard: &ShardSnapshot) {
     t.refused_connections_per_address += s.refused_connections_per_address;
     t.refused_connect_rate_per_address += s.refused_connect_rate_per_address;
     t.connects_accepted += s.connects_accepted;
+    t.publish_throttled_rate += s.publish_throttled_rate;
+    t.publish_throttled_bytes += s.publish_throttled_bytes;
     for (reason, count) in &s.connects_refused {
         *t.connects_refused.entry(*reason).or_default() += count;
     }
@@ -102,6 +105,9 @@ fn add_into(total: &mut ShardSnapshot, shard: &ShardSnapshot) {
     }
     t.publish_payload_bytes_received += s.publish_payload_bytes_received;
     t.publish_payload_bytes_sent += s.publish_payload_bytes_sent;
+
+    // One budget for the whole process: every shard reports the same one.
+    total.memory = shard.memory;
 
     let (t, s) = (&mut total.gauges, &shard.gauges);
     t.connections += s.connections;

@@ -41,6 +41,7 @@ fn dropped(s: &ShardSnapshot) -> Vec<(String, u64)> {
         ("too_large", stats.dropped_too_large),
         ("queue_full", stats.dropped_queue_full),
         ("slow_consumer", stats.dropped_slow_consumer),
+        ("memory_budget", stats.dropped_memory_budget),
         ("expired", stats.dropped_expired),
         ("offline_qos0", stats.dropped_offline_qos0),
         ("no_share_member", stats.dropped_no_share_member),
@@ -68,6 +69,16 @@ fn refused_at_accept(s: &ShardSnapshot) -> Vec<(String, u64)> {
         ("connections_max", s.stats.refused_at_accept),
         ("connections_per_address_max", s.stats.refused_connections_per_address),
         ("connect_rate_per_address_max_per_second", s.stats.refused_connect_rate_per_address),
+    ]
+    .into_iter()
+    .map(|(limit, value)| (format!("limit=\"{limit}\""), value))
+    .collect()
+}
+
+fn publish_throttled(s: &ShardSnapshot) -> Vec<(String, u64)> {
+    [
+        ("publish_rate_max_per_second", s.stats.publish_throttled_rate),
+        ("publish_bytes_max_per_second", s.stats.publish_throttled_bytes),
     ]
     .into_iter()
     .map(|(limit, value)| (format!("limit=\"{limit}\""), value))
@@ -213,6 +224,12 @@ const FAMILIES: &[Family] = &[
         series: dropped,
     },
     Family {
+        name: "shardmq_publish_throttled_total",
+        kind: Kind::Counter,
+        help: "Times a client publishing faster than its limit was paused (its input not read until its bucket refilled), by limit.",
+        series: publish_throttled,
+    },
+    Family {
         name: "shardmq_publishes_denied_total",
         kind: Kind::Counter,
         help: "PUBLISHes and wills dropped for want of write access (or to $SYS).",
@@ -302,6 +319,7 @@ pub fn render_prometheus(snapshot: &BrokerSnapshot) -> String {
     let _ = writeln!(out, "# HELP shardmq_shards Shards (threads) serving clients.");
     let _ = writeln!(out, "# TYPE shardmq_shards gauge\nshardmq_shards {}", snapshot.shards.len());
     let totals = snapshot.totals();
+    write_memory(&mut out, &totals);
     for family in FAMILIES {
         let kind = if family.kind == Kind::Counter { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", family.name, family.help, family.name);
@@ -316,6 +334,22 @@ pub fn render_prometheus(snapshot: &BrokerSnapshot) -> String {
     out
 }
 
+/// The process's memory budget (one for the whole process, so no shard label): resident bytes as last
+/// sampled, the budget, whether load is being shed, and how often shedding started.
+fn write_memory(out: &mut String, totals: &ShardSnapshot) {
+    let memory = totals.memory;
+    let Some(max_bytes) = memory.max_bytes else { return };
+    let lines = [
+        ("shardmq_memory_resident_bytes", "gauge", "Resident memory of the process at the last sample (memory_max_bytes is set).", memory.resident_bytes),
+        ("shardmq_memory_max_bytes", "gauge", "The process's memory budget (memory_max_bytes).", max_bytes),
+        ("shardmq_memory_shedding", "gauge", "1 while the process is over memory_max_bytes and sheds load (CONNECTs refused with 0x97, QoS 0 to clients with unsent bytes dropped), until below 90% of it.", u64::from(memory.shedding)),
+        ("shardmq_memory_shedding_started_total", "counter", "Times the process went over memory_max_bytes and started shedding load.", memory.shedding_started),
+    ];
+    for (name, kind, help, value) in lines {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
 /// A label value as the text format wants it: backslash, double quote and line feed escaped.
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -324,6 +358,7 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::MemoryReading;
 
     fn snapshot() -> BrokerSnapshot {
         let mut shards = vec![ShardSnapshot::default(), ShardSnapshot { shard: 1, ..ShardSnapshot::default() }];
@@ -344,6 +379,25 @@ mod tests {
         assert!(text.contains("shardmq_messages_received_total{shard=\"all\",qos=\"0\"} 13\n"));
         assert!(text.contains("shardmq_auth_failures_total{shard=\"all\"} 3\n"));
         assert!(text.contains("reason_code=\"0x86\",reason=\"Bad User Name or Password\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn the_memory_budget_is_one_process_wide_set_of_lines_and_absent_without_a_budget() {
+        assert!(!render_prometheus(&snapshot()).contains("shardmq_memory_"), "no budget, no memory lines");
+        let mut with_budget = snapshot();
+        for shard in &mut with_budget.shards {
+            shard.memory =
+                MemoryReading { resident_bytes: 300, max_bytes: Some(256), shedding: true, shedding_started: 2 };
+        }
+        let text = render_prometheus(&with_budget);
+        for line in [
+            "shardmq_memory_resident_bytes 300\n",
+            "shardmq_memory_max_bytes 256\n",
+            "shardmq_memory_shedding 1\n",
+            "shardmq_memory_shedding_started_total 2\n",
+        ] {
+            assert_eq!(text.matches(line).count(), 1, "{line}: {text}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::control::{ControlReceiver, Job};
 use super::idle_trim::{self, IdleTrim, TrimStep};
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
-use crate::broker::{Action, ConnId, ListenerId, MeshMessage, ShardCore, ShardId, WallClock};
+use crate::broker::{Action, ConnId, ListenerId, MemoryBudget, MeshMessage, ShardCore, ShardId, WallClock};
 use crate::config::Config;
 use crate::connection::address_limit::AddressRefusal;
 use crate::connection::send::SendBatch;
@@ -120,6 +120,8 @@ pub struct ShardSetup {
     pub listeners: Vec<ListenerSocket>,
     /// The shard's opened log and what it replayed to (`[persistence] dir`).
     pub log: Option<(crate::persist::ShardLog, crate::persist::RecoveredState)>,
+    /// The process's memory budget, the same for every shard (`memory_max_bytes`).
+    pub memory: Arc<MemoryBudget>,
 }
 
 /// One listener as a shard serves it.
@@ -165,12 +167,13 @@ pub struct Shard {
 impl Shard {
     /// Builds the shard's ring and state on the calling thread (which the ring is bound to).
     pub fn new(setup: ShardSetup) -> Result<Shard, RingError> {
-        let ShardSetup { shard, shards, config, control, permits, links, listeners, log } = setup;
+        let ShardSetup { shard, shards, config, control, permits, links, listeners, log, memory } = setup;
         let ring = Ring::new(config.ring_entries)?;
         let reads = BufferRing::new(&ring, READ_BUFFER_GROUP, config.read_buffers, config.read_buffer_bytes)?;
         links.wake().set_ring_fd(ring.fd());
         let settings = std::rc::Rc::new(config.mqtt.clone());
         let mut core = ShardCore::new(shard, shards, settings);
+        core.set_memory_budget(memory);
         let writer = match log {
             Some((log, state)) => Some(start_persistence(&mut core, shard, log, state, &config.persistence)?),
             None => None,

@@ -219,6 +219,8 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
     let (report_tx, report_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     let mut logs = open_logs(&config, shards)?;
+    let memory = Arc::new(crate::broker::MemoryBudget::new(config.memory_max_bytes));
+    super::memory_watch::start(&memory);
     for (shard, (listeners, control_receiver)) in per_shard.into_iter().zip(control_receivers).enumerate() {
         let setup = ShardSetup {
             log: logs.get_mut(shard).and_then(Option::take),
@@ -229,6 +231,7 @@ pub fn start(config: Config) -> Result<RunningBroker, StartError> {
             permits: permits.clone(),
             links: mesh.links(shard),
             listeners,
+            memory: memory.clone(),
         };
         let cpu = plan.cpus[shard];
         let report = report_tx.clone();

@@ -2,7 +2,8 @@
 //! io_uring (`event_loop`, `ring`), with its own SO_REUSEPORT listener sockets (`listener`), connected
 //! by a full mesh of bounded lock-free queues with a MSG_RING doorbell (`mesh`); where they run
 //! (`affinity`), how they start (`launch`), and how the rest of the process reaches them: stop, jobs on
-//! a shard's core (`control`), and what a quiet shard gives back (`idle_trim`).
+//! a shard's core (`control`), what a quiet shard gives back (`idle_trim`), and the sampler of the
+//! process's memory budget (`memory_watch`).
 
 pub mod affinity;
 pub mod control;
@@ -10,6 +11,7 @@ pub mod event_loop;
 pub mod idle_trim;
 pub mod launch;
 pub mod listener;
+pub mod memory_watch;
 pub mod mesh;
 pub mod reload;
 pub mod ring;

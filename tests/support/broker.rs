@@ -286,8 +286,9 @@ fn start_mosquitto(limits: &BrokerLimits) -> Broker {
     broker
 }
 
-/// A port nobody listens on right now (Mosquitto cannot bind port 0 and report it).
-fn free_port() -> u16 {
+/// A port nobody listens on right now (Mosquitto cannot bind port 0 and report it; the `[metrics]`
+/// listener is not printed with its port).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }

@@ -8,12 +8,15 @@
 pub mod any_version;
 pub mod broker;
 pub mod events;
+pub mod metrics;
 pub mod mosquitto_clients;
 pub mod raw;
 mod rumqttc_common;
 pub mod v4;
 pub mod v5;
 
+#[allow(unused_imports)] // for the tests that serve /metrics
+pub use broker::free_port;
 #[allow(unused_imports)] // not every test binary configures limits
 pub use broker::BrokerLimits;
 pub use broker::{Broker, BrokerKind, SHARDS};

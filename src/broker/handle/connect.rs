@@ -121,10 +121,14 @@ impl ShardCore {
         Ok(())
     }
 
-    /// Refusals that are about this server, not the client: a configured redirect, or no room for a session.
+    /// Refusals that are about this server, not the client: a configured redirect, memory over its budget,
+    /// or no room for a session.
     fn check_capacity(&self, connect: &Connect) -> Result<(), Refusal> {
         if self.settings.server_reference.is_some() {
             return Err(Refusal::Redirected);
+        }
+        if self.memory.is_shedding() {
+            return Err(Refusal::MemoryBudgetExceeded);
         }
         let existing = self.sessions.find(&connect.client_id).is_some();
         if !existing && self.sessions.len() >= self.settings.sessions_per_shard_max {

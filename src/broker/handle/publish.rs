@@ -19,6 +19,7 @@ use crate::protocol::{ByteStr, Packet, Properties, PubResponse, Publish, QoS, Re
 impl ShardCore {
     pub(in crate::broker) fn handle_publish(&mut self, conn: ConnId, key: SessionKey, publish: Publish, now: Instant) {
         self.stats.count_publish_received(publish.qos, publish.payload.len());
+        self.charge_publish(conn, publish.topic.len() + publish.payload.len(), now);
         let topic = match self.resolve_topic(conn, &publish).and_then(|topic| self.check_publish(&publish, topic)) {
             Ok(topic) => topic,
             Err(refusal) => {

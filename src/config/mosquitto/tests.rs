@@ -210,6 +210,19 @@ fn limits_map_to_broker_settings() {
 }
 
 #[test]
+fn memory_limit_becomes_the_memory_budget_with_one_warning_and_0_is_none() {
+    let (config, findings) = convert_text("memory_limit 268435456\n");
+    assert_eq!(config.memory_max_bytes, Some(268_435_456));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].severity, Severity::Warning);
+    assert!(findings[0].to_string().contains("memory_max_bytes"), "{}", findings[0]);
+    let (config, findings) = convert_text("memory_limit 0\n");
+    assert_eq!((config.memory_max_bytes, findings.len()), (None, 0));
+    let (_, findings) = convert_text("memory_limit 4096\n");
+    assert_eq!(findings[0].severity, Severity::Error, "below shardmq's 1 MiB minimum");
+}
+
+#[test]
 fn message_size_limit_becomes_a_packet_limit_with_one_warning() {
     let (config, findings) = convert_text("message_size_limit 1000\n");
     assert_eq!(config.mqtt.packet_size_max_bytes, 1000 + MESSAGE_SIZE_HEADROOM_BYTES);
