@@ -98,6 +98,8 @@ fn run(args: &shardmq::config::RunArgs) -> ExitCode {
             let _ = writeln!(stdout, "shardmq metrics on http://{addr}/metrics, dashboard on http://{addr}/");
             tracing::info!(%addr, "serving /metrics and the dashboard");
         }
+        // Last line of the start: every listener above (MQTT, HTTP API, metrics) is bound and serving.
+        let _ = writeln!(stdout, "shardmq ready");
         let _ = stdout.flush();
         tracing::info!("all shards accepting");
     });

@@ -75,8 +75,10 @@ class Broker:
                 self.stop()
                 raise RuntimeError(f"shardmq printed no listening line within {STARTUP_TIMEOUT_SECS} s:\n" + "".join(self.log))
             match = re.fullmatch(r"shardmq listening on 127\.0\.0\.1:(\d+)", line.strip())
-            if match:
+            if match and not hasattr(self, "port"):
                 self.port = int(match.group(1))
+            # The HTTP API and metrics listeners start after the MQTT one; "ready" follows them all.
+            if line.strip() == "shardmq ready" and hasattr(self, "port"):
                 return
 
     def _start_mosquitto(self):
