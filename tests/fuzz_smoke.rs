@@ -12,7 +12,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use shardmq::fuzz_checks::TARGETS;
+use shardmq::fuzz_checks::{Check, TARGETS};
 
 /// Mutations per target: core_sequence, the slowest in CPU, takes ~0.13 ms per input in the dev profile.
 const MUTATIONS_DEFAULT: usize = 10_000;
@@ -112,7 +112,7 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 /// Runs `check` on `input`; on a panic, saves the input and fails naming where it is.
-fn run_one(target: &str, check: fn(&[u8]), what: &str, input: &[u8]) {
+fn run_one(target: &str, check: Check, what: &str, input: &[u8]) {
     if catch_unwind(AssertUnwindSafe(|| check(input))).is_ok() {
         return;
     }

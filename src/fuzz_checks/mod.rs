@@ -13,8 +13,11 @@ pub mod http_request;
 pub mod password_file;
 pub mod websocket;
 
+/// A check: returns when the input keeps every invariant, panics otherwise.
+pub type Check = fn(&[u8]);
+
 /// Every target by name, as `fuzz/Cargo.toml` and `fuzz/corpus/<target>/` name them.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("acl_file", acl_file::check),
     ("config", config::check),
     ("core_sequence", core_sequence::check),
