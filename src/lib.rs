@@ -8,6 +8,9 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+/// The fuzz targets' checks, shared by `fuzz/` (libFuzzer) and `tests/fuzz_smoke.rs`; not an API.
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod http;
 pub mod metrics;
 pub mod persist;

@@ -1,25 +1,7 @@
-//! Fuzz target `acl_file`: arbitrary text as a Mosquitto ACL file; the last line is also used as a topic
-//! and a filter to check against the rules, for a user and an anonymous client. Parsing and every check
-//! must never panic.
+//! Fuzz target `acl_file`: a wrapper around `shardmq::fuzz_checks::acl_file::check`
+//! (src/fuzz_checks/acl_file.rs says what it feeds and which invariants it asserts).
+//! `tests/fuzz_smoke.rs` runs the same check under `cargo test` over the seeds and mutations of them.
 
 #![no_main]
 
-use std::path::Path;
-
-use libfuzzer_sys::fuzz_target;
-use shardmq::auth::{AclFile, AclSubject};
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(file) = AclFile::parse(text, Path::new("fuzz.acl")) else { return };
-    let probe = text.lines().last().unwrap_or("a/b");
-    for topic in [probe, "a/b", "$SYS/x", "u/c/x", ""] {
-        for subject in
-            [AclSubject { username: Some("u"), client_id: "c" }, AclSubject { username: None, client_id: "c" }]
-        {
-            let _ = file.may_publish(subject, topic);
-            let _ = file.may_receive(subject, topic);
-            let _ = file.may_subscribe(subject, topic);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shardmq::fuzz_checks::acl_file::check(data));

@@ -1,25 +1,7 @@
-//! Fuzz target `decode`: decode arbitrary bytes at every protocol level with a small maximum packet size.
-//! The decoder must never panic nor allocate from an unchecked length, and every packet it accepts must
-//! encode and decode again to an equal packet. `tests/codec_roundtrip.rs` runs the same check in CI.
+//! Fuzz target `decode`: a wrapper around `shardmq::fuzz_checks::decode::check`
+//! (src/fuzz_checks/decode.rs says what it feeds and which invariants it asserts).
+//! `tests/fuzz_smoke.rs` runs the same check under `cargo test` over the seeds and mutations of them.
 
 #![no_main]
 
-use bytes::BytesMut;
-use libfuzzer_sys::fuzz_target;
-use shardmq::protocol::{decode_packet, encode_packet, ProtocolVersion};
-
-const MAX_PACKET_SIZE_BYTES: u32 = 64 * 1024;
-
-fuzz_target!(|data: &[u8]| {
-    for version in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
-        let mut buf = BytesMut::from(data);
-        // Decode back-to-back packets until the buffer runs dry or an error ends the "connection".
-        while let Ok(Some(packet)) = decode_packet(&mut buf, version, MAX_PACKET_SIZE_BYTES) {
-            let mut encoded = BytesMut::new();
-            encode_packet(&packet, version, &mut encoded).expect("a decoded packet encodes");
-            let again = decode_packet(&mut encoded, version, u32::MAX).expect("a re-encoded packet decodes");
-            assert_eq!(again.as_ref(), Some(&packet), "re-encoding changed the packet");
-            assert!(encoded.is_empty(), "re-encoding produced trailing bytes");
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shardmq::fuzz_checks::decode::check(data));

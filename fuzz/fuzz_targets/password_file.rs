@@ -1,26 +1,7 @@
-//! Fuzz target `password_file`: arbitrary text as a Mosquitto password file, hashed (`user:$7$...`) and
-//! plaintext (`user:password`, as `mosquitto_passwd -U` takes). Parsing must never panic; a file that
-//! parses must write back text that parses to the same file, and looking a user up must not panic.
-//! Verification is left out: a `$7$` line may ask for a million PBKDF2 iterations, which is the
-//! administrator's choice (bounded by the parser) and only slow.
+//! Fuzz target `password_file`: a wrapper around `shardmq::fuzz_checks::password_file::check`
+//! (src/fuzz_checks/password_file.rs says what it feeds and which invariants it asserts).
+//! `tests/fuzz_smoke.rs` runs the same check under `cargo test` over the seeds and mutations of them.
 
 #![no_main]
 
-use std::path::Path;
-
-use libfuzzer_sys::fuzz_target;
-use shardmq::auth::PasswordFile;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let path = Path::new("fuzz.passwd");
-    if let Ok(file) = PasswordFile::parse(text, path) {
-        let written = file.to_text();
-        let again = PasswordFile::parse(&written, path).expect("a written password file parses");
-        assert_eq!(again, file, "writing and reading changed the password file");
-        for user in file.users() {
-            assert!(file.find(user).is_some(), "a listed user is found");
-        }
-    }
-    let _ = PasswordFile::parse_plaintext(text, path);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shardmq::fuzz_checks::password_file::check(data));

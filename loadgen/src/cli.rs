@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::churn::ChurnArgs;
 use crate::client_shape::ClientShape;
 use crate::engine::EngineSettings;
 use crate::plan::{PlanOptions, Scenario};
@@ -33,6 +34,9 @@ pub enum Command {
     /// Hold K idle connections (devices), PINGREQ every --keepalive seconds; --warmup is a pings-only window,
     /// then --publishers send commands to random devices at --rate during --duration.
     Idle(RunArgs),
+    /// Connections that keep coming and going at --rate connects/s: some leave without DISCONNECT (their
+    /// wills must arrive), some resume persistent sessions (which must keep subscription and queued messages).
+    Churn(ChurnArgs),
     /// Side-by-side table and SVG percentile plot of several run summaries.
     Compare {
         files: Vec<PathBuf>,

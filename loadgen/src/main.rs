@@ -2,6 +2,7 @@
 //! the intended send time in HdrHistograms; `compare` and `plot` turn run summaries into a table and SVG.
 
 mod broker_usage;
+mod churn;
 mod cli;
 mod client_shape;
 mod clock;
@@ -33,6 +34,7 @@ fn main() {
         Command::Shared(args) => coordinator::execute(Scenario::Shared, &args),
         Command::ConnStorm(args) => coordinator::execute(Scenario::ConnStorm, &args),
         Command::Idle(args) => coordinator::execute(Scenario::Idle, &args),
+        Command::Churn(args) => churn::execute(&args),
         Command::Compare { files, svg } => plot::compare(&files, svg),
         Command::Plot { file, svg } => plot::plot(&file, svg),
         Command::Worker => run::worker_main(),

@@ -207,6 +207,23 @@ fn refused_connection_is_reported_clearly() {
 }
 
 #[test]
+fn churn_gets_every_will_and_every_message_queued_for_a_persistent_session() {
+    for version in ["3", "5"] {
+        let Some(broker) = start_broker(&format!("churn-v{version}")) else { return };
+        let args = ["--mqtt-version", version, "--rate", "40", "--duration", "2", "--held", "5", "--sessions", "3"];
+        let summary = run_loadgen(&broker, "churn", &args);
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert_eq!(summary["lost"], 0, "{summary}");
+        assert_eq!(summary["connects"], 80 + 3, "80 churned + one sweep connect per session: {summary}");
+        assert_eq!(summary["abrupt_closes"], 20, "one in four leaves without DISCONNECT");
+        assert_eq!(summary["wills_received"], 20);
+        assert_eq!(summary["sessions_resumed"], 20 - 3 + 3, "every persistent connect after a session's first");
+        assert_eq!(summary["queued_sent"], 20, "one message per persistent leave");
+        assert_eq!(summary["queued_received"], 20);
+    }
+}
+
+#[test]
 fn reconnect_storm_finds_every_persistent_session_again() {
     let Some(broker) = start_broker("reconnect") else { return };
     let args = ["--connections", "200", "--duration", "0.5", "--reconnect", "--persistent", "--mqtt-version", "5"];

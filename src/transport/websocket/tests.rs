@@ -744,31 +744,9 @@ mod tungstenite_client {
 
 // ---- arbitrary input (the fuzz target `websocket` runs the same check for longer) ----
 
-/// Feed `data` in `chunk_bytes` pieces after `prefix`; the invariants of `fuzz/fuzz_targets/websocket.rs`.
+/// Feed `data` in `chunk_bytes` pieces after `prefix`: the invariants of the fuzz target's check.
 fn check_arbitrary_input(prefix: &[u8], data: &[u8], chunk_bytes: usize) {
-    let settings = WebSocketSettings { max_frame_bytes: 4096, ..WebSocketSettings::default() };
-    let mut transport = WebSocketTransport::new(&settings);
-    let mut plain = BytesMut::new();
-    transport.received(prefix, &mut plain).unwrap();
-    drain(&mut transport);
-    let mut fed_bytes = 0;
-    for chunk in data.chunks(chunk_bytes) {
-        fed_bytes += chunk.len();
-        let result = transport.received(chunk, &mut plain);
-        assert!(plain.len() <= fed_bytes, "more plaintext than input");
-        if result.is_err() {
-            let mqtt_frame = Bytes::from_static(&[0xD0, 0x00]);
-            let mut frames = VecDeque::from([mqtt_frame.clone()]);
-            let mut wire = VecDeque::new();
-            transport.send(&mut frames, &mut wire).unwrap();
-            assert!(wire.iter().all(|bytes| bytes.as_ptr() != mqtt_frame.as_ptr()), "no MQTT frame after failure");
-            assert!(wire.iter().map(Bytes::len).sum::<usize>() <= 1024, "only the goodbye goes out");
-            assert!(!transport.wants_write());
-            assert!(transport.received(&binary(b""), &mut plain).is_err(), "no input after failure");
-            return;
-        }
-        drain(&mut transport);
-    }
+    crate::fuzz_checks::websocket::check_phase(prefix, data, chunk_bytes);
 }
 
 /// Client frames with fuzzed headers, so that most inputs get past the first frame.
