@@ -21,7 +21,7 @@ import unittest
 
 import paho.mqtt.client as mqtt
 
-from test_paho import Broker, unique, EVENT_TIMEOUT_SECS
+from test_paho import Broker, unique, disconnect_all, EVENT_TIMEOUT_SECS
 from test_paho_v5 import V5Client
 from transport_certs import make_test_pki
 
@@ -146,11 +146,7 @@ request_timeout_secs = 2
                 time.sleep(0.02)
 
     def tearDown(self):
-        for client in self.clients:
-            try:
-                client.disconnect()
-            except Exception:
-                pass
+        disconnect_all(self.clients)
         self.api.connection.close()
         self.broker.stop()
         shutil.rmtree(self.files, ignore_errors=True)

@@ -15,7 +15,7 @@ import unittest
 import paho.mqtt.client as mqtt
 
 from test_external_auth import log_has
-from test_paho import EVENT_TIMEOUT_SECS, Broker, Client, unique
+from test_paho import EVENT_TIMEOUT_SECS, Broker, Client, disconnect_all, unique
 from test_paho_v5 import V5Client
 from test_sys_metrics import scrape
 from transport_broker import free_port
@@ -81,22 +81,18 @@ class MemoryBudgetTest(unittest.TestCase):
     def setUp(self):
         if os.environ.get("SHARDMQ_TEST_BROKER") == "mosquitto":
             self.skipTest("Mosquitto's memory_limit fails allocations instead of refusing CONNECTs with 0x97")
-        probe = Broker(config_toml="sys_interval_seconds = 0")
+        probe = Broker(config_toml="sys_interval_secs = 0")
         time.sleep(SETTLE_SECS)
         self.started_bytes = resident_bytes(probe.process.pid)
         probe.stop()
         self.budget_bytes = self.started_bytes + MARGIN_BYTES
         self.metrics_port = free_port()
-        self.broker = Broker(config_toml=f'memory_max_bytes = {self.budget_bytes}\nsys_interval_seconds = 0\n'
+        self.broker = Broker(config_toml=f'memory_max_bytes = {self.budget_bytes}\nsys_interval_secs = 0\n'
                                          f'[metrics]\nbind = "127.0.0.1:{self.metrics_port}"\n')
         self.clients = []
 
     def tearDown(self):
-        for client in self.clients:
-            try:
-                client.disconnect()
-            except Exception:
-                pass
+        disconnect_all(self.clients)
         self.broker.stop()
 
     def connected(self, client):

@@ -33,6 +33,15 @@ def unique(prefix):
     return f"{prefix}-{os.getpid()}-{next(_ids)}"
 
 
+def disconnect_all(clients):
+    """Disconnect every client of a test at tearDown, whatever state the test left it in."""
+    for client in clients:
+        try:
+            client.disconnect()
+        except Exception:
+            pass
+
+
 class Broker:
     """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL). `mqtt_toml` is the
     body of shardmq's `[mqtt]` config table, `config_toml` top-level config text (both ignored by Mosquitto);

@@ -14,7 +14,7 @@ import urllib.request
 
 import paho.mqtt.client as mqtt
 
-from test_paho import VERSIONS, Broker, Client, EVENT_TIMEOUT_SECS
+from test_paho import VERSIONS, Broker, Client, EVENT_TIMEOUT_SECS, disconnect_all
 from transport_broker import free_port
 
 WAIT_SECS = 10
@@ -74,11 +74,7 @@ class SysTopicsTest(unittest.TestCase):
         self.clients = []
 
     def tearDown(self):
-        for client in self.clients:
-            try:
-                client.disconnect()
-            except Exception:
-                pass
+        disconnect_all(self.clients)
         self.broker.stop()
 
     def connect(self, protocol, **options):
