@@ -93,7 +93,7 @@ impl ShardCore {
         let mut core = ShardCore {
             shard,
             shard_count,
-            retained: RetainedStore::new(settings.retained_max_messages),
+            retained: RetainedStore::new(settings.retained_max_messages, settings.retained_max_bytes),
             auth_methods: AuthMethods::from_config(&settings.scram_users),
             publish_limits: PublishLimiter::new(&settings),
             memory: Arc::new(MemoryBudget::new(None)),

@@ -28,6 +28,9 @@ pub struct RetainedStore {
     by_topic: HashTable<Arc<Message>>,
     hasher: RandomState,
     count_max: usize,
+    /// Topic and payload bytes of the messages held, against `bytes_max`.
+    bytes: usize,
+    bytes_max: usize,
 }
 
 /// What `RetainedStore::apply` did.
@@ -35,7 +38,8 @@ pub struct RetainedStore {
 pub enum RetainOutcome {
     Stored,
     Deleted,
-    /// The store is full and the topic is new: not retained.
+    /// The store holds `count_max` messages and the topic is new, or the message would take the store
+    /// past `bytes_max`: not retained (a message already retained on the topic stays).
     Full,
 }
 
@@ -45,8 +49,8 @@ const SHRINK_BELOW_LOAD_DIVISOR: usize = 4;
 const SHRINK_ABOVE_CAPACITY: usize = 64;
 
 impl RetainedStore {
-    pub fn new(count_max: usize) -> Self {
-        RetainedStore { by_topic: HashTable::new(), hasher: RandomState::new(), count_max }
+    pub fn new(count_max: usize, bytes_max: usize) -> Self {
+        RetainedStore { by_topic: HashTable::new(), hasher: RandomState::new(), count_max, bytes: 0, bytes_max }
     }
 
     /// Sets, replaces or (empty payload) deletes the retained message of the message's topic
@@ -60,10 +64,16 @@ impl RetainedStore {
         let existing = self.by_topic.find_entry(hash, |stored| stored.topic.as_str() == topic);
         if message.payload.is_empty() {
             if let Ok(entry) = existing {
-                entry.remove();
+                let (removed, _) = entry.remove();
+                self.bytes -= stored_bytes(&removed);
                 self.shrink_if_sparse();
             }
             return RetainOutcome::Deleted;
+        }
+        let replaced_bytes = existing.as_ref().map_or(0, |entry| stored_bytes(entry.get()));
+        let bytes_after = self.bytes - replaced_bytes + stored_bytes(message);
+        if bytes_after > self.bytes_max {
+            return RetainOutcome::Full;
         }
         match existing {
             Ok(mut entry) => *entry.get_mut() = Arc::clone(message),
@@ -72,6 +82,7 @@ impl RetainedStore {
                 absent.into_table().insert_unique(hash, Arc::clone(message), rehash);
             }
         }
+        self.bytes = bytes_after;
         RetainOutcome::Stored
     }
 
@@ -98,6 +109,11 @@ impl RetainedStore {
         self.by_topic.len()
     }
 
+    /// Topic and payload bytes of the messages held (what `bytes_max` bounds).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Bucket capacity of the index (for tests of the shrinking).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
@@ -111,6 +127,11 @@ impl RetainedStore {
             self.by_topic.shrink_to(self.by_topic.len() * 2, |stored| hasher.hash_one(stored.topic.as_str()));
         }
     }
+}
+
+/// What one retained message counts against `bytes_max`: its topic and payload.
+fn stored_bytes(message: &Message) -> usize {
+    message.topic.len() + message.payload.len()
 }
 
 #[cfg(test)]
@@ -128,7 +149,7 @@ mod tests {
 
     #[test]
     fn set_replace_delete_mqtt_3_3_1_5_to_7() {
-        let mut store = RetainedStore::new(10);
+        let mut store = RetainedStore::new(10, usize::MAX);
         assert_eq!(store.apply(&message_on("a/b", "one")), RetainOutcome::Stored);
         assert_eq!(store.apply(&message_on("a/b", "two")), RetainOutcome::Stored);
         assert_eq!(store.len(), 1);
@@ -142,7 +163,7 @@ mod tests {
 
     #[test]
     fn wildcard_filter_gets_every_match_but_no_dollar_topics() {
-        let mut store = RetainedStore::new(10);
+        let mut store = RetainedStore::new(10, usize::MAX);
         for topic in ["a/b", "a/c", "a/b/c", "$SYS/x", "b"] {
             store.apply(&message_on(topic, "x"));
         }
@@ -153,7 +174,7 @@ mod tests {
 
     #[test]
     fn full_store_refuses_new_topics_but_replaces_existing() {
-        let mut store = RetainedStore::new(1);
+        let mut store = RetainedStore::new(1, usize::MAX);
         assert_eq!(store.apply(&message_on("a", "1")), RetainOutcome::Stored);
         assert_eq!(store.apply(&message_on("b", "1")), RetainOutcome::Full);
         assert_eq!(store.apply(&message_on("a", "2")), RetainOutcome::Stored);
@@ -162,7 +183,7 @@ mod tests {
 
     #[test]
     fn exact_and_wildcard_filters_find_the_same_message() {
-        let mut store = RetainedStore::new(10);
+        let mut store = RetainedStore::new(10, usize::MAX);
         store.apply(&message_on("a/b/c", "x"));
         store.apply(&message_on("a", "y"));
         assert_eq!(topics(&store, "a/b/c"), vec!["a/b/c"]);
@@ -179,7 +200,7 @@ mod tests {
 
     #[test]
     fn deleting_most_messages_shrinks_the_index() {
-        let mut store = RetainedStore::new(100_000);
+        let mut store = RetainedStore::new(100_000, usize::MAX);
         for i in 0..10_000 {
             store.apply(&message_on(&format!("t/{i}"), "x"));
         }
@@ -191,5 +212,28 @@ mod tests {
         assert!(store.capacity() * 16 < full_capacity, "{} buckets left of {full_capacity}", store.capacity());
         assert_eq!(topics(&store, "t/9995"), vec!["t/9995"]);
         assert_eq!(topics(&store, "t/+").len(), 10);
+    }
+
+    #[test]
+    fn past_retained_max_bytes_a_message_is_not_retained_and_the_old_one_stays() {
+        // Topic + payload: "t1" + 8 bytes = 10 per message, 25 allowed.
+        let mut store = RetainedStore::new(10, 25);
+        assert_eq!(store.apply(&message_on("t1", "12345678")), RetainOutcome::Stored);
+        assert_eq!(store.apply(&message_on("t2", "12345678")), RetainOutcome::Stored);
+        assert_eq!(store.bytes(), 20);
+        assert_eq!(store.apply(&message_on("t3", "12345678")), RetainOutcome::Full, "30 > 25 bytes");
+        assert_eq!(
+            store.apply(&message_on("t1", "12345678901234567")),
+            RetainOutcome::Full,
+            "a replacement too (29 > 25)"
+        );
+        let mut found = Vec::new();
+        store.matching("t1", Instant::now(), &mut found);
+        assert_eq!(&found[0].payload[..], b"12345678", "the refused replacement left the old message");
+        assert_eq!(store.apply(&message_on("t1", "1")), RetainOutcome::Stored, "a smaller one fits");
+        assert_eq!(store.bytes(), 13);
+        assert_eq!(store.apply(&message_on("t2", "")), RetainOutcome::Deleted);
+        assert_eq!(store.bytes(), 3);
+        assert_eq!(store.apply(&message_on("t3", "12345678")), RetainOutcome::Stored, "room after the delete");
     }
 }

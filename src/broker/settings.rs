@@ -54,6 +54,9 @@ pub struct BrokerSettings {
     /// Most retained messages kept (per shard replica); new topics beyond it are not retained.
     #[serde(alias = "retained_messages_max")]
     pub retained_max_messages: usize,
+    /// Most topic + payload bytes of retained messages kept (per shard replica; the messages themselves are
+    /// shared); a message that would go past it is not retained, and one already retained on its topic stays.
+    pub retained_max_bytes: usize,
     /// Most client-to-server topic aliases per connection (v5 Topic Alias Maximum); 0 disables them.
     pub topic_alias_max: u16,
     /// Highest QoS the broker accepts and grants (0, 1 or 2).
@@ -143,6 +146,7 @@ impl Default for BrokerSettings {
             connect_timeout_secs: 10,
             session_expiry_max_secs: u32::MAX,
             retained_max_messages: 100_000,
+            retained_max_bytes: 1024 * 1024 * 1024,
             topic_alias_max: 10,
             qos_max: 2,
             retain_available: true,

@@ -217,6 +217,9 @@ connect_timeout_secs = 10
 session_expiry_max_secs = 4294967295
 # Most retained messages kept (per shard replica); new topics beyond it are not retained.
 retained_max_messages = 100000
+# Most topic + payload bytes of retained messages kept; a message past it is not retained (the one already
+# retained on its topic stays), counted like the above.
+retained_max_bytes = 1073741824
 # Most client-to-server topic aliases per connection (v5 Topic Alias Maximum); 0 disables them.
 topic_alias_max = 10
 # Highest QoS accepted and granted: 0, 1 or 2.

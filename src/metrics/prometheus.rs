@@ -244,7 +244,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "shardmq_retained_refused_total",
         kind: Kind::Counter,
-        help: "Retained messages not stored because the retained store was full.",
+        help: "Retained messages not stored because the retained store was full (retained_max_messages or retained_max_bytes).",
         series: |s| one(s.stats.retained_refused),
     },
     Family {

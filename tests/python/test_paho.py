@@ -217,6 +217,39 @@ class BrokerTestCase(unittest.TestCase):
         self.broker.stop()
 
 
+class RetainedBytesLimitTest(BrokerTestCase):
+    """`[mqtt] retained_max_bytes` bounds the topic + payload bytes of retained messages: a retained PUBLISH
+    past it is delivered but not retained, and a delete makes room again."""
+
+    mqtt_toml = "retained_max_bytes = 100"
+    config_toml = "sys_interval_secs = 0"  # the $SYS topics are retained messages too
+
+    def retained_topics(self, protocol):
+        late = Client(self.broker.port, protocol)
+        self.clients.append(late)
+        late.subscribe("rb/#", 1)
+        topics = []
+        while True:
+            try:
+                message = late.next_message(timeout=1.0)
+            except queue.Empty:
+                return sorted(topics)
+            self.assertTrue(message.retain)
+            topics.append(message.topic)
+
+    def test_a_retained_message_past_retained_max_bytes_is_not_retained_until_a_delete_makes_room(self):
+        if self.broker.kind == "mosquitto":
+            self.skipTest("Mosquitto has no retained byte limit")
+        publisher = Client(self.broker.port, mqtt.MQTTv311)
+        self.clients.append(publisher)
+        for i in (1, 2, 3):  # 4 topic + 30 payload bytes each: the third would make 102 > 100
+            publisher.publish(f"rb/{i}", "x" * 30, qos=1, retain=True)
+        self.assertEqual(self.retained_topics(mqtt.MQTTv5), ["rb/1", "rb/2"])
+        publisher.publish("rb/1", b"", qos=1, retain=True)
+        publisher.publish("rb/3", "x" * 30, qos=1, retain=True)
+        self.assertEqual(self.retained_topics(mqtt.MQTTv311), ["rb/2", "rb/3"])
+
+
 class PahoTest(BrokerTestCase):
 
     def connect(self, protocol, **options):

@@ -41,13 +41,15 @@ class Broker:
         self.process = subprocess.Popen(
             [binary, "--listen", f"127.0.0.1:{self.port}", "--shards", "2", "--config", self.config],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+        # "shardmq ready" follows the binding of every listener; a broker that exits first is reported
+        # with its output (a connect probe alone could pass just before such an exit).
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.process.returncode} at start:\n" + self.output())
+            if "shardmq ready" in self.output():
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError("broker did not start:\n" + self.output())
 
     def output(self):
