@@ -109,7 +109,8 @@ impl RetainedStore {
         self.by_topic.len()
     }
 
-    /// Topic and payload bytes of the messages held (what `bytes_max` bounds).
+    /// Topic and payload bytes of the messages held (what `bytes_max` bounds; for tests of the count).
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
