@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from test_paho import EVENT_TIMEOUT_SECS, Broker, unique
+from test_paho import EVENT_TIMEOUT_SECS, Broker, recv_up_to, unique
 
 TIMEOUT_MS = 800
 HANG_SECS = 3
@@ -139,12 +139,7 @@ def connect_v311(port, client_id, username, password):
     body = variable + payload
     with socket.create_connection(("127.0.0.1", port), timeout=EVENT_TIMEOUT_SECS) as sock:
         sock.sendall(bytes([0x10, len(body)]) + body)
-        connack = b""
-        while len(connack) < 4:
-            chunk = sock.recv(4 - len(connack))
-            if not chunk:
-                break
-            connack += chunk
+        connack = recv_up_to(sock, 4)
     assert connack[:2] == b"\x20\x02", connack
     return connack[3]
 

@@ -15,7 +15,7 @@ import unittest
 import paho.mqtt.client as mqtt
 
 from test_external_auth import log_has
-from test_paho import EVENT_TIMEOUT_SECS, Broker, Client, disconnect_all, unique
+from test_paho import EVENT_TIMEOUT_SECS, Broker, Client, disconnect_all, recv_up_to, unique
 from test_paho_v5 import V5Client
 from test_sys_metrics import scrape
 from transport_broker import free_port
@@ -59,12 +59,7 @@ def v311_connack_return_code(port):
     """One MQTT 3.1.1 CONNECT in raw bytes: the CONNACK's return code, exactly as sent."""
     with socket.create_connection(("127.0.0.1", port), timeout=EVENT_TIMEOUT_SECS) as sock:
         sock.sendall(mqtt_connect_packet(unique("late-v311")))
-        connack = b""
-        while len(connack) < 4:
-            chunk = sock.recv(4 - len(connack))
-            if not chunk:
-                break
-            connack += chunk
+        connack = recv_up_to(sock, 4)
     assert connack[:3] == b"\x20\x02\x00", f"not a 3.1.1 CONNACK: {connack!r}"
     return connack[3]
 

@@ -33,6 +33,17 @@ def unique(prefix):
     return f"{prefix}-{os.getpid()}-{next(_ids)}"
 
 
+def recv_up_to(sock, count):
+    """Up to `count` bytes from `sock`: fewer only if the broker closes the connection first."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def disconnect_all(clients):
     """Disconnect every client of a test at tearDown, whatever state the test left it in."""
     for client in clients:
