@@ -9,6 +9,12 @@ P99_BOUND_MS. Late messages are counted and printed for every run, passed or not
 often it happened. On a machine busy with other work the p99 bound is at the edge for any broker
 (Mosquitto measured 7-14 ms per run at load average 7): run it where the two CPUs are otherwise idle.
 
+The first WARMUP_SECS of each run are sent and must arrive, but their latencies are not counted: the
+first messages through 20 fresh paho threads take 10-40 ms with any broker (Mosquitto measured the same
+start), which is the client warming up, not the broker. A lost wake-up waits for the shard's 1 s timer,
+so STALLED_MS sits well below that but above the client's own hiccups (Mosquitto, same shape, once
+measured a 169 ms maximum).
+
 Knobs (environment): SHARDMQ_LATENCY_RUNS (default 3), SHARDMQ_LATENCY_RUN_SECS (default 5).
 """
 
@@ -28,7 +34,8 @@ RUNS = int(os.environ.get("SHARDMQ_LATENCY_RUNS", "3"))
 RUN_SECS = float(os.environ.get("SHARDMQ_LATENCY_RUN_SECS", "5"))
 P99_BOUND_MS = 10.0
 LATE_MS = 10.0
-STALLED_MS = 100.0
+STALLED_MS = 500.0
+WARMUP_SECS = 0.5
 # How long after the last publish a message may still arrive before it counts as not delivered.
 DRAIN_SECS = 3.0
 BROKER_CPU, CLIENT_CPU = 0, 1
@@ -42,15 +49,12 @@ def percentile_ms(sorted_secs, q):
 class RunResult:
     """What one run saw: latency per delivered sequence number (seconds) out of `sent`."""
 
-    def __init__(self, qos, sent, latencies):
+    def __init__(self, qos, sent, latencies, warmup):
         self.qos, self.sent = qos, sent
-        self.latencies = sorted(latencies.values())
+        self.delivered = len(latencies)
+        self.latencies = sorted(latency for sequence, latency in latencies.items() if sequence >= warmup)
         self.late = sum(1 for latency in self.latencies if latency * 1000 > LATE_MS)
         self.stalled = sum(1 for latency in self.latencies if latency * 1000 > STALLED_MS)
-
-    @property
-    def delivered(self):
-        return len(self.latencies)
 
     def p99_ms(self):
         return percentile_ms(self.latencies, 0.99) if self.latencies else float("inf")
@@ -102,7 +106,8 @@ def run_pairs(port, qos):
         for _ in range(PAIRS):
             if not subscribed.acquire(timeout=EVENT_TIMEOUT_SECS):
                 raise AssertionError("SUBACK missing")
-        total = int(RATE_PER_SEC * RUN_SECS)
+        warmup = int(RATE_PER_SEC * WARMUP_SECS)
+        total = warmup + int(RATE_PER_SEC * RUN_SECS)
         start = time.monotonic()
         for sequence in range(total):
             due = start + sequence / RATE_PER_SEC
@@ -118,7 +123,7 @@ def run_pairs(port, qos):
                     break
             time.sleep(0.05)
         with lock:
-            return RunResult(qos, total, dict(latencies))
+            return RunResult(qos, total, dict(latencies), warmup)
     finally:
         for client in clients:
             client.disconnect()
