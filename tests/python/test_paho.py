@@ -57,12 +57,19 @@ class Broker:
     """A broker process on a free loopback port; stop() ends it (SIGTERM, then SIGKILL). `mqtt_toml` is the
     body of shardmq's `[mqtt]` config table, `config_toml` top-level config text (both ignored by Mosquitto);
     `shards` is shardmq's shard count; `cpus`, when given, pins the process to those CPUs (as `taskset -c`
-    would)."""
+    would); `fifo_priority`, when given, runs it under SCHED_FIFO at that priority (as `chrt -f` would)."""
 
-    def __init__(self, mqtt_toml=None, config_toml=None, shards=2, cpus=None):
+    def __init__(self, mqtt_toml=None, config_toml=None, shards=2, cpus=None, fifo_priority=None):
         self.kind = os.environ.get("SHARDMQ_TEST_BROKER", "shardmq")
         self.shards = shards
-        self.pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+
+        def place():
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+            if fifo_priority is not None:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(fifo_priority))
+
+        self.pin = place if cpus is not None or fifo_priority is not None else None
         self.log = []
         self.config = None
         if (mqtt_toml is not None or config_toml is not None) and self.kind != "mosquitto":
