@@ -11,8 +11,11 @@ often it happened. On a machine busy with other work the p99 bound is at the edg
 
 The first WARMUP_SECS of each run are sent and must arrive, but their latencies are not counted: the
 first messages through 20 fresh paho threads take 10-40 ms with any broker (Mosquitto measured the same
-start), which is the client warming up, not the broker. A lost wake-up waits for the shard's 1 s timer;
-STALLED_MS is a tenth of that.
+start), which is the client warming up, not the broker. A lost wake-up waits for the shard's 1 s timer
+(the bug's messages waited up to 1.02 s, p50 249 ms at QoS 1); STALLED_MS is half of that, above the
+paho threads' own rare hiccups: a fresh-clone CI run saw one message at 126 ms, and a packet capture of
+this shape (`perf/paho_latency_capture.py`, 16,500 messages) showed every late message leave the broker
+within 0.5 ms of arriving and wait in the subscribing paho client for up to 59 ms.
 
 Where the test may (root or CAP_SYS_NICE), the broker and this process run under SCHED_FIFO, as perf/RESULTS.md's
 runs on a busy machine do: a compile on the same CPUs otherwise preempts the 20 paho threads for tens of
@@ -39,7 +42,7 @@ RUNS = int(os.environ.get("SHARDMQ_LATENCY_RUNS", "3"))
 RUN_SECS = float(os.environ.get("SHARDMQ_LATENCY_RUN_SECS", "5"))
 P99_BOUND_MS = 10.0
 LATE_MS = 10.0
-STALLED_MS = 100.0
+STALLED_MS = 500.0
 WARMUP_SECS = 0.5
 # How long after the last publish a message may still arrive before it counts as not delivered.
 DRAIN_SECS = 3.0
