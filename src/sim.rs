@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::broker::{home_shard, Action, BrokerSettings, ConnId, MeshMessage, ShardCore, ShardId};
+use crate::broker::{home_shard, run_actions, ActionTarget, BrokerSettings, ConnId, MeshMessage, ShardCore, ShardId};
 use crate::protocol::{
     decode_packet, ByteStr, Connect, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions,
 };
@@ -50,10 +50,11 @@ pub struct SimClient {
 /// Mesh messages between in-process cores, oldest first: (from, to, message).
 pub type MeshQueue = VecDeque<(ShardId, ShardId, MeshMessage)>;
 
-/// The in-process interpreter of the cores' actions (the runtime's is `shard::event_loop`): runs every
-/// core's actions until nothing moves. A write or a close calls `output` with the core, shard, connection
-/// and whether it closes (it takes the frames); mesh messages go to their shard, or wait in `mesh` while
-/// `hold_mesh` (a slow mesh). Returns how many mesh messages were delivered.
+/// The in-process target of the cores' actions (the runtime's is `shard::event_loop`; both go through
+/// `broker::run_actions`): runs every core's actions until nothing moves. A write or a close calls
+/// `output` with the core, shard, connection and whether it closes (it takes the frames); mesh messages go
+/// to their shard, or wait in `mesh` while `hold_mesh` (a slow mesh). Returns how many mesh messages were
+/// delivered.
 pub fn pump_cores(
     cores: &mut [ShardCore],
     mesh: &mut MeshQueue,
@@ -65,14 +66,7 @@ pub fn pump_cores(
     loop {
         let mut moved = false;
         for (shard, core) in cores.iter_mut().enumerate() {
-            while let Some(action) = core.poll_action() {
-                moved = true;
-                match action {
-                    Action::Write(conn) => output(core, shard, conn, false),
-                    Action::Close(conn) => output(core, shard, conn, true),
-                    Action::Mesh { to, msg } => mesh.push_back((shard, to, msg)),
-                }
-            }
+            moved |= run_actions(&mut InProcess { core, shard, mesh, output: &mut output });
         }
         if !hold_mesh {
             while let Some((from, to, msg)) = mesh.pop_front() {
@@ -84,6 +78,32 @@ pub fn pump_cores(
         if !moved {
             return delivered;
         }
+    }
+}
+
+/// One core's actions carried out in process: output to the caller, mesh messages queued.
+struct InProcess<'a, F> {
+    core: &'a mut ShardCore,
+    shard: ShardId,
+    mesh: &'a mut MeshQueue,
+    output: &'a mut F,
+}
+
+impl<F: FnMut(&mut ShardCore, ShardId, ConnId, bool)> ActionTarget for InProcess<'_, F> {
+    fn core(&mut self) -> &mut ShardCore {
+        self.core
+    }
+
+    fn write(&mut self, conn: ConnId) {
+        (self.output)(self.core, self.shard, conn, false);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        (self.output)(self.core, self.shard, conn, true);
+    }
+
+    fn mesh(&mut self, to: ShardId, msg: MeshMessage) {
+        self.mesh.push_back((self.shard, to, msg));
     }
 }
 

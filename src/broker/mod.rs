@@ -26,6 +26,7 @@
 //! - `external`: what the HTTP API calls on a shard (publish, client and session listings, kick, retained
 //!   messages, ending an API token's sessions).
 
+mod actions;
 mod authorization;
 mod backlog;
 mod connection;
@@ -66,6 +67,7 @@ mod will;
 
 pub use self::core::ShardCore;
 pub use crate::auth::ListenerId;
+pub use actions::{run_actions, ActionTarget};
 pub use backlog::InputGate;
 pub use external::{
     ClientSummary, ExternalPublish, ExternalPublishError, ExternalPublished, RetainedSummary, SessionSummary,

@@ -28,7 +28,9 @@ use super::control::{ControlReceiver, Job};
 use super::idle_trim::{self, IdleTrim, TrimStep};
 use super::mesh::{MeshLinks, MeshOutbox, Shedding};
 use super::ring::{request, BufferRing, Completion, Ring, RingError, Token, TokenKind};
-use crate::broker::{Action, ConnId, ListenerId, MemoryBudget, MeshMessage, ShardCore, ShardId, WallClock};
+use crate::broker::{
+    run_actions, ActionTarget, ConnId, ListenerId, MemoryBudget, MeshMessage, ShardCore, ShardId, WallClock,
+};
 use crate::config::Config;
 use crate::connection::address_limit::AddressRefusal;
 use crate::connection::send::SendBatch;
@@ -642,20 +644,10 @@ impl Shard {
         }
     }
 
-    /// Carries out every action the core has queued: sends and closes per connection, mesh batches.
+    /// Carries out every action the core has queued (`broker::run_actions`, through this loop's
+    /// `ActionTarget`): sends and closes per connection, mesh batches.
     fn run_actions(&mut self) {
-        let now = Instant::now();
-        while let Some(action) = self.core.poll_action() {
-            match action {
-                Action::Write(conn) => {
-                    if let Some(key) = self.conns.key_of(conn) {
-                        self.flush(key);
-                    }
-                }
-                Action::Close(conn) => self.close(conn, now),
-                Action::Mesh { to, msg } => self.outbox.push(to, ShardMeshItem::Core(msg)),
-            }
-        }
+        run_actions(self);
         self.outbox.flush(&mut self.links);
         self.outbox.record_counters(self.core.io_counters_mut());
         let ring = &mut self.ring;
@@ -803,6 +795,27 @@ fn start_persistence(
 struct RefusalLog {
     last_logged: Option<Instant>,
     unlogged: u64,
+}
+
+/// The runtime's meaning of the core's actions (`broker::run_actions`).
+impl ActionTarget for Shard {
+    fn core(&mut self) -> &mut ShardCore {
+        &mut self.core
+    }
+
+    fn write(&mut self, conn: ConnId) {
+        if let Some(key) = self.conns.key_of(conn) {
+            self.flush(key);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.close(conn, Instant::now());
+    }
+
+    fn mesh(&mut self, to: ShardId, msg: MeshMessage) {
+        self.outbox.push(to, ShardMeshItem::Core(msg));
+    }
 }
 
 impl RefusalLog {
