@@ -56,12 +56,14 @@ def percentile_ms(sorted_secs, q):
 
 
 class RunResult:
-    """What one run saw: latency per delivered sequence number (seconds) out of `sent`."""
+    """What one run saw out of `sent`: `times`, (published, read) per delivered sequence number (monotonic
+    seconds), and the sorted latencies of those from `first_timed` on (the warm-up before it is not timed)."""
 
-    def __init__(self, qos, sent, latencies, warmup):
-        self.qos, self.sent = qos, sent
-        self.delivered = len(latencies)
-        self.latencies = sorted(latency for sequence, latency in latencies.items() if sequence >= warmup)
+    def __init__(self, qos, sent, times, first_timed):
+        self.qos, self.sent, self.times, self.first_timed = qos, sent, times, first_timed
+        self.delivered = len(times)
+        self.latencies = sorted(read - published for sequence, (published, read) in times.items()
+                                if sequence >= first_timed)
         self.late = sum(1 for latency in self.latencies if latency * 1000 > LATE_MS)
         self.stalled = sum(1 for latency in self.latencies if latency * 1000 > STALLED_MS)
 
@@ -89,15 +91,15 @@ def connected_client(port, client_id):
     return client
 
 
-def run_pairs(port, qos):
-    """One run of the shape; returns its RunResult."""
-    latencies, lock = {}, threading.Lock()
+def run_pairs(port, qos, first_sequence=0):
+    """One run of the shape, its messages numbered from `first_sequence`; returns its RunResult."""
+    times, lock = {}, threading.Lock()
 
     def on_message(_client, _userdata, message):
         received = time.monotonic()
         sequence, sent = struct.unpack("<Qd", message.payload[:16])
         with lock:
-            latencies.setdefault(sequence, received - sent)
+            times.setdefault(sequence, (sent, received))
 
     clients, publishers = [], []
     subscribed = threading.Semaphore(0)
@@ -118,21 +120,21 @@ def run_pairs(port, qos):
         warmup = int(RATE_PER_SEC * WARMUP_SECS)
         total = warmup + int(RATE_PER_SEC * RUN_SECS)
         start = time.monotonic()
-        for sequence in range(total):
-            due = start + sequence / RATE_PER_SEC
+        for k in range(total):
+            due = start + k / RATE_PER_SEC
             while time.monotonic() < due:
                 time.sleep(0.0002)
-            pair = sequence % PAIRS
-            payload = struct.pack("<Qd", sequence, time.monotonic()) + PAYLOAD_PADDING
+            pair = k % PAIRS
+            payload = struct.pack("<Qd", first_sequence + k, time.monotonic()) + PAYLOAD_PADDING
             publishers[pair].publish(f"{topic_base}/{pair}", payload, qos=qos)
         deadline = time.monotonic() + DRAIN_SECS
         while time.monotonic() < deadline:
             with lock:
-                if len(latencies) >= total:
+                if len(times) >= total:
                     break
             time.sleep(0.05)
         with lock:
-            return RunResult(qos, total, dict(latencies), warmup)
+            return RunResult(qos, total, dict(times), first_sequence + warmup)
     finally:
         for client in clients:
             client.disconnect()
