@@ -232,7 +232,7 @@ impl Shard {
             self.receive_mesh(now);
             self.fire_timers(now);
             self.persist_turn();
-            self.run_actions();
+            self.carry_out_actions();
             self.rearm_receives();
             if let Some(since) = self.stopping {
                 if self.conns.is_empty() || now.duration_since(since) > SHUTDOWN_FLUSH_TIMEOUT {
@@ -569,7 +569,7 @@ impl Shard {
     }
 
     /// The core closed the connection: flush its last frames, then shut it down (bounded in time).
-    fn close(&mut self, conn: ConnId, now: Instant) {
+    fn start_close(&mut self, conn: ConnId, now: Instant) {
         let Some(key) = self.conns.key_of(conn) else { return };
         self.conns.unmap(conn);
         let Some(slot) = self.conns.get_by_key(key) else { return };
@@ -646,7 +646,7 @@ impl Shard {
 
     /// Carries out every action the core has queued (`broker::run_actions`, through this loop's
     /// `ActionTarget`): sends and closes per connection, mesh batches.
-    fn run_actions(&mut self) {
+    fn carry_out_actions(&mut self) {
         run_actions(self);
         self.outbox.flush(&mut self.links);
         self.outbox.record_counters(self.core.io_counters_mut());
@@ -727,12 +727,12 @@ impl Shard {
         tracing::info!(shard = self.id, connections, "server shutting down: closing every connection");
         self.core.shutdown(now);
         self.persist_turn();
-        self.run_actions();
+        self.carry_out_actions();
         for key in self.conns.keys() {
             let Some(slot) = self.conns.get_by_key(key) else { continue };
             let conn = slot.conn();
             if !slot.is_ended() {
-                self.close(conn, now);
+                self.start_close(conn, now);
             }
         }
     }
@@ -740,7 +740,7 @@ impl Shard {
     fn finish_shutdown(&mut self) {
         self.control.close();
         self.persist_turn();
-        self.run_actions();
+        self.carry_out_actions();
         self.links.wake().mark_stopped();
         self.outbox.flush(&mut self.links);
         let ring = &mut self.ring;
@@ -810,7 +810,7 @@ impl ActionTarget for Shard {
     }
 
     fn close(&mut self, conn: ConnId) {
-        self.close(conn, Instant::now());
+        self.start_close(conn, Instant::now());
     }
 
     fn mesh(&mut self, to: ShardId, msg: MeshMessage) {
